@@ -1,0 +1,67 @@
+"""The batch layout, documented here once.
+
+Every model call in sdporec (SFT, DPO/S-DPO, the reference pass, ranking evaluation) takes an
+`AnswerBatch`: B prompts, each with N answers to score.
+
+    prompt_ids   (B, P)     token ids, LEFT-padded with pad_id, so every prompt ends at column P-1
+    prompt_mask  (B, P)     1 on real tokens
+    answer_ids   (B, N, A)  token ids, RIGHT-padded with pad_id; each answer is title tokens + EOS
+    answer_mask  (B, N, A)  1 on real tokens
+
+Answer slot n means:
+    training (SFT, N = 1):         n = 0 is the target
+    training (DPO/S-DPO, N = 1+K): n = 0 is the chosen (target) answer, n = 1..K the K negatives
+    scoring (ranking):             n = the candidate's position in the prompt's list
+
+`split_chosen_rejected` is the one place that takes the training layout apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+@dataclass
+class AnswerBatch:
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    answer_ids: torch.Tensor
+    answer_mask: torch.Tensor
+
+    def to(self, device) -> "AnswerBatch":
+        return AnswerBatch(*(t.to(device) for t in (self.prompt_ids, self.prompt_mask,
+                                                    self.answer_ids, self.answer_mask)))
+
+    @property
+    def n_answers(self) -> int:
+        return self.answer_ids.shape[1]
+
+
+def collate(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[Sequence[int]]],
+            pad_id: int) -> AnswerBatch:
+    """prompts: B token lists; answers: B lists of N token lists (the same N for every prompt)."""
+    n = len(answers[0])
+    if any(len(a) != n for a in answers):
+        raise ValueError("every prompt in a batch needs the same number of answers")
+    b, p = len(prompts), max(len(x) for x in prompts)
+    a = max(len(y) for ans in answers for y in ans)
+    prompt_ids = torch.full((b, p), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((b, p), dtype=torch.long)
+    answer_ids = torch.full((b, n, a), pad_id, dtype=torch.long)
+    answer_mask = torch.zeros((b, n, a), dtype=torch.long)
+    for i, x in enumerate(prompts):
+        prompt_ids[i, p - len(x):] = torch.tensor(x)
+        prompt_mask[i, p - len(x):] = 1
+        for j, y in enumerate(answers[i]):
+            answer_ids[i, j, :len(y)] = torch.tensor(y)
+            answer_mask[i, j, :len(y)] = 1
+    return AnswerBatch(prompt_ids, prompt_mask, answer_ids, answer_mask)
+
+
+def split_chosen_rejected(logps: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1+K) answer log-probs in the training layout -> chosen (B,), rejected (B, K)."""
+    assert logps.dim() == 2 and logps.shape[1] == 1 + k, f"expected (B, 1+{k}), got {tuple(logps.shape)}"
+    return logps[:, 0], logps[:, 1:]

@@ -1,0 +1,76 @@
+"""Candidate lists and negatives, drawn without leaking the target.
+
+The paper seeds each sample's 19 negatives with the target's item id, so a target always arrives with
+nearly the same list and a model can learn the lists instead of the users (measured on LastFM: the lists
+alone give HR@1 0.78). We seed every draw by (seed, split, sample, epoch) instead; the paper's seeding is
+kept as `paper_seeded_candidates` for comparisons only, and it is leaky.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+from .samples import Sample
+
+
+def sample_rng(*parts: object) -> random.Random:
+    """A generator seeded by a string of the parts: stable across runs, processes and Python versions."""
+    return random.Random(":".join(str(p) for p in parts))
+
+
+def catalogue(samples: Sequence[Sample]) -> list[str]:
+    """Every title seen in the samples, sorted so that draws do not depend on file order."""
+    titles: set[str] = set()
+    for s in samples:
+        titles.update(s.history)
+        titles.update(s.candidates)
+    return sorted(titles)
+
+
+def draw_candidates(history: Sequence[str], target: str, items: Sequence[str], n: int,
+                    rng: random.Random) -> list[str]:
+    """Target plus n-1 titles drawn uniformly from `items` outside the history, in shuffled order."""
+    excluded = set(history) | {target}
+    negatives: list[str] = []
+    # Rejection sampling: histories are short next to catalogues, so this stays fast.
+    seen: set[str] = set()
+    pool_size = len(set(items) - excluded)
+    if pool_size < n - 1:
+        raise ValueError(f"only {pool_size} items outside the history; cannot draw {n - 1} negatives")
+    while len(negatives) < n - 1:
+        t = items[rng.randrange(len(items))]
+        if t not in excluded and t not in seen:
+            seen.add(t)
+            negatives.append(t)
+    out = negatives + [target]
+    rng.shuffle(out)
+    return out
+
+
+def paper_seeded_candidates(history: Sequence[str], target: str, target_id: int, items: Sequence[str],
+                            n: int) -> list[str]:
+    """LEAKY: the paper's seeding scheme, negatives seeded by the target's item id. Comparisons only."""
+    rng = random.Random(target_id)
+    excluded = set(history) | {target}
+    out = rng.sample([t for t in items if t not in excluded], n - 1) + [target]
+    rng.shuffle(out)
+    return out
+
+
+def redraw(samples: Sequence[Sample], items: Sequence[str], seed: int, epoch: int) -> list[Sample]:
+    """Fresh candidate lists for one training epoch, same size as each sample's own list."""
+    out = []
+    for s in samples:
+        rng = sample_rng(seed, "candidates", s.key, epoch)
+        cands = draw_candidates(s.history, s.target, items, len(s.candidates), rng)
+        out.append(Sample(s.history, cands, s.target, s.user, s.key))
+    return out
+
+
+def draw_negatives(sample: Sample, k: int, seed: int, epoch: int) -> list[str]:
+    """K distinct non-target titles from the sample's own candidate list (the list the model sees)."""
+    pool = [c for c in sample.candidates if c != sample.target]
+    if len(pool) < k:
+        raise ValueError(f"sample {sample.key} has {len(pool)} non-target candidates, fewer than K={k}")
+    return sample_rng(seed, "negatives", sample.key, epoch).sample(pool, k)

@@ -1,0 +1,61 @@
+"""The `sdporec` command line: one subcommand per typed config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import ConfigError, add_arguments, resolve
+from .evaluate import EvaluateConfig, run_evaluate
+from .pipeline import PipelineConfig, run_pipeline
+from .preference import PreferenceConfig, run_preference
+from .prepare import PrepareConfig, run_prepare
+from .recommend import RecommendConfig, run_recommend
+from .samples import DataError
+from .sft import SFTConfig, run_sft
+
+COMMANDS = {
+    "prepare": (PrepareConfig, run_prepare, "write train/valid/test samples (built-in data)"),
+    "sft": (SFTConfig, run_sft, "supervised fine-tuning on the target titles"),
+    "dpo": (PreferenceConfig, run_preference, "DPO or Softmax-DPO (--loss sdpo|dpo) from an SFT checkpoint"),
+    "evaluate": (EvaluateConfig, run_evaluate, "HR@k, NDCG@k, MRR (ranking) or the paper's generation protocol"),
+    "pipeline": (PipelineConfig, run_pipeline, "prepare, SFT, DPO, S-DPO and evaluate, end to end"),
+    "recommend": (RecommendConfig, run_recommend, "rank candidates for one history"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdporec", description="Language-model recommenders trained "
+                                     "with SFT, DPO and Softmax-DPO.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (cls, _, help_text) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text), cls)
+    return parser
+
+
+def _quiet_transformers() -> None:
+    """Our own progress bars cover the work; transformers' per-load bars and notices are noise here."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_transformers()
+    cls, run, _ = COMMANDS[args.command]
+    try:
+        cfg = resolve(cls, args)
+        result = run(cfg)
+    except (ConfigError, DataError) as e:
+        print(f"sdporec {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    if args.command in ("evaluate", "prepare"):
+        import json
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

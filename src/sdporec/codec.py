@@ -1,0 +1,132 @@
+"""Codecs: prompts and answers to token ids, and generated ids back to text.
+
+Two kinds share one interface, so training and evaluation never ask which one they hold:
+- `TextCodec` (pretrained backbones): titles stay text; the prompt string and " " + title go through the
+  model's own tokenizer; the answer ends with EOS.
+- `ItemCodec` (built-in backbone): every item title is one token and every template word its own token.
+  Measured on LastFM with a 7M model on 2 cores, this reached HR@1 0.68 in 10 minutes of SFT where BPE
+  titles reached 0.12 in 15 (the foundation issue). The vocabulary lives in a Hugging Face tokenizer
+  file, so checkpoints load with `AutoTokenizer`; our code encodes prompts piece by piece instead of
+  parsing text, because a title may equal or contain a template word ("Yes", "Low", "Air Supply").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from .prompts import Prompt, split_words, template_words
+
+CODEC_FILE = "sdporec_codec.json"
+SPECIALS = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
+
+
+class UnknownTitle(KeyError):
+    def __str__(self) -> str:
+        return (f"title {self.args[0]!r} has no token in the built-in backbone's vocabulary; the vocabulary "
+                "is built from the data files given to `sft` (train and valid)")
+
+
+def _word_token(word: str) -> str:
+    return f"<|w:{word}|>"
+
+
+class _Codec:
+    kind: str
+    tokenizer: object
+
+    def save(self, out_dir: str | Path) -> None:
+        self.tokenizer.save_pretrained(str(out_dir))
+        (Path(out_dir) / CODEC_FILE).write_text(json.dumps({"kind": self.kind}) + "\n")
+
+
+class ItemCodec(_Codec):
+    kind = "items"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.vocab: dict[str, int] = tokenizer.get_vocab()
+        self.pad_id = self.vocab[SPECIALS["pad"]]
+        self.bos_id = self.vocab[SPECIALS["bos"]]
+        self.eos_id = self.vocab[SPECIALS["eos"]]
+        self.unk_id = self.vocab[SPECIALS["unk"]]
+        self._id_to_text = {i: (t[4:-2] if t.startswith("<|w:") else t) for t, i in self.vocab.items()}
+        self._special_ids = {self.pad_id, self.bos_id, self.eos_id, self.unk_id}
+
+    def title_id(self, title: str) -> int:
+        i = self.vocab.get(title)
+        if i is None or title.startswith("<|w:") or i in self._special_ids:
+            raise UnknownTitle(title)
+        return i
+
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        ids = [self.bos_id]
+        for kind, text in prompt.pieces:
+            if kind == "title":
+                ids.append(self.title_id(text))
+            elif kind == "text":
+                ids.extend(self.vocab.get(_word_token(w), self.unk_id) for w in split_words(text))
+        return ids
+
+    def encode_answer(self, title: str) -> list[int]:
+        return [self.title_id(title), self.eos_id]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        out = []
+        for i in ids:
+            if i == self.eos_id:
+                break
+            if i not in self._special_ids:
+                out.append(self._id_to_text.get(int(i), ""))
+        return " ".join(out)
+
+
+class TextCodec(_Codec):
+    kind = "text"
+
+    def __init__(self, tokenizer):
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no EOS token; answers must end with one")
+        if tokenizer.pad_token_id is None:
+            # Our batches carry their own masks, so padding with EOS changes no result.
+            tokenizer.pad_token = tokenizer.eos_token
+        self.tokenizer = tokenizer
+        self.pad_id, self.eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
+
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        return list(self.tokenizer(prompt.text, add_special_tokens=True)["input_ids"])
+
+    def encode_answer(self, title: str) -> list[int]:
+        return list(self.tokenizer(" " + title, add_special_tokens=False)["input_ids"]) + [self.eos_id]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        ids = list(ids)
+        if self.eos_id in ids:
+            ids = ids[:ids.index(self.eos_id)]
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
+def build_item_codec(titles: Sequence[str]) -> ItemCodec:
+    """A word-level tokenizer: specials, then template words, then one token per title."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tokens = list(SPECIALS.values()) + [_word_token(w) for w in template_words()] + sorted(set(titles))
+    if len(set(tokens)) != len(tokens):
+        clash = sorted(t for t in set(titles) if t in SPECIALS.values() or t.startswith("<|w:"))
+        raise ValueError(f"titles clash with reserved token names: {clash[:5]}")
+    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token=SPECIALS["unk"]))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=SPECIALS["pad"], bos_token=SPECIALS["bos"],
+                                 eos_token=SPECIALS["eos"], unk_token=SPECIALS["unk"])
+    return ItemCodec(hf)
+
+
+def load_codec(path: str) -> ItemCodec | TextCodec:
+    from transformers import AutoTokenizer
+
+    marker = Path(path) / CODEC_FILE
+    kind = json.loads(marker.read_text())["kind"] if marker.is_file() else "text"
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return ItemCodec(tokenizer) if kind == "items" else TextCodec(tokenizer)

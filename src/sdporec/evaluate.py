@@ -1,0 +1,163 @@
+"""Evaluation: one path for every scorer (language models and baselines).
+
+`--protocol ranking` (default): each candidate's score is the summed log-prob of its answer (title + EOS)
+after the prompt; metrics come from the target's rank. `--protocol generation` is the paper's: greedy
+decoding, valid when exactly one candidate title occurs in the output. Both return metrics and one row
+per sample, written by `write_results` as `metrics.json` and `predictions.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .batching import collate
+from .config import opt, require, save_config
+from .logprobs import answer_logprobs
+from .metrics import generation_metrics, parse_generation, rank_of_target, ranking_metrics
+from .prompts import DOMAINS, build_prompt
+from .samples import Sample, atomic_write_text, read_samples, write_jsonl
+
+PROTOCOLS = ("ranking", "generation")
+Scorer = Callable[[Sequence[Sample]], list[list[float]]]
+
+
+def ranking_results(samples: Sequence[Sample], scores: Sequence[Sequence[float]]) -> tuple[dict, list[dict]]:
+    """Metrics and per-sample rows from candidate scores (one list per sample, in prompt order)."""
+    ranks, rows = [], []
+    for s, sc in zip(samples, scores):
+        rank = rank_of_target(sc, s.candidates.index(s.target))
+        ranks.append(rank)
+        order = sorted(range(len(sc)), key=lambda i: (-sc[i], i))
+        rows.append({"key": s.key, "target": s.target, "rank": rank, "valid": True,
+                     "ranked": [[s.candidates[i], round(float(sc[i]), 6)] for i in order]})
+    return ranking_metrics(ranks), rows
+
+
+def lm_scorer(model, codec, domain: str, batch_size: int = 16, template: int = 0,
+              progress: bool = True) -> Scorer:
+    """Scores every candidate of every sample by its answer log-prob; the prompt is run once per sample."""
+    def score(samples: Sequence[Sample]) -> list[list[float]]:
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        out: list[list[float]] = []
+        try:
+            with torch.no_grad():
+                for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch",
+                                  disable=not progress, leave=False):
+                    chunk = samples[start:start + batch_size]
+                    batch = collate(
+                        [codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template)) for s in chunk],
+                        _same_size([[codec.encode_answer(c) for c in s.candidates] for s in chunk], codec.pad_id),
+                        codec.pad_id).to(device)
+                    logps, _ = answer_logprobs(model, batch)
+                    out.extend([row[:len(s.candidates)] for row, s in zip(logps.tolist(), chunk)])
+        finally:
+            model.train(was_training)
+        return out
+    return score
+
+
+def _same_size(answers: list[list[list[int]]], pad_id: int) -> list[list[list[int]]]:
+    """Samples with fewer candidates get padding answers (scored, then dropped) so N is the same."""
+    n = max(len(a) for a in answers)
+    return [a + [[pad_id]] * (n - len(a)) for a in answers]
+
+
+def evaluate_ranking(scorer: Scorer, samples: Sequence[Sample]) -> tuple[dict, list[dict]]:
+    return ranking_results(samples, scorer(samples))
+
+
+def evaluate_generation(model, codec, samples: Sequence[Sample], domain: str, batch_size: int = 16,
+                        max_new_tokens: int = 32, template: int = 0, progress: bool = True) -> tuple[dict, list[dict]]:
+    device = next(model.parameters()).device
+    model.eval()
+    answers: list[str | None] = []
+    rows: list[dict] = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(samples), batch_size), desc="generating", unit="batch",
+                          disable=not progress, leave=False):
+            chunk = samples[start:start + batch_size]
+            batch = collate([codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template))
+                             for s in chunk], [[[codec.eos_id]] for _ in chunk], codec.pad_id).to(device)
+            longest = max(len(codec.encode_answer(c)) for s in chunk for c in s.candidates)
+            generated = model.generate(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask,
+                                       do_sample=False, max_new_tokens=min(max_new_tokens, longest + 4),
+                                       pad_token_id=codec.pad_id, eos_token_id=codec.eos_id)
+            for s, ids in zip(chunk, generated[:, batch.prompt_ids.shape[1]:].tolist()):
+                text = codec.decode(ids)
+                answer = parse_generation(text, s.candidates)
+                answers.append(answer)
+                rows.append({"key": s.key, "target": s.target, "generated": text, "answer": answer,
+                             "valid": answer is not None, "hit": answer == s.target})
+    return generation_metrics(answers, [s.target for s in samples]), rows
+
+
+def write_results(out_dir: str | Path, metrics: dict, rows: list[dict], extra: dict | None = None) -> None:
+    out_dir = Path(out_dir)
+    write_jsonl(out_dir / "predictions.jsonl", rows)
+    atomic_write_text(out_dir / "metrics.json", json.dumps({**metrics, **(extra or {})}, indent=2) + "\n")
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """A plain-text table: one row per named result, the shared metric columns."""
+    cols = ("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr", "valid_ratio", "n")
+    lines = [f"{'':<12}" + "".join(f"{c:>12}" for c in cols)]
+    for name, m in results.items():
+        cells = "".join(f"{'-' if m.get(c) is None else (m[c] if c == 'n' else format(m[c], '.4f')):>12}" for c in cols)
+        lines.append(f"{name:<12}{cells}")
+    return "\n".join(lines)
+
+
+@dataclass
+class EvaluateConfig:
+    model: str = opt("", "checkpoint directory (full model or LoRA adapter) or hub name")
+    data: str = opt("", "samples to evaluate: the paper's JSON array or JSON Lines")
+    out: str = opt("", "output directory for metrics.json and predictions.jsonl")
+    protocol: str = opt("ranking", "ranking: score every candidate by its answer log-prob; generation: the "
+                        "paper's greedy decoding, valid when exactly one candidate occurs", choices=PROTOCOLS)
+    domain: str = opt("music", "prompt templates to use (template 0 is used)", choices=DOMAINS)
+    batch_size: int = opt(16, "samples per batch")
+    max_new_tokens: int = opt(32, "generation protocol: most tokens to decode")
+    limit: int = opt(0, "evaluate only the first N samples (0: all)")
+    dtype: str = opt("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    progress: bool = opt(True, "show progress bars")
+
+    def validate(self) -> None:
+        for name in ("model", "data", "out"):
+            require(bool(getattr(self, name)), name, "required")
+        require(self.batch_size >= 1, "batch_size", "must be at least 1")
+        require(self.limit >= 0, "limit", "must not be negative")
+
+
+def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domain: str, batch_size: int = 16,
+                   max_new_tokens: int = 32, progress: bool = True) -> tuple[dict, list[dict]]:
+    """The one evaluation entry point for language models, for both protocols."""
+    if protocol == "generation":
+        return evaluate_generation(model, codec, samples, domain, batch_size, max_new_tokens, progress=progress)
+    return evaluate_ranking(lm_scorer(model, codec, domain, batch_size, progress=progress), samples)
+
+
+def run_evaluate(cfg: EvaluateConfig) -> dict:
+    from .modeling import load_model, pick_device  # local: modeling pulls in transformers
+
+    samples = read_samples(cfg.data, "eval")
+    samples = samples[:cfg.limit] if cfg.limit else samples
+    model, codec = load_model(cfg.model, cfg.dtype)
+    model.to(pick_device(cfg.device))
+    started = time.time()
+    metrics, rows = evaluate_model(model, codec, samples, cfg.protocol, cfg.domain, cfg.batch_size,
+                                   cfg.max_new_tokens, cfg.progress)
+    extra = {"protocol": cfg.protocol, "model": cfg.model, "data": cfg.data,
+             "seconds": round(time.time() - started, 1)}
+    save_config(cfg, cfg.out)
+    write_results(cfg.out, metrics, rows, extra)
+    return {**metrics, **extra}

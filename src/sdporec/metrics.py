@@ -1,0 +1,51 @@
+"""Metrics: pure functions.
+
+Ranking: each sample contributes the 0-based rank of its target among the candidates (ties broken by
+the candidate's position in the prompt, so a constant scorer gets no free credit from the scores).
+Generation (the paper's protocol): an answer is valid when exactly one candidate title occurs in it, a hit
+when that title is the target; HR@1 = hits / all samples, ValidRatio = valid / all samples.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+METRIC_KEYS = ("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr", "valid_ratio", "n")
+
+
+def rank_of_target(scores: Sequence[float], target_index: int) -> int:
+    """0-based rank of the target: candidates scored higher, plus equal ones listed before it."""
+    t = scores[target_index]
+    return sum(1 for i, s in enumerate(scores) if s > t or (s == t and i < target_index))
+
+
+def ranking_metrics(ranks: Sequence[int]) -> dict[str, float]:
+    n = len(ranks)
+    if n == 0:
+        raise ValueError("no samples to measure")
+    return {
+        "hr@1": sum(r < 1 for r in ranks) / n,
+        "hr@5": sum(r < 5 for r in ranks) / n,
+        "ndcg@5": sum(1 / math.log2(r + 2) for r in ranks if r < 5) / n,
+        "ndcg@10": sum(1 / math.log2(r + 2) for r in ranks if r < 10) / n,
+        "mrr": sum(1 / (r + 1) for r in ranks) / n,
+        "valid_ratio": 1.0,
+        "n": n,
+    }
+
+
+def parse_generation(text: str, candidates: Sequence[str]) -> str | None:
+    """The one candidate title that occurs in the generated text, or None when zero or several do."""
+    found = [c for c in candidates if c in text]
+    return found[0] if len(found) == 1 else None
+
+
+def generation_metrics(answers: Sequence[str | None], targets: Sequence[str]) -> dict[str, float | None]:
+    n = len(targets)
+    if n == 0:
+        raise ValueError("no samples to measure")
+    valid = sum(a is not None for a in answers)
+    hits = sum(a == t for a, t in zip(answers, targets))
+    return {"hr@1": hits / n, "hr@5": None, "ndcg@5": None, "ndcg@10": None, "mrr": None,
+            "valid_ratio": valid / n, "n": n}

@@ -1,0 +1,186 @@
+"""Backbones: the built-in item-token Llama, pretrained models through the Auto classes, LoRA, and
+checkpoints in Hugging Face format.
+
+A checkpoint directory holds either full weights or a LoRA adapter (`adapter_config.json`), the
+tokenizer with `sdporec_codec.json`, and `sdporec_checkpoint.json` (what it was trained from). A LoRA
+adapter over the built-in backbone keeps that backbone's weights in `base/`, since they exist nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from .codec import ItemCodec, TextCodec, build_item_codec, load_codec
+
+BUILTIN = "builtin"
+META_FILE = "sdporec_checkpoint.json"
+
+
+@dataclass
+class BuiltinSize:
+    hidden: int = 192
+    layers: int = 4
+    heads: int = 4
+    max_positions: int = 256
+
+
+def build_builtin(titles: Sequence[str], size: BuiltinSize, seed: int):
+    """A small Llama created from a config (no download) over a vocabulary built from the data."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    codec = build_item_codec(titles)
+    cfg = LlamaConfig(
+        vocab_size=len(codec.vocab), hidden_size=size.hidden, intermediate_size=size.hidden * 3,
+        num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.heads,
+        max_position_embeddings=size.max_positions, pad_token_id=codec.pad_id, bos_token_id=codec.bos_id,
+        eos_token_id=codec.eos_id, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg), codec
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _load_full(path: str, dtype: str):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+
+
+def is_adapter(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def _adapter_base(path: str | Path) -> str:
+    local = Path(path) / "base"
+    if local.is_dir():
+        return str(local)
+    return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def load_model(path: str, dtype: str = "float32"):
+    """A trained checkpoint (full or adapter) or any causal LM by directory or hub name, for inference."""
+    from peft import PeftModel
+
+    codec = load_codec(path)
+    if is_adapter(path):
+        model = PeftModel.from_pretrained(_load_full(_adapter_base(path), dtype), path)
+    else:
+        model = _load_full(path, dtype)
+    model.eval()
+    return model, codec
+
+
+def add_lora(model, r: int, alpha: int, dropout: float):
+    from peft import LoraConfig, get_peft_model
+
+    # "all-linear" covers attention and MLP projections of every family and leaves the LM head alone.
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear",
+                     task_type="CAUSAL_LM")
+    return get_peft_model(model, cfg)
+
+
+class Policy:
+    """The trained model and its frozen reference.
+
+    Full fine-tuning keeps a frozen copy. A new LoRA over a full SFT model uses the model with the adapter
+    turned off. An SFT LoRA adapter is loaded twice: trainable as "default" (so training starts from it)
+    and frozen as "reference"; only "default" is saved.
+    """
+
+    def __init__(self, model, reference_model=None, reference_adapter: str | None = None):
+        self.model, self._ref_model, self._ref_adapter = model, reference_model, reference_adapter
+
+    def to(self, device) -> "Policy":
+        self.model.to(device)
+        if self._ref_model is not None:
+            self._ref_model.to(device)
+        return self
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[torch.nn.Module]:
+        """The reference model, in eval mode (no dropout) and without gradients."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                yield from self._reference()
+        finally:
+            self.model.train(was_training)
+
+    def _reference(self) -> Iterator[torch.nn.Module]:
+        if self._ref_model is not None:
+            yield self._ref_model
+        elif self._ref_adapter is not None:
+            self.model.set_adapter(self._ref_adapter)
+            try:
+                yield self.model
+            finally:
+                self.model.set_adapter("default")
+                _freeze_adapter(self.model, self._ref_adapter)
+        else:
+            with self.model.disable_adapter():
+                yield self.model
+
+
+def _freeze_adapter(model, name: str) -> None:
+    for n, p in model.named_parameters():
+        if f".{name}." in n:
+            p.requires_grad_(False)
+
+
+def policy_from_sft(path: str, lora: bool, r: int, alpha: int, dropout: float, dtype: str) -> tuple[Policy, object]:
+    from peft import PeftModel
+
+    codec = load_codec(path)
+    if is_adapter(path):
+        base = _load_full(_adapter_base(path), dtype)
+        model = PeftModel.from_pretrained(base, path, adapter_name="default", is_trainable=True)
+        model.load_adapter(path, adapter_name="reference", is_trainable=False)
+        model.set_adapter("default")
+        _freeze_adapter(model, "reference")
+        return Policy(model, reference_adapter="reference"), codec
+    model = _load_full(path, dtype)
+    if lora:
+        return Policy(add_lora(model, r, alpha, dropout)), codec
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return Policy(model, reference_model=ref), codec
+
+
+def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, meta: dict,
+                    base_dir: str | Path | None = None) -> None:
+    """Write to `out_dir.tmp`, then swap it in: an interrupted save never leaves a half checkpoint."""
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(str(tmp), selected_adapters=["default"])
+        if base_dir is not None:
+            shutil.copytree(base_dir, tmp / "base")
+    else:
+        model.save_pretrained(str(tmp))
+    codec.save(tmp)
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    old = out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)

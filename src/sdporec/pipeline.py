@@ -1,0 +1,104 @@
+"""`sdporec pipeline`: prepare -> SFT -> DPO (K = 1) -> S-DPO (K = 3) -> evaluate each, plus popularity.
+
+Writes DIR/metrics.json = {"popularity": M, "sft": M, "dpo": M, "sdpo": M} on the test split, each M with
+hr@1, hr@5, ndcg@5, ndcg@10, mrr, valid_ratio and n, and prints them as a table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .baselines import popularity_scorer
+from .config import opt, require, save_config
+from .evaluate import evaluate_model, evaluate_ranking, format_table, write_results
+from .modeling import load_model, pick_device
+from .preference import PreferenceConfig, run_preference
+from .prepare import PrepareConfig, run_prepare
+from .prompts import DOMAINS
+from .samples import atomic_write_text, read_samples
+from .sft import SFTConfig, run_sft
+
+
+@dataclass
+class PipelineConfig:
+    out: str = opt("runs/default", "output directory")
+    data: str = opt("", "directory with train.jsonl, valid.jsonl, test.jsonl (empty: generate the built-in data)")
+    domain: str = opt("music", "prompt templates to use", choices=DOMAINS)
+    users: int = opt(800, "built-in data: number of users")
+    items: int = opt(500, "built-in data: number of items")
+    hidden: int = opt(192, "built-in backbone: hidden size")
+    layers: int = opt(4, "built-in backbone: layers")
+    heads: int = opt(4, "built-in backbone: attention heads")
+    sft_epochs: int = opt(6, "SFT epochs")
+    sft_lr: float = opt(2e-3, "SFT peak learning rate")
+    pref_epochs: int = opt(1, "DPO and S-DPO epochs")
+    pref_lr: float = opt(1e-4, "DPO and S-DPO peak learning rate")
+    beta: float = opt(1.0, "DPO and S-DPO beta")
+    negatives: int = opt(3, "S-DPO negatives K (DPO uses K = 1)")
+    batch_size: int = opt(32, "samples per batch")
+    eval_samples: int = opt(500, "validation samples used during training (0: all)")
+    protocol: str = opt("ranking", "test protocol", choices=("ranking", "generation"))
+    threads: int = opt(0, "CPU threads for PyTorch (0: PyTorch's default)")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    seed: int = opt(0, "seed of everything")
+    progress: bool = opt(True, "show progress bars")
+
+    def validate(self) -> None:
+        for name in ("sft_epochs", "pref_epochs", "batch_size", "negatives"):
+            require(getattr(self, name) >= 1, name, "must be at least 1")
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    timings: dict[str, float] = {}
+    started = time.time()
+    data = Path(cfg.data) if cfg.data else out / "data"
+    if not cfg.data:
+        prep = PrepareConfig(out=str(data), users=cfg.users, items=cfg.items, genres=min(12, cfg.items // 10),
+                             seed=cfg.seed)
+        prep.validate()
+        run_prepare(prep)
+        timings["prepare"] = round(time.time() - started, 1)
+    files = {name: str(data / f"{name}.jsonl") for name in ("train", "valid", "test")}
+    titles = str(data / "items.txt") if (data / "items.txt").is_file() else ""
+    common = dict(train=files["train"], valid=files["valid"], domain=cfg.domain, batch_size=cfg.batch_size,
+                  eval_samples=cfg.eval_samples, device=cfg.device, threads=cfg.threads, seed=cfg.seed,
+                  progress=cfg.progress)
+    stages = [("sft", lambda: run_sft(SFTConfig(
+        out=str(out / "sft"), model="builtin", titles=titles, hidden=cfg.hidden, layers=cfg.layers,
+        heads=cfg.heads, epochs=cfg.sft_epochs, lr=cfg.sft_lr, **common)))]
+    for name, loss, k in (("dpo", "dpo", 1), ("sdpo", "sdpo", cfg.negatives)):
+        stages.append((name, lambda loss=loss, k=k, name=name: run_preference(PreferenceConfig(
+            out=str(out / name), model=str(out / "sft" / "model"), loss=loss, negatives=k, beta=cfg.beta,
+            epochs=cfg.pref_epochs, lr=cfg.pref_lr, **common))))
+    for name, run in stages:
+        print(f"\n== {name} ==")
+        t0 = time.time()
+        run()
+        timings[name] = round(time.time() - t0, 1)
+
+    train, test = read_samples(files["train"], "train"), read_samples(files["test"], "test")
+    results: dict[str, dict] = {}
+    metrics, rows = evaluate_ranking(popularity_scorer(train), test)
+    write_results(out / "eval" / "popularity", metrics, rows, {"protocol": "ranking"})
+    results["popularity"] = metrics
+    for name in ("sft", "dpo", "sdpo"):
+        t0 = time.time()
+        model, codec = load_model(str(out / name / "model"))
+        model.to(pick_device(cfg.device))
+        metrics, rows = evaluate_model(model, codec, test, cfg.protocol, cfg.domain, cfg.batch_size,
+                                       progress=cfg.progress)
+        write_results(out / "eval" / name, metrics, rows, {"protocol": cfg.protocol})
+        results[name] = metrics
+        timings[f"evaluate_{name}"] = round(time.time() - t0, 1)
+    timings["total"] = round(time.time() - started, 1)
+    atomic_write_text(out / "metrics.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "timings.json", json.dumps(timings, indent=2) + "\n")
+    print(f"\nTest split ({cfg.protocol}), {len(test)} samples:\n{format_table(results)}")
+    print(f"\nWall time: {timings['total']:.0f} s. Outputs in {out}/ (metrics.json, eval/, sft/, dpo/, sdpo/)")
+    return results

@@ -1,0 +1,95 @@
+"""Prompt templates and the one function that builds a prompt.
+
+A template is text with two placeholders, `{history}` and `{candidates}`. `build_prompt` fills them and
+returns the prompt as pieces: ("text", words of the template), ("title", an item title), ("sep", the
+", " between listed titles). A text tokenizer reads the joined string; the built-in item-token codec
+maps each title piece to its one token and skips separators (titles are self-delimiting tokens there).
+Training draws a template per sample from a seeded generator; evaluation uses template 0.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+TEMPLATES: dict[str, list[str]] = {
+    "music": [
+        "Listening history, oldest first: {history}. Candidate artists: {candidates}. "
+        "Which one of the candidate artists will this listener play next? Answer with its name.",
+        "A listener recently played these artists in this order: {history}. "
+        "From this list: {candidates}, name the single artist they are most likely to play next.",
+        "Here is what someone has been listening to lately: {history}. "
+        "Choose exactly one artist from {candidates} that they will want to hear next.",
+        "Recent artists of a user: {history}. Options: {candidates}. "
+        "Reply with the name of the one option this user will listen to next.",
+    ],
+    "movies": [
+        "Movies watched, oldest first: {history}. Candidate movies: {candidates}. "
+        "Which one of the candidate movies will this viewer watch next? Answer with its title.",
+        "A viewer recently watched these films in this order: {history}. "
+        "From this list: {candidates}, name the single film they are most likely to watch next.",
+        "Here is what someone has been watching lately: {history}. "
+        "Choose exactly one movie from {candidates} that they will want to see next.",
+        "Recent movies of a user: {history}. Options: {candidates}. "
+        "Reply with the title of the one option this user will watch next.",
+    ],
+    "books": [
+        "Books read, oldest first: {history}. Candidate books: {candidates}. "
+        "Which one of the candidate books will this reader pick up next? Answer with its title.",
+        "A reader recently finished these books in this order: {history}. "
+        "From this list: {candidates}, name the single book they are most likely to read next.",
+        "Here is what someone has been reading lately: {history}. "
+        "Choose exactly one book from {candidates} that they will want to read next.",
+        "Recent books of a user: {history}. Options: {candidates}. "
+        "Reply with the title of the one option this user will read next.",
+    ],
+}
+DOMAINS = tuple(TEMPLATES)
+LIST_SEP = ", "
+
+
+@dataclass(frozen=True)
+class Prompt:
+    pieces: tuple[tuple[str, str], ...]  # (kind, text) with kind in {"text", "title", "sep"}
+
+    @property
+    def text(self) -> str:
+        return "".join(t for _, t in self.pieces)
+
+
+def build_prompt(history: Sequence[str], candidates: Sequence[str], domain: str = "music",
+                 template: int = 0) -> Prompt:
+    if domain not in TEMPLATES:
+        raise ValueError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+    lists = {"{history}": history, "{candidates}": candidates}
+    pieces: list[tuple[str, str]] = []
+    for part in re.split(r"(\{history\}|\{candidates\})", TEMPLATES[domain][template]):
+        if part in lists:
+            for j, title in enumerate(lists[part]):
+                if j:
+                    pieces.append(("sep", LIST_SEP))
+                pieces.append(("title", title))
+        elif part:
+            pieces.append(("text", part))
+    return Prompt(tuple(pieces))
+
+
+def split_words(text: str) -> list[str]:
+    """Words and punctuation marks: the built-in backbone's tokens for template text."""
+    return re.findall(r"\w+|[^\w\s]", text)
+
+
+def pick_template(domain: str, rng: random.Random) -> int:
+    return rng.randrange(len(TEMPLATES[domain]))
+
+
+def template_words() -> list[str]:
+    """Every word and punctuation mark of every template, for the built-in word vocabulary."""
+    words: set[str] = set()
+    for fmts in TEMPLATES.values():
+        for fmt in fmts:
+            words.update(split_words(fmt.replace("{history}", " ").replace("{candidates}", " ")))
+    words.update(split_words(LIST_SEP))
+    return sorted(words)

@@ -1,0 +1,69 @@
+"""`sdporec recommend`: rank candidates for one history with a trained model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import opt, require
+from .evaluate import lm_scorer
+from .prompts import DOMAINS
+from .samples import DataError, Sample
+
+
+@dataclass
+class RecommendConfig:
+    model: str = opt("", "checkpoint directory (full model or LoRA adapter) or hub name")
+    history: list[str] = opt([], "titles the user interacted with, oldest first")
+    candidates: list[str] = opt([], "titles to rank")
+    input: str = opt("", "a JSON file with 'historyList' and 'itemList' (instead of the two flags)")
+    domain: str = opt("music", "prompt templates to use (template 0)", choices=DOMAINS)
+    top: int = opt(0, "print only the N best (0: all)")
+    json: bool = opt(False, "print JSON instead of a table")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+
+    def validate(self) -> None:
+        require(bool(self.model), "model", "required")
+        require(bool(self.input) != bool(self.history or self.candidates), "input",
+                "give either --input or both --history and --candidates")
+        require(self.top >= 0, "top", "must not be negative")
+
+
+def read_request(cfg: RecommendConfig) -> Sample:
+    if not cfg.input:
+        history, candidates, where = cfg.history, cfg.candidates, "command line"
+    else:
+        where = cfg.input
+        try:
+            obj = json.loads(Path(cfg.input).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(cfg.input, None, None, f"cannot read a JSON object ({e})") from None
+        if not isinstance(obj, dict):
+            raise DataError(cfg.input, None, None, "expected a JSON object")
+        history, candidates = obj.get("historyList"), obj.get("itemList")
+        if isinstance(history, str):
+            history = history.split("::")
+    for name, titles in (("historyList", history), ("itemList", candidates)):
+        if not isinstance(titles, list) or not titles or not all(isinstance(t, str) and t.strip() for t in titles):
+            raise DataError(where, None, name, "expected a non-empty list of non-empty titles")
+    if len(set(candidates)) != len(candidates):
+        raise DataError(where, None, "itemList", "duplicate candidates")
+    return Sample(list(history), list(candidates), candidates[0], None, "request:0")
+
+
+def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
+    from .modeling import load_model, pick_device
+
+    request = read_request(cfg)
+    model, codec = load_model(cfg.model)
+    model.to(pick_device(cfg.device))
+    scores = lm_scorer(model, codec, cfg.domain, progress=False)([request])[0]
+    ranked = sorted(zip(request.candidates, scores), key=lambda x: -x[1])
+    ranked = ranked[:cfg.top] if cfg.top else ranked
+    if cfg.json:
+        print(json.dumps([{"title": t, "score": s} for t, s in ranked], ensure_ascii=False, indent=2))
+    else:
+        for i, (t, s) in enumerate(ranked, 1):
+            print(f"{i:>3}  {s:>10.4f}  {t}")
+    return ranked

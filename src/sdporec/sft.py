@@ -1,0 +1,88 @@
+"""SFT recipe: next-token loss on the answer tokens (target title + EOS) only."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .batching import AnswerBatch, collate
+from .candidates import catalogue, sample_rng
+from .config import opt, require, save_config
+from .logprobs import answer_logprobs
+from .losses import sft_loss
+from .modeling import pick_device, BUILTIN, BuiltinSize, add_lora, build_builtin, load_model, save_checkpoint
+from .prompts import build_prompt, pick_template
+from .samples import Sample, atomic_write_text, read_samples
+from .trainer import TrainConfig, train_loop
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    model: str = opt(BUILTIN, "'builtin' (a small item-token Llama built here) or a checkpoint directory / hub name")
+    titles: str = opt("", "file with one title per line, added to the built-in vocabulary")
+    hidden: int = opt(192, "built-in backbone: hidden size")
+    layers: int = opt(4, "built-in backbone: layers")
+    heads: int = opt(4, "built-in backbone: attention heads")
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.hidden % self.heads == 0, "hidden", "must be a multiple of heads")
+
+
+def prompt_for(sample: Sample, domain: str, seed: int, epoch: int):
+    """Training prompts draw their template per sample and epoch from a seeded generator."""
+    template = pick_template(domain, sample_rng(seed, "template", sample.key, epoch))
+    return build_prompt(sample.history, sample.candidates, domain, template)
+
+
+def load_splits(cfg: TrainConfig) -> tuple[list[Sample], list[Sample]]:
+    train = read_samples(cfg.train, "train")
+    valid = read_samples(cfg.valid, "valid") if cfg.valid else []
+    return train, valid
+
+
+def run_sft(cfg: SFTConfig) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    train, valid = load_splits(cfg)
+    items = catalogue(train)
+    base_dir = None
+    if cfg.model == BUILTIN:
+        titles = catalogue(train + valid)
+        if cfg.titles:
+            titles += [t for t in Path(cfg.titles).read_text(encoding="utf-8").splitlines() if t.strip()]
+        model, codec = build_builtin(titles, BuiltinSize(cfg.hidden, cfg.layers, cfg.heads), cfg.seed)
+    else:
+        model, codec = load_model(cfg.model, cfg.dtype)
+    model.to(pick_device(cfg.device))
+    if cfg.lora:
+        if cfg.model == BUILTIN:  # the built-in weights exist nowhere else: keep them beside the adapter
+            base_dir = out / "base_model"
+            save_checkpoint(model, codec, base_dir, {"stage": "base"})
+        model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+    torch.manual_seed(cfg.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"sft: {len(train)} training samples, {len(valid)} validation; {n_params:,} parameters "
+          f"({n_train:,} trained); codec {codec.kind}")
+
+    def make_batch(samples: Sequence[Sample], epoch: int) -> AnswerBatch:
+        return collate([codec.encode_prompt(prompt_for(s, cfg.domain, cfg.seed, epoch)) for s in samples],
+                       [[codec.encode_answer(s.target)] for s in samples], codec.pad_id)
+
+    def step(batch: AnswerBatch):
+        logps, counts = answer_logprobs(model, batch)
+        return sft_loss(logps[:, 0], counts[:, 0]), {}
+
+    meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg)}
+    save = lambda: save_checkpoint(model, codec, out / "model", meta, base_dir)
+    summary = train_loop(cfg, model, codec, train, valid, items, make_batch, step, save, out)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
