@@ -1,0 +1,24 @@
+# Two commands do all set-up on a fresh clone:
+#   make demo   -> environment + install + the full pipeline on the built-in data (runs/default)
+#   make test   -> environment + install + the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install
+
+$(BIN)/sdporec: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU wheel of torch 2.13.0 first: pyproject's range accepts it, so nothing larger is pulled in.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(BIN)/sdporec
+
+install: $(BIN)/sdporec
+
+demo: install
+	$(BIN)/sdporec pipeline --out runs/default
+
+test: install
+	$(BIN)/python -m pytest -q tests

@@ -1,0 +1,51 @@
+from collections import Counter
+
+from sdporec.candidates import (catalogue, draw_candidates, draw_negatives, paper_seeded_candidates, redraw,
+                                sample_rng)
+from sdporec.samples import Sample
+
+ITEMS = [f"item{i}" for i in range(100)]
+
+
+def test_draw_candidates_properties():
+    hist = ITEMS[:10]
+    cands = draw_candidates(hist, "item50", ITEMS, 20, sample_rng(0, "x"))
+    assert len(cands) == 20 and len(set(cands)) == 20 and "item50" in cands
+    assert not set(cands) & set(hist)
+    assert cands == draw_candidates(hist, "item50", ITEMS, 20, sample_rng(0, "x"))  # seeded
+    assert cands != draw_candidates(hist, "item50", ITEMS, 20, sample_rng(0, "y"))
+
+
+def test_target_position_is_uniform():
+    pos = Counter(draw_candidates([], "item0", ITEMS, 20, sample_rng(i)).index("item0") for i in range(4000))
+    assert len(pos) == 20 and min(pos.values()) > 120   # expected 200 each
+
+
+def test_paper_seeding_leaks_the_target_and_per_sample_seeding_does_not():
+    # The same target with two different histories gets nearly the same list under the paper's seeding.
+    a = paper_seeded_candidates(["item1"], "item50", 50, ITEMS, 20)
+    b = paper_seeded_candidates(["item2"], "item50", 50, ITEMS, 20)
+    assert len(set(a) & set(b)) >= 17
+    c = draw_candidates(["item1"], "item50", ITEMS, 20, sample_rng(0, "train:0"))
+    d = draw_candidates(["item2"], "item50", ITEMS, 20, sample_rng(0, "train:1"))
+    assert len(set(c) & set(d)) < 10
+
+
+def test_redraw_changes_per_epoch_and_keeps_target():
+    samples = [Sample(ITEMS[:3], ITEMS[3:23], "item7", None, f"train:{i}") for i in range(5)]
+    e0, e1 = redraw(samples, ITEMS, 0, 0), redraw(samples, ITEMS, 0, 1)
+    assert all(s.target in s.candidates and len(s.candidates) == 20 for s in e0 + e1)
+    assert [s.candidates for s in e0] != [s.candidates for s in e1]
+    assert [s.candidates for s in e0] == [s.candidates for s in redraw(samples, ITEMS, 0, 0)]
+
+
+def test_negatives_come_from_the_sample_candidates():
+    s = Sample(ITEMS[:3], ITEMS[3:23], "item7", None, "train:0")
+    neg = draw_negatives(s, 3, 0, 0)
+    assert len(set(neg)) == 3 and "item7" not in neg and set(neg) <= set(s.candidates)
+    assert neg == draw_negatives(s, 3, 0, 0) and neg != draw_negatives(s, 3, 0, 1)
+
+
+def test_catalogue_is_sorted_union():
+    s = [Sample(["b"], ["c", "a"], "a"), Sample(["d"], ["a", "e"], "e")]
+    assert catalogue(s) == ["a", "b", "c", "d", "e"]

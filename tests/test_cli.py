@@ -1,0 +1,125 @@
+"""One tiny end-to-end run of the CLI, then the other commands on its outputs."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sdporec.cli import main
+from sdporec.metrics import METRIC_KEYS
+
+TINY = ["--users", "40", "--items", "80", "--hidden", "32", "--layers", "1", "--heads", "2", "--sft-epochs", "1",
+        "--pref-epochs", "1", "--eval-samples", "40", "--batch-size", "16", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline")
+    proc = subprocess.run([sys.executable, "-m", "sdporec", "pipeline", "--out", str(out), *TINY],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "popularity" in proc.stdout and "sdpo" in proc.stdout
+    return out
+
+
+def test_pipeline_writes_metrics_for_every_stage(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert list(metrics) == ["popularity", "sft", "dpo", "sdpo"]
+    for m in metrics.values():
+        assert set(m) == set(METRIC_KEYS)
+        assert 0 <= m["hr@1"] <= m["hr@5"] <= 1 and m["valid_ratio"] == 1.0 and m["n"] > 0
+    for stage in ("sft", "dpo", "sdpo"):
+        assert (run_dir / stage / "config.yaml").is_file()
+        assert (run_dir / stage / "model" / "config.json").is_file()
+        assert (run_dir / stage / "model" / "sdporec_codec.json").is_file()
+    rows = [json.loads(x) for x in (run_dir / "eval" / "sdpo" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == metrics["sdpo"]["n"] and len(rows[0]["ranked"]) == 20
+    log = [json.loads(x) for x in (run_dir / "sdpo" / "train_log.jsonl").read_text().splitlines()]
+    for key in ("reward_chosen", "reward_rejected", "reward_margin", "accuracy", "logp_chosen", "loss"):
+        assert key in log[-1]
+
+
+def test_evaluate_generation_protocol(run_dir, tmp_path, capsys):
+    code = main(["evaluate", "--model", str(run_dir / "sft" / "model"), "--data", str(run_dir / "data" / "test.jsonl"),
+                 "--out", str(tmp_path), "--protocol", "generation", "--limit", "20", "--no-progress"])
+    assert code == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["n"] == 20 and 0 <= m["hr@1"] <= m["valid_ratio"] <= 1
+    rows = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert all(r["valid"] == (r["answer"] is not None) for r in rows)
+    assert (tmp_path / "config.yaml").is_file()
+
+
+def test_ranking_evaluate_matches_pipeline(run_dir, tmp_path):
+    assert main(["evaluate", "--model", str(run_dir / "sdpo" / "model"), "--data",
+                 str(run_dir / "data" / "test.jsonl"), "--out", str(tmp_path), "--no-progress"]) == 0
+    again = json.loads((tmp_path / "metrics.json").read_text())
+    pipeline = json.loads((run_dir / "metrics.json").read_text())["sdpo"]
+    assert again["hr@1"] == pipeline["hr@1"] and again["mrr"] == pytest.approx(pipeline["mrr"])
+
+
+def test_recommend_ranks_every_candidate(run_dir, capsys):
+    sample = json.loads((run_dir / "data" / "test.jsonl").read_text().splitlines()[0])
+    assert main(["recommend", "--model", str(run_dir / "sdpo" / "model"), "--history", *sample["historyList"],
+                 "--candidates", *sample["itemList"], "--json"]) == 0
+    ranked = json.loads(capsys.readouterr().out)
+    assert sorted(r["title"] for r in ranked) == sorted(sample["itemList"])
+    assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+
+
+def test_bad_input_exits_with_file_row_field(run_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"historyList": ["a"], "itemList": ["b", "c"], "trueSelection": "b"}\n'
+                   '{"historyList": ["a"], "itemList": ["b", "c"], "trueSelection": "z"}\n')
+    code = main(["evaluate", "--model", str(run_dir / "sft" / "model"), "--data", str(bad), "--out",
+                 str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(bad) in err and "row line 2" in err and "'trueSelection'" in err
+    assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_lora_sft_then_sdpo_from_the_adapter(run_dir, tmp_path):
+    data = run_dir / "data"
+    common = ["--train", str(data / "train.jsonl"), "--valid", str(data / "valid.jsonl"), "--eval-samples", "20",
+              "--epochs", "1", "--no-progress", "--lora", "--lora-r", "4"]
+    assert main(["sft", "--out", str(tmp_path / "sft"), "--hidden", "32", "--layers", "1", "--heads", "2",
+                 "--titles", str(data / "items.txt"), *common]) == 0
+    sft_model = tmp_path / "sft" / "model"
+    assert (sft_model / "adapter_config.json").is_file() and (sft_model / "base" / "config.json").is_file()
+    assert main(["dpo", "--model", str(sft_model), "--out", str(tmp_path / "sdpo"), *common[:-3]]) == 0
+    assert (tmp_path / "sdpo" / "model" / "adapter_config.json").is_file()
+    assert main(["evaluate", "--model", str(tmp_path / "sdpo" / "model"), "--data", str(data / "test.jsonl"),
+                 "--out", str(tmp_path / "ev"), "--limit", "10", "--no-progress"]) == 0
+
+
+def test_reference_adapter_equals_the_sft_model(run_dir, tmp_path):
+    """With an SFT adapter, the frozen reference gives exactly the SFT model's log-probs."""
+    import torch
+
+    from sdporec.batching import collate
+    from sdporec.logprobs import answer_logprobs
+    from sdporec.modeling import load_model, policy_from_sft
+    from sdporec.prompts import build_prompt
+    from sdporec.samples import read_samples
+
+    data = run_dir / "data"
+    assert main(["sft", "--out", str(tmp_path / "sft"), "--hidden", "32", "--layers", "1", "--heads", "2",
+                 "--train", str(data / "train.jsonl"), "--epochs", "1", "--no-progress", "--lora",
+                 "--titles", str(data / "items.txt")]) == 0
+    path = str(tmp_path / "sft" / "model")
+    sft, codec = load_model(path)
+    policy, _ = policy_from_sft(path, False, 8, 16, 0.0, "float32")
+    s = read_samples(data / "test.jsonl")[:4]
+    batch = collate([codec.encode_prompt(build_prompt(x.history, x.candidates)) for x in s],
+                    [[codec.encode_answer(c) for c in x.candidates[:3]] for x in s], codec.pad_id)
+    with torch.no_grad():
+        expected = answer_logprobs(sft, batch)[0]
+    with torch.no_grad():  # perturb the trainable copy: the reference must not move
+        for n, p in policy.model.named_parameters():
+            if ".default." in n:
+                p.add_(0.5)
+    with policy.reference() as ref:
+        torch.testing.assert_close(answer_logprobs(ref, batch)[0], expected)
+    assert any(p.requires_grad for n, p in policy.model.named_parameters() if ".default." in n)
+    assert not any(p.requires_grad for n, p in policy.model.named_parameters() if ".reference." in n)

@@ -1,0 +1,50 @@
+import argparse
+
+import pytest
+import yaml
+
+from sdporec.cli import build_parser
+from sdporec.config import ConfigError, resolve, save_config
+from sdporec.preference import PreferenceConfig
+from sdporec.sft import SFTConfig
+
+
+def parse(argv):
+    return build_parser().parse_args(argv)
+
+
+def test_flags_come_from_the_dataclass():
+    args = parse(["dpo", "--train", "t.json", "--out", "o", "--model", "m", "--loss", "dpo", "--negatives", "1",
+                  "--beta", "0.5", "--no-progress"])
+    cfg = resolve(PreferenceConfig, args)
+    assert (cfg.loss, cfg.negatives, cfg.beta, cfg.progress, cfg.epochs) == ("dpo", 1, 0.5, False, 1)
+
+
+def test_yaml_then_flags_override(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"train": "a.json", "out": "o", "epochs": 7, "lr": 0.01}))
+    cfg = resolve(SFTConfig, parse(["sft", "--config", str(f), "--epochs", "2"]))
+    assert cfg.epochs == 2 and cfg.lr == 0.01 and cfg.train == "a.json"
+    save_config(cfg, tmp_path / "run")
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["epochs"] == 2 and saved["lr"] == 0.01 and saved["model"] == "builtin"
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"train": "a", "out": "o", "epoch": 3}, "unknown setting"),
+    ({"train": "a", "out": "o", "epochs": "three"}, "setting 'epochs': expected int"),
+    ({"train": "a", "out": "o", "epochs": 0}, "setting 'epochs': must be at least 1"),
+    ({"train": "a", "out": "o", "domain": "podcasts"}, "setting 'domain'"),
+    ({"out": "o"}, "setting 'train': required"),
+])
+def test_bad_configs_name_the_setting(tmp_path, content, message):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump(content))
+    with pytest.raises(ConfigError, match=message):
+        resolve(SFTConfig, parse(["sft", "--config", str(f)]))
+
+
+def test_bad_flag_values_are_rejected_by_argparse():
+    with pytest.raises(SystemExit):
+        parse(["dpo", "--loss", "ipo"])
+    assert isinstance(parse(["evaluate", "--protocol", "generation"]), argparse.Namespace)

@@ -1,0 +1,62 @@
+import math
+
+import pytest
+import torch
+
+from sdporec.batching import collate, split_chosen_rejected
+from sdporec.logprobs import IGNORE, answer_logprobs, answer_logprobs_full, sequence_logprobs
+from sdporec.prompts import build_prompt
+
+
+def test_sequence_logprobs_hand_computed():
+    # Vocabulary of 2; uniform logits give log(1/2) per scored token.
+    logits = torch.zeros(1, 4, 2)
+    logits[0, 2] = torch.tensor([math.log(3.0), 0.0])        # position 2 predicts label 3: p(0) = 3/4
+    labels = torch.tensor([[IGNORE, IGNORE, 1, 0]])           # labels 2 and 3 are scored
+    logps, n = sequence_logprobs(logits, labels)
+    assert n.tolist() == [2]
+    assert logps.item() == pytest.approx(math.log(0.5) + math.log(0.75))
+
+
+def random_batch(codec, n_samples=5, n_answers=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    titles = [t for t in codec.vocab if t.startswith("Artist")]
+    prompts, answers = [], []
+    for i in range(n_samples):
+        hist = [titles[j] for j in torch.randperm(len(titles), generator=g)[: 1 + i % 4].tolist()]
+        cands = [titles[j] for j in torch.randperm(len(titles), generator=g)[:n_answers].tolist()]
+        prompts.append(codec.encode_prompt(build_prompt(hist, cands, "music", i % 4)))
+        answers.append([codec.encode_answer(c) for c in cands])
+    return collate(prompts, answers, codec.pad_id)
+
+
+def test_shared_prompt_equals_full_layout_values_and_gradients(tiny_llama):
+    model, codec = tiny_llama
+    batch = random_batch(codec)
+    assert len(set(batch.prompt_mask.sum(1).tolist())) > 1    # prompts of different lengths: padding matters
+    shared, n1 = answer_logprobs(model, batch)
+    full, n2 = answer_logprobs_full(model, batch)
+    torch.testing.assert_close(shared, full, atol=1e-5, rtol=0)
+    assert n1.tolist() == n2.tolist() == [[2] * 4] * 5
+    grads = []
+    for fn in (answer_logprobs, answer_logprobs_full):
+        model.zero_grad()
+        (fn(model, batch)[0] * torch.linspace(-1, 1, 20).view(5, 4)).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_text_answers_of_different_lengths_are_scored_exactly(tiny_llama):
+    model, codec = tiny_llama
+    batch = collate([[1, 5, 6, 7], [1, 8]], [[[9, 10, 2], [11, 2]], [[12, 2], [13, 14, 15, 2]]], codec.pad_id)
+    torch.testing.assert_close(answer_logprobs(model, batch)[0], answer_logprobs_full(model, batch)[0],
+                               atol=1e-5, rtol=0)
+    assert answer_logprobs(model, batch)[1].tolist() == [[3, 2], [2, 4]]
+
+
+def test_split_chosen_rejected_asserts_layout():
+    chosen, rejected = split_chosen_rejected(torch.arange(8.0).view(2, 4), 3)
+    assert chosen.tolist() == [0.0, 4.0] and rejected.shape == (2, 3)
+    with pytest.raises(AssertionError):
+        split_chosen_rejected(torch.zeros(2, 4), 2)
