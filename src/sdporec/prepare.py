@@ -19,7 +19,7 @@ class PrepareConfig:
                       choices=("builtin",), positional=True)
     out: str = opt("", "output directory for train.jsonl, valid.jsonl, test.jsonl and items.txt")
     users: int = opt(800, "built-in: number of users")
-    items: int = opt(500, "built-in: number of items")
+    items: int = opt(300, "built-in: number of items")
     genres: int = opt(12, "built-in: number of item genres")
     seed: int = opt(0, "seed of the generated world, the user split and the candidate draws")
     paper_seeding: bool = opt(False, "LEAKY, for comparisons only: seed each sample's negatives by the "

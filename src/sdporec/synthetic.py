@@ -50,12 +50,12 @@ def artist_names(n: int, rng: random.Random) -> list[str]:
 class WorldSpec:
     """Sizes and strengths of the generated world. Defaults train on 2 CPU cores in minutes."""
     n_users: int = 800
-    n_items: int = 500
+    n_items: int = 300
     n_genres: int = 12
     min_len: int = 12
     max_len: int = 30
     genres_per_user: int = 2
-    p_successor: float = 0.55   # chance that the next item continues from the last one
+    p_successor: float = 0.6    # chance that the next item continues from the last one
     zipf: float = 0.9           # popularity skew: weight of the item of popularity rank r is 1/r^zipf
     seed: int = 0
 
