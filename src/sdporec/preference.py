@@ -11,17 +11,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-import torch
 
 from .batching import AnswerBatch, collate, split_chosen_rejected
 from .candidates import catalogue, draw_negatives
-from .config import opt, require, save_config
+from .config import opt, require
 from .logprobs import answer_logprobs
 from .losses import LOSSES
 from .modeling import pick_device, is_adapter, policy_from_sft, save_checkpoint
 from .samples import Sample, atomic_write_text
-from .sft import load_splits, prompt_for
-from .trainer import TrainConfig, train_loop
+from .sft import prompt_for
+from .trainer import TrainConfig, start_run, train_loop
 
 
 @dataclass
@@ -42,12 +41,7 @@ class PreferenceConfig(TrainConfig):
 
 
 def run_preference(cfg: PreferenceConfig) -> dict:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    train, valid = load_splits(cfg)
+    out, train, valid = start_run(cfg)
     items = catalogue(train)
     policy, codec = policy_from_sft(cfg.model, cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.dtype)
     policy.to(pick_device(cfg.device))

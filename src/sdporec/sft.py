@@ -11,13 +11,13 @@ import torch
 
 from .batching import AnswerBatch, collate
 from .candidates import catalogue, sample_rng
-from .config import opt, require, save_config
+from .config import opt, require
 from .logprobs import answer_logprobs
 from .losses import sft_loss
 from .modeling import pick_device, BUILTIN, BuiltinSize, add_lora, build_builtin, load_model, save_checkpoint
 from .prompts import build_prompt, pick_template
-from .samples import Sample, atomic_write_text, read_samples
-from .trainer import TrainConfig, train_loop
+from .samples import Sample, atomic_write_text
+from .trainer import TrainConfig, start_run, train_loop
 
 
 @dataclass
@@ -39,19 +39,8 @@ def prompt_for(sample: Sample, domain: str, seed: int, epoch: int):
     return build_prompt(sample.history, sample.candidates, domain, template)
 
 
-def load_splits(cfg: TrainConfig) -> tuple[list[Sample], list[Sample]]:
-    train = read_samples(cfg.train, "train")
-    valid = read_samples(cfg.valid, "valid") if cfg.valid else []
-    return train, valid
-
-
 def run_sft(cfg: SFTConfig) -> dict:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    train, valid = load_splits(cfg)
+    out, train, valid = start_run(cfg)
     items = catalogue(train)
     base_dir = None
     if cfg.model == BUILTIN:

@@ -18,10 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .candidates import redraw, sample_rng
-from .config import opt, require
+from .config import opt, require, save_config
 from .evaluate import evaluate_ranking, lm_scorer
 from .prompts import DOMAINS
-from .samples import Sample
+from .samples import Sample, read_samples
 
 
 @dataclass
@@ -59,6 +59,18 @@ class TrainConfig:
         require(self.lr > 0, "lr", "must be positive")
         require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
         require(self.eval_samples >= 0 and self.eval_every >= 0, "eval_every", "must not be negative")
+
+
+def start_run(cfg: TrainConfig) -> tuple[Path, list[Sample], list[Sample]]:
+    """Create the run directory, save the resolved config, set threads, and read the splits."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    train = read_samples(cfg.train, "train")
+    valid = read_samples(cfg.valid, "valid") if cfg.valid else []
+    return out, train, valid
 
 
 def train_loop(cfg: TrainConfig, model, codec, train: Sequence[Sample], valid: Sequence[Sample],
