@@ -123,3 +123,48 @@ def test_reference_adapter_equals_the_sft_model(run_dir, tmp_path):
         torch.testing.assert_close(answer_logprobs(ref, batch)[0], expected)
     assert any(p.requires_grad for n, p in policy.model.named_parameters() if ".default." in n)
     assert not any(p.requires_grad for n, p in policy.model.named_parameters() if ".reference." in n)
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_pipeline_ends_with_a_report(run_dir):
+    report = run_dir / "report"
+    for name in ("loss.png", "valid_hr1.png", "rewards.png", "chosen_logp.png", "final_metrics.png"):
+        assert (report / name).read_bytes()[:8] == PNG_MAGIC, name
+    assert "| sdpo |" in (report / "report.md").read_text()
+
+
+def test_report_compares_several_runs(run_dir, tmp_path, capsys):
+    import shutil
+
+    import matplotlib.image
+
+    second = tmp_path / "second"
+    shutil.copytree(run_dir, second, ignore=shutil.ignore_patterns("model", "base", "data"))
+    out = tmp_path / "report"
+    assert main(["report", str(run_dir), str(second), "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert f"| {run_dir.name}/sdpo |" in text and "| second/popularity |" in text
+    for name in ("loss.png", "valid_hr1.png", "rewards.png", "chosen_logp.png", "final_metrics.png"):
+        image = matplotlib.image.imread(out / name)
+        assert image.shape[0] >= 300 and image.shape[1] >= 500, name
+    assert "Report:" in capsys.readouterr().out
+
+
+def test_report_on_a_directory_without_logs_is_an_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "neither train_log.jsonl" in capsys.readouterr().err
+
+
+def test_report_to_tensorboard_without_the_package_says_so(run_dir, tmp_path, capsys):
+    pytest.importorskip("sdporec")
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed here")
+    except ImportError:
+        pass
+    data = run_dir / "data"
+    code = main(["sft", "--train", str(data / "train.jsonl"), "--out", str(tmp_path), "--report-to", "tensorboard",
+                 "--hidden", "32", "--layers", "1", "--heads", "2", "--no-progress"])
+    assert code == 2 and "pip install tensorboard" in capsys.readouterr().err

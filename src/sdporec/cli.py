@@ -11,6 +11,7 @@ from .pipeline import PipelineConfig, run_pipeline
 from .preference import PreferenceConfig, run_preference
 from .prepare import PrepareConfig, run_prepare
 from .recommend import RecommendConfig, run_recommend
+from .report import ReportConfig, run_report
 from .samples import DataError
 from .sft import SFTConfig, run_sft
 
@@ -21,6 +22,7 @@ COMMANDS = {
     "evaluate": (EvaluateConfig, run_evaluate, "HR@k, NDCG@k, MRR (ranking) or the paper's generation protocol"),
     "pipeline": (PipelineConfig, run_pipeline, "prepare, SFT, DPO, S-DPO and evaluate, end to end"),
     "recommend": (RecommendConfig, run_recommend, "rank candidates for one history"),
+    "report": (ReportConfig, run_report, "figures and report.md from run directories"),
 }
 
 
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve(cls, args)
         result = run(cfg)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, FileNotFoundError) as e:
         print(f"sdporec {args.command}: error: {e}", file=sys.stderr)
         return 2
     if args.command in ("evaluate", "prepare"):

@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if meta.get("choices"):
             kw["choices"] = meta["choices"]
         if meta.get("positional"):
-            parser.add_argument(f.name, nargs="?", type=tp, **kw)
+            parser.add_argument(f.name, nargs="+" if is_list else "?", type=tp, **kw)
         elif tp is bool:
             parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, **kw)
         else:

@@ -26,8 +26,8 @@ META_FILE = "sdporec_checkpoint.json"
 
 @dataclass
 class BuiltinSize:
-    hidden: int = 192
-    layers: int = 4
+    hidden: int = 128
+    layers: int = 2
     heads: int = 4
     max_positions: int = 256
 

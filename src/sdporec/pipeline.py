@@ -18,6 +18,7 @@ from .modeling import load_model, pick_device
 from .preference import PreferenceConfig, run_preference
 from .prepare import PrepareConfig, run_prepare
 from .prompts import DOMAINS
+from .report import collect, make_figures, write_markdown
 from .samples import atomic_write_text, read_samples
 from .sft import SFTConfig, run_sft
 
@@ -29,22 +30,25 @@ class PipelineConfig:
     domain: str = opt("music", "prompt templates to use", choices=DOMAINS)
     users: int = opt(800, "built-in data: number of users")
     items: int = opt(300, "built-in data: number of items")
-    hidden: int = opt(192, "built-in backbone: hidden size")
-    layers: int = opt(4, "built-in backbone: layers")
+    hidden: int = opt(128, "built-in backbone: hidden size")
+    layers: int = opt(2, "built-in backbone: layers")
     heads: int = opt(4, "built-in backbone: attention heads")
-    sft_epochs: int = opt(8, "SFT epochs")
-    sft_lr: float = opt(3e-3, "SFT peak learning rate")
+    sft_epochs: int = opt(6, "SFT epochs")
+    sft_lr: float = opt(1e-3, "SFT peak learning rate")
     pref_epochs: int = opt(1, "DPO and S-DPO epochs")
-    pref_lr: float = opt(1e-4, "DPO and S-DPO peak learning rate")
+    pref_lr: float = opt(5e-4, "DPO and S-DPO peak learning rate")
+    pref_eval_every: int = opt(100, "DPO and S-DPO: validate every N optimizer steps (the best is kept)")
     beta: float = opt(1.0, "DPO and S-DPO beta")
     negatives: int = opt(3, "S-DPO negatives K (DPO uses K = 1)")
-    batch_size: int = opt(32, "samples per batch")
-    eval_samples: int = opt(500, "validation samples used during training (0: all)")
+    batch_size: int = opt(16, "samples per batch")
+    eval_samples: int = opt(1000, "validation samples used during training (0: all)")
     protocol: str = opt("ranking", "test protocol", choices=("ranking", "generation"))
     threads: int = opt(0, "CPU threads for PyTorch (0: PyTorch's default)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     seed: int = opt(0, "seed of everything")
     progress: bool = opt(True, "show progress bars")
+    report_to: str = opt("none", "also send training logs to tensorboard or wandb",
+                         choices=("none", "tensorboard", "wandb"))
 
     def validate(self) -> None:
         for name in ("sft_epochs", "pref_epochs", "batch_size", "negatives"):
@@ -68,14 +72,14 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     titles = str(data / "items.txt") if (data / "items.txt").is_file() else ""
     common = dict(train=files["train"], valid=files["valid"], domain=cfg.domain, batch_size=cfg.batch_size,
                   eval_samples=cfg.eval_samples, device=cfg.device, threads=cfg.threads, seed=cfg.seed,
-                  progress=cfg.progress)
+                  progress=cfg.progress, report_to=cfg.report_to)
     stages = [("sft", lambda: run_sft(SFTConfig(
         out=str(out / "sft"), model="builtin", titles=titles, hidden=cfg.hidden, layers=cfg.layers,
         heads=cfg.heads, epochs=cfg.sft_epochs, lr=cfg.sft_lr, **common)))]
     for name, loss, k in (("dpo", "dpo", 1), ("sdpo", "sdpo", cfg.negatives)):
         stages.append((name, lambda loss=loss, k=k, name=name: run_preference(PreferenceConfig(
             out=str(out / name), model=str(out / "sft" / "model"), loss=loss, negatives=k, beta=cfg.beta,
-            epochs=cfg.pref_epochs, lr=cfg.pref_lr, **common))))
+            epochs=cfg.pref_epochs, lr=cfg.pref_lr, eval_every=cfg.pref_eval_every, **common))))
     for name, run in stages:
         print(f"\n== {name} ==")
         t0 = time.time()
@@ -101,4 +105,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     atomic_write_text(out / "timings.json", json.dumps(timings, indent=2) + "\n")
     print(f"\nTest split ({cfg.protocol}), {len(test)} samples:\n{format_table(results)}")
     print(f"\nWall time: {timings['total']:.0f} s. Outputs in {out}/ (metrics.json, eval/, sft/, dpo/, sdpo/)")
+    runs, finals = collect([str(out)])
+    figures = make_figures(runs, finals, out / "report")
+    write_markdown(runs, finals, figures, out / "report")
+    print(f"Report: {out / 'report' / 'report.md'} with figures {', '.join(figures)}")
     return results

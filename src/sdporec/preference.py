@@ -31,7 +31,7 @@ class PreferenceConfig(TrainConfig):
     negatives: int = opt(3, "K, negatives per sample, drawn from the prompt's non-target candidates")
     beta: float = opt(1.0, "beta: scale of the implicit reward")
     epochs: int = opt(1, "passes over the training samples")
-    lr: float = opt(2e-4, "peak learning rate")
+    lr: float = opt(5e-4, "peak learning rate")
 
     def validate(self) -> None:
         super().validate()

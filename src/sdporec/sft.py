@@ -24,8 +24,8 @@ from .trainer import TrainConfig, start_run, train_loop
 class SFTConfig(TrainConfig):
     model: str = opt(BUILTIN, "'builtin' (a small item-token Llama built here) or a checkpoint directory / hub name")
     titles: str = opt("", "file with one title per line, added to the built-in vocabulary")
-    hidden: int = opt(192, "built-in backbone: hidden size")
-    layers: int = opt(4, "built-in backbone: layers")
+    hidden: int = opt(128, "built-in backbone: hidden size")
+    layers: int = opt(2, "built-in backbone: layers")
     heads: int = opt(4, "built-in backbone: attention heads")
 
     def validate(self) -> None:

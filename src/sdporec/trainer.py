@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .candidates import redraw, sample_rng
-from .config import opt, require, save_config
+from .config import ConfigError, opt, require, save_config
 from .evaluate import evaluate_ranking, lm_scorer
 from .prompts import DOMAINS
 from .samples import Sample, read_samples
@@ -31,7 +31,7 @@ class TrainConfig:
     out: str = opt("", "output directory (created)")
     domain: str = opt("music", "prompt templates to use", choices=DOMAINS)
     epochs: int = opt(3, "passes over the training samples")
-    batch_size: int = opt(32, "samples per micro-batch")
+    batch_size: int = opt(16, "samples per micro-batch")
     grad_accum: int = opt(1, "micro-batches per optimizer step (effective batch = batch_size x grad_accum)")
     lr: float = opt(1e-3, "peak learning rate")
     warmup_ratio: float = opt(0.05, "share of optimizer steps spent warming up, then cosine decay")
@@ -50,6 +50,8 @@ class TrainConfig:
     threads: int = opt(0, "CPU threads for PyTorch (0: PyTorch's default)")
     seed: int = opt(0, "seed for initialisation, shuffling, templates, candidates and negatives")
     progress: bool = opt(True, "show progress bars")
+    report_to: str = opt("none", "also send logs to tensorboard or wandb (our JSONL logs are always written)",
+                         choices=("none", "tensorboard", "wandb"))
 
     def validate(self) -> None:
         for name in ("train", "out"):
@@ -89,9 +91,7 @@ def train_loop(cfg: TrainConfig, model, codec, train: Sequence[Sample], valid: S
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     val_subset = list(valid[:cfg.eval_samples] if cfg.eval_samples else valid)
     scorer = lm_scorer(model, codec, cfg.domain, batch_size=cfg.batch_size, progress=False)
-    log_path, eval_path = out_dir / "train_log.jsonl", out_dir / "eval_log.jsonl"
-    log_path.write_text("")
-    eval_path.write_text("")
+    log = RunLog(cfg, out_dir)
     best, opt_step, started = -1.0, 0, time.time()
     window: list[dict] = []
 
@@ -105,7 +105,7 @@ def train_loop(cfg: TrainConfig, model, codec, train: Sequence[Sample], valid: S
         if improved:
             best = metrics["hr@1"]
             save()
-        _append(eval_path, {"step": opt_step, "epoch": round(epoch, 3), **metrics, "best": improved,
+        log.write("eval", {"step": opt_step, "epoch": round(epoch, 3), **metrics, "best": improved,
                             "elapsed_s": round(time.time() - started, 1)})
         tqdm.write(f"step {opt_step} epoch {epoch:.2f}: valid hr@1 {metrics['hr@1']:.4f}"
                    f"{' (best)' if improved else ''}")
@@ -131,17 +131,52 @@ def train_loop(cfg: TrainConfig, model, codec, train: Sequence[Sample], valid: S
             opt_step += 1
             if opt_step % cfg.log_every == 0 or last_micro:
                 row = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
-                _append(log_path, {"step": opt_step, "epoch": round(epoch + (micro + 1) / micro_per_epoch, 3),
+                log.write("train", {"step": opt_step, "epoch": round(epoch + (micro + 1) / micro_per_epoch, 3),
                                    "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, **row})
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 window = []
             if cfg.eval_every and opt_step % cfg.eval_every == 0 and not last_micro:
                 validate(epoch + (micro + 1) / micro_per_epoch)
         validate(epoch + 1.0)
+    log.close()
     return {"best_valid_hr@1": best if val_subset else None, "optimizer_steps": opt_step,
             "train_seconds": round(time.time() - started, 1)}
 
 
-def _append(path: Path, row: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
+class RunLog:
+    """`train_log.jsonl` and `eval_log.jsonl` in the run directory, always; tensorboard or wandb as well
+    when asked (`report` reads only the JSONL files, so it needs no backend)."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: Path):
+        self.paths = {"train": out_dir / "train_log.jsonl", "eval": out_dir / "eval_log.jsonl"}
+        for p in self.paths.values():
+            p.write_text("")
+        self._tb = self._wandb = None
+        if cfg.report_to == "tensorboard":
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ConfigError("setting 'report_to': tensorboard is not installed (pip install tensorboard)") from None
+            self._tb = SummaryWriter(str(out_dir / "tensorboard"))
+        elif cfg.report_to == "wandb":
+            try:
+                import wandb
+            except ImportError:
+                raise ConfigError("setting 'report_to': wandb is not installed (pip install wandb)") from None
+            self._wandb = wandb.init(project="sdporec", name=out_dir.name, dir=str(out_dir), config=asdict(cfg))
+
+    def write(self, kind: str, row: dict) -> None:
+        with open(self.paths[kind], "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        scalars = {f"{kind}/{k}": v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
+        if self._tb is not None:
+            for k, v in scalars.items():
+                self._tb.add_scalar(k, v, row["step"])
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=row["step"])
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()

@@ -1,0 +1,200 @@
+"""`sdporec report`: figures and a markdown summary from the logs every run writes.
+
+A RUN_DIR is either one training run (it has `train_log.jsonl`) or a pipeline directory (its stage runs
+`sft/`, `dpo/`, `sdpo/` and its `metrics.json`). Several RUN_DIRs share axes, with a legend.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import opt, require
+from .evaluate import format_table
+from .samples import atomic_write_text
+
+BAR_METRICS = ("hr@1", "hr@5", "ndcg@5", "mrr")
+
+
+@dataclass
+class ReportConfig:
+    runs: list[str] = opt([], "run directories: pipeline outputs or single training runs", positional=True)
+    out: str = opt("", "output directory for the PNG figures and report.md")
+
+    def validate(self) -> None:
+        require(bool(self.runs), "runs", "give at least one run directory")
+        require(bool(self.out), "out", "required")
+        for r in self.runs:
+            require(Path(r).is_dir(), "runs", f"{r} is not a directory")
+
+
+@dataclass
+class Run:
+    label: str
+    stage: str                  # "sft", "dpo", "sdpo" or the run's own stage name
+    train_log: list[dict]
+    eval_log: list[dict]
+    summary: dict
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _stage_of(run_dir: Path) -> str:
+    meta = run_dir / "model" / "sdporec_checkpoint.json"
+    if meta.is_file():
+        return json.loads(meta.read_text()).get("stage", run_dir.name)
+    return run_dir.name
+
+
+def collect(run_dirs: list[str]) -> tuple[list[Run], dict[str, dict]]:
+    """(training runs, name -> final metrics of every stage and baseline)."""
+    runs: list[Run] = []
+    finals: dict[str, dict] = {}
+    several = len(run_dirs) > 1
+    for d in map(Path, run_dirs):
+        prefix = f"{d.name}/" if several else ""
+        stage_dirs = [d] if (d / "train_log.jsonl").is_file() else \
+            sorted(p for p in d.iterdir() if (p / "train_log.jsonl").is_file())
+        if not stage_dirs and not (d / "metrics.json").is_file():
+            raise FileNotFoundError(f"{d}: neither train_log.jsonl nor a pipeline's metrics.json")
+        for s in stage_dirs:
+            label = prefix + (s.name if s != d else d.name)
+            summary = json.loads((s / "summary.json").read_text()) if (s / "summary.json").is_file() else {}
+            runs.append(Run(label, _stage_of(s), _read_jsonl(s / "train_log.jsonl"),
+                            _read_jsonl(s / "eval_log.jsonl"), summary))
+        if (d / "metrics.json").is_file():
+            metrics = json.loads((d / "metrics.json").read_text())
+            if "hr@1" in metrics:           # an `evaluate` output: one model
+                finals[d.name] = metrics
+            else:
+                finals.update({prefix + name: m for name, m in metrics.items()})
+    order = {"sft": 0, "dpo": 1, "sdpo": 2}
+    # sft first so that colours line up across figures
+    runs.sort(key=lambda r: (order.get(r.stage, 3), r.label))
+    return runs, finals
+
+
+def _plot_lines(ax, runs: list[Run], key: str, x: str = "step", source: str = "train") -> bool:
+    drawn = False
+    for r in runs:
+        rows = [row for row in (r.train_log if source == "train" else r.eval_log) if key in row]
+        if rows:
+            ax.plot([row[x] for row in rows], [row[key] for row in rows], label=r.label,
+                    marker="o" if len(rows) < 15 else None)
+            drawn = True
+    return drawn
+
+
+def _finish(fig, ax_list, path: Path) -> None:
+    for ax in ax_list:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def make_figures(runs: list[Run], finals: dict[str, dict], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    sft = [r for r in runs if r.stage == "sft"]
+    pref = [r for r in runs if r.stage != "sft"]
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, group, title in ((axes[0], sft, "SFT"), (axes[1], pref, "DPO / S-DPO")):
+        if not _plot_lines(ax, group, "loss"):
+            ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+        ax.set(title=f"{title}: training loss", xlabel="optimizer step", ylabel="loss")
+    _finish(fig, axes, out / "loss.png")
+    written.append("loss.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    _plot_lines(ax, runs, "hr@1", x="epoch", source="eval")
+    ax.set(title="Validation HR@1 during training", xlabel="epoch (of each run)", ylabel="HR@1")
+    _finish(fig, [ax], out / "valid_hr1.png")
+    written.append("valid_hr1.png")
+    plt.close(fig)
+
+    if pref:
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        for ax, key, title in ((axes[0], "reward_chosen", "chosen reward"),
+                               (axes[1], "reward_rejected", "rejected reward (mean over K)"),
+                               (axes[2], "reward_margin", "margin: chosen − mean rejected")):
+            _plot_lines(ax, pref, key)
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.set(title=title, xlabel="optimizer step", ylabel="β·(log π − log π_ref)")
+        _finish(fig, axes, out / "rewards.png")
+        written.append("rewards.png")
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        _plot_lines(ax, pref, "logp_chosen")
+        ax.set(title="Log-prob of the chosen answer (policy)", xlabel="optimizer step", ylabel="log π(y_w | x)")
+        _finish(fig, [ax], out / "chosen_logp.png")
+        written.append("chosen_logp.png")
+        plt.close(fig)
+
+    if finals:
+        import numpy as np
+
+        names = list(finals)
+        width = 0.8 / len(names)
+        fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(BAR_METRICS) + 0.4 * len(names)), 4))
+        xs = np.arange(len(BAR_METRICS))
+        for i, name in enumerate(names):
+            vals = [finals[name].get(m) or 0.0 for m in BAR_METRICS]
+            bars = ax.bar(xs + i * width - 0.4 + width / 2, vals, width, label=name)
+            ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
+        ax.set_xticks(xs, BAR_METRICS)
+        ax.set(title="Final metrics", ylabel="value", ylim=(0, 1.05))
+        _finish(fig, [ax], out / "final_metrics.png")
+        written.append("final_metrics.png")
+        plt.close(fig)
+    return written
+
+
+def write_markdown(runs: list[Run], finals: dict[str, dict], figures: list[str], out: Path) -> str:
+    lines = ["# sdporec report", ""]
+    if finals:
+        lines += ["## Final metrics", "", "| | " + " | ".join(("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr",
+                                                             "valid_ratio", "n")) + " |",
+                  "|---" * 8 + "|"]
+        for name, m in finals.items():
+            cells = ["-" if m.get(k) is None else (str(m[k]) if k == "n" else f"{m[k]:.4f}")
+                     for k in ("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr", "valid_ratio", "n")]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if runs:
+        lines += ["## Training runs", "", "| run | stage | optimizer steps | best valid HR@1 | train seconds |",
+                  "|---|---|---|---|---|"]
+        for r in runs:
+            best = r.summary.get("best_valid_hr@1")
+            lines.append(f"| {r.label} | {r.stage} | {r.summary.get('optimizer_steps', '-')} | "
+                         f"{'-' if best is None else format(best, '.4f')} | {r.summary.get('train_seconds', '-')} |")
+        lines.append("")
+    lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures]
+    text = "\n".join(lines) + "\n"
+    atomic_write_text(out / "report.md", text)
+    return text
+
+
+def run_report(cfg: ReportConfig) -> dict:
+    out = Path(cfg.out)
+    runs, finals = collect(cfg.runs)
+    figures = make_figures(runs, finals, out)
+    write_markdown(runs, finals, figures, out)
+    if finals:
+        print(format_table(finals))
+    print(f"\nReport: {out / 'report.md'}; figures: {', '.join(str(out / f) for f in figures)}")
+    return {"figures": figures, "runs": [r.label for r in runs]}
