@@ -160,7 +160,8 @@ def test_report_on_a_directory_without_logs_is_an_error(tmp_path, capsys):
 def test_report_to_tensorboard_without_the_package_says_so(run_dir, tmp_path, capsys):
     pytest.importorskip("sdporec")
     try:
-        import torch.utils.tensorboard  # noqa: F401
+        import torch.utils.tensorboard as tb
+        assert tb
         pytest.skip("tensorboard is installed here")
     except ImportError:
         pass
@@ -168,3 +169,29 @@ def test_report_to_tensorboard_without_the_package_says_so(run_dir, tmp_path, ca
     code = main(["sft", "--train", str(data / "train.jsonl"), "--out", str(tmp_path), "--report-to", "tensorboard",
                  "--hidden", "32", "--layers", "1", "--heads", "2", "--no-progress"])
     assert code == 2 and "pip install tensorboard" in capsys.readouterr().err
+
+
+def _losses(run):
+    return [json.loads(x)["loss"] for x in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_precomputed_reference_equals_online_and_is_reused(run_dir, tmp_path):
+    data = run_dir / "data"
+    common = ["dpo", "--model", str(run_dir / "sft" / "model"), "--train", str(data / "train.jsonl"),
+              "--epochs", "2", "--negatives", "3", "--log-every", "1", "--no-progress"]
+    cache = tmp_path / "cache"
+    assert main([*common, "--out", str(tmp_path / "online"), "--reference-pass", "online"]) == 0
+    assert main([*common, "--out", str(tmp_path / "pre"), "--reference-cache", str(cache)]) == 0
+    assert len(list(cache.glob("*.pt"))) == 2          # one per epoch: candidate lists change per epoch
+    stamps = {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")}
+    assert main([*common, "--out", str(tmp_path / "again"), "--reference-cache", str(cache)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")} == stamps   # read, not recomputed
+    online, pre, again = (_losses(tmp_path / n) for n in ("online", "pre", "again"))
+    assert online == pytest.approx(pre, abs=1e-5) and pre == again
+
+
+def test_precompute_holds_no_reference_model(run_dir):
+    from sdporec.modeling import policy_from_sft
+
+    policy, _ = policy_from_sft(str(run_dir / "sft" / "model"), False, 8, 16, 0.0, "float32", resident_reference=False)
+    assert policy._ref_model is None

@@ -13,6 +13,7 @@ Answer slot n means:
     training (DPO/S-DPO, N = 1+K): n = 0 is the chosen (target) answer, n = 1..K the K negatives
     scoring (ranking):             n = the candidate's position in the prompt's list
 
+Preference batches may also carry `reference_logps (B, 1+K)`, precomputed by the reference pass.
 `split_chosen_rejected` is the one place that takes the training layout apart.
 """
 
@@ -30,10 +31,11 @@ class AnswerBatch:
     prompt_mask: torch.Tensor
     answer_ids: torch.Tensor
     answer_mask: torch.Tensor
+    reference_logps: torch.Tensor | None = None
 
     def to(self, device) -> "AnswerBatch":
-        return AnswerBatch(*(t.to(device) for t in (self.prompt_ids, self.prompt_mask,
-                                                    self.answer_ids, self.answer_mask)))
+        return AnswerBatch(*(None if t is None else t.to(device) for t in (
+            self.prompt_ids, self.prompt_mask, self.answer_ids, self.answer_mask, self.reference_logps)))
 
     @property
     def n_answers(self) -> int:

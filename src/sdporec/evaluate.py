@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .batching import collate
 from .config import opt, require, save_config
-from .logprobs import answer_logprobs
+from .logprobs import answer_logprobs, answer_logprobs_full
 from .metrics import generation_metrics, parse_generation, rank_of_target, ranking_metrics
 from .prompts import DOMAINS, build_prompt
 from .samples import Sample, atomic_write_text, read_samples, write_jsonl
@@ -41,8 +41,11 @@ def ranking_results(samples: Sequence[Sample], scores: Sequence[Sequence[float]]
 
 
 def lm_scorer(model, codec, domain: str, batch_size: int = 16, template: int = 0,
-              progress: bool = True) -> Scorer:
-    """Scores every candidate of every sample by its answer log-prob; the prompt is run once per sample."""
+              progress: bool = True, shared_prompt: bool = True) -> Scorer:
+    """Scores every candidate of every sample by its answer log-prob; the prompt is run once per sample
+    (`shared_prompt=False`: once per candidate, the paper's layout, for comparisons)."""
+    logprobs = answer_logprobs if shared_prompt else answer_logprobs_full
+
     def score(samples: Sequence[Sample]) -> list[list[float]]:
         device = next(model.parameters()).device
         was_training = model.training
@@ -57,7 +60,7 @@ def lm_scorer(model, codec, domain: str, batch_size: int = 16, template: int = 0
                         [codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template)) for s in chunk],
                         _same_size([[codec.encode_answer(c) for c in s.candidates] for s in chunk], codec.pad_id),
                         codec.pad_id).to(device)
-                    logps, _ = answer_logprobs(model, batch)
+                    logps, _ = logprobs(model, batch)
                     out.extend([row[:len(s.candidates)] for row, s in zip(logps.tolist(), chunk)])
         finally:
             model.train(was_training)

@@ -52,6 +52,31 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def build_text_backbone(texts: Sequence[str], size: BuiltinSize, seed: int, vocab_size: int = 2000):
+    """A small Llama with a byte-level BPE tokenizer trained on `texts`: titles as plain text, as with a
+    pretrained model, but built here without a download (benchmarks and tests)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from .codec import SPECIALS
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIALS["unk"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS.values()),
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=SPECIALS["pad"], bos_token=SPECIALS["bos"],
+                                 eos_token=SPECIALS["eos"], unk_token=SPECIALS["unk"])
+    codec = TextCodec(hf)
+    cfg = LlamaConfig(
+        vocab_size=len(hf), hidden_size=size.hidden, intermediate_size=size.hidden * 3,
+        num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.heads,
+        max_position_embeddings=max(size.max_positions, 1024), pad_token_id=codec.pad_id,
+        bos_token_id=hf.bos_token_id, eos_token_id=codec.eos_id, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(cfg), codec
+
+
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
@@ -98,13 +123,16 @@ def add_lora(model, r: int, alpha: int, dropout: float):
 class Policy:
     """The trained model and its frozen reference.
 
-    Full fine-tuning keeps a frozen copy. A new LoRA over a full SFT model uses the model with the adapter
+    Full fine-tuning either keeps a frozen copy (online reference) or loads the SFT checkpoint only for
+    the duration of a `reference()` block (the precomputed reference pass). A new LoRA over a full SFT model uses the model with the adapter
     turned off. An SFT LoRA adapter is loaded twice: trainable as "default" (so training starts from it)
     and frozen as "reference"; only "default" is saved.
     """
 
-    def __init__(self, model, reference_model=None, reference_adapter: str | None = None):
+    def __init__(self, model, reference_model=None, reference_adapter: str | None = None,
+                 reference_path: str | None = None, dtype: str = "float32"):
         self.model, self._ref_model, self._ref_adapter = model, reference_model, reference_adapter
+        self._ref_path, self._dtype = reference_path, dtype
 
     def to(self, device) -> "Policy":
         self.model.to(device)
@@ -126,6 +154,12 @@ class Policy:
     def _reference(self) -> Iterator[torch.nn.Module]:
         if self._ref_model is not None:
             yield self._ref_model
+        elif self._ref_path is not None:
+            ref = _load_full(self._ref_path, self._dtype).to(next(self.model.parameters()).device).eval()
+            try:
+                yield ref
+            finally:
+                del ref
         elif self._ref_adapter is not None:
             self.model.set_adapter(self._ref_adapter)
             try:
@@ -144,7 +178,10 @@ def _freeze_adapter(model, name: str) -> None:
             p.requires_grad_(False)
 
 
-def policy_from_sft(path: str, lora: bool, r: int, alpha: int, dropout: float, dtype: str) -> tuple[Policy, object]:
+def policy_from_sft(path: str, lora: bool, r: int, alpha: int, dropout: float, dtype: str,
+                    resident_reference: bool = True) -> tuple[Policy, object]:
+    """The policy to train and its reference. `resident_reference=False` (full fine-tuning only) keeps
+    no second model in memory: the reference is loaded from `path` when asked for."""
     from peft import PeftModel
 
     codec = load_codec(path)
@@ -158,6 +195,8 @@ def policy_from_sft(path: str, lora: bool, r: int, alpha: int, dropout: float, d
     model = _load_full(path, dtype)
     if lora:
         return Policy(add_lora(model, r, alpha, dropout)), codec
+    if not resident_reference:
+        return Policy(model, reference_path=path, dtype=dtype), codec
     ref = copy.deepcopy(model).eval()
     ref.requires_grad_(False)
     return Policy(model, reference_model=ref), codec

@@ -11,13 +11,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 
 from .batching import AnswerBatch, collate, split_chosen_rejected
 from .candidates import catalogue, draw_negatives
 from .config import opt, require
 from .logprobs import answer_logprobs
 from .losses import LOSSES
-from .modeling import pick_device, is_adapter, policy_from_sft, save_checkpoint
+from .modeling import is_adapter, pick_device, policy_from_sft, save_checkpoint
+from .reference import cache_key, file_digest, model_fingerprint, reference_logps
 from .samples import Sample, atomic_write_text
 from .sft import prompt_for
 from .trainer import TrainConfig, start_run, train_loop
@@ -32,6 +35,11 @@ class PreferenceConfig(TrainConfig):
     beta: float = opt(1.0, "beta: scale of the implicit reward")
     epochs: int = opt(1, "passes over the training samples")
     lr: float = opt(5e-4, "peak learning rate")
+    reference_pass: str = opt("precompute", "precompute: score each epoch's answers with the reference before "
+                              "the epoch, cached on disk, no reference model held while training; online: "
+                              "score them batch by batch", choices=("precompute", "online"))
+    reference_cache: str = opt("", "directory for cached reference log-probs (default: reference_cache/ "
+                               "beside the SFT checkpoint; 'none' to keep them in memory only)")
 
     def validate(self) -> None:
         super().validate()
@@ -43,21 +51,48 @@ class PreferenceConfig(TrainConfig):
 def run_preference(cfg: PreferenceConfig) -> dict:
     out, train, valid = start_run(cfg)
     items = catalogue(train)
-    policy, codec = policy_from_sft(cfg.model, cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.dtype)
-    policy.to(pick_device(cfg.device))
+    precompute = cfg.reference_pass == "precompute"
+    policy, codec = policy_from_sft(cfg.model, cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.dtype,
+                                    resident_reference=not precompute)
+    device = pick_device(cfg.device)
+    policy.to(device)
     base_dir = Path(cfg.model) / "base" if is_adapter(cfg.model) and (Path(cfg.model) / "base").is_dir() else None
     loss_fn, k = LOSSES[cfg.loss], cfg.negatives
-    print(f"{cfg.loss}: {len(train)} training samples, K={k}, beta={cfg.beta}, from {cfg.model}")
+    print(f"{cfg.loss}: {len(train)} training samples, K={k}, beta={cfg.beta}, from {cfg.model}, "
+          f"reference {cfg.reference_pass}")
 
-    def make_batch(samples: Sequence[Sample], epoch: int) -> AnswerBatch:
+    def layout(samples: Sequence[Sample], epoch: int) -> AnswerBatch:
         return collate([codec.encode_prompt(prompt_for(s, cfg.domain, cfg.seed, epoch)) for s in samples],
                        [[codec.encode_answer(t) for t in [s.target] + draw_negatives(s, k, cfg.seed, epoch)]
                         for s in samples], codec.pad_id)
 
+    reference: dict[str, torch.Tensor] = {}
+    beside = Path(cfg.model).parent if Path(cfg.model).is_dir() else out
+    cache_dir = None if cfg.reference_cache == "none" else Path(cfg.reference_cache or beside / "reference_cache")
+    identity = {"data": file_digest(cfg.train), "model": model_fingerprint(cfg.model), "seed": cfg.seed, "k": k,
+                "domain": cfg.domain, "keep_candidates": cfg.keep_candidates, "dtype": cfg.dtype}
+
+    def on_epoch_start(epoch: int, samples: Sequence[Sample]) -> None:
+        if not precompute:
+            return
+        key = cache_key(epoch=epoch, **identity)
+        reference.clear()
+        reference.update(reference_logps(policy.reference, samples, lambda chunk: layout(chunk, epoch),
+                                         cfg.batch_size, device, cache_dir and cache_dir / f"{key}.pt",
+                                         cfg.progress))
+
+    def make_batch(samples: Sequence[Sample], epoch: int) -> AnswerBatch:
+        batch = layout(samples, epoch)
+        if precompute:
+            batch.reference_logps = torch.stack([reference[s.key] for s in samples])
+        return batch
+
     def step(batch: AnswerBatch):
         logps, _ = answer_logprobs(policy.model, batch)            # (B, 1+K)
-        with policy.reference() as ref:
-            ref_logps, _ = answer_logprobs(ref, batch)              # (B, 1+K)
+        ref_logps = batch.reference_logps
+        if ref_logps is None:
+            with policy.reference() as ref:
+                ref_logps, _ = answer_logprobs(ref, batch)          # (B, 1+K)
         chosen, rejected = split_chosen_rejected(logps, k)
         ref_chosen, ref_rejected = split_chosen_rejected(ref_logps, k)
         losses, r_chosen, r_rejected = loss_fn(chosen, rejected, ref_chosen, ref_rejected, cfg.beta)
@@ -73,6 +108,7 @@ def run_preference(cfg: PreferenceConfig) -> dict:
 
     meta = {"stage": cfg.loss, "trained_from": cfg.model, "config": asdict(cfg)}
     save = lambda: save_checkpoint(policy.model, codec, out / "model", meta, base_dir)
-    summary = train_loop(cfg, policy.model, codec, train, valid, items, make_batch, step, save, out)
+    summary = train_loop(cfg, policy.model, codec, train, valid, items, make_batch, step, save, out,
+                         on_epoch_start)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

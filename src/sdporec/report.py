@@ -79,15 +79,31 @@ def collect(run_dirs: list[str]) -> tuple[list[Run], dict[str, dict]]:
     return runs, finals
 
 
+STAGE_COLORS = {"popularity": "tab:gray", "sft": "tab:blue", "dpo": "tab:orange", "sdpo": "tab:red"}
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _style(label: str, prefixes: list[str]) -> dict:
+    """The same colour for a stage in every figure; one line style per run directory."""
+    prefix, _, stage = label.rpartition("/")
+    index = prefixes.index(prefix) if prefix in prefixes else 0
+    return {"color": STAGE_COLORS.get(stage), "linestyle": LINESTYLES[index % len(LINESTYLES)]}
+
+
 def _plot_lines(ax, runs: list[Run], key: str, x: str = "step", source: str = "train") -> bool:
+    prefixes = _prefixes([r.label for r in runs])
     drawn = False
     for r in runs:
         rows = [row for row in (r.train_log if source == "train" else r.eval_log) if key in row]
         if rows:
             ax.plot([row[x] for row in rows], [row[key] for row in rows], label=r.label,
-                    marker="o" if len(rows) < 15 else None)
+                    marker="o" if len(rows) < 15 else None, **_style(r.label, prefixes))
             drawn = True
     return drawn
+
+
+def _prefixes(labels: list[str]) -> list[str]:
+    return list(dict.fromkeys(label.rpartition("/")[0] for label in labels))
 
 
 def _finish(fig, ax_list, path: Path) -> None:
@@ -119,10 +135,11 @@ def make_figures(runs: list[Run], finals: dict[str, dict], out: Path) -> list[st
     written.append("loss.png")
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    _plot_lines(ax, runs, "hr@1", x="epoch", source="eval")
-    ax.set(title="Validation HR@1 during training", xlabel="epoch (of each run)", ylabel="HR@1")
-    _finish(fig, [ax], out / "valid_hr1.png")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, group, title in ((axes[0], sft, "SFT"), (axes[1], pref, "DPO / S-DPO (from the SFT model)")):
+        _plot_lines(ax, group, "hr@1", x="epoch", source="eval")
+        ax.set(title=f"{title}: validation HR@1", xlabel="epoch", ylabel="HR@1")
+    _finish(fig, axes, out / "valid_hr1.png")
     written.append("valid_hr1.png")
     plt.close(fig)
 
@@ -154,7 +171,9 @@ def make_figures(runs: list[Run], finals: dict[str, dict], out: Path) -> list[st
         xs = np.arange(len(BAR_METRICS))
         for i, name in enumerate(names):
             vals = [finals[name].get(m) or 0.0 for m in BAR_METRICS]
-            bars = ax.bar(xs + i * width - 0.4 + width / 2, vals, width, label=name)
+            style = _style(name, _prefixes(names))
+            bars = ax.bar(xs + i * width - 0.4 + width / 2, vals, width, label=name, color=style["color"],
+                          hatch=None if style["linestyle"] == "-" else "//", edgecolor="white")
             ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
         ax.set_xticks(xs, BAR_METRICS)
         ax.set(title="Final metrics", ylabel="value", ylim=(0, 1.05))

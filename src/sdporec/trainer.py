@@ -77,9 +77,10 @@ def start_run(cfg: TrainConfig) -> tuple[Path, list[Sample], list[Sample]]:
 
 def train_loop(cfg: TrainConfig, model, codec, train: Sequence[Sample], valid: Sequence[Sample],
                items: Sequence[str], make_batch: Callable, step: Callable, save: Callable[[], None],
-               out_dir: Path) -> dict:
-    """Runs the epochs; calls `save()` whenever validation HR@1 improves (or every epoch without
-    validation data). Returns a summary with the best validation HR@1 and the wall time."""
+               out_dir: Path, on_epoch_start: Callable | None = None) -> dict:
+    """Runs the epochs; calls `on_epoch_start(epoch, samples)` once the epoch's candidate lists are drawn,
+    and `save()` whenever validation HR@1 improves (or every epoch without validation data). Returns a
+    summary with the best validation HR@1 and the wall time."""
     device = next(model.parameters()).device
     micro_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total_steps = math.ceil(micro_per_epoch / cfg.grad_accum) * cfg.epochs
@@ -113,6 +114,8 @@ def train_loop(cfg: TrainConfig, model, codec, train: Sequence[Sample], valid: S
     model.train()
     for epoch in range(cfg.epochs):
         samples = list(train) if cfg.keep_candidates else redraw(train, items, cfg.seed, epoch)
+        if on_epoch_start is not None:
+            on_epoch_start(epoch, samples)
         order = list(range(len(samples)))
         sample_rng(cfg.seed, "order", epoch).shuffle(order)
         bar = tqdm(range(micro_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress)

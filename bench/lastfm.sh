@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# SFT -> DPO (K = 1) -> S-DPO (K = 3) on the paper's LastFM training file with per-epoch re-drawn
+# candidates, validated and evaluated on resampled/lastfm-val.json (leak-free negatives), then the report.
+# Usage: bench/lastfm.sh [OUT_DIR]   (default runs/lastfm; reads ../shared/data/lastfm)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/lastfm}
+DATA=${SDPOREC_DATA:-../shared/data}/lastfm
+BIN=.venv/bin
+SFT_EPOCHS=${SFT_EPOCHS:-3}
+mkdir -p "$OUT"
+TRAIN="$DATA/lastfm-train.json"
+VALID="$DATA/resampled/lastfm-val.json"
+for f in "$TRAIN" "$VALID"; do [ -f "$f" ] || { echo "missing $f (see ../shared/data/README.md)"; exit 1; }; done
+COMMON=(--train "$TRAIN" --valid "$VALID" --eval-samples 1000 --no-progress)
+start=$(date +%s)
+$BIN/sdporec sft --out "$OUT/sft" --epochs "$SFT_EPOCHS" "${COMMON[@]}"
+$BIN/sdporec dpo --out "$OUT/dpo" --model "$OUT/sft/model" --loss dpo --negatives 1 --eval-every 200 "${COMMON[@]}"
+$BIN/sdporec dpo --out "$OUT/sdpo" --model "$OUT/sft/model" --loss sdpo --negatives 3 --eval-every 200 "${COMMON[@]}"
+for stage in sft dpo sdpo; do
+  $BIN/sdporec evaluate --model "$OUT/$stage/model" --data "$VALID" --out "$OUT/eval/$stage" --no-progress > /dev/null
+  $BIN/sdporec evaluate --model "$OUT/$stage/model" --data "$VALID" --out "$OUT/eval-generation/$stage" \
+    --protocol generation --no-progress > /dev/null
+done
+$BIN/python - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+ranking = {s: json.loads((out / "eval" / s / "metrics.json").read_text()) for s in ("sft", "dpo", "sdpo")}
+generation = {s: json.loads((out / "eval-generation" / s / "metrics.json").read_text()) for s in ("sft", "dpo", "sdpo")}
+(out / "metrics.json").write_text(json.dumps(ranking, indent=2) + "\n")
+for s in ranking:
+    print(f"{s:<6} ranking hr@1 {ranking[s]['hr@1']:.4f} ndcg@5 {ranking[s]['ndcg@5']:.4f} mrr {ranking[s]['mrr']:.4f}"
+          f" | generation hr@1 {generation[s]['hr@1']:.4f} valid {generation[s]['valid_ratio']:.4f}")
+PY
+$BIN/sdporec report "$OUT" --out "$OUT/report"
+echo "wall time: $(( $(date +%s) - start )) s"

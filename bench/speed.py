@@ -1,0 +1,165 @@
+"""Speed of the shared-prompt layout against the paper's layout, on one model, batch and machine.
+
+Training: one S-DPO step (policy forward + backward, reference forward, AdamW) at K = 1, 3, 7, with text
+prompts (titles as BPE text) and item-token prompts (the built-in backbone). Evaluation: ranking with a
+shared prompt, plain ranking (20 full sequences per sample) and the paper's generation protocol.
+Each case runs in a fresh process so that its peak memory is its own.
+
+    .venv/bin/python bench/speed.py                 # the full table (CPU: a few minutes)
+    .venv/bin/python bench/speed.py --hidden 2048 --layers 16 --dtype bfloat16 --device cuda   # ~1B on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+
+def build(codec_kind: str, args):
+    from sdporec.candidates import catalogue
+    from sdporec.modeling import BuiltinSize, build_builtin, build_text_backbone
+    from sdporec.prompts import build_prompt
+    from sdporec.synthetic import WorldSpec, builtin_splits
+
+    _, splits = builtin_splits(WorldSpec(n_users=200, n_items=300, n_genres=10, seed=0))
+    samples = splits["train"]
+    size = BuiltinSize(args.hidden, args.layers, args.heads)
+    if codec_kind == "items":
+        model, codec = build_builtin(catalogue(samples), size, 0)
+    else:
+        texts = [build_prompt(s.history, s.candidates, "music", i % 4).text for i, s in enumerate(samples[:2000])]
+        model, codec = build_text_backbone(texts, size, 0)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    return model.to(args.device, dtype), codec, samples
+
+
+def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
+    from sdporec.batching import collate, split_chosen_rejected
+    from sdporec.candidates import draw_negatives
+    from sdporec.logprobs import answer_logprobs, answer_logprobs_full
+    from sdporec.losses import sdpo_loss
+    from sdporec.prompts import build_prompt
+
+    model, codec, samples = build(codec_kind, args)
+    ref = build(codec_kind, args)[0].eval()
+    fn = answer_logprobs if layout == "shared" else answer_logprobs_full
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    b = args.batch_size
+    batches = []
+    for i in range(args.steps + args.warmup):
+        chunk = samples[i * b:(i + 1) * b]
+        batches.append(collate([codec.encode_prompt(build_prompt(s.history, s.candidates)) for s in chunk],
+                               [[codec.encode_answer(t) for t in [s.target] + draw_negatives(s, k, 0, 0)] for s in chunk],
+                               codec.pad_id).to(args.device))
+    tokens = sum(int(x.prompt_mask.sum() * (1 + k) + x.answer_mask.sum()) for x in batches[args.warmup:])
+    losses = []
+    for i, batch in enumerate(batches):
+        if i == args.warmup:
+            _sync(args.device)
+            start = time.perf_counter()
+        logps, _ = fn(model, batch)
+        with torch.no_grad():
+            ref_logps, _ = fn(ref, batch)
+        loss, _, _ = sdpo_loss(*split_chosen_rejected(logps, k), *split_chosen_rejected(ref_logps, k), beta=1.0)
+        loss.mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.mean().item())
+    _sync(args.device)
+    seconds = time.perf_counter() - start
+    return {"samples_per_s": b * args.steps / seconds, "tokens_per_s": tokens / seconds,
+            "first_loss": losses[0], "peak_mem_mb": _peak_mb(args.device)}
+
+
+def eval_case(args, method: str, codec_kind: str) -> dict:
+    from sdporec.evaluate import evaluate_generation, evaluate_ranking, lm_scorer
+
+    model, codec, samples = build(codec_kind, args)
+    model.eval()
+    samples = samples[:args.eval_samples]
+    warm = samples[:args.batch_size]
+    run = (lambda xs: evaluate_generation(model, codec, xs, "music", args.batch_size, progress=False)) \
+        if method == "generation" else \
+        (lambda xs: evaluate_ranking(lm_scorer(model, codec, "music", args.batch_size, progress=False,
+                                               shared_prompt=method == "shared"), xs))
+    run(warm)
+    _sync(args.device)
+    start = time.perf_counter()
+    metrics, _ = run(samples)
+    _sync(args.device)
+    seconds = time.perf_counter() - start
+    return {"samples_per_s": len(samples) / seconds, "hr@1": metrics["hr@1"], "peak_mem_mb": _peak_mb(args.device)}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _peak_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--eval-samples", type=int, default=96)
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--case", help=argparse.SUPPRESS)
+    ap.add_argument("--out", default="", help="also write the results as JSON here")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.case:
+        case = json.loads(args.case)
+        result = train_case(args, **case) if "k" in case else eval_case(args, **case)
+        print(json.dumps(result))
+        return
+    passthrough = [a for a in sys.argv[1:] if not a.startswith("--out")]
+    results = []
+    cases = [{"layout": lay, "codec_kind": c, "k": k} for c in ("text", "items") for k in (1, 3, 7)
+             for lay in ("paper", "shared")]
+    cases += [{"method": m, "codec_kind": c} for c in ("text", "items") for m in ("shared", "plain", "generation")]
+    for case in cases:
+        proc = subprocess.run([sys.executable, __file__, *passthrough, "--case", json.dumps(case)],
+                              capture_output=True, text=True, check=True)
+        results.append({**case, **json.loads(proc.stdout.strip().splitlines()[-1])})
+        print(json.dumps(results[-1]), flush=True)
+    print("\n| step | prompts | paper layout samples/s | shared samples/s | speed-up | peak MB paper / shared | loss equal |")
+    print("|---|---|---|---|---|---|---|")
+    for c in ("text", "items"):
+        for k in (1, 3, 7):
+            p, s = [r for r in results if r.get("k") == k and r["codec_kind"] == c]
+            same = abs(p["first_loss"] - s["first_loss"]) < 1e-5
+            print(f"| S-DPO K={k} | {c} | {p['samples_per_s']:.1f} | {s['samples_per_s']:.1f} | "
+                  f"{s['samples_per_s'] / p['samples_per_s']:.2f}x | {p['peak_mem_mb']:.0f} / {s['peak_mem_mb']:.0f} | "
+                  f"{'yes' if same else 'NO'} |")
+    print("\n| evaluation | prompts | shared ranking samples/s | plain ranking | generation | shared / plain | shared / generation |")
+    print("|---|---|---|---|---|---|---|")
+    for c in ("text", "items"):
+        e = {r["method"]: r for r in results if r.get("method") and r["codec_kind"] == c}
+        print(f"| 20 candidates | {c} | {e['shared']['samples_per_s']:.1f} | {e['plain']['samples_per_s']:.1f} | "
+              f"{e['generation']['samples_per_s']:.1f} | {e['shared']['samples_per_s'] / e['plain']['samples_per_s']:.1f}x | "
+              f"{e['shared']['samples_per_s'] / e['generation']['samples_per_s']:.1f}x |")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

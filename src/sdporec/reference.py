@@ -1,0 +1,74 @@
+"""The reference pass, apart from training.
+
+Before each preference epoch, the frozen reference scores every answer of that epoch's batches (chosen +
+K negatives, in the training layout of `batching.py`) in one no-gradient pass, so no reference model is
+held while the policy trains. Candidate lists and negatives change per epoch, so the cache is per epoch.
+Results are stored on disk under a key made of the data, the epoch's seed and the model, and reused by any
+later run with the same key (a DPO and an S-DPO run from one SFT checkpoint share nothing but the prompts,
+as their K differs; reruns of either reuse everything).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .batching import AnswerBatch
+from .logprobs import answer_logprobs
+from .samples import Sample
+
+
+def model_fingerprint(path: str | Path) -> str:
+    """Identity of a checkpoint: its files' names, sizes and modification times (cheap for 7B models;
+    any re-save changes it)."""
+    path = Path(path)
+    if not path.is_dir():
+        return str(path)  # a hub name: its revision is fixed by the local hub cache
+    parts = []
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            st = f.stat()
+            parts.append(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_key(**parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def reference_logps(reference_context: Callable, samples: Sequence[Sample], make_batch: Callable[[Sequence[Sample]], AnswerBatch],
+                    batch_size: int, device, cache_file: Path | None, progress: bool = True) -> dict[str, torch.Tensor]:
+    """sample key -> reference log-probs (1+K,) for the epoch's samples, from `cache_file` when present."""
+    if cache_file is not None and cache_file.is_file():
+        cached = torch.load(cache_file)
+        if set(cached["keys"]) >= {s.key for s in samples}:
+            return dict(zip(cached["keys"], cached["logps"]))
+    keys, rows = [], []
+    with reference_context() as ref:
+        for start in tqdm(range(0, len(samples), batch_size), desc="reference pass", unit="batch",
+                          disable=not progress, leave=False):
+            chunk = samples[start:start + batch_size]
+            logps, _ = answer_logprobs(ref, make_batch(chunk).to(device))   # (B, 1+K)
+            keys.extend(s.key for s in chunk)
+            rows.append(logps.float().cpu())
+    logps = torch.cat(rows)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"keys": keys, "logps": logps}, tmp)
+        os.replace(tmp, cache_file)
+    return dict(zip(keys, logps))
