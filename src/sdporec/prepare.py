@@ -1,4 +1,11 @@
-"""`sdporec prepare`: write train / valid / test samples (JSON Lines) and the item list."""
+"""`sdporec prepare`: write train / valid / test samples (JSON Lines), the item list and a summary.
+
+Sources: `builtin` (the generated default data), `movielens-100k` (GroupLens files) and `csv` (your own
+interaction log and item titles). Users are split 8:1:1 with a seeded shuffle (or, for `csv`,
+leave-last-out in time); every position with enough history becomes a sample; the candidates are the
+target plus items outside the history, drawn per sample (`--paper-seeding` seeds by the target's id,
+which leaks the target and is for comparisons only).
+"""
 
 from __future__ import annotations
 
@@ -7,42 +14,101 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import opt, require, save_config
-from .samples import atomic_write_text, write_samples
-from .synthetic import WorldSpec, builtin_splits
+from .importers import Interactions, download_movielens_100k, k_core, read_interaction_log, read_movielens_100k
+from .samples import Sample, atomic_write_text, validate_samples, write_samples
+from .synthetic import WorldSpec, generate_sequences, sequences_to_samples, split_users
 
 SPLITS = ("train", "valid", "test")
+SOURCES = ("builtin", "movielens-100k", "csv")
 
 
 @dataclass
 class PrepareConfig:
-    source: str = opt("builtin", "data source: the built-in generator of sequential interactions",
-                      choices=("builtin",), positional=True)
-    out: str = opt("", "output directory for train.jsonl, valid.jsonl, test.jsonl and items.txt")
-    users: int = opt(800, "built-in: number of users")
-    items: int = opt(300, "built-in: number of items")
-    genres: int = opt(12, "built-in: number of item genres")
+    source: str = opt("builtin", "data source", choices=SOURCES, positional=True)
+    out: str = opt("", "output directory for train.jsonl, valid.jsonl, test.jsonl, items.txt, prepare.json")
+    raw: str = opt("", "movielens-100k: folder with u.data and u.item")
+    download: bool = opt(False, "movielens-100k: fetch the archive from GroupLens into --raw and check SHA-256")
+    interactions: str = opt("", "csv: interactions file (CSV, or TSV by extension)")
+    items_file: str = opt("", "csv: items file with an item id and a title column")
+    user_col: str = opt("user", "csv: user column")
+    item_col: str = opt("item", "csv: item column (both files)")
+    time_col: str = opt("timestamp", "csv: timestamp column (numbers)")
+    title_col: str = opt("title", "csv: title column of the items file")
+    rating_col: str = opt("", "csv: rating column (optional)")
+    min_rating: float = opt(0.0, "csv: keep interactions rated at least this (with --rating-col)")
+    delimiter: str = opt("", "csv: field delimiter (default: tab for .tsv, else comma)")
+    kcore: int = opt(0, "keep only users and items with at least k interactions (0: no filter)")
+    split: str = opt("users", "users: users shuffled and cut 8:1:1; leave-last-out: each user's last item "
+                     "is test, the one before valid, the rest train", choices=("users", "leave-last-out"))
+    min_history: int = opt(3, "fewest history items a sample needs")
+    max_history: int = opt(10, "most recent items kept as history")
+    candidates: int = opt(20, "candidates per sample (target included)")
+    users: int = opt(800, "builtin: number of users")
+    items: int = opt(300, "builtin: number of items")
+    genres: int = opt(12, "builtin: number of item genres")
     seed: int = opt(0, "seed of the generated world, the user split and the candidate draws")
     paper_seeding: bool = opt(False, "LEAKY, for comparisons only: seed each sample's negatives by the "
                               "target's item id as the paper does, so the list gives the target away")
 
     def validate(self) -> None:
         require(bool(self.out), "out", "required")
+        require(self.source != "movielens-100k" or bool(self.raw), "raw", "required for movielens-100k")
+        require(self.source != "csv" or bool(self.interactions and self.items_file), "interactions",
+                "csv needs --interactions and --items-file")
         require(self.users >= 10, "users", "must be at least 10 (users are split 8:1:1)")
-        require(self.items >= 40, "items", "must be at least 40 (20 candidates outside a 10-item history)")
         require(1 <= self.genres <= self.items // 10, "genres", "must be between 1 and items / 10")
+        require(1 <= self.min_history <= self.max_history, "min_history", "must be between 1 and max_history")
+        require(self.candidates >= 2, "candidates", "must be at least 2")
+
+
+def load_interactions(cfg: PrepareConfig) -> Interactions:
+    if cfg.source == "builtin":
+        spec = WorldSpec(n_users=cfg.users, n_items=cfg.items, n_genres=cfg.genres, seed=cfg.seed)
+        items, sequences = generate_sequences(spec)
+        return Interactions(sequences, {t: i for i, t in enumerate(items)})
+    if cfg.source == "movielens-100k":
+        if cfg.download:
+            download_movielens_100k(cfg.raw)
+        return read_movielens_100k(cfg.raw)
+    return read_interaction_log(cfg.interactions, cfg.items_file, cfg.user_col, cfg.item_col, cfg.time_col,
+                                cfg.rating_col, cfg.min_rating if cfg.rating_col else None, cfg.title_col,
+                                cfg.delimiter)
+
+
+def make_splits(inter: Interactions, cfg: PrepareConfig) -> dict[str, list[Sample]]:
+    seqs = k_core(inter.sequences, cfg.kcore) if cfg.kcore else inter.sequences
+    items = sorted(inter.item_ids, key=inter.item_ids.get)
+    ids = inter.item_ids if cfg.paper_seeding else None
+    kw = dict(items=items, seed=cfg.seed, n_candidates=cfg.candidates, min_history=cfg.min_history,
+              max_history=cfg.max_history, item_ids=ids)
+    if cfg.split == "users":
+        parts = split_users(list(seqs), cfg.seed)
+        return {name: sequences_to_samples(seqs, users, split=name, **kw) for name, users in parts.items()}
+    users = sorted(seqs)
+    return {"train": sequences_to_samples({u: s[:-2] for u, s in seqs.items()}, users, split="train", **kw),
+            "valid": sequences_to_samples({u: s[:-1] for u, s in seqs.items()}, users, split="valid",
+                                          only_last=True, **kw),
+            "test": sequences_to_samples(seqs, users, split="test", only_last=True, **kw)}
 
 
 def run_prepare(cfg: PrepareConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = WorldSpec(n_users=cfg.users, n_items=cfg.items, n_genres=cfg.genres, seed=cfg.seed)
-    items, splits = builtin_splits(spec, paper_seeding=cfg.paper_seeding)
+    inter = load_interactions(cfg)
+    splits = make_splits(inter, cfg)
     for name in SPLITS:
+        validate_samples(splits[name], f"{cfg.source}:{name}")
         write_samples(out / f"{name}.jsonl", splits[name])
-    atomic_write_text(out / "items.txt", "".join(t + "\n" for t in items))
-    summary = {"source": cfg.source, "spec": asdict(spec), "paper_seeding": cfg.paper_seeding,
+    atomic_write_text(out / "items.txt", "".join(t + "\n" for t in sorted(inter.item_ids, key=inter.item_ids.get)))
+    summary = {"source": cfg.source, "paper_seeding": cfg.paper_seeding,
+               "interactions": sum(len(s) for s in inter.sequences.values()),
                "samples": {name: len(splits[name]) for name in SPLITS},
-               "users": {name: len({s.user for s in splits[name]}) for name in SPLITS}}
+               "users": {name: len({s.user for s in splits[name]}) for name in SPLITS},
+               "items": len(inter.item_ids), "renamed_titles": inter.renamed,
+               "config": asdict(cfg)}
+    if inter.renamed:
+        print(f"{len(inter.renamed)} titles are shared by several item ids and were made distinct, e.g. "
+              + "; ".join(f"{new!r}" for new in list(inter.renamed)[:3]))
     save_config(cfg, out, "prepare_config.yaml")
-    atomic_write_text(out / "prepare.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+    atomic_write_text(out / "prepare.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return {k: v for k, v in summary.items() if k not in ("config", "renamed_titles")}

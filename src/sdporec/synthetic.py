@@ -121,14 +121,15 @@ def split_users(users: Sequence[str], seed: int, ratios=(0.8, 0.1, 0.1)) -> dict
 
 def sequences_to_samples(sequences: dict[str, list[str]], user_ids: Sequence[str], items: Sequence[str],
                          split: str, seed: int, n_candidates: int = 20, min_history: int = 3,
-                         max_history: int = 10, item_ids: dict[str, int] | None = None) -> list[Sample]:
-    """One sample per position with at least `min_history` earlier items; history = the most recent
-    `max_history`. Candidates are seeded per sample, or by the target's id when `item_ids` is given
-    (the paper's leaky scheme)."""
+                         max_history: int = 10, item_ids: dict[str, int] | None = None,
+                         only_last: bool = False) -> list[Sample]:
+    """One sample per position with at least `min_history` earlier items (only the last position with
+    `only_last`); history = the most recent `max_history`. Candidates are seeded per sample, or by the
+    target's id when `item_ids` is given (the paper's leaky scheme)."""
     out: list[Sample] = []
     for user in user_ids:
         seq = sequences[user]
-        for t in range(min_history, len(seq)):
+        for t in range(max(min_history, len(seq) - 1) if only_last else min_history, len(seq)):
             history, target = seq[max(0, t - max_history):t], seq[t]
             key = f"{split}:{len(out)}"
             if item_ids is None:
