@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .audit import AuditConfig, run_audit
+from .baselines import BaselineConfig, run_baseline
 from .config import ConfigError, add_arguments, resolve
 from .evaluate import EvaluateConfig, run_evaluate
 from .pipeline import PipelineConfig, run_pipeline
@@ -16,11 +18,13 @@ from .samples import DataError
 from .sft import SFTConfig, run_sft
 
 COMMANDS = {
-    "prepare": (PrepareConfig, run_prepare, "write train/valid/test samples (built-in data)"),
+    "prepare": (PrepareConfig, run_prepare, "write train/valid/test samples (built-in, MovieLens-100K, CSV logs)"),
+    "audit": (AuditConfig, run_audit, "sample counts, candidate checks and the leak check of a sample file"),
     "sft": (SFTConfig, run_sft, "supervised fine-tuning on the target titles"),
     "dpo": (PreferenceConfig, run_preference, "DPO or Softmax-DPO (--loss sdpo|dpo) from an SFT checkpoint"),
     "evaluate": (EvaluateConfig, run_evaluate, "HR@k, NDCG@k, MRR (ranking) or the paper's generation protocol"),
     "pipeline": (PipelineConfig, run_pipeline, "prepare, SFT, DPO, S-DPO and evaluate, end to end"),
+    "baseline": (BaselineConfig, run_baseline, "popularity, item counts, SASRec or GRU4Rec on the same candidates"),
     "recommend": (RecommendConfig, run_recommend, "rank candidates for one history"),
     "report": (ReportConfig, run_report, "figures and report.md from run directories"),
 }
