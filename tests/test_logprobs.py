@@ -60,3 +60,25 @@ def test_split_chosen_rejected_asserts_layout():
     assert chosen.tolist() == [0.0, 4.0] and rejected.shape == (2, 3)
     with pytest.raises(AssertionError):
         split_chosen_rejected(torch.zeros(2, 4), 2)
+
+
+def test_models_without_a_cache_fall_back_to_the_paper_layout(tiny_llama):
+    model, codec = tiny_llama
+
+    class NoCache(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, **kw):
+            kw.pop("use_cache", None)
+            kw.pop("logits_to_keep", None)
+            out = self.inner(**kw, use_cache=False)
+            out.cache = None
+            out.past_key_values = None
+            return out
+
+    batch = random_batch(codec, n_samples=3, n_answers=3, seed=1)
+    with pytest.warns(UserWarning, match="paper's layout"):
+        got = answer_logprobs(NoCache(model), batch)[0]
+    torch.testing.assert_close(got, answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)

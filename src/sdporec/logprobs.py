@@ -10,12 +10,15 @@ every answer); it is the fallback and the reference the shared-prompt path is te
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
 from .batching import AnswerBatch
 
 IGNORE = -100
+_warned = False
 
 
 def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,6 +51,11 @@ def answer_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tens
                 position_ids=_positions(batch.prompt_mask), use_cache=True, logits_to_keep=1)
     name, cache = _cache_kwarg(out)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        global _warned
+        if not _warned:
+            _warned = True
+            warnings.warn(f"{type(model).__name__} returned no reusable key/value cache; scoring with the "
+                          "paper's layout (each answer after its own copy of the prompt), which is slower")
         return answer_logprobs_full(model, batch)
     cache.batch_repeat_interleave(n)
     answers = batch.answer_ids.reshape(b * n, a)
