@@ -96,14 +96,14 @@ def lm_rows(files: dict[str, str], out: Path, domain: str, sft_epochs: int, leak
     return rows
 
 
-def baseline_rows(files: dict[str, str], out: Path) -> dict[str, dict]:
+def baseline_rows(files: dict[str, str], out: Path, epochs: int) -> dict[str, dict]:
     rows = {}
     for name, label in (("popularity", "popularity"), ("item-counts", "item counts"), ("sasrec", "SASRec"),
                         ("gru4rec", "GRU4Rec")):
         run = out / name
         row = timed(run, lambda name=name, run=run: sh("baseline", name, "--train", files["train"], "--valid",
                                                        files["valid"], "--eval", files["eval"], "--out", str(run),
-                                                       "--no-progress"))
+                                                       "--epochs", str(epochs), "--no-progress"))
         m = metrics(run)
         rows[label] = {**{k: m[k] for k in ("hr@1", "ndcg@5", "mrr")}, "seconds": row["seconds"]}
     return rows
@@ -123,6 +123,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs" / "quality"))
     ap.add_argument("--only", choices=("lastfm", "movielens", "leaky"), default=None)
     ap.add_argument("--sft-epochs", type=int, default=3)
+    ap.add_argument("--baseline-epochs", type=int, default=30, help="most epochs of SASRec and GRU4Rec")
     args = ap.parse_args()
     out = Path(args.out)
     for need in (SHARED / "lastfm" / "resampled" / "lastfm-val.json", SHARED / "ml-100k" / "u.data"):
@@ -131,12 +132,12 @@ def main() -> None:
     tables = []
     if args.only in (None, "lastfm"):
         files = lastfm_data(out / "lastfm" / "data", leaky=False)
-        rows = {**baseline_rows(files, out / "lastfm"),
+        rows = {**baseline_rows(files, out / "lastfm", args.baseline_epochs),
                 **lm_rows(files, out / "lastfm", "music", args.sft_epochs, leaky=False)}
         tables.append(table("LastFM, resampled/lastfm-val.json (2,767 samples, negatives drawn per sample)", rows))
     if args.only in (None, "movielens"):
         files = movielens_data(out / "movielens" / "data", leaky=False)
-        rows = {**baseline_rows(files, out / "movielens"),
+        rows = {**baseline_rows(files, out / "movielens", args.baseline_epochs),
                 **lm_rows(files, out / "movielens", "movies", args.sft_epochs, leaky=False)}
         tables.append(table("MovieLens-100K test (10,497 samples, negatives drawn per sample)", rows))
     if args.only in (None, "leaky"):

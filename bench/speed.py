@@ -130,7 +130,7 @@ def main() -> None:
         result = train_case(args, **case) if "k" in case else eval_case(args, **case)
         print(json.dumps(result))
         return
-    passthrough = [a for a in sys.argv[1:] if not a.startswith("--out")]
+    passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("case", "out")]
     results = []
     cases = [{"layout": lay, "codec_kind": c, "k": k} for c in ("text", "items") for k in (1, 3, 7)
              for lay in ("paper", "shared")]

@@ -126,6 +126,7 @@ def train_sequential(cfg: SequentialConfig, train: Sequence[Sample], valid: Sequ
             continue
         hr1 = evaluate_ranking(score, valid)[0]["hr@1"]
         history.append({"epoch": epoch + 1, "loss": total / len(seqs), "valid_hr@1": hr1})
+        tqdm.write(f"{cfg.kind} epoch {epoch + 1}: loss {total / len(seqs):.4f}, valid hr@1 {hr1:.4f}")
         if hr1 > best:
             best, best_state, stale = hr1, copy.deepcopy(model.state_dict()), 0
         else:
