@@ -64,6 +64,8 @@ def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
             _sync(args.device)
             start = time.perf_counter()
         logps, _ = fn(model, batch)
+        if i == 0:
+            first_logps = logps.sum().item()
         with torch.no_grad():
             ref_logps, _ = fn(ref, batch)
         loss, _, _ = sdpo_loss(*split_chosen_rejected(logps, k), *split_chosen_rejected(ref_logps, k), beta=1.0)
@@ -74,7 +76,7 @@ def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
     _sync(args.device)
     seconds = time.perf_counter() - start
     return {"samples_per_s": b * args.steps / seconds, "tokens_per_s": tokens / seconds,
-            "first_loss": losses[0], "peak_mem_mb": _peak_mb(args.device)}
+            "first_loss": losses[0], "first_logps": first_logps, "peak_mem_mb": _peak_mb(args.device)}
 
 
 def eval_case(args, method: str, codec_kind: str) -> dict:
@@ -140,12 +142,14 @@ def main() -> None:
                               capture_output=True, text=True, check=True)
         results.append({**case, **json.loads(proc.stdout.strip().splitlines()[-1])})
         print(json.dumps(results[-1]), flush=True)
-    print("\n| step | prompts | paper layout samples/s | shared samples/s | speed-up | peak MB paper / shared | loss equal |")
+    print("\n| step | prompts | paper layout samples/s | shared samples/s | speed-up | peak MB paper / shared | same log-probs and loss |")
     print("|---|---|---|---|---|---|---|")
     for c in ("text", "items"):
         for k in (1, 3, 7):
             p, s = [r for r in results if r.get("k") == k and r["codec_kind"] == c]
-            same = abs(p["first_loss"] - s["first_loss"]) < 1e-5
+            # Same weights, same batch: the summed answer log-probs and the loss must agree.
+            same = abs(p["first_loss"] - s["first_loss"]) < 1e-5 and \
+                abs(p["first_logps"] - s["first_logps"]) < 1e-5 * max(1.0, abs(p["first_logps"]))
             print(f"| S-DPO K={k} | {c} | {p['samples_per_s']:.1f} | {s['samples_per_s']:.1f} | "
                   f"{s['samples_per_s'] / p['samples_per_s']:.2f}x | {p['peak_mem_mb']:.0f} / {s['peak_mem_mb']:.0f} | "
                   f"{'yes' if same else 'NO'} |")
