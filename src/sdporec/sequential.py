@@ -43,6 +43,7 @@ class SASRec(nn.Module):
     def __init__(self, n_items: int, cfg: SequentialConfig):
         super().__init__()
         self.items = nn.Embedding(n_items, cfg.hidden, padding_idx=0)
+        _init_items(self.items)
         self.positions = nn.Embedding(cfg.max_len, cfg.hidden)
         layer = nn.TransformerEncoderLayer(cfg.hidden, cfg.heads, cfg.hidden * 2, cfg.dropout, batch_first=True,
                                            norm_first=True)
@@ -69,6 +70,7 @@ class GRU4Rec(nn.Module):
     def __init__(self, n_items: int, cfg: SequentialConfig):
         super().__init__()
         self.items = nn.Embedding(n_items, cfg.hidden, padding_idx=0)
+        _init_items(self.items)
         self.gru = nn.GRU(cfg.hidden, cfg.hidden, cfg.layers, batch_first=True,
                           dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.drop = nn.Dropout(cfg.dropout)
@@ -76,6 +78,14 @@ class GRU4Rec(nn.Module):
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         out, _ = self.gru(self.drop(self.items(seq)))
         return self.drop(out)
+
+
+def _init_items(emb: nn.Embedding) -> None:
+    """Small item embeddings: the output logits are hidden · embedding, and nn.Embedding's N(0, 1) start
+    gives logits of size ~hidden and a first loss far above log(n_items)."""
+    nn.init.normal_(emb.weight, std=emb.embedding_dim ** -0.5)
+    with torch.no_grad():
+        emb.weight[0].zero_()
 
 
 def _encode(titles: Sequence[str], index: dict[str, int], length: int) -> list[int]:
