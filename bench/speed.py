@@ -25,9 +25,9 @@ def build(codec_kind: str, args):
     from sdporec.candidates import catalogue
     from sdporec.modeling import BuiltinSize, build_builtin, build_text_backbone
     from sdporec.prompts import build_prompt
-    from sdporec.synthetic import WorldSpec, builtin_splits
+    from sdporec.prepare import builtin_splits
 
-    _, splits = builtin_splits(WorldSpec(n_users=200, n_items=300, n_genres=10, seed=0))
+    splits = builtin_splits(users=200, items=300, genres=10, seed=0)
     samples = splits["train"]
     size = BuiltinSize(args.hidden, args.layers, args.heads)
     if codec_kind == "items":

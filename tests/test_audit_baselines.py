@@ -6,7 +6,7 @@ from sdporec.candidates import paper_seeded_candidates
 from sdporec.evaluate import evaluate_ranking
 from sdporec.samples import Sample
 from sdporec.sequential import SequentialConfig, train_sequential
-from sdporec.synthetic import WorldSpec, builtin_splits
+from sdporec.prepare import builtin_splits
 
 ITEMS = [f"i{k}" for k in range(200)]
 
@@ -61,7 +61,7 @@ def test_item_counts_hand_computed():
 
 
 def test_sequential_baselines_learn_the_builtin_world():
-    _, splits = builtin_splits(WorldSpec(n_users=300, n_items=100, n_genres=5, seed=1))
+    splits = builtin_splits(users=300, items=100, genres=5, seed=1)
     pop = evaluate_ranking(popularity_scorer(splits["train"]), splits["test"])[0]["hr@1"]
     for kind in ("sasrec", "gru4rec"):
         cfg = SequentialConfig(kind=kind, hidden=32, layers=1, heads=2, epochs=10, patience=3, batch_size=32, lr=3e-3,

@@ -195,3 +195,15 @@ def test_precompute_holds_no_reference_model(run_dir):
 
     policy, _ = policy_from_sft(str(run_dir / "sft" / "model"), False, 8, 16, 0.0, "float32", resident_reference=False)
     assert policy._ref_model is None
+
+
+def test_recommend_from_a_json_file_with_a_joined_history(run_dir, tmp_path, capsys):
+    sample = json.loads((run_dir / "data" / "test.jsonl").read_text().splitlines()[0])
+    request = tmp_path / "req.json"
+    request.write_text(json.dumps({"historyList": "::".join(sample["historyList"]), "itemList": sample["itemList"]}))
+    assert main(["recommend", "--model", str(run_dir / "sft" / "model"), "--input", str(request), "--top", "3",
+                 "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
+    request.write_text(json.dumps({"historyList": [], "itemList": sample["itemList"]}))
+    assert main(["recommend", "--model", str(run_dir / "sft" / "model"), "--input", str(request)]) == 2
+    assert "field 'historyList'" in capsys.readouterr().err

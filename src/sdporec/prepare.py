@@ -75,6 +75,12 @@ def load_interactions(cfg: PrepareConfig) -> Interactions:
                                 cfg.delimiter)
 
 
+def builtin_splits(users: int, items: int, genres: int, seed: int = 0) -> dict[str, list[Sample]]:
+    """The built-in data's samples in memory, exactly as `sdporec prepare builtin` writes them."""
+    cfg = PrepareConfig(out="-", users=users, items=items, genres=genres, seed=seed)
+    return make_splits(load_interactions(cfg), cfg)
+
+
 def make_splits(inter: Interactions, cfg: PrepareConfig) -> dict[str, list[Sample]]:
     seqs = k_core(inter.sequences, cfg.kcore) if cfg.kcore else inter.sequences
     items = sorted(inter.item_ids, key=inter.item_ids.get)

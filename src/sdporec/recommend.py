@@ -9,7 +9,7 @@ from pathlib import Path
 from .config import opt, require
 from .evaluate import lm_scorer
 from .prompts import DOMAINS
-from .samples import DataError, Sample
+from .samples import DataError, Sample, split_history
 
 
 @dataclass
@@ -43,7 +43,7 @@ def read_request(cfg: RecommendConfig) -> Sample:
             raise DataError(cfg.input, None, None, "expected a JSON object")
         history, candidates = obj.get("historyList"), obj.get("itemList")
         if isinstance(history, str):
-            history = history.split("::")
+            history = split_history(history, set(candidates) if isinstance(candidates, list) else set())
     for name, titles in (("historyList", history), ("itemList", candidates)):
         if not isinstance(titles, list) or not titles or not all(isinstance(t, str) and t.strip() for t in titles):
             raise DataError(where, None, name, "expected a non-empty list of non-empty titles")

@@ -138,12 +138,3 @@ def sequences_to_samples(sequences: dict[str, list[str]], user_ids: Sequence[str
                 cands = paper_seeded_candidates(history, target, item_ids[target], items, n_candidates)
             out.append(Sample(list(history), cands, target, user, key))
     return out
-
-
-def builtin_splits(spec: WorldSpec, paper_seeding: bool = False) -> tuple[list[str], dict[str, list[Sample]]]:
-    """(item titles, split name -> samples) for the generated world."""
-    items, users = generate_sequences(spec)
-    ids = {t: i for i, t in enumerate(items)} if paper_seeding else None
-    parts = split_users(list(users), spec.seed)
-    return items, {name: sequences_to_samples(users, ids_, items, name, spec.seed, item_ids=ids)
-                   for name, ids_ in parts.items()}
