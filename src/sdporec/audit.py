@@ -16,7 +16,9 @@ from typing import Sequence
 
 import torch
 
+from .baselines import popularity_scorer
 from .config import opt, require
+from .evaluate import evaluate_ranking
 from .samples import Sample, atomic_write_text, read_samples
 
 LEAK_WARNING = 0.10
@@ -44,9 +46,8 @@ def candidate_checks(samples: Sequence[Sample]) -> dict[str, int]:
 
 
 def popularity_hr1(samples: Sequence[Sample], train: Sequence[Sample]) -> float:
-    counts = Counter(s.target for s in train)
-    return sum(max(s.candidates, key=lambda c: (counts[c], -s.candidates.index(c))) == s.target
-               for s in samples) / len(samples)
+    """The popularity baseline's HR@1, through the same scorer and metrics as `sdporec baseline`."""
+    return evaluate_ranking(popularity_scorer(train), samples)[0]["hr@1"]
 
 
 def leak_hr1(samples: Sequence[Sample], train: Sequence[Sample], same_file: bool, chunk: int = 512) -> float:
