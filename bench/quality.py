@@ -11,6 +11,7 @@ ValidRatio). A second table repeats the LM rows with the paper's leaky seeding, 
 Each row's wall time includes its training. Finished rows are kept, so an interrupted run resumes.
 
     .venv/bin/python bench/quality.py [--out runs/quality] [--only lastfm|movielens|leaky]
+        [--sft-epochs N] [--hidden H --layers L] [--baseline-epochs N]
 """
 
 from __future__ import annotations
@@ -71,12 +72,13 @@ def movielens_data(work: Path, leaky: bool) -> dict[str, str]:
     return {"train": str(work / "train.jsonl"), "valid": str(work / "valid.jsonl"), "eval": str(work / "test.jsonl")}
 
 
-def lm_rows(files: dict[str, str], out: Path, domain: str, sft_epochs: int, leaky: bool) -> dict[str, dict]:
+def lm_rows(files: dict[str, str], out: Path, domain: str, sft_epochs: int, leaky: bool,
+            size: tuple[int, int] = (128, 2)) -> dict[str, dict]:
     keep = ["--keep-candidates"] if leaky else []
     common = ["--train", files["train"], "--valid", files["valid"], "--domain", domain, "--eval-samples", "1000",
               "--no-progress", *keep]
     rows = {}
-    stages = [("sft", ["sft", "--epochs", str(sft_epochs)]),
+    stages = [("sft", ["sft", "--epochs", str(sft_epochs), "--hidden", str(size[0]), "--layers", str(size[1])]),
               ("dpo", ["dpo", "--loss", "dpo", "--negatives", "1", "--eval-every", "300"]),
               ("sdpo", ["dpo", "--loss", "sdpo", "--negatives", "3", "--eval-every", "300"])]
     for name, args in stages:
@@ -124,8 +126,11 @@ def main() -> None:
     ap.add_argument("--only", choices=("lastfm", "movielens", "leaky"), default=None)
     ap.add_argument("--sft-epochs", type=int, default=3)
     ap.add_argument("--baseline-epochs", type=int, default=30, help="most epochs of SASRec and GRU4Rec")
+    ap.add_argument("--hidden", type=int, default=128, help="built-in backbone width for the LM rows")
+    ap.add_argument("--layers", type=int, default=2, help="built-in backbone depth for the LM rows")
     args = ap.parse_args()
     out = Path(args.out)
+    size = (args.hidden, args.layers)
     for need in (SHARED / "lastfm" / "resampled" / "lastfm-val.json", SHARED / "ml-100k" / "u.data"):
         if not need.is_file():
             sys.exit(f"missing {need} (see ../shared/data/README.md)")
@@ -133,12 +138,12 @@ def main() -> None:
     if args.only in (None, "lastfm"):
         files = lastfm_data(out / "lastfm" / "data", leaky=False)
         rows = {**baseline_rows(files, out / "lastfm", args.baseline_epochs),
-                **lm_rows(files, out / "lastfm", "music", args.sft_epochs, leaky=False)}
+                **lm_rows(files, out / "lastfm", "music", args.sft_epochs, False, size)}
         tables.append(table("LastFM, resampled/lastfm-val.json (2,767 samples, negatives drawn per sample)", rows))
     if args.only in (None, "movielens"):
         files = movielens_data(out / "movielens" / "data", leaky=False)
         rows = {**baseline_rows(files, out / "movielens", args.baseline_epochs),
-                **lm_rows(files, out / "movielens", "movies", args.sft_epochs, leaky=False)}
+                **lm_rows(files, out / "movielens", "movies", args.sft_epochs, False, size)}
         tables.append(table("MovieLens-100K test (10,497 samples, negatives drawn per sample)", rows))
     if args.only in (None, "leaky"):
         leaky = {}

@@ -23,7 +23,8 @@ import torch
 
 def build(codec_kind: str, args):
     from sdporec.candidates import catalogue
-    from sdporec.modeling import BuiltinSize, build_builtin, build_text_backbone
+    from sdporec.families import build_text_backbone
+    from sdporec.modeling import BuiltinSize, build_builtin
     from sdporec.prompts import build_prompt
     from sdporec.prepare import builtin_splits
 
@@ -34,7 +35,7 @@ def build(codec_kind: str, args):
         model, codec = build_builtin(catalogue(samples), size, 0)
     else:
         texts = [build_prompt(s.history, s.candidates, "music", i % 4).text for i, s in enumerate(samples[:2000])]
-        model, codec = build_text_backbone(texts, size, 0)
+        model, codec = build_text_backbone(texts, args.hidden, args.layers, args.heads, 0)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     return model.to(args.device, dtype), codec, samples
 

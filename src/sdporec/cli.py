@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .audit import AuditConfig, run_audit
 from .baselines import BaselineConfig, run_baseline
 from .config import ConfigError, add_arguments, resolve
 from .evaluate import EvaluateConfig, run_evaluate
+from .export import ExportConfig, run_export
+from .families import InitModelConfig, run_init_model
 from .pipeline import PipelineConfig, run_pipeline
 from .preference import PreferenceConfig, run_preference
 from .prepare import PrepareConfig, run_prepare
@@ -27,6 +30,9 @@ COMMANDS = {
     "baseline": (BaselineConfig, run_baseline, "popularity, item counts, SASRec or GRU4Rec on the same candidates"),
     "recommend": (RecommendConfig, run_recommend, "rank candidates for one history"),
     "report": (ReportConfig, run_report, "figures and report.md from run directories"),
+    "init-model": (InitModelConfig, run_init_model, "a model of a supported family from a config, with a "
+                   "tokenizer trained on the data (no download)"),
+    "export": (ExportConfig, run_export, "a checkpoint as a plain Hugging Face model (--merge folds LoRA in)"),
 }
 
 
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, FileNotFoundError) as e:
         print(f"sdporec {args.command}: error: {e}", file=sys.stderr)
         return 2
-    if args.command in ("evaluate", "prepare"):
+    if args.command in ("evaluate", "prepare", "init-model", "export") and os.environ.get("RANK", "0") == "0":
         import json
         print(json.dumps(result, indent=2))
     return 0

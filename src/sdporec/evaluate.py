@@ -78,6 +78,26 @@ def evaluate_ranking(scorer: Scorer, samples: Sequence[Sample]) -> tuple[dict, l
     return ranking_results(samples, scorer(samples))
 
 
+def metrics_from_rows(rows: Sequence[dict]) -> dict:
+    """The metrics of either protocol from its per-sample rows (used after gathering processes' rows)."""
+    if rows and "rank" in rows[0]:
+        return ranking_metrics([r["rank"] for r in rows])
+    return generation_metrics([r["answer"] for r in rows], [r["target"] for r in rows])
+
+
+def evaluate_sharded(evaluate: Callable[[Sequence[Sample]], tuple[dict, list[dict]]], samples: Sequence[Sample],
+                     rank: int, world: int) -> tuple[dict, list[dict]]:
+    """`evaluate` on this process's slice of `samples`; every process gets all rows, in sample order, and
+    the metrics over all of them (one process: `evaluate(samples)` itself)."""
+    if world == 1:
+        return evaluate(samples)
+    from .distributed import gather, shard
+
+    _, rows = evaluate(shard(samples, rank, world))
+    rows = gather(rows, world)
+    return metrics_from_rows(rows), rows
+
+
 def evaluate_generation(model, codec, samples: Sequence[Sample], domain: str, batch_size: int = 16,
                         max_new_tokens: int = 32, template: int = 0, progress: bool = True) -> tuple[dict, list[dict]]:
     device = next(model.parameters()).device
@@ -131,7 +151,9 @@ class EvaluateConfig:
     max_new_tokens: int = opt(32, "generation protocol: most tokens to decode")
     limit: int = opt(0, "evaluate only the first N samples (0: all)")
     dtype: str = opt("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
-    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    load_in_4bit: bool = opt(False, "load the base model in 4-bit NF4 (bitsandbytes, CUDA only)")
+    device: str = opt("auto", "cpu, cuda, cuda:N or auto (one process; under torchrun each process "
+                      "takes its own GPU)")
     progress: bool = opt(True, "show progress bars")
 
     def validate(self) -> None:
@@ -152,15 +174,22 @@ def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domai
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     from .modeling import load_model, pick_device  # local: modeling pulls in transformers
 
+    from .distributed import process_state
+
     samples = read_samples(cfg.data, "eval")
     samples = samples[:cfg.limit] if cfg.limit else samples
-    model, codec = load_model(cfg.model, cfg.dtype)
-    model.to(pick_device(cfg.device))
+    state = process_state(cfg.device)
+    model, codec = load_model(cfg.model, cfg.dtype, cfg.load_in_4bit)
+    model.to(state.device if state.num_processes > 1 else pick_device(cfg.device))
     started = time.time()
-    metrics, rows = evaluate_model(model, codec, samples, cfg.protocol, cfg.domain, cfg.batch_size,
-                                   cfg.max_new_tokens, cfg.progress)
+    metrics, rows = evaluate_sharded(
+        lambda part: evaluate_model(model, codec, part, cfg.protocol, cfg.domain, cfg.batch_size,
+                                    cfg.max_new_tokens, cfg.progress and state.is_main_process),
+        samples, state.process_index, state.num_processes)
     extra = {"protocol": cfg.protocol, "model": cfg.model, "data": cfg.data,
-             "seconds": round(time.time() - started, 1)}
-    save_config(cfg, cfg.out)
-    write_results(cfg.out, metrics, rows, extra)
+             "seconds": round(time.time() - started, 1), "processes": state.num_processes}
+    if state.is_main_process:
+        save_config(cfg, cfg.out)
+        write_results(cfg.out, metrics, rows, extra)
+    state.wait_for_everyone()
     return {**metrics, **extra}

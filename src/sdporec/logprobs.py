@@ -44,18 +44,32 @@ def _cache_kwarg(out) -> tuple[str, object]:
     return "past_key_values", out.past_key_values
 
 
+def _checkpointing(model) -> bool:
+    """Gradient checkpointing drops the key/value cache in training (transformers recomputes each layer
+    in the backward pass and will not keep a cache it would write twice)."""
+    return model.training and torch.is_grad_enabled() and \
+        any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+
+
+def _fallback(model, why: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(f"{type(model).__name__} {why}; scoring with the paper's layout (each answer after "
+                      "its own copy of the prompt), which is slower")
+
+
 def answer_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (log-probs (B, N), answer token counts (B, N)) with the prompt computed once per sample."""
     b, n, a = batch.answer_ids.shape
+    if _checkpointing(model):
+        _fallback(model, "trains with gradient checkpointing, which keeps no key/value cache")
+        return answer_logprobs_full(model, batch)
     out = model(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask,
                 position_ids=_positions(batch.prompt_mask), use_cache=True, logits_to_keep=1)
     name, cache = _cache_kwarg(out)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-        global _warned
-        if not _warned:
-            _warned = True
-            warnings.warn(f"{type(model).__name__} returned no reusable key/value cache; scoring with the "
-                          "paper's layout (each answer after its own copy of the prompt), which is slower")
+        _fallback(model, "returned no reusable key/value cache")
         return answer_logprobs_full(model, batch)
     cache.batch_repeat_interleave(n)
     answers = batch.answer_ids.reshape(b * n, a)

@@ -52,39 +52,30 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_text_backbone(texts: Sequence[str], size: BuiltinSize, seed: int, vocab_size: int = 2000):
-    """A small Llama with a byte-level BPE tokenizer trained on `texts`: titles as plain text, as with a
-    pretrained model, but built here without a download (benchmarks and tests)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    from .codec import SPECIALS
-
-    tok = Tokenizer(models.BPE(unk_token=SPECIALS["unk"]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS.values()),
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=SPECIALS["pad"], bos_token=SPECIALS["bos"],
-                                 eos_token=SPECIALS["eos"], unk_token=SPECIALS["unk"])
-    codec = TextCodec(hf)
-    cfg = LlamaConfig(
-        vocab_size=len(hf), hidden_size=size.hidden, intermediate_size=size.hidden * 3,
-        num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.heads,
-        max_position_embeddings=max(size.max_positions, 1024), pad_token_id=codec.pad_id,
-        bos_token_id=hf.bos_token_id, eos_token_id=codec.eos_id, tie_word_embeddings=True)
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(cfg), codec
-
-
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def _load_full(path: str, dtype: str):
+def _load_full(path: str, dtype: str, load_in_4bit: bool = False):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+    if not load_in_4bit:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+    from .config import ConfigError
+
+    if not torch.cuda.is_available():
+        raise ConfigError("setting 'load_in_4bit': 4-bit NF4 loading (bitsandbytes) needs a CUDA GPU; "
+                          "none is available here")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError("setting 'load_in_4bit': bitsandbytes is not installed (pip install bitsandbytes)") from None
+    from transformers import BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+    return AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, dtype=torch.bfloat16,
+                                                device_map={"": torch.cuda.current_device()})
 
 
 def is_adapter(path: str | Path) -> bool:
@@ -98,26 +89,48 @@ def _adapter_base(path: str | Path) -> str:
     return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
 
 
-def load_model(path: str, dtype: str = "float32"):
+def load_model(path: str, dtype: str = "float32", load_in_4bit: bool = False):
     """A trained checkpoint (full or adapter) or any causal LM by directory or hub name, for inference."""
     from peft import PeftModel
 
     codec = load_codec(path)
     if is_adapter(path):
-        model = PeftModel.from_pretrained(_load_full(_adapter_base(path), dtype), path)
+        model = PeftModel.from_pretrained(_load_full(_adapter_base(path), dtype, load_in_4bit), path)
     else:
-        model = _load_full(path, dtype)
+        model = _load_full(path, dtype, load_in_4bit)
     model.eval()
     return model, codec
 
 
-def add_lora(model, r: int, alpha: int, dropout: float):
-    from peft import LoraConfig, get_peft_model
+def lora_targets(model) -> list[str]:
+    """Names of the linear layers inside the transformer blocks (attention and MLP projections), found
+    by walking the model: q/k/v/o and gate/up/down for Llama, Qwen, Mistral and Gemma, c_attn/c_proj/c_fc
+    for GPT-2 (whose Conv1D layers are linear layers with transposed weights). Embeddings and the LM head
+    are left alone."""
+    from transformers.pytorch_utils import Conv1D
 
-    # "all-linear" covers attention and MLP projections of every family and leaves the LM head alone.
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear",
+    head = model.get_output_embeddings()
+    blocks = (".layers.", ".h.")   # where the families keep their transformer blocks
+    names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+             if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head and any(b in f".{name}." for b in blocks)}
+    if not names:
+        raise ValueError(f"{type(model).__name__}: no linear layers found in its blocks; name them with --lora-targets")
+    return sorted(names)
+
+
+def add_lora(model, r: int, alpha: int, dropout: float, targets: Sequence[str] = ()):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets or lora_targets(model)),
                      task_type="CAUSAL_LM")
     return get_peft_model(model, cfg)
+
+
+def enable_gradient_checkpointing(model) -> None:
+    # Non-reentrant checkpointing needs no input gradients, so it works with frozen embeddings (LoRA).
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 class Policy:
@@ -179,22 +192,27 @@ def _freeze_adapter(model, name: str) -> None:
 
 
 def policy_from_sft(path: str, lora: bool, r: int, alpha: int, dropout: float, dtype: str,
-                    resident_reference: bool = True) -> tuple[Policy, object]:
+                    resident_reference: bool = True, load_in_4bit: bool = False,
+                    targets: Sequence[str] = ()) -> tuple[Policy, object]:
     """The policy to train and its reference. `resident_reference=False` (full fine-tuning only) keeps
     no second model in memory: the reference is loaded from `path` when asked for."""
     from peft import PeftModel
 
     codec = load_codec(path)
     if is_adapter(path):
-        base = _load_full(_adapter_base(path), dtype)
+        base = _load_full(_adapter_base(path), dtype, load_in_4bit)
+        if load_in_4bit:
+            from peft import prepare_model_for_kbit_training
+
+            base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
         model = PeftModel.from_pretrained(base, path, adapter_name="default", is_trainable=True)
         model.load_adapter(path, adapter_name="reference", is_trainable=False)
         model.set_adapter("default")
         _freeze_adapter(model, "reference")
         return Policy(model, reference_adapter="reference"), codec
-    model = _load_full(path, dtype)
+    model = _load_full(path, dtype, load_in_4bit)
     if lora:
-        return Policy(add_lora(model, r, alpha, dropout)), codec
+        return Policy(add_lora(model, r, alpha, dropout, targets)), codec
     if not resident_reference:
         return Policy(model, reference_path=path, dtype=dtype), codec
     ref = copy.deepcopy(model).eval()
@@ -203,7 +221,7 @@ def policy_from_sft(path: str, lora: bool, r: int, alpha: int, dropout: float, d
 
 
 def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, meta: dict,
-                    base_dir: str | Path | None = None) -> None:
+                    base_dir: str | Path | None = None, state_dict: dict | None = None) -> None:
     """Write to `out_dir.tmp`, then swap it in: an interrupted save never leaves a half checkpoint."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
@@ -214,7 +232,7 @@ def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, me
         if base_dir is not None:
             shutil.copytree(base_dir, tmp / "base")
     else:
-        model.save_pretrained(str(tmp))
+        model.save_pretrained(str(tmp), state_dict=state_dict)
     codec.save(tmp)
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     old = out_dir.with_name(out_dir.name + ".old")

@@ -19,7 +19,8 @@ from .candidates import catalogue, draw_negatives
 from .config import opt, require
 from .logprobs import answer_logprobs
 from .losses import LOSSES
-from .modeling import is_adapter, pick_device, policy_from_sft, save_checkpoint
+from .distributed import gather, shard
+from .modeling import enable_gradient_checkpointing, is_adapter, policy_from_sft, save_checkpoint
 from .reference import cache_key, file_digest, model_fingerprint, reference_logps
 from .samples import Sample, atomic_write_text
 from .sft import prompt_for
@@ -49,17 +50,23 @@ class PreferenceConfig(TrainConfig):
 
 
 def run_preference(cfg: PreferenceConfig) -> dict:
-    out, train, valid = start_run(cfg)
+    run = start_run(cfg)
+    out, train = run.out, run.train
     items = catalogue(train)
     precompute = cfg.reference_pass == "precompute"
     policy, codec = policy_from_sft(cfg.model, cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.dtype,
-                                    resident_reference=not precompute)
-    device = pick_device(cfg.device)
-    policy.to(device)
+                                    resident_reference=not precompute, load_in_4bit=cfg.load_in_4bit,
+                                    targets=cfg.lora_targets)
+    device = run.acc.device
+    if not cfg.load_in_4bit:
+        policy.to(device)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(policy.model)
     base_dir = Path(cfg.model) / "base" if is_adapter(cfg.model) and (Path(cfg.model) / "base").is_dir() else None
     loss_fn, k = LOSSES[cfg.loss], cfg.negatives
-    print(f"{cfg.loss}: {len(train)} training samples, K={k}, beta={cfg.beta}, from {cfg.model}, "
-          f"reference {cfg.reference_pass}")
+    if run.main:
+        print(f"{cfg.loss}: {len(train)} training samples, K={k}, beta={cfg.beta}, from {cfg.model}, "
+              f"reference {cfg.reference_pass}; {run.acc.num_processes} process(es) on {device}")
 
     def layout(samples: Sequence[Sample], epoch: int) -> AnswerBatch:
         return collate([codec.encode_prompt(prompt_for(s, cfg.domain, cfg.seed, epoch)) for s in samples],
@@ -76,10 +83,13 @@ def run_preference(cfg: PreferenceConfig) -> dict:
         if not precompute:
             return
         key = cache_key(epoch=epoch, **identity)
+        rank, world = run.acc.process_index, run.acc.num_processes
+        # Each process scores its slice (and caches it under its rank); all of them get every sample's row.
+        part = f"{key}.pt" if world == 1 else f"{key}.rank{rank}of{world}.pt"
+        mine = reference_logps(policy.reference, shard(samples, rank, world), lambda chunk: layout(chunk, epoch),
+                               cfg.batch_size, device, cache_dir and cache_dir / part, cfg.progress and run.main)
         reference.clear()
-        reference.update(reference_logps(policy.reference, samples, lambda chunk: layout(chunk, epoch),
-                                         cfg.batch_size, device, cache_dir and cache_dir / f"{key}.pt",
-                                         cfg.progress))
+        reference.update(gather(list(mine.items()), world))
 
     def make_batch(samples: Sequence[Sample], epoch: int) -> AnswerBatch:
         batch = layout(samples, epoch)
@@ -87,8 +97,8 @@ def run_preference(cfg: PreferenceConfig) -> dict:
             batch.reference_logps = torch.stack([reference[s.key] for s in samples])
         return batch
 
-    def step(batch: AnswerBatch):
-        logps, _ = answer_logprobs(policy.model, batch)            # (B, 1+K)
+    def step(model, batch: AnswerBatch):
+        logps, _ = answer_logprobs(model, batch)                   # (B, 1+K)
         ref_logps = batch.reference_logps
         if ref_logps is None:
             with policy.reference() as ref:
@@ -107,8 +117,8 @@ def run_preference(cfg: PreferenceConfig) -> dict:
         return losses.mean(), stats
 
     meta = {"stage": cfg.loss, "trained_from": cfg.model, "config": asdict(cfg)}
-    save = lambda: save_checkpoint(policy.model, codec, out / "model", meta, base_dir)
-    summary = train_loop(cfg, policy.model, codec, train, valid, items, make_batch, step, save, out,
-                         on_epoch_start)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    save = lambda trained, state_dict: save_checkpoint(trained, codec, out / "model", meta, base_dir, state_dict)
+    summary = train_loop(cfg, run, policy.model, codec, items, make_batch, step, save, on_epoch_start)
+    if run.main:
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -14,7 +14,8 @@ from .candidates import catalogue, sample_rng
 from .config import opt, require
 from .logprobs import answer_logprobs
 from .losses import sft_loss
-from .modeling import pick_device, BUILTIN, BuiltinSize, add_lora, build_builtin, load_model, save_checkpoint
+from .modeling import (BUILTIN, BuiltinSize, add_lora, build_builtin, enable_gradient_checkpointing, load_model,
+                       save_checkpoint)
 from .prompts import build_prompt, pick_template
 from .samples import Sample, atomic_write_text
 from .trainer import TrainConfig, start_run, train_loop
@@ -40,7 +41,8 @@ def prompt_for(sample: Sample, domain: str, seed: int, epoch: int):
 
 
 def run_sft(cfg: SFTConfig) -> dict:
-    out, train, valid = start_run(cfg)
+    run = start_run(cfg)
+    out, train, valid = run.out, run.train, run.valid
     items = catalogue(train)
     base_dir = None
     if cfg.model == BUILTIN:
@@ -49,29 +51,36 @@ def run_sft(cfg: SFTConfig) -> dict:
             titles += [t for t in Path(cfg.titles).read_text(encoding="utf-8").splitlines() if t.strip()]
         model, codec = build_builtin(titles, BuiltinSize(cfg.hidden, cfg.layers, cfg.heads), cfg.seed)
     else:
-        model, codec = load_model(cfg.model, cfg.dtype)
-    model.to(pick_device(cfg.device))
+        model, codec = load_model(cfg.model, cfg.dtype, cfg.load_in_4bit)
+    if not cfg.load_in_4bit:   # 4-bit weights are placed on the GPU as they load
+        model.to(run.acc.device)
     if cfg.lora:
         if cfg.model == BUILTIN:  # the built-in weights exist nowhere else: keep them beside the adapter
             base_dir = out / "base_model"
-            save_checkpoint(model, codec, base_dir, {"stage": "base"})
-        model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout)
+            if run.main:
+                save_checkpoint(model, codec, base_dir, {"stage": "base"})
+        model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     torch.manual_seed(cfg.seed)
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"sft: {len(train)} training samples, {len(valid)} validation; {n_params:,} parameters "
-          f"({n_train:,} trained); codec {codec.kind}")
+    if run.main:
+        print(f"sft: {len(train)} training samples, {len(valid)} validation; {n_params:,} parameters "
+              f"({n_train:,} trained); codec {codec.kind}; {run.acc.num_processes} process(es) on "
+              f"{run.acc.device}, mixed precision {cfg.mixed_precision}")
 
     def make_batch(samples: Sequence[Sample], epoch: int) -> AnswerBatch:
         return collate([codec.encode_prompt(prompt_for(s, cfg.domain, cfg.seed, epoch)) for s in samples],
                        [[codec.encode_answer(s.target)] for s in samples], codec.pad_id)
 
-    def step(batch: AnswerBatch):
+    def step(model, batch: AnswerBatch):
         logps, counts = answer_logprobs(model, batch)
         return sft_loss(logps[:, 0], counts[:, 0]), {}
 
     meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg)}
-    save = lambda: save_checkpoint(model, codec, out / "model", meta, base_dir)
-    summary = train_loop(cfg, model, codec, train, valid, items, make_batch, step, save, out)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    save = lambda trained, state_dict: save_checkpoint(trained, codec, out / "model", meta, base_dir, state_dict)
+    summary = train_loop(cfg, run, model, codec, items, make_batch, step, save)
+    if run.main:
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

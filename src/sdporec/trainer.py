@@ -1,14 +1,23 @@
 """The training loop shared by SFT and preference training.
 
-A recipe gives the loop a `make_batch(samples, epoch)` and a `step(batch) -> (loss, stats)`; the loop
-does the rest: per-epoch candidate re-draws, seeded shuffling, gradient accumulation, AdamW with warmup
-then cosine decay, clipping, JSONL logs, validation HR@1 during training, and keeping the best checkpoint.
+A recipe gives the loop a `make_batch(samples, epoch)` and a `step(model, batch) -> (loss, stats)`; the
+loop does the rest: per-epoch candidate re-draws, seeded shuffling, gradient accumulation, AdamW with
+warmup then cosine decay, clipping, mixed precision and several processes (through accelerate), JSONL
+logs, validation HR@1 during training, keeping the best checkpoint, and resumable checkpoints.
+
+Resumable checkpoints live in `OUT/checkpoints/step-NNNNNNNN/`: accelerate's state (trainable weights,
+optimizer, scheduler, every process's random states) and `trainer_state.json` (epoch, micro-batch,
+optimizer step, best validation HR@1, the config). Each is written under a temporary name and renamed
+when complete; the newest 2 are kept. `--resume` continues from the newest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +28,8 @@ from tqdm.auto import tqdm
 
 from .candidates import redraw, sample_rng
 from .config import ConfigError, opt, require, save_config
-from .evaluate import evaluate_ranking, lm_scorer
+from .distributed import make_accelerator, micro_batch
+from .evaluate import evaluate_ranking, evaluate_sharded, lm_scorer
 from .prompts import DOMAINS
 from .samples import Sample, read_samples
 
@@ -45,7 +55,17 @@ class TrainConfig:
     lora_r: int = opt(16, "LoRA rank")
     lora_alpha: int = opt(32, "LoRA alpha")
     lora_dropout: float = opt(0.05, "LoRA dropout")
+    lora_targets: list[str] = opt([], "LoRA target module names (default: every linear layer of the attention "
+                                  "and MLP blocks, found per model)")
     dtype: str = opt("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
+    mixed_precision: str = opt("no", "autocast compute in bf16 or fp16 (fp16: CUDA only) over the weights' dtype",
+                               choices=("no", "bf16", "fp16"))
+    load_in_4bit: bool = opt(False, "QLoRA: load the base model in 4-bit NF4 (bitsandbytes, CUDA only) with bf16 "
+                             "compute; needs --lora")
+    gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass to save memory (the "
+                                       "prompt is then repeated per answer, as the cache cannot be kept)")
+    save_every: int = opt(0, "write a resumable checkpoint every N optimizer steps (0: at each epoch's end only)")
+    resume: bool = opt(False, "continue from the newest checkpoint in OUT/checkpoints")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     threads: int = opt(0, "CPU threads for PyTorch (0: PyTorch's default)")
     seed: int = opt(0, "seed for initialisation, shuffling, templates, candidates and negatives")
@@ -61,28 +81,65 @@ class TrainConfig:
         require(self.lr > 0, "lr", "must be positive")
         require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
         require(self.eval_samples >= 0 and self.eval_every >= 0, "eval_every", "must not be negative")
+        require(self.save_every >= 0, "save_every", "must not be negative")
+        require(not self.load_in_4bit or self.lora, "load_in_4bit", "4-bit weights cannot be trained: add --lora")
 
 
-def start_run(cfg: TrainConfig) -> tuple[Path, list[Sample], list[Sample]]:
-    """Create the run directory, save the resolved config, set threads, and read the splits."""
+# Settings that may change between an interrupted run and its resumption.
+_RESUMABLE = {"resume", "progress", "threads", "report_to", "device"}
+
+
+@dataclass
+class Run:
+    out: Path
+    train: list[Sample]
+    valid: list[Sample]
+    acc: object  # accelerate.Accelerator
+
+    @property
+    def main(self) -> bool:
+        return self.acc.is_main_process
+
+
+def start_run(cfg: TrainConfig) -> Run:
+    """Create the run directory and the accelerator, save the resolved config, and read the splits."""
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    acc = make_accelerator(cfg.device, cfg.mixed_precision)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume:
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        save_config(cfg, out)
+    acc.wait_for_everyone()
     train = read_samples(cfg.train, "train")
     valid = read_samples(cfg.valid, "valid") if cfg.valid else []
-    return out, train, valid
+    return Run(out, train, valid, acc)
 
 
-def train_loop(cfg: TrainConfig, model, codec, train: Sequence[Sample], valid: Sequence[Sample],
-               items: Sequence[str], make_batch: Callable, step: Callable, save: Callable[[], None],
-               out_dir: Path, on_epoch_start: Callable | None = None) -> dict:
+def latest_checkpoint(root: Path) -> Path | None:
+    done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.json").is_file()) if root.is_dir() else []
+    return done[-1] if done else None
+
+
+def _keep_trainable(models, weights, _dir) -> None:
+    """accelerate save hook: frozen weights (a LoRA's base, a QLoRA's 4-bit model) are not saved again."""
+    for model, state in zip(models, weights):
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        for name in [k for k in state if k not in trainable]:
+            del state[name]
+
+
+def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], make_batch: Callable,
+               step: Callable, save: Callable, on_epoch_start: Callable | None = None) -> dict:
     """Runs the epochs; calls `on_epoch_start(epoch, samples)` once the epoch's candidate lists are drawn,
-    and `save()` whenever validation HR@1 improves (or every epoch without validation data). Returns a
-    summary with the best validation HR@1 and the wall time."""
-    device = next(model.parameters()).device
-    micro_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    `step(model, batch)` per micro-batch, and `save(model, state_dict)` on the main process whenever
+    validation HR@1 improves (or every epoch without validation data). Returns a summary with the best
+    validation HR@1 and the wall time."""
+    acc, out_dir, train = run.acc, run.out, run.train
+    rank, world = acc.process_index, acc.num_processes
+    micro_per_epoch = math.ceil(len(train) / (cfg.batch_size * world))
     total_steps = math.ceil(micro_per_epoch / cfg.grad_accum) * cfg.epochs
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -90,44 +147,99 @@ def train_loop(cfg: TrainConfig, model, codec, train: Sequence[Sample], valid: S
     schedule = lambda s: (s + 1) / max(1, warmup) if s < warmup else \
         0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total_steps - warmup)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    val_subset = list(valid[:cfg.eval_samples] if cfg.eval_samples else valid)
+    # The scheduler is registered, not prepared: a prepared one steps once per process per call.
+    model, optimizer = acc.prepare(model, optimizer)
+    acc.register_for_checkpointing(scheduler)
+    acc.register_save_state_pre_hook(_keep_trainable)
+    val_subset = list(run.valid[:cfg.eval_samples] if cfg.eval_samples else run.valid)
     scorer = lm_scorer(model, codec, cfg.domain, batch_size=cfg.batch_size, progress=False)
-    log = RunLog(cfg, out_dir)
-    best, opt_step, started = -1.0, 0, time.time()
-    window: list[dict] = []
+    ckpt_root = out_dir / "checkpoints"
+    state = {"epoch": 0, "micro": 0, "opt_step": 0, "best": -1.0, "elapsed": 0.0, "window": []}
+    if cfg.resume:
+        latest = latest_checkpoint(ckpt_root)
+        if latest is None:
+            raise ConfigError(f"setting 'resume': no complete checkpoint in {ckpt_root}")
+        state = json.loads((latest / "trainer_state.json").read_text())
+        changed = sorted(k for k, v in asdict(cfg).items()
+                         if k not in _RESUMABLE and state["config"].get(k) != v)
+        if changed:
+            raise ConfigError(f"setting 'resume': {latest} was written with other values of {', '.join(changed)}")
+        acc.load_state(str(latest), strict=False)
+        print(f"resuming from {latest} (epoch {state['epoch']}, micro-batch {state['micro']}, "
+              f"step {state['opt_step']})")
+    log = RunLog(cfg, out_dir, enabled=run.main, keep_until=state["opt_step"] if cfg.resume else None)
+    opt_step, best, window = state["opt_step"], state["best"], state["window"]
+    started = time.time() - state["elapsed"]
+    unwrapped = acc.unwrap_model(model)
+
+    def save_best() -> None:
+        from accelerate.utils import DistributedType
+
+        full = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        state_dict = acc.get_state_dict(model) if full else None   # a collective: every process calls it
+        if run.main:
+            save(unwrapped, state_dict)
+        acc.wait_for_everyone()
+
+    def save_state(epoch: int, micro: int) -> None:
+        """A resumable checkpoint at an optimizer-step boundary; `micro` is the next micro-batch to run."""
+        name = ckpt_root / f"step-{opt_step:08d}"
+        tmp = ckpt_root / f".tmp-step-{opt_step:08d}"
+        if run.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if run.main:
+            trainer_state = {"epoch": epoch, "micro": micro, "opt_step": opt_step, "best": best,
+                             "elapsed": time.time() - started, "window": window, "config": asdict(cfg)}
+            (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
+            shutil.rmtree(name, ignore_errors=True)
+            os.replace(tmp, name)
+            for old in sorted(p for p in ckpt_root.glob("step-*") if p != name)[:-1]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
 
     def validate(epoch: float) -> None:
         nonlocal best
         if not val_subset:
-            save()
+            save_best()
             return
-        metrics, _ = evaluate_ranking(scorer, val_subset)
+        metrics, _ = evaluate_sharded(lambda part: evaluate_ranking(scorer, part), val_subset, rank, world)
         improved = metrics["hr@1"] > best
         if improved:
             best = metrics["hr@1"]
-            save()
+            save_best()
         log.write("eval", {"step": opt_step, "epoch": round(epoch, 3), **metrics, "best": improved,
                             "elapsed_s": round(time.time() - started, 1)})
-        tqdm.write(f"step {opt_step} epoch {epoch:.2f}: valid hr@1 {metrics['hr@1']:.4f}"
-                   f"{' (best)' if improved else ''}")
+        if run.main:
+            tqdm.write(f"step {opt_step} epoch {epoch:.2f}: valid hr@1 {metrics['hr@1']:.4f}"
+                       f"{' (best)' if improved else ''}")
 
     model.train()
-    for epoch in range(cfg.epochs):
+    for epoch in range(state["epoch"], cfg.epochs):
         samples = list(train) if cfg.keep_candidates else redraw(train, items, cfg.seed, epoch)
         if on_epoch_start is not None:
             on_epoch_start(epoch, samples)
         order = list(range(len(samples)))
         sample_rng(cfg.seed, "order", epoch).shuffle(order)
-        bar = tqdm(range(micro_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress)
+        first = state["micro"] if epoch == state["epoch"] else 0
+        bar = tqdm(range(first, micro_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not (cfg.progress and run.main))
         for micro in bar:
-            chunk = [samples[i] for i in order[micro * cfg.batch_size:(micro + 1) * cfg.batch_size]]
-            loss, stats = step(make_batch(chunk, epoch).to(device))
-            (loss / cfg.grad_accum).backward()
-            window.append({"loss": loss.item(), **stats})
+            chunk = [samples[i] for i in micro_batch(order, micro, cfg.batch_size, rank, world)]
             last_micro = micro == micro_per_epoch - 1
-            if (micro + 1) % cfg.grad_accum and not last_micro:
+            sync = (micro + 1) % cfg.grad_accum == 0 or last_micro
+            with acc.no_sync(model) if not sync else contextlib.nullcontext():
+                loss, stats = step(model, make_batch(chunk, epoch).to(acc.device))
+                acc.backward(loss / cfg.grad_accum)
+            # Logged values are means over all processes (each process's loss is its share's mean).
+            values = acc.reduce(torch.tensor([loss.item(), *stats.values()], device=acc.device), "mean")
+            window.append(dict(zip(["loss", *stats], values.tolist())))
+            if not sync:
                 continue
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
+            grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm).item()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -140,21 +252,31 @@ def train_loop(cfg: TrainConfig, model, codec, train: Sequence[Sample], valid: S
                 window = []
             if cfg.eval_every and opt_step % cfg.eval_every == 0 and not last_micro:
                 validate(epoch + (micro + 1) / micro_per_epoch)
+            if cfg.save_every and opt_step % cfg.save_every == 0 and not last_micro:
+                save_state(epoch, micro + 1)
         validate(epoch + 1.0)
+        save_state(epoch + 1, 0)
     log.close()
     return {"best_valid_hr@1": best if val_subset else None, "optimizer_steps": opt_step,
-            "train_seconds": round(time.time() - started, 1)}
+            "train_seconds": round(time.time() - started, 1), "processes": world}
 
 
 class RunLog:
     """`train_log.jsonl` and `eval_log.jsonl` in the run directory, always; tensorboard or wandb as well
     when asked (`report` reads only the JSONL files, so it needs no backend)."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: Path):
+    def __init__(self, cfg: TrainConfig, out_dir: Path, enabled: bool = True, keep_until: int | None = None):
+        """`keep_until`: resuming at that optimizer step, so later rows (written after the checkpoint by
+        the interrupted run) are dropped; None starts empty logs. Only the main process writes."""
         self.paths = {"train": out_dir / "train_log.jsonl", "eval": out_dir / "eval_log.jsonl"}
-        for p in self.paths.values():
-            p.write_text("")
+        self.enabled = enabled
         self._tb = self._wandb = None
+        if not enabled:
+            return
+        for p in self.paths.values():
+            kept = [] if keep_until is None or not p.is_file() else \
+                [line for line in p.read_text().splitlines() if line and json.loads(line)["step"] <= keep_until]
+            p.write_text("".join(line + "\n" for line in kept))
         if cfg.report_to == "tensorboard":
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -169,6 +291,8 @@ class RunLog:
             self._wandb = wandb.init(project="sdporec", name=out_dir.name, dir=str(out_dir), config=asdict(cfg))
 
     def write(self, kind: str, row: dict) -> None:
+        if not self.enabled:
+            return
         with open(self.paths[kind], "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         scalars = {f"{kind}/{k}": v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}

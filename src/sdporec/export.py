@@ -1,0 +1,38 @@
+"""`sdporec export`: a trained checkpoint as a plain Hugging Face model directory.
+
+With `--merge`, a LoRA adapter is folded into its base weights (W + B·A·alpha/r) and the result saved as
+a full model that loads with `AutoModelForCausalLM.from_pretrained` and no peft; full checkpoints are
+re-saved (in `--dtype`). The tokenizer and sdporec's codec file travel with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .config import ConfigError, opt, require
+
+
+@dataclass
+class ExportConfig:
+    model: str = opt("", "checkpoint directory to export (full model or LoRA adapter)")
+    out: str = opt("", "directory for the exported model")
+    merge: bool = opt(False, "fold a LoRA adapter into its base weights and write a full model")
+    dtype: str = opt("float32", "dtype of the written weights", choices=("float32", "bfloat16", "float16"))
+
+    def validate(self) -> None:
+        require(bool(self.model), "model", "required")
+        require(bool(self.out), "out", "required")
+
+
+def run_export(cfg: ExportConfig) -> dict:
+    from .modeling import is_adapter, load_model, save_checkpoint
+
+    adapter = is_adapter(cfg.model)
+    if adapter and not cfg.merge:
+        raise ConfigError(f"setting 'merge': {cfg.model} is a LoRA adapter; add --merge to write a full model")
+    model, codec = load_model(cfg.model, cfg.dtype)
+    if adapter:
+        model = model.merge_and_unload()
+    save_checkpoint(model, codec, cfg.out, {"stage": "export", "exported_from": cfg.model, "merged": adapter,
+                                            "config": asdict(cfg)})
+    return {"out": cfg.out, "merged": adapter, "parameters": sum(p.numel() for p in model.parameters())}
