@@ -123,8 +123,12 @@ def add_lora(model, r: int, alpha: int, dropout: float, targets: Sequence[str] =
 
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    from transformers.pytorch_utils import Conv1D
+
+    # GPT-2's Conv1D layers store their weights transposed (fan_in_fan_out).
+    transposed = any(isinstance(m, Conv1D) for m in model.modules())
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets or lora_targets(model)),
-                     task_type="CAUSAL_LM")
+                     fan_in_fan_out=transposed, task_type="CAUSAL_LM")
     return get_peft_model(model, cfg)
 
 

@@ -1,0 +1,73 @@
+"""Kill a training run with SIGKILL part-way, resume it, and get the uninterrupted run's results."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sdporec.cli import main
+from sdporec.prepare import builtin_splits
+from sdporec.samples import write_samples
+
+ARGS = ["--hidden", "32", "--layers", "1", "--heads", "2", "--epochs", "2", "--batch-size", "8", "--eval-every", "6",
+        "--eval-samples", "16", "--save-every", "4", "--threads", "1", "--no-progress", "--lr", "3e-3"]
+
+
+def log_rows(path):
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("resume-data")
+    splits = builtin_splits(users=60, items=80, genres=4, seed=1)
+    write_samples(d / "train.jsonl", splits["train"][:320])
+    write_samples(d / "valid.jsonl", splits["valid"][:16])
+    return ["--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl")]
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(files, tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert main(["sft", "--out", str(whole), *files, *ARGS]) == 0
+
+    proc = subprocess.Popen([sys.executable, "-m", "sdporec", "sft", "--out", str(killed), *files, *ARGS],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    target = killed / "checkpoints" / "step-00000016" / "trainer_state.json"
+    deadline = time.time() + 240
+    while not target.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = sorted(p.name for p in (killed / "checkpoints").glob("step-*"))
+    assert len(kept) <= 2 and "step-00000016" in kept
+    assert not (killed / "summary.json").exists()
+
+    assert main(["sft", "--out", str(killed), "--resume", *files, *ARGS]) == 0
+    assert log_rows(killed / "train_log.jsonl") == log_rows(whole / "train_log.jsonl")
+    assert log_rows(killed / "eval_log.jsonl") == log_rows(whole / "eval_log.jsonl")
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (whole, killed))
+    assert a["best_valid_hr@1"] == b["best_valid_hr@1"] and a["optimizer_steps"] == b["optimizer_steps"] == 80
+    kept = sorted(p.name for p in (killed / "checkpoints").glob("step-*"))
+    assert kept == ["step-00000076", "step-00000080"]
+
+    for run in (whole, killed):
+        assert main(["evaluate", "--model", str(run / "model"), "--data", files[3], "--out", str(run / "eval"),
+                     "--no-progress"]) == 0
+    preds = [(d / "eval" / "predictions.jsonl").read_text() for d in (whole, killed)]
+    assert preds[0] == preds[1]
+
+
+def test_resume_refuses_other_settings_and_missing_checkpoints(files, tmp_path, capsys):
+    assert main(["sft", "--out", str(tmp_path / "none"), "--resume", *files, *ARGS]) == 2
+    assert "no complete checkpoint" in capsys.readouterr().err
+    one_epoch = list(ARGS)
+    one_epoch[ARGS.index("--epochs") + 1] = "1"
+    assert main(["sft", "--out", str(tmp_path / "r"), *files, *one_epoch]) == 0
+    assert main(["sft", "--out", str(tmp_path / "r"), "--resume", *files, *ARGS]) == 2
+    assert "other values of epochs" in capsys.readouterr().err
