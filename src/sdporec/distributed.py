@@ -34,7 +34,8 @@ def make_accelerator(device: str, mixed_precision: str):
     # The accelerator state is process-wide; a second run in the same process (tests, the pipeline) may
     # ask for another precision, which accelerate refuses unless the old state is cleared first.
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=device == "cpu" or not cuda, mixed_precision=mixed_precision)
+    # "no" leaves the choice to `accelerate launch`'s config (ACCELERATE_MIXED_PRECISION), if any.
+    return Accelerator(cpu=device == "cpu" or not cuda, mixed_precision=None if mixed_precision == "no" else mixed_precision)
 
 
 def process_state(device: str = "auto"):

@@ -161,6 +161,8 @@ class EvaluateConfig:
             require(bool(getattr(self, name)), name, "required")
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(self.limit >= 0, "limit", "must not be negative")
+        require(not self.load_in_4bit or torch.cuda.is_available(), "load_in_4bit",
+                "4-bit NF4 loading (bitsandbytes) needs a CUDA GPU; none is available here")
 
 
 def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domain: str, batch_size: int = 16,

@@ -134,7 +134,11 @@ def add_lora(model, r: int, alpha: int, dropout: float, targets: Sequence[str] =
 
 def enable_gradient_checkpointing(model) -> None:
     # Non-reentrant checkpointing needs no input gradients, so it works with frozen embeddings (LoRA).
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers 5 renamed it activation checkpointing and keeps the old name as a deprecated alias.
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 class Policy:

@@ -83,6 +83,11 @@ class TrainConfig:
         require(self.eval_samples >= 0 and self.eval_every >= 0, "eval_every", "must not be negative")
         require(self.save_every >= 0, "save_every", "must not be negative")
         require(not self.load_in_4bit or self.lora, "load_in_4bit", "4-bit weights cannot be trained: add --lora")
+        # Checked before anything is written or loaded.
+        require(not self.load_in_4bit or torch.cuda.is_available(), "load_in_4bit",
+                "4-bit NF4 loading (bitsandbytes) needs a CUDA GPU; none is available here")
+        require(self.mixed_precision != "fp16" or (torch.cuda.is_available() and self.device != "cpu"),
+                "mixed_precision", "fp16 needs a CUDA GPU; use bf16 on a CPU")
 
 
 # Settings that may change between an interrupted run and its resumption.
@@ -147,6 +152,10 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
     schedule = lambda s: (s + 1) / max(1, warmup) if s < warmup else \
         0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total_steps - warmup)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    if acc.state.deepspeed_plugin is not None:
+        # DeepSpeed wants its micro-batch size up front; we feed no DataLoader it could read it from.
+        ds = acc.state.deepspeed_plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"] = cfg.batch_size, cfg.grad_accum
     # The scheduler is registered, not prepared: a prepared one steps once per process per call.
     model, optimizer = acc.prepare(model, optimizer)
     acc.register_for_checkpointing(scheduler)
@@ -239,7 +248,8 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
             window.append(dict(zip(["loss", *stats], values.tolist())))
             if not sync:
                 continue
-            grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm).item()
+            grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)   # None under DeepSpeed
+            grad_norm = float("nan") if grad_norm is None else grad_norm.item()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,67 @@
+"""Precision, gradient checkpointing and 4-bit loading: what works on a CPU, and clear errors for what needs CUDA."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from sdporec import logprobs
+from sdporec.batching import collate
+from sdporec.cli import main
+from sdporec.modeling import enable_gradient_checkpointing
+from sdporec.prepare import builtin_splits
+from sdporec.samples import write_samples
+
+SIZE = ["--hidden", "32", "--layers", "1", "--heads", "2"]
+TINY = ["--epochs", "1", "--batch-size", "8", "--no-progress", "--eval-samples", "8"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("options-data")
+    splits = builtin_splits(users=30, items=60, genres=4, seed=3)
+    write_samples(d / "train.jsonl", splits["train"][:32])
+    write_samples(d / "valid.jsonl", splits["valid"][:8])
+    return ["--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl")]
+
+
+def test_gradient_checkpointing_gives_the_same_logprobs_and_gradients(tiny_llama):
+    model, codec = tiny_llama
+    plain, ckpt = copy.deepcopy(model).train(), copy.deepcopy(model).train()
+    enable_gradient_checkpointing(ckpt)
+    ids = [codec.title_id(f"Artist {i}") for i in range(6)]
+    batch = collate([[codec.bos_id, *ids[:4]], [codec.bos_id, *ids[2:5]]],
+                    [[[ids[0], codec.eos_id], [ids[5], codec.eos_id]]] * 2, codec.pad_id)
+    logprobs._warned = False
+    with pytest.warns(UserWarning, match="gradient checkpointing"):
+        lp_ckpt, _ = logprobs.answer_logprobs(ckpt, batch)
+    lp_plain, _ = logprobs.answer_logprobs(plain, batch)
+    torch.testing.assert_close(lp_ckpt, lp_plain, atol=1e-5, rtol=1e-5)
+    lp_ckpt.sum().backward()
+    lp_plain.sum().backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_bf16_autocast_and_checkpointing_train_on_cpu(files, tmp_path):
+    assert main(["sft", "--out", str(tmp_path / "bf16"), "--mixed-precision", "bf16", "--gradient-checkpointing",
+                 *files, *SIZE, *TINY]) == 0
+    assert main(["dpo", "--out", str(tmp_path / "lora"), "--model", str(tmp_path / "bf16" / "model"), "--lora",
+                 "--gradient-checkpointing", "--mixed-precision", "bf16", *files, *TINY]) == 0
+    for run in ("bf16", "lora"):
+        rows = [json.loads(x) for x in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
+        assert rows and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    saved = json.loads((tmp_path / "bf16" / "model" / "config.json").read_text())
+    assert saved.get("dtype", saved.get("torch_dtype")) == "float32"   # autocast leaves fp32 weights
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the errors raised without CUDA")
+def test_what_needs_cuda_says_so(files, tmp_path, capsys):
+    assert main(["sft", "--out", str(tmp_path / "a"), "--mixed-precision", "fp16", *files, *TINY]) == 2
+    assert "'mixed_precision': fp16 needs a CUDA GPU" in capsys.readouterr().err
+    assert main(["sft", "--out", str(tmp_path / "b"), "--load-in-4bit", *files, *TINY]) == 2
+    assert "add --lora" in capsys.readouterr().err
+    assert main(["sft", "--out", str(tmp_path / "c"), "--load-in-4bit", "--lora", "--model", str(tmp_path),
+                 *files, *TINY]) == 2
+    assert "'load_in_4bit': 4-bit NF4 loading (bitsandbytes) needs a CUDA GPU" in capsys.readouterr().err
