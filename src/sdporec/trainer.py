@@ -179,6 +179,7 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
     log = RunLog(cfg, out_dir, enabled=run.main, keep_until=state["opt_step"] if cfg.resume else None)
     opt_step, best, window = state["opt_step"], state["best"], state["window"]
     started = time.time() - state["elapsed"]
+    tokens, seen, loop_started = 0, 0, time.time()
     unwrapped = acc.unwrap_model(model)
 
     def save_best() -> None:
@@ -240,8 +241,11 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
             chunk = [samples[i] for i in micro_batch(order, micro, cfg.batch_size, rank, world)]
             last_micro = micro == micro_per_epoch - 1
             sync = (micro + 1) % cfg.grad_accum == 0 or last_micro
+            batch = make_batch(chunk, epoch).to(acc.device)
+            tokens += int(batch.prompt_mask.sum() + batch.answer_mask.sum())   # tokens the model ran
+            seen += len(chunk)
             with acc.no_sync(model) if not sync else contextlib.nullcontext():
-                loss, stats = step(model, make_batch(chunk, epoch).to(acc.device))
+                loss, stats = step(model, batch)
                 acc.backward(loss / cfg.grad_accum)
             # Logged values are means over all processes (each process's loss is its share's mean).
             values = acc.reduce(torch.tensor([loss.item(), *stats.values()], device=acc.device), "mean")
@@ -267,8 +271,22 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
         validate(epoch + 1.0)
         save_state(epoch + 1, 0)
     log.close()
+    # Throughput of all processes over this invocation (validation and checkpoints included).
+    span = max(time.time() - loop_started, 1e-9)
+    seen, tokens = acc.reduce(torch.tensor([seen, tokens], device=acc.device), "sum").tolist()
     return {"best_valid_hr@1": best if val_subset else None, "optimizer_steps": opt_step,
-            "train_seconds": round(time.time() - started, 1), "processes": world}
+            "train_seconds": round(time.time() - started, 1), "processes": world,
+            "samples_per_second": round(seen / span, 2), "tokens_per_second": round(tokens / span, 1),
+            "peak_memory_gib": round(peak_memory_gib(acc.device), 3)}
+
+
+def peak_memory_gib(device) -> float:
+    """Peak GPU memory allocated by PyTorch on a CUDA device; the process's peak RSS on a CPU."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # Linux reports KiB
 
 
 class RunLog:
