@@ -152,6 +152,8 @@ class EvaluateConfig:
     limit: int = opt(0, "evaluate only the first N samples (0: all)")
     dtype: str = opt("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
     load_in_4bit: bool = opt(False, "load the base model in 4-bit NF4 (bitsandbytes, CUDA only)")
+    layout: str = opt("shared", "ranking: shared scores all candidates from one run of the prompt; paper runs "
+                      "prompt + candidate 20 times (for comparisons)", choices=("shared", "paper"))
     device: str = opt("auto", "cpu, cuda, cuda:N or auto (one process; under torchrun each process "
                       "takes its own GPU)")
     progress: bool = opt(True, "show progress bars")
@@ -166,11 +168,12 @@ class EvaluateConfig:
 
 
 def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domain: str, batch_size: int = 16,
-                   max_new_tokens: int = 32, progress: bool = True) -> tuple[dict, list[dict]]:
+                   max_new_tokens: int = 32, progress: bool = True, layout: str = "shared") -> tuple[dict, list[dict]]:
     """The one evaluation entry point for language models, for both protocols."""
     if protocol == "generation":
         return evaluate_generation(model, codec, samples, domain, batch_size, max_new_tokens, progress=progress)
-    return evaluate_ranking(lm_scorer(model, codec, domain, batch_size, progress=progress), samples)
+    scorer = lm_scorer(model, codec, domain, batch_size, progress=progress, shared_prompt=layout == "shared")
+    return evaluate_ranking(scorer, samples)
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
@@ -186,7 +189,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     started = time.time()
     metrics, rows = evaluate_sharded(
         lambda part: evaluate_model(model, codec, part, cfg.protocol, cfg.domain, cfg.batch_size,
-                                    cfg.max_new_tokens, cfg.progress and state.is_main_process),
+                                    cfg.max_new_tokens, cfg.progress and state.is_main_process, cfg.layout),
         samples, state.process_index, state.num_processes)
     extra = {"protocol": cfg.protocol, "model": cfg.model, "data": cfg.data,
              "seconds": round(time.time() - started, 1), "processes": state.num_processes}

@@ -86,6 +86,11 @@ def answer_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tens
     return logps.view(b, n), counts.view(b, n)
 
 
+def layout_fn(name: str):
+    """`shared` (each prompt once) or `paper` (the prompt repeated for every answer; for comparisons)."""
+    return {"shared": answer_logprobs, "paper": answer_logprobs_full}[name]
+
+
 def answer_logprobs_full(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """The same numbers as `answer_logprobs`, from B*N full sequences prompt + answer (right-padded)."""
     b, n, a = batch.answer_ids.shape

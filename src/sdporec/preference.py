@@ -17,7 +17,7 @@ import torch
 from .batching import AnswerBatch, collate, split_chosen_rejected
 from .candidates import catalogue, draw_negatives
 from .config import opt, require
-from .logprobs import answer_logprobs
+from .logprobs import layout_fn
 from .losses import LOSSES
 from .distributed import gather, shard
 from .modeling import enable_gradient_checkpointing, is_adapter, policy_from_sft, save_checkpoint
@@ -87,7 +87,8 @@ def run_preference(cfg: PreferenceConfig) -> dict:
         # Each process scores its slice (and caches it under its rank); all of them get every sample's row.
         part = f"{key}.pt" if world == 1 else f"{key}.rank{rank}of{world}.pt"
         mine = reference_logps(policy.reference, shard(samples, rank, world), lambda chunk: layout(chunk, epoch),
-                               cfg.batch_size, device, cache_dir and cache_dir / part, cfg.progress and run.main)
+                               cfg.batch_size, device, cache_dir and cache_dir / part, cfg.progress and run.main,
+                               layout_fn(cfg.layout))
         reference.clear()
         reference.update(gather(list(mine.items()), world))
 
@@ -98,11 +99,11 @@ def run_preference(cfg: PreferenceConfig) -> dict:
         return batch
 
     def step(model, batch: AnswerBatch):
-        logps, _ = answer_logprobs(model, batch)                   # (B, 1+K)
+        logps, _ = layout_fn(cfg.layout)(model, batch)             # (B, 1+K)
         ref_logps = batch.reference_logps
         if ref_logps is None:
             with policy.reference() as ref:
-                ref_logps, _ = answer_logprobs(ref, batch)          # (B, 1+K)
+                ref_logps, _ = layout_fn(cfg.layout)(ref, batch)    # (B, 1+K)
         chosen, rejected = split_chosen_rejected(logps, k)
         ref_chosen, ref_rejected = split_chosen_rejected(ref_logps, k)
         losses, r_chosen, r_rejected = loss_fn(chosen, rejected, ref_chosen, ref_rejected, cfg.beta)

@@ -51,7 +51,8 @@ def cache_key(**parts: object) -> str:
 
 
 def reference_logps(reference_context: Callable, samples: Sequence[Sample], make_batch: Callable[[Sequence[Sample]], AnswerBatch],
-                    batch_size: int, device, cache_file: Path | None, progress: bool = True) -> dict[str, torch.Tensor]:
+                    batch_size: int, device, cache_file: Path | None, progress: bool = True,
+                    logprobs: Callable = answer_logprobs) -> dict[str, torch.Tensor]:
     """sample key -> reference log-probs (1+K,) for the epoch's samples, from `cache_file` when present."""
     if cache_file is not None and cache_file.is_file():
         cached = torch.load(cache_file)
@@ -62,7 +63,7 @@ def reference_logps(reference_context: Callable, samples: Sequence[Sample], make
         for start in tqdm(range(0, len(samples), batch_size), desc="reference pass", unit="batch",
                           disable=not progress, leave=False):
             chunk = samples[start:start + batch_size]
-            logps, _ = answer_logprobs(ref, make_batch(chunk).to(device))   # (B, 1+K)
+            logps, _ = logprobs(ref, make_batch(chunk).to(device))   # (B, 1+K)
             keys.extend(s.key for s in chunk)
             rows.append(logps.float().cpu())
     logps = torch.cat(rows)

@@ -12,7 +12,7 @@ import torch
 from .batching import AnswerBatch, collate
 from .candidates import catalogue, sample_rng
 from .config import opt, require
-from .logprobs import answer_logprobs
+from .logprobs import layout_fn
 from .losses import sft_loss
 from .modeling import (BUILTIN, BuiltinSize, add_lora, build_builtin, enable_gradient_checkpointing, load_model,
                        save_checkpoint)
@@ -75,7 +75,7 @@ def run_sft(cfg: SFTConfig) -> dict:
                        [[codec.encode_answer(s.target)] for s in samples], codec.pad_id)
 
     def step(model, batch: AnswerBatch):
-        logps, counts = answer_logprobs(model, batch)
+        logps, counts = layout_fn(cfg.layout)(model, batch)
         return sft_loss(logps[:, 0], counts[:, 0]), {}
 
     meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg)}

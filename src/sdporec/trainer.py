@@ -64,6 +64,9 @@ class TrainConfig:
                              "compute; needs --lora")
     gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass to save memory (the "
                                        "prompt is then repeated per answer, as the cache cannot be kept)")
+    layout: str = opt("shared", "shared: each prompt runs once and its answers on its key/value cache; paper: "
+                      "the prompt repeated for every answer (the paper's layout, for comparisons)",
+                      choices=("shared", "paper"))
     save_every: int = opt(0, "write a resumable checkpoint every N optimizer steps (0: at each epoch's end only)")
     resume: bool = opt(False, "continue from the newest checkpoint in OUT/checkpoints")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
@@ -161,7 +164,8 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
     acc.register_for_checkpointing(scheduler)
     acc.register_save_state_pre_hook(_keep_trainable)
     val_subset = list(run.valid[:cfg.eval_samples] if cfg.eval_samples else run.valid)
-    scorer = lm_scorer(model, codec, cfg.domain, batch_size=cfg.batch_size, progress=False)
+    scorer = lm_scorer(model, codec, cfg.domain, batch_size=cfg.batch_size, progress=False,
+                       shared_prompt=cfg.layout == "shared")
     ckpt_root = out_dir / "checkpoints"
     state = {"epoch": 0, "micro": 0, "opt_step": 0, "best": -1.0, "elapsed": 0.0, "window": []}
     if cfg.resume:
