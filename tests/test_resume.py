@@ -13,8 +13,9 @@ from sdporec.cli import main
 from sdporec.prepare import builtin_splits
 from sdporec.samples import write_samples
 
-ARGS = ["--hidden", "32", "--layers", "1", "--heads", "2", "--epochs", "2", "--batch-size", "8", "--eval-every", "6",
-        "--eval-samples", "16", "--save-every", "4", "--threads", "1", "--no-progress", "--lr", "3e-3"]
+SIZE = ["--hidden", "32", "--layers", "1", "--heads", "2"]
+ARGS = ["--epochs", "2", "--batch-size", "8", "--eval-every", "6", "--eval-samples", "16", "--save-every", "4",
+        "--threads", "1", "--no-progress", "--lr", "3e-3"]
 
 
 def log_rows(path):
@@ -31,11 +32,22 @@ def files(tmp_path_factory):
     return ["--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl")]
 
 
-def test_sigkill_then_resume_equals_an_uninterrupted_run(files, tmp_path):
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    assert main(["sft", "--out", str(whole), *files, *ARGS]) == 0
+@pytest.fixture(scope="module")
+def sft_model(files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("resume-sft")
+    assert main(["sft", "--out", str(out), "--epochs", "1", "--batch-size", "16", "--no-progress", *SIZE, *files]) == 0
+    return str(out / "model")
 
-    proc = subprocess.Popen([sys.executable, "-m", "sdporec", "sft", "--out", str(killed), *files, *ARGS],
+
+@pytest.mark.parametrize("stage", ["sft", "sdpo-lora"])
+def test_sigkill_then_resume_equals_an_uninterrupted_run(stage, files, sft_model, tmp_path):
+    """Full SFT, and S-DPO with a LoRA whose dropout draws random numbers (so the random states must be restored)."""
+    command = ["sft", *SIZE] if stage == "sft" else \
+        ["dpo", "--model", sft_model, "--lora", "--lora-dropout", "0.1", "--negatives", "3"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert main([*command, "--out", str(whole), *files, *ARGS]) == 0
+
+    proc = subprocess.Popen([sys.executable, "-m", "sdporec", *command, "--out", str(killed), *files, *ARGS],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     target = killed / "checkpoints" / "step-00000016" / "trainer_state.json"
     deadline = time.time() + 240
@@ -48,7 +60,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(files, tmp_path):
     assert len(kept) <= 2 and "step-00000016" in kept
     assert not (killed / "summary.json").exists()
 
-    assert main(["sft", "--out", str(killed), "--resume", *files, *ARGS]) == 0
+    assert main([*command, "--out", str(killed), "--resume", *files, *ARGS]) == 0
     assert log_rows(killed / "train_log.jsonl") == log_rows(whole / "train_log.jsonl")
     assert log_rows(killed / "eval_log.jsonl") == log_rows(whole / "eval_log.jsonl")
     a, b = (json.loads((d / "summary.json").read_text()) for d in (whole, killed))
@@ -64,10 +76,10 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(files, tmp_path):
 
 
 def test_resume_refuses_other_settings_and_missing_checkpoints(files, tmp_path, capsys):
-    assert main(["sft", "--out", str(tmp_path / "none"), "--resume", *files, *ARGS]) == 2
+    assert main(["sft", "--out", str(tmp_path / "none"), "--resume", *files, *SIZE, *ARGS]) == 2
     assert "no complete checkpoint" in capsys.readouterr().err
     one_epoch = list(ARGS)
     one_epoch[ARGS.index("--epochs") + 1] = "1"
-    assert main(["sft", "--out", str(tmp_path / "r"), *files, *one_epoch]) == 0
-    assert main(["sft", "--out", str(tmp_path / "r"), "--resume", *files, *ARGS]) == 2
+    assert main(["sft", "--out", str(tmp_path / "r"), *files, *SIZE, *one_epoch]) == 0
+    assert main(["sft", "--out", str(tmp_path / "r"), "--resume", *files, *SIZE, *ARGS]) == 2
     assert "other values of epochs" in capsys.readouterr().err

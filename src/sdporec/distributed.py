@@ -38,6 +38,13 @@ def make_accelerator(device: str, mixed_precision: str):
     return Accelerator(cpu=device == "cpu" or not cuda, mixed_precision=None if mixed_precision == "no" else mixed_precision)
 
 
+def set_seed(seed: int) -> None:
+    """Python's, NumPy's and PyTorch's (CPU and every GPU) random generators."""
+    from accelerate.utils import set_seed as accelerate_set_seed
+
+    accelerate_set_seed(seed)
+
+
 def process_state(device: str = "auto"):
     """Rank, world size and device, for commands that only score (evaluate, the reference pass)."""
     from accelerate import PartialState

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .candidates import redraw, sample_rng
 from .config import ConfigError, opt, require, save_config
-from .distributed import make_accelerator, micro_batch
+from .distributed import make_accelerator, micro_batch, set_seed
 from .evaluate import evaluate_ranking, evaluate_sharded, lm_scorer
 from .prompts import DOMAINS
 from .samples import Sample, read_samples
@@ -115,6 +115,7 @@ def start_run(cfg: TrainConfig) -> Run:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     acc = make_accelerator(cfg.device, cfg.mixed_precision)
+    set_seed(cfg.seed)   # model creation and LoRA initialisation draw from these generators
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         if not cfg.resume:
@@ -184,6 +185,8 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
     opt_step, best, window = state["opt_step"], state["best"], state["window"]
     started = time.time() - state["elapsed"]
     tokens, seen, loop_started = 0, 0, time.time()
+    if not cfg.resume:   # dropout: its own stream per process; a resumed run restores the saved states
+        set_seed(cfg.seed + rank)
     unwrapped = acc.unwrap_model(model)
 
     def save_best() -> None:
