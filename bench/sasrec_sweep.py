@@ -1,0 +1,49 @@
+"""SASRec tuning on LastFM: size, layers and dropout, chosen on the held-out validation rows (the last 5%
+of training, as in bench/quality.py), then measured on resampled/lastfm-val.json. Finished runs are kept.
+
+    .venv/bin/python bench/sasrec_sweep.py [--data runs/q10/lastfm/data] [--out runs/sasrec-sweep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL = ROOT.parent / "shared" / "data" / "lastfm" / "resampled" / "lastfm-val.json"
+GRID = [(64, 2, 0.2), (128, 2, 0.2), (64, 1, 0.2), (64, 2, 0.5), (128, 2, 0.5), (128, 3, 0.5)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(ROOT / "runs" / "q10" / "lastfm" / "data"))
+    ap.add_argument("--out", default=str(ROOT / "runs" / "sasrec-sweep"))
+    ap.add_argument("--epochs", type=int, default=20)
+    args = ap.parse_args()
+    data, out = Path(args.data), Path(args.out)
+    rows = []
+    for hidden, layers, dropout in GRID:
+        run = out / f"h{hidden}-l{layers}-d{dropout}"
+        if not (run / "metrics.json").is_file():
+            subprocess.run([sys.executable, "-m", "sdporec", "baseline", "sasrec", "--train", str(data / "train.jsonl"),
+                            "--valid", str(data / "valid.jsonl"), "--eval", str(EVAL), "--out", str(run),
+                            "--hidden", str(hidden), "--layers", str(layers), "--dropout", str(dropout),
+                            "--epochs", str(args.epochs), "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+        m = json.loads((run / "metrics.json").read_text())
+        rows.append((hidden, layers, dropout, m["best_valid_hr@1"], m["hr@1"], m["mrr"], m["epochs_run"], m["seconds"]))
+    best = max(rows, key=lambda r: r[3])
+    lines = ["| hidden | layers | dropout | validation HR@1 | LastFM HR@1 | MRR | epochs | wall time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mark = " (chosen)" if r is best else ""
+        lines.append(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.4f}{mark} | {r[4]:.4f} | {r[5]:.4f} | {r[6]} | {r[7]:.0f} s |")
+    text = "\n".join(lines)
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
