@@ -7,11 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import write_small_splits
 
 from sdporec.cli import main
 from sdporec.distributed import micro_batch, shard
-from sdporec.prepare import builtin_splits
-from sdporec.samples import write_samples
 
 COMMON = ["--threads", "1", "--device", "cpu", "--no-progress", "--log-every", "1", "--eval-samples", "16"]
 SIZE = ["--hidden", "32", "--layers", "1", "--heads", "2"]
@@ -31,9 +30,7 @@ def losses(run):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("ddp-data")
-    splits = builtin_splits(users=40, items=60, genres=4, seed=2)
-    write_samples(d / "train.jsonl", splits["train"][:64])
-    write_samples(d / "valid.jsonl", splits["valid"][:13])
+    write_small_splits(d, users=40, items=60, seed=2, n_train=64, n_valid=13)
     return d
 
 

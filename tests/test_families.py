@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from conftest import write_small_splits
 
 from sdporec.batching import collate
 from sdporec.cli import main
@@ -13,9 +14,7 @@ from sdporec.evaluate import lm_scorer
 from sdporec.families import FAMILIES, build_family, tokenizer_texts
 from sdporec.logprobs import answer_logprobs, answer_logprobs_full
 from sdporec.modeling import load_model, lora_targets, save_checkpoint
-from sdporec.prepare import builtin_splits
 from sdporec.prompts import build_prompt
-from sdporec.samples import write_samples
 
 SIZE = ["--hidden", "32", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--vocab-size", "400"]
 TRAIN = ["--epochs", "1", "--batch-size", "8", "--eval-samples", "8", "--no-progress", "--domain", "music"]
@@ -25,10 +24,7 @@ BLOCK_LINEARS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     d = tmp_path_factory.mktemp("families-data")
-    splits = builtin_splits(users=30, items=60, genres=4, seed=0)
-    write_samples(d / "train.jsonl", splits["train"][:32])
-    write_samples(d / "valid.jsonl", splits["valid"][:8])
-    return d, splits
+    return d, write_small_splits(d, users=30, items=60, seed=0, n_train=32, n_valid=8)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -8,10 +8,9 @@ import sys
 import time
 
 import pytest
+from conftest import write_small_splits
 
 from sdporec.cli import main
-from sdporec.prepare import builtin_splits
-from sdporec.samples import write_samples
 
 SIZE = ["--hidden", "32", "--layers", "1", "--heads", "2"]
 ARGS = ["--epochs", "2", "--batch-size", "8", "--eval-every", "6", "--eval-samples", "16", "--save-every", "4",
@@ -26,9 +25,7 @@ def log_rows(path):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("resume-data")
-    splits = builtin_splits(users=60, items=80, genres=4, seed=1)
-    write_samples(d / "train.jsonl", splits["train"][:320])
-    write_samples(d / "valid.jsonl", splits["valid"][:16])
+    write_small_splits(d, users=60, items=80, seed=1, n_train=320, n_valid=16)
     return ["--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl")]
 
 

@@ -5,13 +5,12 @@ import json
 
 import pytest
 import torch
+from conftest import write_small_splits
 
 from sdporec import logprobs
 from sdporec.batching import collate
 from sdporec.cli import main
 from sdporec.modeling import enable_gradient_checkpointing
-from sdporec.prepare import builtin_splits
-from sdporec.samples import write_samples
 
 SIZE = ["--hidden", "32", "--layers", "1", "--heads", "2"]
 TINY = ["--epochs", "1", "--batch-size", "8", "--no-progress", "--eval-samples", "8"]
@@ -20,9 +19,7 @@ TINY = ["--epochs", "1", "--batch-size", "8", "--no-progress", "--eval-samples",
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("options-data")
-    splits = builtin_splits(users=30, items=60, genres=4, seed=3)
-    write_samples(d / "train.jsonl", splits["train"][:32])
-    write_samples(d / "valid.jsonl", splits["valid"][:8])
+    write_small_splits(d, users=30, items=60, seed=3, n_train=32, n_valid=8)
     return ["--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl")]
 
 
