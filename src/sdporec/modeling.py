@@ -118,12 +118,20 @@ def lora_targets(model) -> list[str]:
     return sorted(names)
 
 
-def add_lora(model, r: int, alpha: int, dropout: float, targets: Sequence[str] = ()):
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+def _trainable_base(model):
+    """A 4-bit base made ready for adapter training (QLoRA: norms in fp32, input gradients); others as they are."""
+    if not getattr(model, "is_loaded_in_4bit", False):
+        return model
+    from peft import prepare_model_for_kbit_training
 
-    if getattr(model, "is_loaded_in_4bit", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def add_lora(model, r: int, alpha: int, dropout: float, targets: Sequence[str] = ()):
+    from peft import LoraConfig, get_peft_model
     from transformers.pytorch_utils import Conv1D
+
+    model = _trainable_base(model)
 
     # GPT-2's Conv1D layers store their weights transposed (fan_in_fan_out).
     transposed = any(isinstance(m, Conv1D) for m in model.modules())
@@ -208,11 +216,7 @@ def policy_from_sft(path: str, lora: bool, r: int, alpha: int, dropout: float, d
 
     codec = load_codec(path)
     if is_adapter(path):
-        base = _load_full(_adapter_base(path), dtype, load_in_4bit)
-        if load_in_4bit:
-            from peft import prepare_model_for_kbit_training
-
-            base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+        base = _trainable_base(_load_full(_adapter_base(path), dtype, load_in_4bit))
         model = PeftModel.from_pretrained(base, path, adapter_name="default", is_trainable=True)
         model.load_adapter(path, adapter_name="reference", is_trainable=False)
         model.set_adapter("default")

@@ -6,7 +6,6 @@ prompt the model sees, so they change with every epoch's candidate list.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,7 +21,7 @@ from .losses import LOSSES
 from .distributed import gather, shard
 from .modeling import enable_gradient_checkpointing, is_adapter, policy_from_sft, save_checkpoint
 from .reference import cache_key, file_digest, model_fingerprint, reference_logps
-from .samples import Sample, atomic_write_text
+from .samples import Sample
 from .sft import prompt_for
 from .trainer import TrainConfig, start_run, train_loop
 
@@ -119,7 +118,4 @@ def run_preference(cfg: PreferenceConfig) -> dict:
 
     meta = {"stage": cfg.loss, "trained_from": cfg.model, "config": asdict(cfg)}
     save = lambda trained, state_dict: save_checkpoint(trained, codec, out / "model", meta, base_dir, state_dict)
-    summary = train_loop(cfg, run, policy.model, codec, items, make_batch, step, save, on_epoch_start)
-    if run.main:
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+    return train_loop(cfg, run, policy.model, codec, items, make_batch, step, save, on_epoch_start)

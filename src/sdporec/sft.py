@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
-
-import torch
 
 from .batching import AnswerBatch, collate
 from .candidates import catalogue, sample_rng
@@ -17,7 +14,7 @@ from .losses import sft_loss
 from .modeling import (BUILTIN, BuiltinSize, add_lora, build_builtin, enable_gradient_checkpointing, load_model,
                        save_checkpoint)
 from .prompts import build_prompt, pick_template
-from .samples import Sample, atomic_write_text
+from .samples import Sample
 from .trainer import TrainConfig, start_run, train_loop
 
 
@@ -62,7 +59,6 @@ def run_sft(cfg: SFTConfig) -> dict:
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    torch.manual_seed(cfg.seed)
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if run.main:
@@ -80,7 +76,4 @@ def run_sft(cfg: SFTConfig) -> dict:
 
     meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg)}
     save = lambda trained, state_dict: save_checkpoint(trained, codec, out / "model", meta, base_dir, state_dict)
-    summary = train_loop(cfg, run, model, codec, items, make_batch, step, save)
-    if run.main:
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+    return train_loop(cfg, run, model, codec, items, make_batch, step, save)

@@ -31,7 +31,7 @@ from .config import ConfigError, opt, require, save_config
 from .distributed import make_accelerator, micro_batch, set_seed
 from .evaluate import evaluate_ranking, evaluate_sharded, lm_scorer
 from .prompts import DOMAINS
-from .samples import Sample, read_samples
+from .samples import Sample, atomic_write_text, read_samples
 
 
 @dataclass
@@ -145,7 +145,7 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
     """Runs the epochs; calls `on_epoch_start(epoch, samples)` once the epoch's candidate lists are drawn,
     `step(model, batch)` per micro-batch, and `save(model, state_dict)` on the main process whenever
     validation HR@1 improves (or every epoch without validation data). Returns a summary with the best
-    validation HR@1 and the wall time."""
+    validation HR@1 and the wall time, also written as `summary.json` in the run directory."""
     acc, out_dir, train = run.acc, run.out, run.train
     rank, world = acc.process_index, acc.num_processes
     micro_per_epoch = math.ceil(len(train) / (cfg.batch_size * world))
@@ -281,10 +281,13 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
     # Throughput of all processes over this invocation (validation and checkpoints included).
     span = max(time.time() - loop_started, 1e-9)
     seen, tokens = acc.reduce(torch.tensor([seen, tokens], device=acc.device), "sum").tolist()
-    return {"best_valid_hr@1": best if val_subset else None, "optimizer_steps": opt_step,
+    summary = {"best_valid_hr@1": best if val_subset else None, "optimizer_steps": opt_step,
             "train_seconds": round(time.time() - started, 1), "processes": world,
             "samples_per_second": round(seen / span, 2), "tokens_per_second": round(tokens / span, 1),
             "peak_memory_gib": round(peak_memory_gib(acc.device), 3)}
+    if run.main:
+        atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def peak_memory_gib(device) -> float:
