@@ -1,8 +1,10 @@
 """Speed of the shared-prompt layout against the paper's layout, on one model, batch and machine.
 
 Training: one S-DPO step (policy forward + backward, reference forward, AdamW) at K = 1, 3, 7, with text
-prompts (titles as BPE text) and item-token prompts (the built-in backbone). Evaluation: ranking with a
-shared prompt, plain ranking (20 full sequences per sample) and the paper's generation protocol.
+prompts (titles as BPE text) and item-token prompts (the built-in backbone), in three layouts: the paper's
+(prompt repeated per answer), shared (answers on the prompt's key/value cache) and packed (prompt and
+answers in one row under a block mask). Evaluation: ranking in the same three layouts (paper = plain
+ranking, 20 full sequences per sample) and the paper's generation protocol.
 Each case runs in a fresh process so that its peak memory is its own.
 
     .venv/bin/python bench/speed.py                 # the full table (CPU: a few minutes)
@@ -43,13 +45,13 @@ def build(codec_kind: str, args):
 def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
     from sdporec.batching import collate, split_chosen_rejected
     from sdporec.candidates import draw_negatives
-    from sdporec.logprobs import answer_logprobs, answer_logprobs_full
+    from sdporec.logprobs import layout_fn
     from sdporec.losses import sdpo_loss
     from sdporec.prompts import build_prompt
 
     model, codec, samples = build(codec_kind, args)
     ref = build(codec_kind, args)[0].eval()
-    fn = answer_logprobs if layout == "shared" else answer_logprobs_full
+    fn = layout_fn(layout)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     b = args.batch_size
     batches = []
@@ -90,7 +92,7 @@ def eval_case(args, method: str, codec_kind: str) -> dict:
     run = (lambda xs: evaluate_generation(model, codec, xs, "music", args.batch_size, progress=False)) \
         if method == "generation" else \
         (lambda xs: evaluate_ranking(lm_scorer(model, codec, "music", args.batch_size, progress=False,
-                                               shared_prompt=method == "shared"), xs))
+                                               layout=method), xs))
     run(warm)
     _sync(args.device)
     start = time.perf_counter()
@@ -109,6 +111,33 @@ def _peak_mb(device: str) -> float:
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2 ** 20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def print_tables(results: list[dict]) -> None:
+    print("\n| step | prompts | paper layout samples/s | shared | packed | shared / paper | packed / paper "
+          "| peak MB paper / shared / packed | same log-probs and loss |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for c in ("text", "items"):
+        for k in (1, 3, 7):
+            r = {x["layout"]: x for x in results if x.get("k") == k and x["codec_kind"] == c}
+            p = r["paper"]
+            # Same weights, same batch: the summed answer log-probs and the loss must agree.
+            same = all(abs(p["first_loss"] - x["first_loss"]) < 1e-5 and
+                       abs(p["first_logps"] - x["first_logps"]) < 1e-5 * max(1.0, abs(p["first_logps"]))
+                       for x in r.values())
+            sps = {lay: r[lay]["samples_per_s"] for lay in r}
+            peak = " / ".join(f"{r[lay]['peak_mem_mb']:.0f}" for lay in ("paper", "shared", "packed"))
+            print(f"| S-DPO K={k} | {c} | {sps['paper']:.1f} | {sps['shared']:.1f} | {sps['packed']:.1f} | "
+                  f"{sps['shared'] / sps['paper']:.2f}x | {sps['packed'] / sps['paper']:.2f}x | "
+                  f"{peak} | "
+                  f"{'yes' if same else 'NO'} |")
+    print("\n| evaluation | prompts | shared ranking samples/s | packed ranking | plain ranking | generation "
+          "| shared / plain | shared / generation |")
+    print("|---|---|---|---|---|---|---|---|")
+    for c in ("text", "items"):
+        e = {r["method"]: r["samples_per_s"] for r in results if r.get("method") and r["codec_kind"] == c}
+        print(f"| 20 candidates | {c} | {e['shared']:.1f} | {e['packed']:.1f} | {e['paper']:.1f} | "
+              f"{e['generation']:.1f} | {e['shared'] / e['paper']:.1f}x | {e['shared'] / e['generation']:.1f}x |")
 
 
 def main() -> None:
@@ -136,31 +165,15 @@ def main() -> None:
     passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("case", "out")]
     results = []
     cases = [{"layout": lay, "codec_kind": c, "k": k} for c in ("text", "items") for k in (1, 3, 7)
-             for lay in ("paper", "shared")]
-    cases += [{"method": m, "codec_kind": c} for c in ("text", "items") for m in ("shared", "plain", "generation")]
+             for lay in ("paper", "shared", "packed")]
+    cases += [{"method": m, "codec_kind": c} for c in ("text", "items")
+              for m in ("shared", "packed", "paper", "generation")]
     for case in cases:
         proc = subprocess.run([sys.executable, __file__, *passthrough, "--case", json.dumps(case)],
                               capture_output=True, text=True, check=True)
         results.append({**case, **json.loads(proc.stdout.strip().splitlines()[-1])})
         print(json.dumps(results[-1]), flush=True)
-    print("\n| step | prompts | paper layout samples/s | shared samples/s | speed-up | peak MB paper / shared | same log-probs and loss |")
-    print("|---|---|---|---|---|---|---|")
-    for c in ("text", "items"):
-        for k in (1, 3, 7):
-            p, s = [r for r in results if r.get("k") == k and r["codec_kind"] == c]
-            # Same weights, same batch: the summed answer log-probs and the loss must agree.
-            same = abs(p["first_loss"] - s["first_loss"]) < 1e-5 and \
-                abs(p["first_logps"] - s["first_logps"]) < 1e-5 * max(1.0, abs(p["first_logps"]))
-            print(f"| S-DPO K={k} | {c} | {p['samples_per_s']:.1f} | {s['samples_per_s']:.1f} | "
-                  f"{s['samples_per_s'] / p['samples_per_s']:.2f}x | {p['peak_mem_mb']:.0f} / {s['peak_mem_mb']:.0f} | "
-                  f"{'yes' if same else 'NO'} |")
-    print("\n| evaluation | prompts | shared ranking samples/s | plain ranking | generation | shared / plain | shared / generation |")
-    print("|---|---|---|---|---|---|---|")
-    for c in ("text", "items"):
-        e = {r["method"]: r for r in results if r.get("method") and r["codec_kind"] == c}
-        print(f"| 20 candidates | {c} | {e['shared']['samples_per_s']:.1f} | {e['plain']['samples_per_s']:.1f} | "
-              f"{e['generation']['samples_per_s']:.1f} | {e['shared']['samples_per_s'] / e['plain']['samples_per_s']:.1f}x | "
-              f"{e['shared']['samples_per_s'] / e['generation']['samples_per_s']:.1f}x |")
+    print_tables(results)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -12,7 +12,7 @@ from sdporec.cli import main
 from sdporec.codec import TextCodec
 from sdporec.evaluate import lm_scorer
 from sdporec.families import FAMILIES, build_family, tokenizer_texts
-from sdporec.logprobs import answer_logprobs, answer_logprobs_full
+from sdporec.logprobs import answer_logprobs, answer_logprobs_full, answer_logprobs_packed
 from sdporec.modeling import load_model, lora_targets, save_checkpoint
 from sdporec.prompts import build_prompt
 
@@ -28,7 +28,7 @@ def data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_shared_prompt_scores_equal_the_paper_layout(family, data):
+def test_shared_and_packed_scores_equal_the_paper_layout(family, data):
     _, splits = data
     samples = splits["train"][:3]
     model, tokenizer = build_family(family, tokenizer_texts(splits["train"]), 32, 2, 4, seed=0, vocab_size=400,
@@ -39,9 +39,11 @@ def test_shared_prompt_scores_equal_the_paper_layout(family, data):
     model.eval()
     with torch.no_grad():
         shared, counts = answer_logprobs(model, batch)
+        packed, counts_packed = answer_logprobs_packed(model, batch)
         full, counts_full = answer_logprobs_full(model, batch)
     torch.testing.assert_close(shared, full, atol=1e-5, rtol=1e-5)
-    assert torch.equal(counts, counts_full)
+    torch.testing.assert_close(packed, full, atol=1e-5, rtol=1e-5)
+    assert torch.equal(counts, counts_full) and torch.equal(counts_packed, counts_full)
     expected = {"c_attn", "c_proj", "c_fc"} if family == "gpt2" else BLOCK_LINEARS
     assert set(lora_targets(model)) == expected
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from sdporec.batching import collate, split_chosen_rejected
-from sdporec.logprobs import IGNORE, answer_logprobs, answer_logprobs_full, sequence_logprobs
+from sdporec.logprobs import (IGNORE, answer_logprobs, answer_logprobs_full, answer_logprobs_packed, packed_mask,
+                              sequence_logprobs)
 from sdporec.prompts import build_prompt
 
 
@@ -30,16 +31,20 @@ def random_batch(codec, n_samples=5, n_answers=4, seed=0):
     return collate(prompts, answers, codec.pad_id)
 
 
-def test_shared_prompt_equals_full_layout_values_and_gradients(tiny_llama):
+SHARED_LAYOUTS = pytest.mark.parametrize("shared_fn", [answer_logprobs, answer_logprobs_packed], ids=["cache", "packed"])
+
+
+@SHARED_LAYOUTS
+def test_shared_prompt_equals_full_layout_values_and_gradients(tiny_llama, shared_fn):
     model, codec = tiny_llama
     batch = random_batch(codec)
     assert len(set(batch.prompt_mask.sum(1).tolist())) > 1    # prompts of different lengths: padding matters
-    shared, n1 = answer_logprobs(model, batch)
+    shared, n1 = shared_fn(model, batch)
     full, n2 = answer_logprobs_full(model, batch)
     torch.testing.assert_close(shared, full, atol=1e-5, rtol=0)
     assert n1.tolist() == n2.tolist() == [[2] * 4] * 5
     grads = []
-    for fn in (answer_logprobs, answer_logprobs_full):
+    for fn in (shared_fn, answer_logprobs_full):
         model.zero_grad()
         (fn(model, batch)[0] * torch.linspace(-1, 1, 20).view(5, 4)).sum().backward()
         grads.append([p.grad.clone() for p in model.parameters()])
@@ -47,12 +52,42 @@ def test_shared_prompt_equals_full_layout_values_and_gradients(tiny_llama):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_text_answers_of_different_lengths_are_scored_exactly(tiny_llama):
+@SHARED_LAYOUTS
+def test_text_answers_of_different_lengths_are_scored_exactly(tiny_llama, shared_fn):
     model, codec = tiny_llama
     batch = collate([[1, 5, 6, 7], [1, 8]], [[[9, 10, 2], [11, 2]], [[12, 2], [13, 14, 15, 2]]], codec.pad_id)
-    torch.testing.assert_close(answer_logprobs(model, batch)[0], answer_logprobs_full(model, batch)[0],
+    torch.testing.assert_close(shared_fn(model, batch)[0], answer_logprobs_full(model, batch)[0],
                                atol=1e-5, rtol=0)
-    assert answer_logprobs(model, batch)[1].tolist() == [[3, 2], [2, 4]]
+    assert shared_fn(model, batch)[1].tolist() == [[3, 2], [2, 4]]
+
+
+def test_packed_mask_by_hand():
+    # One sample: prompt [pad, p1, p2] (P = 3), two answers of width 2: [a0, pad] and [b0, b1].
+    allowed = packed_mask(torch.tensor([[0, 1, 1]]), torch.tensor([[[1, 0], [1, 1]]]))[0, 0].int()
+    expected = torch.tensor([
+        # pad p1 p2 a0 .  b0 b1   (keys)
+        [1, 0, 0, 0, 0, 0, 0],    # pad: itself only
+        [0, 1, 0, 0, 0, 0, 0],    # p1
+        [0, 1, 1, 0, 0, 0, 0],    # p2
+        [0, 1, 1, 1, 0, 0, 0],    # a0: the prompt and itself
+        [0, 1, 1, 1, 1, 0, 0],    # answer padding (never scored): sees like a0, and no one sees it
+        [0, 1, 1, 0, 0, 1, 0],    # b0: the prompt, not answer a
+        [0, 1, 1, 0, 0, 1, 1],    # b1
+    ])
+    assert torch.equal(allowed, expected)
+
+
+def test_packed_layout_falls_back_where_4d_masks_are_not_applied(tiny_llama, monkeypatch):
+    model, codec = tiny_llama
+    batch = random_batch(codec, n_samples=2, n_answers=3, seed=2)
+    import sdporec.logprobs as lp
+
+    lp._warned = False
+    # Flash attention would ignore the mask (and needs a GPU): pretend the model was loaded with it.
+    monkeypatch.setattr(lp, "_attention", lambda model: "flash_attention_2")
+    with pytest.warns(UserWarning, match="flash_attention_2.*does not apply a custom 4D mask"):
+        got = answer_logprobs_packed(model, batch)[0]
+    torch.testing.assert_close(got, answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)
 
 
 def test_split_chosen_rejected_asserts_layout():
@@ -79,6 +114,9 @@ def test_models_without_a_cache_fall_back_to_the_paper_layout(tiny_llama):
             return out
 
     batch = random_batch(codec, n_samples=3, n_answers=3, seed=1)
+    import sdporec.logprobs as lp
+
+    lp._warned = False
     with pytest.warns(UserWarning, match="paper's layout"):
         got = answer_logprobs(NoCache(model), batch)[0]
     torch.testing.assert_close(got, answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)

@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("evaluate", "prepare", "init-model", "export") and os.environ.get("RANK", "0") == "0":
         import json
         print(json.dumps(result, indent=2))
+    if "RANK" in os.environ:
+        # Under torchrun / accelerate launch: the process group lives for the whole process, so it is torn
+        # down here, once, after the command's outputs are written.
+        from .distributed import finish
+
+        finish()
     return 0
 
 

@@ -50,6 +50,20 @@ def process_state(device: str = "auto"):
     return PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
 
 
+def finish() -> None:
+    """Ends a multi-process run cleanly: wait for every process, then tear the process group down.
+
+    Without this, a process can reach interpreter exit while gloo's/NCCL's worker threads still run;
+    their destructors then call std::terminate ("terminate called without an active exception") and the
+    launcher reports the run as failed although all outputs were written.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def shard(items: Sequence[T], rank: int, world: int) -> Sequence[T]:
     """The contiguous slice of `items` that process `rank` of `world` scores."""
     per, extra = divmod(len(items), world)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .batching import collate
 from .config import opt, require, save_config
-from .logprobs import answer_logprobs, answer_logprobs_full
+from .logprobs import LAYOUTS, layout_fn
 from .metrics import generation_metrics, parse_generation, rank_of_target, ranking_metrics
 from .prompts import DOMAINS, build_prompt
 from .samples import Sample, atomic_write_text, read_samples, write_jsonl
@@ -41,10 +41,10 @@ def ranking_results(samples: Sequence[Sample], scores: Sequence[Sequence[float]]
 
 
 def lm_scorer(model, codec, domain: str, batch_size: int = 16, template: int = 0,
-              progress: bool = True, shared_prompt: bool = True) -> Scorer:
+              progress: bool = True, layout: str = "shared") -> Scorer:
     """Scores every candidate of every sample by its answer log-prob; the prompt is run once per sample
-    (`shared_prompt=False`: once per candidate, the paper's layout, for comparisons)."""
-    logprobs = answer_logprobs if shared_prompt else answer_logprobs_full
+    (`layout`: see `logprobs.layout_fn`; `paper` runs it once per candidate, for comparisons)."""
+    logprobs = layout_fn(layout)
 
     def score(samples: Sequence[Sample]) -> list[list[float]]:
         device = next(model.parameters()).device
@@ -99,7 +99,10 @@ def evaluate_sharded(evaluate: Callable[[Sequence[Sample]], tuple[dict, list[dic
 
 
 def evaluate_generation(model, codec, samples: Sequence[Sample], domain: str, batch_size: int = 16,
-                        max_new_tokens: int = 32, template: int = 0, progress: bool = True) -> tuple[dict, list[dict]]:
+                        max_new_tokens: int = 20, template: int = 0, progress: bool = True) -> tuple[dict, list[dict]]:
+    """The paper's protocol: greedy decoding of at most `max_new_tokens` tokens (its evaluation used 20), a
+    row ending at its EOS, the batch ending when every row has (as `generate` does). No shorter cap: text
+    decoded after a first title can name a second one, which makes the answer invalid."""
     device = next(model.parameters()).device
     model.eval()
     answers: list[str | None] = []
@@ -110,9 +113,8 @@ def evaluate_generation(model, codec, samples: Sequence[Sample], domain: str, ba
             chunk = samples[start:start + batch_size]
             batch = collate([codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template))
                              for s in chunk], [[[codec.eos_id]] for _ in chunk], codec.pad_id).to(device)
-            longest = max(len(codec.encode_answer(c)) for s in chunk for c in s.candidates)
             generated = model.generate(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask,
-                                       do_sample=False, max_new_tokens=min(max_new_tokens, longest + 4),
+                                       do_sample=False, max_new_tokens=max_new_tokens,
                                        pad_token_id=codec.pad_id, eos_token_id=codec.eos_id)
             for s, ids in zip(chunk, generated[:, batch.prompt_ids.shape[1]:].tolist()):
                 text = codec.decode(ids)
@@ -148,12 +150,13 @@ class EvaluateConfig:
                         "paper's greedy decoding, valid when exactly one candidate occurs", choices=PROTOCOLS)
     domain: str = opt("music", "prompt templates to use (template 0 is used)", choices=DOMAINS)
     batch_size: int = opt(16, "samples per batch")
-    max_new_tokens: int = opt(32, "generation protocol: most tokens to decode")
+    max_new_tokens: int = opt(20, "generation protocol: most tokens to decode (the paper's evaluation: 20)")
     limit: int = opt(0, "evaluate only the first N samples (0: all)")
     dtype: str = opt("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
     load_in_4bit: bool = opt(False, "load the base model in 4-bit NF4 (bitsandbytes, CUDA only)")
-    layout: str = opt("shared", "ranking: shared scores all candidates from one run of the prompt; paper runs "
-                      "prompt + candidate 20 times (for comparisons)", choices=("shared", "paper"))
+    layout: str = opt("shared", "ranking: shared scores all candidates on the prompt's key/value cache; packed "
+                      "in one row with the prompt, under a block mask; paper runs prompt + candidate 20 times "
+                      "(for comparisons)", choices=LAYOUTS)
     device: str = opt("auto", "cpu, cuda, cuda:N or auto (one process; under torchrun each process "
                       "takes its own GPU)")
     progress: bool = opt(True, "show progress bars")
@@ -163,16 +166,17 @@ class EvaluateConfig:
             require(bool(getattr(self, name)), name, "required")
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(self.limit >= 0, "limit", "must not be negative")
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         require(not self.load_in_4bit or torch.cuda.is_available(), "load_in_4bit",
                 "4-bit NF4 loading (bitsandbytes) needs a CUDA GPU; none is available here")
 
 
 def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domain: str, batch_size: int = 16,
-                   max_new_tokens: int = 32, progress: bool = True, layout: str = "shared") -> tuple[dict, list[dict]]:
+                   max_new_tokens: int = 20, progress: bool = True, layout: str = "shared") -> tuple[dict, list[dict]]:
     """The one evaluation entry point for language models, for both protocols."""
     if protocol == "generation":
         return evaluate_generation(model, codec, samples, domain, batch_size, max_new_tokens, progress=progress)
-    scorer = lm_scorer(model, codec, domain, batch_size, progress=progress, shared_prompt=layout == "shared")
+    scorer = lm_scorer(model, codec, domain, batch_size, progress=progress, layout=layout)
     return evaluate_ranking(scorer, samples)
 
 

@@ -4,8 +4,10 @@
 the N answers of each prompt in an `AnswerBatch` (layout in `batching.py`) by running each prompt once,
 copying its key/value cache N times, and running only the answer tokens on top (a prompt of ~100 tokens
 and answers of a few are the usual case, so this avoids most of the compute). Gradients flow through the
-cache, so training uses the same path. `answer_logprobs_full` is the paper's layout (prompt repeated for
-every answer); it is the fallback and the reference the shared-prompt path is tested against.
+cache, so training uses the same path. `answer_logprobs_packed` computes the same numbers from one row
+per sample (the prompt, then all N answers) under a 4D block mask; it needs no cache, so it is the layout
+used under gradient checkpointing. `answer_logprobs_full` is the paper's layout (prompt repeated for every
+answer); it is the last fallback and the reference both shared-prompt paths are tested against.
 """
 
 from __future__ import annotations
@@ -63,12 +65,14 @@ def answer_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tens
     """-> (log-probs (B, N), answer token counts (B, N)) with the prompt computed once per sample."""
     b, n, a = batch.answer_ids.shape
     if _checkpointing(model):
-        _fallback(model, "trains with gradient checkpointing, which keeps no key/value cache")
-        return answer_logprobs_full(model, batch)
+        # No cache under checkpointing: the block-mask row shares the prompt without one.
+        return answer_logprobs_packed(model, batch)
     out = model(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask,
                 position_ids=_positions(batch.prompt_mask), use_cache=True, logits_to_keep=1)
     name, cache = _cache_kwarg(out)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        if _maskable(model):
+            return answer_logprobs_packed(model, batch)
         _fallback(model, "returned no reusable key/value cache")
         return answer_logprobs_full(model, batch)
     cache.batch_repeat_interleave(n)
@@ -86,9 +90,80 @@ def answer_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tens
     return logps.view(b, n), counts.view(b, n)
 
 
+# Attention implementations that apply a float 4D mask as given (flash attention ignores it, flex
+# attention wants a BlockMask), so the packed row is only used with these.
+_MASKABLE = ("eager", "sdpa")
+
+
+def _attention(model) -> str | None:
+    while not hasattr(model, "config") and hasattr(model, "module"):
+        model = model.module   # DDP and other wrappers keep the transformers model as `.module`
+    return getattr(getattr(model, "config", None), "_attn_implementation", None)
+
+
+def _maskable(model) -> bool:
+    return _attention(model) in _MASKABLE
+
+
+def packed_mask(prompt_mask: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
+    """Who may attend to whom in a packed row [prompt (P) | answer 0 (A) | ... | answer N-1 (A)].
+
+    prompt_mask (B, P), answer_mask (B, N, A) -> bool (B, 1, L, L), L = P + N*A, True = may attend.
+    A prompt token sees the real prompt tokens up to itself; a token of answer j sees the whole real
+    prompt and answer j's real tokens up to itself, never another answer. Every token also sees itself,
+    so padding rows are never fully masked (softmax over nothing gives NaN)."""
+    b, n, a = answer_mask.shape
+    p = prompt_mask.shape[1]
+    length = p + n * a
+    dev = prompt_mask.device
+    real = torch.cat([prompt_mask, answer_mask.reshape(b, n * a)], 1).bool()          # (B, L)
+    block = torch.cat([torch.full((p,), -1, device=dev),
+                       torch.arange(n, device=dev).repeat_interleave(a)])               # (L,) -1 = prompt
+    idx = torch.arange(length, device=dev)
+    causal = idx[None, :] <= idx[:, None]                                                # (L, L) q >= k
+    same = (block[:, None] == block[None, :]) | (block[None, :] == -1)                  # key in own block or prompt
+    allowed = (causal & same)[None] & real[:, None, :]                                   # (B, L, L)
+    allowed |= torch.eye(length, dtype=torch.bool, device=dev)[None]
+    return allowed[:, None]
+
+
+def answer_logprobs_packed(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same numbers as `answer_logprobs`, from one row per sample under `packed_mask`, with each
+    answer's position ids continuing from its prompt's end (as if it followed the prompt alone)."""
+    if not _maskable(model):
+        _fallback(model, f"uses attention '{_attention(model)}', which does not apply a custom 4D mask")
+        return answer_logprobs_full(model, batch)
+    b, n, a = batch.answer_ids.shape
+    p = batch.prompt_ids.shape[1]
+    dev = batch.prompt_ids.device
+    ids = torch.cat([batch.prompt_ids, batch.answer_ids.reshape(b, n * a)], 1)          # (B, L)
+    start = batch.prompt_mask.sum(-1, keepdim=True)                                      # (B, 1)
+    positions = torch.cat([_positions(batch.prompt_mask),
+                           (start + torch.arange(a, device=dev)).repeat(1, n)], 1)       # (B, L)
+    dtype = next(model.parameters()).dtype
+    dtype = dtype if dtype.is_floating_point else torch.float32
+    allowed = packed_mask(batch.prompt_mask, batch.answer_mask)
+    # Additive form: eager attention adds the mask to the scores; SDPA takes either form.
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill(~allowed, torch.finfo(dtype).min)
+    # Only the prompt's last column and the answers' columns are scored: keep those logits only.
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                   logits_to_keep=n * a + 1).logits                                      # (B, 1+N*A, V)
+    first = logits[:, None, :1].expand(b, n, 1, logits.shape[-1])                            # prompt's last column
+    per_answer = torch.cat([first, logits[:, 1:].reshape(b, n, a, -1)], 2)               # (B, N, 1+A, V)
+    answers = batch.answer_ids.reshape(b * n, a)
+    labels = torch.cat([torch.full_like(answers[:, :1], IGNORE),
+                        answers.masked_fill(batch.answer_mask.reshape(b * n, a) == 0, IGNORE)], 1)
+    logps, counts = sequence_logprobs(per_answer.reshape(b * n, 1 + a, -1), labels)
+    return logps.view(b, n), counts.view(b, n)
+
+
+LAYOUTS = ("shared", "packed", "paper")
+
+
 def layout_fn(name: str):
-    """`shared` (each prompt once) or `paper` (the prompt repeated for every answer; for comparisons)."""
-    return {"shared": answer_logprobs, "paper": answer_logprobs_full}[name]
+    """`shared` (each prompt once, answers on its key/value cache), `packed` (each prompt once, answers
+    in the same row under a block mask) or `paper` (the prompt repeated for every answer)."""
+    return {"shared": answer_logprobs, "packed": answer_logprobs_packed, "paper": answer_logprobs_full}[name]
 
 
 def answer_logprobs_full(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,6 +30,7 @@ from .candidates import redraw, sample_rng
 from .config import ConfigError, opt, require, save_config
 from .distributed import make_accelerator, micro_batch, set_seed
 from .evaluate import evaluate_ranking, evaluate_sharded, lm_scorer
+from .logprobs import LAYOUTS
 from .prompts import DOMAINS
 from .samples import Sample, atomic_write_text, read_samples
 
@@ -62,11 +63,11 @@ class TrainConfig:
                                choices=("no", "bf16", "fp16"))
     load_in_4bit: bool = opt(False, "QLoRA: load the base model in 4-bit NF4 (bitsandbytes, CUDA only) with bf16 "
                              "compute; needs --lora")
-    gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass to save memory (the "
-                                       "prompt is then repeated per answer, as the cache cannot be kept)")
-    layout: str = opt("shared", "shared: each prompt runs once and its answers on its key/value cache; paper: "
-                      "the prompt repeated for every answer (the paper's layout, for comparisons)",
-                      choices=("shared", "paper"))
+    gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass to save memory (no "
+                                       "key/value cache is kept then, so the shared layout runs packed)")
+    layout: str = opt("shared", "shared: each prompt runs once and its answers on its key/value cache; packed: "
+                      "the prompt and all its answers in one row under a block mask; paper: the prompt "
+                      "repeated for every answer (the paper's layout, for comparisons)", choices=LAYOUTS)
     save_every: int = opt(0, "write a resumable checkpoint every N optimizer steps (0: at each epoch's end only)")
     resume: bool = opt(False, "continue from the newest checkpoint in OUT/checkpoints")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
@@ -166,7 +167,7 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
     acc.register_save_state_pre_hook(_keep_trainable)
     val_subset = list(run.valid[:cfg.eval_samples] if cfg.eval_samples else run.valid)
     scorer = lm_scorer(model, codec, cfg.domain, batch_size=cfg.batch_size, progress=False,
-                       shared_prompt=cfg.layout == "shared")
+                       layout=cfg.layout)
     ckpt_root = out_dir / "checkpoints"
     state = {"epoch": 0, "micro": 0, "opt_step": 0, "best": -1.0, "elapsed": 0.0, "window": []}
     if cfg.resume:
