@@ -1,9 +1,9 @@
-"""Speed of the shared-prompt layout against the paper's layout, on one model, batch and machine.
+"""Speed of the shared-prompt layouts against the paper's layout, on one model, batch and machine.
 
 Training: one S-DPO step (policy forward + backward, reference forward, AdamW) at K = 1, 3, 7, with text
 prompts (titles as BPE text) and item-token prompts (the built-in backbone), in three layouts: the paper's
-(prompt repeated per answer), shared (answers on the prompt's key/value cache) and packed (prompt and
-answers in one row under a block mask). Evaluation: ranking in the same three layouts (paper = plain
+(prompt repeated per answer), cache (answers on copies of the prompt's key/value cache) and packed
+(prompt and answers in one row under a block mask, the default). Evaluation: ranking in the same three layouts (paper = plain
 ranking, 20 full sequences per sample) and the paper's generation protocol.
 Each case runs in a fresh process so that its peak memory is its own.
 
@@ -114,8 +114,8 @@ def _peak_mb(device: str) -> float:
 
 
 def print_tables(results: list[dict]) -> None:
-    print("\n| step | prompts | paper layout samples/s | shared | packed | shared / paper | packed / paper "
-          "| peak MB paper / shared / packed | same log-probs and loss |")
+    print("\n| step | prompts | paper layout samples/s | cache | packed | cache / paper | packed / paper "
+          "| peak MB paper / cache / packed | same log-probs and loss |")
     print("|---|---|---|---|---|---|---|---|---|")
     for c in ("text", "items"):
         for k in (1, 3, 7):
@@ -126,18 +126,17 @@ def print_tables(results: list[dict]) -> None:
                        abs(p["first_logps"] - x["first_logps"]) < 1e-5 * max(1.0, abs(p["first_logps"]))
                        for x in r.values())
             sps = {lay: r[lay]["samples_per_s"] for lay in r}
-            peak = " / ".join(f"{r[lay]['peak_mem_mb']:.0f}" for lay in ("paper", "shared", "packed"))
-            print(f"| S-DPO K={k} | {c} | {sps['paper']:.1f} | {sps['shared']:.1f} | {sps['packed']:.1f} | "
-                  f"{sps['shared'] / sps['paper']:.2f}x | {sps['packed'] / sps['paper']:.2f}x | "
-                  f"{peak} | "
+            peak = " / ".join(f"{r[lay]['peak_mem_mb']:.0f}" for lay in ("paper", "cache", "packed"))
+            print(f"| S-DPO K={k} | {c} | {sps['paper']:.1f} | {sps['cache']:.1f} | {sps['packed']:.1f} | "
+                  f"{sps['cache'] / sps['paper']:.2f}x | {sps['packed'] / sps['paper']:.2f}x | {peak} | "
                   f"{'yes' if same else 'NO'} |")
-    print("\n| evaluation | prompts | shared ranking samples/s | packed ranking | plain ranking | generation "
-          "| shared / plain | shared / generation |")
+    print("\n| evaluation | prompts | packed ranking samples/s | cache ranking | plain ranking | generation "
+          "| packed / plain | packed / generation |")
     print("|---|---|---|---|---|---|---|---|")
     for c in ("text", "items"):
         e = {r["method"]: r["samples_per_s"] for r in results if r.get("method") and r["codec_kind"] == c}
-        print(f"| 20 candidates | {c} | {e['shared']:.1f} | {e['packed']:.1f} | {e['paper']:.1f} | "
-              f"{e['generation']:.1f} | {e['shared'] / e['paper']:.1f}x | {e['shared'] / e['generation']:.1f}x |")
+        print(f"| 20 candidates | {c} | {e['packed']:.1f} | {e['cache']:.1f} | {e['paper']:.1f} | "
+              f"{e['generation']:.1f} | {e['packed'] / e['paper']:.1f}x | {e['packed'] / e['generation']:.1f}x |")
 
 
 def main() -> None:
@@ -165,9 +164,9 @@ def main() -> None:
     passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("case", "out")]
     results = []
     cases = [{"layout": lay, "codec_kind": c, "k": k} for c in ("text", "items") for k in (1, 3, 7)
-             for lay in ("paper", "shared", "packed")]
+             for lay in ("paper", "cache", "packed")]
     cases += [{"method": m, "codec_kind": c} for c in ("text", "items")
-              for m in ("shared", "packed", "paper", "generation")]
+              for m in ("packed", "cache", "paper", "generation")]
     for case in cases:
         proc = subprocess.run([sys.executable, __file__, *passthrough, "--case", json.dumps(case)],
                               capture_output=True, text=True, check=True)

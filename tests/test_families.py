@@ -12,7 +12,7 @@ from sdporec.cli import main
 from sdporec.codec import TextCodec
 from sdporec.evaluate import lm_scorer
 from sdporec.families import FAMILIES, build_family, tokenizer_texts
-from sdporec.logprobs import answer_logprobs, answer_logprobs_full, answer_logprobs_packed
+from sdporec.logprobs import answer_logprobs_cached, answer_logprobs_full, answer_logprobs_packed
 from sdporec.modeling import load_model, lora_targets, save_checkpoint
 from sdporec.prompts import build_prompt
 
@@ -38,7 +38,7 @@ def test_shared_and_packed_scores_equal_the_paper_layout(family, data):
                     [[codec.encode_answer(c) for c in s.candidates[:4]] for s in samples], codec.pad_id)
     model.eval()
     with torch.no_grad():
-        shared, counts = answer_logprobs(model, batch)
+        shared, counts = answer_logprobs_cached(model, batch)
         packed, counts_packed = answer_logprobs_packed(model, batch)
         full, counts_full = answer_logprobs_full(model, batch)
     torch.testing.assert_close(shared, full, atol=1e-5, rtol=1e-5)

@@ -1,11 +1,12 @@
 import math
+import warnings
 
 import pytest
 import torch
 
 from sdporec.batching import collate, split_chosen_rejected
-from sdporec.logprobs import (IGNORE, answer_logprobs, answer_logprobs_full, answer_logprobs_packed, packed_mask,
-                              sequence_logprobs)
+from sdporec.logprobs import (IGNORE, answer_logprobs, answer_logprobs_cached, answer_logprobs_full,
+                              answer_logprobs_packed, packed_mask, sequence_logprobs)
 from sdporec.prompts import build_prompt
 
 
@@ -31,7 +32,8 @@ def random_batch(codec, n_samples=5, n_answers=4, seed=0):
     return collate(prompts, answers, codec.pad_id)
 
 
-SHARED_LAYOUTS = pytest.mark.parametrize("shared_fn", [answer_logprobs, answer_logprobs_packed], ids=["cache", "packed"])
+SHARED_LAYOUTS = pytest.mark.parametrize("shared_fn", [answer_logprobs_cached, answer_logprobs_packed],
+                                         ids=["cache", "packed"])
 
 
 @SHARED_LAYOUTS
@@ -77,17 +79,23 @@ def test_packed_mask_by_hand():
     assert torch.equal(allowed, expected)
 
 
-def test_packed_layout_falls_back_where_4d_masks_are_not_applied(tiny_llama, monkeypatch):
+def test_without_4d_masks_packed_runs_the_cache_path_and_under_checkpointing_the_paper_layout(tiny_llama, monkeypatch):
     model, codec = tiny_llama
     batch = random_batch(codec, n_samples=2, n_answers=3, seed=2)
     import sdporec.logprobs as lp
 
-    lp._warned = False
+    full = answer_logprobs_full(model, batch)[0]
     # Flash attention would ignore the mask (and needs a GPU): pretend the model was loaded with it.
     monkeypatch.setattr(lp, "_attention", lambda model: "flash_attention_2")
-    with pytest.warns(UserWarning, match="flash_attention_2.*does not apply a custom 4D mask"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # the cache path is as fast: no warning
+        torch.testing.assert_close(answer_logprobs_packed(model, batch)[0], full, atol=1e-5, rtol=0)
+    # Gradient checkpointing keeps no cache either: only the paper's layout is left, and the log says so.
+    monkeypatch.setattr(lp, "_checkpointing", lambda model: True)
+    lp._warned = False
+    with pytest.warns(UserWarning, match="flash_attention_2.*paper's layout"):
         got = answer_logprobs_packed(model, batch)[0]
-    torch.testing.assert_close(got, answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got, full, atol=1e-5, rtol=0)
 
 
 def test_split_chosen_rejected_asserts_layout():

@@ -108,5 +108,13 @@ def require(cond: bool, name: str, problem: str) -> None:
         raise ConfigError(f"setting '{name}': {problem}")
 
 
+def require_cuda_for_4bit(load_in_4bit: bool) -> None:
+    """4-bit NF4 weights come from bitsandbytes, whose kernels run on CUDA only."""
+    import torch
+
+    require(not load_in_4bit or torch.cuda.is_available(), "load_in_4bit",
+            "4-bit NF4 loading (bitsandbytes) needs a CUDA GPU; none is available here")
+
+
 def save_config(cfg, out_dir: str | Path, name: str = "config.yaml") -> None:
     atomic_write_text(Path(out_dir) / name, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))

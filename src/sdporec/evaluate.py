@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .batching import collate
-from .config import opt, require, save_config
+from .config import opt, require, require_cuda_for_4bit, save_config
 from .logprobs import LAYOUTS, layout_fn
 from .metrics import generation_metrics, parse_generation, rank_of_target, ranking_metrics
 from .prompts import DOMAINS, build_prompt
@@ -41,7 +41,7 @@ def ranking_results(samples: Sequence[Sample], scores: Sequence[Sequence[float]]
 
 
 def lm_scorer(model, codec, domain: str, batch_size: int = 16, template: int = 0,
-              progress: bool = True, layout: str = "shared") -> Scorer:
+              progress: bool = True, layout: str = "packed") -> Scorer:
     """Scores every candidate of every sample by its answer log-prob; the prompt is run once per sample
     (`layout`: see `logprobs.layout_fn`; `paper` runs it once per candidate, for comparisons)."""
     logprobs = layout_fn(layout)
@@ -154,9 +154,9 @@ class EvaluateConfig:
     limit: int = opt(0, "evaluate only the first N samples (0: all)")
     dtype: str = opt("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
     load_in_4bit: bool = opt(False, "load the base model in 4-bit NF4 (bitsandbytes, CUDA only)")
-    layout: str = opt("shared", "ranking: shared scores all candidates on the prompt's key/value cache; packed "
-                      "in one row with the prompt, under a block mask; paper runs prompt + candidate 20 times "
-                      "(for comparisons)", choices=LAYOUTS)
+    layout: str = opt("packed", "ranking: packed scores all candidates in one row with the prompt, under a "
+                      "block mask; cache on copies of the prompt's key/value cache; paper runs prompt + "
+                      "candidate 20 times (for comparisons)", choices=LAYOUTS)
     device: str = opt("auto", "cpu, cuda, cuda:N or auto (one process; under torchrun each process "
                       "takes its own GPU)")
     progress: bool = opt(True, "show progress bars")
@@ -167,12 +167,11 @@ class EvaluateConfig:
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(self.limit >= 0, "limit", "must not be negative")
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
-        require(not self.load_in_4bit or torch.cuda.is_available(), "load_in_4bit",
-                "4-bit NF4 loading (bitsandbytes) needs a CUDA GPU; none is available here")
+        require_cuda_for_4bit(self.load_in_4bit)
 
 
 def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domain: str, batch_size: int = 16,
-                   max_new_tokens: int = 20, progress: bool = True, layout: str = "shared") -> tuple[dict, list[dict]]:
+                   max_new_tokens: int = 20, progress: bool = True, layout: str = "packed") -> tuple[dict, list[dict]]:
     """The one evaluation entry point for language models, for both protocols."""
     if protocol == "generation":
         return evaluate_generation(model, codec, samples, domain, batch_size, max_new_tokens, progress=progress)

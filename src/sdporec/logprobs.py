@@ -1,13 +1,19 @@
 """Answer log-probabilities.
 
-`sequence_logprobs` is the only place where labels are shifted against logits. `answer_logprobs` scores
-the N answers of each prompt in an `AnswerBatch` (layout in `batching.py`) by running each prompt once,
-copying its key/value cache N times, and running only the answer tokens on top (a prompt of ~100 tokens
-and answers of a few are the usual case, so this avoids most of the compute). Gradients flow through the
-cache, so training uses the same path. `answer_logprobs_packed` computes the same numbers from one row
-per sample (the prompt, then all N answers) under a 4D block mask; it needs no cache, so it is the layout
-used under gradient checkpointing. `answer_logprobs_full` is the paper's layout (prompt repeated for every
-answer); it is the last fallback and the reference both shared-prompt paths are tested against.
+`sequence_logprobs` is the only place where labels are shifted against logits. The N answers of each
+prompt in an `AnswerBatch` (layout in `batching.py`) are scored with the prompt computed once (a prompt of
+~100 tokens and answers of a few are the usual case, so this avoids most of the compute), in one of two
+ways that give the same numbers (to 1e-5, tested):
+
+- `answer_logprobs_packed` (the default, `answer_logprobs`): one row per sample, the prompt then all N
+  answers, under a 4D block mask. Needs an attention that applies custom 4D masks (eager, SDPA).
+- `answer_logprobs_cached`: the prompt runs alone, its key/value cache is copied N times and only the
+  answer tokens run on top. Needs a reusable cache, which transformers keeps neither under gradient
+  checkpointing nor for every model.
+
+Each falls back to the other where it cannot run; where neither can, to `answer_logprobs_full`, the paper's
+layout (the prompt repeated for every answer), with a warning. It is also the reference both are tested
+against. Gradients flow through all three, so training and scoring use the same code.
 """
 
 from __future__ import annotations
@@ -61,12 +67,15 @@ def _fallback(model, why: str) -> None:
                       "its own copy of the prompt), which is slower")
 
 
-def answer_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (log-probs (B, N), answer token counts (B, N)) with the prompt computed once per sample."""
+def answer_logprobs_cached(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (log-probs (B, N), answer token counts (B, N)): answers run on copies of the prompt's cache."""
     b, n, a = batch.answer_ids.shape
     if _checkpointing(model):
-        # No cache under checkpointing: the block-mask row shares the prompt without one.
-        return answer_logprobs_packed(model, batch)
+        if _maskable(model):
+            return answer_logprobs_packed(model, batch)
+        _fallback(model, f"trains with gradient checkpointing (no key/value cache) and uses attention "
+                         f"'{_attention(model)}', which does not apply a custom 4D mask")
+        return answer_logprobs_full(model, batch)
     out = model(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask,
                 position_ids=_positions(batch.prompt_mask), use_cache=True, logits_to_keep=1)
     name, cache = _cache_kwarg(out)
@@ -128,10 +137,13 @@ def packed_mask(prompt_mask: torch.Tensor, answer_mask: torch.Tensor) -> torch.T
 
 
 def answer_logprobs_packed(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same numbers as `answer_logprobs`, from one row per sample under `packed_mask`, with each
+    """-> (log-probs (B, N), answer token counts (B, N)) from one row per sample under `packed_mask`, each
     answer's position ids continuing from its prompt's end (as if it followed the prompt alone)."""
     if not _maskable(model):
-        _fallback(model, f"uses attention '{_attention(model)}', which does not apply a custom 4D mask")
+        if not _checkpointing(model):
+            return answer_logprobs_cached(model, batch)   # flash attention and the like: the cache path
+        _fallback(model, f"trains with gradient checkpointing (no key/value cache) and uses attention "
+                         f"'{_attention(model)}', which does not apply a custom 4D mask")
         return answer_logprobs_full(model, batch)
     b, n, a = batch.answer_ids.shape
     p = batch.prompt_ids.shape[1]
@@ -157,17 +169,19 @@ def answer_logprobs_packed(model, batch: AnswerBatch) -> tuple[torch.Tensor, tor
     return logps.view(b, n), counts.view(b, n)
 
 
-LAYOUTS = ("shared", "packed", "paper")
+answer_logprobs = answer_logprobs_packed
+
+LAYOUTS = ("packed", "cache", "paper")
 
 
 def layout_fn(name: str):
-    """`shared` (each prompt once, answers on its key/value cache), `packed` (each prompt once, answers
-    in the same row under a block mask) or `paper` (the prompt repeated for every answer)."""
-    return {"shared": answer_logprobs, "packed": answer_logprobs_packed, "paper": answer_logprobs_full}[name]
+    """`packed` (each prompt once, its answers in the same row under a block mask), `cache` (each prompt
+    once, its answers on copies of its key/value cache) or `paper` (the prompt repeated for every answer)."""
+    return {"packed": answer_logprobs_packed, "cache": answer_logprobs_cached, "paper": answer_logprobs_full}[name]
 
 
 def answer_logprobs_full(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same numbers as `answer_logprobs`, from B*N full sequences prompt + answer (right-padded)."""
+    """The same numbers as the shared-prompt layouts, from B*N full sequences prompt + answer (right-padded)."""
     b, n, a = batch.answer_ids.shape
     rows, labels = [], []
     for i in range(b):

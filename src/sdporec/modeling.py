@@ -12,6 +12,7 @@ import contextlib
 import copy
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -61,11 +62,9 @@ def _load_full(path: str, dtype: str, load_in_4bit: bool = False):
 
     if not load_in_4bit:
         return AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
-    from .config import ConfigError
+    from .config import ConfigError, require_cuda_for_4bit
 
-    if not torch.cuda.is_available():
-        raise ConfigError("setting 'load_in_4bit': 4-bit NF4 loading (bitsandbytes) needs a CUDA GPU; "
-                          "none is available here")
+    require_cuda_for_4bit(True)
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
@@ -82,6 +81,15 @@ def is_adapter(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
+@contextlib.contextmanager
+def _peft_quietly() -> Iterator[None]:
+    """peft asks every model for `is_gradient_checkpointing`, which transformers 5 deprecates with a
+    FutureWarning on each call; that warning is peft's to fix and says nothing to our users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def _adapter_base(path: str | Path) -> str:
     local = Path(path) / "base"
     if local.is_dir():
@@ -95,7 +103,8 @@ def load_model(path: str, dtype: str = "float32", load_in_4bit: bool = False):
 
     codec = load_codec(path)
     if is_adapter(path):
-        model = PeftModel.from_pretrained(_load_full(_adapter_base(path), dtype, load_in_4bit), path)
+        with _peft_quietly():
+            model = PeftModel.from_pretrained(_load_full(_adapter_base(path), dtype, load_in_4bit), path)
     else:
         model = _load_full(path, dtype, load_in_4bit)
     model.eval()
@@ -137,7 +146,8 @@ def add_lora(model, r: int, alpha: int, dropout: float, targets: Sequence[str] =
     transposed = any(isinstance(m, Conv1D) for m in model.modules())
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets or lora_targets(model)),
                      fan_in_fan_out=transposed, task_type="CAUSAL_LM")
-    return get_peft_model(model, cfg)
+    with _peft_quietly():
+        return get_peft_model(model, cfg)
 
 
 def enable_gradient_checkpointing(model) -> None:
@@ -217,7 +227,8 @@ def policy_from_sft(path: str, lora: bool, r: int, alpha: int, dropout: float, d
     codec = load_codec(path)
     if is_adapter(path):
         base = _trainable_base(_load_full(_adapter_base(path), dtype, load_in_4bit))
-        model = PeftModel.from_pretrained(base, path, adapter_name="default", is_trainable=True)
+        with _peft_quietly():
+            model = PeftModel.from_pretrained(base, path, adapter_name="default", is_trainable=True)
         model.load_adapter(path, adapter_name="reference", is_trainable=False)
         model.set_adapter("default")
         _freeze_adapter(model, "reference")

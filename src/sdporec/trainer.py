@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .candidates import redraw, sample_rng
-from .config import ConfigError, opt, require, save_config
+from .config import ConfigError, opt, require, require_cuda_for_4bit, save_config
 from .distributed import make_accelerator, micro_batch, set_seed
 from .evaluate import evaluate_ranking, evaluate_sharded, lm_scorer
 from .logprobs import LAYOUTS
@@ -64,10 +64,10 @@ class TrainConfig:
     load_in_4bit: bool = opt(False, "QLoRA: load the base model in 4-bit NF4 (bitsandbytes, CUDA only) with bf16 "
                              "compute; needs --lora")
     gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass to save memory (no "
-                                       "key/value cache is kept then, so the shared layout runs packed)")
-    layout: str = opt("shared", "shared: each prompt runs once and its answers on its key/value cache; packed: "
-                      "the prompt and all its answers in one row under a block mask; paper: the prompt "
-                      "repeated for every answer (the paper's layout, for comparisons)", choices=LAYOUTS)
+                                       "key/value cache is kept then, so the cache layout runs packed)")
+    layout: str = opt("packed", "packed: each prompt and all its answers in one row under a block mask; cache: "
+                      "each prompt runs once and its answers on copies of its key/value cache; paper: the "
+                      "prompt repeated for every answer (the paper's layout, for comparisons)", choices=LAYOUTS)
     save_every: int = opt(0, "write a resumable checkpoint every N optimizer steps (0: at each epoch's end only)")
     resume: bool = opt(False, "continue from the newest checkpoint in OUT/checkpoints")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
@@ -88,8 +88,7 @@ class TrainConfig:
         require(self.save_every >= 0, "save_every", "must not be negative")
         require(not self.load_in_4bit or self.lora, "load_in_4bit", "4-bit weights cannot be trained: add --lora")
         # Checked before anything is written or loaded.
-        require(not self.load_in_4bit or torch.cuda.is_available(), "load_in_4bit",
-                "4-bit NF4 loading (bitsandbytes) needs a CUDA GPU; none is available here")
+        require_cuda_for_4bit(self.load_in_4bit)
         require(self.mixed_precision != "fp16" or (torch.cuda.is_available() and self.device != "cpu"),
                 "mixed_precision", "fp16 needs a CUDA GPU; use bf16 on a CPU")
 
