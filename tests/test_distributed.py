@@ -17,11 +17,13 @@ SIZE = ["--hidden", "32", "--layers", "1", "--heads", "2"]
 
 
 def torchrun(*args: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # PYTHONFAULTHANDLER: a rank that dies on a signal prints where it was.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                            "-m", "sdporec", *args], capture_output=True, text=True, timeout=600, env=env)
-    # The ranks' own messages come first, the launcher's summary last: show both ends.
-    assert proc.returncode == 0, proc.stderr[:4000] + "\n[...]\n" + proc.stderr[-2000:]
+    # The ranks' own messages come first, the launcher's summary last: show both ends, and how far rank 0 got.
+    assert proc.returncode == 0, (proc.stderr[:4000] + "\n[...]\n" + proc.stderr[-2000:] +
+                                  "\n[stdout]\n" + proc.stdout[-2000:])
 
 
 def losses(run):
