@@ -71,11 +71,7 @@ def answer_logprobs_cached(model, batch: AnswerBatch) -> tuple[torch.Tensor, tor
     """-> (log-probs (B, N), answer token counts (B, N)): answers run on copies of the prompt's cache."""
     b, n, a = batch.answer_ids.shape
     if _checkpointing(model):
-        if _maskable(model):
-            return answer_logprobs_packed(model, batch)
-        _fallback(model, f"trains with gradient checkpointing (no key/value cache) and uses attention "
-                         f"'{_attention(model)}', which does not apply a custom 4D mask")
-        return answer_logprobs_full(model, batch)
+        return answer_logprobs_packed(model, batch)   # no cache under checkpointing (packed says what runs)
     out = model(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask,
                 position_ids=_positions(batch.prompt_mask), use_cache=True, logits_to_keep=1)
     name, cache = _cache_kwarg(out)
