@@ -89,10 +89,17 @@ def answer_logprobs_cached(model, batch: AnswerBatch) -> tuple[torch.Tensor, tor
                  position_ids=start + torch.arange(a, device=answers.device), use_cache=True, **{name: cache})
     # The prompt's last logits predict the first answer token; answer logits predict the rest.
     logits = torch.cat([out.logits[:, -1:].repeat_interleave(n, 0), cont.logits], 1)  # (B*N, 1+A, V)
-    labels = torch.cat([torch.full_like(answers[:, :1], IGNORE),
-                        answers.masked_fill(answer_mask == 0, IGNORE)], 1)          # (B*N, 1+A)
-    logps, counts = sequence_logprobs(logits, labels)
+    logps, counts = sequence_logprobs(logits, _answer_labels(batch))
     return logps.view(b, n), counts.view(b, n)
+
+
+def _answer_labels(batch: AnswerBatch) -> torch.Tensor:
+    """(B*N, 1+A) labels for logits laid out [prompt's last position | answer positions]: nothing to score
+    at the first column, then each answer's tokens, IGNORE on its padding."""
+    b, n, a = batch.answer_ids.shape
+    answers = batch.answer_ids.reshape(b * n, a)
+    return torch.cat([torch.full_like(answers[:, :1], IGNORE),
+                      answers.masked_fill(batch.answer_mask.reshape(b * n, a) == 0, IGNORE)], 1)
 
 
 # Attention implementations that apply a float 4D mask as given (flash attention ignores it, flex
@@ -142,7 +149,6 @@ def answer_logprobs_packed(model, batch: AnswerBatch) -> tuple[torch.Tensor, tor
                          f"'{_attention(model)}', which does not apply a custom 4D mask")
         return answer_logprobs_full(model, batch)
     b, n, a = batch.answer_ids.shape
-    p = batch.prompt_ids.shape[1]
     dev = batch.prompt_ids.device
     ids = torch.cat([batch.prompt_ids, batch.answer_ids.reshape(b, n * a)], 1)          # (B, L)
     start = batch.prompt_mask.sum(-1, keepdim=True)                                      # (B, 1)
@@ -158,10 +164,7 @@ def answer_logprobs_packed(model, batch: AnswerBatch) -> tuple[torch.Tensor, tor
                    logits_to_keep=n * a + 1).logits                                      # (B, 1+N*A, V)
     first = logits[:, None, :1].expand(b, n, 1, logits.shape[-1])                            # prompt's last column
     per_answer = torch.cat([first, logits[:, 1:].reshape(b, n, a, -1)], 2)               # (B, N, 1+A, V)
-    answers = batch.answer_ids.reshape(b * n, a)
-    labels = torch.cat([torch.full_like(answers[:, :1], IGNORE),
-                        answers.masked_fill(batch.answer_mask.reshape(b * n, a) == 0, IGNORE)], 1)
-    logps, counts = sequence_logprobs(per_answer.reshape(b * n, 1 + a, -1), labels)
+    logps, counts = sequence_logprobs(per_answer.reshape(b * n, 1 + a, -1), _answer_labels(batch))
     return logps.view(b, n), counts.view(b, n)
 
 
