@@ -6,7 +6,7 @@ import torch
 
 from sdporec.batching import collate, split_chosen_rejected
 from sdporec.logprobs import (IGNORE, answer_logprobs, answer_logprobs_cached, answer_logprobs_full,
-                              answer_logprobs_packed, packed_mask, sequence_logprobs)
+                              answer_logprobs_packed, pack_rows, packed_mask, sequence_logprobs)
 from sdporec.prompts import build_prompt
 
 
@@ -61,20 +61,42 @@ def test_text_answers_of_different_lengths_are_scored_exactly(tiny_llama, shared
     torch.testing.assert_close(shared_fn(model, batch)[0], answer_logprobs_full(model, batch)[0],
                                atol=1e-5, rtol=0)
     assert shared_fn(model, batch)[1].tolist() == [[3, 2], [2, 4]]
+    grads = []
+    for fn in (shared_fn, answer_logprobs_full):
+        model.zero_grad()
+        (fn(model, batch)[0] * torch.tensor([[1.0, -0.5], [0.3, 2.0]])).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for x, y in zip(*grads):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+
+
+def test_pack_rows_by_hand():
+    # Sample 0: prompt [pad, p1, p2], answers [a0] and [b0, b1]; sample 1: prompt [q0, q1, q2], answers
+    # [c0, c1, c2] and [d0]. Answers keep their real tokens only; sample 0's row ends in tail padding.
+    batch = collate([[11, 12], [20, 21, 22]], [[[31], [41, 42]], [[51, 52, 53], [61]]], pad_id=0)
+    rows = pack_rows(batch)
+    assert rows.ids.tolist() == [[0, 11, 12, 31, 41, 42, 0], [20, 21, 22, 51, 52, 53, 61]]
+    assert rows.real.int().tolist() == [[0, 1, 1, 1, 1, 1, 0], [1] * 7]
+    assert rows.block.tolist() == [[-1, -1, -1, 0, 1, 1, -2], [-1, -1, -1, 0, 0, 0, 1]]
+    # Every answer starts where its prompt ends: 2 real prompt tokens in sample 0, 3 in sample 1.
+    assert rows.positions.tolist() == [[0, 0, 1, 2, 2, 3, 0], [0, 1, 2, 3, 4, 5, 3]]
+    assert rows.cols[0, :, :2].tolist() == [[3, 4], [4, 5]]      # a0 (then a padding slot), b0 b1
+    assert rows.cols[1, :, 0].tolist() == [3, 6]
 
 
 def test_packed_mask_by_hand():
-    # One sample: prompt [pad, p1, p2] (P = 3), two answers of width 2: [a0, pad] and [b0, b1].
-    allowed = packed_mask(torch.tensor([[0, 1, 1]]), torch.tensor([[[1, 0], [1, 1]]]))[0, 0].int()
+    # One row: prompt [pad, p1, p2], answer 0 [a0], answer 1 [b0, b1], then tail padding.
+    allowed = packed_mask(torch.tensor([[0, 1, 1, 1, 1, 1, 0]]).bool(),
+                          torch.tensor([[-1, -1, -1, 0, 1, 1, -2]]))[0, 0].int()
     expected = torch.tensor([
-        # pad p1 p2 a0 .  b0 b1   (keys)
+        # pad p1 p2 a0 b0 b1 tail   (keys)
         [1, 0, 0, 0, 0, 0, 0],    # pad: itself only
         [0, 1, 0, 0, 0, 0, 0],    # p1
         [0, 1, 1, 0, 0, 0, 0],    # p2
         [0, 1, 1, 1, 0, 0, 0],    # a0: the prompt and itself
-        [0, 1, 1, 1, 1, 0, 0],    # answer padding (never scored): sees like a0, and no one sees it
-        [0, 1, 1, 0, 0, 1, 0],    # b0: the prompt, not answer a
-        [0, 1, 1, 0, 0, 1, 1],    # b1
+        [0, 1, 1, 0, 1, 0, 0],    # b0: the prompt, not answer 0
+        [0, 1, 1, 0, 1, 1, 0],    # b1
+        [0, 1, 1, 0, 0, 0, 1],    # tail padding (never scored): no one sees it
     ])
     assert torch.equal(allowed, expected)
 

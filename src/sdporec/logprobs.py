@@ -5,8 +5,9 @@ prompt in an `AnswerBatch` (layout in `batching.py`) are scored with the prompt 
 ~100 tokens and answers of a few are the usual case, so this avoids most of the compute), in one of two
 ways that give the same numbers (to 1e-5, tested):
 
-- `answer_logprobs_packed` (the default, `answer_logprobs`): one row per sample, the prompt then all N
-  answers, under a 4D block mask. Needs an attention that applies custom 4D masks (eager, SDPA).
+- `answer_logprobs_packed` (the default, `answer_logprobs`): one row per sample, the prompt then the real
+  tokens of all N answers (`pack_rows`), under a 4D block mask. Needs an attention that applies custom
+  4D masks (eager, SDPA).
 - `answer_logprobs_cached`: the prompt runs alone, its key/value cache is copied N times and only the
   answer tokens run on top. Needs a reusable cache, which transformers keeps neither under gradient
   checkpointing nor for every model.
@@ -19,6 +20,7 @@ against. Gradients flow through all three, so training and scoring use the same 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -117,31 +119,74 @@ def _maskable(model) -> bool:
     return _attention(model) in _MASKABLE
 
 
-def packed_mask(prompt_mask: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
-    """Who may attend to whom in a packed row [prompt (P) | answer 0 (A) | ... | answer N-1 (A)].
+@dataclass
+class PackedRows:
+    """A batch as one row per sample: [prompt (P, left-padded as given) | answer 0 | ... | answer N-1 |
+    tail padding]. Each answer contributes its real tokens only, so titles of different lengths cost no
+    per-answer padding (text titles: about 3x fewer answer columns on LastFM); rows are right-padded to
+    the longest. Shapes, L = P + the longest row's answer tokens:
 
-    prompt_mask (B, P), answer_mask (B, N, A) -> bool (B, 1, L, L), L = P + N*A, True = may attend.
-    A prompt token sees the real prompt tokens up to itself; a token of answer j sees the whole real
-    prompt and answer j's real tokens up to itself, never another answer. Every token also sees itself,
-    so padding rows are never fully masked (softmax over nothing gives NaN)."""
-    b, n, a = answer_mask.shape
-    p = prompt_mask.shape[1]
-    length = p + n * a
-    dev = prompt_mask.device
-    real = torch.cat([prompt_mask, answer_mask.reshape(b, n * a)], 1).bool()          # (B, L)
-    block = torch.cat([torch.full((p,), -1, device=dev),
-                       torch.arange(n, device=dev).repeat_interleave(a)])               # (L,) -1 = prompt
-    idx = torch.arange(length, device=dev)
-    causal = idx[None, :] <= idx[:, None]                                                # (L, L) q >= k
-    same = (block[:, None] == block[None, :]) | (block[None, :] == -1)                  # key in own block or prompt
-    allowed = (causal & same)[None] & real[:, None, :]                                   # (B, L, L)
-    allowed |= torch.eye(length, dtype=torch.bool, device=dev)[None]
+        ids (B, L)        token ids (0 on tail padding, never attended to)
+        real (B, L)       True on real tokens
+        block (B, L)      -1 prompt, j answer j, -2 tail padding
+        positions (B, L)  the prompt's own positions; answer tokens continue from the prompt's end
+        cols (B, N, A)    each answer token's column (padding tokens: a clamped column, never scored)
+    """
+    ids: torch.Tensor
+    real: torch.Tensor
+    block: torch.Tensor
+    positions: torch.Tensor
+    cols: torch.Tensor
+
+
+def pack_rows(batch: AnswerBatch) -> PackedRows:
+    b, n, a = batch.answer_ids.shape
+    p = batch.prompt_ids.shape[1]
+    dev = batch.prompt_ids.device
+    amask = batch.answer_mask.bool()                                                    # (B, N, A)
+    lens = amask.sum(-1)                                                                # (B, N)
+    t = torch.arange(a, device=dev)
+    assert torch.equal(amask, t < lens[..., None]), "answers must be right-padded (see batching.py)"
+    length = p + int(lens.sum(-1).max())
+    cols = (p + (lens.cumsum(-1) - lens)[..., None] + t).clamp(max=length - 1)          # (B, N, A)
+    rows = torch.arange(b, device=dev)[:, None, None].expand(b, n, a)[amask]
+    at = cols[amask]                                                                    # real answer tokens
+    ids = torch.zeros((b, length), dtype=batch.prompt_ids.dtype, device=dev)
+    ids[:, :p] = batch.prompt_ids
+    ids[rows, at] = batch.answer_ids[amask]
+    real = torch.zeros((b, length), dtype=torch.bool, device=dev)
+    real[:, :p] = batch.prompt_mask.bool()
+    real[rows, at] = True
+    block = torch.full((b, length), -2, dtype=torch.long, device=dev)
+    block[:, :p] = -1
+    block[rows, at] = torch.arange(n, device=dev)[None, :, None].expand(b, n, a)[amask]
+    positions = torch.zeros((b, length), dtype=torch.long, device=dev)
+    positions[:, :p] = _positions(batch.prompt_mask)
+    start = batch.prompt_mask.sum(-1)                                                   # (B,)
+    positions[rows, at] = (start[:, None, None] + t).expand(b, n, a)[amask]
+    return PackedRows(ids, real, block, positions, cols)
+
+
+def packed_mask(real: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+    """Who may attend to whom in packed rows (`PackedRows.real` and `.block`, both (B, L)).
+
+    -> bool (B, 1, L, L), True = may attend. A prompt token sees the real prompt tokens up to itself; a
+    token of answer j sees the whole real prompt and answer j's tokens up to itself, never another
+    answer. Every token also sees itself, so padding rows are never fully masked (softmax over nothing
+    gives NaN)."""
+    length = real.shape[1]
+    idx = torch.arange(length, device=real.device)
+    causal = idx[None, :] <= idx[:, None]                                               # (L, L) q >= k
+    same = (block[:, :, None] == block[:, None, :]) | (block[:, None, :] == -1)         # (B, L, L)
+    allowed = causal[None] & same & real[:, None, :]
+    allowed |= torch.eye(length, dtype=torch.bool, device=real.device)[None]
     return allowed[:, None]
 
 
 def answer_logprobs_packed(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (log-probs (B, N), answer token counts (B, N)) from one row per sample under `packed_mask`, each
-    answer's position ids continuing from its prompt's end (as if it followed the prompt alone)."""
+    """-> (log-probs (B, N), answer token counts (B, N)) from one packed row per sample (`pack_rows`)
+    under `packed_mask`, each answer's position ids continuing from its prompt's end (as if it followed
+    the prompt alone)."""
     if not _maskable(model):
         if not _checkpointing(model):
             return answer_logprobs_cached(model, batch)   # flash attention and the like: the cache path
@@ -149,21 +194,20 @@ def answer_logprobs_packed(model, batch: AnswerBatch) -> tuple[torch.Tensor, tor
                          f"'{_attention(model)}', which does not apply a custom 4D mask")
         return answer_logprobs_full(model, batch)
     b, n, a = batch.answer_ids.shape
-    dev = batch.prompt_ids.device
-    ids = torch.cat([batch.prompt_ids, batch.answer_ids.reshape(b, n * a)], 1)          # (B, L)
-    start = batch.prompt_mask.sum(-1, keepdim=True)                                      # (B, 1)
-    positions = torch.cat([_positions(batch.prompt_mask),
-                           (start + torch.arange(a, device=dev)).repeat(1, n)], 1)       # (B, L)
+    p = batch.prompt_ids.shape[1]
+    rows = pack_rows(batch)
     dtype = next(model.parameters()).dtype
     dtype = dtype if dtype.is_floating_point else torch.float32
-    allowed = packed_mask(batch.prompt_mask, batch.answer_mask)
+    allowed = packed_mask(rows.real, rows.block)
     # Additive form: eager attention adds the mask to the scores; SDPA takes either form.
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill(~allowed, torch.finfo(dtype).min)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
     # Only the prompt's last column and the answers' columns are scored: keep those logits only.
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                   logits_to_keep=n * a + 1).logits                                      # (B, 1+N*A, V)
-    first = logits[:, None, :1].expand(b, n, 1, logits.shape[-1])                            # prompt's last column
-    per_answer = torch.cat([first, logits[:, 1:].reshape(b, n, a, -1)], 2)               # (B, N, 1+A, V)
+    kept = rows.ids.shape[1] - p + 1
+    logits = model(input_ids=rows.ids, attention_mask=mask, position_ids=rows.positions,
+                   logits_to_keep=kept).logits                                          # (B, kept, V)
+    # Per answer, the columns [prompt's last | its tokens] in kept-logits coordinates (0 = column P-1).
+    index = torch.cat([torch.zeros_like(rows.cols[..., :1]), rows.cols - (p - 1)], -1)  # (B, N, 1+A)
+    per_answer = logits.gather(1, index.reshape(b, -1, 1).expand(-1, -1, logits.shape[-1]))
     logps, counts = sequence_logprobs(per_answer.reshape(b * n, 1 + a, -1), _answer_labels(batch))
     return logps.view(b, n), counts.view(b, n)
 
