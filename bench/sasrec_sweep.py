@@ -1,7 +1,7 @@
 """SASRec tuning on LastFM: size, layers and dropout, chosen on the held-out validation rows (the last 5%
 of training, as in bench/quality.py), then measured on resampled/lastfm-val.json. Finished runs are kept.
 
-    .venv/bin/python bench/sasrec_sweep.py [--data runs/q10/lastfm/data] [--out runs/sasrec-sweep]
+    .venv/bin/python bench/sasrec_sweep.py [--data runs/quality/lastfm/data] [--out runs/sasrec-sweep]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ GRID = [(64, 2, 0.2), (128, 2, 0.2), (64, 1, 0.2), (64, 2, 0.5), (128, 2, 0.5), 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(ROOT / "runs" / "q10" / "lastfm" / "data"))
+    ap.add_argument("--data", default=str(ROOT / "runs" / "quality" / "lastfm" / "data"))
     ap.add_argument("--out", default=str(ROOT / "runs" / "sasrec-sweep"))
     ap.add_argument("--epochs", type=int, default=20)
     args = ap.parse_args()
