@@ -123,8 +123,8 @@ def _maskable(model) -> bool:
 class PackedRows:
     """A batch as one row per sample: [prompt (P, left-padded as given) | answer 0 | ... | answer N-1 |
     tail padding]. Each answer contributes its real tokens only, so titles of different lengths cost no
-    per-answer padding (text titles: about 3x fewer answer columns on LastFM); rows are right-padded to
-    the longest. Shapes, L = P + the longest row's answer tokens:
+    per-answer padding; rows are right-padded to the longest. Shapes, L = P + the longest row's answer
+    tokens:
 
         ids (B, L)        token ids (0 on tail padding, never attended to)
         real (B, L)       True on real tokens
@@ -200,7 +200,8 @@ def answer_logprobs_packed(model, batch: AnswerBatch) -> tuple[torch.Tensor, tor
     dtype = dtype if dtype.is_floating_point else torch.float32
     allowed = packed_mask(rows.real, rows.block)
     # Additive form: eager attention adds the mask to the scores; SDPA takes either form.
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min)
     # Only the prompt's last column and the answers' columns are scored: keep those logits only.
     kept = rows.ids.shape[1] - p + 1
     logits = model(input_ids=rows.ids, attention_mask=mask, position_ids=rows.positions,
