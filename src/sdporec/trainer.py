@@ -212,10 +212,12 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
             trainer_state = {"epoch": epoch, "micro": micro, "opt_step": opt_step, "best": best,
                              "elapsed": time.time() - started, "window": window, "config": asdict(cfg)}
             (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
-            shutil.rmtree(name, ignore_errors=True)
-            os.replace(tmp, name)
+            # Older checkpoints go before the new one is renamed into place, so that a kill at any moment
+            # leaves at most 2 and at least 1 complete one (pruning after the rename left 3 for a moment).
             for old in sorted(p for p in ckpt_root.glob("step-*") if p != name)[:-1]:
                 shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(name, ignore_errors=True)
+            os.replace(tmp, name)
         acc.wait_for_everyone()
 
     def validate(epoch: float) -> None:
