@@ -11,6 +11,8 @@ OUT=${2:-runs/seeds}
 PY=${PY:-.venv/bin/python}
 SEEDS=${SEEDS:-1}
 DATASETS=${DATASETS:-lastfm movielens}
+# Runs sdporec with its output in LOG; on failure shows that log and stops.
+logged() { local log=$1; shift; $PY -m sdporec "$@" >> "$log" 2>&1 || { cat "$log" >&2; exit 1; }; }
 for ds in $DATASETS; do
   case $ds in
     lastfm) domain=music; eval=../shared/data/lastfm/resampled/lastfm-val.json ;;
@@ -23,11 +25,11 @@ for ds in $DATASETS; do
       run=$OUT/$ds/$1-seed$seed
       mkdir -p "$OUT/$ds"
       [ -f "$run/eval/metrics.json" ] && continue
-      $PY -m sdporec dpo --loss "$1" --negatives "$2" --seed "$seed" --eval-every 300 --eval-samples 1000 \
+      : > "$run.log"
+      logged "$run.log" dpo --loss "$1" --negatives "$2" --seed "$seed" --eval-every 300 --eval-samples 1000 \
         --model "$Q/$ds/sft/model" --train "$Q/$ds/data/train.jsonl" --valid "$Q/$ds/data/valid.jsonl" \
-        --domain $domain --no-progress --out "$run" > "$run.log" 2>&1 || { cat "$run.log" >&2; exit 1; }
-      $PY -m sdporec evaluate --model "$run/model" --data "$eval" --domain $domain --no-progress \
-        --out "$run/eval" >> "$run.log" 2>&1
+        --domain $domain --no-progress --out "$run"
+      logged "$run.log" evaluate --model "$run/model" --data "$eval" --domain $domain --no-progress --out "$run/eval"
     done
   done
 done

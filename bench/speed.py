@@ -175,8 +175,9 @@ def main() -> None:
         return
     passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("case", "out")]
     results = []
-    kinds = KINDS if LASTFM.is_file() else KINDS[:2]
+    kinds = KINDS
     if not LASTFM.is_file():
+        kinds = KINDS[:2]
         print(f"no {LASTFM}: the LastFM-titles rows are left out", flush=True)
     cases = [{"layout": lay, "codec_kind": c, "k": k} for c in kinds for k in (1, 3, 7)
              for lay in ("paper", "cache", "packed")]
