@@ -22,8 +22,8 @@ from .samples import SEP, DataError
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 # SHA-256 of the two files we read, as GroupLens distributes them (checked after a download).
-ML100K_SHA256 = {"u.data": "f30990191c9ccfc53952ae5d6e29c78a3e35d7237d3127a7392ae534facea542",
-                 "u.item": "7a6503febd0a706078e27370f207d1d6acefbdb89d2b6ce25b02a03621e81c88"}
+ML100K_SHA256 = {"u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
+                 "u.item": "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701"}
 
 
 @dataclass
