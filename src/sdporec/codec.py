@@ -13,6 +13,7 @@ Two kinds share one interface, so training and evaluation never ask which one th
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -35,10 +36,11 @@ def _word_token(word: str) -> str:
 class _Codec:
     kind: str
     tokenizer: object
+    chat = False
 
     def save(self, out_dir: str | Path) -> None:
         self.tokenizer.save_pretrained(str(out_dir))
-        (Path(out_dir) / CODEC_FILE).write_text(json.dumps({"kind": self.kind}) + "\n")
+        (Path(out_dir) / CODEC_FILE).write_text(json.dumps({"kind": self.kind, "chat": self.chat}) + "\n")
 
 
 class ItemCodec(_Codec):
@@ -83,22 +85,34 @@ class ItemCodec(_Codec):
 
 
 class TextCodec(_Codec):
+    """Titles as text. With `chat`, the prompt is the user turn of the tokenizer's chat template and the
+    answer follows the assistant turn's opening (title, then EOS, which is the template's end of turn);
+    without it, the prompt is plain text and the answer is " " + title, then EOS. Every stage encodes
+    through this one object, so SFT, the reference pass, ranking, generation and `recommend` see the same
+    prompt."""
     kind = "text"
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, chat: bool = False):
+        if chat and not getattr(tokenizer, "chat_template", None):
+            raise ValueError("the tokenizer has no chat template")
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; answers must end with one")
         if tokenizer.pad_token_id is None:
             # Our batches carry their own masks, so padding with EOS changes no result.
             tokenizer.pad_token = tokenizer.eos_token
-        self.tokenizer = tokenizer
+        self.tokenizer, self.chat = tokenizer, chat
         self.pad_id, self.eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
-        return list(self.tokenizer(prompt.text, add_special_tokens=True)["input_ids"])
+        if not self.chat:
+            return list(self.tokenizer(prompt.text, add_special_tokens=True)["input_ids"])
+        text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt.text}],
+                                                  add_generation_prompt=True, tokenize=False)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def encode_answer(self, title: str) -> list[int]:
-        return list(self.tokenizer(" " + title, add_special_tokens=False)["input_ids"]) + [self.eos_id]
+        text = title if self.chat else " " + title
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + [self.eos_id]
 
     def decode(self, ids: Sequence[int]) -> str:
         ids = list(ids)
@@ -123,10 +137,34 @@ def build_item_codec(titles: Sequence[str]) -> ItemCodec:
     return ItemCodec(hf)
 
 
-def load_codec(path: str) -> ItemCodec | TextCodec:
+CHAT_CHOICES = ("auto", "on", "off")
+
+
+def load_codec(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:
+    """The codec of a checkpoint (as it was trained: `sdporec_codec.json`) or of any model's tokenizer.
+
+    `chat_template`: `auto` keeps a checkpoint's recorded choice and otherwise uses the tokenizer's chat
+    template where it has one; `on` / `off` decide (a choice that differs from the recorded one is
+    honoured with a warning: the model was trained on the other prompts)."""
     from transformers import AutoTokenizer
 
+    from .sources import is_gguf, load_gguf_tokenizer
+
     marker = Path(path) / CODEC_FILE
-    kind = json.loads(marker.read_text())["kind"] if marker.is_file() else "text"
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    return ItemCodec(tokenizer) if kind == "items" else TextCodec(tokenizer)
+    recorded = json.loads(marker.read_text()) if marker.is_file() else {}
+    tokenizer = load_gguf_tokenizer(path) if is_gguf(path) else AutoTokenizer.from_pretrained(path)
+    if recorded.get("kind") == "items":
+        return ItemCodec(tokenizer)
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if chat_template == "auto":
+        chat = recorded.get("chat", has_template if not recorded else False)
+    else:
+        chat = chat_template == "on"
+        if "chat" in recorded and recorded["chat"] != chat:
+            warnings.warn(f"{path} was trained with chat_template {'on' if recorded['chat'] else 'off'}; "
+                          f"using {chat_template} as asked, so its prompts differ from training's")
+    if chat and not has_template:
+        from .config import ConfigError
+
+        raise ConfigError(f"setting 'chat_template': {path}'s tokenizer has no chat template; use auto or off")
+    return TextCodec(tokenizer, chat)

@@ -18,11 +18,13 @@ import torch
 from tqdm.auto import tqdm
 
 from .batching import collate
+from .codec import CHAT_CHOICES
 from .config import opt, require, require_cuda_for_4bit, save_config
 from .logprobs import LAYOUTS, layout_fn
 from .metrics import generation_metrics, parse_generation, rank_of_target, ranking_metrics
 from .prompts import DOMAINS, build_prompt
 from .samples import Sample, atomic_write_text, read_samples, write_jsonl
+from .sources import resolve_model
 
 PROTOCOLS = ("ranking", "generation")
 Scorer = Callable[[Sequence[Sample]], list[list[float]]]
@@ -40,10 +42,16 @@ def ranking_results(samples: Sequence[Sample], scores: Sequence[Sequence[float]]
     return ranking_metrics(ranks), rows
 
 
+SCORES = ("sum", "mean")
+
+
 def lm_scorer(model, codec, domain: str, batch_size: int = 16, template: int = 0,
-              progress: bool = True, layout: str = "packed") -> Scorer:
-    """Scores every candidate of every sample by its answer log-prob; the prompt is run once per sample
-    (`layout`: see `logprobs.layout_fn`; `paper` runs it once per candidate, for comparisons)."""
+              progress: bool = True, layout: str = "packed", score: str = "sum") -> Scorer:
+    """Scores every candidate of every sample by its answer log-prob (`score`: `sum` over the answer's
+    tokens, title and EOS, or their `mean`, which does not favour short titles); the prompt is run once
+    per sample (`layout`: see `logprobs.layout_fn`; `paper` runs it once per candidate, for comparisons)."""
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     logprobs = layout_fn(layout)
 
     def score(samples: Sequence[Sample]) -> list[list[float]]:
@@ -60,7 +68,9 @@ def lm_scorer(model, codec, domain: str, batch_size: int = 16, template: int = 0
                         [codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template)) for s in chunk],
                         _same_size([[codec.encode_answer(c) for c in s.candidates] for s in chunk], codec.pad_id),
                         codec.pad_id).to(device)
-                    logps, _ = logprobs(model, batch)
+                    logps, counts = logprobs(model, batch)
+                    if score == "mean":
+                        logps = logps / counts.clamp(min=1)
                     out.extend([row[:len(s.candidates)] for row, s in zip(logps.tolist(), chunk)])
         finally:
             model.train(was_training)
@@ -154,6 +164,11 @@ class EvaluateConfig:
     limit: int = opt(0, "evaluate only the first N samples (0: all)")
     dtype: str = opt("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
     load_in_4bit: bool = opt(False, "load the base model in 4-bit NF4 (bitsandbytes, CUDA only)")
+    score: str = opt("sum", "ranking: a candidate's score is the sum of its answer tokens' log-probs (title + "
+                     "EOS) or their mean (per token: no preference for short titles)", choices=SCORES)
+    chat_template: str = opt("auto", "text prompts in the tokenizer's chat template: auto (what the checkpoint "
+                             "was trained with; else on where the tokenizer has one), on or off",
+                             choices=CHAT_CHOICES)
     layout: str = opt("packed", "ranking: packed scores all candidates in one row with the prompt, under a "
                       "block mask; cache on copies of the prompt's key/value cache; paper runs prompt + "
                       "candidate 20 times (for comparisons)", choices=LAYOUTS)
@@ -168,14 +183,16 @@ class EvaluateConfig:
         require(self.limit >= 0, "limit", "must not be negative")
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         require_cuda_for_4bit(self.load_in_4bit)
+        self.model = resolve_model(self.model)
 
 
 def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domain: str, batch_size: int = 16,
-                   max_new_tokens: int = 20, progress: bool = True, layout: str = "packed") -> tuple[dict, list[dict]]:
+                   max_new_tokens: int = 20, progress: bool = True, layout: str = "packed",
+                   score: str = "sum") -> tuple[dict, list[dict]]:
     """The one evaluation entry point for language models, for both protocols."""
     if protocol == "generation":
         return evaluate_generation(model, codec, samples, domain, batch_size, max_new_tokens, progress=progress)
-    scorer = lm_scorer(model, codec, domain, batch_size, progress=progress, layout=layout)
+    scorer = lm_scorer(model, codec, domain, batch_size, progress=progress, layout=layout, score=score)
     return evaluate_ranking(scorer, samples)
 
 
@@ -187,14 +204,16 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     samples = read_samples(cfg.data, "eval")
     samples = samples[:cfg.limit] if cfg.limit else samples
     state = process_state(cfg.device)
-    model, codec = load_model(cfg.model, cfg.dtype, cfg.load_in_4bit)
+    model, codec = load_model(cfg.model, cfg.dtype, cfg.load_in_4bit, cfg.chat_template)
     model.to(state.device if state.num_processes > 1 else pick_device(cfg.device))
     started = time.time()
     metrics, rows = evaluate_sharded(
         lambda part: evaluate_model(model, codec, part, cfg.protocol, cfg.domain, cfg.batch_size,
-                                    cfg.max_new_tokens, cfg.progress and state.is_main_process, cfg.layout),
+                                    cfg.max_new_tokens, cfg.progress and state.is_main_process, cfg.layout,
+                                    cfg.score),
         samples, state.process_index, state.num_processes)
-    extra = {"protocol": cfg.protocol, "model": cfg.model, "data": cfg.data,
+    extra = {"protocol": cfg.protocol, "score": cfg.score if cfg.protocol == "ranking" else None,
+             "chat_template": getattr(codec, "chat", False), "model": cfg.model, "data": cfg.data,
              "seconds": round(time.time() - started, 1), "processes": state.num_processes}
     if state.is_main_process:
         save_config(cfg, cfg.out)

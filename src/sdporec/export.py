@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .config import ConfigError, opt, require
+from .sources import resolve_model
 
 
 @dataclass
 class ExportConfig:
-    model: str = opt("", "checkpoint directory to export (full model or LoRA adapter)")
+    model: str = opt("", "checkpoint directory to export (full model or LoRA adapter), or a GGUF file (written "
+                     "dequantised, as an ordinary checkpoint)")
     out: str = opt("", "directory for the exported model")
     merge: bool = opt(False, "fold a LoRA adapter into its base weights and write a full model")
     dtype: str = opt("float32", "dtype of the written weights", choices=("float32", "bfloat16", "float16"))
@@ -22,6 +24,7 @@ class ExportConfig:
     def validate(self) -> None:
         require(bool(self.model), "model", "required")
         require(bool(self.out), "out", "required")
+        self.model = resolve_model(self.model)
 
 
 def run_export(cfg: ExportConfig) -> dict:

@@ -186,7 +186,8 @@ def packed_mask(real: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
 def answer_logprobs_packed(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (log-probs (B, N), answer token counts (B, N)) from one packed row per sample (`pack_rows`)
     under `packed_mask`, each answer's position ids continuing from its prompt's end (as if it followed
-    the prompt alone)."""
+    the prompt alone). Logits are formed only at the positions that predict a real answer token, a chunk
+    at a time (`label_logprobs`)."""
     if not _maskable(model):
         if not _checkpointing(model):
             return answer_logprobs_cached(model, batch)   # flash attention and the like: the cache path
@@ -202,15 +203,101 @@ def answer_logprobs_packed(model, batch: AnswerBatch) -> tuple[torch.Tensor, tor
     # Additive form: eager attention adds the mask to the scores; SDPA takes either form.
     mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
         ~allowed, torch.finfo(dtype).min)
-    # Only the prompt's last column and the answers' columns are scored: keep those logits only.
-    kept = rows.ids.shape[1] - p + 1
-    logits = model(input_ids=rows.ids, attention_mask=mask, position_ids=rows.positions,
-                   logits_to_keep=kept).logits                                          # (B, kept, V)
-    # Per answer, the columns [prompt's last | its tokens] in kept-logits coordinates (0 = column P-1).
-    index = torch.cat([torch.zeros_like(rows.cols[..., :1]), rows.cols - (p - 1)], -1)  # (B, N, 1+A)
-    per_answer = logits.gather(1, index.reshape(b, -1, 1).expand(-1, -1, logits.shape[-1]))
-    logps, counts = sequence_logprobs(per_answer.reshape(b * n, 1 + a, -1), _answer_labels(batch))
-    return logps.view(b, n), counts.view(b, n)
+    inputs = dict(input_ids=rows.ids, attention_mask=mask, position_ids=rows.positions)
+    real = batch.answer_mask.bool()                                                     # (B, N, A)
+    # Each real answer token is predicted at the column before it: the prompt's last column for its first
+    # token, its previous token's column for the others.
+    before = torch.cat([torch.full_like(rows.cols[..., :1], p - 1), rows.cols[..., :-1]], -1)
+    sample = torch.arange(b, device=real.device)[:, None, None].expand(b, n, a)[real]    # (M,)
+    column = before[real]                                                               # (M,)
+    head = HiddenHead.run(model, inputs) or KeptLogits.run(model, inputs, p - 1)
+    tokens = label_logprobs(head, sample, column, batch.answer_ids[real])               # (M,)
+    answer = (torch.arange(b * n, device=real.device).view(b, n, 1).expand(b, n, a))[real]
+    logps = torch.zeros(b * n, dtype=tokens.dtype, device=tokens.device).index_add(0, answer, tokens)
+    return logps.view(b, n), real.sum(-1)
+
+
+# Logits held at once by `label_logprobs`: positions per chunk x vocabulary size (64 MB in float32).
+CHUNK_ELEMENTS = 1 << 24
+
+
+def label_logprobs(head, sample: torch.Tensor, column: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(labels[i]) at position (sample[i], column[i]) for M positions -> (M,).
+
+    `head.logits(sample, column)` gives those positions' logits (m, V); they are formed a chunk of
+    positions at a time, so at most CHUNK_ELEMENTS logits exist at once (plus what autograd keeps when
+    training), and only the log-sum-exp runs in float32."""
+    step = max(1, CHUNK_ELEMENTS // head.vocab)
+    out = []
+    for i in range(0, labels.numel(), step):
+        logits = head.logits(sample[i:i + step], column[i:i + step])
+        picked = logits.gather(-1, labels[i:i + step, None]).squeeze(-1)
+        out.append(picked.float() - torch.logsumexp(logits.float(), -1))
+    return torch.cat(out) if out else torch.zeros(0, device=labels.device)
+
+
+def _causal_lm(model):
+    """The transformers model inside DDP-style (`.module`) and peft (`get_base_model`) wrappers."""
+    while not hasattr(model, "config") and hasattr(model, "module"):
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _sharded(model) -> bool:
+    """FSDP or DeepSpeed ZeRO-3 hold parameters sharded outside their forward: the head cannot be applied
+    by hand there."""
+    return any(type(m).__name__.startswith(("FullyShardedDataParallel", "FSDP", "DeepSpeed")) or
+               hasattr(getattr(m, "weight", None), "ds_id") for m in (model, *model.modules()))
+
+
+# Configs whose causal-LM head does more than the output embedding (and soft-capping, which is applied).
+_HEAD_EXTRAS = ("logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+@dataclass
+class HiddenHead:
+    """The decoder's final hidden states (the model runs with `logits_to_keep=1`), turned into logits by
+    the model's own output embedding only where asked."""
+    hidden: torch.Tensor
+    embedding: torch.nn.Module
+    softcap: float | None
+    vocab: int
+
+    @classmethod
+    def run(cls, model, inputs: dict) -> "HiddenHead | None":
+        lm = _causal_lm(model)
+        decoder, embedding = getattr(lm, "base_model", lm), lm.get_output_embeddings()
+        if decoder is lm or embedding is None or _sharded(model) or \
+                any(getattr(lm.config, k, None) not in (None, 1, 1.0) for k in _HEAD_EXTRAS):
+            return None
+        seen: dict[str, torch.Tensor] = {}
+        hook = decoder.register_forward_hook(lambda _m, _i, out: seen.update(hidden=out[0]))   # returns None: output kept
+        try:
+            model(**inputs, logits_to_keep=1)
+        finally:
+            hook.remove()
+        softcap = getattr(lm.config, "final_logit_softcapping", None)
+        return cls(seen["hidden"], embedding, softcap, embedding.weight.shape[0])
+
+    def logits(self, sample: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
+        logits = self.embedding(self.hidden[sample, column])
+        return logits if self.softcap is None else torch.tanh(logits / self.softcap) * self.softcap
+
+
+@dataclass
+class KeptLogits:
+    """The model's own logits from column `first` on (for models whose head is not applied by hand)."""
+    kept: torch.Tensor
+    first: int
+    vocab: int
+
+    @classmethod
+    def run(cls, model, inputs: dict, first: int) -> "KeptLogits":
+        logits = model(**inputs, logits_to_keep=inputs["input_ids"].shape[1] - first).logits
+        return cls(logits, first, logits.shape[-1])
+
+    def logits(self, sample: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
+        return self.kept[sample, column - self.first]
 
 
 answer_logprobs = answer_logprobs_packed

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import Iterator, Sequence
 import torch
 
 from .codec import ItemCodec, TextCodec, build_item_codec, load_codec
+from .config import require
+from .sources import is_gguf, load_gguf_model
 
 BUILTIN = "builtin"
 META_FILE = "sdporec_checkpoint.json"
@@ -60,6 +63,10 @@ def _dtype(name: str) -> torch.dtype:
 def _load_full(path: str, dtype: str, load_in_4bit: bool = False):
     from transformers import AutoModelForCausalLM
 
+    if is_gguf(path):
+        require(not load_in_4bit, "load_in_4bit", f"{path} is a GGUF file: 4-bit NF4 loading takes a Hugging Face "
+                "checkpoint (train a LoRA on the GGUF model, or `sdporec export` it first)")
+        return load_gguf_model(path, _dtype(dtype))
     if not load_in_4bit:
         return AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
     from .config import ConfigError, require_cuda_for_4bit
@@ -97,11 +104,12 @@ def _adapter_base(path: str | Path) -> str:
     return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
 
 
-def load_model(path: str, dtype: str = "float32", load_in_4bit: bool = False):
-    """A trained checkpoint (full or adapter) or any causal LM by directory or hub name, for inference."""
+def load_model(path: str, dtype: str = "float32", load_in_4bit: bool = False, chat_template: str = "auto"):
+    """A trained checkpoint (full or adapter) or any causal LM by directory, hub name or GGUF file, for
+    inference."""
     from peft import PeftModel
 
-    codec = load_codec(path)
+    codec = load_codec(path, chat_template)
     if is_adapter(path):
         with _peft_quietly():
             model = PeftModel.from_pretrained(_load_full(_adapter_base(path), dtype, load_in_4bit), path)
@@ -219,12 +227,12 @@ def _freeze_adapter(model, name: str) -> None:
 
 def policy_from_sft(path: str, lora: bool, r: int, alpha: int, dropout: float, dtype: str,
                     resident_reference: bool = True, load_in_4bit: bool = False,
-                    targets: Sequence[str] = ()) -> tuple[Policy, object]:
+                    targets: Sequence[str] = (), chat_template: str = "auto") -> tuple[Policy, object]:
     """The policy to train and its reference. `resident_reference=False` (full fine-tuning only) keeps
     no second model in memory: the reference is loaded from `path` when asked for."""
     from peft import PeftModel
 
-    codec = load_codec(path)
+    codec = load_codec(path, chat_template)
     if is_adapter(path):
         base = _trainable_base(_load_full(_adapter_base(path), dtype, load_in_4bit))
         with _peft_quietly():
@@ -236,11 +244,24 @@ def policy_from_sft(path: str, lora: bool, r: int, alpha: int, dropout: float, d
     model = _load_full(path, dtype, load_in_4bit)
     if lora:
         return Policy(add_lora(model, r, alpha, dropout, targets)), codec
-    if not resident_reference:
+    if not resident_reference and not is_gguf(path):
         return Policy(model, reference_path=path, dtype=dtype), codec
     ref = copy.deepcopy(model).eval()
     ref.requires_grad_(False)
     return Policy(model, reference_model=ref), codec
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def needs_own_base(source: str) -> bool:
+    """A LoRA adapter over this source keeps its base beside it: the built-in backbone's weights exist
+    nowhere else, and a GGUF file's are only loadable through the gguf package (and slowly)."""
+    return source == BUILTIN or is_gguf(source)
 
 
 def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, meta: dict,
@@ -252,8 +273,8 @@ def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, me
     tmp.mkdir(parents=True)
     if hasattr(model, "peft_config"):
         model.save_pretrained(str(tmp), selected_adapters=["default"])
-        if base_dir is not None:
-            shutil.copytree(base_dir, tmp / "base")
+        if base_dir is not None:   # hard links where the file system allows: the base is the same every save
+            shutil.copytree(base_dir, tmp / "base", copy_function=_link_or_copy)
     else:
         model.save_pretrained(str(tmp), state_dict=state_dict)
     codec.save(tmp)

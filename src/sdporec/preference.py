@@ -6,6 +6,7 @@ prompt the model sees, so they change with every epoch's candidate list.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,11 +20,14 @@ from .config import opt, require
 from .logprobs import layout_fn
 from .losses import LOSSES
 from .distributed import gather, shard
-from .modeling import enable_gradient_checkpointing, is_adapter, policy_from_sft, save_checkpoint
+from .codec import CODEC_FILE
+from .modeling import (enable_gradient_checkpointing, is_adapter, load_model, needs_own_base, policy_from_sft,
+                       save_checkpoint)
 from .reference import cache_key, file_digest, model_fingerprint, reference_logps
 from .samples import Sample
 from .sft import prompt_for
-from .trainer import TrainConfig, start_run, train_loop
+from .sources import is_gguf, resolve_model
+from .trainer import TrainConfig, default_lr, start_run, train_loop
 
 
 @dataclass
@@ -34,7 +38,6 @@ class PreferenceConfig(TrainConfig):
     negatives: int = opt(3, "K, negatives per sample, drawn from the prompt's non-target candidates")
     beta: float = opt(1.0, "beta: scale of the implicit reward")
     epochs: int = opt(1, "passes over the training samples")
-    lr: float = opt(5e-4, "peak learning rate")
     reference_pass: str = opt("precompute", "precompute: score each epoch's answers with the reference before "
                               "the epoch, cached on disk, no reference model held while training; online: "
                               "score them batch by batch", choices=("precompute", "online"))
@@ -42,10 +45,21 @@ class PreferenceConfig(TrainConfig):
                                "beside the SFT checkpoint; 'none' to keep them in memory only)")
 
     def validate(self) -> None:
-        super().validate()
         require(bool(self.model), "model", "required: the SFT checkpoint to start from")
+        self.model = resolve_model(self.model)
+        default_lr(self, "preference", _backbone(self.model, self.lora))
+        super().validate()
         require(self.negatives >= 1, "negatives", "must be at least 1")
         require(self.beta > 0, "beta", "must be positive")
+
+
+def _backbone(model: str, lora: bool) -> str:
+    """What preference training trains: `builtin` (an SFT checkpoint of the built-in backbone, all weights),
+    `lora` (a new adapter, or the SFT checkpoint's own adapter) or `full` (all weights of a text model)."""
+    marker = Path(model) / CODEC_FILE
+    if marker.is_file() and json.loads(marker.read_text()).get("kind") == "items" and not lora:
+        return "builtin"
+    return "lora" if lora or is_adapter(model) else "full"
 
 
 def run_preference(cfg: PreferenceConfig) -> dict:
@@ -53,15 +67,25 @@ def run_preference(cfg: PreferenceConfig) -> dict:
     out, train = run.out, run.train
     items = catalogue(train)
     precompute = cfg.reference_pass == "precompute"
-    policy, codec = policy_from_sft(cfg.model, cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.dtype,
+    source = start = cfg.model
+    if is_gguf(source):   # converted once to a Hugging Face checkpoint, which the policy and reference load
+        start = str(out / "base_model")
+        if run.main:
+            model, codec = load_model(source, cfg.dtype, chat_template=cfg.chat_template)
+            save_checkpoint(model, codec, start, {"stage": "base", "trained_from": source})
+            del model
+        run.acc.wait_for_everyone()
+    policy, codec = policy_from_sft(start, cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.dtype,
                                     resident_reference=not precompute, load_in_4bit=cfg.load_in_4bit,
-                                    targets=cfg.lora_targets)
+                                    targets=cfg.lora_targets, chat_template=cfg.chat_template)
     device = run.acc.device
     if not cfg.load_in_4bit:
         policy.to(device)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(policy.model)
     base_dir = Path(cfg.model) / "base" if is_adapter(cfg.model) and (Path(cfg.model) / "base").is_dir() else None
+    if cfg.lora and needs_own_base(source):   # a new adapter over a GGUF model: its base travels with it
+        base_dir = Path(start)
     loss_fn, k = LOSSES[cfg.loss], cfg.negatives
     if run.main:
         print(f"{cfg.loss}: {len(train)} training samples, K={k}, beta={cfg.beta}, from {cfg.model}, "
@@ -76,7 +100,8 @@ def run_preference(cfg: PreferenceConfig) -> dict:
     beside = Path(cfg.model).parent if Path(cfg.model).is_dir() else out
     cache_dir = None if cfg.reference_cache == "none" else Path(cfg.reference_cache or beside / "reference_cache")
     identity = {"data": file_digest(cfg.train), "model": model_fingerprint(cfg.model), "seed": cfg.seed, "k": k,
-                "domain": cfg.domain, "keep_candidates": cfg.keep_candidates, "dtype": cfg.dtype}
+                "domain": cfg.domain, "keep_candidates": cfg.keep_candidates, "dtype": cfg.dtype,
+                "chat": codec.chat}
 
     def on_epoch_start(epoch: int, samples: Sequence[Sample]) -> None:
         if not precompute:

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import opt, require
-from .evaluate import lm_scorer
+from .codec import CHAT_CHOICES
+from .evaluate import SCORES, lm_scorer
 from .prompts import DOMAINS
 from .samples import DataError, Sample, split_history
+from .sources import resolve_model
 
 
 @dataclass
@@ -21,6 +23,11 @@ class RecommendConfig:
     domain: str = opt("music", "prompt templates to use (template 0)", choices=DOMAINS)
     top: int = opt(0, "print only the N best (0: all)")
     json: bool = opt(False, "print JSON instead of a table")
+    score: str = opt("sum", "a candidate's score: the sum or the per-token mean of its answer's log-probs",
+                     choices=SCORES)
+    chat_template: str = opt("auto", "text prompts in the tokenizer's chat template: auto (what the checkpoint "
+                             "was trained with; else on where the tokenizer has one), on or off",
+                             choices=CHAT_CHOICES)
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
 
     def validate(self) -> None:
@@ -28,6 +35,7 @@ class RecommendConfig:
         require(bool(self.input) != bool(self.history or self.candidates), "input",
                 "give either --input or both --history and --candidates")
         require(self.top >= 0, "top", "must not be negative")
+        self.model = resolve_model(self.model)
 
 
 def read_request(cfg: RecommendConfig) -> Sample:
@@ -56,9 +64,9 @@ def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
     from .modeling import load_model, pick_device
 
     request = read_request(cfg)
-    model, codec = load_model(cfg.model)
+    model, codec = load_model(cfg.model, chat_template=cfg.chat_template)
     model.to(pick_device(cfg.device))
-    scores = lm_scorer(model, codec, cfg.domain, progress=False)([request])[0]
+    scores = lm_scorer(model, codec, cfg.domain, progress=False, score=cfg.score)([request])[0]
     ranked = sorted(zip(request.candidates, scores), key=lambda x: -x[1])
     ranked = ranked[:cfg.top] if cfg.top else ranked
     if cfg.json:

@@ -28,6 +28,9 @@ def model_fingerprint(path: str | Path) -> str:
     """Identity of a checkpoint: its files' names, sizes and modification times (cheap for 7B models;
     any re-save changes it)."""
     path = Path(path)
+    if path.is_file():   # a GGUF file
+        st = path.stat()
+        return f"{path}:{st.st_size}:{st.st_mtime_ns}"
     if not path.is_dir():
         return str(path)  # a hub name: its revision is fixed by the local hub cache
     parts = []

