@@ -92,10 +92,10 @@ def test_chat_on_without_a_template_is_a_config_error(tmp_path, text_model):
         TextCodec(codec.tokenizer, chat=True)
 
 
-def test_sft_and_evaluate_use_the_chat_prompt_throughout(text_model, tmp_path):
+def test_sft_dpo_evaluate_keep_the_chat_prompt_and_the_domain_throughout(text_model, tmp_path):
     d, _ = text_model
     common = ["--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl"), "--epochs", "1",
-              "--batch-size", "8", "--eval-samples", "4", "--no-progress"]
+              "--batch-size", "8", "--eval-samples", "4", "--no-progress", "--domain", "books"]
     assert main(["sft", "--model", str(d / "model"), "--out", str(tmp_path / "sft"), *common]) == 0
     assert json.loads((tmp_path / "sft" / "model" / "sdporec_codec.json").read_text())["chat"] is True
     assert main(["dpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "dpo"), *common]) == 0
@@ -103,6 +103,10 @@ def test_sft_and_evaluate_use_the_chat_prompt_throughout(text_model, tmp_path):
     assert main(["evaluate", "--model", str(tmp_path / "dpo" / "model"), "--data", str(d / "valid.jsonl"),
                  "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["chat_template"] is True
+    assert "domain: books" in (tmp_path / "ev" / "config.yaml").read_text()     # the checkpoint's own domain
+    with pytest.warns(UserWarning, match="trained on books prompts; using --domain music"):
+        assert main(["evaluate", "--model", str(tmp_path / "dpo" / "model"), "--data", str(d / "valid.jsonl"),
+                     "--out", str(tmp_path / "ev2"), "--no-progress", "--domain", "music"]) == 0
 
 
 def test_default_learning_rate_follows_stage_and_backbone(text_model, tmp_path):

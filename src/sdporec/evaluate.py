@@ -161,7 +161,8 @@ class EvaluateConfig:
     out: str = opt("", "output directory for metrics.json and predictions.jsonl")
     protocol: str = opt("ranking", "ranking: score every candidate by its answer log-prob; generation: the "
                         "paper's greedy decoding, valid when exactly one candidate occurs", choices=PROTOCOLS)
-    domain: str = opt("music", "prompt templates to use (template 0 is used)", choices=DOMAINS)
+    domain: str | None = opt(None, "prompt templates to use, template 0 (default: the checkpoint's own, else "
+                             "music)", choices=DOMAINS)
     batch_size: int = opt(16, "samples per batch")
     max_new_tokens: int = opt(20, "generation protocol: most tokens to decode (the paper's evaluation: 20)")
     limit: int = opt(0, "evaluate only the first N samples (0: all)")
@@ -200,10 +201,11 @@ def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domai
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
-    from .modeling import load_model, pick_device  # local: modeling pulls in transformers
+    from .modeling import load_model, pick_device, recorded_domain  # local: modeling pulls in transformers
 
     from .distributed import process_state
 
+    cfg.domain = recorded_domain(cfg.model, cfg.domain)
     samples = read_samples(cfg.data, "eval")
     samples = samples[:cfg.limit] if cfg.limit else samples
     state = process_state(cfg.device)

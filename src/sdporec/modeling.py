@@ -50,6 +50,19 @@ def build_builtin(titles: Sequence[str], size: BuiltinSize, seed: int):
     return LlamaForCausalLM(cfg), codec
 
 
+def recorded_domain(path: str, flag: str | None) -> str:
+    """The prompt domain for a command that loads `path`: the one its training recorded (in
+    `sdporec_checkpoint.json`) unless `flag` names one; a flag that disagrees is honoured with a warning.
+    Without either: music."""
+    meta = Path(path) / META_FILE
+    recorded = json.loads(meta.read_text()).get("config", {}).get("domain") if meta.is_file() else None
+    if flag is None:
+        return recorded or "music"
+    if recorded and recorded != flag:
+        warnings.warn(f"{path} was trained on {recorded} prompts; using --domain {flag} as asked")
+    return flag
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

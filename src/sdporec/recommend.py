@@ -20,7 +20,8 @@ class RecommendConfig:
     history: list[str] = opt([], "titles the user interacted with, oldest first")
     candidates: list[str] = opt([], "titles to rank")
     input: str = opt("", "a JSON file with 'historyList' and 'itemList' (instead of the two flags)")
-    domain: str = opt("music", "prompt templates to use (template 0)", choices=DOMAINS)
+    domain: str | None = opt(None, "prompt templates to use, template 0 (default: the checkpoint's own, else "
+                             "music)", choices=DOMAINS)
     top: int = opt(0, "print only the N best (0: all)")
     json: bool = opt(False, "print JSON instead of a table")
     score: str = opt("sum", "a candidate's score: the sum or the per-token mean of its answer's log-probs",
@@ -61,9 +62,10 @@ def read_request(cfg: RecommendConfig) -> Sample:
 
 
 def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
-    from .modeling import load_model, pick_device
+    from .modeling import load_model, pick_device, recorded_domain
 
     request = read_request(cfg)
+    cfg.domain = recorded_domain(cfg.model, cfg.domain)
     model, codec = load_model(cfg.model, chat_template=cfg.chat_template)
     model.to(pick_device(cfg.device))
     scores = lm_scorer(model, codec, cfg.domain, progress=False, score=cfg.score)([request])[0]
