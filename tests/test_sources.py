@@ -125,3 +125,18 @@ def test_default_learning_rate_follows_stage_and_backbone(text_model, tmp_path):
     explicit = SFTConfig(train=train, out=out, model=str(d / "model"), lora=True, lr=0.123)
     explicit.validate()
     assert explicit.lr == 0.123
+
+
+def test_mean_score_is_the_summed_log_prob_over_the_answer_tokens(text_model):
+    from sdporec.evaluate import lm_scorer
+    from sdporec.modeling import load_model
+
+    d, splits = text_model
+    model, codec = load_model(str(d / "model"), chat_template="off")
+    samples = splits["valid"][:3]
+    summed = lm_scorer(model, codec, "music", batch_size=2, progress=False)(samples)
+    mean = lm_scorer(model, codec, "music", batch_size=2, progress=False, score="mean")(samples)
+    for s, row_sum, row_mean in zip(samples, summed, mean):
+        lengths = [len(codec.encode_answer(c)) for c in s.candidates]
+        assert len(set(lengths)) > 1
+        assert row_mean == pytest.approx([x / n for x, n in zip(row_sum, lengths)], rel=1e-5)

@@ -54,7 +54,7 @@ def lm_scorer(model, codec, domain: str, batch_size: int = 16, template: int = 0
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     logprobs = layout_fn(layout)
 
-    def score(samples: Sequence[Sample]) -> list[list[float]]:
+    def score_all(samples: Sequence[Sample]) -> list[list[float]]:
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
@@ -78,7 +78,7 @@ def lm_scorer(model, codec, domain: str, batch_size: int = 16, template: int = 0
         finally:
             model.train(was_training)
         return out
-    return score
+    return score_all
 
 
 def _same_size(answers: list[list[list[int]]], pad_id: int) -> list[list[list[int]]]:
