@@ -100,8 +100,9 @@ class TrainConfig:
 
 # Peak learning rates when `--lr` is not given, by stage and by what is trained: the built-in backbone
 # (all weights), a LoRA adapter on a pretrained model, or all weights of a pretrained model. The built-in
-# values were chosen on LastFM and MovieLens (README); the LoRA values on SmolLM2-135M (README, "A real
-# pretrained model"); full fine-tuning of a pretrained model uses the usual order of magnitude for it.
+# values were chosen on LastFM and MovieLens, LoRA SFT's on SmolLM2-135M (README, "Little data"); LoRA
+# preference training and full fine-tuning of a pretrained model take the field's usual orders of magnitude
+# (not measured here).
 DEFAULT_LR = {
     ("sft", "builtin"): 1e-3, ("sft", "lora"): 1e-3, ("sft", "full"): 2e-5,
     ("preference", "builtin"): 5e-4, ("preference", "lora"): 1e-4, ("preference", "full"): 5e-6,
