@@ -109,10 +109,15 @@ def _answer_labels(batch: AnswerBatch) -> torch.Tensor:
 _MASKABLE = ("eager", "sdpa")
 
 
-def _attention(model) -> str | None:
+def _unwrapped(model):
+    """The model inside DDP and other wrappers, which keep the transformers model as `.module`."""
     while not hasattr(model, "config") and hasattr(model, "module"):
-        model = model.module   # DDP and other wrappers keep the transformers model as `.module`
-    return getattr(getattr(model, "config", None), "_attn_implementation", None)
+        model = model.module
+    return model
+
+
+def _attention(model) -> str | None:
+    return getattr(getattr(_unwrapped(model), "config", None), "_attn_implementation", None)
 
 
 def _maskable(model) -> bool:
@@ -238,8 +243,7 @@ def label_logprobs(head, sample: torch.Tensor, column: torch.Tensor, labels: tor
 
 def _causal_lm(model):
     """The transformers model inside DDP-style (`.module`) and peft (`get_base_model`) wrappers."""
-    while not hasattr(model, "config") and hasattr(model, "module"):
-        model = model.module
+    model = _unwrapped(model)
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 

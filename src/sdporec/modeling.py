@@ -257,7 +257,7 @@ def policy_from_sft(path: str, lora: bool, r: int, alpha: int, dropout: float, d
     model = _load_full(path, dtype, load_in_4bit)
     if lora:
         return Policy(add_lora(model, r, alpha, dropout, targets)), codec
-    if not resident_reference and not is_gguf(path):
+    if not resident_reference:
         return Policy(model, reference_path=path, dtype=dtype), codec
     ref = copy.deepcopy(model).eval()
     ref.requires_grad_(False)
