@@ -154,7 +154,7 @@ def test_report_compares_several_runs(run_dir, tmp_path, capsys):
 
 def test_report_on_a_directory_without_logs_is_an_error(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
-    assert "neither train_log.jsonl" in capsys.readouterr().err
+    assert "neither a training run's train_log.jsonl" in capsys.readouterr().err
 
 
 def test_report_to_tensorboard_without_the_package_says_so(run_dir, tmp_path, capsys):
@@ -188,6 +188,12 @@ def test_precomputed_reference_equals_online_and_is_reused(run_dir, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")} == stamps   # read, not recomputed
     online, pre, again = (_losses(tmp_path / n) for n in ("online", "pre", "again"))
     assert online == pytest.approx(pre, abs=1e-5) and pre == again
+    # Settings that change the reference's numbers get their own entries, never the float32 ones.
+    assert main([*common, "--out", str(tmp_path / "bf16"), "--reference-cache", str(cache),
+                 "--mixed-precision", "bf16"]) == 0
+    assert len(list(cache.glob("*.pt"))) == 4 and {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert main([*common, "--out", str(tmp_path / "layout"), "--reference-cache", str(cache), "--layout", "paper"]) == 0
+    assert len(list(cache.glob("*.pt"))) == 6
 
 
 def test_precompute_holds_no_reference_model(run_dir):

@@ -13,14 +13,18 @@ def parse(argv):
     return build_parser().parse_args(argv)
 
 
-def test_flags_come_from_the_dataclass():
+def test_flags_come_from_the_dataclass(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.json").write_text("[]")
     args = parse(["dpo", "--train", "t.json", "--out", "o", "--model", "m", "--loss", "dpo", "--negatives", "1",
                   "--beta", "0.5", "--no-progress"])
     cfg = resolve(PreferenceConfig, args)
     assert (cfg.loss, cfg.negatives, cfg.beta, cfg.progress, cfg.epochs) == ("dpo", 1, 0.5, False, 1)
 
 
-def test_yaml_then_flags_override(tmp_path):
+def test_yaml_then_flags_override(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.json").write_text("[]")
     f = tmp_path / "c.yaml"
     f.write_text(yaml.safe_dump({"train": "a.json", "out": "o", "epochs": 7, "lr": 0.01}))
     cfg = resolve(SFTConfig, parse(["sft", "--config", str(f), "--epochs", "2"]))
@@ -37,7 +41,9 @@ def test_yaml_then_flags_override(tmp_path):
     ({"train": "a", "out": "o", "domain": "podcasts"}, "setting 'domain'"),
     ({"out": "o"}, "setting 'train': required"),
 ])
-def test_bad_configs_name_the_setting(tmp_path, content, message):
+def test_bad_configs_name_the_setting(tmp_path, monkeypatch, content, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").write_text("[]")
     f = tmp_path / "c.yaml"
     f.write_text(yaml.safe_dump(content))
     with pytest.raises(ConfigError, match=message):

@@ -123,3 +123,47 @@ def test_download_checks_sha256(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="SHA-256"):
         download_movielens_100k(tmp_path / "bad", url=bad.as_uri())
     assert not (tmp_path / "bad" / "u.item").exists()
+
+
+def _grouplens_zip(raw, path):
+    """An archive laid out as GroupLens's ml-100k.zip: a folder ml-100k/ with the files inside."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in ("u.data", "u.item", "README"):
+            if (raw / name).is_file():
+                z.write(raw / name, f"ml-100k/{name}")
+    return path
+
+
+def test_prepare_downloads_from_a_file_url_and_refuses_a_corrupted_archive(tmp_path, capsys):
+    raw = shared_file("ml-100k", "u.data").parent
+    archive = _grouplens_zip(raw, tmp_path / "ml-100k.zip")
+    assert main(["prepare", "movielens-100k", "--download", "--url", archive.as_uri(), "--raw", str(tmp_path / "raw"),
+                 "--out", str(tmp_path / "ml")]) == 0
+    assert (tmp_path / "raw" / "u.item").read_bytes() == (raw / "u.item").read_bytes()
+    assert json.loads((tmp_path / "ml" / "prepare.json").read_text())["items"] == 1682
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 3] ^= 0xFF                      # one flipped byte inside u.data's compressed stream
+    (tmp_path / "bad.zip").write_bytes(bytes(data))
+    (tmp_path / "truncated.zip").write_bytes(archive.read_bytes()[:40000])
+    capsys.readouterr()
+    for bad in ("bad.zip", "truncated.zip"):
+        code = main(["prepare", "movielens-100k", "--download", "--url", (tmp_path / bad).as_uri(),
+                     "--raw", str(tmp_path / f"raw-{bad}"), "--out", str(tmp_path / f"ml-{bad}")])
+        err = capsys.readouterr().err
+        assert code == 2 and bad in err and ("CRC" in err or "SHA-256" in err or "zip" in err), err
+        assert not list((tmp_path / f"raw-{bad}").glob("u.*")) and not (tmp_path / f"ml-{bad}").exists()
+
+
+def test_latin1_titles_decode(tmp_path):
+    # u.item is Latin-1: 'Misérables' is the byte 0xe9, which is not UTF-8.
+    (tmp_path / "u.item").write_bytes("1|Mis\xe9rables, Les (1995)|01-Jan-1995||url|0\n2|Se7en (1995)|x||u|0\n"
+                                      .encode("latin-1"))
+    (tmp_path / "u.data").write_text("1\t1\t5\t100\n1\t2\t4\t101\n")
+    data = read_movielens_100k(tmp_path)
+    assert data.sequences["1"] == ["Misérables, Les (1995)", "Se7en (1995)"]
+
+
+def test_real_u_item_has_its_accented_titles():
+    raw = shared_file("ml-100k", "u.item").parent
+    titles = set(read_movielens_100k(raw).item_ids)
+    assert "Misérables, Les (1995)" in titles and not any("\ufffd" in t for t in titles)

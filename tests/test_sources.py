@@ -69,14 +69,14 @@ def test_chat_prompts_end_with_the_assistant_opening_and_the_answer_follows(text
     assert plain.encode_answer(s.target)[:-1] == plain.tokenizer(" " + s.target, add_special_tokens=False)["input_ids"]
 
 
-def test_a_checkpoint_keeps_its_chat_choice_and_a_differing_flag_warns(text_model, tmp_path):
+def test_a_checkpoint_keeps_its_chat_choice_and_a_differing_flag_warns(text_model, tmp_path, capsys):
     d, _ = text_model
     codec = load_codec(str(d / "model"), "off")
     codec.save(tmp_path)
     assert json.loads((tmp_path / "sdporec_codec.json").read_text()) == {"kind": "text", "chat": False}
     assert not load_codec(str(tmp_path)).chat                # auto keeps what training used
-    with pytest.warns(UserWarning, match="trained with chat_template off"):
-        assert load_codec(str(tmp_path), "on").chat
+    assert load_codec(str(tmp_path), "on").chat
+    assert "warning:" in (err := capsys.readouterr().err) and "trained with chat_template off" in err
     (tmp_path / "sdporec_codec.json").write_text('{"kind": "text"}')   # written before chat templates existed
     assert not load_codec(str(tmp_path)).chat
 
@@ -92,21 +92,24 @@ def test_chat_on_without_a_template_is_a_config_error(tmp_path, text_model):
         TextCodec(codec.tokenizer, chat=True)
 
 
-def test_sft_dpo_evaluate_keep_the_chat_prompt_and_the_domain_throughout(text_model, tmp_path):
+def test_sft_dpo_evaluate_keep_the_chat_prompt_and_the_domain_throughout(text_model, tmp_path, capsys):
     d, _ = text_model
     common = ["--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl"), "--epochs", "1",
-              "--batch-size", "8", "--eval-samples", "4", "--no-progress", "--domain", "books"]
-    assert main(["sft", "--model", str(d / "model"), "--out", str(tmp_path / "sft"), *common]) == 0
+              "--batch-size", "8", "--eval-samples", "4", "--no-progress"]
+    assert main(["sft", "--model", str(d / "model"), "--out", str(tmp_path / "sft"), *common, "--domain", "books"]) == 0
     assert json.loads((tmp_path / "sft" / "model" / "sdporec_codec.json").read_text())["chat"] is True
     assert main(["dpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "dpo"), *common]) == 0
     assert json.loads((tmp_path / "dpo" / "model" / "sdporec_codec.json").read_text())["chat"] is True
+    assert "domain: books" in (tmp_path / "dpo" / "config.yaml").read_text()    # dpo took the SFT's domain
     assert main(["evaluate", "--model", str(tmp_path / "dpo" / "model"), "--data", str(d / "valid.jsonl"),
                  "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["chat_template"] is True
     assert "domain: books" in (tmp_path / "ev" / "config.yaml").read_text()     # the checkpoint's own domain
-    with pytest.warns(UserWarning, match="trained on books prompts; using --domain music"):
-        assert main(["evaluate", "--model", str(tmp_path / "dpo" / "model"), "--data", str(d / "valid.jsonl"),
-                     "--out", str(tmp_path / "ev2"), "--no-progress", "--domain", "music"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "dpo" / "model"), "--data", str(d / "valid.jsonl"),
+                 "--out", str(tmp_path / "ev2"), "--no-progress", "--domain", "music"]) == 0
+    assert "warning:" in (err := capsys.readouterr().err) and "trained on books prompts; using --domain music" in err
+    assert "domain: music" in (tmp_path / "ev2" / "config.yaml").read_text()
 
 
 def test_default_learning_rate_follows_stage_and_backbone(text_model, tmp_path):

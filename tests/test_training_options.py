@@ -62,7 +62,7 @@ def test_what_needs_cuda_says_so(files, tmp_path, capsys):
     assert "'mixed_precision': fp16 needs a CUDA GPU" in capsys.readouterr().err
     assert main(["sft", "--out", str(tmp_path / "b"), "--load-in-4bit", *files, *TINY]) == 2
     assert "add --lora" in capsys.readouterr().err
-    assert main(["sft", "--out", str(tmp_path / "c"), "--load-in-4bit", "--lora", "--model", str(tmp_path),
+    assert main(["sft", "--out", str(tmp_path / "c"), "--load-in-4bit", "--lora", "--model", "some/model",
                  *files, *TINY]) == 2
     assert "'load_in_4bit': 4-bit NF4 loading (bitsandbytes) needs a CUDA GPU" in capsys.readouterr().err
 

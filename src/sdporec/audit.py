@@ -12,12 +12,13 @@ import json
 import warnings
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from .baselines import popularity_scorer
-from .config import opt, require
+from .config import opt, require, require_input
 from .evaluate import evaluate_ranking
 from .samples import Sample, atomic_write_text, read_samples
 
@@ -33,6 +34,9 @@ class AuditConfig:
 
     def validate(self) -> None:
         require(bool(self.file), "file", "required")
+        require_input(self.file, "file")
+        require_input(self.train, "train")
+        require(not (self.out and Path(self.out).is_dir()), "out", f"{self.out} is a directory; give a file name for the JSON")
 
 
 def candidate_checks(samples: Sequence[Sample]) -> dict[str, int]:

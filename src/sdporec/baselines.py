@@ -15,8 +15,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
-from .config import opt, require, save_config
-from .evaluate import Scorer, evaluate_ranking, write_results
+from .config import claim_out_dir, opt, require, require_input, save_config
+from .evaluate import RESULT_FILES, Scorer, evaluate_ranking, write_results
 from .samples import Sample, read_samples
 
 BASELINES = ("popularity", "item-counts", "sasrec", "gru4rec")
@@ -74,10 +74,14 @@ class BaselineConfig:
     batch_size: int = opt(256, "sasrec/gru4rec: sequences per batch")
     seed: int = opt(0, "seed")
     progress: bool = opt(True, "show progress bars")
+    overwrite: bool = opt(False, "replace the results of an earlier run in OUT")
 
     def validate(self) -> None:
         for name in ("train", "eval", "out"):
             require(bool(getattr(self, name)), name, "required")
+        for name in ("train", "eval", "valid"):
+            require_input(getattr(self, name), name)
+        claim_out_dir(self.out, RESULT_FILES, self.overwrite)
         require(self.hidden % self.heads == 0, "hidden", "must be a multiple of heads")
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from .audit import AuditConfig, run_audit
 from .baselines import BaselineConfig, run_baseline
 from .config import ConfigError, add_arguments, resolve
 from .evaluate import EvaluateConfig, run_evaluate
+from .metrics import ScoreError
 from .export import ExportConfig, run_export
 from .families import InitModelConfig, run_init_model
 from .pipeline import PipelineConfig, run_pipeline
@@ -41,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "with SFT, DPO and Softmax-DPO.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (cls, _, help_text) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text), cls)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(command, cls)
+        command.add_argument("--debug", action="store_true", default=False,
+                             help="on an error, show Python's traceback instead of one line")
     return parser
 
 
@@ -53,6 +58,29 @@ def _quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
+def _error_line(e: BaseException) -> tuple[str, int]:
+    """One line for an error that ends a command, and the exit status."""
+    import torch
+
+    if isinstance(e, (ConfigError, DataError, ScoreError)):
+        return str(e), 2
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted; files already written are complete (a training run continues with --resume)", 130
+    if isinstance(e, torch.OutOfMemoryError):
+        return ("out of GPU memory; try a smaller --batch-size with a larger --grad-accum, "
+                "--gradient-checkpointing, --lora or --load-in-4bit"), 3
+    if isinstance(e, MemoryError):
+        return "out of memory; try a smaller --batch-size or --gradient-checkpointing", 3
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"file {e.filename}: {e.strerror or e}", 2
+    where = e.__traceback__
+    while where is not None and where.tb_next is not None:
+        where = where.tb_next
+    place = f" at {Path(where.tb_frame.f_code.co_filename).name}:{where.tb_lineno}" if where else ""
+    return (f"internal error{place}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
+            "(rerun with --debug for the traceback, and please report it)"), 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_transformers()
@@ -60,9 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = resolve(cls, args)
         result = run(cfg)
-    except (ConfigError, DataError, FileNotFoundError) as e:
-        print(f"sdporec {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as e:
+        if args.debug:
+            raise
+        line, code = _error_line(e)
+        print(f"sdporec {args.command}: error: {line}", file=sys.stderr)
+        return code
     if args.command in ("evaluate", "prepare", "init-model", "export") and os.environ.get("RANK", "0") == "0":
         import json
         print(json.dumps(result, indent=2))

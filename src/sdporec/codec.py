@@ -13,11 +13,11 @@ Two kinds share one interface, so training and evaluation never ask which one th
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Sequence
 
 from .prompts import Prompt, split_words, template_words
+from .samples import Sample, sample_error
 
 CODEC_FILE = "sdporec_codec.json"
 SPECIALS = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
@@ -27,6 +27,10 @@ class UnknownTitle(KeyError):
     def __str__(self) -> str:
         return (f"title {self.args[0]!r} has no token in the built-in backbone's vocabulary; the vocabulary "
                 "is built from the data files given to `sft` (train and valid)")
+
+
+class ReservedTitle(ValueError):
+    pass
 
 
 def _word_token(word: str) -> str:
@@ -55,6 +59,10 @@ class ItemCodec(_Codec):
         self.unk_id = self.vocab[SPECIALS["unk"]]
         self._id_to_text = {i: (t[4:-2] if t.startswith("<|w:") else t) for t, i in self.vocab.items()}
         self._special_ids = {self.pad_id, self.bos_id, self.eos_id, self.unk_id}
+
+    def knows(self, title: str) -> bool:
+        i = self.vocab.get(title)
+        return i is not None and not title.startswith("<|w:") and i not in self._special_ids
 
     def title_id(self, title: str) -> int:
         i = self.vocab.get(title)
@@ -129,12 +137,27 @@ def build_item_codec(titles: Sequence[str]) -> ItemCodec:
     tokens = list(SPECIALS.values()) + [_word_token(w) for w in template_words()] + sorted(set(titles))
     if len(set(tokens)) != len(tokens):
         clash = sorted(t for t in set(titles) if t in SPECIALS.values() or t.startswith("<|w:"))
-        raise ValueError(f"titles clash with reserved token names: {clash[:5]}")
+        raise ReservedTitle(f"titles clash with the built-in backbone's reserved token names: {clash[:5]}; "
+                            "rename them in the data")
     tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token=SPECIALS["unk"]))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=SPECIALS["pad"], bos_token=SPECIALS["bos"],
                                  eos_token=SPECIALS["eos"], unk_token=SPECIALS["unk"])
     return ItemCodec(hf)
+
+
+def require_known_titles(codec, model: str, samples: Sequence[Sample], path: str) -> None:
+    """The built-in backbone scores only titles it has a token for; the first title of `samples` (read from
+    `path`) it lacks is a `DataError` at that row and field. Text codecs know every title."""
+    if not isinstance(codec, ItemCodec):
+        return
+    for s in samples:
+        for fld, titles in (("historyList", s.history), ("itemList", s.candidates)):
+            unknown = next((t for t in titles if not codec.knows(t)), None)
+            if unknown is not None:
+                raise sample_error(path, s, fld, f"title {unknown!r} has no token in the vocabulary of {model} (a "
+                                   "built-in backbone knows the titles of the files its `sft` read, and those of "
+                                   "--titles FILE: retrain with every title listed there)")
 
 
 CHAT_CHOICES = ("auto", "on", "off")
@@ -165,6 +188,8 @@ def load_codec(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:
 
             raise ConfigError(f"setting 'chat_template': {path}'s tokenizer has no chat template; use auto or off")
         if "chat" in recorded and recorded["chat"] != chat:
-            warnings.warn(f"{path} was trained with chat_template {'on' if recorded['chat'] else 'off'}; "
-                          f"using {chat_template} as asked, so its prompts differ from training's")
+            from .config import warn
+
+            warn(f"{path} was trained with chat_template {'on' if recorded['chat'] else 'off'}; "
+                 f"using {chat_template} as asked, so its prompts differ from training's")
     return TextCodec(tokenizer, chat)

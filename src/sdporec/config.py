@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
+import sys
 import types
 import typing
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .samples import atomic_write_text
+from .samples import DataError, atomic_write_text, read_text
 
 T = TypeVar("T")
 
@@ -67,7 +69,7 @@ def resolve(cls: type[T], args: argparse.Namespace) -> T:
     values: dict[str, Any] = {}
     names = {f.name for f in dataclasses.fields(cls)}
     if getattr(args, "config", None):
-        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        loaded = _read_yaml(args.config)
         if not isinstance(loaded, dict):
             raise ConfigError(f"{args.config}: expected a mapping of setting names to values")
         unknown = sorted(set(loaded) - names)
@@ -80,6 +82,16 @@ def resolve(cls: type[T], args: argparse.Namespace) -> T:
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg
+
+
+def _read_yaml(path: str) -> object:
+    text = read_text(path)
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        row = f"line {mark.line + 1}" if mark is not None else None
+        raise DataError(path, row, None, f"not valid YAML ({getattr(e, 'problem', None) or e})") from None
 
 
 def _check_types(cfg) -> None:
@@ -118,3 +130,78 @@ def require_cuda_for_4bit(load_in_4bit: bool) -> None:
 
 def save_config(cfg, out_dir: str | Path, name: str = "config.yaml") -> None:
     atomic_write_text(Path(out_dir) / name, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+
+
+def warn(message: str) -> None:
+    """A notice the user should read (a setting overridden, weights not loaded): one line on stderr."""
+    print(f"sdporec: warning: {message}", file=sys.stderr)
+
+
+def require_input(path: str, name: str) -> None:
+    """An input file that must exist before anything is loaded or written."""
+    if path and not Path(path).is_file():
+        problem = "is a directory; give a file" if Path(path).is_dir() else "no such file"
+        raise ConfigError(f"setting '{name}': {path}: {problem}")
+
+
+def require_device(name: str) -> None:
+    """`auto`, `cpu`, `cuda` or `cuda:N` that exists here."""
+    import torch
+
+    try:
+        device = torch.device(name) if name != "auto" else None
+    except RuntimeError:
+        raise ConfigError(f"setting 'device': {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device is None or device.type == "cpu":
+        return
+    require(device.type == "cuda", "device", f"{name!r}: only auto, cpu, cuda and cuda:N are supported")
+    require(torch.cuda.is_available(), "device", f"{name}: no CUDA GPU is available here; use cpu or auto")
+    require(device.index is None or device.index < torch.cuda.device_count(), "device",
+            f"{name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def claim_out_dir(path: str, outputs: tuple[str, ...], overwrite: bool, resume: bool = False,
+                  name: str = "out") -> None:
+    """Check `path` may receive a command's `outputs` (names inside it) before anything runs: it must not be
+    a file, and outputs of an earlier run there are replaced only with `--overwrite` (or continued with
+    `--resume`, where the command has it). Checks only: nothing is written or removed here."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"setting '{name}': {path} is a file; give a directory (it is created if missing)")
+    found = [o for o in outputs if (out / o).exists()] if out.is_dir() else []
+    if found and not (overwrite or resume):
+        hint = "--resume to continue it, or " if "checkpoints" in outputs else ""
+        raise ConfigError(f"setting '{name}': {path} already holds outputs of an earlier run "
+                          f"({', '.join(found[:4])}); add {hint}--overwrite to replace them, or choose another --out")
+
+
+def claim_checkpoint_dir(path: str, overwrite: bool, name: str = "out") -> None:
+    """A directory a command writes a checkpoint into, replacing it whole: new, empty, or (with
+    `--overwrite`) an earlier sdporec checkpoint; never a file or a folder holding anything else."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"setting '{name}': {path} is a file; give a directory (it is created if missing)")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / "sdporec_checkpoint.json").is_file():
+        raise ConfigError(f"setting '{name}': {path} holds files that are not an sdporec checkpoint; the checkpoint "
+                          "replaces the whole directory, so give a new or empty one")
+    require(overwrite, name, f"{path} already holds a checkpoint; add --overwrite to replace it, or choose another --out")
+
+
+def clear_outputs(path: str, outputs: tuple[str, ...]) -> None:
+    """Remove an earlier run's `outputs` from `path` (after `--overwrite`), so none of them is left stale."""
+    for o in outputs:
+        target = Path(path) / o
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+
+
+def require_outside(model: str, out: str, overwrite: bool) -> None:
+    """`--overwrite` clears OUT's earlier outputs, so the model a run starts from must not lie among them."""
+    model_path, out_path = Path(model).resolve(), Path(out).resolve()
+    require(not (overwrite and model_path.exists() and model_path.is_relative_to(out_path)), "overwrite",
+            f"the model to start from, {model}, lies inside --out {out}, whose outputs --overwrite removes; "
+            "choose another --out")

@@ -9,6 +9,7 @@ per sample, written by `write_results` as `metrics.json` and `predictions.jsonl`
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +19,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .batching import collate
-from .codec import CHAT_CHOICES
-from .config import opt, require, require_cuda_for_4bit, save_config
+from .codec import CHAT_CHOICES, require_known_titles
+from .config import claim_out_dir, opt, require, require_cuda_for_4bit, require_device, require_input, save_config
 from .logprobs import LAYOUTS, layout_fn
-from .metrics import generation_metrics, parse_generation, rank_of_target, ranking_metrics
+from .metrics import ScoreError, generation_metrics, parse_generation, rank_of_target, ranking_metrics
 from .prompts import DOMAINS, build_prompt
 from .samples import Sample, atomic_write_text, read_samples, write_jsonl
 from .sources import resolve_model
@@ -34,12 +35,22 @@ def ranking_results(samples: Sequence[Sample], scores: Sequence[Sequence[float]]
     """Metrics and per-sample rows from candidate scores (one list per sample, in prompt order)."""
     ranks, rows = [], []
     for s, sc in zip(samples, scores):
+        _require_finite(s, sc)
         rank = rank_of_target(sc, s.candidates.index(s.target))
         ranks.append(rank)
         order = sorted(range(len(sc)), key=lambda i: (-sc[i], i))
         rows.append({"key": s.key, "target": s.target, "rank": rank, "valid": True,
                      "ranked": [[s.candidates[i], round(float(sc[i]), 6)] for i in order]})
     return ranking_metrics(ranks), rows
+
+
+def _require_finite(sample: Sample, scores: Sequence[float]) -> None:
+    bad = next((i for i, v in enumerate(scores) if not math.isfinite(v)), None)
+    if bad is not None:
+        where = f"sample {sample.key}" + (f" (row {sample.row} of its file)" if sample.row is not None else "")
+        raise ScoreError(f"{where}: candidate {sample.candidates[bad]!r} has score {scores[bad]}; the model's "
+                         "outputs are not finite numbers (weights holding NaN or inf, or a float16 overflow: "
+                         "try --dtype float32), so no ranking can be measured")
 
 
 SCORES = ("sum", "mean")
@@ -138,6 +149,9 @@ def evaluate_generation(model, codec, samples: Sequence[Sample], domain: str, ba
     return generation_metrics(answers, [s.target for s in samples]), rows
 
 
+RESULT_FILES = ("metrics.json", "predictions.jsonl", "config.yaml")
+
+
 def write_results(out_dir: str | Path, metrics: dict, rows: list[dict], extra: dict | None = None) -> None:
     out_dir = Path(out_dir)
     write_jsonl(out_dir / "predictions.jsonl", rows)
@@ -179,10 +193,14 @@ class EvaluateConfig:
     device: str = opt("auto", "cpu, cuda, cuda:N or auto (one process; under torchrun each process "
                       "takes its own GPU)")
     progress: bool = opt(True, "show progress bars")
+    overwrite: bool = opt(False, "replace the results of an earlier evaluation in OUT")
 
     def validate(self) -> None:
         for name in ("model", "data", "out"):
             require(bool(getattr(self, name)), name, "required")
+        require_input(self.data, "data")
+        claim_out_dir(self.out, RESULT_FILES, self.overwrite)
+        require_device(self.device)
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(self.limit >= 0, "limit", "must not be negative")
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
@@ -201,15 +219,17 @@ def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domai
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
-    from .modeling import load_model, pick_device, recorded_domain  # local: modeling pulls in transformers
+    from .modeling import load_codec_of, load_model, pick_device, recorded_domain  # local: pulls in transformers
 
     from .distributed import process_state
 
     cfg.domain = recorded_domain(cfg.model, cfg.domain)
     samples = read_samples(cfg.data, "eval")
     samples = samples[:cfg.limit] if cfg.limit else samples
+    codec = load_codec_of(cfg.model, cfg.chat_template)
+    require_known_titles(codec, cfg.model, samples, cfg.data)
     state = process_state(cfg.device)
-    model, codec = load_model(cfg.model, cfg.dtype, cfg.load_in_4bit, cfg.chat_template)
+    model, codec = load_model(cfg.model, cfg.dtype, cfg.load_in_4bit, cfg.chat_template, codec)
     model.to(state.device if state.num_processes > 1 else pick_device(cfg.device))
     started = time.time()
     metrics, rows = evaluate_sharded(

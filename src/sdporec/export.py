@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .config import ConfigError, opt, require
+from .config import ConfigError, claim_checkpoint_dir, opt, require, require_outside
 from .sources import resolve_model
 
 
@@ -20,11 +20,14 @@ class ExportConfig:
     out: str = opt("", "directory for the exported model")
     merge: bool = opt(False, "fold a LoRA adapter into its base weights and write a full model")
     dtype: str = opt("float32", "dtype of the written weights", choices=("float32", "bfloat16", "float16"))
+    overwrite: bool = opt(False, "replace an earlier export in OUT")
 
     def validate(self) -> None:
         require(bool(self.model), "model", "required")
         require(bool(self.out), "out", "required")
         self.model = resolve_model(self.model)
+        claim_checkpoint_dir(self.out, self.overwrite)
+        require_outside(self.model, self.out, True)
 
 
 def run_export(cfg: ExportConfig) -> dict:

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from .config import opt, require
+from .config import claim_checkpoint_dir, opt, require, require_input
 from .prompts import TEMPLATES, build_prompt
 from .samples import read_samples
 
@@ -100,10 +100,13 @@ class InitModelConfig:
     intermediate: int = opt(0, "MLP width (0: 3 x hidden; GPT-2: 4 x hidden)")
     vocab_size: int = opt(2000, "BPE vocabulary size")
     seed: int = opt(0, "initialisation seed")
+    overwrite: bool = opt(False, "replace an earlier checkpoint in OUT")
 
     def validate(self) -> None:
         require(bool(self.train), "train", "required")
         require(bool(self.out), "out", "required")
+        require_input(self.train, "train")
+        claim_checkpoint_dir(self.out, self.overwrite)
         require(self.hidden % self.heads == 0, "hidden", "must be a multiple of heads")
         require(self.kv_heads == 0 or self.heads % self.kv_heads == 0, "kv_heads", "must divide heads")
         require(self.vocab_size >= 300, "vocab_size", "must be at least 300 (the 256 bytes and the specials)")

@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .samples import SEP, DataError
+from .samples import SEP, DataError, read_text
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 # SHA-256 of the two files we read, as GroupLens distributes them (checked after a download).
@@ -43,20 +43,34 @@ def download_movielens_100k(dest: str | Path, url: str = ML100K_URL) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "ml-100k.zip"
-        with urllib.request.urlopen(url, timeout=60) as resp, open(archive, "wb") as f:
-            shutil.copyfileobj(resp, f)
+        try:
+            with urllib.request.urlopen(url, timeout=60) as resp, open(archive, "wb") as f:
+                shutil.copyfileobj(resp, f)
+        except (OSError, ValueError) as e:   # URLError and HTTPError are OSErrors
+            raise DataError(url, None, None, f"cannot download it ({getattr(e, 'reason', None) or e}); put u.data "
+                            "and u.item in --raw yourself, or give --url a reachable copy") from None
+        _extract_checked(archive, url, Path(tmp))
+        for name in ML100K_SHA256:
+            shutil.move(str(Path(tmp) / name), dest / name)
+    return dest
+
+
+def _extract_checked(archive: Path, url: str, folder: Path) -> None:
+    """u.data and u.item from the archive into `folder`, each checked against ML100K_SHA256."""
+    try:
         with zipfile.ZipFile(archive) as z:
             for name in ML100K_SHA256:
                 member = next((m for m in z.namelist() if m.endswith("/" + name) or m == name), None)
                 if member is None:
                     raise DataError(url, None, None, f"the archive has no {name}")
-                (Path(tmp) / name).write_bytes(z.read(member))
-                digest = _sha256(Path(tmp) / name)
+                (folder / name).write_bytes(z.read(member))
+                digest = _sha256(folder / name)
                 if digest != ML100K_SHA256[name]:
-                    raise DataError(url, None, None, f"{name} has SHA-256 {digest}, expected {ML100K_SHA256[name]}")
-        for name in ML100K_SHA256:
-            shutil.move(str(Path(tmp) / name), dest / name)
-    return dest
+                    raise DataError(url, None, None, f"{name} has SHA-256 {digest}, expected {ML100K_SHA256[name]} "
+                                    "(GroupLens's file): the archive is damaged or not GroupLens's")
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise DataError(url, None, None, f"is not a readable zip archive ({e}); a damaged or incomplete "
+                        "download?") from None
 
 
 def read_movielens_100k(raw: str | Path) -> Interactions:
@@ -120,10 +134,8 @@ def _float(text: str, path, line: int, fld: str) -> float:
 
 def _table(path: Path, delimiter: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """Header and (line number, row) pairs of a CSV/TSV file; the delimiter follows the extension."""
-    if not path.is_file():
-        raise DataError(path, None, None, "no such file")
     delim = delimiter or ("\t" if path.suffix.lower() in (".tsv", ".tab") else ",")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path)
     reader = csv.DictReader(io.StringIO(text), delimiter=delim)
     header = reader.fieldnames or []
     return header, [(reader.line_num, row) for row in reader]

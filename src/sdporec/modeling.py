@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 import torch
 
 from .codec import ItemCodec, TextCodec, build_item_codec, load_codec
-from .config import require
+from .config import ConfigError, require, warn
 from .sources import is_gguf, load_gguf_model
 
 BUILTIN = "builtin"
@@ -59,8 +59,43 @@ def recorded_domain(path: str, flag: str | None) -> str:
     if flag is None:
         return recorded or "music"
     if recorded and recorded != flag:
-        warnings.warn(f"{path} was trained on {recorded} prompts; using --domain {flag} as asked")
+        warn(f"{path} was trained on {recorded} prompts; using --domain {flag} as asked")
     return flag
+
+
+def is_own_checkpoint(path: str | Path) -> bool:
+    """Written by sdporec (training, export, a saved base): every weight it holds must load."""
+    return (Path(path) / META_FILE).is_file()
+
+
+def report_weights(path: str | Path, missing, unexpected) -> None:
+    """Weights a model expected but the checkpoint lacks (left as initialised: random) and weights the
+    checkpoint holds that the model does not use: an error for sdporec's own checkpoints, a warning else."""
+    missing, unexpected = sorted(missing), sorted(unexpected)
+    if not (missing or unexpected):
+        return
+    parts = [f"{len(missing)} weight(s) missing, left randomly initialised ({', '.join(missing[:6])}"
+             f"{', ...' if len(missing) > 6 else ''})" if missing else "",
+             f"{len(unexpected)} weight(s) in the files that the model does not use ({', '.join(unexpected[:6])}"
+             f"{', ...' if len(unexpected) > 6 else ''})" if unexpected else ""]
+    detail = "; ".join(p for p in parts if p)
+    if is_own_checkpoint(path):
+        raise ConfigError(f"setting 'model': {path} is an sdporec checkpoint that does not load whole: {detail}; "
+                          "it is damaged, or its files were changed after training")
+    warn(f"{path}: {detail}")
+
+
+@contextlib.contextmanager
+def loading(path: str, setting: str = "model") -> Iterator[None]:
+    """Errors that transformers, peft or safetensors raise while reading a model or tokenizer become one
+    `ConfigError` naming the setting and the path."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
+        text = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(f"setting '{setting}': cannot load {path}: {text[:300]}{'...' if len(text) > 300 else ''}") from e
 
 
 def pick_device(name: str) -> torch.device:
@@ -74,14 +109,13 @@ def _dtype(name: str) -> torch.dtype:
 
 
 def _load_full(path: str, dtype: str, load_in_4bit: bool = False):
-    from transformers import AutoModelForCausalLM
-
     if is_gguf(path):
         require(not load_in_4bit, "load_in_4bit", f"{path} is a GGUF file: 4-bit NF4 loading takes a Hugging Face "
                 "checkpoint (train a LoRA on the GGUF model, or `sdporec export` it first)")
-        return load_gguf_model(path, _dtype(dtype))
+        with loading(path):
+            return load_gguf_model(path, _dtype(dtype))
     if not load_in_4bit:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(dtype))
+        return _pretrained(path, dtype=_dtype(dtype))
     from .config import ConfigError, require_cuda_for_4bit
 
     require_cuda_for_4bit(True)
@@ -93,8 +127,41 @@ def _load_full(path: str, dtype: str, load_in_4bit: bool = False):
 
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.bfloat16)
-    return AutoModelForCausalLM.from_pretrained(path, quantization_config=quant, dtype=torch.bfloat16,
-                                                device_map={"": torch.cuda.current_device()})
+    return _pretrained(path, quantization_config=quant, dtype=torch.bfloat16,
+                       device_map={"": torch.cuda.current_device()})
+
+
+def _pretrained(path: str, **kwargs):
+    """`from_pretrained` with transformers' loading report checked (its own notice is silenced by the CLI)."""
+    from transformers import AutoModelForCausalLM
+
+    with loading(path):
+        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
+    report_weights(path, info.get("missing_keys", ()), info.get("unexpected_keys", ()))
+    return model
+
+
+def attach_adapter(base, path: str, name: str = "default", trainable: bool = False):
+    """A saved LoRA adapter on `base` (a PeftModel, or `base` itself when it already is one), its weights
+    checked against what the adapter's config expects."""
+    from peft import PeftModel, get_peft_model_state_dict
+
+    with _peft_quietly(), warnings.catch_warnings(), loading(path):
+        warnings.filterwarnings("ignore", message="Found missing adapter keys")   # reported below
+        if isinstance(base, PeftModel):
+            base.load_adapter(path, adapter_name=name, is_trainable=trainable)
+            model = base
+        else:
+            model = PeftModel.from_pretrained(base, path, adapter_name=name, is_trainable=trainable)
+    weights = Path(path) / "adapter_model.safetensors"
+    if weights.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(weights), "pt") as f:
+            saved = set(f.keys())
+        expected = set(get_peft_model_state_dict(model, adapter_name=name))
+        report_weights(path, expected - saved, saved - expected)
+    return model
 
 
 def is_adapter(path: str | Path) -> bool:
@@ -117,15 +184,19 @@ def _adapter_base(path: str | Path) -> str:
     return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
 
 
-def load_model(path: str, dtype: str = "float32", load_in_4bit: bool = False, chat_template: str = "auto"):
-    """A trained checkpoint (full or adapter) or any causal LM by directory, hub name or GGUF file, for
-    inference."""
-    from peft import PeftModel
+def load_codec_of(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:
+    """The codec of a checkpoint or model (`codec.load_codec`), load errors as one `ConfigError`."""
+    with loading(path):
+        return load_codec(path, chat_template)
 
-    codec = load_codec(path, chat_template)
+
+def load_model(path: str, dtype: str = "float32", load_in_4bit: bool = False, chat_template: str = "auto",
+               codec: ItemCodec | TextCodec | None = None):
+    """A trained checkpoint (full or adapter) or any causal LM by directory, hub name or GGUF file, for
+    inference, with its codec (`codec`: one already loaded from `path`)."""
+    codec = codec or load_codec_of(path, chat_template)
     if is_adapter(path):
-        with _peft_quietly():
-            model = PeftModel.from_pretrained(_load_full(_adapter_base(path), dtype, load_in_4bit), path)
+        model = attach_adapter(_load_full(_adapter_base(path), dtype, load_in_4bit), path)
     else:
         model = _load_full(path, dtype, load_in_4bit)
     model.eval()
@@ -144,7 +215,8 @@ def lora_targets(model) -> list[str]:
     names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
              if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head and any(b in f".{name}." for b in blocks)}
     if not names:
-        raise ValueError(f"{type(model).__name__}: no linear layers found in its blocks; name them with --lora-targets")
+        raise ConfigError(f"setting 'lora_targets': {type(model).__name__} has no linear layers in its blocks "
+                          "where sdporec looks (.layers. or .h.); name them with --lora-targets")
     return sorted(names)
 
 
@@ -162,6 +234,11 @@ def add_lora(model, r: int, alpha: int, dropout: float, targets: Sequence[str] =
     from transformers.pytorch_utils import Conv1D
 
     model = _trainable_base(model)
+    if targets:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))})
+        missing = sorted(set(targets) - set(linear))
+        require(not missing, "lora_targets", f"{', '.join(missing)}: no such linear layer in {type(model).__name__} "
+                f"(it has {', '.join(linear)})")
 
     # GPT-2's Conv1D layers store their weights transposed (fan_in_fan_out).
     transposed = any(isinstance(m, Conv1D) for m in model.modules())
@@ -243,14 +320,11 @@ def policy_from_sft(path: str, lora: bool, r: int, alpha: int, dropout: float, d
                     targets: Sequence[str] = (), chat_template: str = "auto") -> tuple[Policy, object]:
     """The policy to train and its reference. `resident_reference=False` (full fine-tuning only) keeps
     no second model in memory: the reference is loaded from `path` when asked for."""
-    from peft import PeftModel
-
-    codec = load_codec(path, chat_template)
+    codec = load_codec_of(path, chat_template)
     if is_adapter(path):
         base = _trainable_base(_load_full(_adapter_base(path), dtype, load_in_4bit))
-        with _peft_quietly():
-            model = PeftModel.from_pretrained(base, path, adapter_name="default", is_trainable=True)
-        model.load_adapter(path, adapter_name="reference", is_trainable=False)
+        model = attach_adapter(base, path, "default", trainable=True)
+        attach_adapter(model, path, "reference", trainable=False)
         model.set_adapter("default")
         _freeze_adapter(model, "reference")
         return Policy(model, reference_adapter="reference"), codec
@@ -281,6 +355,8 @@ def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, me
                     base_dir: str | Path | None = None, state_dict: dict | None = None) -> None:
     """Write to `out_dir.tmp`, then swap it in: an interrupted save never leaves a half checkpoint."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is a file; a checkpoint is written as a directory there (nothing was changed)")
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .baselines import popularity_scorer
-from .config import opt, require, save_config
+from .config import claim_out_dir, opt, require, require_device, require_input, save_config
 from .evaluate import evaluate_model, evaluate_ranking, format_table, write_results
 from .modeling import load_model, pick_device
 from .preference import PreferenceConfig, run_preference
@@ -49,10 +49,19 @@ class PipelineConfig:
     progress: bool = opt(True, "show progress bars")
     report_to: str = opt("none", "also send training logs to tensorboard or wandb",
                          choices=("none", "tensorboard", "wandb"))
+    overwrite: bool = opt(False, "replace the outputs of an earlier pipeline run in OUT")
 
     def validate(self) -> None:
         for name in ("sft_epochs", "pref_epochs", "batch_size", "negatives"):
             require(getattr(self, name) >= 1, name, "must be at least 1")
+        require(self.threads >= 0, "threads", "must not be negative (0: PyTorch's default)")
+        for name in ("train", "valid", "test"):
+            require_input(self.data and str(Path(self.data) / f"{name}.jsonl"), "data")
+        claim_out_dir(self.out, PIPELINE_OUTPUTS, self.overwrite)
+        require_device(self.device)
+
+
+PIPELINE_OUTPUTS = ("config.yaml", "metrics.json", "timings.json", "data", "sft", "dpo", "sdpo", "eval", "report")
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
@@ -64,7 +73,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     data = Path(cfg.data) if cfg.data else out / "data"
     if not cfg.data:
         prep = PrepareConfig(out=str(data), users=cfg.users, items=cfg.items, genres=min(12, cfg.items // 10),
-                             seed=cfg.seed)
+                             seed=cfg.seed, overwrite=cfg.overwrite)
         prep.validate()
         run_prepare(prep)
         timings["prepare"] = round(time.time() - started, 1)
@@ -72,7 +81,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     titles = str(data / "items.txt") if (data / "items.txt").is_file() else ""
     common = dict(train=files["train"], valid=files["valid"], domain=cfg.domain, batch_size=cfg.batch_size,
                   eval_samples=cfg.eval_samples, device=cfg.device, threads=cfg.threads, seed=cfg.seed,
-                  progress=cfg.progress, report_to=cfg.report_to)
+                  progress=cfg.progress, report_to=cfg.report_to, overwrite=cfg.overwrite)
     stages = [("sft", lambda: run_sft(SFTConfig(
         out=str(out / "sft"), model="builtin", titles=titles, hidden=cfg.hidden, layers=cfg.layers,
         heads=cfg.heads, epochs=cfg.sft_epochs, lr=cfg.sft_lr, **common)))]

@@ -16,15 +16,15 @@ import torch
 
 from .batching import AnswerBatch, collate, split_chosen_rejected
 from .candidates import catalogue, draw_negatives
-from .config import opt, require
+from .config import opt, require, require_outside
 from .logprobs import layout_fn
 from .losses import LOSSES
 from .distributed import gather, shard
 from .codec import CODEC_FILE
-from .modeling import (enable_gradient_checkpointing, is_adapter, load_model, needs_own_base, policy_from_sft,
-                       save_checkpoint)
-from .reference import cache_key, file_digest, model_fingerprint, reference_logps
-from .samples import Sample
+from .modeling import (enable_gradient_checkpointing, is_adapter, load_codec_of, load_model, needs_own_base,
+                       policy_from_sft, recorded_domain, save_checkpoint)
+from .reference import cache_key, file_digest, inputs_digest, model_fingerprint, reference_identity, reference_logps
+from .samples import Sample, read_text
 from .sft import prompt_for
 from .sources import is_gguf, resolve_model
 from .trainer import TrainConfig, default_lr, start_run, train_loop
@@ -47,8 +47,10 @@ class PreferenceConfig(TrainConfig):
     def validate(self) -> None:
         require(bool(self.model), "model", "required: the SFT checkpoint to start from")
         self.model = resolve_model(self.model)
+        self.domain = recorded_domain(self.model, self.domain)
         default_lr(self, "preference", _backbone(self.model, self.lora))
         super().validate()
+        require_outside(self.model, self.out, self.overwrite)
         require(self.negatives >= 1, "negatives", "must be at least 1")
         require(self.beta > 0, "beta", "must be positive")
 
@@ -57,13 +59,13 @@ def _backbone(model: str, lora: bool) -> str:
     """What preference training trains: `builtin` (an SFT checkpoint of the built-in backbone, all weights),
     `lora` (a new adapter, or the SFT checkpoint's own adapter) or `full` (all weights of a text model)."""
     marker = Path(model) / CODEC_FILE
-    if marker.is_file() and json.loads(marker.read_text()).get("kind") == "items" and not lora:
+    if marker.is_file() and json.loads(read_text(marker)).get("kind") == "items" and not lora:
         return "builtin"
     return "lora" if lora or is_adapter(model) else "full"
 
 
 def run_preference(cfg: PreferenceConfig) -> dict:
-    run = start_run(cfg)
+    run = start_run(cfg, load_codec_of(cfg.model, cfg.chat_template), cfg.model, cfg.negatives)
     out, train = run.out, run.train
     items = catalogue(train)
     precompute = cfg.reference_pass == "precompute"
@@ -99,14 +101,17 @@ def run_preference(cfg: PreferenceConfig) -> dict:
     reference: dict[str, torch.Tensor] = {}
     beside = Path(cfg.model).parent if Path(cfg.model).is_dir() else out
     cache_dir = None if cfg.reference_cache == "none" else Path(cfg.reference_cache or beside / "reference_cache")
-    identity = {"data": file_digest(cfg.train), "model": model_fingerprint(cfg.model), "seed": cfg.seed, "k": k,
+    settings = {"data": file_digest(cfg.train), "model": model_fingerprint(cfg.model), "seed": cfg.seed, "k": k,
                 "domain": cfg.domain, "keep_candidates": cfg.keep_candidates, "dtype": cfg.dtype,
-                "chat": codec.chat}
+                "load_in_4bit": cfg.load_in_4bit, "mixed_precision": cfg.mixed_precision, "layout": cfg.layout,
+                "device": device.type, "chat": codec.chat, "codec": codec.kind}
 
     def on_epoch_start(epoch: int, samples: Sequence[Sample]) -> None:
         if not precompute:
             return
-        key = cache_key(epoch=epoch, **identity)
+        inputs = inputs_digest([(prompt_for(s, cfg.domain, cfg.seed, epoch),
+                                 [s.target] + draw_negatives(s, k, cfg.seed, epoch)) for s in samples])
+        key = cache_key(**reference_identity(epoch=epoch, inputs=inputs, **settings))
         rank, world = run.acc.process_index, run.acc.num_processes
         # Each process scores its slice (and caches it under its rank); all of them get every sample's row.
         part = f"{key}.pt" if world == 1 else f"{key}.rank{rank}of{world}.pt"

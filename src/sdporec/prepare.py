@@ -13,8 +13,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import opt, require, save_config
-from .importers import Interactions, download_movielens_100k, k_core, read_interaction_log, read_movielens_100k
+from .config import claim_out_dir, opt, require, require_input, save_config
+from .importers import (ML100K_URL, Interactions, download_movielens_100k, k_core, read_interaction_log,
+                        read_movielens_100k)
 from .samples import Sample, atomic_write_text, validate_samples, write_samples
 from .synthetic import WorldSpec, generate_sequences, sequences_to_samples, split_users
 
@@ -49,6 +50,8 @@ class PrepareConfig:
     seed: int = opt(0, "seed of the generated world, the user split and the candidate draws")
     paper_seeding: bool = opt(False, "LEAKY, for comparisons only: seed each sample's negatives by the "
                               "target's item id as the paper does, so the list gives the target away")
+    url: str = opt(ML100K_URL, "movielens-100k --download: where the archive is (a mirror, or a file:// URL)")
+    overwrite: bool = opt(False, "replace the files of an earlier prepare in OUT")
 
     def validate(self) -> None:
         require(bool(self.out), "out", "required")
@@ -59,6 +62,16 @@ class PrepareConfig:
         require(1 <= self.genres <= self.items // 10, "genres", "must be between 1 and items / 10")
         require(1 <= self.min_history <= self.max_history, "min_history", "must be between 1 and max_history")
         require(self.candidates >= 2, "candidates", "must be at least 2")
+        if self.source == "csv":
+            require_input(self.interactions, "interactions")
+            require_input(self.items_file, "items_file")
+        require(not (self.download and Path(self.raw).exists() and not Path(self.raw).is_dir()), "raw",
+                f"{self.raw} is a file; --download needs a folder to write u.data and u.item into")
+        if self.out != "-":
+            claim_out_dir(self.out, PREPARED_FILES, self.overwrite)
+
+
+PREPARED_FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "items.txt", "prepare.json", "prepare_config.yaml")
 
 
 def load_interactions(cfg: PrepareConfig) -> Interactions:
@@ -68,7 +81,7 @@ def load_interactions(cfg: PrepareConfig) -> Interactions:
         return Interactions(sequences, {t: i for i, t in enumerate(items)})
     if cfg.source == "movielens-100k":
         if cfg.download:
-            download_movielens_100k(cfg.raw)
+            download_movielens_100k(cfg.raw, cfg.url)
         return read_movielens_100k(cfg.raw)
     return read_interaction_log(cfg.interactions, cfg.items_file, cfg.user_col, cfg.item_col, cfg.time_col,
                                 cfg.rating_col, cfg.min_rating if cfg.rating_col else None, cfg.title_col,
@@ -99,8 +112,8 @@ def make_splits(inter: Interactions, cfg: PrepareConfig) -> dict[str, list[Sampl
 
 def run_prepare(cfg: PrepareConfig) -> dict:
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     inter = load_interactions(cfg)
+    out.mkdir(parents=True, exist_ok=True)
     splits = make_splits(inter, cfg)
     for name in SPLITS:
         validate_samples(splits[name], f"{cfg.source}:{name}")

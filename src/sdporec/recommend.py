@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
-from .config import opt, require
-from .codec import CHAT_CHOICES
+from .config import opt, require, require_device, require_input
+from .codec import CHAT_CHOICES, require_known_titles
 from .evaluate import SCORES, lm_scorer
 from .prompts import DOMAINS
-from .samples import DataError, Sample, split_history
+from .samples import DataError, Sample, read_text, split_history
 from .sources import resolve_model
 
 
@@ -36,6 +35,8 @@ class RecommendConfig:
         require(bool(self.input) != bool(self.history or self.candidates), "input",
                 "give either --input or both --history and --candidates")
         require(self.top >= 0, "top", "must not be negative")
+        require_input(self.input, "input")
+        require_device(self.device)
         self.model = resolve_model(self.model)
 
 
@@ -45,9 +46,9 @@ def read_request(cfg: RecommendConfig) -> Sample:
     else:
         where = cfg.input
         try:
-            obj = json.loads(Path(cfg.input).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataError(cfg.input, None, None, f"cannot read a JSON object ({e})") from None
+            obj = json.loads(read_text(cfg.input))
+        except json.JSONDecodeError as e:
+            raise DataError(cfg.input, None, None, f"not valid JSON ({e})") from None
         if not isinstance(obj, dict):
             raise DataError(cfg.input, None, None, "expected a JSON object")
         history, candidates = obj.get("historyList"), obj.get("itemList")
@@ -62,11 +63,13 @@ def read_request(cfg: RecommendConfig) -> Sample:
 
 
 def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
-    from .modeling import load_model, pick_device, recorded_domain
+    from .modeling import load_codec_of, load_model, pick_device, recorded_domain
 
     request = read_request(cfg)
     cfg.domain = recorded_domain(cfg.model, cfg.domain)
-    model, codec = load_model(cfg.model, chat_template=cfg.chat_template)
+    codec = load_codec_of(cfg.model, cfg.chat_template)
+    require_known_titles(codec, cfg.model, [request], cfg.input or "command line")
+    model, codec = load_model(cfg.model, chat_template=cfg.chat_template, codec=codec)
     model.to(pick_device(cfg.device))
     scores = lm_scorer(model, codec, cfg.domain, progress=False, score=cfg.score)([request])[0]
     ranked = sorted(zip(request.candidates, scores), key=lambda x: -x[1])

@@ -3,9 +3,11 @@
 Before each preference epoch, the frozen reference scores every answer of that epoch's batches (chosen +
 K negatives, in the training layout of `batching.py`) in one no-gradient pass, so no reference model is
 held while the policy trains. Candidate lists and negatives change per epoch, so the cache is per epoch.
-Results are stored on disk under a key made of the data, the epoch's seed and the model, and reused by any
-later run with the same key (a DPO and an S-DPO run from one SFT checkpoint share nothing but the prompts,
-as their K differs; reruns of either reuse everything).
+Results are stored on disk under a key made of everything that changes them (`reference_identity`: the
+data, the model's files, the epoch's prompts and answers, dtype, 4-bit loading, mixed precision, layout,
+device type, the library versions and the source of the code that builds and scores the inputs, and
+`CACHE_FORMAT`) and reused by any later run with the same key (a DPO and an S-DPO run from one SFT
+checkpoint share nothing but the prompts, as their K differs; reruns of either reuse everything).
 """
 
 from __future__ import annotations
@@ -53,13 +55,55 @@ def cache_key(**parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+# Bumped whenever what a cache file holds, or how its numbers are computed, changes in a way the other
+# parts of the key cannot see.
+CACHE_FORMAT = 2
+
+
+def code_digest() -> str:
+    """The source of the modules that turn samples into token ids and token ids into log-probs."""
+    from . import batching, codec, logprobs, prompts
+
+    h = hashlib.sha256()
+    for module in (batching, codec, logprobs, prompts):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def library_versions() -> dict[str, str]:
+    import peft
+    import transformers
+
+    from . import __version__
+
+    return {"sdporec": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__}
+
+
+def inputs_digest(rows: Sequence[tuple[object, Sequence[str]]]) -> str:
+    """One (prompt, answer titles) pair per sample, in order: what the reference scores in an epoch."""
+    h = hashlib.sha256()
+    for prompt, answers in rows:
+        h.update(json.dumps([repr(prompt), list(answers)], ensure_ascii=False).encode())
+    return h.hexdigest()[:24]
+
+
+def reference_identity(**settings: object) -> dict:
+    """Everything a cached reference pass depends on: `settings` (the run's: data, model, dtype, 4-bit,
+    mixed precision, layout, device, chat, the epoch's inputs...) plus the format, versions and code."""
+    return {"format": CACHE_FORMAT, "versions": library_versions(), "code": code_digest(), **settings}
+
+
 def reference_logps(reference_context: Callable, samples: Sequence[Sample], make_batch: Callable[[Sequence[Sample]], AnswerBatch],
                     batch_size: int, device, cache_file: Path | None, progress: bool = True,
                     logprobs: Callable = answer_logprobs) -> dict[str, torch.Tensor]:
     """sample key -> reference log-probs (1+K,) for the epoch's samples, from `cache_file` when present."""
     if cache_file is not None and cache_file.is_file():
-        cached = torch.load(cache_file)
-        if set(cached["keys"]) >= {s.key for s in samples}:
+        try:
+            cached = torch.load(cache_file)
+        except Exception:   # a damaged cache file is a miss: it is recomputed and replaced below
+            cached = {}
+        if cached.get("format") == CACHE_FORMAT and set(cached["keys"]) >= {s.key for s in samples}:
             return dict(zip(cached["keys"], cached["logps"]))
     keys, rows = [], []
     with reference_context() as ref:
@@ -73,6 +117,6 @@ def reference_logps(reference_context: Callable, samples: Sequence[Sample], make
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"keys": keys, "logps": logps}, tmp)
+        torch.save({"format": CACHE_FORMAT, "keys": keys, "logps": logps}, tmp)
         os.replace(tmp, cache_file)
     return dict(zip(keys, logps))

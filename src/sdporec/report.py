@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import opt, require
+from .config import ConfigError, claim_out_dir, opt, require
 from .evaluate import format_table
 from .samples import atomic_write_text
 
@@ -27,6 +27,7 @@ class ReportConfig:
         require(bool(self.out), "out", "required")
         for r in self.runs:
             require(Path(r).is_dir(), "runs", f"{r} is not a directory")
+        claim_out_dir(self.out, (), overwrite=True)
 
 
 @dataclass
@@ -61,7 +62,8 @@ def collect(run_dirs: list[str]) -> tuple[list[Run], dict[str, dict]]:
         stage_dirs = [d] if (d / "train_log.jsonl").is_file() else \
             sorted(p for p in d.iterdir() if (p / "train_log.jsonl").is_file())
         if not stage_dirs and not (d / "metrics.json").is_file():
-            raise FileNotFoundError(f"{d}: neither train_log.jsonl nor a pipeline's metrics.json")
+            raise ConfigError(f"setting 'runs': {d} holds neither a training run's train_log.jsonl nor a "
+                              "pipeline's metrics.json")
         for s in stage_dirs:
             label = prefix + (s.name if s != d else d.name)
             summary = json.loads((s / "summary.json").read_text()) if (s / "summary.json").is_file() else {}

@@ -39,6 +39,8 @@ class Sample:
     user: str | None = None
     # Stable identity of the sample inside its split; seeds every per-sample random draw.
     key: str = field(default="", compare=False)
+    # Where the sample came from ("line 3" of JSON Lines, "7" of an array), for error messages.
+    row: str | None = field(default=None, compare=False)
 
     def to_json(self) -> dict:
         out = {"historyList": self.history, "itemList": self.candidates, "trueSelection": self.target}
@@ -73,16 +75,51 @@ def write_samples(path: str | os.PathLike, samples: Iterable[Sample]) -> None:
     write_jsonl(path, (s.to_json() for s in samples))
 
 
+def read_text(path: str | os.PathLike) -> str:
+    """A user's text file: UTF-8, with or without a byte-order mark, or UTF-16 with one (what Windows tools
+    write). Anything else is a `DataError` naming the line and column of the first byte that is not UTF-8."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(path, None, None, "is a directory, not a file")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, None, None, "no such file") from None
+    except OSError as e:
+        raise DataError(path, None, None, f"cannot be read ({e.strerror or e})") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as e:
+            raise DataError(path, None, None, f"starts like UTF-16 text but byte {e.start} is not") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(path, f"line {line}", None, f"not UTF-8 text (byte 0x{data[e.start]:02x} at column "
+                        f"{column}); save the file as UTF-8") from None
+    if "\x00" in text:
+        raise DataError(path, f"line {text.count(chr(10), 0, text.index(chr(0))) + 1}", None,
+                        "holds a NUL character: a binary file, not text")
+    return text
+
+
 def read_samples(path: str | os.PathLike, split: str | None = None) -> list[Sample]:
     """Read the paper's JSON array or JSON Lines. `split` names the samples' keys (default: file stem)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, None, "no such file")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     rows = _parse_rows(path, text)
     known = _known_titles(rows)
     split = split or path.stem
     return [_to_sample(path, row_id, obj, known, f"{split}:{i}") for i, (row_id, obj) in enumerate(rows)]
+
+
+def sample_error(path: str | os.PathLike, sample: Sample, fld: str | None, problem: str) -> DataError:
+    """A `DataError` for a sample read by `read_samples`, at its row of `path`."""
+    return DataError(path, sample.row, fld, problem)
 
 
 def _parse_rows(path: Path, text: str) -> list[tuple[str, object]]:
@@ -174,7 +211,7 @@ def _to_sample(path: Path, row: str, obj: object, known: set[str], key: str) -> 
         raise DataError(path, row, "itemList", f"duplicate candidate {dup!r}")
     if target not in cands:
         raise DataError(path, row, "trueSelection", f"target {target!r} is not among the candidates")
-    return Sample(list(hist), list(cands), target, None if user is None else str(user), key)
+    return Sample(list(hist), list(cands), target, None if user is None else str(user), key, row)
 
 
 def validate_samples(samples: list[Sample], where: str) -> None:

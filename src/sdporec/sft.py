@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Sequence
 
 from .batching import AnswerBatch, collate
 from .candidates import catalogue, sample_rng
-from .config import opt, require
+from .codec import ReservedTitle
+from .config import opt, require, require_input, require_outside
 from .logprobs import layout_fn
 from .losses import sft_loss
-from .modeling import (BUILTIN, BuiltinSize, add_lora, build_builtin, enable_gradient_checkpointing, load_model,
-                       needs_own_base, save_checkpoint)
+from .modeling import (BUILTIN, BuiltinSize, add_lora, build_builtin, enable_gradient_checkpointing, load_codec_of,
+                       load_model, needs_own_base, recorded_domain, save_checkpoint)
 from .prompts import build_prompt, pick_template
-from .samples import Sample
+from .samples import DataError, Sample, read_text
 from .sources import resolve_model
 from .trainer import TrainConfig, default_lr, start_run, train_loop
 
@@ -30,8 +30,11 @@ class SFTConfig(TrainConfig):
     def validate(self) -> None:
         if self.model != BUILTIN:
             self.model = resolve_model(self.model)
+        self.domain = recorded_domain(self.model, self.domain)
         default_lr(self, "sft", "builtin" if self.model == BUILTIN else "lora" if self.lora else "full")
         super().validate()
+        require_input(self.titles, "titles")
+        require_outside(self.model, self.out, self.overwrite)
         require(self.hidden % self.heads == 0, "hidden", "must be a multiple of heads")
 
 
@@ -42,17 +45,20 @@ def prompt_for(sample: Sample, domain: str, seed: int, epoch: int):
 
 
 def run_sft(cfg: SFTConfig) -> dict:
-    run = start_run(cfg)
+    extra = [t.strip() for t in read_text(cfg.titles).splitlines() if t.strip()] if cfg.titles else []
+    codec = None if cfg.model == BUILTIN else load_codec_of(cfg.model, cfg.chat_template)
+    run = start_run(cfg, codec, cfg.model)
     out, train, valid = run.out, run.train, run.valid
     items = catalogue(train)
     base_dir = None
     if cfg.model == BUILTIN:
-        titles = catalogue(train + valid)
-        if cfg.titles:
-            titles += [t for t in Path(cfg.titles).read_text(encoding="utf-8").splitlines() if t.strip()]
-        model, codec = build_builtin(titles, BuiltinSize(cfg.hidden, cfg.layers, cfg.heads), cfg.seed)
+        try:
+            model, codec = build_builtin(catalogue(train + valid) + extra,
+                                         BuiltinSize(cfg.hidden, cfg.layers, cfg.heads), cfg.seed)
+        except ReservedTitle as e:
+            raise DataError(cfg.train, None, "titles", str(e)) from None
     else:
-        model, codec = load_model(cfg.model, cfg.dtype, cfg.load_in_4bit, cfg.chat_template)
+        model, codec = load_model(cfg.model, cfg.dtype, cfg.load_in_4bit, cfg.chat_template, codec)
     if not cfg.load_in_4bit:   # 4-bit weights are placed on the GPU as they load
         model.to(run.acc.device)
     if cfg.lora:

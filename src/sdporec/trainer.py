@@ -26,14 +26,15 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .candidates import redraw, sample_rng
-from .config import ConfigError, opt, require, require_cuda_for_4bit, save_config
+from .candidates import catalogue, redraw, sample_rng
+from .config import (ConfigError, claim_out_dir, clear_outputs, opt, require, require_cuda_for_4bit, require_device,
+                     require_input, save_config)
 from .distributed import make_accelerator, micro_batch, set_seed
 from .evaluate import evaluate_ranking, evaluate_sharded, lm_scorer
 from .logprobs import LAYOUTS
-from .codec import CHAT_CHOICES
+from .codec import CHAT_CHOICES, require_known_titles
 from .prompts import DOMAINS
-from .samples import Sample, atomic_write_text, read_samples
+from .samples import Sample, atomic_write_text, read_samples, sample_error
 
 
 @dataclass
@@ -41,7 +42,8 @@ class TrainConfig:
     train: str = opt("", "training samples: the paper's JSON array or JSON Lines")
     valid: str = opt("", "validation samples, for HR@1 during training and the best checkpoint")
     out: str = opt("", "output directory (created)")
-    domain: str = opt("music", "prompt templates to use", choices=DOMAINS)
+    domain: str | None = opt(None, "prompt templates to use (default: those the starting checkpoint was trained "
+                             "with, else music)", choices=DOMAINS)
     epochs: int = opt(3, "passes over the training samples")
     batch_size: int = opt(16, "samples per micro-batch")
     grad_accum: int = opt(1, "micro-batches per optimizer step (effective batch = batch_size x grad_accum)")
@@ -75,6 +77,8 @@ class TrainConfig:
                       "prompt repeated for every answer (the paper's layout, for comparisons)", choices=LAYOUTS)
     save_every: int = opt(0, "write a resumable checkpoint every N optimizer steps (0: at each epoch's end only)")
     resume: bool = opt(False, "continue from the newest checkpoint in OUT/checkpoints")
+    overwrite: bool = opt(False, "replace the outputs of an earlier run in OUT (without it, or --resume, an OUT "
+                          "holding a run is an error)")
     device: str = opt("auto", "cpu, cuda, cuda:N or auto")
     threads: int = opt(0, "CPU threads for PyTorch (0: PyTorch's default)")
     seed: int = opt(0, "seed for initialisation, shuffling, templates, candidates and negatives")
@@ -96,6 +100,19 @@ class TrainConfig:
         require_cuda_for_4bit(self.load_in_4bit)
         require(self.mixed_precision != "fp16" or (torch.cuda.is_available() and self.device != "cpu"),
                 "mixed_precision", "fp16 needs a CUDA GPU; use bf16 on a CPU")
+        require(self.threads >= 0, "threads", "must not be negative (0: PyTorch's default)")
+        require(not (self.resume and self.overwrite), "overwrite", "--resume continues a run, --overwrite "
+                "replaces it: give one of them")
+        require_device(self.device)
+        require_input(self.train, "train")
+        require_input(self.valid, "valid")
+        claim_out_dir(self.out, RUN_OUTPUTS, self.overwrite, self.resume)
+
+
+# What a training run writes in OUT; an earlier run's are replaced only with --overwrite (the reference
+# cache is kept: its entries are keyed by everything that changes them).
+RUN_OUTPUTS = ("config.yaml", "model", "checkpoints", "summary.json", "train_log.jsonl", "eval_log.jsonl",
+               "base_model", "tensorboard", "model.tmp", "model.old")
 
 
 # Peak learning rates when `--lr` is not given, by stage and by what is trained: the built-in backbone
@@ -118,7 +135,7 @@ def default_lr(cfg: "TrainConfig", stage: str, backbone: str) -> None:
 
 
 # Settings that may change between an interrupted run and its resumption.
-_RESUMABLE = {"resume", "progress", "threads", "report_to", "device"}
+_RESUMABLE = {"resume", "overwrite", "progress", "threads", "report_to", "device"}
 
 
 @dataclass
@@ -133,22 +150,46 @@ class Run:
         return self.acc.is_main_process
 
 
-def start_run(cfg: TrainConfig) -> Run:
-    """Create the run directory and the accelerator, save the resolved config, and read the splits."""
+def start_run(cfg: TrainConfig, codec=None, model: str = "", negatives: int = 0) -> Run:
+    """Read and check the splits, then create the accelerator and the run directory (an earlier run's
+    outputs removed, with --overwrite) and save the resolved config: bad data writes nothing. Checked:
+    lists can be re-drawn, `codec` (of the checkpoint `model` training starts from) knows every title, and
+    every sample has `negatives` non-target candidates."""
     out = Path(cfg.out)
+    train = read_samples(cfg.train, "train")
+    valid = read_samples(cfg.valid, "valid") if cfg.valid else []
+    if not cfg.keep_candidates:
+        require_redrawable(cfg.train, train)
+    if codec is not None:
+        require_known_titles(codec, model, train, cfg.train)
+        require_known_titles(codec, model, valid, cfg.valid)
+    for s in train:
+        if len(s.candidates) - 1 < negatives:
+            raise sample_error(cfg.train, s, "itemList", f"{len(s.candidates) - 1} non-target candidates, fewer "
+                               f"than the {negatives} negatives asked for (--negatives)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     acc = make_accelerator(cfg.device, cfg.mixed_precision)
     set_seed(cfg.seed)   # model creation and LoRA initialisation draw from these generators
     if acc.is_main_process:
+        if cfg.overwrite:
+            clear_outputs(cfg.out, RUN_OUTPUTS)
         out.mkdir(parents=True, exist_ok=True)
-        if not cfg.resume:
-            shutil.rmtree(out / "checkpoints", ignore_errors=True)
         save_config(cfg, out)
     acc.wait_for_everyone()
-    train = read_samples(cfg.train, "train")
-    valid = read_samples(cfg.valid, "valid") if cfg.valid else []
     return Run(out, train, valid, acc)
+
+
+def require_redrawable(path: str, train: Sequence[Sample]) -> None:
+    """Every epoch re-draws each sample's list from the training file's titles outside its history; a
+    sample whose list is longer than that pool cannot be re-drawn."""
+    items = set(catalogue(train))
+    for s in train:
+        pool = len(items - set(s.history) - {s.target})
+        if pool < len(s.candidates) - 1:
+            raise sample_error(path, s, "itemList", f"{len(s.candidates)} candidates, but only {pool} titles of the "
+                               "training file lie outside this history to re-draw them from; add --keep-candidates "
+                               "to train on the file's lists as they are")
 
 
 def latest_checkpoint(root: Path) -> Path | None:
