@@ -21,7 +21,7 @@ $(BIN)/sdporec: pyproject.toml
 install: $(BIN)/sdporec
 
 demo: install
-	$(BIN)/sdporec pipeline --out runs/default
+	$(BIN)/sdporec pipeline --out runs/default --overwrite
 
 test: install
 	$(BIN)/python -m pytest -q tests

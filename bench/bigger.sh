@@ -27,21 +27,21 @@ D=$OUT/data
 FILES="--train $D/train.jsonl --valid $D/valid.jsonl --eval-samples 500 --no-progress --batch-size 16"
 
 [ -f "$D/test.jsonl" ] || step prepare $S prepare builtin --out "$D" --users "${USERS:-800}"
-step init $S init-model --family "$FAMILY" --train "$D/train.jsonl" --out "$OUT/init" --hidden "$HIDDEN" \
+step init $S init-model --overwrite --family "$FAMILY" --train "$D/train.jsonl" --out "$OUT/init" --hidden "$HIDDEN" \
   --layers "$LAYERS" --heads "$HEADS" --kv-heads "$KV" --intermediate "$INTER" --vocab-size "$VOCAB"
-step sft $S sft --model "$OUT/init" --out "$OUT/sft" --epochs "$SFT_EPOCHS" $FILES $EXTRA
-step sdpo $S dpo --model "$OUT/sft/model" --out "$OUT/sdpo" --loss sdpo --negatives 3 --lora --eval-every 200 \
+step sft $S sft --overwrite --model "$OUT/init" --out "$OUT/sft" --epochs "$SFT_EPOCHS" $FILES $EXTRA
+step sdpo $S dpo --overwrite --model "$OUT/sft/model" --out "$OUT/sdpo" --loss sdpo --negatives 3 --lora --eval-every 200 \
   --reference-cache none $FILES $EXTRA
 for p in ranking generation; do
-  step "eval-$p" $S evaluate --model "$OUT/sdpo/model" --data "$D/test.jsonl" --out "$OUT/eval-$p" --protocol "$p" \
+  step "eval-$p" $S evaluate --overwrite --model "$OUT/sdpo/model" --data "$D/test.jsonl" --out "$OUT/eval-$p" --protocol "$p" \
     --no-progress
 done
-step export $S export --model "$OUT/sdpo/model" --merge --out "$OUT/merged"
-step eval-merged $S evaluate --model "$OUT/merged" --data "$D/test.jsonl" --out "$OUT/eval-merged" --no-progress
+step export $S export --overwrite --model "$OUT/sdpo/model" --merge --out "$OUT/merged"
+step eval-merged $S evaluate --overwrite --model "$OUT/merged" --data "$D/test.jsonl" --out "$OUT/eval-merged" --no-progress
 if [ "$NPROC" -gt 1 ]; then
   # Same global batch (16) as the one-process run: 8 per process.
   step sdpo-2proc env OMP_NUM_THREADS=1 $PY -m torch.distributed.run --standalone --nproc-per-node "$NPROC" -m sdporec \
-    dpo --model "$OUT/sft/model" --out "$OUT/sdpo-2proc" --loss sdpo --negatives 3 --lora --eval-every 200 \
+    dpo --overwrite --model "$OUT/sft/model" --out "$OUT/sdpo-2proc" --loss sdpo --negatives 3 --lora --eval-every 200 \
     --reference-cache none --threads 1 ${FILES/--batch-size 16/--batch-size $((16 / NPROC))} $EXTRA
 fi
 

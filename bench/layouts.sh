@@ -16,11 +16,11 @@ LAYOUTS=${LAYOUTS:-packed cache paper}
 mkdir -p "$OUT"
 for layout in $LAYOUTS; do
   t0=$(date +%s.%N)
-  $PY -m sdporec dpo --loss sdpo --negatives 3 --model "$SFT" --layout "$layout" --reference-cache none \
+  $PY -m sdporec dpo --overwrite --loss sdpo --negatives 3 --model "$SFT" --layout "$layout" --reference-cache none \
     --train "$DATA/train.jsonl" --valid "$DATA/valid.jsonl" --eval-samples 1000 --eval-every 300 --domain music \
     --no-progress --out "$OUT/sdpo-$layout" > "$OUT/sdpo-$layout.log" 2>&1
   t1=$(date +%s.%N)
-  $PY -m sdporec evaluate --model "$OUT/sdpo-$layout/model" --data "$EVAL" --layout "$layout" --domain music \
+  $PY -m sdporec evaluate --overwrite --model "$OUT/sdpo-$layout/model" --data "$EVAL" --layout "$layout" --domain music \
     --no-progress --out "$OUT/eval-$layout" > "$OUT/eval-$layout.log" 2>&1
   t2=$(date +%s.%N)
   echo "$(awk "BEGIN{print $t1 - $t0}") $(awk "BEGIN{print $t2 - $t1}") $(date -u +%F)" > "$OUT/times-$layout.txt"

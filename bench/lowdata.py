@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+# Commands whose --out a rerun of this bench replaces (they refuse to without --overwrite).
+REPLACEABLE = ("prepare", "sft", "dpo", "evaluate", "baseline", "export", "init-model", "pipeline")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 # Runs the CLI and reports the process's peak resident memory (KiB) on its last line.
@@ -46,6 +48,7 @@ class Row:
         self.out, self.log, self.peak_kib = out, log, 0
 
     def sdporec(self, *args: str) -> None:
+        args = (*args, "--overwrite") if args[0] in REPLACEABLE else args   # a rerun replaces its rows
         with open(self.log, "a") as log:
             log.write("$ sdporec " + " ".join(args) + "\n")
             log.flush()

@@ -29,6 +29,8 @@ BIN = [sys.executable, "-m", "sdporec"]
 
 
 def sh(*args: str) -> None:
+    if args[0] in ("prepare", "sft", "dpo", "evaluate", "baseline"):
+        args = (*args, "--overwrite")    # a rerun of the bench replaces its runs
     print("$ sdporec " + " ".join(args), flush=True)
     subprocess.run(BIN + list(args), check=True, stdout=subprocess.DEVNULL)
 

@@ -31,7 +31,7 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "sdporec", "baseline", "sasrec", "--train", str(data / "train.jsonl"),
                             "--valid", str(data / "valid.jsonl"), "--eval", str(EVAL), "--out", str(run),
                             "--hidden", str(hidden), "--layers", str(layers), "--dropout", str(dropout),
-                            "--epochs", str(args.epochs), "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+                            "--epochs", str(args.epochs), "--no-progress", "--overwrite"], check=True, stdout=subprocess.DEVNULL)
         m = json.loads((run / "metrics.json").read_text())
         rows.append((hidden, layers, dropout, m["best_valid_hr@1"], m["hr@1"], m["mrr"], m["epochs_run"], m["seconds"]))
     best = max(rows, key=lambda r: r[3])

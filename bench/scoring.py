@@ -36,6 +36,8 @@ MEASURED = ("import resource, sys, torch; from sdporec.cli import main; code = m
 
 def sdporec(src: Path, *args: str, measured: bool = False) -> str:
     env = {**os.environ, "PYTHONPATH": str(src)}
+    if src == ROOT / "src":   # this checkout's commands refuse to replace earlier outputs without it
+        args = (*args, "--overwrite")
     cmd = [sys.executable, "-c", MEASURED, *args] if measured else [sys.executable, "-m", "sdporec", *args]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
