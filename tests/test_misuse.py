@@ -40,6 +40,9 @@ def ws(tmp_path_factory):
     Path("empty_dir").mkdir()
     Path("bad.yaml").write_text("epochs: [1, 2\n")
     Path("fake.gguf").write_bytes(b"not a gguf file")
+    Path("null.yaml").write_text("epochs: null\ntrain: data/train.jsonl\nout: n1\n")
+    shutil.copytree("run/model", "damaged_meta")
+    Path("damaged_meta/sdporec_checkpoint.json").write_text("{cut sho")
     yield root
     os.chdir(before)
 
@@ -86,6 +89,14 @@ CASES = [
     (["baseline", "popularity", "--train", "binary.jsonl", "--eval", "bom.json", "--out", "b1"], ["binary.jsonl"]),
     (["audit", "utf16.jsonl", "--out", "empty_dir"], ["setting 'out'", "directory"]),
     (["pipeline", "--out", "notes.txt"], ["setting 'out'", "is a file"]),
+    (["pipeline", "--out", "pl", "--items", "20"], ["setting 'items'", "at least 30"]),
+    (["sft", "--config", "null.yaml"], ["setting 'epochs'", "got null"]),
+    (["prepare", "builtin", "--out", "p3", "--kcore", "1000"], ["setting 'kcore'", "no samples"]),
+    (["prepare", "builtin", "--out", "p3", "--candidates", "400"], ["setting 'items'", "410"]),
+    (["evaluate", "--model", "damaged_meta", "--data", "bom.json", "--out", "e1"],
+     ["damaged_meta/sdporec_checkpoint.json", "not valid JSON"]),
+    (["dpo", "--model", "damaged_meta", "--train", "data/train.jsonl", "--out", "d1"],
+     ["damaged_meta/sdporec_checkpoint.json"]),
 ]
 
 
@@ -184,3 +195,13 @@ def test_missing_adapter_weights_are_an_error(ws, capsys):
     assert main(["evaluate", "--model", "lora_partial", "--data", "bom.json", "--out", "lp", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "does not load whole" in err and "lora_" in err
+
+
+def test_an_unreadable_checkpoint_state_is_named_on_resume(ws, capsys):
+    shutil.copytree("run", "run_copy")
+    state = next(Path("run_copy/checkpoints").glob("step-*")) / "trainer_state.json"
+    state.write_text('{"epoch": 1, "mic')
+    capsys.readouterr()
+    assert main(["sft", "--train", "data/train.jsonl", "--out", "run_copy", "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert str(state) in err and "unreadable" in err and "Traceback" not in err

@@ -2,7 +2,6 @@
 without the real model (tests/test_real_model.py runs it)."""
 
 import json
-import warnings
 
 import pytest
 from conftest import write_small_splits

@@ -100,6 +100,10 @@ def _check_types(cfg) -> None:
         value = getattr(cfg, f.name)
         tp, is_list = _base_type(hints[f.name])
         if value is None:
+            optional = typing.get_origin(hints[f.name]) in (typing.Union, types.UnionType) and \
+                type(None) in typing.get_args(hints[f.name])
+            if not optional:
+                raise ConfigError(f"setting '{f.name}': expected {tp.__name__}, got null")
             continue
         items = value if is_list else [value]
         if is_list and not isinstance(value, list):

@@ -22,6 +22,7 @@ import torch
 
 from .codec import ItemCodec, TextCodec, build_item_codec, load_codec
 from .config import ConfigError, require, warn
+from .samples import DataError, read_text
 from .sources import is_gguf, load_gguf_model
 
 BUILTIN = "builtin"
@@ -54,13 +55,26 @@ def recorded_domain(path: str, flag: str | None) -> str:
     """The prompt domain for a command that loads `path`: the one its training recorded (in
     `sdporec_checkpoint.json`) unless `flag` names one; a flag that disagrees is honoured with a warning.
     Without either: music."""
-    meta = Path(path) / META_FILE
-    recorded = json.loads(meta.read_text()).get("config", {}).get("domain") if meta.is_file() else None
+    recorded = (checkpoint_meta(path).get("config") or {}).get("domain")
     if flag is None:
         return recorded or "music"
     if recorded and recorded != flag:
         warn(f"{path} was trained on {recorded} prompts; using --domain {flag} as asked")
     return flag
+
+
+def checkpoint_meta(path: str | Path) -> dict:
+    """What `sdporec_checkpoint.json` in `path` records ({} where there is none)."""
+    meta = Path(path) / META_FILE
+    if not meta.is_file():
+        return {}
+    try:
+        recorded = json.loads(read_text(meta))
+    except json.JSONDecodeError as e:
+        raise DataError(meta, None, None, f"not valid JSON ({e}); the checkpoint's record is damaged") from None
+    if not isinstance(recorded, dict):
+        raise DataError(meta, None, None, "expected a JSON object; the checkpoint's record is damaged")
+    return recorded
 
 
 def is_own_checkpoint(path: str | Path) -> bool:
@@ -181,7 +195,8 @@ def _adapter_base(path: str | Path) -> str:
     local = Path(path) / "base"
     if local.is_dir():
         return str(local)
-    return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    with loading(str(path)):
+        return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
 
 
 def load_codec_of(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:

@@ -59,6 +59,13 @@ class PipelineConfig:
             require_input(self.data and str(Path(self.data) / f"{name}.jsonl"), "data")
         claim_out_dir(self.out, PIPELINE_OUTPUTS, self.overwrite)
         require_device(self.device)
+        if not self.data:
+            self.prepare_config("-").validate()
+
+    def prepare_config(self, out: str) -> PrepareConfig:
+        """The built-in data this pipeline generates (when no --data is given)."""
+        return PrepareConfig(out=out, users=self.users, items=self.items, genres=min(12, self.items // 10),
+                             seed=self.seed, overwrite=self.overwrite)
 
 
 PIPELINE_OUTPUTS = ("config.yaml", "metrics.json", "timings.json", "data", "sft", "dpo", "sdpo", "eval", "report")
@@ -72,8 +79,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     started = time.time()
     data = Path(cfg.data) if cfg.data else out / "data"
     if not cfg.data:
-        prep = PrepareConfig(out=str(data), users=cfg.users, items=cfg.items, genres=min(12, cfg.items // 10),
-                             seed=cfg.seed, overwrite=cfg.overwrite)
+        prep = cfg.prepare_config(str(data))
         prep.validate()
         run_prepare(prep)
         timings["prepare"] = round(time.time() - started, 1)

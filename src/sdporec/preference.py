@@ -24,7 +24,7 @@ from .codec import CODEC_FILE
 from .modeling import (enable_gradient_checkpointing, is_adapter, load_codec_of, load_model, needs_own_base,
                        policy_from_sft, recorded_domain, save_checkpoint)
 from .reference import cache_key, file_digest, inputs_digest, model_fingerprint, reference_identity, reference_logps
-from .samples import Sample, read_text
+from .samples import DataError, Sample, read_text
 from .sft import prompt_for
 from .sources import is_gguf, resolve_model
 from .trainer import TrainConfig, default_lr, start_run, train_loop
@@ -59,7 +59,11 @@ def _backbone(model: str, lora: bool) -> str:
     """What preference training trains: `builtin` (an SFT checkpoint of the built-in backbone, all weights),
     `lora` (a new adapter, or the SFT checkpoint's own adapter) or `full` (all weights of a text model)."""
     marker = Path(model) / CODEC_FILE
-    if marker.is_file() and json.loads(read_text(marker)).get("kind") == "items" and not lora:
+    try:
+        kind = json.loads(read_text(marker)).get("kind") if marker.is_file() else None
+    except (json.JSONDecodeError, AttributeError):
+        raise DataError(marker, None, None, "not a JSON object; the checkpoint's codec record is damaged") from None
+    if kind == "items" and not lora:
         return "builtin"
     return "lora" if lora or is_adapter(model) else "full"
 

@@ -59,7 +59,13 @@ class PrepareConfig:
         require(self.source != "csv" or bool(self.interactions and self.items_file), "interactions",
                 "csv needs --interactions and --items-file")
         require(self.users >= 10, "users", "must be at least 10 (users are split 8:1:1)")
-        require(1 <= self.genres <= self.items // 10, "genres", "must be between 1 and items / 10")
+        if self.source == "builtin":
+            require(2 <= self.genres <= self.items // 10, "genres", "must be between 2 and items / 10 (each user "
+                    "likes 2 genres)")
+            require(self.items >= max(WorldSpec.max_len, self.candidates + self.max_history), "items",
+                    f"the built-in data needs at least {max(WorldSpec.max_len, self.candidates + self.max_history)} "
+                    f"items (histories of up to {WorldSpec.max_len} distinct items, and {self.candidates} candidates "
+                    f"outside {self.max_history} history items)")
         require(1 <= self.min_history <= self.max_history, "min_history", "must be between 1 and max_history")
         require(self.candidates >= 2, "candidates", "must be at least 2")
         if self.source == "csv":
@@ -113,8 +119,16 @@ def make_splits(inter: Interactions, cfg: PrepareConfig) -> dict[str, list[Sampl
 def run_prepare(cfg: PrepareConfig) -> dict:
     out = Path(cfg.out)
     inter = load_interactions(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    n_items = len(inter.item_ids)
+    require(n_items >= cfg.candidates + cfg.max_history, "candidates", f"{cfg.candidates} candidates outside up to "
+            f"{cfg.max_history} history items need at least {cfg.candidates + cfg.max_history} items; the data has "
+            f"{n_items}")
     splits = make_splits(inter, cfg)
+    empty = [name for name in SPLITS if not splits[name]]
+    require(not empty, "kcore" if cfg.kcore else "min_history", f"no samples in the {' and '.join(empty)} "
+            f"split(s): too few users or too short histories are left (users: {len(inter.sequences)}; "
+            f"kcore {cfg.kcore}, min_history {cfg.min_history})")
+    out.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
         validate_samples(splits[name], f"{cfg.source}:{name}")
         write_samples(out / f"{name}.jsonl", splits[name])

@@ -14,6 +14,7 @@ when complete; the newest 2 are kept. `--resume` continues from the newest.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import math
 import os
@@ -34,7 +35,8 @@ from .evaluate import evaluate_ranking, evaluate_sharded, lm_scorer
 from .logprobs import LAYOUTS
 from .codec import CHAT_CHOICES, require_known_titles
 from .prompts import DOMAINS
-from .samples import Sample, atomic_write_text, read_samples, sample_error
+from .runlog import RunLog, peak_memory_gib
+from .samples import DataError, Sample, atomic_write_text, read_samples, sample_error
 
 
 @dataclass
@@ -101,6 +103,9 @@ class TrainConfig:
         require(self.mixed_precision != "fp16" or (torch.cuda.is_available() and self.device != "cpu"),
                 "mixed_precision", "fp16 needs a CUDA GPU; use bf16 on a CPU")
         require(self.threads >= 0, "threads", "must not be negative (0: PyTorch's default)")
+        for backend, module in (("tensorboard", "tensorboard"), ("wandb", "wandb")):
+            require(self.report_to != backend or importlib.util.find_spec(module) is not None, "report_to",
+                    f"{backend} is not installed (pip install {backend})")
         require(not (self.resume and self.overwrite), "overwrite", "--resume continues a run, --overwrite "
                 "replaces it: give one of them")
         require_device(self.device)
@@ -238,7 +243,11 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
         latest = latest_checkpoint(ckpt_root)
         if latest is None:
             raise ConfigError(f"setting 'resume': no complete checkpoint in {ckpt_root}")
-        state = json.loads((latest / "trainer_state.json").read_text())
+        try:
+            state = json.loads((latest / "trainer_state.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(latest / "trainer_state.json", None, None, f"unreadable ({e}); remove {latest} to "
+                            "resume from the checkpoint before it") from None
         changed = sorted(k for k, v in asdict(cfg).items()
                          if k not in _RESUMABLE and state["config"].get(k) != v)
         if changed:
@@ -355,60 +364,3 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
     if run.main:
         atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def peak_memory_gib(device) -> float:
-    """Peak GPU memory allocated by PyTorch on a CUDA device; the process's peak RSS on a CPU."""
-    if torch.device(device).type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 30
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # Linux reports KiB
-
-
-class RunLog:
-    """`train_log.jsonl` and `eval_log.jsonl` in the run directory, always; tensorboard or wandb as well
-    when asked (`report` reads only the JSONL files, so it needs no backend)."""
-
-    def __init__(self, cfg: TrainConfig, out_dir: Path, enabled: bool = True, keep_until: int | None = None):
-        """`keep_until`: resuming at that optimizer step, so later rows (written after the checkpoint by
-        the interrupted run) are dropped; None starts empty logs. Only the main process writes."""
-        self.paths = {"train": out_dir / "train_log.jsonl", "eval": out_dir / "eval_log.jsonl"}
-        self.enabled = enabled
-        self._tb = self._wandb = None
-        if not enabled:
-            return
-        for p in self.paths.values():
-            kept = [] if keep_until is None or not p.is_file() else \
-                [line for line in p.read_text().splitlines() if line and json.loads(line)["step"] <= keep_until]
-            p.write_text("".join(line + "\n" for line in kept))
-        if cfg.report_to == "tensorboard":
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ConfigError("setting 'report_to': tensorboard is not installed (pip install tensorboard)") from None
-            self._tb = SummaryWriter(str(out_dir / "tensorboard"))
-        elif cfg.report_to == "wandb":
-            try:
-                import wandb
-            except ImportError:
-                raise ConfigError("setting 'report_to': wandb is not installed (pip install wandb)") from None
-            self._wandb = wandb.init(project="sdporec", name=out_dir.name, dir=str(out_dir), config=asdict(cfg))
-
-    def write(self, kind: str, row: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.paths[kind], "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-        scalars = {f"{kind}/{k}": v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
-        if self._tb is not None:
-            for k, v in scalars.items():
-                self._tb.add_scalar(k, v, row["step"])
-        if self._wandb is not None:
-            self._wandb.log(scalars, step=row["step"])
-
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-        if self._wandb is not None:
-            self._wandb.finish()
