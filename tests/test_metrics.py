@@ -3,7 +3,7 @@ import math
 import pytest
 
 from sdporec.evaluate import ranking_results
-from sdporec.metrics import ScoreError, generation_metrics, parse_generation, rank_of_target, ranking_metrics
+from sdporec.metrics import NonFiniteError, generation_metrics, parse_generation, rank_of_target, ranking_metrics
 from sdporec.samples import Sample
 
 
@@ -41,8 +41,8 @@ def test_empty_input_is_an_error():
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_scores_that_are_not_finite_are_an_error(bad):
     # A NaN compares false with everything: without the check the target would rank first.
-    with pytest.raises(ScoreError, match="finite"):
+    with pytest.raises(NonFiniteError, match="finite"):
         rank_of_target([0.5, bad, 0.1], 0)
     sample = Sample(["h"], ["a", "b", "c"], "a", key="eval:7", row="line 8")
-    with pytest.raises(ScoreError, match=r"sample eval:7 \(row line 8 of its file\): candidate 'b' has score"):
+    with pytest.raises(NonFiniteError, match=r"sample eval:7 \(row line 8 of its file\): candidate 'b' has score"):
         ranking_results([sample], [[0.5, bad, 0.1]])

@@ -91,6 +91,9 @@ CASES = [
     (["pipeline", "--out", "notes.txt"], ["setting 'out'", "is a file"]),
     (["pipeline", "--out", "pl", "--items", "20"], ["setting 'items'", "at least 30"]),
     (["sft", "--config", "null.yaml"], ["setting 'epochs'", "got null"]),
+    (["sft", "--train", "data/train.jsonl", "--out", "s2", "--lr", "1e12", "--hidden", "16", "--layers", "1", "--heads",
+      "2"], ["training loss is nan", "optimizer step 2"]),
+    (["pipeline", "--out", "pl", "--negatives", "20"], ["setting 'negatives'", "19"]),
     (["prepare", "builtin", "--out", "p3", "--kcore", "1000"], ["setting 'kcore'", "no samples"]),
     (["prepare", "builtin", "--out", "p3", "--candidates", "400"], ["setting 'items'", "410"]),
     (["evaluate", "--model", "damaged_meta", "--data", "bom.json", "--out", "e1"],
@@ -171,6 +174,10 @@ def test_nan_scores_are_an_error_naming_the_sample(ws, capsys):
     err = capsys.readouterr().err
     assert "sample eval:0 (row 0 of its file)" in err and "score nan" in err and "Traceback" not in err
     assert not Path("nan_eval/metrics.json").exists()
+    sample = json.loads(Path("data/test.jsonl").read_text().splitlines()[0])
+    assert main(["recommend", "--model", "nan_model", "--history", *sample["historyList"], "--candidates",
+                 *sample["itemList"]]) == 2
+    assert "score nan" in capsys.readouterr().err
 
 
 def test_missing_weights_of_our_checkpoint_are_an_error_and_of_others_a_warning(ws, capsys):

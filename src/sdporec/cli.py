@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .audit import AuditConfig, run_audit
 from .baselines import BaselineConfig, run_baseline
 from .config import ConfigError, add_arguments, resolve
 from .evaluate import EvaluateConfig, run_evaluate
-from .metrics import ScoreError
+from .metrics import NonFiniteError
 from .export import ExportConfig, run_export
 from .families import InitModelConfig, run_init_model
 from .pipeline import PipelineConfig, run_pipeline
@@ -62,7 +63,7 @@ def _error_line(e: BaseException) -> tuple[str, int]:
     """One line for an error that ends a command, and the exit status."""
     import torch
 
-    if isinstance(e, (ConfigError, DataError, ScoreError)):
+    if isinstance(e, (ConfigError, DataError, NonFiniteError)):
         return str(e), 2
     if isinstance(e, KeyboardInterrupt):
         return "interrupted; files already written are complete (a training run continues with --resume)", 130
@@ -81,9 +82,15 @@ def _error_line(e: BaseException) -> tuple[str, int]:
             "(rerun with --debug for the traceback, and please report it)"), 1
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"sdporec: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_transformers()
+    if not args.debug:   # warnings as one line each, without the source line Python adds
+        warnings.formatwarning = _one_line_warning
     cls, run, _ = COMMANDS[args.command]
     try:
         cfg = resolve(cls, args)

@@ -22,10 +22,10 @@ from .batching import collate
 from .codec import CHAT_CHOICES, require_known_titles
 from .config import claim_out_dir, opt, require, require_cuda_for_4bit, require_device, require_input, save_config
 from .logprobs import LAYOUTS, layout_fn
-from .metrics import ScoreError, generation_metrics, parse_generation, rank_of_target, ranking_metrics
+from .metrics import NonFiniteError, generation_metrics, parse_generation, rank_of_target, ranking_metrics
 from .prompts import DOMAINS, build_prompt
 from .samples import Sample, atomic_write_text, read_samples, write_jsonl
-from .sources import resolve_model
+from .sources import require_no_4bit_gguf, resolve_model
 
 PROTOCOLS = ("ranking", "generation")
 Scorer = Callable[[Sequence[Sample]], list[list[float]]]
@@ -35,7 +35,7 @@ def ranking_results(samples: Sequence[Sample], scores: Sequence[Sequence[float]]
     """Metrics and per-sample rows from candidate scores (one list per sample, in prompt order)."""
     ranks, rows = [], []
     for s, sc in zip(samples, scores):
-        _require_finite(s, sc)
+        require_finite(s, sc)
         rank = rank_of_target(sc, s.candidates.index(s.target))
         ranks.append(rank)
         order = sorted(range(len(sc)), key=lambda i: (-sc[i], i))
@@ -44,11 +44,12 @@ def ranking_results(samples: Sequence[Sample], scores: Sequence[Sequence[float]]
     return ranking_metrics(ranks), rows
 
 
-def _require_finite(sample: Sample, scores: Sequence[float]) -> None:
+def require_finite(sample: Sample, scores: Sequence[float]) -> None:
+    """Scores of NaN or ±inf are an error naming the sample and candidate (a NaN would rank the target first)."""
     bad = next((i for i, v in enumerate(scores) if not math.isfinite(v)), None)
     if bad is not None:
         where = f"sample {sample.key}" + (f" (row {sample.row} of its file)" if sample.row is not None else "")
-        raise ScoreError(f"{where}: candidate {sample.candidates[bad]!r} has score {scores[bad]}; the model's "
+        raise NonFiniteError(f"{where}: candidate {sample.candidates[bad]!r} has score {scores[bad]}; the model's "
                          "outputs are not finite numbers (weights holding NaN or inf, or a float16 overflow: "
                          "try --dtype float32), so no ranking can be measured")
 
@@ -206,6 +207,7 @@ class EvaluateConfig:
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         require_cuda_for_4bit(self.load_in_4bit)
         self.model = resolve_model(self.model)
+        require_no_4bit_gguf(self.model, self.load_in_4bit)
 
 
 def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domain: str, batch_size: int = 16,

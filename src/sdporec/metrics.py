@@ -14,8 +14,8 @@ from typing import Sequence
 METRIC_KEYS = ("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr", "valid_ratio", "n")
 
 
-class ScoreError(ValueError):
-    """A scorer returned a score that is not a finite number."""
+class NonFiniteError(ValueError):
+    """A number that must be finite is not: a candidate's score, a training loss or gradient norm."""
 
 
 def rank_of_target(scores: Sequence[float], target_index: int) -> int:
@@ -23,7 +23,7 @@ def rank_of_target(scores: Sequence[float], target_index: int) -> int:
     be finite: a NaN compares false with everything, so it would rank the target first (a free hit)."""
     bad = [i for i, s in enumerate(scores) if not math.isfinite(s)]
     if bad:
-        raise ScoreError(f"candidate {bad[0]} has score {scores[bad[0]]}; scores must be finite numbers")
+        raise NonFiniteError(f"candidate {bad[0]} has score {scores[bad[0]]}; scores must be finite numbers")
     t = scores[target_index]
     return sum(1 for i, s in enumerate(scores) if s > t or (s == t and i < target_index))
 

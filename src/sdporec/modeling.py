@@ -23,7 +23,7 @@ import torch
 from .codec import ItemCodec, TextCodec, build_item_codec, load_codec
 from .config import ConfigError, require, warn
 from .samples import DataError, read_text
-from .sources import is_gguf, load_gguf_model
+from .sources import is_gguf, load_gguf_model, require_no_4bit_gguf
 
 BUILTIN = "builtin"
 META_FILE = "sdporec_checkpoint.json"
@@ -124,13 +124,12 @@ def _dtype(name: str) -> torch.dtype:
 
 def _load_full(path: str, dtype: str, load_in_4bit: bool = False):
     if is_gguf(path):
-        require(not load_in_4bit, "load_in_4bit", f"{path} is a GGUF file: 4-bit NF4 loading takes a Hugging Face "
-                "checkpoint (train a LoRA on the GGUF model, or `sdporec export` it first)")
+        require_no_4bit_gguf(path, load_in_4bit)
         with loading(path):
             return load_gguf_model(path, _dtype(dtype))
     if not load_in_4bit:
         return _pretrained(path, dtype=_dtype(dtype))
-    from .config import ConfigError, require_cuda_for_4bit
+    from .config import require_cuda_for_4bit
 
     require_cuda_for_4bit(True)
     try:

@@ -19,7 +19,7 @@ from .preference import PreferenceConfig, run_preference
 from .prepare import PrepareConfig, run_prepare
 from .prompts import DOMAINS
 from .report import collect, make_figures, write_markdown
-from .samples import atomic_write_text, read_samples
+from .samples import atomic_write_text, read_samples, sample_error
 from .sft import SFTConfig, run_sft
 
 
@@ -61,6 +61,12 @@ class PipelineConfig:
         require_device(self.device)
         if not self.data:
             self.prepare_config("-").validate()
+        for s in read_samples(Path(self.data) / "train.jsonl", "train") if self.data else []:
+            if len(s.candidates) - 1 < self.negatives:
+                raise sample_error(Path(self.data) / "train.jsonl", s, "itemList", f"{len(s.candidates) - 1} non-target "
+                                   f"candidates, fewer than the {self.negatives} negatives of --negatives")
+        require(self.data or self.negatives <= 19, "negatives", "the built-in data has 20 candidates per sample: "
+                "at most 19 negatives")
 
     def prepare_config(self, out: str) -> PrepareConfig:
         """The built-in data this pipeline generates (when no --data is given)."""

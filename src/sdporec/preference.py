@@ -26,7 +26,7 @@ from .modeling import (enable_gradient_checkpointing, is_adapter, load_codec_of,
 from .reference import cache_key, file_digest, inputs_digest, model_fingerprint, reference_identity, reference_logps
 from .samples import DataError, Sample, read_text
 from .sft import prompt_for
-from .sources import is_gguf, resolve_model
+from .sources import is_gguf, require_no_4bit_gguf, resolve_model
 from .trainer import TrainConfig, default_lr, start_run, train_loop
 
 
@@ -51,6 +51,7 @@ class PreferenceConfig(TrainConfig):
         default_lr(self, "preference", _backbone(self.model, self.lora))
         super().validate()
         require_outside(self.model, self.out, self.overwrite)
+        require_no_4bit_gguf(self.model, self.load_in_4bit)
         require(self.negatives >= 1, "negatives", "must be at least 1")
         require(self.beta > 0, "beta", "must be positive")
 

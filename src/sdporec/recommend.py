@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .config import opt, require, require_device, require_input
 from .codec import CHAT_CHOICES, require_known_titles
-from .evaluate import SCORES, lm_scorer
+from .evaluate import SCORES, lm_scorer, require_finite
 from .prompts import DOMAINS
 from .samples import DataError, Sample, read_text, split_history
 from .sources import resolve_model
@@ -72,6 +72,7 @@ def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
     model, codec = load_model(cfg.model, chat_template=cfg.chat_template, codec=codec)
     model.to(pick_device(cfg.device))
     scores = lm_scorer(model, codec, cfg.domain, progress=False, score=cfg.score)([request])[0]
+    require_finite(request, scores)
     ranked = sorted(zip(request.candidates, scores), key=lambda x: -x[1])
     ranked = ranked[:cfg.top] if cfg.top else ranked
     if cfg.json:

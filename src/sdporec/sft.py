@@ -15,7 +15,7 @@ from .modeling import (BUILTIN, BuiltinSize, add_lora, build_builtin, enable_gra
                        load_model, needs_own_base, recorded_domain, save_checkpoint)
 from .prompts import build_prompt, pick_template
 from .samples import DataError, Sample, read_text
-from .sources import resolve_model
+from .sources import require_no_4bit_gguf, resolve_model
 from .trainer import TrainConfig, default_lr, start_run, train_loop
 
 
@@ -34,6 +34,7 @@ class SFTConfig(TrainConfig):
         default_lr(self, "sft", "builtin" if self.model == BUILTIN else "lora" if self.lora else "full")
         super().validate()
         require_input(self.titles, "titles")
+        require_no_4bit_gguf(self.model, self.load_in_4bit)
         require_outside(self.model, self.out, self.overwrite)
         require(self.hidden % self.heads == 0, "hidden", "must be a multiple of heads")
 

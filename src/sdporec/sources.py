@@ -109,6 +109,13 @@ def _check_model_dir(name: str, setting: str) -> None:
                           f"a hub name or one of {', '.join(KNOWN_MODELS)})")
 
 
+def require_no_4bit_gguf(model: str, load_in_4bit: bool) -> None:
+    """4-bit NF4 loading reads a Hugging Face checkpoint; checked before anything is written."""
+    if load_in_4bit and is_gguf(model):
+        raise ConfigError(f"setting 'load_in_4bit': {model} is a GGUF file: 4-bit NF4 loading takes a Hugging Face "
+                          "checkpoint (train a LoRA on the GGUF model, or `sdporec export` it first)")
+
+
 def load_gguf_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 

@@ -32,6 +32,7 @@ from .config import (ConfigError, claim_out_dir, clear_outputs, opt, require, re
                      require_input, save_config)
 from .distributed import make_accelerator, micro_batch, set_seed
 from .evaluate import evaluate_ranking, evaluate_sharded, lm_scorer
+from .metrics import NonFiniteError
 from .logprobs import LAYOUTS
 from .codec import CHAT_CHOICES, require_known_titles
 from .prompts import DOMAINS
@@ -197,6 +198,15 @@ def require_redrawable(path: str, train: Sequence[Sample]) -> None:
                                "to train on the file's lists as they are")
 
 
+def require_finite_training(what: str, value: float, opt_step: int, epoch: int, micro: int) -> None:
+    """A loss or gradient norm of NaN or inf ends the run before the optimizer writes it into the weights;
+    the model and checkpoints saved before stay as they were."""
+    if not math.isfinite(value):
+        raise NonFiniteError(f"the training {what} is {value} at optimizer step {opt_step + 1} (epoch {epoch + 1}, "
+                             f"micro-batch {micro + 1}); the run stops, the model and checkpoints saved before "
+                             "are kept. Try a lower --lr or --max-grad-norm, or float32 / bf16 instead of float16")
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.json").is_file()) if root.is_dir() else []
     return done[-1] if done else None
@@ -332,11 +342,14 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
                 acc.backward(loss / cfg.grad_accum)
             # Logged values are means over all processes (each process's loss is its share's mean).
             values = acc.reduce(torch.tensor([loss.item(), *stats.values()], device=acc.device), "mean")
+            require_finite_training("loss", values[0].item(), opt_step, epoch, micro)
             window.append(dict(zip(["loss", *stats], values.tolist())))
             if not sync:
                 continue
             grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)   # None under DeepSpeed
             grad_norm = float("nan") if grad_norm is None else grad_norm.item()
+            if cfg.mixed_precision != "fp16" and acc.state.deepspeed_plugin is None:   # fp16's scaler skips such steps
+                require_finite_training("gradient norm", grad_norm, opt_step, epoch, micro)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
