@@ -10,7 +10,7 @@ import pytest
 from conftest import write_small_splits
 
 from sdporec.cli import main
-from sdporec.distributed import micro_batch, shard
+from sdporec.distributed import even_shard, micro_batch, shard
 
 COMMON = ["--threads", "1", "--device", "cpu", "--no-progress", "--log-every", "1", "--eval-samples", "16"]
 SIZE = ["--hidden", "32", "--layers", "1", "--heads", "2"]
@@ -42,9 +42,13 @@ def test_shards_cover_every_item_once():
         for world in (1, 2, 3):
             parts = [list(shard(list(range(n)), r, world)) for r in range(world)]
             assert [x for p in parts for x in p] == list(range(n))
+            padded = [even_shard(list(range(n)), r, world) for r in range(world)]
+            assert len({len(p) for p, _ in padded}) == 1                       # every process runs as many
+            assert [x for p, real in padded for x in p[:real]] == list(range(n))
     order = list(range(10))
     assert micro_batch(order, 0, 2, 0, 2) + micro_batch(order, 0, 2, 1, 2) == [0, 1, 2, 3]
-    assert micro_batch(order, 2, 2, 1, 2) == [0, 1]   # the short last batch wraps around
+    assert micro_batch(order, 2, 2, 0, 2) == [8, 9] and micro_batch(order, 2, 2, 1, 2) == []   # no repeats
+    assert micro_batch(order, 1, 4, 1, 2) == [] and micro_batch(order, 1, 4, 0, 2) == [8, 9]
 
 
 def test_two_processes_match_one(files, tmp_path):

@@ -1,11 +1,16 @@
 """Processes and devices, through accelerate: one process, or several under `accelerate launch` / `torchrun`
 (DDP; FSDP and DeepSpeed through an accelerate config file).
 
-The engine is accelerate's; what is ours is how samples are split. Training: each optimizer micro-step
-takes `batch_size x processes` samples from the epoch's shuffled order and process r takes the r-th
-`batch_size` of them, so N processes with batch size b see the same global batches, in the same order, as
-one process with batch size N*b. Scoring: each process takes a contiguous slice of the samples and the
-results are gathered in process order, so every sample is scored exactly once and rows keep their order.
+The engine is accelerate's (its gradient accumulation included); what is ours is how samples are split.
+Training: micro-batch m of an epoch is the slice `[m*b*N, (m+1)*b*N)` of the epoch's shuffled order
+(b = batch size, N = processes) and process r takes the r-th `b` of it; an optimizer step is `grad_accum`
+consecutive micro-batches. So N processes with batch size b and G accumulation steps see the same global
+batches, in the same order, as one process with batch size N*b*G. The epoch's last slice may be short:
+each sample is still used once (no wrap-around), and a process left without samples runs one padding
+sample with weight 0, so that every process takes part in every collective. Scoring: each process takes
+a contiguous slice, padded to the same length on every process (sharded models run one collective per
+forward, so every process must run as many batches), and the padding is dropped before the rows are
+gathered in process order: every sample is scored exactly once and rows keep their order.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from .config import ConfigError
 T = TypeVar("T")
 
 
-def make_accelerator(device: str, mixed_precision: str):
-    """An Accelerator for a training run. `device` is auto, cpu, cuda or cuda:N (one process)."""
+def make_accelerator(device: str, mixed_precision: str, grad_accum: int = 1):
+    """An Accelerator for a training run, accumulating gradients over `grad_accum` micro-batches. `device`
+    is auto, cpu, cuda or cuda:N (one process)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
@@ -33,7 +39,8 @@ def make_accelerator(device: str, mixed_precision: str):
     # ask for another precision, which accelerate refuses unless the old state is cleared first.
     AcceleratorState._reset_state(reset_partial_state=False)
     # "no" leaves the choice to `accelerate launch`'s config (ACCELERATE_MIXED_PRECISION), if any.
-    return Accelerator(cpu=device == "cpu" or not cuda, mixed_precision=None if mixed_precision == "no" else mixed_precision)
+    return Accelerator(cpu=device == "cpu" or not cuda, mixed_precision=None if mixed_precision == "no" else mixed_precision,
+                       gradient_accumulation_steps=grad_accum)
 
 
 def set_seed(seed: int) -> None:
@@ -70,6 +77,16 @@ def shard(items: Sequence[T], rank: int, world: int) -> Sequence[T]:
     return items[start:start + per + (rank < extra)]
 
 
+def even_shard(items: Sequence[T], rank: int, world: int) -> tuple[list[T], int]:
+    """`shard`, padded by repeating an item to the same length on every process: (the padded slice, how
+    many of its items are real). Every process then runs as many batches as every other."""
+    part = list(shard(items, rank, world))
+    longest = -(-len(items) // world)
+    if not items:
+        return [], 0
+    return part + [part[-1] if part else items[0]] * (longest - len(part)), len(part)
+
+
 def gather(rows: list, world: int) -> list:
     """Every process's rows, concatenated in process order (on every process)."""
     if world == 1:
@@ -81,12 +98,13 @@ def gather(rows: list, world: int) -> list:
     return [r for part in parts for r in part]
 
 
-def micro_batch(order: Sequence[int], micro: int, batch_size: int, rank: int, world: int) -> list[int]:
-    """Indices of this process's share of global micro-batch `micro` (see the module docstring)."""
+def global_micro_batch(order: Sequence[int], micro: int, batch_size: int, world: int) -> list[int]:
+    """Indices of global micro-batch `micro`, all processes' shares in process order (may be short at the end)."""
     span = batch_size * world
-    chunk = list(order[micro * span:(micro + 1) * span])
-    if world > 1 and len(chunk) < span:
-        # The last global batch is short: wrap around so every process gets a full share and the
-        # processes stay in step (as torch's DistributedSampler does).
-        chunk += list(order[:span - len(chunk)])
-    return chunk[rank * batch_size:(rank + 1) * batch_size]
+    return list(order[micro * span:(micro + 1) * span])
+
+
+def micro_batch(order: Sequence[int], micro: int, batch_size: int, rank: int, world: int) -> list[int]:
+    """Indices of this process's share of global micro-batch `micro` (see the module docstring); fewer
+    than `batch_size`, or none, in an epoch's short last micro-batch."""
+    return global_micro_batch(order, micro, batch_size, world)[rank * batch_size:(rank + 1) * batch_size]

@@ -116,10 +116,11 @@ def evaluate_sharded(evaluate: Callable[[Sequence[Sample]], tuple[dict, list[dic
     the metrics over all of them (one process: `evaluate(samples)` itself)."""
     if world == 1:
         return evaluate(samples)
-    from .distributed import gather, shard
+    from .distributed import even_shard, gather
 
-    _, rows = evaluate(shard(samples, rank, world))
-    rows = gather(rows, world)
+    part, real = even_shard(samples, rank, world)   # every process runs as many batches: sharded models wait
+    _, rows = evaluate(part)
+    rows = gather(rows[:real], world)
     return metrics_from_rows(rows), rows
 
 
@@ -130,6 +131,8 @@ def evaluate_generation(model, codec, samples: Sequence[Sample], domain: str, ba
     decoded after a first title can name a second one, which makes the answer invalid."""
     device = next(model.parameters()).device
     model.eval()
+    synced = torch.distributed.is_available() and torch.distributed.is_initialized() and \
+        torch.distributed.get_world_size() > 1
     answers: list[str | None] = []
     rows: list[dict] = []
     with torch.no_grad():
@@ -138,7 +141,9 @@ def evaluate_generation(model, codec, samples: Sequence[Sample], domain: str, ba
             chunk = samples[start:start + batch_size]
             batch = collate([codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template))
                              for s in chunk], [[[codec.eos_id]] for _ in chunk], codec.pad_id).to(device)
-            generated = model.generate(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask,
+            # synced_gpus: under several processes each keeps decoding until all are done (a sharded model's
+            # every forward is a collective).
+            generated = model.generate(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask, synced_gpus=synced,
                                        do_sample=False, max_new_tokens=max_new_tokens,
                                        pad_token_id=codec.pad_id, eos_token_id=codec.eos_id)
             for s, ids in zip(chunk, generated[:, batch.prompt_ids.shape[1]:].tolist()):

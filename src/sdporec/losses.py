@@ -39,10 +39,11 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     return losses, chosen_rewards, rejected_rewards
 
 
-def sft_loss(answer_logps: torch.Tensor, answer_tokens: torch.Tensor) -> torch.Tensor:
-    """Next-token loss on answer tokens, averaged over the batch's answer tokens -> scalar.
-    answer_logps (B,) are summed token log-probs and answer_tokens (B,) their token counts."""
-    return -answer_logps.sum() / answer_tokens.sum().clamp(min=1)
+def sft_loss(answer_logps: torch.Tensor) -> torch.Tensor:
+    """Next-token loss of each answer, summed over its tokens -> (B,), from answer_logps (B,) (summed token
+    log-probs). The trainer divides the global batch's sum by its answer tokens: a mean over the tokens of
+    all micro-batches on all processes, whatever the batch size, accumulation and process count."""
+    return -answer_logps
 
 
 LOSSES = {"sdpo": sdpo_loss, "dpo": dpo_loss}

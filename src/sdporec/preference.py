@@ -19,7 +19,7 @@ from .candidates import catalogue, draw_negatives
 from .config import opt, require, require_outside
 from .logprobs import layout_fn
 from .losses import LOSSES
-from .distributed import gather, shard
+from .distributed import even_shard, gather
 from .codec import CODEC_FILE
 from .modeling import (enable_gradient_checkpointing, is_adapter, load_codec_of, load_model, needs_own_base,
                        policy_from_sft, recorded_domain, save_checkpoint)
@@ -120,7 +120,7 @@ def run_preference(cfg: PreferenceConfig) -> dict:
         rank, world = run.acc.process_index, run.acc.num_processes
         # Each process scores its slice (and caches it under its rank); all of them get every sample's row.
         part = f"{key}.pt" if world == 1 else f"{key}.rank{rank}of{world}.pt"
-        mine = reference_logps(policy.reference, shard(samples, rank, world), lambda chunk: layout(chunk, epoch),
+        mine = reference_logps(policy.reference, even_shard(samples, rank, world)[0], lambda chunk: layout(chunk, epoch),
                                cfg.batch_size, device, cache_dir and cache_dir / part, cfg.progress and run.main,
                                layout_fn(cfg.layout))
         reference.clear()
@@ -141,16 +141,16 @@ def run_preference(cfg: PreferenceConfig) -> dict:
         chosen, rejected = split_chosen_rejected(logps, k)
         ref_chosen, ref_rejected = split_chosen_rejected(ref_logps, k)
         losses, r_chosen, r_rejected = loss_fn(chosen, rejected, ref_chosen, ref_rejected, cfg.beta)
-        stats = {
-            "reward_chosen": r_chosen.mean().item(),
-            "reward_rejected": r_rejected.mean().item(),
-            "reward_margin": (r_chosen - r_rejected.mean(1)).mean().item(),
-            "accuracy": (r_chosen > r_rejected.max(1).values).float().mean().item(),
-            "logp_chosen": chosen.mean().item(),
-            "logp_rejected": rejected.mean().item(),
+        stats = {   # per sample; the loop logs their means over each optimizer step's samples
+            "reward_chosen": r_chosen,
+            "reward_rejected": r_rejected.mean(1),
+            "reward_margin": r_chosen - r_rejected.mean(1),
+            "accuracy": (r_chosen > r_rejected.max(1).values).float(),
+            "logp_chosen": chosen,
+            "logp_rejected": rejected.mean(1),
         }
-        return losses.mean(), stats
+        return losses, stats
 
     meta = {"stage": cfg.loss, "trained_from": cfg.model, "config": asdict(cfg)}
     save = lambda trained, state_dict: save_checkpoint(trained, codec, out / "model", meta, base_dir, state_dict)
-    return train_loop(cfg, run, policy.model, codec, items, make_batch, step, save, on_epoch_start)
+    return train_loop(cfg, run, policy.model, codec, items, make_batch, step, save, lambda sample: 1, on_epoch_start)

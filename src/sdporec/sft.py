@@ -84,9 +84,13 @@ def run_sft(cfg: SFTConfig) -> dict:
                        [[codec.encode_answer(s.target)] for s in samples], codec.pad_id)
 
     def step(model, batch: AnswerBatch):
-        logps, counts = layout_fn(cfg.layout)(model, batch)
-        return sft_loss(logps[:, 0], counts[:, 0]), {}
+        logps, _ = layout_fn(cfg.layout)(model, batch)
+        return sft_loss(logps[:, 0]), {}     # each sample's summed answer-token loss; the loop divides by tokens
+
+    def units(sample: Sample) -> int:
+        """Answer tokens (title + EOS): SFT's loss is a mean over the global batch's answer tokens."""
+        return len(codec.encode_answer(sample.target))
 
     meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg)}
     save = lambda trained, state_dict: save_checkpoint(trained, codec, out / "model", meta, base_dir, state_dict)
-    return train_loop(cfg, run, model, codec, items, make_batch, step, save)
+    return train_loop(cfg, run, model, codec, items, make_batch, step, save, units)

@@ -13,7 +13,6 @@ when complete; the newest 2 are kept. `--resume` continues from the newest.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import math
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 from .candidates import catalogue, redraw, sample_rng
 from .config import (ConfigError, claim_out_dir, clear_outputs, opt, require, require_cuda_for_4bit, require_device,
                      require_input, save_config)
-from .distributed import make_accelerator, micro_batch, set_seed
+from .distributed import global_micro_batch, make_accelerator, micro_batch, set_seed
 from .evaluate import evaluate_ranking, evaluate_sharded, lm_scorer
 from .metrics import NonFiniteError
 from .logprobs import LAYOUTS
@@ -175,7 +174,7 @@ def start_run(cfg: TrainConfig, codec=None, model: str = "", negatives: int = 0)
                                f"than the {negatives} negatives asked for (--negatives)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    acc = make_accelerator(cfg.device, cfg.mixed_precision)
+    acc = make_accelerator(cfg.device, cfg.mixed_precision, cfg.grad_accum)
     set_seed(cfg.seed)   # model creation and LoRA initialisation draw from these generators
     if acc.is_main_process:
         if cfg.overwrite:
@@ -221,17 +220,24 @@ def _keep_trainable(models, weights, _dir) -> None:
 
 
 def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], make_batch: Callable,
-               step: Callable, save: Callable, on_epoch_start: Callable | None = None) -> dict:
+               step: Callable, save: Callable, units: Callable[[Sample], int],
+               on_epoch_start: Callable | None = None) -> dict:
     """Runs the epochs; calls `on_epoch_start(epoch, samples)` once the epoch's candidate lists are drawn,
-    `step(model, batch)` per micro-batch, and `save(model, state_dict)` on the main process whenever
-    validation HR@1 improves (or every epoch without validation data). Returns a summary with the best
-    validation HR@1 and the wall time, also written as `summary.json` in the run directory."""
+    `step(model, batch) -> (losses (B,), stats {name: (B,)})` per micro-batch, and `save(model, state_dict)`
+    on the main process whenever validation HR@1 improves (or every epoch without validation data).
+
+    The loss of an optimizer step is the sum of its samples' losses over the sum of their `units(sample)`
+    (answer tokens for SFT, 1 per sample for preference training), taken over the whole global batch: all
+    its micro-batches on all processes. So batch size, accumulation steps and process count may be traded
+    for one another without changing the numbers, even where answers differ in length or an epoch's last
+    step is short. Returns a summary with the best validation HR@1 and the wall time, also written as
+    `summary.json` in the run directory."""
     acc, out_dir, train = run.acc, run.out, run.train
     rank, world = acc.process_index, acc.num_processes
     micro_per_epoch = math.ceil(len(train) / (cfg.batch_size * world))
     total_steps = math.ceil(micro_per_epoch / cfg.grad_accum) * cfg.epochs
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
     warmup = int(cfg.warmup_ratio * total_steps)
     schedule = lambda s: (s + 1) / max(1, warmup) if s < warmup else \
         0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total_steps - warmup)))
@@ -240,8 +246,11 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
         # DeepSpeed wants its micro-batch size up front; we feed no DataLoader it could read it from.
         ds = acc.state.deepspeed_plugin.deepspeed_config
         ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"] = cfg.batch_size, cfg.grad_accum
+        ds["gradient_clipping"] = cfg.max_grad_norm   # DeepSpeed clips itself; accelerate's clipping is a no-op
     # The scheduler is registered, not prepared: a prepared one steps once per process per call.
     model, optimizer = acc.prepare(model, optimizer)
+    # After prepare: FSDP replaces the parameters with sharded ones; these are what clipping must see.
+    params = [p for p in model.parameters() if p.requires_grad]
     acc.register_for_checkpointing(scheduler)
     acc.register_save_state_pre_hook(_keep_trainable)
     val_subset = list(run.valid[:cfg.eval_samples] if cfg.eval_samples else run.valid)
@@ -330,29 +339,43 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
         first = state["micro"] if epoch == state["epoch"] else 0
         bar = tqdm(range(first, micro_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (cfg.progress and run.main))
+        acc.step = 0   # accelerate's count of micro-batches into the window; a window never spans epochs
         for micro in bar:
-            chunk = [samples[i] for i in micro_batch(order, micro, cfg.batch_size, rank, world)]
-            last_micro = micro == micro_per_epoch - 1
-            sync = (micro + 1) % cfg.grad_accum == 0 or last_micro
-            batch = make_batch(chunk, epoch).to(acc.device)
+            if micro % cfg.grad_accum == 0:   # a new optimizer step: its global batch's units, from every process
+                window_micros = range(micro, min(micro + cfg.grad_accum, micro_per_epoch))
+                step_units = sum(units(samples[i]) for m in window_micros
+                                 for i in global_micro_batch(order, m, cfg.batch_size, world))
+                step_sums = torch.zeros(0)
+            mine = micro_batch(order, micro, cfg.batch_size, rank, world)
+            weights = torch.tensor([1.0] * len(mine) or [0.0], device=acc.device)   # padding weighs 0
+            batch = make_batch([samples[i] for i in mine or order[:1]], epoch).to(acc.device)
             tokens += int(batch.prompt_mask.sum() + batch.answer_mask.sum())   # tokens the model ran
-            seen += len(chunk)
-            with acc.no_sync(model) if not sync else contextlib.nullcontext():
-                loss, stats = step(model, batch)
-                acc.backward(loss / cfg.grad_accum)
-            # Logged values are means over all processes (each process's loss is its share's mean).
-            values = acc.reduce(torch.tensor([loss.item(), *stats.values()], device=acc.device), "mean")
-            require_finite_training("loss", values[0].item(), opt_step, epoch, micro)
-            window.append(dict(zip(["loss", *stats], values.tolist())))
-            if not sync:
-                continue
-            grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)   # None under DeepSpeed
-            grad_norm = float("nan") if grad_norm is None else grad_norm.item()
-            if cfg.mixed_precision != "fp16" and acc.state.deepspeed_plugin is None:   # fp16's scaler skips such steps
-                require_finite_training("gradient norm", grad_norm, opt_step, epoch, micro)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            seen += len(mine)
+            last_micro = micro == micro_per_epoch - 1
+            if last_micro:
+                acc.step = cfg.grad_accum - 1   # the epoch's last micro-batch ends its window, full or not
+            with acc.accumulate(model):
+                losses, stats = step(model, batch)
+                # accelerate divides by grad_accum and the processes' gradients are averaged: undone here, so
+                # the gradient is that of (sum of the global batch's losses) / (its units).
+                acc.backward((losses * weights).sum() * (world * cfg.grad_accum / step_units))
+                sums = torch.stack([(v.detach().float() * weights).sum() for v in (losses, *stats.values())])
+                step_sums = sums if step_sums.numel() == 0 else step_sums + sums
+                if not acc.sync_gradients:
+                    continue
+                # The step's loss over its units; its statistics as means over its samples.
+                totals = acc.reduce(step_sums, "sum").tolist()
+                require_finite_training("loss", totals[0], opt_step, epoch, micro)   # same on every process
+                n_samples = sum(len(global_micro_batch(order, m, cfg.batch_size, world)) for m in window_micros)
+                window.append({"loss": totals[0] / step_units,
+                               **{k: v / n_samples for k, v in zip(stats, totals[1:])}})
+                grad_norm = acc.clip_grad_norm_(params, cfg.max_grad_norm)   # None under DeepSpeed
+                grad_norm = float("nan") if grad_norm is None else float(grad_norm)
+                if cfg.mixed_precision != "fp16" and acc.state.deepspeed_plugin is None:   # fp16's scaler skips these
+                    require_finite_training("gradient norm", grad_norm, opt_step, epoch, micro)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
             opt_step += 1
             if opt_step % cfg.log_every == 0 or last_micro:
                 row = {k: sum(w[k] for w in window) / len(window) for k in window[0]}
