@@ -76,3 +76,18 @@ def test_every_layout_trains_to_the_same_losses(files, tmp_path):
         losses[layout] = [json.loads(x)["loss"] for x in (tmp_path / layout / "train_log.jsonl").read_text().splitlines()]
     assert len(losses["paper"]) == 4
     assert losses["paper"] == pytest.approx(losses["packed"], abs=1e-5) == losses["cache"]
+
+
+def test_a_lora_checkpoint_saves_the_gathered_state_dict_it_is_given(tiny_llama, tmp_path):
+    """Under FSDP / ZeRO-3 the process's own parameters are shards: the gathered full state dict is what
+    must be written, for adapters as for full models."""
+    from safetensors.torch import load_file
+
+    from sdporec.modeling import add_lora, save_checkpoint
+
+    model, codec = tiny_llama
+    peft_model = add_lora(copy.deepcopy(model), 2, 4, 0.0)
+    gathered = {k: torch.full_like(v, 0.5) if "lora_" in k else v for k, v in peft_model.state_dict().items()}
+    save_checkpoint(peft_model, codec, tmp_path / "ckpt", {"stage": "test"}, state_dict=gathered)
+    saved = load_file(str(tmp_path / "ckpt" / "adapter_model.safetensors"))
+    assert saved and all(torch.all(v == 0.5) for v in saved.values())

@@ -375,7 +375,9 @@ def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, me
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     if hasattr(model, "peft_config"):
-        model.save_pretrained(str(tmp), selected_adapters=["default"])
+        # Under FSDP / ZeRO-3 `state_dict` is the gathered full one (this process's parameters are shards):
+        # peft picks the adapter's weights out of it.
+        model.save_pretrained(str(tmp), selected_adapters=["default"], state_dict=state_dict)
         if base_dir is not None:   # hard links where the file system allows: the base is the same every save
             shutil.copytree(base_dir, tmp / "base", copy_function=_link_or_copy)
     else:

@@ -395,6 +395,7 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
     seen, tokens = acc.reduce(torch.tensor([seen, tokens], device=acc.device), "sum").tolist()
     summary = {"best_valid_hr@1": best if val_subset else None, "optimizer_steps": opt_step,
             "train_seconds": round(time.time() - started, 1), "processes": world,
+            "distributed": str(acc.distributed_type.value), "grad_accum": cfg.grad_accum,
             "samples_per_second": round(seen / span, 2), "tokens_per_second": round(tokens / span, 1),
             "peak_memory_gib": round(peak_memory_gib(acc.device), 3)}
     if run.main:
