@@ -213,3 +213,22 @@ def test_recommend_from_a_json_file_with_a_joined_history(run_dir, tmp_path, cap
     request.write_text(json.dumps({"historyList": [], "itemList": sample["itemList"]}))
     assert main(["recommend", "--model", str(run_dir / "sft" / "model"), "--input", str(request)]) == 2
     assert "field 'historyList'" in capsys.readouterr().err
+
+
+def test_compare_pairs_the_samples_and_names_a_mismatch(run_dir, tmp_path, capsys):
+    out = tmp_path / "cmp.json"
+    assert main(["compare", str(run_dir / "eval" / "sdpo"), str(run_dir / "eval" / "popularity"),
+                 str(run_dir / "eval" / "sdpo" / "predictions.jsonl"), "--names", "a", "b", "a2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert result["metrics"]["a"]["hr@1"] == pytest.approx(metrics["sdpo"]["hr@1"])
+    assert result["metrics"]["b"]["mrr"] == pytest.approx(metrics["popularity"]["mrr"])
+    same = [d for d in result["differences"] if d["a"] == "a" and d["b"] == "a2"]
+    assert same and all(d["difference"] == d["low"] == d["high"] == 0 and d["a_is"] == "not distinguishable"
+                        for d in same)
+    assert "95% interval" in capsys.readouterr().out
+    short = tmp_path / "short.jsonl"
+    short.write_text("".join((run_dir / "eval" / "sdpo" / "predictions.jsonl").read_text().splitlines(True)[:-1]))
+    assert main(["compare", str(run_dir / "eval" / "sdpo"), str(short)]) == 2
+    err = capsys.readouterr().err
+    assert str(short) in err and "same samples" in err

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .audit import AuditConfig, run_audit
 from .baselines import BaselineConfig, run_baseline
+from .compare import CompareConfig, run_compare
 from .config import ConfigError, add_arguments, resolve
 from .evaluate import EvaluateConfig, run_evaluate
 from .metrics import NonFiniteError
@@ -32,6 +33,8 @@ COMMANDS = {
     "pipeline": (PipelineConfig, run_pipeline, "prepare, SFT, DPO, S-DPO and evaluate, end to end"),
     "baseline": (BaselineConfig, run_baseline, "popularity, item counts, SASRec or GRU4Rec on the same candidates"),
     "recommend": (RecommendConfig, run_recommend, "rank candidates for one history"),
+    "compare": (CompareConfig, run_compare, "metrics of evaluations of the same samples, with paired bootstrap "
+                "intervals of their differences"),
     "report": (ReportConfig, run_report, "figures and report.md from run directories"),
     "init-model": (InitModelConfig, run_init_model, "a model of a supported family from a config, with a "
                    "tokenizer trained on the data (no download)"),

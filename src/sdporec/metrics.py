@@ -57,3 +57,32 @@ def generation_metrics(answers: Sequence[str | None], targets: Sequence[str]) ->
     hits = sum(a == t for a, t in zip(answers, targets))
     return {"hr@1": hits / n, "hr@5": None, "ndcg@5": None, "ndcg@10": None, "mrr": None,
             "valid_ratio": valid / n, "n": n}
+
+
+def per_sample_metrics(rows: Sequence[dict]) -> dict[str, list[float]]:
+    """Each sample's contribution to every metric, from `predictions.jsonl` rows of either protocol (a
+    metric over all samples is the mean of its list)."""
+    if rows and "rank" in rows[0]:
+        ranks = [r["rank"] for r in rows]
+        return {"hr@1": [float(r < 1) for r in ranks], "hr@5": [float(r < 5) for r in ranks],
+                "ndcg@5": [1 / math.log2(r + 2) if r < 5 else 0.0 for r in ranks],
+                "ndcg@10": [1 / math.log2(r + 2) if r < 10 else 0.0 for r in ranks],
+                "mrr": [1 / (r + 1) for r in ranks]}
+    return {"hr@1": [float(bool(r["hit"])) for r in rows], "valid_ratio": [float(bool(r["valid"])) for r in rows]}
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """mean(a) - mean(b) over paired samples, and its percentile bootstrap interval at `level`: the samples
+    are drawn with replacement `resamples` times, the same draw for both (they are paired)."""
+    import torch
+
+    if len(a) != len(b) or not a:
+        raise ValueError("paired_bootstrap needs two equally long, non-empty lists")
+    diffs = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+    n, generator = len(diffs), torch.Generator().manual_seed(seed)
+    means = torch.cat([diffs[torch.randint(n, (min(200, resamples - start), n), generator=generator)].mean(1)
+                       for start in range(0, resamples, 200)]).sort().values
+    tail = (1 - level) / 2
+    low, high = means[int(tail * resamples)], means[min(resamples - 1, int((1 - tail) * resamples))]
+    return diffs.mean().item(), low.item(), high.item()

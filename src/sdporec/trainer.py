@@ -55,7 +55,8 @@ class TrainConfig:
     weight_decay: float = opt(0.01, "AdamW weight decay")
     max_grad_norm: float = opt(1.0, "gradient clipping norm")
     eval_every: int = opt(0, "validate every N optimizer steps (0: at the end of each epoch only)")
-    eval_samples: int = opt(500, "validation samples used during training (0: all)")
+    eval_samples: int = opt(500, "validation samples used during training, a seeded random subset across users, "
+                            "the same for every stage and seed on the same file (0: all)")
     log_every: int = opt(10, "write a log line every N optimizer steps")
     keep_candidates: bool = opt(False, "keep the file's candidate lists instead of re-drawing them every epoch")
     lora: bool = opt(False, "train a LoRA adapter instead of all weights")
@@ -206,6 +207,16 @@ def require_finite_training(what: str, value: float, opt_step: int, epoch: int, 
                              "are kept. Try a lower --lr or --max-grad-norm, or float32 / bf16 instead of float16")
 
 
+def validation_subset(valid: Sequence[Sample], n: int) -> list[Sample]:
+    """`n` validation samples drawn at random across the file, in file order (0: all). Prepared files are
+    grouped by user, so the first `n` rows are a handful of users; the draw's seed depends only on the
+    file's size and `n`, so SFT, DPO and S-DPO runs of any seed select on the same rows."""
+    if not n or n >= len(valid):
+        return list(valid)
+    chosen = sample_rng("validation subset", len(valid), n).sample(range(len(valid)), n)
+    return [valid[i] for i in sorted(chosen)]
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.json").is_file()) if root.is_dir() else []
     return done[-1] if done else None
@@ -253,7 +264,7 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
     params = [p for p in model.parameters() if p.requires_grad]
     acc.register_for_checkpointing(scheduler)
     acc.register_save_state_pre_hook(_keep_trainable)
-    val_subset = list(run.valid[:cfg.eval_samples] if cfg.eval_samples else run.valid)
+    val_subset = validation_subset(run.valid, cfg.eval_samples)
     scorer = lm_scorer(model, codec, cfg.domain, batch_size=cfg.batch_size, progress=False,
                        layout=cfg.layout)
     ckpt_root = out_dir / "checkpoints"

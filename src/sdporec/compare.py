@@ -1,0 +1,98 @@
+"""`sdporec compare`: two or more evaluations of the same samples, each metric with the paired bootstrap 95%
+interval of every difference, and whether the interval says better, worse or not distinguishable.
+
+Inputs are `predictions.jsonl` files written by `evaluate` or `baseline` (a run's `eval/` folder works too);
+they must hold the same sample keys. Samples are paired by key, so the interval reflects only how the two
+models differ on the same questions, not which questions were asked.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+from .config import ConfigError, opt, require
+from .metrics import paired_bootstrap, per_sample_metrics
+from .samples import DataError, atomic_write_text, read_text
+
+
+@dataclass
+class CompareConfig:
+    predictions: list[str] = opt([], "predictions.jsonl files (or the folders holding them), two or more",
+                                 positional=True)
+    names: list[str] = opt([], "a name per file (default: each file's folder name)")
+    resamples: int = opt(2000, "bootstrap resamples")
+    seed: int = opt(0, "seed of the bootstrap draws")
+    out: str = opt("", "also write the comparison as JSON to this file")
+
+    def validate(self) -> None:
+        require(len(self.predictions) >= 2, "predictions", "give at least two predictions.jsonl files")
+        require(not self.names or len(self.names) == len(self.predictions), "names", "one name per file")
+        require(len(set(self.names)) == len(self.names), "names", "names must differ")
+        require(self.resamples >= 100, "resamples", "must be at least 100")
+
+
+def read_predictions(path: str) -> tuple[str, dict[str, dict]]:
+    """(the file read, key -> row) from a predictions.jsonl file or a folder holding one."""
+    file = Path(path) / "predictions.jsonl" if Path(path).is_dir() else Path(path)
+    rows: dict[str, dict] = {}
+    for n, line in enumerate(read_text(file).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(file, f"line {n}", None, f"not valid JSON ({e})") from None
+        if not isinstance(row, dict) or "key" not in row or not ("rank" in row or "hit" in row):
+            raise DataError(file, f"line {n}", "key", "not a row of sdporec's predictions.jsonl (key and rank, "
+                            "or key and hit)")
+        rows[row["key"]] = row
+    if not rows:
+        raise DataError(file, None, None, "holds no predictions")
+    return str(file), rows
+
+
+def run_compare(cfg: CompareConfig) -> dict:
+    files = [read_predictions(p) for p in cfg.predictions]
+    names = cfg.names or [Path(f).parent.name or f for f, _ in files]
+    if len(set(names)) != len(names):
+        names = [f for f, _ in files]
+    keys = sorted(files[0][1])
+    for file, rows in files[1:]:
+        if set(rows) != set(keys):
+            odd = sorted(set(rows) ^ set(keys))[0]
+            raise DataError(file, None, "key", f"sample {odd!r} is in only one of {files[0][0]} and {file}: compare "
+                            "evaluations of the same samples")
+    per = {name: per_sample_metrics([rows[k] for k in keys]) for name, (_, rows) in zip(names, files)}
+    metrics = [m for m in per[names[0]] if all(m in per[n] for n in names)]
+    if not metrics:
+        raise ConfigError("setting 'predictions': the files come from different protocols (ranking, generation)")
+    result = {"n": len(keys), "resamples": cfg.resamples, "seed": cfg.seed,
+              "metrics": {n: {m: sum(per[n][m]) / len(keys) for m in metrics} for n in names},
+              "differences": []}
+    for a, b in combinations(names, 2):
+        for m in metrics:
+            diff, low, high = paired_bootstrap(per[a][m], per[b][m], cfg.resamples, cfg.seed)
+            verdict = "better" if low > 0 else "worse" if high < 0 else "not distinguishable"
+            result["differences"].append({"a": a, "b": b, "metric": m, "difference": diff, "low": low,
+                                          "high": high, "a_is": verdict})
+    print(format_comparison(result))
+    if cfg.out:
+        atomic_write_text(cfg.out, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def format_comparison(result: dict) -> str:
+    names = list(result["metrics"])
+    metrics = list(result["metrics"][names[0]])
+    lines = [f"{result['n']} samples, paired bootstrap ({result['resamples']} resamples), 95% intervals", "",
+             f"{'':<14}" + "".join(f"{m:>10}" for m in metrics)]
+    lines += [f"{n:<14}" + "".join(f"{result['metrics'][n][m]:>10.4f}" for m in metrics) for n in names]
+    lines += ["", f"{'a - b':<24}{'metric':<10}{'difference':>12}  {'95% interval':<22}a is"]
+    for d in result["differences"]:
+        pair = f"{d['a']} - {d['b']}"
+        lines.append(f"{pair:<24}{d['metric']:<10}{d['difference']:>+12.4f}  [{d['low']:+.4f}, {d['high']:+.4f}]"
+                     f"{'':<4}{d['a_is']}")
+    return "\n".join(lines)
