@@ -49,3 +49,22 @@ def test_negatives_come_from_the_sample_candidates():
 def test_catalogue_is_sorted_union():
     s = [Sample(["b"], ["c", "a"], "a"), Sample(["d"], ["a", "e"], "e")]
     assert catalogue(s) == ["a", "b", "c", "d", "e"]
+
+
+def test_top_negatives_by_hand():
+    from sdporec.candidates import top_negatives
+
+    assert top_negatives(["a", "b", "c", "d"], [0.1, 0.9, 0.5, 0.9], 2) == [1, 3]   # ties: list order
+    assert top_negatives(["a", "b"], [-1.0, -2.0], 1) == [0]
+
+
+def test_popular_negatives_are_seeded_distinct_and_lean_to_popular_items():
+    from sdporec.candidates import popular_negatives
+
+    s = Sample(["h"], ["t", "pop", "a", "b", "c", "d"], "t", key="train:0")
+    popularity = {"pop": 50}
+    draws = [popular_negatives(s, 2, popularity, 0, epoch) for epoch in range(400)]
+    assert all(len(set(d)) == 2 and "t" not in d and set(d) <= set(s.candidates) for d in draws)
+    assert popular_negatives(s, 2, popularity, 0, 3) == draws[3]
+    counts = Counter(c for d in draws for c in d)
+    assert counts["pop"] > 390 and all(counts[c] < 250 for c in "abcd")   # uniform would give 160 each

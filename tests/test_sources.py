@@ -142,3 +142,16 @@ def test_mean_score_is_the_summed_log_prob_over_the_answer_tokens(text_model):
         lengths = [len(codec.encode_answer(c)) for c in s.candidates]
         assert len(set(lengths)) > 1
         assert row_mean == pytest.approx([x / n for x, n in zip(row_sum, lengths)], rel=1e-5)
+
+
+def test_text_history_sequences_label_the_later_titles(text_model):
+    from sdporec.logprobs import IGNORE
+
+    d, _ = text_model
+    codec = load_codec(str(d / "model"), "off")
+    ids, labels = codec.encode_history(["Alpha One", "Beta", "Gamma Two"], IGNORE)
+    assert len(ids) == len(labels)
+    labelled = [i for i, label in zip(ids, labels) if label != IGNORE]
+    assert labelled == [label for label in labels if label != IGNORE]
+    assert codec.tokenizer.decode(labelled).replace(" ", "") == ",Beta,GammaTwo"
+    assert codec.tokenizer.decode(ids).replace(" ", "").endswith("AlphaOne,Beta,GammaTwo")

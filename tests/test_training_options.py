@@ -104,3 +104,41 @@ def test_validation_subset_is_spread_over_users_and_the_same_for_every_run():
     assert [int(s.key[6:]) for s in subset] == sorted(int(s.key[6:]) for s in subset)   # file order kept
     assert [s.key for s in validation_subset(valid, 100)] == [s.key for s in subset]  # same on every call
     assert validation_subset(valid, 0) == valid and validation_subset(valid, 5000) == valid
+
+
+def test_history_sequences_label_every_title_after_the_first(tiny_llama):
+    from sdporec.logprobs import IGNORE
+
+    _, codec = tiny_llama
+    ids, labels = codec.encode_history(["Artist 1", "Air", "Air Supply"], IGNORE)
+    t = codec.title_id
+    assert ids == [codec.bos_id, t("Artist 1"), t("Air"), t("Air Supply")]
+    assert labels == [IGNORE, IGNORE, t("Air"), t("Air Supply")]
+
+
+def test_history_loss_trains_and_is_reported(files, tmp_path):
+    assert main(["sft", "--out", str(tmp_path / "h"), "--history-weight", "0.5", *files, *SIZE, *TINY]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "h" / "train_log.jsonl").read_text().splitlines()]
+    assert all("answer_loss" in r and r["loss"] > 0 for r in rows)
+    # The logged loss is (answer loss + 0.5 x history loss) over answer and history tokens: with the history
+    # term it differs from the answer loss per answer token.
+    assert main(["sft", "--out", str(tmp_path / "a"), *files, *SIZE, *TINY]) == 0
+    plain = [json.loads(x)["loss"] for x in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    assert plain[0] != pytest.approx(rows[0]["loss"])
+
+
+def test_negatives_from_the_model_are_harder_and_the_sft_term_is_added(files, tmp_path):
+    assert main(["sft", "--out", str(tmp_path / "sft"), *files, *SIZE, *TINY, "--epochs", "2"]) == 0
+    first = {}
+    for source in ("uniform", "popular", "model"):
+        assert main(["dpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / source),
+                     "--negatives-from", source, "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
+        first[source] = json.loads((tmp_path / source / "train_log.jsonl").read_text().splitlines()[0])
+    # At the first step the policy is the SFT model: the model's own top-K negatives have the highest log-probs.
+    assert first["model"]["logp_rejected"] > first["uniform"]["logp_rejected"]
+    assert first["model"]["logp_rejected"] > first["popular"]["logp_rejected"]
+    assert main(["dpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "w"), "--sft-weight", "1",
+                 "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
+    weighted = json.loads((tmp_path / "w" / "train_log.jsonl").read_text().splitlines()[0])
+    # The SFT term: the chosen answer's per-token loss; item tokens: 2 per answer (title + EOS).
+    assert weighted["loss"] == pytest.approx(first["uniform"]["loss"] - weighted["logp_chosen"] / 2, rel=1e-4)

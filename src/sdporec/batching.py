@@ -13,7 +13,14 @@ Answer slot n means:
     training (DPO/S-DPO, N = 1+K): n = 0 is the chosen (target) answer, n = 1..K the K negatives
     scoring (ranking):             n = the candidate's position in the prompt's list
 
-Preference batches may also carry `reference_logps (B, 1+K)`, precomputed by the reference pass.
+Preference batches may also carry `reference_logps (B, 1+K)`, precomputed by the reference pass. SFT batches
+with a history loss (`--history-weight`) carry each sample's history as its own short sequence:
+
+    history_ids     (B, H)  the history's titles in order (after BOS), RIGHT-padded with pad_id
+    history_mask    (B, H)  1 on real tokens
+    history_labels  (B, H)  the token ids of the 2nd to last title where they stand, IGNORE elsewhere
+                            (the first title has nothing before it to be predicted from)
+
 `split_chosen_rejected` is the one place that takes the training layout apart.
 """
 
@@ -32,10 +39,27 @@ class AnswerBatch:
     answer_ids: torch.Tensor
     answer_mask: torch.Tensor
     reference_logps: torch.Tensor | None = None
+    history_ids: torch.Tensor | None = None
+    history_mask: torch.Tensor | None = None
+    history_labels: torch.Tensor | None = None
 
     def to(self, device) -> "AnswerBatch":
         return AnswerBatch(*(None if t is None else t.to(device) for t in (
-            self.prompt_ids, self.prompt_mask, self.answer_ids, self.answer_mask, self.reference_logps)))
+            self.prompt_ids, self.prompt_mask, self.answer_ids, self.answer_mask, self.reference_logps,
+            self.history_ids, self.history_mask, self.history_labels)))
+
+    def with_histories(self, histories: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
+                       ignore: int) -> "AnswerBatch":
+        """This batch with `history_*` filled from one (ids, labels) pair per sample (`encode_history`)."""
+        h = max(len(ids) for ids, _ in histories)
+        self.history_ids = torch.full((len(histories), h), pad_id, dtype=torch.long)
+        self.history_mask = torch.zeros((len(histories), h), dtype=torch.long)
+        self.history_labels = torch.full((len(histories), h), ignore, dtype=torch.long)
+        for i, (ids, labels) in enumerate(histories):
+            self.history_ids[i, :len(ids)] = torch.tensor(ids)
+            self.history_mask[i, :len(ids)] = 1
+            self.history_labels[i, :len(labels)] = torch.tensor(labels)
+        return self
 
     @property
     def n_answers(self) -> int:

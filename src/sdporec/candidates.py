@@ -74,3 +74,24 @@ def draw_negatives(sample: Sample, k: int, seed: int, epoch: int) -> list[str]:
     if len(pool) < k:
         raise ValueError(f"sample {sample.key} has {len(pool)} non-target candidates, fewer than K={k}")
     return sample_rng(seed, "negatives", sample.key, epoch).sample(pool, k)
+
+
+NEGATIVE_SOURCES = ("uniform", "popular", "model")
+
+
+def popular_negatives(sample: Sample, k: int, popularity: dict[str, int], seed: int, epoch: int) -> list[str]:
+    """K distinct non-target titles of the sample's list, drawn without replacement with probability
+    proportional to 1 + how often each is a training target (Efraimidis-Spirakis keys), seeded by sample
+    and epoch: popular items, which a model tends to over-rank, are negatives more often."""
+    pool = [c for c in sample.candidates if c != sample.target]
+    if len(pool) < k:
+        raise ValueError(f"sample {sample.key} has {len(pool)} non-target candidates, fewer than K={k}")
+    rng = sample_rng(seed, "popular negatives", sample.key, epoch)
+    keys = {c: rng.random() ** (1.0 / (1 + popularity.get(c, 0))) for c in pool}
+    return sorted(pool, key=lambda c: -keys[c])[:k]
+
+
+def top_negatives(others: Sequence[str], scores: Sequence[float], k: int) -> list[int]:
+    """Indices of the K highest-scored of `others` (the non-target candidates), ties by list position:
+    the hard negatives a model itself would rank first."""
+    return sorted(range(len(others)), key=lambda i: (-scores[i], i))[:k]

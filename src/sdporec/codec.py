@@ -82,6 +82,11 @@ class ItemCodec(_Codec):
     def encode_answer(self, title: str) -> list[int]:
         return [self.title_id(title), self.eos_id]
 
+    def encode_history(self, titles: Sequence[str], ignore: int) -> tuple[list[int], list[int]]:
+        """BOS, then one token per title; labels: every title after the first (see batching.py)."""
+        ids = [self.bos_id] + [self.title_id(t) for t in titles]
+        return ids, [ignore, ignore] + ids[2:]
+
     def decode(self, ids: Sequence[int]) -> str:
         out = []
         for i in ids:
@@ -117,6 +122,18 @@ class TextCodec(_Codec):
         text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt.text}],
                                                   add_generation_prompt=True, tokenize=False)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode_history(self, titles: Sequence[str], ignore: int) -> tuple[list[int], list[int]]:
+        """The titles as plain text joined by ", " (BOS first where the tokenizer has one); labels: the
+        tokens of every title after the first, with the separator before it (see batching.py)."""
+        tok = self.tokenizer
+        ids = [tok.bos_token_id] if tok.bos_token_id is not None else []
+        labels = [ignore] * len(ids)
+        for j, title in enumerate(titles):
+            piece = tok(title if j == 0 else ", " + title, add_special_tokens=False)["input_ids"]
+            ids += piece
+            labels += [ignore] * len(piece) if j == 0 else list(piece)
+        return ids, labels
 
     def encode_answer(self, title: str) -> list[int]:
         text = title if self.chat else " " + title

@@ -7,6 +7,7 @@ prompt the model sees, so they change with every epoch's candidate list.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -15,10 +16,10 @@ import torch
 
 
 from .batching import AnswerBatch, collate, split_chosen_rejected
-from .candidates import catalogue, draw_negatives
+from .candidates import NEGATIVE_SOURCES, catalogue, draw_negatives, popular_negatives, top_negatives
 from .config import opt, require, require_outside
 from .logprobs import layout_fn
-from .losses import LOSSES
+from .losses import LOSSES, sft_loss
 from .distributed import even_shard, gather
 from .codec import CODEC_FILE
 from .modeling import (enable_gradient_checkpointing, is_adapter, load_codec_of, load_model, needs_own_base,
@@ -43,6 +44,12 @@ class PreferenceConfig(TrainConfig):
                               "score them batch by batch", choices=("precompute", "online"))
     reference_cache: str = opt("", "directory for cached reference log-probs (default: reference_cache/ "
                                "beside the SFT checkpoint; 'none' to keep them in memory only)")
+    negatives_from: str = opt("uniform", "how each sample's K negatives are chosen among its prompt's non-target "
+                              "candidates, every epoch: uniform (at random), popular (at random, weighted by how "
+                              "often each is a training target) or model (the K the reference, the SFT model, "
+                              "scores highest: hard negatives)", choices=NEGATIVE_SOURCES)
+    sft_weight: float = opt(0.0, "weight of an SFT term (the chosen answer's per-token loss) added to each "
+                            "sample's preference loss, against the chosen answer's likelihood falling")
 
     def validate(self) -> None:
         require(bool(self.model), "model", "required: the SFT checkpoint to start from")
@@ -54,6 +61,7 @@ class PreferenceConfig(TrainConfig):
         require_no_4bit_gguf(self.model, self.load_in_4bit)
         require(self.negatives >= 1, "negatives", "must be at least 1")
         require(self.beta > 0, "beta", "must be positive")
+        require(self.sft_weight >= 0, "sft_weight", "must not be negative")
 
 
 def _backbone(model: str, lora: bool) -> str:
@@ -98,10 +106,22 @@ def run_preference(cfg: PreferenceConfig) -> dict:
         print(f"{cfg.loss}: {len(train)} training samples, K={k}, beta={cfg.beta}, from {cfg.model}, "
               f"reference {cfg.reference_pass}; {run.acc.num_processes} process(es) on {device}")
 
-    def layout(samples: Sequence[Sample], epoch: int) -> AnswerBatch:
+    popularity = Counter(s.target for s in train)
+    chosen_negatives: dict[str, list[str]] = {}   # this epoch's, where not drawn uniformly
+
+    def answers(s: Sample, epoch: int, every: bool = False) -> list[str]:
+        """Training answers: the target, then its K negatives; `every`: the target, then every other candidate."""
+        if every:
+            return [s.target] + [c for c in s.candidates if c != s.target]
+        if cfg.negatives_from == "uniform":
+            return [s.target] + draw_negatives(s, k, cfg.seed, epoch)
+        return [s.target] + chosen_negatives[s.key]
+
+    def layout(samples: Sequence[Sample], epoch: int, every: bool = False) -> AnswerBatch:
+        rows = [[codec.encode_answer(t) for t in answers(s, epoch, every)] for s in samples]
+        n = max(map(len, rows))   # lists of different lengths: padding answers, scored and not used
         return collate([codec.encode_prompt(prompt_for(s, cfg.domain, cfg.seed, epoch)) for s in samples],
-                       [[codec.encode_answer(t) for t in [s.target] + draw_negatives(s, k, cfg.seed, epoch)]
-                        for s in samples], codec.pad_id)
+                       [r + [[codec.pad_id]] * (n - len(r)) for r in rows], codec.pad_id)
 
     reference: dict[str, torch.Tensor] = {}
     beside = Path(cfg.model).parent if Path(cfg.model).is_dir() else out
@@ -111,29 +131,44 @@ def run_preference(cfg: PreferenceConfig) -> dict:
                 "load_in_4bit": cfg.load_in_4bit, "mixed_precision": cfg.mixed_precision, "layout": cfg.layout,
                 "device": device.type, "chat": codec.chat, "codec": codec.kind}
 
-    def on_epoch_start(epoch: int, samples: Sequence[Sample]) -> None:
-        if not precompute:
-            return
-        inputs = inputs_digest([(prompt_for(s, cfg.domain, cfg.seed, epoch),
-                                 [s.target] + draw_negatives(s, k, cfg.seed, epoch)) for s in samples])
+    def reference_pass(epoch: int, samples: Sequence[Sample], every: bool) -> dict[str, torch.Tensor]:
+        """sample key -> the reference's log-probs of `answers(sample, epoch, every)`, cached on disk."""
+        inputs = inputs_digest([(prompt_for(s, cfg.domain, cfg.seed, epoch), answers(s, epoch, every))
+                                for s in samples])
         key = cache_key(**reference_identity(epoch=epoch, inputs=inputs, **settings))
         rank, world = run.acc.process_index, run.acc.num_processes
         # Each process scores its slice (and caches it under its rank); all of them get every sample's row.
         part = f"{key}.pt" if world == 1 else f"{key}.rank{rank}of{world}.pt"
-        mine = reference_logps(policy.reference, even_shard(samples, rank, world)[0], lambda chunk: layout(chunk, epoch),
-                               cfg.batch_size, device, cache_dir and cache_dir / part, cfg.progress and run.main,
-                               layout_fn(cfg.layout))
+        mine = reference_logps(policy.reference, even_shard(samples, rank, world)[0],
+                               lambda chunk: layout(chunk, epoch, every), cfg.batch_size, device,
+                               cache_dir and cache_dir / part, cfg.progress and run.main, layout_fn(cfg.layout))
+        return dict(gather(list(mine.items()), world))
+
+    def on_epoch_start(epoch: int, samples: Sequence[Sample]) -> None:
+        chosen_negatives.clear()
         reference.clear()
-        reference.update(gather(list(mine.items()), world))
+        if cfg.negatives_from == "popular":
+            chosen_negatives.update({s.key: popular_negatives(s, k, popularity, cfg.seed, epoch) for s in samples})
+        if cfg.negatives_from == "model":   # one pass scores every candidate: the negatives and their references
+            scores = reference_pass(epoch, samples, True)
+            for s in samples:
+                others, row = answers(s, epoch, True)[1:], scores[s.key]
+                picked = top_negatives(others, row[1:1 + len(others)].tolist(), k)
+                chosen_negatives[s.key] = [others[i] for i in picked]
+                reference[s.key] = torch.cat([row[:1], row[1:][picked]])
+        elif precompute:
+            reference.update(reference_pass(epoch, samples, False))
+        if not precompute:
+            reference.clear()
 
     def make_batch(samples: Sequence[Sample], epoch: int) -> AnswerBatch:
         batch = layout(samples, epoch)
-        if precompute:
+        if reference:
             batch.reference_logps = torch.stack([reference[s.key] for s in samples])
         return batch
 
     def step(model, batch: AnswerBatch):
-        logps, _ = layout_fn(cfg.layout)(model, batch)             # (B, 1+K)
+        logps, counts = layout_fn(cfg.layout)(model, batch)        # (B, 1+K)
         ref_logps = batch.reference_logps
         if ref_logps is None:
             with policy.reference() as ref:
@@ -141,6 +176,8 @@ def run_preference(cfg: PreferenceConfig) -> dict:
         chosen, rejected = split_chosen_rejected(logps, k)
         ref_chosen, ref_rejected = split_chosen_rejected(ref_logps, k)
         losses, r_chosen, r_rejected = loss_fn(chosen, rejected, ref_chosen, ref_rejected, cfg.beta)
+        if cfg.sft_weight:
+            losses = losses + cfg.sft_weight * sft_loss(chosen) / counts[:, 0]
         stats = {   # per sample; the loop logs their means over each optimizer step's samples
             "reward_chosen": r_chosen,
             "reward_rejected": r_rejected.mean(1),

@@ -9,7 +9,7 @@ from .batching import AnswerBatch, collate
 from .candidates import catalogue, sample_rng
 from .codec import ReservedTitle
 from .config import opt, require, require_input, require_outside
-from .logprobs import layout_fn
+from .logprobs import IGNORE, layout_fn, sequence_logprobs
 from .losses import sft_loss
 from .modeling import (BUILTIN, BuiltinSize, add_lora, build_builtin, enable_gradient_checkpointing, load_codec_of,
                        load_model, needs_own_base, recorded_domain, save_checkpoint)
@@ -26,6 +26,9 @@ class SFTConfig(TrainConfig):
     hidden: int = opt(128, "built-in backbone: hidden size")
     layers: int = opt(2, "built-in backbone: layers")
     heads: int = opt(4, "built-in backbone: attention heads")
+    history_weight: float = opt(0.0, "weight of a next-item loss on each sample's history, run as its own short "
+                                "sequence: every title after the first predicted from those before it, as SASRec "
+                                "learns (0: the answer's loss only)")
 
     def validate(self) -> None:
         if self.model != BUILTIN:
@@ -37,6 +40,7 @@ class SFTConfig(TrainConfig):
         require_no_4bit_gguf(self.model, self.load_in_4bit)
         require_outside(self.model, self.out, self.overwrite)
         require(self.hidden % self.heads == 0, "hidden", "must be a multiple of heads")
+        require(self.history_weight >= 0, "history_weight", "must not be negative")
 
 
 def prompt_for(sample: Sample, domain: str, seed: int, epoch: int):
@@ -80,16 +84,28 @@ def run_sft(cfg: SFTConfig) -> dict:
               f"{run.acc.device}, mixed precision {cfg.mixed_precision}")
 
     def make_batch(samples: Sequence[Sample], epoch: int) -> AnswerBatch:
-        return collate([codec.encode_prompt(prompt_for(s, cfg.domain, cfg.seed, epoch)) for s in samples],
-                       [[codec.encode_answer(s.target)] for s in samples], codec.pad_id)
+        batch = collate([codec.encode_prompt(prompt_for(s, cfg.domain, cfg.seed, epoch)) for s in samples],
+                        [[codec.encode_answer(s.target)] for s in samples], codec.pad_id)
+        if cfg.history_weight:
+            batch.with_histories([codec.encode_history(s.history, IGNORE) for s in samples], codec.pad_id, IGNORE)
+        return batch
 
     def step(model, batch: AnswerBatch):
         logps, _ = layout_fn(cfg.layout)(model, batch)
-        return sft_loss(logps[:, 0]), {}     # each sample's summed answer-token loss; the loop divides by tokens
+        losses = sft_loss(logps[:, 0])     # each sample's summed answer-token loss; the loop divides by tokens
+        if not cfg.history_weight:
+            return losses, {}
+        history = model(input_ids=batch.history_ids, attention_mask=batch.history_mask).logits
+        history_logps, _ = sequence_logprobs(history, batch.history_labels)
+        return losses + cfg.history_weight * sft_loss(history_logps), {"answer_loss": losses.detach()}
 
     def units(sample: Sample) -> int:
-        """Answer tokens (title + EOS): SFT's loss is a mean over the global batch's answer tokens."""
-        return len(codec.encode_answer(sample.target))
+        """Predicted tokens: the answer's (title + EOS), and with a history loss the history's labelled ones.
+        SFT's loss is a mean over the global batch's predicted tokens."""
+        answer = len(codec.encode_answer(sample.target))
+        if not cfg.history_weight:
+            return answer
+        return answer + sum(label != IGNORE for label in codec.encode_history(sample.history, IGNORE)[1])
 
     meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg)}
     save = lambda trained, state_dict: save_checkpoint(trained, codec, out / "model", meta, base_dir, state_dict)
