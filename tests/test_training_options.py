@@ -142,3 +142,15 @@ def test_negatives_from_the_model_are_harder_and_the_sft_term_is_added(files, tm
     weighted = json.loads((tmp_path / "w" / "train_log.jsonl").read_text().splitlines()[0])
     # The SFT term: the chosen answer's per-token loss; item tokens: 2 per answer (title + EOS).
     assert weighted["loss"] == pytest.approx(first["uniform"]["loss"] - weighted["logp_chosen"] / 2, rel=1e-4)
+
+
+def test_title_rewards_leave_the_eos_out(files, tmp_path):
+    assert main(["sft", "--out", str(tmp_path / "sft"), *files, *SIZE, *TINY]) == 0
+    first = {}
+    for tokens in ("answer", "title"):
+        assert main(["dpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / tokens), "--reward-tokens",
+                     tokens, "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
+        first[tokens] = json.loads((tmp_path / tokens / "train_log.jsonl").read_text().splitlines()[0])
+    # Same first batch and weights: the title's log-prob alone is the answer's minus its (negative) EOS term.
+    assert first["title"]["logp_chosen"] > first["answer"]["logp_chosen"]
+    assert first["title"]["reward_chosen"] == pytest.approx(0.0, abs=1e-5)   # policy = reference at step 1

@@ -31,6 +31,9 @@ from .sources import is_gguf, require_no_4bit_gguf, resolve_model
 from .trainer import TrainConfig, default_lr, start_run, train_loop
 
 
+REWARD_TOKENS = ("answer", "title")
+
+
 @dataclass
 class PreferenceConfig(TrainConfig):
     model: str = opt("", "the SFT checkpoint directory (its 'model' folder); also the frozen reference")
@@ -50,6 +53,10 @@ class PreferenceConfig(TrainConfig):
                               "scores highest: hard negatives)", choices=NEGATIVE_SOURCES)
     sft_weight: float = opt(0.0, "weight of an SFT term (the chosen answer's per-token loss) added to each "
                             "sample's preference loss, against the chosen answer's likelihood falling")
+    reward_tokens: str = opt("answer", "which tokens of an answer its log-prob (and so the implicit reward) sums: "
+                             "answer (title + EOS, the paper's) or title (EOS left out: the loss then no longer "
+                             "pushes EOS down after every negative's title, which makes generation stop less "
+                             "often; bench/answer_split.py measures it)", choices=REWARD_TOKENS)
 
     def validate(self) -> None:
         require(bool(self.model), "model", "required: the SFT checkpoint to start from")
@@ -117,8 +124,10 @@ def run_preference(cfg: PreferenceConfig) -> dict:
             return [s.target] + draw_negatives(s, k, cfg.seed, epoch)
         return [s.target] + chosen_negatives[s.key]
 
+    cut = -1 if cfg.reward_tokens == "title" else None   # the EOS is the answer's last token
+
     def layout(samples: Sequence[Sample], epoch: int, every: bool = False) -> AnswerBatch:
-        rows = [[codec.encode_answer(t) for t in answers(s, epoch, every)] for s in samples]
+        rows = [[codec.encode_answer(t)[:cut] for t in answers(s, epoch, every)] for s in samples]
         n = max(map(len, rows))   # lists of different lengths: padding answers, scored and not used
         return collate([codec.encode_prompt(prompt_for(s, cfg.domain, cfg.seed, epoch)) for s in samples],
                        [r + [[codec.pad_id]] * (n - len(r)) for r in rows], codec.pad_id)
@@ -129,7 +138,7 @@ def run_preference(cfg: PreferenceConfig) -> dict:
     settings = {"data": file_digest(cfg.train), "model": model_fingerprint(cfg.model), "seed": cfg.seed, "k": k,
                 "domain": cfg.domain, "keep_candidates": cfg.keep_candidates, "dtype": cfg.dtype,
                 "load_in_4bit": cfg.load_in_4bit, "mixed_precision": cfg.mixed_precision, "layout": cfg.layout,
-                "device": device.type, "chat": codec.chat, "codec": codec.kind}
+                "device": device.type, "chat": codec.chat, "codec": codec.kind, "reward_tokens": cfg.reward_tokens}
 
     def reference_pass(epoch: int, samples: Sequence[Sample], every: bool) -> dict[str, torch.Tensor]:
         """sample key -> the reference's log-probs of `answers(sample, epoch, every)`, cached on disk."""
