@@ -68,3 +68,15 @@ def test_popular_negatives_are_seeded_distinct_and_lean_to_popular_items():
     assert popular_negatives(s, 2, popularity, 0, 3) == draws[3]
     counts = Counter(c for d in draws for c in d)
     assert counts["pop"] > 390 and all(counts[c] < 250 for c in "abcd")   # uniform would give 160 each
+
+
+def test_validation_subset_is_spread_over_users_and_the_same_for_every_run():
+    from sdporec.candidates import validation_subset
+
+    valid = [Sample(["h"], ["a", "b"], "a", user=f"u{i // 100}", key=f"valid:{i}") for i in range(1000)]
+    subset = validation_subset(valid, 100)
+    assert len(subset) == 100 and len({s.key for s in subset}) == 100
+    assert len({s.user for s in subset}) == 10                      # every user, not the first file rows' one
+    assert [int(s.key[6:]) for s in subset] == sorted(int(s.key[6:]) for s in subset)   # file order kept
+    assert [s.key for s in validation_subset(valid, 100)] == [s.key for s in subset]  # same on every call
+    assert validation_subset(valid, 0) == valid and validation_subset(valid, 5000) == valid

@@ -93,19 +93,6 @@ def test_a_lora_checkpoint_saves_the_gathered_state_dict_it_is_given(tiny_llama,
     assert saved and all(torch.all(v == 0.5) for v in saved.values())
 
 
-def test_validation_subset_is_spread_over_users_and_the_same_for_every_run():
-    from sdporec.samples import Sample
-    from sdporec.trainer import validation_subset
-
-    valid = [Sample(["h"], ["a", "b"], "a", user=f"u{i // 100}", key=f"valid:{i}") for i in range(1000)]
-    subset = validation_subset(valid, 100)
-    assert len(subset) == 100 and len({s.key for s in subset}) == 100
-    assert len({s.user for s in subset}) == 10                      # every user, not the first file rows' one
-    assert [int(s.key[6:]) for s in subset] == sorted(int(s.key[6:]) for s in subset)   # file order kept
-    assert [s.key for s in validation_subset(valid, 100)] == [s.key for s in subset]  # same on every call
-    assert validation_subset(valid, 0) == valid and validation_subset(valid, 5000) == valid
-
-
 def test_history_sequences_label_every_title_after_the_first(tiny_llama):
     from sdporec.logprobs import IGNORE
 

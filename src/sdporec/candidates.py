@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from .samples import Sample
+from .samples import Sample, sample_error
 
 
 def sample_rng(*parts: object) -> random.Random:
@@ -95,3 +95,25 @@ def top_negatives(others: Sequence[str], scores: Sequence[float], k: int) -> lis
     """Indices of the K highest-scored of `others` (the non-target candidates), ties by list position:
     the hard negatives a model itself would rank first."""
     return sorted(range(len(others)), key=lambda i: (-scores[i], i))[:k]
+
+
+def require_redrawable(path: str, train: Sequence[Sample]) -> None:
+    """Every epoch re-draws each sample's list from the training file's titles outside its history; a
+    sample whose list is longer than that pool cannot be re-drawn."""
+    items = set(catalogue(train))
+    for s in train:
+        pool = len(items - set(s.history) - {s.target})
+        if pool < len(s.candidates) - 1:
+            raise sample_error(path, s, "itemList", f"{len(s.candidates)} candidates, but only {pool} titles of the "
+                               "training file lie outside this history to re-draw them from; add --keep-candidates "
+                               "to train on the file's lists as they are")
+
+
+def validation_subset(valid: Sequence[Sample], n: int) -> list[Sample]:
+    """`n` validation samples drawn at random across the file, in file order (0: all). Prepared files are
+    grouped by user, so the first `n` rows are a handful of users; the draw's seed depends only on the
+    file's size and `n`, so SFT, DPO and S-DPO runs of any seed select on the same rows."""
+    if not n or n >= len(valid):
+        return list(valid)
+    chosen = sample_rng("validation subset", len(valid), n).sample(range(len(valid)), n)
+    return [valid[i] for i in sorted(chosen)]

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .candidates import catalogue, redraw, sample_rng
+from .candidates import redraw, require_redrawable, sample_rng, validation_subset
 from .config import (ConfigError, claim_out_dir, clear_outputs, opt, require, require_cuda_for_4bit, require_device,
                      require_input, save_config)
 from .distributed import global_micro_batch, make_accelerator, micro_batch, set_seed
@@ -186,18 +186,6 @@ def start_run(cfg: TrainConfig, codec=None, model: str = "", negatives: int = 0)
     return Run(out, train, valid, acc)
 
 
-def require_redrawable(path: str, train: Sequence[Sample]) -> None:
-    """Every epoch re-draws each sample's list from the training file's titles outside its history; a
-    sample whose list is longer than that pool cannot be re-drawn."""
-    items = set(catalogue(train))
-    for s in train:
-        pool = len(items - set(s.history) - {s.target})
-        if pool < len(s.candidates) - 1:
-            raise sample_error(path, s, "itemList", f"{len(s.candidates)} candidates, but only {pool} titles of the "
-                               "training file lie outside this history to re-draw them from; add --keep-candidates "
-                               "to train on the file's lists as they are")
-
-
 def require_finite_training(what: str, value: float, opt_step: int, epoch: int, micro: int) -> None:
     """A loss or gradient norm of NaN or inf ends the run before the optimizer writes it into the weights;
     the model and checkpoints saved before stay as they were."""
@@ -205,16 +193,6 @@ def require_finite_training(what: str, value: float, opt_step: int, epoch: int, 
         raise NonFiniteError(f"the training {what} is {value} at optimizer step {opt_step + 1} (epoch {epoch + 1}, "
                              f"micro-batch {micro + 1}); the run stops, the model and checkpoints saved before "
                              "are kept. Try a lower --lr or --max-grad-norm, or float32 / bf16 instead of float16")
-
-
-def validation_subset(valid: Sequence[Sample], n: int) -> list[Sample]:
-    """`n` validation samples drawn at random across the file, in file order (0: all). Prepared files are
-    grouped by user, so the first `n` rows are a handful of users; the draw's seed depends only on the
-    file's size and `n`, so SFT, DPO and S-DPO runs of any seed select on the same rows."""
-    if not n or n >= len(valid):
-        return list(valid)
-    chosen = sample_rng("validation subset", len(valid), n).sample(range(len(valid)), n)
-    return [valid[i] for i in sorted(chosen)]
 
 
 def latest_checkpoint(root: Path) -> Path | None:
