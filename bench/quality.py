@@ -10,8 +10,11 @@ backbone, ranked (HR@1, NDCG@5, MRR) and, for the LM rows, by the paper's genera
 ValidRatio). A second table repeats the LM rows with the paper's leaky seeding, for comparison with papers.
 Each row's wall time includes its training. Finished rows are kept, so an interrupted run resumes.
 
-    .venv/bin/python bench/quality.py [--out runs/quality] [--only lastfm|movielens|leaky]
-        [--sft-epochs N] [--hidden H --layers L] [--baseline-epochs N]
+    .venv/bin/python bench/quality.py [--out runs/quality] [--only lastfm|movielens|leaky] [--seeds 0 1 2]
+        [--sft-epochs N] [--hidden H --layers L] [--baseline-epochs N] [--sft-args "..."] [--pref-args "..."]
+
+Seeded rows (SASRec, GRU4Rec and the LM rows) run once per seed; tables show mean ± std over seeds, and the
+paired bootstrap 95% intervals of the key differences (each sample's metric averaged over seeds first).
 """
 
 from __future__ import annotations
@@ -74,51 +77,131 @@ def movielens_data(work: Path, leaky: bool) -> dict[str, str]:
     return {"train": str(work / "train.jsonl"), "valid": str(work / "valid.jsonl"), "eval": str(work / "test.jsonl")}
 
 
-def lm_rows(files: dict[str, str], out: Path, domain: str, sft_epochs: int, leaky: bool,
-            size: tuple[int, int] = (128, 2)) -> dict[str, dict]:
+LM_STAGES = {"SFT": "sft", "DPO (K=1)": "dpo", "S-DPO (K=3)": "sdpo"}
+
+
+def lm_runs(files: dict[str, str], out: Path, domain: str, args, leaky: bool, seed: int) -> dict[str, Path]:
+    """SFT, DPO and S-DPO of one seed, each evaluated in both protocols; row name -> run directory."""
     keep = ["--keep-candidates"] if leaky else []
     common = ["--train", files["train"], "--valid", files["valid"], "--domain", domain, "--eval-samples", "1000",
-              "--no-progress", *keep]
-    rows = {}
-    stages = [("sft", ["sft", "--epochs", str(sft_epochs), "--hidden", str(size[0]), "--layers", str(size[1])]),
-              ("dpo", ["dpo", "--loss", "dpo", "--negatives", "1", "--eval-every", "300"]),
-              ("sdpo", ["dpo", "--loss", "sdpo", "--negatives", "3", "--eval-every", "300"])]
-    for name, args in stages:
+              "--no-progress", "--seed", str(seed), *keep]
+    stages = [("sft", ["sft", "--epochs", str(args.sft_epochs), "--hidden", str(args.hidden), "--layers",
+                       str(args.layers), *args.sft_args.split()]),
+              ("dpo", ["dpo", "--loss", "dpo", "--negatives", "1", "--eval-every", "300", *args.pref_args.split()]),
+              ("sdpo", ["dpo", "--loss", "sdpo", "--negatives", "3", "--eval-every", "300", *args.pref_args.split()])]
+    runs = {}
+    for name, cmd in stages:
         run = out / name
         model = ["--model", str(out / "sft" / "model")] if name != "sft" else []
 
-        def go(run=run, args=args, model=model):
-            sh(*args, *model, "--out", str(run), *common)
+        def go(run=run, cmd=cmd, model=model):
+            sh(*cmd, *model, "--out", str(run), *common)
             for protocol in ("ranking", "generation"):
                 sh("evaluate", "--model", str(run / "model"), "--data", files["eval"], "--domain", domain,
                    "--out", str(run / f"eval-{protocol}"), "--protocol", protocol, "--no-progress")
-        row = timed(run, go)
-        rank, gen = metrics(run / "eval-ranking"), metrics(run / "eval-generation")
-        rows[{"sft": "SFT", "dpo": "DPO (K=1)", "sdpo": "S-DPO (K=3)"}[name]] = {
-            **{k: rank[k] for k in ("hr@1", "ndcg@5", "mrr")}, "gen_hr@1": gen["hr@1"],
-            "valid_ratio": gen["valid_ratio"], "seconds": row["seconds"]}
-    return rows
+        timed(run, go)
+        runs[next(k for k, v in LM_STAGES.items() if v == name)] = run
+    return runs
 
 
-def baseline_rows(files: dict[str, str], out: Path, epochs: int) -> dict[str, dict]:
-    rows = {}
+def baseline_runs(files: dict[str, str], out: Path, epochs: int, seed: int, seeded_only: bool) -> dict[str, Path]:
+    """Baselines of one seed (popularity and item counts have no seed: `seeded_only` skips them)."""
+    runs = {}
     for name, label in (("popularity", "popularity"), ("item-counts", "item counts"), ("sasrec", "SASRec"),
                         ("gru4rec", "GRU4Rec")):
+        if seeded_only and name in ("popularity", "item-counts"):
+            continue
         run = out / name
-        row = timed(run, lambda name=name, run=run: sh("baseline", name, "--train", files["train"], "--valid",
-                                                       files["valid"], "--eval", files["eval"], "--out", str(run),
-                                                       "--epochs", str(epochs), "--no-progress"))
-        m = metrics(run)
-        rows[label] = {**{k: m[k] for k in ("hr@1", "ndcg@5", "mrr")}, "seconds": row["seconds"]}
+        timed(run, lambda name=name, run=run: sh("baseline", name, "--train", files["train"], "--valid",
+                                                 files["valid"], "--eval", files["eval"], "--out", str(run),
+                                                 "--epochs", str(epochs), "--no-progress", "--seed", str(seed)))
+        runs[label] = run
+    return runs
+
+
+def dataset_runs(files: dict[str, str], out: Path, domain: str, args, leaky: bool = False,
+                 baselines: bool = True) -> dict[str, list[Path]]:
+    """Row name -> one run directory per seed (seed 0 first)."""
+    rows: dict[str, list[Path]] = {}
+    for i, seed in enumerate(args.seeds):
+        where = out / f"seed{seed}"
+        found = baseline_runs(files, where, args.baseline_epochs, seed, i > 0) if baselines else {}
+        found.update(lm_runs(files, where, domain, args, leaky, seed))
+        for name, run in found.items():
+            rows.setdefault(name, []).append(run)
     return rows
 
 
-def table(title: str, rows: dict[str, dict]) -> str:
-    lines = [f"**{title}**", "", "| model | HR@1 | NDCG@5 | MRR | HR@1 (generation) | ValidRatio | wall time |",
-             "|---|---|---|---|---|---|---|"]
+def _ranking_dir(run: Path) -> Path:
+    return run / "eval-ranking" if (run / "eval-ranking").is_dir() else run
+
+
+def summarise(rows: dict[str, list[Path]]) -> dict[str, dict]:
+    """Per row: mean and std over seeds of HR@1, NDCG@5, MRR (and the generation protocol's HR@1 and
+    ValidRatio for LM rows), and the mean wall time."""
+    import statistics
+
+    out = {}
+    for name, runs in rows.items():
+        values: dict[str, list[float]] = {}
+        for run in runs:
+            for k, v in metrics(_ranking_dir(run)).items():
+                if k in ("hr@1", "ndcg@5", "mrr"):
+                    values.setdefault(k, []).append(v)
+            if (run / "eval-generation").is_dir():
+                gen = metrics(run / "eval-generation")
+                values.setdefault("gen_hr@1", []).append(gen["hr@1"])
+                values.setdefault("valid_ratio", []).append(gen["valid_ratio"])
+            values.setdefault("seconds", []).append(json.loads((run / "row.json").read_text())["seconds"])
+        out[name] = {k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
+                     for k, v in values.items()}
+    return out
+
+
+def differences(rows: dict[str, list[Path]], pairs: list[tuple[str, str]]) -> list[dict]:
+    """Paired bootstrap 95% intervals of HR@1 and MRR differences, each sample's metric averaged over the
+    seeds of its row first (sdporec's `per_sample_metrics` and `paired_bootstrap`, as `sdporec compare`)."""
+    from sdporec.compare import read_predictions
+    from sdporec.metrics import paired_bootstrap, per_sample_metrics
+
+    def averaged(name: str) -> dict[str, list[float]]:
+        per_seed = []
+        for run in rows[name]:
+            _, preds = read_predictions(str(_ranking_dir(run)))
+            per_seed.append(per_sample_metrics([preds[k] for k in sorted(preds)]))
+        return {m: [sum(p[m][i] for p in per_seed) / len(per_seed) for i in range(len(per_seed[0][m]))]
+                for m in ("hr@1", "mrr")}
+
+    out = []
+    for a, b in pairs:
+        if a in rows and b in rows:
+            pa, pb = averaged(a), averaged(b)
+            for m in ("hr@1", "mrr"):
+                diff, low, high = paired_bootstrap(pa[m], pb[m])
+                verdict = "better" if low > 0 else "worse" if high < 0 else "not distinguishable"
+                out.append({"a": a, "b": b, "metric": m, "diff": diff, "low": low, "high": high, "a_is": verdict})
+    return out
+
+
+KEY_PAIRS = [("S-DPO (K=3)", "DPO (K=1)"), ("S-DPO (K=3)", "SFT"), ("DPO (K=1)", "SFT"), ("S-DPO (K=3)", "SASRec"),
+             ("S-DPO (K=3)", "GRU4Rec"), ("SFT", "SASRec")]
+
+
+def table(title: str, rows: dict[str, dict], diffs: list[dict] | None = None) -> str:
+    def cell(r: dict, k: str) -> str:
+        mean, std, n = r[k]
+        return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
+    lines = [f"**{title}**", "", "| model | seeds | HR@1 | NDCG@5 | MRR | HR@1 (generation) | ValidRatio | wall time |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        gen = f"{r['gen_hr@1']:.4f} | {r['valid_ratio']:.4f}" if "gen_hr@1" in r else "– | –"
-        lines.append(f"| {name} | {r['hr@1']:.4f} | {r['ndcg@5']:.4f} | {r['mrr']:.4f} | {gen} | {r['seconds']:.0f} s |")
+        gen = f"{cell(r, 'gen_hr@1')} | {cell(r, 'valid_ratio')}" if "gen_hr@1" in r else "– | –"
+        lines.append(f"| {name} | {r['hr@1'][2]} | {cell(r, 'hr@1')} | {cell(r, 'ndcg@5')} | {cell(r, 'mrr')} | {gen} "
+                     f"| {r['seconds'][0]:.0f} s |")
+    if diffs:
+        lines += ["", "| a − b | metric | difference | 95% interval (paired bootstrap, seeds averaged) | a is |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {d['a']} − {d['b']} | {d['metric']} | {d['diff']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] "
+                  f"| {d['a_is']} |" for d in diffs]
     return "\n".join(lines)
 
 
@@ -130,31 +213,36 @@ def main() -> None:
     ap.add_argument("--baseline-epochs", type=int, default=30, help="most epochs of SASRec and GRU4Rec")
     ap.add_argument("--hidden", type=int, default=128, help="built-in backbone width for the LM rows")
     ap.add_argument("--layers", type=int, default=2, help="built-in backbone depth for the LM rows")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every seeded row")
+    ap.add_argument("--sft-args", default="", help="extra flags for the SFT rows, e.g. '--history-weight 1'")
+    ap.add_argument("--pref-args", default="", help="extra flags for the DPO and S-DPO rows")
     args = ap.parse_args()
     out = Path(args.out)
-    size = (args.hidden, args.layers)
     for need in (SHARED / "lastfm" / "resampled" / "lastfm-val.json", SHARED / "ml-100k" / "u.data"):
         if not need.is_file():
             sys.exit(f"missing {need} (see ../shared/data/README.md)")
     tables = []
     if args.only in (None, "lastfm"):
         files = lastfm_data(out / "lastfm" / "data", leaky=False)
-        rows = {**baseline_rows(files, out / "lastfm", args.baseline_epochs),
-                **lm_rows(files, out / "lastfm", "music", args.sft_epochs, False, size)}
-        tables.append(table("LastFM, resampled/lastfm-val.json (2,767 samples, negatives drawn per sample)", rows))
+        rows = dataset_runs(files, out / "lastfm", "music", args)
+        tables.append(table("LastFM, resampled/lastfm-val.json (2,767 samples, negatives drawn per sample)",
+                            summarise(rows), differences(rows, KEY_PAIRS)))
     if args.only in (None, "movielens"):
         files = movielens_data(out / "movielens" / "data", leaky=False)
-        rows = {**baseline_rows(files, out / "movielens", args.baseline_epochs),
-                **lm_rows(files, out / "movielens", "movies", args.sft_epochs, False, size)}
-        tables.append(table("MovieLens-100K test (10,497 samples, negatives drawn per sample)", rows))
+        rows = dataset_runs(files, out / "movielens", "movies", args)
+        tables.append(table("MovieLens-100K test (10,497 samples, negatives drawn per sample)",
+                            summarise(rows), differences(rows, KEY_PAIRS)))
     if args.only in (None, "leaky"):
+        args.sft_epochs, args.seeds = 1, args.seeds[:1]
         leaky = {}
         files = lastfm_data(out / "leaky-lastfm" / "data", leaky=True)
-        leaky.update({f"LastFM {k}": v for k, v in lm_rows(files, out / "leaky-lastfm", "music", 1, True).items()})
+        leaky.update({f"LastFM {k}": v for k, v in dataset_runs(files, out / "leaky-lastfm", "music", args, True,
+                                                               False).items()})
         files = movielens_data(out / "leaky-movielens" / "data", leaky=True)
-        leaky.update({f"MovieLens {k}": v for k, v in lm_rows(files, out / "leaky-movielens", "movies", 1, True).items()})
+        leaky.update({f"MovieLens {k}": v for k, v in dataset_runs(files, out / "leaky-movielens", "movies", args,
+                                                                  True, False).items()})
         tables.append(table("LEAKY: the paper's target-seeded candidate lists (comparison with papers only; "
-                            "1 SFT epoch, training on the file's own lists)", leaky))
+                            "1 SFT epoch, training on the file's own lists)", summarise(leaky)))
     text = "\n\n".join(tables)
     (out / "tables.md").write_text(text + "\n")
     print("\n" + text)
