@@ -90,9 +90,10 @@ def format_comparison(result: dict) -> str:
     lines = [f"{result['n']} samples, paired bootstrap ({result['resamples']} resamples), 95% intervals", "",
              f"{'':<14}" + "".join(f"{m:>10}" for m in metrics)]
     lines += [f"{n:<14}" + "".join(f"{result['metrics'][n][m]:>10.4f}" for m in metrics) for n in names]
-    lines += ["", f"{'a - b':<24}{'metric':<10}{'difference':>12}  {'95% interval':<22}a is"]
+    width = max(len(f"{d['a']} - {d['b']}") for d in result["differences"]) + 2
+    lines += ["", f"{'a - b':<{width}}{'metric':<12}{'difference':>10}  {'95% interval':<22}a is"]
     for d in result["differences"]:
         pair = f"{d['a']} - {d['b']}"
-        lines.append(f"{pair:<24}{d['metric']:<10}{d['difference']:>+12.4f}  [{d['low']:+.4f}, {d['high']:+.4f}]"
+        lines.append(f"{pair:<{width}}{d['metric']:<12}{d['difference']:>+10.4f}  [{d['low']:+.4f}, {d['high']:+.4f}]"
                      f"{'':<4}{d['a_is']}")
     return "\n".join(lines)
