@@ -87,6 +87,13 @@ def collate(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[Sequenc
     return AnswerBatch(prompt_ids, prompt_mask, answer_ids, answer_mask)
 
 
+def same_answer_count(answers: Sequence[Sequence[Sequence[int]]], pad_id: int) -> list[list[list[int]]]:
+    """Prompts with fewer answers get padding answers (`[pad_id]`, scored and then not used), so that every
+    prompt of a batch has the same N."""
+    n = max(len(a) for a in answers)
+    return [list(a) + [[pad_id]] * (n - len(a)) for a in answers]
+
+
 def split_chosen_rejected(logps: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 1+K) answer log-probs in the training layout -> chosen (B,), rejected (B, K)."""
     assert logps.dim() == 2 and logps.shape[1] == 1 + k, f"expected (B, 1+{k}), got {tuple(logps.shape)}"

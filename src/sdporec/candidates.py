@@ -9,6 +9,7 @@ kept as `paper_seeded_candidates` for comparisons only, and it is leaky.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Sequence
 
 from .samples import Sample, sample_error
@@ -107,6 +108,14 @@ def require_redrawable(path: str, train: Sequence[Sample]) -> None:
             raise sample_error(path, s, "itemList", f"{len(s.candidates)} candidates, but only {pool} titles of the "
                                "training file lie outside this history to re-draw them from; add --keep-candidates "
                                "to train on the file's lists as they are")
+
+
+def require_negatives(path: str | Path, samples: Sequence[Sample], k: int) -> None:
+    """Every sample (read from `path`) needs at least K non-target candidates to draw K negatives from."""
+    for s in samples:
+        if len(s.candidates) - 1 < k:
+            raise sample_error(path, s, "itemList", f"{len(s.candidates) - 1} non-target candidates, fewer than the "
+                               f"{k} negatives asked for (--negatives)")
 
 
 def validation_subset(valid: Sequence[Sample], n: int) -> list[Sample]:

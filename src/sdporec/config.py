@@ -164,14 +164,19 @@ def require_device(name: str) -> None:
             f"{name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
+def _not_a_file(path: str, name: str) -> Path:
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"setting '{name}': {path} is a file; give a directory (it is created if missing)")
+    return out
+
+
 def claim_out_dir(path: str, outputs: tuple[str, ...], overwrite: bool, resume: bool = False,
                   name: str = "out") -> None:
     """Check `path` may receive a command's `outputs` (names inside it) before anything runs: it must not be
     a file, and outputs of an earlier run there are replaced only with `--overwrite` (or continued with
     `--resume`, where the command has it). Checks only: nothing is written or removed here."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"setting '{name}': {path} is a file; give a directory (it is created if missing)")
+    out = _not_a_file(path, name)
     found = [o for o in outputs if (out / o).exists()] if out.is_dir() else []
     if found and not (overwrite or resume):
         hint = "--resume to continue it, or " if "checkpoints" in outputs else ""
@@ -182,9 +187,7 @@ def claim_out_dir(path: str, outputs: tuple[str, ...], overwrite: bool, resume: 
 def claim_checkpoint_dir(path: str, overwrite: bool, name: str = "out") -> None:
     """A directory a command writes a checkpoint into, replacing it whole: new, empty, or (with
     `--overwrite`) an earlier sdporec checkpoint; never a file or a folder holding anything else."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"setting '{name}': {path} is a file; give a directory (it is created if missing)")
+    out = _not_a_file(path, name)
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not (out / "sdporec_checkpoint.json").is_file():

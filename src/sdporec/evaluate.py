@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .batching import collate
+from .batching import collate, same_answer_count
 from .codec import CHAT_CHOICES, require_known_titles
 from .config import claim_out_dir, opt, require, require_cuda_for_4bit, require_device, require_input, save_config
 from .logprobs import LAYOUTS, layout_fn
@@ -80,7 +80,7 @@ def lm_scorer(model, codec, domain: str, batch_size: int = 16, template: int = 0
                 for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch",
                                   disable=not progress, leave=False):
                     chunk = order[start:start + batch_size]
-                    batch = collate([prompts[i] for i in chunk], _same_size([answers[i] for i in chunk], codec.pad_id),
+                    batch = collate([prompts[i] for i in chunk], same_answer_count([answers[i] for i in chunk], codec.pad_id),
                                     codec.pad_id).to(device)
                     logps, counts = logprobs(model, batch)
                     if score == "mean":
@@ -91,12 +91,6 @@ def lm_scorer(model, codec, domain: str, batch_size: int = 16, template: int = 0
             model.train(was_training)
         return out
     return score_all
-
-
-def _same_size(answers: list[list[list[int]]], pad_id: int) -> list[list[list[int]]]:
-    """Samples with fewer candidates get padding answers (scored, then dropped) so N is the same."""
-    n = max(len(a) for a in answers)
-    return [a + [[pad_id]] * (n - len(a)) for a in answers]
 
 
 def evaluate_ranking(scorer: Scorer, samples: Sequence[Sample]) -> tuple[dict, list[dict]]:

@@ -22,7 +22,7 @@ import torch
 
 from .codec import ItemCodec, TextCodec, build_item_codec, load_codec
 from .config import ConfigError, require, warn
-from .samples import DataError, read_text
+from .samples import read_json_object
 from .sources import is_gguf, load_gguf_model, require_no_4bit_gguf
 
 BUILTIN = "builtin"
@@ -66,15 +66,7 @@ def recorded_domain(path: str, flag: str | None) -> str:
 def checkpoint_meta(path: str | Path) -> dict:
     """What `sdporec_checkpoint.json` in `path` records ({} where there is none)."""
     meta = Path(path) / META_FILE
-    if not meta.is_file():
-        return {}
-    try:
-        recorded = json.loads(read_text(meta))
-    except json.JSONDecodeError as e:
-        raise DataError(meta, None, None, f"not valid JSON ({e}); the checkpoint's record is damaged") from None
-    if not isinstance(recorded, dict):
-        raise DataError(meta, None, None, "expected a JSON object; the checkpoint's record is damaged")
-    return recorded
+    return read_json_object(meta, "the checkpoint's record is damaged") if meta.is_file() else {}
 
 
 def is_own_checkpoint(path: str | Path) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .baselines import popularity_scorer
+from .candidates import require_negatives
 from .config import claim_out_dir, opt, require, require_device, require_input, save_config
 from .evaluate import evaluate_model, evaluate_ranking, format_table, write_results
 from .modeling import load_model, pick_device
@@ -19,7 +20,7 @@ from .preference import PreferenceConfig, run_preference
 from .prepare import PrepareConfig, run_prepare
 from .prompts import DOMAINS
 from .report import collect, make_figures, write_markdown
-from .samples import atomic_write_text, read_samples, sample_error
+from .samples import atomic_write_text, read_samples
 from .sft import SFTConfig, run_sft
 
 
@@ -61,10 +62,9 @@ class PipelineConfig:
         require_device(self.device)
         if not self.data:
             self.prepare_config("-").validate()
-        for s in read_samples(Path(self.data) / "train.jsonl", "train") if self.data else []:
-            if len(s.candidates) - 1 < self.negatives:
-                raise sample_error(Path(self.data) / "train.jsonl", s, "itemList", f"{len(s.candidates) - 1} non-target "
-                                   f"candidates, fewer than the {self.negatives} negatives of --negatives")
+        if self.data:
+            train = Path(self.data) / "train.jsonl"
+            require_negatives(train, read_samples(train, "train"), self.negatives)
         require(self.data or self.negatives <= 19, "negatives", "the built-in data has 20 candidates per sample: "
                 "at most 19 negatives")
 

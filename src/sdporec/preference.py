@@ -6,7 +6,6 @@ prompt the model sees, so they change with every epoch's candidate list.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Sequence
 import torch
 
 
-from .batching import AnswerBatch, collate, split_chosen_rejected
+from .batching import AnswerBatch, collate, same_answer_count, split_chosen_rejected
 from .candidates import NEGATIVE_SOURCES, catalogue, draw_negatives, popular_negatives, top_negatives
 from .config import opt, require, require_outside
 from .logprobs import layout_fn
@@ -25,7 +24,7 @@ from .codec import CODEC_FILE
 from .modeling import (enable_gradient_checkpointing, is_adapter, load_codec_of, load_model, needs_own_base,
                        policy_from_sft, recorded_domain, save_checkpoint)
 from .reference import cache_key, file_digest, inputs_digest, model_fingerprint, reference_identity, reference_logps
-from .samples import DataError, Sample, read_text
+from .samples import Sample, read_json_object
 from .sft import prompt_for
 from .sources import is_gguf, require_no_4bit_gguf, resolve_model
 from .trainer import TrainConfig, default_lr, start_run, train_loop
@@ -75,10 +74,7 @@ def _backbone(model: str, lora: bool) -> str:
     """What preference training trains: `builtin` (an SFT checkpoint of the built-in backbone, all weights),
     `lora` (a new adapter, or the SFT checkpoint's own adapter) or `full` (all weights of a text model)."""
     marker = Path(model) / CODEC_FILE
-    try:
-        kind = json.loads(read_text(marker)).get("kind") if marker.is_file() else None
-    except (json.JSONDecodeError, AttributeError):
-        raise DataError(marker, None, None, "not a JSON object; the checkpoint's codec record is damaged") from None
+    kind = read_json_object(marker, "the checkpoint's codec record is damaged").get("kind") if marker.is_file() else None
     if kind == "items" and not lora:
         return "builtin"
     return "lora" if lora or is_adapter(model) else "full"
@@ -128,9 +124,8 @@ def run_preference(cfg: PreferenceConfig) -> dict:
 
     def layout(samples: Sequence[Sample], epoch: int, every: bool = False) -> AnswerBatch:
         rows = [[codec.encode_answer(t)[:cut] for t in answers(s, epoch, every)] for s in samples]
-        n = max(map(len, rows))   # lists of different lengths: padding answers, scored and not used
         return collate([codec.encode_prompt(prompt_for(s, cfg.domain, cfg.seed, epoch)) for s in samples],
-                       [r + [[codec.pad_id]] * (n - len(r)) for r in rows], codec.pad_id)
+                       same_answer_count(rows, codec.pad_id), codec.pad_id)
 
     reference: dict[str, torch.Tensor] = {}
     beside = Path(cfg.model).parent if Path(cfg.model).is_dir() else out
@@ -164,11 +159,10 @@ def run_preference(cfg: PreferenceConfig) -> dict:
                 others, row = answers(s, epoch, True)[1:], scores[s.key]
                 picked = top_negatives(others, row[1:1 + len(others)].tolist(), k)
                 chosen_negatives[s.key] = [others[i] for i in picked]
-                reference[s.key] = torch.cat([row[:1], row[1:][picked]])
+                if precompute:
+                    reference[s.key] = torch.cat([row[:1], row[1:][picked]])
         elif precompute:
             reference.update(reference_pass(epoch, samples, False))
-        if not precompute:
-            reference.clear()
 
     def make_batch(samples: Sequence[Sample], epoch: int) -> AnswerBatch:
         batch = layout(samples, epoch)

@@ -9,7 +9,7 @@ from .config import opt, require, require_device, require_input
 from .codec import CHAT_CHOICES, require_known_titles
 from .evaluate import SCORES, lm_scorer, require_finite
 from .prompts import DOMAINS
-from .samples import DataError, Sample, read_text, split_history
+from .samples import DataError, Sample, read_json_object, split_history
 from .sources import resolve_model
 
 
@@ -45,12 +45,7 @@ def read_request(cfg: RecommendConfig) -> Sample:
         history, candidates, where = cfg.history, cfg.candidates, "command line"
     else:
         where = cfg.input
-        try:
-            obj = json.loads(read_text(cfg.input))
-        except json.JSONDecodeError as e:
-            raise DataError(cfg.input, None, None, f"not valid JSON ({e})") from None
-        if not isinstance(obj, dict):
-            raise DataError(cfg.input, None, None, "expected a JSON object")
+        obj = read_json_object(cfg.input)
         history, candidates = obj.get("historyList"), obj.get("itemList")
         if isinstance(history, str):
             history = split_history(history, set(candidates) if isinstance(candidates, list) else set())

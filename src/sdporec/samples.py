@@ -105,6 +105,19 @@ def read_text(path: str | os.PathLike) -> str:
     return text
 
 
+def read_json_object(path: str | os.PathLike, context: str = "") -> dict:
+    """A JSON file holding one object (`read_text` decoding); anything else is a `DataError`, its message
+    ending in `context` (what a damaged file means) where given."""
+    tail = f"; {context}" if context else ""
+    try:
+        obj = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise DataError(path, None, None, f"not valid JSON ({e}){tail}") from None
+    if not isinstance(obj, dict):
+        raise DataError(path, None, None, f"expected a JSON object{tail}")
+    return obj
+
+
 def read_samples(path: str | os.PathLike, split: str | None = None) -> list[Sample]:
     """Read the paper's JSON array or JSON Lines. `split` names the samples' keys (default: file stem)."""
     path = Path(path)

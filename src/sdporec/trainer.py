@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .candidates import redraw, require_redrawable, sample_rng, validation_subset
+from .candidates import redraw, require_negatives, require_redrawable, sample_rng, validation_subset
 from .config import (ConfigError, claim_out_dir, clear_outputs, opt, require, require_cuda_for_4bit, require_device,
                      require_input, save_config)
 from .distributed import global_micro_batch, make_accelerator, micro_batch, set_seed
@@ -36,7 +36,7 @@ from .logprobs import LAYOUTS
 from .codec import CHAT_CHOICES, require_known_titles
 from .prompts import DOMAINS
 from .runlog import RunLog, peak_memory_gib
-from .samples import DataError, Sample, atomic_write_text, read_samples, sample_error
+from .samples import DataError, Sample, atomic_write_text, read_samples
 
 
 @dataclass
@@ -169,10 +169,7 @@ def start_run(cfg: TrainConfig, codec=None, model: str = "", negatives: int = 0)
     if codec is not None:
         require_known_titles(codec, model, train, cfg.train)
         require_known_titles(codec, model, valid, cfg.valid)
-    for s in train:
-        if len(s.candidates) - 1 < negatives:
-            raise sample_error(cfg.train, s, "itemList", f"{len(s.candidates) - 1} non-target candidates, fewer "
-                               f"than the {negatives} negatives asked for (--negatives)")
+    require_negatives(cfg.train, train, negatives)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     acc = make_accelerator(cfg.device, cfg.mixed_precision, cfg.grad_accum)
@@ -216,7 +213,8 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
     on the main process whenever validation HR@1 improves (or every epoch without validation data).
 
     The loss of an optimizer step is the sum of its samples' losses over the sum of their `units(sample)`
-    (answer tokens for SFT, 1 per sample for preference training), taken over the whole global batch: all
+    (answer tokens for SFT, 1 per sample for preference training; counted once per sample, so they may
+    depend on its target and history but not on its candidate list), taken over the whole global batch: all
     its micro-batches on all processes. So batch size, accumulation steps and process count may be traded
     for one another without changing the numbers, even where answers differ in length or an epoch's last
     step is short. Returns a summary with the best validation HR@1 and the wall time, also written as
@@ -243,6 +241,8 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
     acc.register_for_checkpointing(scheduler)
     acc.register_save_state_pre_hook(_keep_trainable)
     val_subset = validation_subset(run.valid, cfg.eval_samples)
+    # A sample's units depend on its target and history only, never on the epoch's candidate list.
+    sample_units = [units(s) for s in train]
     scorer = lm_scorer(model, codec, cfg.domain, batch_size=cfg.batch_size, progress=False,
                        layout=cfg.layout)
     ckpt_root = out_dir / "checkpoints"
@@ -332,7 +332,7 @@ def train_loop(cfg: TrainConfig, run: Run, model, codec, items: Sequence[str], m
         for micro in bar:
             if micro % cfg.grad_accum == 0:   # a new optimizer step: its global batch's units, from every process
                 window_micros = range(micro, min(micro + cfg.grad_accum, micro_per_epoch))
-                step_units = sum(units(samples[i]) for m in window_micros
+                step_units = sum(sample_units[i] for m in window_micros
                                  for i in global_micro_batch(order, m, cfg.batch_size, world))
                 step_sums = torch.zeros(0)
             mine = micro_batch(order, micro, cfg.batch_size, rank, world)
