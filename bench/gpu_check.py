@@ -75,21 +75,22 @@ def batch_of(codec, samples, k: int, device):
 
 
 def train_step(model, ref, codec, samples, layout: str, k: int, args) -> dict:
-    """Two timed optimizer steps after one warm-up: SFT (k = 0) or S-DPO with K = k."""
+    """`--steps` timed optimizer steps after `--warmup` untimed ones: SFT (k = 0) or S-DPO with K = k."""
     from sdporec.batching import split_chosen_rejected
     from sdporec.logprobs import layout_fn
     from sdporec.losses import sdpo_loss, sft_loss
 
     fn, b = layout_fn(layout), args.batch_size
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
-    batches = [batch_of(codec, samples[i * b:(i + 1) * b], k, args.device) for i in range(3)]
+    batches = [batch_of(codec, samples[i * b:(i + 1) * b], k, args.device) for i in range(args.warmup + args.steps)]
     answers = 1 + k
     # Tokens the step's forward passes compute in this layout (the paper's repeats the prompt per answer).
     per_prompt = (lambda x: int(x.prompt_mask.sum()) * answers) if layout == "paper" else (lambda x: int(x.prompt_mask.sum()))
-    tokens = sum(per_prompt(x) + int(x.answer_mask.sum()) for x in batches[1:])
+    timed = batches[args.warmup:]
+    tokens = sum(per_prompt(x) + int(x.answer_mask.sum()) for x in timed)
     _reset_peak(args.device)
     for i, batch in enumerate(batches):
-        if i == 1:
+        if i == args.warmup:
             _sync(args.device)
             start = time.perf_counter()
         logps, _ = fn(model, batch)
@@ -106,7 +107,7 @@ def train_step(model, ref, codec, samples, layout: str, k: int, args) -> dict:
     seconds = time.perf_counter() - start
     n_params = sum(p.numel() for p in model.parameters())
     tps = tokens / seconds
-    samples_per_s = sum(x.prompt_ids.shape[0] for x in batches[1:]) / seconds
+    samples_per_s = sum(x.prompt_ids.shape[0] for x in timed) / seconds
     peak = args.peak_tflops
     # Forward and backward of the policy (6 N per token); S-DPO adds the reference's forward (2 N per token).
     flops_per_token = (6 + (2 if k else 0)) * n_params
@@ -214,6 +215,8 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--eval-samples", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=8, help="timed optimizer steps per training case")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps before them")
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="the card's dense bf16 peak (0: by its name)")
     ap.add_argument("--budget-s", type=float, default=420.0)
     ap.add_argument("--work", default="/tmp/gpu-check")
@@ -231,7 +234,8 @@ def main() -> None:
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     result = {"card": card, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
               "parameters": sum(p.numel() for p in model.parameters()), "dtype": args.dtype,
-              "batch_size": args.batch_size, "peak_tflops": args.peak_tflops or None}
+              "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
+              "peak_tflops": args.peak_tflops or None}
     parts = [("train", lambda: {f"{stage}-{layout}": train_step(model, ref, codec, samples, layout, k, args)
                                 for stage, k in (("sft", 0), ("sdpo", 3)) for layout in ("packed", "paper")}, 120),
              ("ranking_vs_generation", lambda: ranking_vs_generation(model, codec, samples, args), 90),
