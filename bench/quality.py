@@ -11,7 +11,8 @@ ValidRatio). A second table repeats the LM rows with the paper's leaky seeding, 
 Each row's wall time includes its training. Finished rows are kept, so an interrupted run resumes.
 
     .venv/bin/python bench/quality.py [--out runs/quality] [--only lastfm|movielens|leaky] [--seeds 0 1 2]
-        [--sft-epochs N] [--hidden H --layers L] [--baseline-epochs N] [--sft-args "..."] [--pref-args "..."]
+        [--sft-epochs N] [--hidden H --layers L] [--baseline-epochs N] [--sasrec-args "..."] [--sft-args "..."] [--pref-args "..."]
+        [--variant-args "..."]
 
 Seeded rows (SASRec, GRU4Rec and the LM rows) run once per seed; tables show mean ± std over seeds, and the
 paired bootstrap 95% intervals of the key differences (each sample's metric averaged over seeds first).
@@ -77,7 +78,7 @@ def movielens_data(work: Path, leaky: bool) -> dict[str, str]:
     return {"train": str(work / "train.jsonl"), "valid": str(work / "valid.jsonl"), "eval": str(work / "test.jsonl")}
 
 
-LM_STAGES = {"SFT": "sft", "DPO (K=1)": "dpo", "S-DPO (K=3)": "sdpo"}
+VARIANT = "S-DPO (K=3) variant"
 
 
 def lm_runs(files: dict[str, str], out: Path, domain: str, args, leaky: bool, seed: int) -> dict[str, Path]:
@@ -85,12 +86,16 @@ def lm_runs(files: dict[str, str], out: Path, domain: str, args, leaky: bool, se
     keep = ["--keep-candidates"] if leaky else []
     common = ["--train", files["train"], "--valid", files["valid"], "--domain", domain, "--eval-samples", "1000",
               "--no-progress", "--seed", str(seed), *keep]
-    stages = [("sft", ["sft", "--epochs", str(args.sft_epochs), "--hidden", str(args.hidden), "--layers",
-                       str(args.layers), *args.sft_args.split()]),
-              ("dpo", ["dpo", "--loss", "dpo", "--negatives", "1", "--eval-every", "300", *args.pref_args.split()]),
-              ("sdpo", ["dpo", "--loss", "sdpo", "--negatives", "3", "--eval-every", "300", *args.pref_args.split()])]
+    sdpo = ["dpo", "--loss", "sdpo", "--negatives", "3", "--eval-every", "300"]
+    stages = [("SFT", "sft", ["sft", "--epochs", str(args.sft_epochs), "--hidden", str(args.hidden), "--layers",
+                              str(args.layers), *args.sft_args.split()]),
+              ("DPO (K=1)", "dpo", ["dpo", "--loss", "dpo", "--negatives", "1", "--eval-every", "300",
+                                    *args.pref_args.split()]),
+              ("S-DPO (K=3)", "sdpo", [*sdpo, *args.pref_args.split()])]
+    if args.variant_args:
+        stages.append((VARIANT, "sdpo-variant", [*sdpo, *args.pref_args.split(), *args.variant_args.split()]))
     runs = {}
-    for name, cmd in stages:
+    for row, name, cmd in stages:
         run = out / name
         model = ["--model", str(out / "sft" / "model")] if name != "sft" else []
 
@@ -100,12 +105,13 @@ def lm_runs(files: dict[str, str], out: Path, domain: str, args, leaky: bool, se
                 sh("evaluate", "--model", str(run / "model"), "--data", files["eval"], "--domain", domain,
                    "--out", str(run / f"eval-{protocol}"), "--protocol", protocol, "--no-progress")
         timed(run, go)
-        runs[next(k for k, v in LM_STAGES.items() if v == name)] = run
+        runs[row] = run
     return runs
 
 
-def baseline_runs(files: dict[str, str], out: Path, epochs: int, seed: int, seeded_only: bool) -> dict[str, Path]:
+def baseline_runs(files: dict[str, str], out: Path, args, seed: int, seeded_only: bool) -> dict[str, Path]:
     """Baselines of one seed (popularity and item counts have no seed: `seeded_only` skips them)."""
+    extra = {"sasrec": args.sasrec_args.split(), "gru4rec": args.gru4rec_args.split()}
     runs = {}
     for name, label in (("popularity", "popularity"), ("item-counts", "item counts"), ("sasrec", "SASRec"),
                         ("gru4rec", "GRU4Rec")):
@@ -114,7 +120,8 @@ def baseline_runs(files: dict[str, str], out: Path, epochs: int, seed: int, seed
         run = out / name
         timed(run, lambda name=name, run=run: sh("baseline", name, "--train", files["train"], "--valid",
                                                  files["valid"], "--eval", files["eval"], "--out", str(run),
-                                                 "--epochs", str(epochs), "--no-progress", "--seed", str(seed)))
+                                                 "--epochs", str(args.baseline_epochs), "--no-progress",
+                                                 "--seed", str(seed), *extra.get(name, [])))
         runs[label] = run
     return runs
 
@@ -125,7 +132,7 @@ def dataset_runs(files: dict[str, str], out: Path, domain: str, args, leaky: boo
     rows: dict[str, list[Path]] = {}
     for i, seed in enumerate(args.seeds):
         where = out / f"seed{seed}"
-        found = baseline_runs(files, where, args.baseline_epochs, seed, i > 0) if baselines else {}
+        found = baseline_runs(files, where, args, seed, i > 0) if baselines else {}
         found.update(lm_runs(files, where, domain, args, leaky, seed))
         for name, run in found.items():
             rows.setdefault(name, []).append(run)
@@ -184,7 +191,8 @@ def differences(rows: dict[str, list[Path]], pairs: list[tuple[str, str]]) -> li
 
 
 KEY_PAIRS = [("S-DPO (K=3)", "DPO (K=1)"), ("S-DPO (K=3)", "SFT"), ("DPO (K=1)", "SFT"), ("S-DPO (K=3)", "SASRec"),
-             ("S-DPO (K=3)", "GRU4Rec"), ("SFT", "SASRec")]
+             ("S-DPO (K=3)", "GRU4Rec"), ("SFT", "SASRec"), (VARIANT, "S-DPO (K=3)"), (VARIANT, "SFT"),
+             (VARIANT, "SASRec"), (VARIANT, "GRU4Rec")]
 
 
 def table(title: str, rows: dict[str, dict], diffs: list[dict] | None = None) -> str:
@@ -211,11 +219,16 @@ def main() -> None:
     ap.add_argument("--only", choices=("lastfm", "movielens", "leaky"), default=None)
     ap.add_argument("--sft-epochs", type=int, default=3)
     ap.add_argument("--baseline-epochs", type=int, default=30, help="most epochs of SASRec and GRU4Rec")
+    ap.add_argument("--sasrec-args", default="", help="extra flags for SASRec, e.g. the tuned setting "
+                    "'--hidden 128 --layers 3 --dropout 0.5' of bench/sasrec_sweep.py")
+    ap.add_argument("--gru4rec-args", default="", help="extra flags for GRU4Rec")
     ap.add_argument("--hidden", type=int, default=128, help="built-in backbone width for the LM rows")
     ap.add_argument("--layers", type=int, default=2, help="built-in backbone depth for the LM rows")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every seeded row")
     ap.add_argument("--sft-args", default="", help="extra flags for the SFT rows, e.g. '--history-weight 1'")
     ap.add_argument("--pref-args", default="", help="extra flags for the DPO and S-DPO rows")
+    ap.add_argument("--variant-args", default="", help="adds a row: S-DPO (K=3) with these extra flags, "
+                    "e.g. '--sft-weight 1' (named 'S-DPO (K=3) variant' in the tables)")
     args = ap.parse_args()
     out = Path(args.out)
     for need in (SHARED / "lastfm" / "resampled" / "lastfm-val.json", SHARED / "ml-100k" / "u.data"):
