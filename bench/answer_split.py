@@ -49,7 +49,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
-    from sdporec.modeling import load_model, recorded_domain
+    from sdporec.models.checkpoints import recorded_domain
+    from sdporec.models.loading import load_model
     from sdporec.samples import read_samples
 
     samples = read_samples(args.data, "eval")[:args.limit]

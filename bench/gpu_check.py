@@ -77,10 +77,10 @@ def batch_of(codec, samples, k: int, device):
 def train_step(model, ref, codec, samples, layout: str, k: int, args) -> dict:
     """`--steps` timed optimizer steps after `--warmup` untimed ones: SFT (k = 0) or S-DPO with K = k."""
     from sdporec.batching import split_chosen_rejected
-    from sdporec.logprobs import layout_fn
+    from sdporec.logprobs import scoring_layout
     from sdporec.losses import sdpo_loss, sft_loss
 
-    fn, b = layout_fn(layout), args.batch_size
+    fn, b = scoring_layout(layout), args.batch_size
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
     batches = [batch_of(codec, samples[i * b:(i + 1) * b], k, args.device) for i in range(args.warmup + args.steps)]
     answers = 1 + k
@@ -137,7 +137,7 @@ def sdpa_kernels(model, codec, samples, args) -> dict:
     """Which SDPA backend runs the packed layout's forward (its 4D mask rules some out), and how fast."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from sdporec.logprobs import layout_fn
+    from sdporec.logprobs import scoring_layout
 
     batch = batch_of(codec, samples[:args.batch_size], 19, args.device)
     out = {}
@@ -145,10 +145,10 @@ def sdpa_kernels(model, codec, samples, args) -> dict:
                           ("math", SDPBackend.MATH)):
         try:
             with sdpa_kernel([backend]), torch.no_grad():
-                layout_fn("packed")(model, batch)
+                scoring_layout("packed")(model, batch)
                 _sync(args.device)
                 start = time.perf_counter()
-                layout_fn("packed")(model, batch)
+                scoring_layout("packed")(model, batch)
                 _sync(args.device)
             out[name] = {"runs": True, "seconds": round(time.perf_counter() - start, 4)}
         except RuntimeError as e:
@@ -194,12 +194,13 @@ def qlora_step(model, codec, samples, args) -> dict:
 
     if torch.device(args.device).type != "cuda" or importlib.util.find_spec("bitsandbytes") is None:
         return {"skipped": "needs CUDA and bitsandbytes"}
-    from sdporec.modeling import _load_full, add_lora
+    from sdporec.models.loading import load_weights
+    from sdporec.models.lora import add_lora
 
     path = Path(args.work) / "qlora-base"
     model.save_pretrained(str(path))
     codec.tokenizer.save_pretrained(str(path))
-    qmodel = add_lora(_load_full(str(path), "bfloat16", load_in_4bit=True), 16, 32, 0.0)
+    qmodel = add_lora(load_weights(str(path), "bfloat16", load_in_4bit=True), 16, 32, 0.0)
     return train_step(qmodel, None, codec, samples, "packed", 0, args)
 
 

@@ -33,7 +33,7 @@ KINDS = ("text", "items", "lastfm-text")   # prompt kinds: built-in titles as BP
 def build(codec_kind: str, args):
     from sdporec.candidates import catalogue
     from sdporec.families import build_text_backbone
-    from sdporec.modeling import BuiltinSize, build_builtin
+    from sdporec.models.builtin import BuiltinSize, build_builtin
     from sdporec.prompts import build_prompt
     from sdporec.prepare import builtin_splits
 
@@ -56,13 +56,13 @@ def build(codec_kind: str, args):
 def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
     from sdporec.batching import collate, split_chosen_rejected
     from sdporec.candidates import draw_negatives
-    from sdporec.logprobs import layout_fn
+    from sdporec.logprobs import scoring_layout
     from sdporec.losses import sdpo_loss
     from sdporec.prompts import build_prompt
 
     model, codec, samples = build(codec_kind, args)
     ref = build(codec_kind, args)[0].eval()
-    fn = layout_fn(layout)
+    fn = scoring_layout(layout)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     b = args.batch_size
     batches = []

@@ -9,7 +9,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 @pytest.fixture(scope="session")
 def tiny_llama():
     """A 2-layer Llama over the built-in item vocabulary, for numerical tests."""
-    from sdporec.modeling import BuiltinSize, build_builtin
+    from sdporec.models.builtin import BuiltinSize, build_builtin
 
     titles = [f"Artist {i}" for i in range(40)] + ["Air", "Air Supply", "Answer"]
     model, codec = build_builtin(titles, BuiltinSize(hidden=32, layers=2, heads=4), seed=0)

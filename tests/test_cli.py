@@ -87,7 +87,7 @@ def test_lora_sft_then_sdpo_from_the_adapter(run_dir, tmp_path):
                  "--titles", str(data / "items.txt"), *common]) == 0
     sft_model = tmp_path / "sft" / "model"
     assert (sft_model / "adapter_config.json").is_file() and (sft_model / "base" / "config.json").is_file()
-    assert main(["dpo", "--model", str(sft_model), "--out", str(tmp_path / "sdpo"), *common[:-3]]) == 0
+    assert main(["sdpo", "--model", str(sft_model), "--out", str(tmp_path / "sdpo"), *common[:-3]]) == 0
     assert (tmp_path / "sdpo" / "model" / "adapter_config.json").is_file()
     assert main(["evaluate", "--model", str(tmp_path / "sdpo" / "model"), "--data", str(data / "test.jsonl"),
                  "--out", str(tmp_path / "ev"), "--limit", "10", "--no-progress"]) == 0
@@ -98,8 +98,9 @@ def test_reference_adapter_equals_the_sft_model(run_dir, tmp_path):
     import torch
 
     from sdporec.batching import collate
-    from sdporec.logprobs import answer_logprobs
-    from sdporec.modeling import load_model, policy_from_sft
+    from sdporec.logprobs import answer_logprobs_packed
+    from sdporec.models.loading import load_model
+    from sdporec.models.policy import policy_from_sft
     from sdporec.prompts import build_prompt
     from sdporec.samples import read_samples
 
@@ -114,13 +115,13 @@ def test_reference_adapter_equals_the_sft_model(run_dir, tmp_path):
     batch = collate([codec.encode_prompt(build_prompt(x.history, x.candidates)) for x in s],
                     [[codec.encode_answer(c) for c in x.candidates[:3]] for x in s], codec.pad_id)
     with torch.no_grad():
-        expected = answer_logprobs(sft, batch)[0]
+        expected = answer_logprobs_packed(sft, batch)[0]
     with torch.no_grad():  # perturb the trainable copy: the reference must not move
         for n, p in policy.model.named_parameters():
             if ".default." in n:
                 p.add_(0.5)
     with policy.reference() as ref:
-        torch.testing.assert_close(answer_logprobs(ref, batch)[0], expected)
+        torch.testing.assert_close(answer_logprobs_packed(ref, batch)[0], expected)
     assert any(p.requires_grad for n, p in policy.model.named_parameters() if ".default." in n)
     assert not any(p.requires_grad for n, p in policy.model.named_parameters() if ".reference." in n)
 
@@ -197,7 +198,7 @@ def test_precomputed_reference_equals_online_and_is_reused(run_dir, tmp_path):
 
 
 def test_precompute_holds_no_reference_model(run_dir):
-    from sdporec.modeling import policy_from_sft
+    from sdporec.models.policy import policy_from_sft
 
     policy, _ = policy_from_sft(str(run_dir / "sft" / "model"), False, 8, 16, 0.0, "float32", resident_reference=False)
     assert policy._ref_model is None
@@ -232,3 +233,21 @@ def test_compare_pairs_the_samples_and_names_a_mismatch(run_dir, tmp_path, capsy
     assert main(["compare", str(run_dir / "eval" / "sdpo"), str(short)]) == 2
     err = capsys.readouterr().err
     assert str(short) in err and "same samples" in err
+
+
+def test_recommender_ranks_as_the_command_does(run_dir, capsys):
+    import sdporec
+
+    sample = json.loads((run_dir / "data" / "test.jsonl").read_text().splitlines()[0])
+    model = str(run_dir / "sdpo" / "model")
+    ranked = sdporec.Recommender.load(model).rank(sample["historyList"], sample["itemList"])
+    assert sorted(t for t, _ in ranked) == sorted(sample["itemList"])
+    assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
+    capsys.readouterr()
+    assert main(["recommend", "--model", model, "--history", *sample["historyList"], "--candidates",
+                 *sample["itemList"], "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["title"] for r in printed] == [t for t, _ in ranked]
+    assert [r["score"] for r in printed] == pytest.approx([s for _, s in ranked], abs=1e-5)
+    with pytest.raises(sdporec.DataError, match='No Such Title'):
+        sdporec.Recommender.load(model).rank(sample["historyList"], ["No Such Title"] + sample["itemList"][1:])

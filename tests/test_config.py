@@ -5,7 +5,7 @@ import yaml
 
 from sdporec.cli import build_parser
 from sdporec.config import ConfigError, resolve, save_config
-from sdporec.preference import PreferenceConfig
+from sdporec.preference import DPOConfig, PreferenceConfig, SDPOConfig
 from sdporec.sft import SFTConfig
 
 
@@ -20,6 +20,18 @@ def test_flags_come_from_the_dataclass(tmp_path, monkeypatch):
                   "--beta", "0.5", "--no-progress"])
     cfg = resolve(PreferenceConfig, args)
     assert (cfg.loss, cfg.negatives, cfg.beta, cfg.progress, cfg.epochs) == ("dpo", 1, 0.5, False, 1)
+
+
+def test_dpo_runs_dpo_and_sdpo_is_asked_for_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.json").write_text("[]")
+    common = ["--train", "t.json", "--out", "o", "--model", "m"]
+    dpo, sdpo = resolve(DPOConfig, parse(["dpo", *common])), resolve(SDPOConfig, parse(["sdpo", *common]))
+    assert (dpo.loss, dpo.negatives) == ("dpo", 1)
+    assert (sdpo.loss, sdpo.negatives) == ("sdpo", 3)
+    # The old spelling of S-DPO keeps working.
+    old = resolve(DPOConfig, parse(["dpo", *common, "--loss", "sdpo", "--negatives", "3"]))
+    assert (old.loss, old.negatives) == ("sdpo", 3)
 
 
 def test_yaml_then_flags_override(tmp_path, monkeypatch):

@@ -13,7 +13,9 @@ from sdporec.codec import TextCodec
 from sdporec.evaluate import lm_scorer
 from sdporec.families import FAMILIES, build_family, tokenizer_texts
 from sdporec.logprobs import answer_logprobs_cached, answer_logprobs_full, answer_logprobs_packed
-from sdporec.modeling import load_model, lora_targets, save_checkpoint
+from sdporec.models.checkpoints import save_checkpoint
+from sdporec.models.loading import load_model
+from sdporec.models.lora import lora_targets
 from sdporec.prompts import build_prompt
 
 SIZE = ["--hidden", "32", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--vocab-size", "400"]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sdporec.batching import collate, split_chosen_rejected
-from sdporec.logprobs import (IGNORE, answer_logprobs, answer_logprobs_cached, answer_logprobs_full,
+from sdporec.logprobs import (IGNORE, answer_logprobs_packed, answer_logprobs_cached, answer_logprobs_full,
                               answer_logprobs_packed, pack_rows, packed_mask, sequence_logprobs)
 from sdporec.prompts import build_prompt
 
@@ -148,7 +148,7 @@ def test_models_without_a_cache_fall_back_to_the_paper_layout(tiny_llama):
 
     lp._warned = False
     with pytest.warns(UserWarning, match="paper's layout"):
-        got = answer_logprobs(NoCache(model), batch)[0]
+        got = answer_logprobs_packed(NoCache(model), batch)[0]
     torch.testing.assert_close(got, answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)
 
 

@@ -68,7 +68,7 @@ CASES = [
     (["recommend", "--model", "run/model", "--input", "binary.jsonl"], ["binary.jsonl", "UTF-8"]),
     (["dpo", "--model", "run/model", "--train", "data/train.jsonl", "--out", "d1", "--negatives", "25"],
      ["data/train.jsonl", "line 1", "'itemList'", "25 negatives"]),
-    (["dpo", "--model", "run/model", "--train", "two.jsonl", "--out", "d1", "--keep-candidates"],
+    (["sdpo", "--model", "run/model", "--train", "two.jsonl", "--out", "d1", "--keep-candidates"],
      ["two.jsonl", "line 1", "'itemList'", "3 negatives"]),
     (["dpo", "--model", "run/model", "--train", "overlap.jsonl", "--out", "d1"], ["overlap.jsonl", "line 1", "--keep-candidates"]),
     (["dpo", "--model", "run/model", "--train", "unknown.jsonl", "--out", "d1", "--keep-candidates", "--negatives", "1"],
@@ -111,7 +111,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 def test_misuse_ends_in_one_line_that_names_the_problem(ws, capsys, args, fragments):
     before = _snapshot(ws)
     capsys.readouterr()
-    code = main(args + ["--no-progress"] if args[0] in ("evaluate", "dpo", "sft") else args)
+    code = main(args + ["--no-progress"] if args[0] in ("evaluate", "dpo", "sdpo", "sft") else args)
     err = capsys.readouterr().err
     lines = [x for x in err.splitlines() if x.startswith("sdporec ")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err

@@ -131,7 +131,7 @@ def test_default_learning_rate_follows_stage_and_backbone(text_model, tmp_path):
 
 def test_mean_score_is_the_summed_log_prob_over_the_answer_tokens(text_model):
     from sdporec.evaluate import lm_scorer
-    from sdporec.modeling import load_model
+    from sdporec.models.loading import load_model
 
     d, splits = text_model
     model, codec = load_model(str(d / "model"), chat_template="off")

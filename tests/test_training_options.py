@@ -11,7 +11,7 @@ from conftest import write_small_splits
 from sdporec import logprobs
 from sdporec.batching import collate
 from sdporec.cli import main
-from sdporec.modeling import enable_gradient_checkpointing
+from sdporec.models.lora import enable_gradient_checkpointing
 
 SIZE = ["--hidden", "32", "--layers", "1", "--heads", "2"]
 TINY = ["--epochs", "1", "--batch-size", "8", "--no-progress", "--eval-samples", "8"]
@@ -35,8 +35,8 @@ def test_gradient_checkpointing_gives_the_same_logprobs_and_gradients(tiny_llama
     with warnings.catch_warnings():
         # No cache under checkpointing, yet no fall back to the paper's layout: the packed row shares the prompt.
         warnings.filterwarnings("error", message=".*paper's layout")
-        lp_ckpt, _ = logprobs.answer_logprobs(ckpt, batch)
-    lp_plain, _ = logprobs.answer_logprobs(plain, batch)
+        lp_ckpt, _ = logprobs.answer_logprobs_packed(ckpt, batch)
+    lp_plain, _ = logprobs.answer_logprobs_packed(plain, batch)
     torch.testing.assert_close(lp_ckpt, lp_plain, atol=1e-5, rtol=1e-5)
     lp_ckpt.sum().backward()
     lp_plain.sum().backward()
@@ -83,7 +83,8 @@ def test_a_lora_checkpoint_saves_the_gathered_state_dict_it_is_given(tiny_llama,
     must be written, for adapters as for full models."""
     from safetensors.torch import load_file
 
-    from sdporec.modeling import add_lora, save_checkpoint
+    from sdporec.models.checkpoints import save_checkpoint
+    from sdporec.models.lora import add_lora
 
     model, codec = tiny_llama
     peft_model = add_lora(copy.deepcopy(model), 2, 4, 0.0)
@@ -118,13 +119,13 @@ def test_negatives_from_the_model_are_harder_and_the_sft_term_is_added(files, tm
     assert main(["sft", "--out", str(tmp_path / "sft"), *files, *SIZE, *TINY, "--epochs", "2"]) == 0
     first = {}
     for source in ("uniform", "popular", "model"):
-        assert main(["dpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / source),
+        assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / source),
                      "--negatives-from", source, "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
         first[source] = json.loads((tmp_path / source / "train_log.jsonl").read_text().splitlines()[0])
     # At the first step the policy is the SFT model: the model's own top-K negatives have the highest log-probs.
     assert first["model"]["logp_rejected"] > first["uniform"]["logp_rejected"]
     assert first["model"]["logp_rejected"] > first["popular"]["logp_rejected"]
-    assert main(["dpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "w"), "--sft-weight", "1",
+    assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "w"), "--sft-weight", "1",
                  "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
     weighted = json.loads((tmp_path / "w" / "train_log.jsonl").read_text().splitlines()[0])
     # The SFT term: the chosen answer's per-token loss; item tokens: 2 per answer (title + EOS).
@@ -135,7 +136,7 @@ def test_title_rewards_leave_the_eos_out(files, tmp_path):
     assert main(["sft", "--out", str(tmp_path / "sft"), *files, *SIZE, *TINY]) == 0
     first = {}
     for tokens in ("answer", "title"):
-        assert main(["dpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / tokens), "--reward-tokens",
+        assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / tokens), "--reward-tokens",
                      tokens, "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
         first[tokens] = json.loads((tmp_path / tokens / "train_log.jsonl").read_text().splitlines()[0])
     # Same first batch and weights: the title's log-prob alone is the answer's minus its (negative) EOS term.

@@ -1,3 +1,43 @@
-"""sdporec: language-model recommenders trained with SFT, DPO and Softmax-DPO."""
+"""sdporec: language-model recommenders trained with SFT, DPO and Softmax-DPO (S-DPO).
+
+The command line (`sdporec --help`) and this Python API run the same code with the same configs:
+
+    prepare(...)          train/valid/test samples: built-in, MovieLens-100K or your own CSV log
+    sft(...)              supervised fine-tuning on the target titles
+    dpo(...), sdpo(...)   DPO (K = 1) and Softmax-DPO (K = 3) from an SFT checkpoint
+    evaluate(...)         HR@k, NDCG@k, MRR (ranking) or the paper's generation protocol
+    pipeline(...)         all of the above on the built-in data, end to end
+    Recommender           a checkpoint that ranks candidate titles for a history
+
+Each function takes its config (`PrepareConfig`, `SFTConfig`, `DPOConfig`, `SDPOConfig`, `EvaluateConfig`,
+`PipelineConfig`) or that config's settings as keyword arguments. Errors in settings or data raise
+`ConfigError` or `DataError`. Example: examples/quickstart.py.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+_PUBLIC = {
+    "prepare": "api", "sft": "api", "dpo": "api", "sdpo": "api", "evaluate": "api", "pipeline": "api",
+    "Recommender": "recommend",
+    "PrepareConfig": "prepare", "SFTConfig": "sft", "DPOConfig": "preference", "SDPOConfig": "preference",
+    "EvaluateConfig": "evaluate", "PipelineConfig": "pipeline",
+    "ConfigError": "config", "DataError": "samples",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    """The public names load on first use, so that `import sdporec` stays light (no torch)."""
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'sdporec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 
 from .baselines import popularity_scorer
-from .config import opt, require, require_input
+from .config import setting, require, require_input
 from .evaluate import evaluate_ranking
 from .samples import Sample, atomic_write_text, read_samples
 
@@ -27,10 +27,10 @@ LEAK_WARNING = 0.10
 
 @dataclass
 class AuditConfig:
-    file: str = opt("", "samples to audit (the paper's JSON or JSON Lines)", positional=True)
-    train: str = opt("", "training samples: popularity and the leak check use them (default: the file itself, "
+    file: str = setting("", "samples to audit (the paper's JSON or JSON Lines)", positional=True)
+    train: str = setting("", "training samples: popularity and the leak check use them (default: the file itself, "
                      "each sample matched against the others)")
-    out: str = opt("", "also write the audit as JSON to this file")
+    out: str = setting("", "also write the audit as JSON to this file")
 
     def validate(self) -> None:
         require(bool(self.file), "file", "required")

@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
-from .config import claim_out_dir, opt, require, require_input, save_config
+from .config import claim_out_dir, setting, require, require_input, save_config
 from .evaluate import RESULT_FILES, Scorer, evaluate_ranking, write_results
 from .samples import Sample, read_samples
 
@@ -59,22 +59,22 @@ def item_count_scorer(train: Sequence[Sample], transition_weight: float = 1.0, c
 
 @dataclass
 class BaselineConfig:
-    name: str = opt("item-counts", "which baseline", choices=BASELINES, positional=True)
-    train: str = opt("", "training samples")
-    eval: str = opt("", "samples to evaluate")
-    valid: str = opt("", "sasrec/gru4rec: validation samples for early stopping (default: none, fixed epochs)")
-    out: str = opt("", "output directory for metrics.json and predictions.jsonl")
-    hidden: int = opt(64, "sasrec/gru4rec: embedding and hidden size")
-    layers: int = opt(2, "sasrec/gru4rec: layers")
-    heads: int = opt(2, "sasrec: attention heads")
-    dropout: float = opt(0.2, "sasrec/gru4rec: dropout")
-    epochs: int = opt(30, "sasrec/gru4rec: most epochs")
-    patience: int = opt(3, "sasrec/gru4rec: stop after this many epochs without a better validation HR@1")
-    lr: float = opt(1e-3, "sasrec/gru4rec: learning rate")
-    batch_size: int = opt(256, "sasrec/gru4rec: sequences per batch")
-    seed: int = opt(0, "seed")
-    progress: bool = opt(True, "show progress bars")
-    overwrite: bool = opt(False, "replace the results of an earlier run in OUT")
+    name: str = setting("item-counts", "which baseline", choices=BASELINES, positional=True)
+    train: str = setting("", "training samples")
+    eval: str = setting("", "samples to evaluate")
+    valid: str = setting("", "sasrec/gru4rec: validation samples for early stopping (default: none, fixed epochs)")
+    out: str = setting("", "output directory for metrics.json and predictions.jsonl")
+    hidden: int = setting(64, "sasrec/gru4rec: embedding and hidden size")
+    layers: int = setting(2, "sasrec/gru4rec: layers")
+    heads: int = setting(2, "sasrec: attention heads")
+    dropout: float = setting(0.2, "sasrec/gru4rec: dropout")
+    epochs: int = setting(30, "sasrec/gru4rec: most epochs")
+    patience: int = setting(3, "sasrec/gru4rec: stop after this many epochs without a better validation HR@1")
+    lr: float = setting(1e-3, "sasrec/gru4rec: learning rate")
+    batch_size: int = setting(256, "sasrec/gru4rec: sequences per batch")
+    seed: int = setting(0, "seed")
+    progress: bool = setting(True, "show progress bars")
+    overwrite: bool = setting(False, "replace the results of an earlier run in OUT")
 
     def validate(self) -> None:
         for name in ("train", "eval", "out"):

@@ -1,4 +1,5 @@
-"""The batch layout, documented here once.
+"""The batch format, documented here once ("layout" in sdporec names only the scoring layout: packed,
+cache or paper, `logprobs.scoring_layout`).
 
 Every model call in sdporec (SFT, DPO/S-DPO, the reference pass, ranking evaluation) takes an
 `AnswerBatch`: B prompts, each with N answers to score.
@@ -21,7 +22,7 @@ with a history loss (`--history-weight`) carry each sample's history as its own 
     history_labels  (B, H)  the token ids of the 2nd to last title where they stand, IGNORE elsewhere
                             (the first title has nothing before it to be predicted from)
 
-`split_chosen_rejected` is the one place that takes the training layout apart.
+`split_chosen_rejected` is the one place that takes training's answer slots apart.
 """
 
 from __future__ import annotations
@@ -95,6 +96,6 @@ def same_answer_count(answers: Sequence[Sequence[Sequence[int]]], pad_id: int) -
 
 
 def split_chosen_rejected(logps: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 1+K) answer log-probs in the training layout -> chosen (B,), rejected (B, K)."""
+    """(B, 1+K) answer log-probs in training's slot order -> chosen (B,), rejected (B, K)."""
     assert logps.dim() == 2 and logps.shape[1] == 1 + k, f"expected (B, 1+{k}), got {tuple(logps.shape)}"
     return logps[:, 0], logps[:, 1:]

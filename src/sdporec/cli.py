@@ -17,7 +17,7 @@ from .metrics import NonFiniteError
 from .export import ExportConfig, run_export
 from .families import InitModelConfig, run_init_model
 from .pipeline import PipelineConfig, run_pipeline
-from .preference import PreferenceConfig, run_preference
+from .preference import DPOConfig, SDPOConfig, run_preference
 from .prepare import PrepareConfig, run_prepare
 from .recommend import RecommendConfig, run_recommend
 from .report import ReportConfig, run_report
@@ -28,7 +28,8 @@ COMMANDS = {
     "prepare": (PrepareConfig, run_prepare, "write train/valid/test samples (built-in, MovieLens-100K, CSV logs)"),
     "audit": (AuditConfig, run_audit, "sample counts, candidate checks and the leak check of a sample file"),
     "sft": (SFTConfig, run_sft, "supervised fine-tuning on the target titles"),
-    "dpo": (PreferenceConfig, run_preference, "DPO or Softmax-DPO (--loss sdpo|dpo) from an SFT checkpoint"),
+    "dpo": (DPOConfig, run_preference, "DPO from an SFT checkpoint (K = 1 negative per sample by default)"),
+    "sdpo": (SDPOConfig, run_preference, "Softmax-DPO from an SFT checkpoint (K = 3 negatives per sample by default)"),
     "evaluate": (EvaluateConfig, run_evaluate, "HR@k, NDCG@k, MRR (ranking) or the paper's generation protocol"),
     "pipeline": (PipelineConfig, run_pipeline, "prepare, SFT, DPO, S-DPO and evaluate, end to end"),
     "baseline": (BaselineConfig, run_baseline, "popularity, item counts, SASRec or GRU4Rec on the same candidates"),

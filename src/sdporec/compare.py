@@ -13,19 +13,19 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
-from .config import ConfigError, opt, require
+from .config import ConfigError, setting, require
 from .metrics import paired_bootstrap, per_sample_metrics
 from .samples import DataError, atomic_write_text, read_text
 
 
 @dataclass
 class CompareConfig:
-    predictions: list[str] = opt([], "predictions.jsonl files (or the folders holding them), two or more",
+    predictions: list[str] = setting([], "predictions.jsonl files (or the folders holding them), two or more",
                                  positional=True)
-    names: list[str] = opt([], "a name per file (default: each file's folder name)")
-    resamples: int = opt(2000, "bootstrap resamples")
-    seed: int = opt(0, "seed of the bootstrap draws")
-    out: str = opt("", "also write the comparison as JSON to this file")
+    names: list[str] = setting([], "a name per file (default: each file's folder name)")
+    resamples: int = setting(2000, "bootstrap resamples")
+    seed: int = setting(0, "seed of the bootstrap draws")
+    out: str = setting("", "also write the comparison as JSON to this file")
 
     def validate(self) -> None:
         require(len(self.predictions) >= 2, "predictions", "give at least two predictions.jsonl files")

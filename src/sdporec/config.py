@@ -1,6 +1,6 @@
 """One typed config per command: the dataclass defines the flags, YAML files fill it, flags override.
 
-A field's metadata carries its help text (`opt(default, "help")`) and, optionally, its choices. Values
+A field's metadata carries its help text (`setting(default, "help")`) and, optionally, its choices. Values
 resolve in this order: the dataclass default, then `--config FILE.yaml`, then flags given on the command
 line. `validate()` on each config checks values and names the field at fault. The resolved config is
 written as `config.yaml` next to a run's outputs.
@@ -28,7 +28,7 @@ class ConfigError(ValueError):
     pass
 
 
-def opt(default: Any, help: str, choices: tuple | None = None, positional: bool = False):
+def setting(default: Any, help: str, choices: tuple | None = None, positional: bool = False):
     kw = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
     return dataclasses.field(metadata={"help": help, "choices": choices, "positional": positional}, **kw)
 
@@ -77,11 +77,26 @@ def resolve(cls: type[T], args: argparse.Namespace) -> T:
             raise ConfigError(f"{args.config}: unknown setting(s) {', '.join(unknown)}")
         values.update(loaded)
     values.update({k: v for k, v in vars(args).items() if k in names})
-    cfg = cls(**values)
-    _check_types(cfg)
-    if hasattr(cfg, "validate"):
-        cfg.validate()
-    return cfg
+    return configure(cls, None, values)
+
+
+def configure(cls: type[T], config: T | None = None, settings: dict[str, Any] | None = None) -> T:
+    """A checked config of `cls`: `config` as given, or one made from `settings` (setting name -> value,
+    the rest defaults). The one path from the CLI's flags and the Python API's arguments to a config."""
+    settings = settings or {}
+    if config is not None and settings:
+        raise ConfigError(f"give a {cls.__name__} or settings, not both")
+    if config is None:
+        unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown setting(s) of {cls.__name__}: {', '.join(unknown)}")
+        config = cls(**settings)
+    elif not isinstance(config, cls):
+        raise ConfigError(f"expected a {cls.__name__}, got a {type(config).__name__}")
+    _check_types(config)
+    if hasattr(config, "validate"):
+        config.validate()
+    return config
 
 
 def _read_yaml(path: str) -> object:

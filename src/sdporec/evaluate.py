@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from .batching import collate, same_answer_count
 from .codec import CHAT_CHOICES, require_known_titles
-from .config import claim_out_dir, opt, require, require_cuda_for_4bit, require_device, require_input, save_config
-from .logprobs import LAYOUTS, layout_fn
+from .config import claim_out_dir, setting, require, require_cuda_for_4bit, require_device, require_input, save_config
+from .logprobs import LAYOUTS, scoring_layout
 from .metrics import NonFiniteError, generation_metrics, parse_generation, rank_of_target, ranking_metrics
 from .prompts import DOMAINS, build_prompt
 from .samples import Sample, atomic_write_text, read_samples, write_jsonl
@@ -61,10 +61,10 @@ def lm_scorer(model, codec, domain: str, batch_size: int = 16, template: int = 0
               progress: bool = True, layout: str = "packed", score: str = "sum") -> Scorer:
     """Scores every candidate of every sample by its answer log-prob (`score`: `sum` over the answer's
     tokens, title and EOS, or their `mean`, which does not favour short titles); the prompt is run once
-    per sample (`layout`: see `logprobs.layout_fn`; `paper` runs it once per candidate, for comparisons)."""
+    per sample (`layout`: see `logprobs.scoring_layout`; `paper` runs it once per candidate, for comparisons)."""
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    logprobs = layout_fn(layout)
+    logprobs = scoring_layout(layout)
 
     def score_all(samples: Sequence[Sample]) -> list[list[float]]:
         device = next(model.parameters()).device
@@ -170,30 +170,30 @@ def format_table(results: dict[str, dict]) -> str:
 
 @dataclass
 class EvaluateConfig:
-    model: str = opt("", "checkpoint directory (full model or LoRA adapter) or hub name")
-    data: str = opt("", "samples to evaluate: the paper's JSON array or JSON Lines")
-    out: str = opt("", "output directory for metrics.json and predictions.jsonl")
-    protocol: str = opt("ranking", "ranking: score every candidate by its answer log-prob; generation: the "
+    model: str = setting("", "checkpoint directory (full model or LoRA adapter) or hub name")
+    data: str = setting("", "samples to evaluate: the paper's JSON array or JSON Lines")
+    out: str = setting("", "output directory for metrics.json and predictions.jsonl")
+    protocol: str = setting("ranking", "ranking: score every candidate by its answer log-prob; generation: the "
                         "paper's greedy decoding, valid when exactly one candidate occurs", choices=PROTOCOLS)
-    domain: str | None = opt(None, "prompt templates to use, template 0 (default: the checkpoint's own, else "
+    domain: str | None = setting(None, "prompt templates to use, template 0 (default: the checkpoint's own, else "
                              "music)", choices=DOMAINS)
-    batch_size: int = opt(16, "samples per batch")
-    max_new_tokens: int = opt(20, "generation protocol: most tokens to decode (the paper's evaluation: 20)")
-    limit: int = opt(0, "evaluate only the first N samples (0: all)")
-    dtype: str = opt("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
-    load_in_4bit: bool = opt(False, "load the base model in 4-bit NF4 (bitsandbytes, CUDA only)")
-    score: str = opt("sum", "ranking: a candidate's score is the sum of its answer tokens' log-probs (title + "
+    batch_size: int = setting(16, "samples per batch")
+    max_new_tokens: int = setting(20, "generation protocol: most tokens to decode (the paper's evaluation: 20)")
+    limit: int = setting(0, "evaluate only the first N samples (0: all)")
+    dtype: str = setting("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
+    load_in_4bit: bool = setting(False, "load the base model in 4-bit NF4 (bitsandbytes, CUDA only)")
+    score: str = setting("sum", "ranking: a candidate's score is the sum of its answer tokens' log-probs (title + "
                      "EOS) or their mean (per token: no preference for short titles)", choices=SCORES)
-    chat_template: str = opt("auto", "text prompts in the tokenizer's chat template: auto (what the checkpoint "
+    chat_template: str = setting("auto", "text prompts in the tokenizer's chat template: auto (what the checkpoint "
                              "was trained with; else on where the tokenizer has one), on or off",
                              choices=CHAT_CHOICES)
-    layout: str = opt("packed", "ranking: packed scores all candidates in one row with the prompt, under a "
+    layout: str = setting("packed", "ranking: packed scores all candidates in one row with the prompt, under a "
                       "block mask; cache on copies of the prompt's key/value cache; paper runs prompt + "
                       "candidate 20 times (for comparisons)", choices=LAYOUTS)
-    device: str = opt("auto", "cpu, cuda, cuda:N or auto (one process; under torchrun each process "
+    device: str = setting("auto", "cpu, cuda, cuda:N or auto (one process; under torchrun each process "
                       "takes its own GPU)")
-    progress: bool = opt(True, "show progress bars")
-    overwrite: bool = opt(False, "replace the results of an earlier evaluation in OUT")
+    progress: bool = setting(True, "show progress bars")
+    overwrite: bool = setting(False, "replace the results of an earlier evaluation in OUT")
 
     def validate(self) -> None:
         for name in ("model", "data", "out"):
@@ -220,7 +220,8 @@ def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domai
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
-    from .modeling import load_codec_of, load_model, pick_device, recorded_domain  # local: pulls in transformers
+    from .models.checkpoints import recorded_domain  # local: pulls in transformers
+    from .models.loading import load_codec_of, load_model, pick_device
 
     from .distributed import process_state
 

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .config import ConfigError, claim_checkpoint_dir, opt, require, require_outside
+from .config import ConfigError, claim_checkpoint_dir, setting, require, require_outside
 from .sources import resolve_model
 
 
 @dataclass
 class ExportConfig:
-    model: str = opt("", "checkpoint directory to export (full model or LoRA adapter), or a GGUF file (written "
+    model: str = setting("", "checkpoint directory to export (full model or LoRA adapter), or a GGUF file (written "
                      "dequantised, as an ordinary checkpoint)")
-    out: str = opt("", "directory for the exported model")
-    merge: bool = opt(False, "fold a LoRA adapter into its base weights and write a full model")
-    dtype: str = opt("float32", "dtype of the written weights", choices=("float32", "bfloat16", "float16"))
-    overwrite: bool = opt(False, "replace an earlier export in OUT")
+    out: str = setting("", "directory for the exported model")
+    merge: bool = setting(False, "fold a LoRA adapter into its base weights and write a full model")
+    dtype: str = setting("float32", "dtype of the written weights", choices=("float32", "bfloat16", "float16"))
+    overwrite: bool = setting(False, "replace an earlier export in OUT")
 
     def validate(self) -> None:
         require(bool(self.model), "model", "required")
@@ -31,7 +31,8 @@ class ExportConfig:
 
 
 def run_export(cfg: ExportConfig) -> dict:
-    from .modeling import is_adapter, load_model, save_checkpoint
+    from .models.checkpoints import is_adapter, save_checkpoint
+    from .models.loading import load_model
 
     adapter = is_adapter(cfg.model)
     if adapter and not cfg.merge:

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from .config import claim_checkpoint_dir, opt, require, require_input
+from .config import claim_checkpoint_dir, setting, require, require_input
 from .prompts import TEMPLATES, build_prompt
 from .samples import read_samples
 
@@ -90,17 +90,17 @@ def tokenizer_texts(samples, limit: int = 5000) -> list[str]:
 
 @dataclass
 class InitModelConfig:
-    family: str = opt("llama", "architecture", choices=FAMILIES)
-    train: str = opt("", "samples whose prompts and titles the tokenizer is trained on")
-    out: str = opt("", "checkpoint directory to write")
-    hidden: int = opt(64, "hidden size")
-    layers: int = opt(2, "transformer blocks")
-    heads: int = opt(4, "attention heads")
-    kv_heads: int = opt(0, "key/value heads (grouped-query attention; 0: as many as heads)")
-    intermediate: int = opt(0, "MLP width (0: 3 x hidden; GPT-2: 4 x hidden)")
-    vocab_size: int = opt(2000, "BPE vocabulary size")
-    seed: int = opt(0, "initialisation seed")
-    overwrite: bool = opt(False, "replace an earlier checkpoint in OUT")
+    family: str = setting("llama", "architecture", choices=FAMILIES)
+    train: str = setting("", "samples whose prompts and titles the tokenizer is trained on")
+    out: str = setting("", "checkpoint directory to write")
+    hidden: int = setting(64, "hidden size")
+    layers: int = setting(2, "transformer blocks")
+    heads: int = setting(4, "attention heads")
+    kv_heads: int = setting(0, "key/value heads (grouped-query attention; 0: as many as heads)")
+    intermediate: int = setting(0, "MLP width (0: 3 x hidden; GPT-2: 4 x hidden)")
+    vocab_size: int = setting(2000, "BPE vocabulary size")
+    seed: int = setting(0, "initialisation seed")
+    overwrite: bool = setting(False, "replace an earlier checkpoint in OUT")
 
     def validate(self) -> None:
         require(bool(self.train), "train", "required")
@@ -115,7 +115,7 @@ class InitModelConfig:
 def run_init_model(cfg: InitModelConfig) -> dict:
     from dataclasses import asdict
 
-    from .modeling import META_FILE
+    from .models.checkpoints import META_FILE
 
     samples = read_samples(cfg.train, "train")
     model, tokenizer = build_family(cfg.family, tokenizer_texts(samples), cfg.hidden, cfg.layers, cfg.heads,

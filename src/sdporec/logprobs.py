@@ -1,11 +1,11 @@
 """Answer log-probabilities.
 
 `sequence_logprobs` is the only place where labels are shifted against logits. The N answers of each
-prompt in an `AnswerBatch` (layout in `batching.py`) are scored with the prompt computed once (a prompt of
+prompt in an `AnswerBatch` (format in `batching.py`) are scored with the prompt computed once (a prompt of
 ~100 tokens and answers of a few are the usual case, so this avoids most of the compute), in one of two
 ways that give the same numbers (to 1e-5, tested):
 
-- `answer_logprobs_packed` (the default, `answer_logprobs`): one row per sample, the prompt then the real
+- `answer_logprobs_packed` (the default): one row per sample, the prompt then the real
   tokens of all N answers (`pack_rows`), under a 4D block mask. Needs an attention that applies custom
   4D masks (eager, SDPA).
 - `answer_logprobs_cached`: the prompt runs alone, its key/value cache is copied N times and only the
@@ -304,12 +304,10 @@ class KeptLogits:
         return self.kept[sample, column - self.first]
 
 
-answer_logprobs = answer_logprobs_packed
-
 LAYOUTS = ("packed", "cache", "paper")
 
 
-def layout_fn(name: str):
+def scoring_layout(name: str):
     """`packed` (each prompt once, its answers in the same row under a block mask), `cache` (each prompt
     once, its answers on copies of its key/value cache) or `paper` (the prompt repeated for every answer)."""
     return {"packed": answer_logprobs_packed, "cache": answer_logprobs_cached, "paper": answer_logprobs_full}[name]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from .baselines import popularity_scorer
 from .candidates import require_negatives
-from .config import claim_out_dir, opt, require, require_device, require_input, save_config
+from .config import claim_out_dir, setting, require, require_device, require_input, save_config
 from .evaluate import evaluate_model, evaluate_ranking, format_table, write_results
-from .modeling import load_model, pick_device
-from .preference import PreferenceConfig, run_preference
+from .models.loading import load_model, pick_device
+from .preference import DPOConfig, SDPOConfig, run_preference
 from .prepare import PrepareConfig, run_prepare
 from .prompts import DOMAINS
 from .report import collect, make_figures, write_markdown
@@ -26,31 +26,31 @@ from .sft import SFTConfig, run_sft
 
 @dataclass
 class PipelineConfig:
-    out: str = opt("runs/default", "output directory")
-    data: str = opt("", "directory with train.jsonl, valid.jsonl, test.jsonl (empty: generate the built-in data)")
-    domain: str = opt("music", "prompt templates to use", choices=DOMAINS)
-    users: int = opt(800, "built-in data: number of users")
-    items: int = opt(300, "built-in data: number of items")
-    hidden: int = opt(128, "built-in backbone: hidden size")
-    layers: int = opt(2, "built-in backbone: layers")
-    heads: int = opt(4, "built-in backbone: attention heads")
-    sft_epochs: int = opt(6, "SFT epochs")
-    sft_lr: float = opt(1e-3, "SFT peak learning rate")
-    pref_epochs: int = opt(1, "DPO and S-DPO epochs")
-    pref_lr: float = opt(5e-4, "DPO and S-DPO peak learning rate")
-    pref_eval_every: int = opt(100, "DPO and S-DPO: validate every N optimizer steps (the best is kept)")
-    beta: float = opt(1.0, "DPO and S-DPO beta")
-    negatives: int = opt(3, "S-DPO negatives K (DPO uses K = 1)")
-    batch_size: int = opt(16, "samples per batch")
-    eval_samples: int = opt(1000, "validation samples used during training (0: all)")
-    protocol: str = opt("ranking", "test protocol", choices=("ranking", "generation"))
-    threads: int = opt(0, "CPU threads for PyTorch (0: PyTorch's default)")
-    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
-    seed: int = opt(0, "seed of everything")
-    progress: bool = opt(True, "show progress bars")
-    report_to: str = opt("none", "also send training logs to tensorboard or wandb",
+    out: str = setting("runs/default", "output directory")
+    data: str = setting("", "directory with train.jsonl, valid.jsonl, test.jsonl (empty: generate the built-in data)")
+    domain: str = setting("music", "prompt templates to use", choices=DOMAINS)
+    users: int = setting(800, "built-in data: number of users")
+    items: int = setting(300, "built-in data: number of items")
+    hidden: int = setting(128, "built-in backbone: hidden size")
+    layers: int = setting(2, "built-in backbone: layers")
+    heads: int = setting(4, "built-in backbone: attention heads")
+    sft_epochs: int = setting(6, "SFT epochs")
+    sft_lr: float = setting(1e-3, "SFT peak learning rate")
+    pref_epochs: int = setting(1, "DPO and S-DPO epochs")
+    pref_lr: float = setting(5e-4, "DPO and S-DPO peak learning rate")
+    pref_eval_every: int = setting(100, "DPO and S-DPO: validate every N optimizer steps (the best is kept)")
+    beta: float = setting(1.0, "DPO and S-DPO beta")
+    negatives: int = setting(3, "S-DPO negatives K (DPO uses K = 1)")
+    batch_size: int = setting(16, "samples per batch")
+    eval_samples: int = setting(1000, "validation samples used during training (0: all)")
+    protocol: str = setting("ranking", "test protocol", choices=("ranking", "generation"))
+    threads: int = setting(0, "CPU threads for PyTorch (0: PyTorch's default)")
+    device: str = setting("auto", "cpu, cuda, cuda:N or auto")
+    seed: int = setting(0, "seed of everything")
+    progress: bool = setting(True, "show progress bars")
+    report_to: str = setting("none", "also send training logs to tensorboard or wandb",
                          choices=("none", "tensorboard", "wandb"))
-    overwrite: bool = opt(False, "replace the outputs of an earlier pipeline run in OUT")
+    overwrite: bool = setting(False, "replace the outputs of an earlier pipeline run in OUT")
 
     def validate(self) -> None:
         for name in ("sft_epochs", "pref_epochs", "batch_size", "negatives"):
@@ -97,9 +97,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     stages = [("sft", lambda: run_sft(SFTConfig(
         out=str(out / "sft"), model="builtin", titles=titles, hidden=cfg.hidden, layers=cfg.layers,
         heads=cfg.heads, epochs=cfg.sft_epochs, lr=cfg.sft_lr, **common)))]
-    for name, loss, k in (("dpo", "dpo", 1), ("sdpo", "sdpo", cfg.negatives)):
-        stages.append((name, lambda loss=loss, k=k, name=name: run_preference(PreferenceConfig(
-            out=str(out / name), model=str(out / "sft" / "model"), loss=loss, negatives=k, beta=cfg.beta,
+    for name, config, k in (("dpo", DPOConfig, 1), ("sdpo", SDPOConfig, cfg.negatives)):
+        stages.append((name, lambda config=config, k=k, name=name: run_preference(config(
+            out=str(out / name), model=str(out / "sft" / "model"), negatives=k, beta=cfg.beta,
             epochs=cfg.pref_epochs, lr=cfg.pref_lr, eval_every=cfg.pref_eval_every, **common))))
     for name, run in stages:
         print(f"\n== {name} ==")

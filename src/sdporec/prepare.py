@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import claim_out_dir, opt, require, require_input, save_config
+from .config import claim_out_dir, setting, require, require_input, save_config
 from .importers import (ML100K_URL, Interactions, download_movielens_100k, k_core, read_interaction_log,
                         read_movielens_100k)
 from .samples import Sample, atomic_write_text, validate_samples, write_samples
@@ -25,33 +25,33 @@ SOURCES = ("builtin", "movielens-100k", "csv")
 
 @dataclass
 class PrepareConfig:
-    source: str = opt("builtin", "data source", choices=SOURCES, positional=True)
-    out: str = opt("", "output directory for train.jsonl, valid.jsonl, test.jsonl, items.txt, prepare.json")
-    raw: str = opt("", "movielens-100k: folder with u.data and u.item")
-    download: bool = opt(False, "movielens-100k: fetch the archive from GroupLens into --raw and check SHA-256")
-    interactions: str = opt("", "csv: interactions file (CSV, or TSV by extension)")
-    items_file: str = opt("", "csv: items file with an item id and a title column")
-    user_col: str = opt("user", "csv: user column")
-    item_col: str = opt("item", "csv: item column (both files)")
-    time_col: str = opt("timestamp", "csv: timestamp column (numbers)")
-    title_col: str = opt("title", "csv: title column of the items file")
-    rating_col: str = opt("", "csv: rating column (optional)")
-    min_rating: float = opt(0.0, "csv: keep interactions rated at least this (with --rating-col)")
-    delimiter: str = opt("", "csv: field delimiter (default: tab for .tsv, else comma)")
-    kcore: int = opt(0, "keep only users and items with at least k interactions (0: no filter)")
-    split: str = opt("users", "users: users shuffled and cut 8:1:1; leave-last-out: each user's last item "
+    source: str = setting("builtin", "data source", choices=SOURCES, positional=True)
+    out: str = setting("", "output directory for train.jsonl, valid.jsonl, test.jsonl, items.txt, prepare.json")
+    raw: str = setting("", "movielens-100k: folder with u.data and u.item")
+    download: bool = setting(False, "movielens-100k: fetch the archive from GroupLens into --raw and check SHA-256")
+    interactions: str = setting("", "csv: interactions file (CSV, or TSV by extension)")
+    items_file: str = setting("", "csv: items file with an item id and a title column")
+    user_col: str = setting("user", "csv: user column")
+    item_col: str = setting("item", "csv: item column (both files)")
+    time_col: str = setting("timestamp", "csv: timestamp column (numbers)")
+    title_col: str = setting("title", "csv: title column of the items file")
+    rating_col: str = setting("", "csv: rating column (optional)")
+    min_rating: float = setting(0.0, "csv: keep interactions rated at least this (with --rating-col)")
+    delimiter: str = setting("", "csv: field delimiter (default: tab for .tsv, else comma)")
+    kcore: int = setting(0, "keep only users and items with at least k interactions (0: no filter)")
+    split: str = setting("users", "users: users shuffled and cut 8:1:1; leave-last-out: each user's last item "
                      "is test, the one before valid, the rest train", choices=("users", "leave-last-out"))
-    min_history: int = opt(3, "fewest history items a sample needs")
-    max_history: int = opt(10, "most recent items kept as history")
-    candidates: int = opt(20, "candidates per sample (target included)")
-    users: int = opt(800, "builtin: number of users")
-    items: int = opt(300, "builtin: number of items")
-    genres: int = opt(12, "builtin: number of item genres")
-    seed: int = opt(0, "seed of the generated world, the user split and the candidate draws")
-    paper_seeding: bool = opt(False, "LEAKY, for comparisons only: seed each sample's negatives by the "
+    min_history: int = setting(3, "fewest history items a sample needs")
+    max_history: int = setting(10, "most recent items kept as history")
+    candidates: int = setting(20, "candidates per sample (target included)")
+    users: int = setting(800, "builtin: number of users")
+    items: int = setting(300, "builtin: number of items")
+    genres: int = setting(12, "builtin: number of item genres")
+    seed: int = setting(0, "seed of the generated world, the user split and the candidate draws")
+    paper_seeding: bool = setting(False, "LEAKY, for comparisons only: seed each sample's negatives by the "
                               "target's item id as the paper does, so the list gives the target away")
-    url: str = opt(ML100K_URL, "movielens-100k --download: where the archive is (a mirror, or a file:// URL)")
-    overwrite: bool = opt(False, "replace the files of an earlier prepare in OUT")
+    url: str = setting(ML100K_URL, "movielens-100k --download: where the archive is (a mirror, or a file:// URL)")
+    overwrite: bool = setting(False, "replace the files of an earlier prepare in OUT")
 
     def validate(self) -> None:
         require(bool(self.out), "out", "required")

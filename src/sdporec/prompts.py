@@ -14,6 +14,9 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from .candidates import sample_rng
+from .samples import Sample
+
 TEMPLATES: dict[str, list[str]] = {
     "music": [
         "Listening history, oldest first: {history}. Candidate artists: {candidates}. "
@@ -93,3 +96,10 @@ def template_words() -> list[str]:
             words.update(split_words(fmt.replace("{history}", " ").replace("{candidates}", " ")))
     words.update(split_words(LIST_SEP))
     return sorted(words)
+
+
+def training_prompt(sample: Sample, domain: str, seed: int, epoch: int) -> list[tuple[str, str]]:
+    """A training prompt: its template drawn per sample and epoch from a seeded generator (SFT, DPO and
+    S-DPO, and the reference pass, draw the same one)."""
+    template = pick_template(domain, sample_rng(seed, "template", sample.key, epoch))
+    return build_prompt(sample.history, sample.candidates, domain, template)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .config import opt, require, require_device, require_input
+from .config import setting, require, require_device, require_input
 from .codec import CHAT_CHOICES, require_known_titles
 from .evaluate import SCORES, lm_scorer, require_finite
 from .prompts import DOMAINS
@@ -15,20 +15,20 @@ from .sources import resolve_model
 
 @dataclass
 class RecommendConfig:
-    model: str = opt("", "checkpoint directory (full model or LoRA adapter) or hub name")
-    history: list[str] = opt([], "titles the user interacted with, oldest first")
-    candidates: list[str] = opt([], "titles to rank")
-    input: str = opt("", "a JSON file with 'historyList' and 'itemList' (instead of the two flags)")
-    domain: str | None = opt(None, "prompt templates to use, template 0 (default: the checkpoint's own, else "
+    model: str = setting("", "checkpoint directory (full model or LoRA adapter) or hub name")
+    history: list[str] = setting([], "titles the user interacted with, oldest first")
+    candidates: list[str] = setting([], "titles to rank")
+    input: str = setting("", "a JSON file with 'historyList' and 'itemList' (instead of the two flags)")
+    domain: str | None = setting(None, "prompt templates to use, template 0 (default: the checkpoint's own, else "
                              "music)", choices=DOMAINS)
-    top: int = opt(0, "print only the N best (0: all)")
-    json: bool = opt(False, "print JSON instead of a table")
-    score: str = opt("sum", "a candidate's score: the sum or the per-token mean of its answer's log-probs",
+    top: int = setting(0, "print only the N best (0: all)")
+    json: bool = setting(False, "print JSON instead of a table")
+    score: str = setting("sum", "a candidate's score: the sum or the per-token mean of its answer's log-probs",
                      choices=SCORES)
-    chat_template: str = opt("auto", "text prompts in the tokenizer's chat template: auto (what the checkpoint "
+    chat_template: str = setting("auto", "text prompts in the tokenizer's chat template: auto (what the checkpoint "
                              "was trained with; else on where the tokenizer has one), on or off",
                              choices=CHAT_CHOICES)
-    device: str = opt("auto", "cpu, cuda, cuda:N or auto")
+    device: str = setting("auto", "cpu, cuda, cuda:N or auto")
 
     def validate(self) -> None:
         require(bool(self.model), "model", "required")
@@ -49,6 +49,11 @@ def read_request(cfg: RecommendConfig) -> Sample:
         history, candidates = obj.get("historyList"), obj.get("itemList")
         if isinstance(history, str):
             history = split_history(history, set(candidates) if isinstance(candidates, list) else set())
+    return make_request(history, candidates, where)
+
+
+def make_request(history, candidates, where: str) -> Sample:
+    """A history and candidates to rank, checked, as a sample (its target unused)."""
     for name, titles in (("historyList", history), ("itemList", candidates)):
         if not isinstance(titles, list) or not titles or not all(isinstance(t, str) and t.strip() for t in titles):
             raise DataError(where, None, name, "expected a non-empty list of non-empty titles")
@@ -57,19 +62,48 @@ def read_request(cfg: RecommendConfig) -> Sample:
     return Sample(list(history), list(candidates), candidates[0], None, "request:0")
 
 
-def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
-    from .modeling import load_codec_of, load_model, pick_device, recorded_domain
+class Recommender:
+    """A trained checkpoint that ranks candidate titles for a history (`Recommender.load(path)`)."""
 
-    request = read_request(cfg)
-    cfg.domain = recorded_domain(cfg.model, cfg.domain)
-    codec = load_codec_of(cfg.model, cfg.chat_template)
-    require_known_titles(codec, cfg.model, [request], cfg.input or "command line")
-    model, codec = load_model(cfg.model, chat_template=cfg.chat_template, codec=codec)
-    model.to(pick_device(cfg.device))
-    scores = lm_scorer(model, codec, cfg.domain, progress=False, score=cfg.score)([request])[0]
-    require_finite(request, scores)
-    ranked = sorted(zip(request.candidates, scores), key=lambda x: -x[1])
-    ranked = ranked[:cfg.top] if cfg.top else ranked
+    def __init__(self, model, codec, path: str, domain: str, score: str = "sum"):
+        self.model, self.codec, self.path, self.domain = model, codec, path, domain
+        self.scorer = lm_scorer(model, codec, domain, progress=False, score=score)
+
+    @classmethod
+    def load(cls, path: str, domain: str | None = None, score: str = "sum", chat_template: str = "auto",
+             device: str = "auto") -> "Recommender":
+        """A checkpoint directory (full model or LoRA adapter) or hub name; `domain`: prompt templates (default:
+        those it was trained with); `score`: a candidate's answer log-probs summed or averaged per token."""
+        from .models.checkpoints import recorded_domain
+        from .models.loading import load_model, pick_device
+
+        require(score in SCORES, "score", f"one of {', '.join(SCORES)}")
+        require(chat_template in CHAT_CHOICES, "chat_template", f"one of {', '.join(CHAT_CHOICES)}")
+        require(domain is None or domain in DOMAINS, "domain", f"one of {', '.join(DOMAINS)}")
+        require_device(device)
+        path = resolve_model(path)
+        model, codec = load_model(path, chat_template=chat_template)
+        model.to(pick_device(device))
+        return cls(model, codec, path, recorded_domain(path, domain), score)
+
+    def rank(self, history: list[str], candidates: list[str], top: int = 0) -> list[tuple[str, float]]:
+        """(title, score) of each candidate, best first (`top`: only the N best); the score is the model's
+        log-probability of the title as the answer. Titles must be ones the checkpoint knows."""
+        request = make_request(history, candidates, "history/candidates")
+        require_known_titles(self.codec, self.path, [request], "history/candidates")
+        scores = self.scorer([request])[0]
+        require_finite(request, scores)
+        ranked = sorted(zip(request.candidates, scores), key=lambda x: -x[1])
+        return ranked[:top] if top else ranked
+
+
+def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
+    from .models.loading import load_codec_of
+
+    request = read_request(cfg)   # checked before the model loads
+    require_known_titles(load_codec_of(cfg.model, cfg.chat_template), cfg.model, [request], cfg.input or "command line")
+    recommender = Recommender.load(cfg.model, cfg.domain, cfg.score, cfg.chat_template, cfg.device)
+    ranked = recommender.rank(request.history, request.candidates, cfg.top)
     if cfg.json:
         print(json.dumps([{"title": t, "score": s} for t, s in ranked], ensure_ascii=False, indent=2))
     else:

@@ -1,7 +1,7 @@
 """The reference pass, apart from training.
 
 Before each preference epoch, the frozen reference scores every answer of that epoch's batches (chosen +
-K negatives, in the training layout of `batching.py`) in one no-gradient pass, so no reference model is
+K negatives, in training's answer slots, `batching.py`) in one no-gradient pass, so no reference model is
 held while the policy trains. Candidate lists and negatives change per epoch, so the cache is per epoch.
 Results are stored on disk under a key made of everything that changes them (`reference_identity`: the
 data, the model's files, the epoch's prompts and answers, dtype, 4-bit loading, mixed precision, layout,
@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .batching import AnswerBatch
-from .logprobs import answer_logprobs
+from .logprobs import answer_logprobs_packed
 from .samples import Sample
 
 
@@ -96,7 +96,7 @@ def reference_identity(**settings: object) -> dict:
 
 def reference_logps(reference_context: Callable, samples: Sequence[Sample], make_batch: Callable[[Sequence[Sample]], AnswerBatch],
                     batch_size: int, device, cache_file: Path | None, progress: bool = True,
-                    logprobs: Callable = answer_logprobs) -> dict[str, torch.Tensor]:
+                    logprobs: Callable = answer_logprobs_packed) -> dict[str, torch.Tensor]:
     """sample key -> reference log-probs (1+K,) for the epoch's samples, from `cache_file` when present."""
     if cache_file is not None and cache_file.is_file():
         try:

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError, claim_out_dir, opt, require
+from .config import ConfigError, claim_out_dir, setting, require
 from .evaluate import format_table
 from .samples import atomic_write_text
 
@@ -19,8 +19,8 @@ BAR_METRICS = ("hr@1", "hr@5", "ndcg@5", "mrr")
 
 @dataclass
 class ReportConfig:
-    runs: list[str] = opt([], "run directories: pipeline outputs or single training runs", positional=True)
-    out: str = opt("", "output directory for the PNG figures and report.md")
+    runs: list[str] = setting([], "run directories: pipeline outputs or single training runs", positional=True)
+    out: str = setting("", "output directory for the PNG figures and report.md")
 
     def validate(self) -> None:
         require(bool(self.runs), "runs", "give at least one run directory")

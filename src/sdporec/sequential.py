@@ -100,7 +100,7 @@ def train_sequential(cfg: SequentialConfig, train: Sequence[Sample], valid: Sequ
     index = {t: i + 1 for i, t in enumerate(titles)}                # 0 is padding
     model = (SASRec if cfg.kind == "sasrec" else GRU4Rec)(len(titles) + 1, cfg)
     seqs = torch.tensor([_encode(s.history + [s.target], index, cfg.max_len) for s in train])  # (N, L)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
     def score(samples: Sequence[Sample]) -> list[list[float]]:
         model.eval()
@@ -127,9 +127,9 @@ def train_sequential(cfg: SequentialConfig, train: Sequence[Sample], valid: Sequ
             inputs, labels = batch[:, :-1], batch[:, 1:]
             logits = model(inputs) @ model.items.weight.T                           # (B, L-1, n_items+1)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=0)
-            opt.zero_grad()
+            optimizer.zero_grad()
             loss.backward()
-            opt.step()
+            optimizer.step()
             total += loss.item() * len(batch)
         if not valid:
             history.append({"epoch": epoch + 1, "loss": total / len(seqs)})

@@ -3,30 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Sequence
 
 from .batching import AnswerBatch, collate
-from .candidates import catalogue, sample_rng
+from .candidates import catalogue
 from .codec import ReservedTitle
-from .config import opt, require, require_input, require_outside
-from .logprobs import IGNORE, layout_fn, sequence_logprobs
+from .config import require, require_input, require_outside, setting
+from .logprobs import IGNORE, scoring_layout, sequence_logprobs
 from .losses import sft_loss
-from .modeling import (BUILTIN, BuiltinSize, add_lora, build_builtin, enable_gradient_checkpointing, load_codec_of,
-                       load_model, needs_own_base, recorded_domain, save_checkpoint)
-from .prompts import build_prompt, pick_template
+from .models.builtin import BUILTIN, BuiltinSize, build_builtin
+from .models.checkpoints import needs_own_base, recorded_domain, save_checkpoint
+from .models.loading import load_codec_of, load_model
+from .models.lora import add_lora, enable_gradient_checkpointing
+from .prompts import training_prompt
 from .samples import DataError, Sample, read_text
 from .sources import require_no_4bit_gguf, resolve_model
-from .trainer import TrainConfig, default_lr, start_run, train_loop
+from .trainer import Trainer, TrainingRun, start_run
+from .training_config import TrainConfig, default_lr
 
 
 @dataclass
 class SFTConfig(TrainConfig):
-    model: str = opt(BUILTIN, "'builtin' (a small item-token Llama built here) or a checkpoint directory / hub name")
-    titles: str = opt("", "file with one title per line, added to the built-in vocabulary")
-    hidden: int = opt(128, "built-in backbone: hidden size")
-    layers: int = opt(2, "built-in backbone: layers")
-    heads: int = opt(4, "built-in backbone: attention heads")
-    history_weight: float = opt(0.0, "weight of a next-item loss on each sample's history, run as its own short "
+    model: str = setting(BUILTIN, "'builtin' (a small item-token Llama built here) or a checkpoint directory / hub name")
+    titles: str = setting("", "file with one title per line, added to the built-in vocabulary")
+    hidden: int = setting(128, "built-in backbone: hidden size")
+    layers: int = setting(2, "built-in backbone: layers")
+    heads: int = setting(4, "built-in backbone: attention heads")
+    history_weight: float = setting(0.0, "weight of a next-item loss on each sample's history, run as its own short "
                                 "sequence: every title after the first predicted from those before it, as SASRec "
                                 "learns (0: the answer's loss only)")
 
@@ -43,22 +47,54 @@ class SFTConfig(TrainConfig):
         require(self.history_weight >= 0, "history_weight", "must not be negative")
 
 
-def prompt_for(sample: Sample, domain: str, seed: int, epoch: int):
-    """Training prompts draw their template per sample and epoch from a seeded generator."""
-    template = pick_template(domain, sample_rng(seed, "template", sample.key, epoch))
-    return build_prompt(sample.history, sample.candidates, domain, template)
+class SFTRecipe:
+    """SFT for the `Trainer`: each sample's summed answer-token loss (and, with `history_weight`, its
+    history's next-item loss), over predicted tokens."""
+
+    def __init__(self, cfg: SFTConfig, codec, checkpoint: Path, base_dir: Path | None):
+        self.cfg, self.codec = cfg, codec
+        self.checkpoint, self.base_dir = checkpoint, base_dir
+        self.meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg)}
+
+    def units(self, sample: Sample) -> int:
+        """Predicted tokens: the answer's (title + EOS), and with a history loss the history's labelled ones."""
+        answer = len(self.codec.encode_answer(sample.target))
+        if not self.cfg.history_weight:
+            return answer
+        return answer + sum(label != IGNORE for label in self.codec.encode_history(sample.history, IGNORE)[1])
+
+    def start_epoch(self, epoch: int, samples: Sequence[Sample]) -> None:
+        pass
+
+    def make_batch(self, samples: Sequence[Sample], epoch: int) -> AnswerBatch:
+        cfg, codec = self.cfg, self.codec
+        batch = collate([codec.encode_prompt(training_prompt(s, cfg.domain, cfg.seed, epoch)) for s in samples],
+                        [[codec.encode_answer(s.target)] for s in samples], codec.pad_id)
+        if cfg.history_weight:
+            batch.with_histories([codec.encode_history(s.history, IGNORE) for s in samples], codec.pad_id, IGNORE)
+        return batch
+
+    def losses(self, model, batch: AnswerBatch):
+        logps, _ = scoring_layout(self.cfg.layout)(model, batch)
+        losses = sft_loss(logps[:, 0])     # each sample's summed answer-token loss; the trainer divides by tokens
+        if not self.cfg.history_weight:
+            return losses, {}
+        history = model(input_ids=batch.history_ids, attention_mask=batch.history_mask).logits
+        history_logps, _ = sequence_logprobs(history, batch.history_labels)
+        return losses + self.cfg.history_weight * sft_loss(history_logps), {"answer_loss": losses.detach()}
+
+    def save(self, model, state_dict: dict | None) -> None:
+        save_checkpoint(model, self.codec, self.checkpoint, self.meta, self.base_dir, state_dict)
 
 
-def run_sft(cfg: SFTConfig) -> dict:
-    extra = [t.strip() for t in read_text(cfg.titles).splitlines() if t.strip()] if cfg.titles else []
-    codec = None if cfg.model == BUILTIN else load_codec_of(cfg.model, cfg.chat_template)
-    run = start_run(cfg, codec, cfg.model)
-    out, train, valid = run.out, run.train, run.valid
-    items = catalogue(train)
+def sft_model(cfg: SFTConfig, run: TrainingRun, codec):
+    """The model SFT trains (built-in, or loaded; LoRA added when asked), its codec, and where a LoRA's
+    base weights are kept beside the adapter (None where its base is loadable by name)."""
     base_dir = None
     if cfg.model == BUILTIN:
+        extra = [t.strip() for t in read_text(cfg.titles).splitlines() if t.strip()] if cfg.titles else []
         try:
-            model, codec = build_builtin(catalogue(train + valid) + extra,
+            model, codec = build_builtin(catalogue(run.train + run.valid) + extra,
                                          BuiltinSize(cfg.hidden, cfg.layers, cfg.heads), cfg.seed)
         except ReservedTitle as e:
             raise DataError(cfg.train, None, "titles", str(e)) from None
@@ -68,45 +104,26 @@ def run_sft(cfg: SFTConfig) -> dict:
         model.to(run.acc.device)
     if cfg.lora:
         if needs_own_base(cfg.model):   # keep the base weights beside the adapter
-            base_dir = out / "base_model"
+            base_dir = run.out / "base_model"
             if run.main:
                 save_checkpoint(model, codec, base_dir, {"stage": "base", "trained_from": cfg.model})
             model.name_or_path = str(base_dir)   # what the adapter's config names as its base
         model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    n_params = sum(p.numel() for p in model.parameters())
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return model, codec, base_dir
+
+
+def run_sft(cfg: SFTConfig) -> dict:
+    """Set-up (data, model), then the trainer with the SFT recipe."""
+    codec = None if cfg.model == BUILTIN else load_codec_of(cfg.model, cfg.chat_template)
+    run = start_run(cfg, codec, cfg.model)
+    model, codec, base_dir = sft_model(cfg, run, codec)
     if run.main:
-        print(f"sft: {len(train)} training samples, {len(valid)} validation; {n_params:,} parameters "
+        n_params = sum(p.numel() for p in model.parameters())
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        print(f"sft: {len(run.train)} training samples, {len(run.valid)} validation; {n_params:,} parameters "
               f"({n_train:,} trained); codec {codec.kind}{' (chat template)' if codec.chat else ''}; "
-              f"{run.acc.num_processes} process(es) on "
-              f"{run.acc.device}, mixed precision {cfg.mixed_precision}")
-
-    def make_batch(samples: Sequence[Sample], epoch: int) -> AnswerBatch:
-        batch = collate([codec.encode_prompt(prompt_for(s, cfg.domain, cfg.seed, epoch)) for s in samples],
-                        [[codec.encode_answer(s.target)] for s in samples], codec.pad_id)
-        if cfg.history_weight:
-            batch.with_histories([codec.encode_history(s.history, IGNORE) for s in samples], codec.pad_id, IGNORE)
-        return batch
-
-    def step(model, batch: AnswerBatch):
-        logps, _ = layout_fn(cfg.layout)(model, batch)
-        losses = sft_loss(logps[:, 0])     # each sample's summed answer-token loss; the loop divides by tokens
-        if not cfg.history_weight:
-            return losses, {}
-        history = model(input_ids=batch.history_ids, attention_mask=batch.history_mask).logits
-        history_logps, _ = sequence_logprobs(history, batch.history_labels)
-        return losses + cfg.history_weight * sft_loss(history_logps), {"answer_loss": losses.detach()}
-
-    def units(sample: Sample) -> int:
-        """Predicted tokens: the answer's (title + EOS), and with a history loss the history's labelled ones.
-        SFT's loss is a mean over the global batch's predicted tokens."""
-        answer = len(codec.encode_answer(sample.target))
-        if not cfg.history_weight:
-            return answer
-        return answer + sum(label != IGNORE for label in codec.encode_history(sample.history, IGNORE)[1])
-
-    meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg)}
-    save = lambda trained, state_dict: save_checkpoint(trained, codec, out / "model", meta, base_dir, state_dict)
-    return train_loop(cfg, run, model, codec, items, make_batch, step, save, units)
+              f"{run.acc.num_processes} process(es) on {run.acc.device}, mixed precision {cfg.mixed_precision}")
+    recipe = SFTRecipe(cfg, codec, run.out / "model", base_dir)
+    return Trainer(cfg, run, model, codec, catalogue(run.train), recipe).fit()

@@ -1,0 +1,120 @@
+"""Checkpoint files: what a checkpoint records, errors while reading one, and writing one whole.
+
+A checkpoint directory holds either full weights or a LoRA adapter (`adapter_config.json`), the
+tokenizer with `sdporec_codec.json`, and `sdporec_checkpoint.json` (what it was trained from). A LoRA
+adapter over the built-in backbone keeps that backbone's weights in `base/`, since they exist nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+from ..codec import ItemCodec, TextCodec
+from ..config import ConfigError, warn
+from ..samples import read_json_object
+from ..sources import is_gguf
+from .builtin import BUILTIN
+
+META_FILE = "sdporec_checkpoint.json"
+
+
+def checkpoint_meta(path: str | Path) -> dict:
+    """What `sdporec_checkpoint.json` in `path` records ({} where there is none)."""
+    meta = Path(path) / META_FILE
+    return read_json_object(meta, "the checkpoint's record is damaged") if meta.is_file() else {}
+
+
+def is_own_checkpoint(path: str | Path) -> bool:
+    """Written by sdporec (training, export, a saved base): every weight it holds must load."""
+    return (Path(path) / META_FILE).is_file()
+
+
+def recorded_domain(path: str, flag: str | None) -> str:
+    """The prompt domain for a command that loads `path`: the one its training recorded (in
+    `sdporec_checkpoint.json`) unless `flag` names one; a flag that disagrees is honoured with a warning.
+    Without either: music."""
+    recorded = (checkpoint_meta(path).get("config") or {}).get("domain")
+    if flag is None:
+        return recorded or "music"
+    if recorded and recorded != flag:
+        warn(f"{path} was trained on {recorded} prompts; using --domain {flag} as asked")
+    return flag
+
+
+def is_adapter(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def report_weights(path: str | Path, missing, unexpected) -> None:
+    """Weights a model expected but the checkpoint lacks (left as initialised: random) and weights the
+    checkpoint holds that the model does not use: an error for sdporec's own checkpoints, a warning else."""
+    missing, unexpected = sorted(missing), sorted(unexpected)
+    if not (missing or unexpected):
+        return
+    parts = [f"{len(missing)} weight(s) missing, left randomly initialised ({', '.join(missing[:6])}"
+             f"{', ...' if len(missing) > 6 else ''})" if missing else "",
+             f"{len(unexpected)} weight(s) in the files that the model does not use ({', '.join(unexpected[:6])}"
+             f"{', ...' if len(unexpected) > 6 else ''})" if unexpected else ""]
+    detail = "; ".join(p for p in parts if p)
+    if is_own_checkpoint(path):
+        raise ConfigError(f"setting 'model': {path} is an sdporec checkpoint that does not load whole: {detail}; "
+                          "it is damaged, or its files were changed after training")
+    warn(f"{path}: {detail}")
+
+
+@contextlib.contextmanager
+def loading(path: str, setting: str = "model") -> Iterator[None]:
+    """Errors that transformers, peft or safetensors raise while reading a model or tokenizer become one
+    `ConfigError` naming the setting and the path."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
+        text = " ".join(str(e).split()) or type(e).__name__
+        raise ConfigError(f"setting '{setting}': cannot load {path}: {text[:300]}{'...' if len(text) > 300 else ''}") from e
+
+
+def needs_own_base(source: str) -> bool:
+    """A LoRA adapter over this source keeps its base beside it: the built-in backbone's weights exist
+    nowhere else, and a GGUF file's are only loadable through the gguf package (and slowly)."""
+    return source == BUILTIN or is_gguf(source)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, meta: dict,
+                    base_dir: str | Path | None = None, state_dict: dict | None = None) -> None:
+    """Write to `out_dir.tmp`, then swap it in: an interrupted save never leaves a half checkpoint."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is a file; a checkpoint is written as a directory there (nothing was changed)")
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if hasattr(model, "peft_config"):
+        # Under FSDP / ZeRO-3 `state_dict` is the gathered full one (this process's parameters are shards):
+        # peft picks the adapter's weights out of it.
+        model.save_pretrained(str(tmp), selected_adapters=["default"], state_dict=state_dict)
+        if base_dir is not None:   # hard links where the file system allows: the base is the same every save
+            shutil.copytree(base_dir, tmp / "base", copy_function=_link_or_copy)
+    else:
+        model.save_pretrained(str(tmp), state_dict=state_dict)
+    codec.save(tmp)
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    old = out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,84 @@
+"""Loading models for inference and training: sdporec checkpoints (full or adapter), any causal LM by
+directory or hub name through the Auto classes, GGUF files, and 4-bit (QLoRA) loading."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..codec import ItemCodec, TextCodec, load_codec
+from ..config import ConfigError
+from ..sources import is_gguf, load_gguf_model, require_no_4bit_gguf
+from .checkpoints import is_adapter, loading, report_weights
+from .lora import attach_adapter
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_weights(path: str, dtype: str, load_in_4bit: bool = False):
+    if is_gguf(path):
+        require_no_4bit_gguf(path, load_in_4bit)
+        with loading(path):
+            return load_gguf_model(path, torch_dtype(dtype))
+    if not load_in_4bit:
+        return _pretrained(path, dtype=torch_dtype(dtype))
+    from .config import require_cuda_for_4bit
+
+    require_cuda_for_4bit(True)
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError("setting 'load_in_4bit': bitsandbytes is not installed (pip install bitsandbytes)") from None
+    from transformers import BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+    return _pretrained(path, quantization_config=quant, dtype=torch.bfloat16,
+                       device_map={"": torch.cuda.current_device()})
+
+
+def _pretrained(path: str, **kwargs):
+    """`from_pretrained` with transformers' loading report checked (its own notice is silenced by the CLI)."""
+    from transformers import AutoModelForCausalLM
+
+    with loading(path):
+        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
+    report_weights(path, info.get("missing_keys", ()), info.get("unexpected_keys", ()))
+    return model
+
+
+def adapter_base(path: str | Path) -> str:
+    local = Path(path) / "base"
+    if local.is_dir():
+        return str(local)
+    with loading(str(path)):
+        return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def load_codec_of(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:
+    """The codec of a checkpoint or model (`codec.load_codec`), load errors as one `ConfigError`."""
+    with loading(path):
+        return load_codec(path, chat_template)
+
+
+def load_model(path: str, dtype: str = "float32", load_in_4bit: bool = False, chat_template: str = "auto",
+               codec: ItemCodec | TextCodec | None = None):
+    """A trained checkpoint (full or adapter) or any causal LM by directory, hub name or GGUF file, for
+    inference, with its codec (`codec`: one already loaded from `path`)."""
+    codec = codec or load_codec_of(path, chat_template)
+    if is_adapter(path):
+        model = attach_adapter(load_weights(adapter_base(path), dtype, load_in_4bit), path)
+    else:
+        model = load_weights(path, dtype, load_in_4bit)
+    model.eval()
+    return model, codec
