@@ -17,8 +17,8 @@ import torch
 
 
 def split(model, codec, samples, domain: str, batch_size: int) -> dict[str, float]:
-    from sdporec.logprobs import IGNORE, sequence_logprobs
-    from sdporec.prompts import build_prompt
+    from sdporec.data.prompts import build_prompt
+    from sdporec.models.logprobs import IGNORE, sequence_logprobs
 
     sums = {"target_title": 0.0, "target_eos": 0.0, "other_title": 0.0, "other_eos": 0.0}
     for start in range(0, len(samples), batch_size):
@@ -49,9 +49,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
+    from sdporec.data.samples import read_samples
     from sdporec.models.checkpoints import recorded_domain
     from sdporec.models.loading import load_model
-    from sdporec.samples import read_samples
 
     samples = read_samples(args.data, "eval")[:args.limit]
     print("| model | target title | target EOS | other title | other EOS |")

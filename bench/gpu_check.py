@@ -53,9 +53,9 @@ def _reset_peak(device) -> None:
 
 
 def build(args):
-    from sdporec.families import build_family, tokenizer_texts
-    from sdporec.codec import TextCodec
-    from sdporec.prepare import builtin_splits
+    from sdporec.data.codec import TextCodec
+    from sdporec.data.prepare import builtin_splits
+    from sdporec.models.families import build_family, tokenizer_texts
 
     samples = builtin_splits(users=200, items=300, genres=10, seed=0)["train"]
     model, tokenizer = build_family("llama", tokenizer_texts(samples), args.hidden, args.layers, args.heads, 0,
@@ -65,9 +65,9 @@ def build(args):
 
 
 def batch_of(codec, samples, k: int, device):
-    from sdporec.batching import collate
-    from sdporec.candidates import draw_negatives
-    from sdporec.prompts import build_prompt
+    from sdporec.data.batching import collate
+    from sdporec.data.candidates import draw_negatives
+    from sdporec.data.prompts import build_prompt
 
     answers = [[codec.encode_answer(t) for t in [s.target] + (draw_negatives(s, k, 0, 0) if k else [])] for s in samples]
     return collate([codec.encode_prompt(build_prompt(s.history, s.candidates)) for s in samples], answers,
@@ -76,9 +76,9 @@ def batch_of(codec, samples, k: int, device):
 
 def train_step(model, ref, codec, samples, layout: str, k: int, args) -> dict:
     """`--steps` timed optimizer steps after `--warmup` untimed ones: SFT (k = 0) or S-DPO with K = k."""
-    from sdporec.batching import split_chosen_rejected
-    from sdporec.logprobs import scoring_layout
-    from sdporec.losses import sdpo_loss, sft_loss
+    from sdporec.data.batching import split_chosen_rejected
+    from sdporec.models.logprobs import scoring_layout
+    from sdporec.training.losses import sdpo_loss, sft_loss
 
     fn, b = scoring_layout(layout), args.batch_size
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
@@ -116,7 +116,7 @@ def train_step(model, ref, codec, samples, layout: str, k: int, args) -> dict:
 
 
 def ranking_vs_generation(model, codec, samples, args) -> dict:
-    from sdporec.evaluate import evaluate_generation, evaluate_ranking, lm_scorer
+    from sdporec.evaluation.evaluate import evaluate_generation, evaluate_ranking, lm_scorer
 
     out = {}
     samples = samples[:args.eval_samples]
@@ -137,7 +137,7 @@ def sdpa_kernels(model, codec, samples, args) -> dict:
     """Which SDPA backend runs the packed layout's forward (its 4D mask rules some out), and how fast."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from sdporec.logprobs import scoring_layout
+    from sdporec.models.logprobs import scoring_layout
 
     batch = batch_of(codec, samples[:args.batch_size], 19, args.device)
     out = {}

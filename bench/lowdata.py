@@ -62,7 +62,7 @@ class Row:
 
 def subsets(name: str, work: Path, size: int, n_eval: int, n_valid: int, seed: int) -> dict[str, str]:
     """Seeded random train / valid / eval subsets, and every title (the built-in vocabulary needs them all)."""
-    from sdporec.samples import read_samples, write_samples
+    from sdporec.data.samples import read_samples, write_samples
 
     work.mkdir(parents=True, exist_ok=True)
     if (work / "eval.jsonl").is_file():

@@ -58,7 +58,7 @@ def metrics(path: Path) -> dict:
 
 def lastfm_data(work: Path, leaky: bool) -> dict[str, str]:
     """train / valid (last 5% of training rows) / eval files."""
-    from sdporec.samples import read_samples, write_samples
+    from sdporec.data.samples import read_samples, write_samples
 
     src = SHARED / "lastfm" / ("lastfm-train.json" if leaky else "resampled/lastfm-train.json")
     work.mkdir(parents=True, exist_ok=True)
@@ -168,8 +168,8 @@ def summarise(rows: dict[str, list[Path]]) -> dict[str, dict]:
 def differences(rows: dict[str, list[Path]], pairs: list[tuple[str, str]]) -> list[dict]:
     """Paired bootstrap 95% intervals of HR@1 and MRR differences, each sample's metric averaged over the
     seeds of its row first (sdporec's `per_sample_metrics` and `paired_bootstrap`, as `sdporec compare`)."""
-    from sdporec.compare import read_predictions
-    from sdporec.metrics import paired_bootstrap, per_sample_metrics
+    from sdporec.evaluation.compare import read_predictions
+    from sdporec.evaluation.metrics import paired_bootstrap, per_sample_metrics
 
     def averaged(name: str) -> dict[str, list[float]]:
         per_seed = []

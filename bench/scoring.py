@@ -117,7 +117,7 @@ def main() -> None:
         results[case] = {**got, "speedup": got["current"]["samples_per_s"] / got["baseline"]["samples_per_s"],
                          "max_score_diff": diff}
         print(f"{case}: " + json.dumps(results[case]), flush=True)
-    print(f"\n| case | version | samples/s | HR@1 | peak RSS MB | peak CUDA MB |\n|---|---|---|---|---|---|")
+    print("\n| case | version | samples/s | HR@1 | peak RSS MB | peak CUDA MB |\n|---|---|---|---|---|---|")
     for case, r in results.items():
         for name in ("baseline", "current"):
             m = r[name]

@@ -31,14 +31,14 @@ KINDS = ("text", "items", "lastfm-text")   # prompt kinds: built-in titles as BP
 
 
 def build(codec_kind: str, args):
-    from sdporec.candidates import catalogue
-    from sdporec.families import build_text_backbone
+    from sdporec.data.candidates import catalogue
+    from sdporec.data.prepare import builtin_splits
+    from sdporec.data.prompts import build_prompt
     from sdporec.models.builtin import BuiltinSize, build_builtin
-    from sdporec.prompts import build_prompt
-    from sdporec.prepare import builtin_splits
+    from sdporec.models.families import build_text_backbone
 
     if codec_kind == "lastfm-text":
-        from sdporec.samples import read_samples
+        from sdporec.data.samples import read_samples
 
         samples = read_samples(LASTFM, "train")[:2000]
     else:
@@ -54,11 +54,11 @@ def build(codec_kind: str, args):
 
 
 def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
-    from sdporec.batching import collate, split_chosen_rejected
-    from sdporec.candidates import draw_negatives
-    from sdporec.logprobs import scoring_layout
-    from sdporec.losses import sdpo_loss
-    from sdporec.prompts import build_prompt
+    from sdporec.data.batching import collate, split_chosen_rejected
+    from sdporec.data.candidates import draw_negatives
+    from sdporec.data.prompts import build_prompt
+    from sdporec.models.logprobs import scoring_layout
+    from sdporec.training.losses import sdpo_loss
 
     model, codec, samples = build(codec_kind, args)
     ref = build(codec_kind, args)[0].eval()
@@ -94,7 +94,7 @@ def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
 
 
 def eval_case(args, method: str, codec_kind: str) -> dict:
-    from sdporec.evaluate import evaluate_generation, evaluate_ranking, lm_scorer
+    from sdporec.evaluation.evaluate import evaluate_generation, evaluate_ranking, lm_scorer
 
     model, codec, samples = build(codec_kind, args)
     model.eval()

@@ -30,8 +30,8 @@ def _seed():
 
 def write_small_splits(directory: Path, users: int, items: int, seed: int, n_train: int, n_valid: int) -> dict:
     """`train.jsonl` and `valid.jsonl` of a small built-in data set in `directory`; returns all its splits."""
-    from sdporec.prepare import builtin_splits
-    from sdporec.samples import write_samples
+    from sdporec.data.prepare import builtin_splits
+    from sdporec.data.samples import write_samples
 
     splits = builtin_splits(users=users, items=items, genres=4, seed=seed)
     write_samples(directory / "train.jsonl", splits["train"][:n_train])

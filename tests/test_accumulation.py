@@ -9,10 +9,10 @@ import json
 import pytest
 from conftest import write_small_splits
 from safetensors.torch import load_file
+from test_distributed import torchrun
 
 from sdporec.cli import main
-from sdporec.families import build_family, tokenizer_texts
-from test_distributed import torchrun
+from sdporec.models.families import build_family, tokenizer_texts
 
 COMMON = ["--threads", "1", "--device", "cpu", "--no-progress", "--log-every", "1", "--epochs", "2",
           "--warmup-ratio", "0", "--lr", "1e-3"]

@@ -1,12 +1,12 @@
 import pytest
 
-from sdporec.audit import audit, candidate_checks, leak_hr1
-from sdporec.baselines import item_count_scorer, popularity_scorer
-from sdporec.candidates import paper_seeded_candidates
-from sdporec.evaluate import evaluate_ranking
-from sdporec.samples import Sample
-from sdporec.sequential import SequentialConfig, train_sequential
-from sdporec.prepare import builtin_splits
+from sdporec.data.audit import audit, candidate_checks, leak_hr1
+from sdporec.data.candidates import paper_seeded_candidates
+from sdporec.data.prepare import builtin_splits
+from sdporec.data.samples import Sample
+from sdporec.evaluation.baselines import item_count_scorer, popularity_scorer
+from sdporec.evaluation.evaluate import evaluate_ranking
+from sdporec.evaluation.sequential import SequentialConfig, train_sequential
 
 ITEMS = [f"i{k}" for k in range(200)]
 

@@ -1,8 +1,14 @@
 from collections import Counter
 
-from sdporec.candidates import (catalogue, draw_candidates, draw_negatives, paper_seeded_candidates, redraw,
-                                sample_rng)
-from sdporec.samples import Sample
+from sdporec.data.candidates import (
+    catalogue,
+    draw_candidates,
+    draw_negatives,
+    paper_seeded_candidates,
+    redraw,
+    sample_rng,
+)
+from sdporec.data.samples import Sample
 
 ITEMS = [f"item{i}" for i in range(100)]
 
@@ -52,14 +58,14 @@ def test_catalogue_is_sorted_union():
 
 
 def test_top_negatives_by_hand():
-    from sdporec.candidates import top_negatives
+    from sdporec.data.candidates import top_negatives
 
     assert top_negatives(["a", "b", "c", "d"], [0.1, 0.9, 0.5, 0.9], 2) == [1, 3]   # ties: list order
     assert top_negatives(["a", "b"], [-1.0, -2.0], 1) == [0]
 
 
 def test_popular_negatives_are_seeded_distinct_and_lean_to_popular_items():
-    from sdporec.candidates import popular_negatives
+    from sdporec.data.candidates import popular_negatives
 
     s = Sample(["h"], ["t", "pop", "a", "b", "c", "d"], "t", key="train:0")
     popularity = {"pop": 50}
@@ -71,7 +77,7 @@ def test_popular_negatives_are_seeded_distinct_and_lean_to_popular_items():
 
 
 def test_validation_subset_is_spread_over_users_and_the_same_for_every_run():
-    from sdporec.candidates import validation_subset
+    from sdporec.data.candidates import validation_subset
 
     valid = [Sample(["h"], ["a", "b"], "a", user=f"u{i // 100}", key=f"valid:{i}") for i in range(1000)]
     subset = validation_subset(valid, 100)

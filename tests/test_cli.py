@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from sdporec.cli import main
-from sdporec.metrics import METRIC_KEYS
+from sdporec.evaluation.metrics import METRIC_KEYS
 
 TINY = ["--users", "40", "--items", "80", "--hidden", "32", "--layers", "1", "--heads", "2", "--sft-epochs", "1",
         "--pref-epochs", "1", "--eval-samples", "40", "--batch-size", "16", "--no-progress"]
@@ -97,12 +97,12 @@ def test_reference_adapter_equals_the_sft_model(run_dir, tmp_path):
     """With an SFT adapter, the frozen reference gives exactly the SFT model's log-probs."""
     import torch
 
-    from sdporec.batching import collate
-    from sdporec.logprobs import answer_logprobs_packed
+    from sdporec.data.batching import collate
+    from sdporec.data.prompts import build_prompt
+    from sdporec.data.samples import read_samples
     from sdporec.models.loading import load_model
+    from sdporec.models.logprobs import answer_logprobs_packed
     from sdporec.models.policy import policy_from_sft
-    from sdporec.prompts import build_prompt
-    from sdporec.samples import read_samples
 
     data = run_dir / "data"
     assert main(["sft", "--out", str(tmp_path / "sft"), "--hidden", "32", "--layers", "1", "--heads", "2",

@@ -5,8 +5,8 @@ import yaml
 
 from sdporec.cli import build_parser
 from sdporec.config import ConfigError, resolve, save_config
-from sdporec.preference import DPOConfig, PreferenceConfig, SDPOConfig
-from sdporec.sft import SFTConfig
+from sdporec.training.preference import DPOConfig, PreferenceConfig, SDPOConfig
+from sdporec.training.sft import SFTConfig
 
 
 def parse(argv):

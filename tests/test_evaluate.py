@@ -2,8 +2,8 @@
 
 import pytest
 
-from sdporec.evaluate import evaluate_generation
-from sdporec.samples import Sample
+from sdporec.data.samples import Sample
+from sdporec.evaluation.evaluate import evaluate_generation
 
 
 def samples(titles, n=3):

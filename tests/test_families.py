@@ -7,16 +7,16 @@ import pytest
 import torch
 from conftest import write_small_splits
 
-from sdporec.batching import collate
 from sdporec.cli import main
-from sdporec.codec import TextCodec
-from sdporec.evaluate import lm_scorer
-from sdporec.families import FAMILIES, build_family, tokenizer_texts
-from sdporec.logprobs import answer_logprobs_cached, answer_logprobs_full, answer_logprobs_packed
+from sdporec.data.batching import collate
+from sdporec.data.codec import TextCodec
+from sdporec.data.prompts import build_prompt
+from sdporec.evaluation.evaluate import lm_scorer
 from sdporec.models.checkpoints import save_checkpoint
+from sdporec.models.families import FAMILIES, build_family, tokenizer_texts
 from sdporec.models.loading import load_model
+from sdporec.models.logprobs import answer_logprobs_cached, answer_logprobs_full, answer_logprobs_packed
 from sdporec.models.lora import lora_targets
-from sdporec.prompts import build_prompt
 
 SIZE = ["--hidden", "32", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--vocab-size", "400"]
 TRAIN = ["--epochs", "1", "--batch-size", "8", "--eval-samples", "8", "--no-progress", "--domain", "music"]

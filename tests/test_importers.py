@@ -2,13 +2,18 @@ import json
 import zipfile
 
 import pytest
+from conftest import shared_file
 
 from sdporec.cli import main
-from sdporec.importers import (ML100K_SHA256, distinct_titles, download_movielens_100k, k_core,
-                               read_interaction_log, read_movielens_100k)
-from sdporec.samples import DataError, read_samples
-
-from conftest import shared_file
+from sdporec.data.importers import (
+    ML100K_SHA256,
+    distinct_titles,
+    download_movielens_100k,
+    k_core,
+    read_interaction_log,
+    read_movielens_100k,
+)
+from sdporec.data.samples import DataError, read_samples
 
 
 def write(path, text):

@@ -4,10 +4,17 @@ import warnings
 import pytest
 import torch
 
-from sdporec.batching import collate, split_chosen_rejected
-from sdporec.logprobs import (IGNORE, answer_logprobs_packed, answer_logprobs_cached, answer_logprobs_full,
-                              answer_logprobs_packed, pack_rows, packed_mask, sequence_logprobs)
-from sdporec.prompts import build_prompt
+from sdporec.data.batching import collate, split_chosen_rejected
+from sdporec.data.prompts import build_prompt
+from sdporec.models.logprobs import (
+    IGNORE,
+    answer_logprobs_cached,
+    answer_logprobs_full,
+    answer_logprobs_packed,
+    pack_rows,
+    packed_mask,
+    sequence_logprobs,
+)
 
 
 def test_sequence_logprobs_hand_computed():
@@ -104,7 +111,7 @@ def test_packed_mask_by_hand():
 def test_without_4d_masks_packed_runs_the_cache_path_and_under_checkpointing_the_paper_layout(tiny_llama, monkeypatch):
     model, codec = tiny_llama
     batch = random_batch(codec, n_samples=2, n_answers=3, seed=2)
-    import sdporec.logprobs as lp
+    import sdporec.models.logprobs as lp
 
     full = answer_logprobs_full(model, batch)[0]
     # Flash attention would ignore the mask (and needs a GPU): pretend the model was loaded with it.
@@ -144,7 +151,7 @@ def test_models_without_a_cache_fall_back_to_the_paper_layout(tiny_llama):
             return out
 
     batch = random_batch(codec, n_samples=3, n_answers=3, seed=1)
-    import sdporec.logprobs as lp
+    import sdporec.models.logprobs as lp
 
     lp._warned = False
     with pytest.warns(UserWarning, match="paper's layout"):
@@ -153,7 +160,7 @@ def test_models_without_a_cache_fall_back_to_the_paper_layout(tiny_llama):
 
 
 def test_label_logprobs_by_hand():
-    from sdporec.logprobs import label_logprobs
+    from sdporec.models.logprobs import label_logprobs
 
     class Table:   # logits looked up from a (samples, columns, V) table
         vocab = 3
@@ -174,7 +181,7 @@ def test_label_logprobs_by_hand():
 def test_packed_scores_do_not_depend_on_chunking_or_on_how_logits_are_formed(tiny_llama, monkeypatch, chunk):
     """Logits from the decoder's hidden states and the model's own head, or from the model's own logits
     (the path for sharded models), in chunks of any size: the same numbers and gradients."""
-    import sdporec.logprobs as lp
+    import sdporec.models.logprobs as lp
 
     model, codec = tiny_llama
     batch = random_batch(codec, seed=3)
@@ -201,7 +208,7 @@ def test_scoring_a_128k_vocabulary_never_forms_all_answer_logits_at_once(monkeyp
     from torch.utils._python_dispatch import TorchDispatchMode
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    import sdporec.logprobs as lp
+    import sdporec.models.logprobs as lp
 
     vocab = 128256
     cfg = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1,

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sdporec.losses import dpo_loss, sdpo_loss, sft_loss
+from sdporec.training.losses import dpo_loss, sdpo_loss, sft_loss
 
 
 def reference_sigmoid_dpo(pc, pr, rc, rr, beta):

@@ -2,9 +2,15 @@ import math
 
 import pytest
 
-from sdporec.evaluate import ranking_results
-from sdporec.metrics import NonFiniteError, generation_metrics, parse_generation, rank_of_target, ranking_metrics
-from sdporec.samples import Sample
+from sdporec.data.samples import Sample
+from sdporec.evaluation.evaluate import ranking_results
+from sdporec.evaluation.metrics import (
+    NonFiniteError,
+    generation_metrics,
+    parse_generation,
+    rank_of_target,
+    ranking_metrics,
+)
 
 
 def test_rank_of_target_breaks_ties_by_position():
@@ -49,7 +55,7 @@ def test_scores_that_are_not_finite_are_an_error(bad):
 
 
 def test_per_sample_metrics_average_to_the_metrics():
-    from sdporec.metrics import per_sample_metrics
+    from sdporec.evaluation.metrics import per_sample_metrics
 
     ranks = [0, 1, 4, 9, 12]
     per = per_sample_metrics([{"key": str(i), "rank": r} for i, r in enumerate(ranks)])
@@ -60,7 +66,7 @@ def test_per_sample_metrics_average_to_the_metrics():
 
 
 def test_paired_bootstrap_by_hand_and_against_the_normal_approximation():
-    from sdporec.metrics import paired_bootstrap
+    from sdporec.evaluation.metrics import paired_bootstrap
 
     assert paired_bootstrap([1.0, 0.5, 0.0], [0.5, 0.0, -0.5]) == pytest.approx((0.5, 0.5, 0.5))  # constant gap
     assert paired_bootstrap([1.0, 0.0], [1.0, 0.0]) == (0.0, 0.0, 0.0)                            # identical

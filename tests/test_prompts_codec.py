@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from sdporec.codec import UnknownTitle, build_item_codec, load_codec
-from sdporec.prompts import DOMAINS, TEMPLATES, build_prompt, pick_template
+from sdporec.data.codec import UnknownTitle, build_item_codec, load_codec
+from sdporec.data.prompts import DOMAINS, TEMPLATES, build_prompt, pick_template
 
 
 def test_every_template_has_both_placeholders_and_builds():

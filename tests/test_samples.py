@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from sdporec.samples import DataError, Sample, atomic_write_text, read_samples, split_history, write_samples
+from sdporec.data.samples import DataError, Sample, atomic_write_text, read_samples, split_history, write_samples
 
 GOOD = {"historyList": ["A", "B", "C"], "itemList": ["D", "E", "F"], "trueSelection": "E"}
 
@@ -92,7 +92,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         yield {"ok": 1}
         raise RuntimeError("boom")
 
-    from sdporec.samples import write_jsonl
+    from sdporec.data.samples import write_jsonl
     with pytest.raises(RuntimeError):
         write_jsonl(p, rows())
     assert p.read_text() == "old\n"

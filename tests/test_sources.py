@@ -6,14 +6,14 @@ import json
 import pytest
 from conftest import write_small_splits
 
-from sdporec import sources
 from sdporec.cli import main
-from sdporec.codec import TextCodec, load_codec
 from sdporec.config import ConfigError
-from sdporec.families import build_family, tokenizer_texts
-from sdporec.prompts import build_prompt
-from sdporec.sft import SFTConfig
-from sdporec.preference import PreferenceConfig
+from sdporec.data.codec import TextCodec, load_codec
+from sdporec.data.prompts import build_prompt
+from sdporec.models import sources
+from sdporec.models.families import build_family, tokenizer_texts
+from sdporec.training.preference import PreferenceConfig
+from sdporec.training.sft import SFTConfig
 
 TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
             "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
@@ -112,7 +112,7 @@ def test_sft_dpo_evaluate_keep_the_chat_prompt_and_the_domain_throughout(text_mo
 
 
 def test_default_learning_rate_follows_stage_and_backbone(text_model, tmp_path):
-    from sdporec.trainer import DEFAULT_LR
+    from sdporec.training.trainer import DEFAULT_LR
 
     d, _ = text_model
     train, out = str(d / "train.jsonl"), str(tmp_path / "x")
@@ -130,7 +130,7 @@ def test_default_learning_rate_follows_stage_and_backbone(text_model, tmp_path):
 
 
 def test_mean_score_is_the_summed_log_prob_over_the_answer_tokens(text_model):
-    from sdporec.evaluate import lm_scorer
+    from sdporec.evaluation.evaluate import lm_scorer
     from sdporec.models.loading import load_model
 
     d, splits = text_model
@@ -145,7 +145,7 @@ def test_mean_score_is_the_summed_log_prob_over_the_answer_tokens(text_model):
 
 
 def test_text_history_sequences_label_the_later_titles(text_model):
-    from sdporec.logprobs import IGNORE
+    from sdporec.models.logprobs import IGNORE
 
     d, _ = text_model
     codec = load_codec(str(d / "model"), "off")

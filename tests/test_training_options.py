@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import write_small_splits
 
-from sdporec import logprobs
-from sdporec.batching import collate
 from sdporec.cli import main
+from sdporec.data.batching import collate
+from sdporec.models import logprobs
 from sdporec.models.lora import enable_gradient_checkpointing
 
 SIZE = ["--hidden", "32", "--layers", "1", "--heads", "2"]
@@ -95,7 +95,7 @@ def test_a_lora_checkpoint_saves_the_gathered_state_dict_it_is_given(tiny_llama,
 
 
 def test_history_sequences_label_every_title_after_the_first(tiny_llama):
-    from sdporec.logprobs import IGNORE
+    from sdporec.models.logprobs import IGNORE
 
     _, codec = tiny_llama
     ids, labels = codec.encode_history(["Artist 1", "Air", "Air Supply"], IGNORE)

@@ -22,10 +22,10 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "prepare": "api", "sft": "api", "dpo": "api", "sdpo": "api", "evaluate": "api", "pipeline": "api",
-    "Recommender": "recommend",
-    "PrepareConfig": "prepare", "SFTConfig": "sft", "DPOConfig": "preference", "SDPOConfig": "preference",
-    "EvaluateConfig": "evaluate", "PipelineConfig": "pipeline",
-    "ConfigError": "config", "DataError": "samples",
+    "Recommender": "evaluation.recommend",
+    "PrepareConfig": "data.prepare", "SFTConfig": "training.sft", "DPOConfig": "training.preference",
+    "SDPOConfig": "training.preference", "EvaluateConfig": "evaluation.evaluate", "PipelineConfig": "pipeline",
+    "ConfigError": "config", "DataError": "data.samples",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -1,3 +1,3 @@
-from .cli import entry
+from sdporec.cli import entry
 
 entry()

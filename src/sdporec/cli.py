@@ -8,21 +8,22 @@ import sys
 import warnings
 from pathlib import Path
 
-from .audit import AuditConfig, run_audit
-from .baselines import BaselineConfig, run_baseline
-from .compare import CompareConfig, run_compare
-from .config import ConfigError, add_arguments, resolve
-from .evaluate import EvaluateConfig, run_evaluate
-from .metrics import NonFiniteError
-from .export import ExportConfig, run_export
-from .families import InitModelConfig, run_init_model
-from .pipeline import PipelineConfig, run_pipeline
-from .preference import DPOConfig, SDPOConfig, run_preference
-from .prepare import PrepareConfig, run_prepare
-from .recommend import RecommendConfig, run_recommend
-from .report import ReportConfig, run_report
-from .samples import DataError
-from .sft import SFTConfig, run_sft
+from sdporec.config import ConfigError, add_arguments, resolve
+from sdporec.data.audit import AuditConfig, run_audit
+from sdporec.data.prepare import PrepareConfig, run_prepare
+from sdporec.data.samples import DataError
+from sdporec.evaluation.baselines import BaselineConfig, run_baseline
+from sdporec.evaluation.compare import CompareConfig, run_compare
+from sdporec.evaluation.evaluate import EvaluateConfig, run_evaluate
+from sdporec.evaluation.metrics import NonFiniteError
+from sdporec.evaluation.recommend import RecommendConfig, run_recommend
+from sdporec.evaluation.report import ReportConfig, run_report
+from sdporec.models.export import ExportConfig, run_export
+from sdporec.models.families import InitModelConfig, run_init_model
+from sdporec.models.loading import quiet_transformers
+from sdporec.pipeline import PipelineConfig, run_pipeline
+from sdporec.training.preference import DPOConfig, SDPOConfig, run_preference
+from sdporec.training.sft import SFTConfig, run_sft
 
 COMMANDS = {
     "prepare": (PrepareConfig, run_prepare, "write train/valid/test samples (built-in, MovieLens-100K, CSV logs)"),
@@ -55,14 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_transformers() -> None:
-    """Our own progress bars cover the work; transformers' per-load bars and notices are noise here."""
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-
-
 def _error_line(e: BaseException) -> tuple[str, int]:
     """One line for an error that ends a command, and the exit status."""
     import torch
@@ -92,7 +85,7 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_transformers()
+    quiet_transformers()
     if not args.debug:   # warnings as one line each, without the source line Python adds
         warnings.formatwarning = _one_line_warning
     cls, run, _ = COMMANDS[args.command]
@@ -111,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if "RANK" in os.environ:
         # Under torchrun / accelerate launch: the process group lives for the whole process, so it is torn
         # down here, once, after the command's outputs are written.
-        from .distributed import finish
+        from sdporec.training.distributed import finish
 
         finish()
     return 0

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .samples import DataError, atomic_write_text, read_text
+from sdporec.data.samples import DataError, atomic_write_text, read_text
 
 T = TypeVar("T")
 

@@ -11,17 +11,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .baselines import popularity_scorer
-from .candidates import require_negatives
-from .config import claim_out_dir, setting, require, require_device, require_input, save_config
-from .evaluate import evaluate_model, evaluate_ranking, format_table, write_results
-from .models.loading import load_model, pick_device
-from .preference import DPOConfig, SDPOConfig, run_preference
-from .prepare import PrepareConfig, run_prepare
-from .prompts import DOMAINS
-from .report import collect, make_figures, write_markdown
-from .samples import atomic_write_text, read_samples
-from .sft import SFTConfig, run_sft
+from sdporec.config import claim_out_dir, require, require_device, require_input, save_config, setting
+from sdporec.data.candidates import require_negatives
+from sdporec.data.prepare import PrepareConfig, run_prepare
+from sdporec.data.prompts import DOMAINS
+from sdporec.data.samples import atomic_write_text, read_samples
+from sdporec.evaluation.baselines import popularity_scorer
+from sdporec.evaluation.evaluate import evaluate_model, evaluate_ranking, format_table, write_results
+from sdporec.evaluation.report import collect, make_figures, write_markdown
+from sdporec.models.loading import load_model, pick_device
+from sdporec.training.preference import DPOConfig, SDPOConfig, run_preference
+from sdporec.training.sft import SFTConfig, run_sft
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from ..codec import build_item_codec
+from sdporec.data.codec import build_item_codec
 
 BUILTIN = "builtin"
 

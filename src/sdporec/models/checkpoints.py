@@ -14,11 +14,11 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-from ..codec import ItemCodec, TextCodec
-from ..config import ConfigError, warn
-from ..samples import read_json_object
-from ..sources import is_gguf
-from .builtin import BUILTIN
+from sdporec.config import ConfigError, warn
+from sdporec.data.codec import ItemCodec, TextCodec
+from sdporec.data.samples import read_json_object
+from sdporec.models.builtin import BUILTIN
+from sdporec.models.sources import is_gguf
 
 META_FILE = "sdporec_checkpoint.json"
 

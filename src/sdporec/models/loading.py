@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from ..codec import ItemCodec, TextCodec, load_codec
-from ..config import ConfigError
-from ..sources import is_gguf, load_gguf_model, require_no_4bit_gguf
-from .checkpoints import is_adapter, loading, report_weights
-from .lora import attach_adapter
+from sdporec.config import ConfigError
+from sdporec.data.codec import ItemCodec, TextCodec, load_codec
+from sdporec.models.checkpoints import is_adapter, loading, report_weights
+from sdporec.models.lora import attach_adapter
+from sdporec.models.sources import is_gguf, load_gguf_model, require_no_4bit_gguf
 
 
 def pick_device(name: str) -> torch.device:
@@ -32,7 +32,7 @@ def load_weights(path: str, dtype: str, load_in_4bit: bool = False):
             return load_gguf_model(path, torch_dtype(dtype))
     if not load_in_4bit:
         return _pretrained(path, dtype=torch_dtype(dtype))
-    from .config import require_cuda_for_4bit
+    from sdporec.models.config import require_cuda_for_4bit
 
     require_cuda_for_4bit(True)
     try:
@@ -82,3 +82,12 @@ def load_model(path: str, dtype: str = "float32", load_in_4bit: bool = False, ch
         model = load_weights(path, dtype, load_in_4bit)
     model.eval()
     return model, codec
+
+
+def quiet_transformers() -> None:
+    """sdporec's own progress bars and messages cover the work; transformers' per-load bars and notices
+    are noise in its output (the CLI, the Python API and `Recommender.load` call this)."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()

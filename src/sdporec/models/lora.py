@@ -10,8 +10,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..config import ConfigError, require
-from .checkpoints import loading, report_weights
+from sdporec.config import ConfigError, require
+from sdporec.models.checkpoints import loading, report_weights
 
 
 @contextlib.contextmanager

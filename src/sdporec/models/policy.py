@@ -8,9 +8,9 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .checkpoints import is_adapter
-from .loading import adapter_base, load_codec_of, load_weights
-from .lora import add_lora, attach_adapter, trainable_base
+from sdporec.models.checkpoints import is_adapter
+from sdporec.models.loading import adapter_base, load_codec_of, load_weights
+from sdporec.models.lora import add_lora, attach_adapter, trainable_base
 
 
 class Policy:

@@ -18,9 +18,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .candidates import catalogue, sample_rng
-from .evaluate import Scorer, evaluate_ranking
-from .samples import Sample
+from sdporec.data.candidates import catalogue, sample_rng
+from sdporec.data.samples import Sample
+from sdporec.evaluation.evaluate import Scorer, evaluate_ranking
 
 
 @dataclass

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .codec import CHAT_CHOICES
-from .config import claim_out_dir, require, require_cuda_for_4bit, require_device, require_input, setting
-from .logprobs import LAYOUTS
-from .prompts import DOMAINS
+from sdporec.config import claim_out_dir, require, require_cuda_for_4bit, require_device, require_input, setting
+from sdporec.data.codec import CHAT_CHOICES
+from sdporec.data.prompts import DOMAINS
+from sdporec.models.logprobs import LAYOUTS
 
 
 @dataclass
@@ -26,7 +26,7 @@ class TrainConfig:
     batch_size: int = setting(16, "samples per micro-batch")
     grad_accum: int = setting(1, "micro-batches per optimizer step (effective batch = batch_size x grad_accum)")
     lr: float | None = setting(None, "peak learning rate (unset: the default for the stage and backbone, "
-                           "DEFAULT_LR in training_config.py; the value used is printed and saved in config.yaml)")
+                           "DEFAULT_LR in training/train_config.py; the value used is printed and saved in config.yaml)")
     warmup_ratio: float = setting(0.05, "share of optimizer steps spent warming up, then cosine decay")
     weight_decay: float = setting(0.01, "AdamW weight decay")
     max_grad_norm: float = setting(1.0, "gradient clipping norm")

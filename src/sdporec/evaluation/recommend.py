@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .config import setting, require, require_device, require_input
-from .codec import CHAT_CHOICES, require_known_titles
-from .evaluate import SCORES, lm_scorer, require_finite
-from .prompts import DOMAINS
-from .samples import DataError, Sample, read_json_object, split_history
-from .sources import resolve_model
+from sdporec.config import require, require_device, require_input, setting
+from sdporec.data.codec import CHAT_CHOICES, require_known_titles
+from sdporec.data.prompts import DOMAINS
+from sdporec.data.samples import DataError, Sample, read_json_object, split_history
+from sdporec.evaluation.evaluate import SCORES, lm_scorer, require_finite
+from sdporec.models.sources import resolve_model
 
 
 @dataclass
@@ -74,14 +74,15 @@ class Recommender:
              device: str = "auto") -> "Recommender":
         """A checkpoint directory (full model or LoRA adapter) or hub name; `domain`: prompt templates (default:
         those it was trained with); `score`: a candidate's answer log-probs summed or averaged per token."""
-        from .models.checkpoints import recorded_domain
-        from .models.loading import load_model, pick_device
+        from sdporec.models.checkpoints import recorded_domain
+        from sdporec.models.loading import load_model, pick_device, quiet_transformers
 
         require(score in SCORES, "score", f"one of {', '.join(SCORES)}")
         require(chat_template in CHAT_CHOICES, "chat_template", f"one of {', '.join(CHAT_CHOICES)}")
         require(domain is None or domain in DOMAINS, "domain", f"one of {', '.join(DOMAINS)}")
         require_device(device)
         path = resolve_model(path)
+        quiet_transformers()
         model, codec = load_model(path, chat_template=chat_template)
         model.to(pick_device(device))
         return cls(model, codec, path, recorded_domain(path, domain), score)
@@ -98,7 +99,7 @@ class Recommender:
 
 
 def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
-    from .models.loading import load_codec_of
+    from sdporec.models.loading import load_codec_of
 
     request = read_request(cfg)   # checked before the model loads
     require_known_titles(load_codec_of(cfg.model, cfg.chat_template), cfg.model, [request], cfg.input or "command line")

@@ -13,23 +13,30 @@ from typing import Sequence
 
 import torch
 
-from .batching import AnswerBatch, collate, same_answer_count, split_chosen_rejected
-from .candidates import NEGATIVE_SOURCES, catalogue, draw_negatives, popular_negatives, top_negatives
-from .codec import CODEC_FILE
-from .config import require, require_outside, setting
-from .distributed import even_shard, gather
-from .logprobs import scoring_layout
-from .losses import LOSSES, sft_loss
-from .models.checkpoints import is_adapter, needs_own_base, recorded_domain, save_checkpoint
-from .models.loading import load_codec_of, load_model
-from .models.lora import enable_gradient_checkpointing
-from .models.policy import Policy, policy_from_sft
-from .prompts import training_prompt
-from .reference import cache_key, file_digest, inputs_digest, model_fingerprint, reference_identity, reference_logps
-from .samples import Sample, read_json_object
-from .sources import is_gguf, require_no_4bit_gguf, resolve_model
-from .trainer import Trainer, TrainingRun, start_run
-from .training_config import TrainConfig, default_lr
+from sdporec.config import require, require_outside, setting
+from sdporec.data.batching import AnswerBatch, collate, same_answer_count, split_chosen_rejected
+from sdporec.data.candidates import NEGATIVE_SOURCES, catalogue, draw_negatives, popular_negatives, top_negatives
+from sdporec.data.codec import CODEC_FILE
+from sdporec.data.prompts import training_prompt
+from sdporec.data.samples import Sample, read_json_object
+from sdporec.models.checkpoints import is_adapter, needs_own_base, recorded_domain, save_checkpoint
+from sdporec.models.loading import load_codec_of, load_model
+from sdporec.models.logprobs import scoring_layout
+from sdporec.models.lora import enable_gradient_checkpointing
+from sdporec.models.policy import Policy, policy_from_sft
+from sdporec.models.sources import is_gguf, require_no_4bit_gguf, resolve_model
+from sdporec.training.distributed import even_shard, gather
+from sdporec.training.losses import LOSSES, sft_loss
+from sdporec.training.reference import (
+    cache_key,
+    file_digest,
+    inputs_digest,
+    model_fingerprint,
+    reference_identity,
+    reference_logps,
+)
+from sdporec.training.train_config import TrainConfig, default_lr
+from sdporec.training.trainer import Trainer, TrainingRun, start_run
 
 REWARD_TOKENS = ("answer", "title")
 

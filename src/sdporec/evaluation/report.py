@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError, claim_out_dir, setting, require
-from .evaluate import format_table
-from .samples import atomic_write_text
+from sdporec.config import ConfigError, claim_out_dir, require, setting
+from sdporec.data.samples import atomic_write_text
+from sdporec.evaluation.evaluate import format_table
 
 BAR_METRICS = ("hr@1", "hr@5", "ndcg@5", "mrr")
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
-from .config import ConfigError, setting, require
-from .metrics import paired_bootstrap, per_sample_metrics
-from .samples import DataError, atomic_write_text, read_text
+from sdporec.config import ConfigError, require, setting
+from sdporec.data.samples import DataError, atomic_write_text, read_text
+from sdporec.evaluation.metrics import paired_bootstrap, per_sample_metrics
 
 
 @dataclass

@@ -6,21 +6,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .batching import AnswerBatch, collate
-from .candidates import catalogue
-from .codec import ReservedTitle
-from .config import require, require_input, require_outside, setting
-from .logprobs import IGNORE, scoring_layout, sequence_logprobs
-from .losses import sft_loss
-from .models.builtin import BUILTIN, BuiltinSize, build_builtin
-from .models.checkpoints import needs_own_base, recorded_domain, save_checkpoint
-from .models.loading import load_codec_of, load_model
-from .models.lora import add_lora, enable_gradient_checkpointing
-from .prompts import training_prompt
-from .samples import DataError, Sample, read_text
-from .sources import require_no_4bit_gguf, resolve_model
-from .trainer import Trainer, TrainingRun, start_run
-from .training_config import TrainConfig, default_lr
+from sdporec.config import require, require_input, require_outside, setting
+from sdporec.data.batching import AnswerBatch, collate
+from sdporec.data.candidates import catalogue
+from sdporec.data.codec import ReservedTitle
+from sdporec.data.prompts import training_prompt
+from sdporec.data.samples import DataError, Sample, read_text
+from sdporec.models.builtin import BUILTIN, BuiltinSize, build_builtin
+from sdporec.models.checkpoints import needs_own_base, recorded_domain, save_checkpoint
+from sdporec.models.loading import load_codec_of, load_model
+from sdporec.models.logprobs import IGNORE, scoring_layout, sequence_logprobs
+from sdporec.models.lora import add_lora, enable_gradient_checkpointing
+from sdporec.models.sources import require_no_4bit_gguf, resolve_model
+from sdporec.training.losses import sft_loss
+from sdporec.training.train_config import TrainConfig, default_lr
+from sdporec.training.trainer import Trainer, TrainingRun, start_run
 
 
 @dataclass

@@ -18,14 +18,28 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .batching import collate, same_answer_count
-from .codec import CHAT_CHOICES, require_known_titles
-from .config import claim_out_dir, setting, require, require_cuda_for_4bit, require_device, require_input, save_config
-from .logprobs import LAYOUTS, scoring_layout
-from .metrics import NonFiniteError, generation_metrics, parse_generation, rank_of_target, ranking_metrics
-from .prompts import DOMAINS, build_prompt
-from .samples import Sample, atomic_write_text, read_samples, write_jsonl
-from .sources import require_no_4bit_gguf, resolve_model
+from sdporec.config import (
+    claim_out_dir,
+    require,
+    require_cuda_for_4bit,
+    require_device,
+    require_input,
+    save_config,
+    setting,
+)
+from sdporec.data.batching import collate, same_answer_count
+from sdporec.data.codec import CHAT_CHOICES, require_known_titles
+from sdporec.data.prompts import DOMAINS, build_prompt
+from sdporec.data.samples import Sample, atomic_write_text, read_samples, write_jsonl
+from sdporec.evaluation.metrics import (
+    NonFiniteError,
+    generation_metrics,
+    parse_generation,
+    rank_of_target,
+    ranking_metrics,
+)
+from sdporec.models.logprobs import LAYOUTS, scoring_layout
+from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 
 PROTOCOLS = ("ranking", "generation")
 Scorer = Callable[[Sequence[Sample]], list[list[float]]]
@@ -110,7 +124,7 @@ def evaluate_sharded(evaluate: Callable[[Sequence[Sample]], tuple[dict, list[dic
     the metrics over all of them (one process: `evaluate(samples)` itself)."""
     if world == 1:
         return evaluate(samples)
-    from .distributed import even_shard, gather
+    from sdporec.training.distributed import even_shard, gather
 
     part, real = even_shard(samples, rank, world)   # every process runs as many batches: sharded models wait
     _, rows = evaluate(part)
@@ -220,10 +234,9 @@ def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domai
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
-    from .models.checkpoints import recorded_domain  # local: pulls in transformers
-    from .models.loading import load_codec_of, load_model, pick_device
-
-    from .distributed import process_state
+    from sdporec.models.checkpoints import recorded_domain  # local: pulls in transformers
+    from sdporec.models.loading import load_codec_of, load_model, pick_device
+    from sdporec.training.distributed import process_state
 
     cfg.domain = recorded_domain(cfg.model, cfg.domain)
     samples = read_samples(cfg.data, "eval")

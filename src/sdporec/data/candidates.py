@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from .samples import Sample, sample_error
+from sdporec.data.samples import Sample, sample_error
 
 
 def sample_rng(*parts: object) -> random.Random:

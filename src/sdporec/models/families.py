@@ -16,9 +16,9 @@ from typing import Sequence
 
 import torch
 
-from .config import claim_checkpoint_dir, setting, require, require_input
-from .prompts import TEMPLATES, build_prompt
-from .samples import read_samples
+from sdporec.config import claim_checkpoint_dir, require, require_input, setting
+from sdporec.data.prompts import TEMPLATES, build_prompt
+from sdporec.data.samples import read_samples
 
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gpt2")
 
@@ -28,7 +28,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from .codec import SPECIALS
+    from sdporec.data.codec import SPECIALS
 
     tok = Tokenizer(models.BPE(unk_token=SPECIALS["unk"]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -73,7 +73,7 @@ def build_family(family: str, texts: Sequence[str], hidden: int, layers: int, he
 def build_text_backbone(texts: Sequence[str], hidden: int, layers: int, heads: int, seed: int,
                         vocab_size: int = 2000):
     """A Llama over a BPE tokenizer trained on `texts`, with its codec (benchmarks and tests)."""
-    from .codec import TextCodec
+    from sdporec.data.codec import TextCodec
 
     model, tokenizer = build_family("llama", texts, hidden, layers, heads, seed, vocab_size)
     return model, TextCodec(tokenizer)
@@ -115,7 +115,7 @@ class InitModelConfig:
 def run_init_model(cfg: InitModelConfig) -> dict:
     from dataclasses import asdict
 
-    from .models.checkpoints import META_FILE
+    from sdporec.models.checkpoints import META_FILE
 
     samples = read_samples(cfg.train, "train")
     model, tokenizer = build_family(cfg.family, tokenizer_texts(samples), cfg.hidden, cfg.layers, cfg.heads,

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from .candidates import sample_rng
-from .samples import Sample
+from sdporec.data.candidates import sample_rng
+from sdporec.data.samples import Sample
 
 TEMPLATES: dict[str, list[str]] = {
     "music": [

@@ -15,9 +15,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Sequence
 
-from .config import claim_out_dir, setting, require, require_input, save_config
-from .evaluate import RESULT_FILES, Scorer, evaluate_ranking, write_results
-from .samples import Sample, read_samples
+from sdporec.config import claim_out_dir, require, require_input, save_config, setting
+from sdporec.data.samples import Sample, read_samples
+from sdporec.evaluation.evaluate import RESULT_FILES, Scorer, evaluate_ranking, write_results
 
 BASELINES = ("popularity", "item-counts", "sasrec", "gru4rec")
 
@@ -93,7 +93,7 @@ def run_baseline(cfg: BaselineConfig) -> dict:
     elif cfg.name == "item-counts":
         scorer, info = item_count_scorer(train), {}
     else:
-        from .sequential import SequentialConfig, train_sequential
+        from sdporec.evaluation.sequential import SequentialConfig, train_sequential
 
         valid = read_samples(cfg.valid, "valid") if cfg.valid else []
         scfg = SequentialConfig(kind=cfg.name, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,

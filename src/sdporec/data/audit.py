@@ -17,10 +17,10 @@ from typing import Sequence
 
 import torch
 
-from .baselines import popularity_scorer
-from .config import setting, require, require_input
-from .evaluate import evaluate_ranking
-from .samples import Sample, atomic_write_text, read_samples
+from sdporec.config import require, require_input, setting
+from sdporec.data.samples import Sample, atomic_write_text, read_samples
+from sdporec.evaluation.baselines import popularity_scorer
+from sdporec.evaluation.evaluate import evaluate_ranking
 
 LEAK_WARNING = 0.10
 

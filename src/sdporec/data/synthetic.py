@@ -13,8 +13,8 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
-from .candidates import draw_candidates, paper_seeded_candidates, sample_rng
-from .samples import Sample
+from sdporec.data.candidates import draw_candidates, paper_seeded_candidates, sample_rng
+from sdporec.data.samples import Sample
 
 _ONSETS = ["b", "br", "c", "d", "dr", "f", "g", "k", "l", "m", "n", "p", "r", "s", "st", "t", "v", "z"]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou"]

@@ -13,11 +13,17 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import claim_out_dir, setting, require, require_input, save_config
-from .importers import (ML100K_URL, Interactions, download_movielens_100k, k_core, read_interaction_log,
-                        read_movielens_100k)
-from .samples import Sample, atomic_write_text, validate_samples, write_samples
-from .synthetic import WorldSpec, generate_sequences, sequences_to_samples, split_users
+from sdporec.config import claim_out_dir, require, require_input, save_config, setting
+from sdporec.data.importers import (
+    ML100K_URL,
+    Interactions,
+    download_movielens_100k,
+    k_core,
+    read_interaction_log,
+    read_movielens_100k,
+)
+from sdporec.data.samples import Sample, atomic_write_text, validate_samples, write_samples
+from sdporec.data.synthetic import WorldSpec, generate_sequences, sequences_to_samples, split_users
 
 SPLITS = ("train", "valid", "test")
 SOURCES = ("builtin", "movielens-100k", "csv")

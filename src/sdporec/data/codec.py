@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from .prompts import Prompt, split_words, template_words
-from .samples import Sample, sample_error
+from sdporec.data.prompts import Prompt, split_words, template_words
+from sdporec.data.samples import Sample, sample_error
 
 CODEC_FILE = "sdporec_codec.json"
 SPECIALS = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
@@ -83,7 +83,7 @@ class ItemCodec(_Codec):
         return [self.title_id(title), self.eos_id]
 
     def encode_history(self, titles: Sequence[str], ignore: int) -> tuple[list[int], list[int]]:
-        """BOS, then one token per title; labels: every title after the first (see batching.py)."""
+        """BOS, then one token per title; labels: every title after the first (see data/batching.py)."""
         ids = [self.bos_id] + [self.title_id(t) for t in titles]
         return ids, [ignore, ignore] + ids[2:]
 
@@ -125,7 +125,7 @@ class TextCodec(_Codec):
 
     def encode_history(self, titles: Sequence[str], ignore: int) -> tuple[list[int], list[int]]:
         """The titles as plain text joined by ", " (BOS first where the tokenizer has one); labels: the
-        tokens of every title after the first, with the separator before it (see batching.py)."""
+        tokens of every title after the first, with the separator before it (see data/batching.py)."""
         tok = self.tokenizer
         ids = [tok.bos_token_id] if tok.bos_token_id is not None else []
         labels = [ignore] * len(ids)
@@ -188,7 +188,7 @@ def load_codec(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:
     honoured with a warning: the model was trained on the other prompts)."""
     from transformers import AutoTokenizer
 
-    from .sources import is_gguf, load_gguf_tokenizer
+    from sdporec.models.sources import is_gguf, load_gguf_tokenizer
 
     marker = Path(path) / CODEC_FILE
     recorded = json.loads(marker.read_text()) if marker.is_file() else {}
@@ -201,11 +201,11 @@ def load_codec(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:
     else:
         chat = chat_template == "on"
         if chat and not has_template:
-            from .config import ConfigError
+            from sdporec.config import ConfigError
 
             raise ConfigError(f"setting 'chat_template': {path}'s tokenizer has no chat template; use auto or off")
         if "chat" in recorded and recorded["chat"] != chat:
-            from .config import warn
+            from sdporec.config import warn
 
             warn(f"{path} was trained with chat_template {'on' if recorded['chat'] else 'off'}; "
                  f"using {chat_template} as asked, so its prompts differ from training's")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .config import ConfigError, claim_checkpoint_dir, setting, require, require_outside
-from .sources import resolve_model
+from sdporec.config import ConfigError, claim_checkpoint_dir, require, require_outside, setting
+from sdporec.models.sources import resolve_model
 
 
 @dataclass
@@ -31,8 +31,8 @@ class ExportConfig:
 
 
 def run_export(cfg: ExportConfig) -> dict:
-    from .models.checkpoints import is_adapter, save_checkpoint
-    from .models.loading import load_model
+    from sdporec.models.checkpoints import is_adapter, save_checkpoint
+    from sdporec.models.loading import load_model
 
     adapter = is_adapter(cfg.model)
     if adapter and not cfg.merge:

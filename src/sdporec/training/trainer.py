@@ -29,16 +29,16 @@ from typing import Protocol, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .batching import AnswerBatch
-from .candidates import redraw, require_negatives, require_redrawable, sample_rng, validation_subset
-from .codec import require_known_titles
-from .config import ConfigError, clear_outputs, save_config
-from .distributed import global_micro_batch, make_accelerator, micro_batch, set_seed
-from .evaluate import evaluate_ranking, evaluate_sharded, lm_scorer
-from .metrics import NonFiniteError
-from .runlog import RunLog, peak_memory_gib
-from .samples import DataError, Sample, atomic_write_text, read_samples
-from .training_config import RESUMABLE, RUN_OUTPUTS, TrainConfig
+from sdporec.config import ConfigError, clear_outputs, save_config
+from sdporec.data.batching import AnswerBatch
+from sdporec.data.candidates import redraw, require_negatives, require_redrawable, sample_rng, validation_subset
+from sdporec.data.codec import require_known_titles
+from sdporec.data.samples import DataError, Sample, atomic_write_text, read_samples
+from sdporec.evaluation.evaluate import evaluate_ranking, evaluate_sharded, lm_scorer
+from sdporec.evaluation.metrics import NonFiniteError
+from sdporec.training.distributed import global_micro_batch, make_accelerator, micro_batch, set_seed
+from sdporec.training.runlog import RunLog, peak_memory_gib
+from sdporec.training.train_config import RESUMABLE, RUN_OUTPUTS, TrainConfig
 
 
 class Recipe(Protocol):
@@ -52,7 +52,7 @@ class Recipe(Protocol):
         """Called once the epoch's candidate lists are drawn (preference training scores them here)."""
 
     def make_batch(self, samples: Sequence[Sample], epoch: int) -> AnswerBatch:
-        """The samples as a batch (format: batching.py)."""
+        """The samples as a batch (format: data/batching.py)."""
 
     def losses(self, model, batch: AnswerBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Per-sample losses (B,) and per-sample statistics {name: (B,)} to log."""

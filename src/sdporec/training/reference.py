@@ -1,7 +1,7 @@
 """The reference pass, apart from training.
 
 Before each preference epoch, the frozen reference scores every answer of that epoch's batches (chosen +
-K negatives, in training's answer slots, `batching.py`) in one no-gradient pass, so no reference model is
+K negatives, in training's answer slots, `data/batching.py`) in one no-gradient pass, so no reference model is
 held while the policy trains. Candidate lists and negatives change per epoch, so the cache is per epoch.
 Results are stored on disk under a key made of everything that changes them (`reference_identity`: the
 data, the model's files, the epoch's prompts and answers, dtype, 4-bit loading, mixed precision, layout,
@@ -21,9 +21,9 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .batching import AnswerBatch
-from .logprobs import answer_logprobs_packed
-from .samples import Sample
+from sdporec.data.batching import AnswerBatch
+from sdporec.data.samples import Sample
+from sdporec.models.logprobs import answer_logprobs_packed
 
 
 def model_fingerprint(path: str | Path) -> str:
@@ -62,7 +62,8 @@ CACHE_FORMAT = 2
 
 def code_digest() -> str:
     """The source of the modules that turn samples into token ids and token ids into log-probs."""
-    from . import batching, codec, logprobs, prompts
+    from sdporec.data import batching, codec, prompts
+    from sdporec.models import logprobs
 
     h = hashlib.sha256()
     for module in (batching, codec, logprobs, prompts):
@@ -74,7 +75,7 @@ def library_versions() -> dict[str, str]:
     import peft
     import transformers
 
-    from . import __version__
+    from sdporec import __version__
 
     return {"sdporec": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__}

@@ -1,7 +1,7 @@
 """Answer log-probabilities.
 
 `sequence_logprobs` is the only place where labels are shifted against logits. The N answers of each
-prompt in an `AnswerBatch` (format in `batching.py`) are scored with the prompt computed once (a prompt of
+prompt in an `AnswerBatch` (format in `data/batching.py`) are scored with the prompt computed once (a prompt of
 ~100 tokens and answers of a few are the usual case, so this avoids most of the compute), in one of two
 ways that give the same numbers (to 1e-5, tested):
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .batching import AnswerBatch
+from sdporec.data.batching import AnswerBatch
 
 IGNORE = -100
 _warned = False
@@ -151,7 +151,7 @@ def pack_rows(batch: AnswerBatch) -> PackedRows:
     amask = batch.answer_mask.bool()                                                    # (B, N, A)
     lens = amask.sum(-1)                                                                # (B, N)
     t = torch.arange(a, device=dev)
-    assert torch.equal(amask, t < lens[..., None]), "answers must be right-padded (see batching.py)"
+    assert torch.equal(amask, t < lens[..., None]), "answers must be right-padded (see data/batching.py)"
     length = p + int(lens.sum(-1).max())
     cols = (p + (lens.cumsum(-1) - lens)[..., None] + t).clamp(max=length - 1)          # (B, N, A)
     rows = torch.arange(b, device=dev)[:, None, None].expand(b, n, a)[amask]

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .config import ConfigError
+from sdporec.config import ConfigError
 
 if TYPE_CHECKING:
-    from .trainer import TrainConfig
+    from sdporec.training.trainer import TrainConfig
 
 
 def _step(log_line: str) -> float:

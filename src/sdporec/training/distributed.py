@@ -19,7 +19,7 @@ from typing import Sequence, TypeVar
 
 import torch
 
-from .config import ConfigError
+from sdporec.config import ConfigError
 
 T = TypeVar("T")
 
