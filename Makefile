@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh clone:
 #   make demo   -> environment + install + the full pipeline on the built-in data (runs/default)
-#   make test   -> environment + install + the test suite
+#   make test   -> environment + install + the linter + the test suite
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -24,4 +24,5 @@ demo: install
 	$(BIN)/sdporec pipeline --out runs/default --overwrite
 
 test: install
+	$(BIN)/ruff check src tests bench examples
 	$(BIN)/python -m pytest -q tests

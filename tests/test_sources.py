@@ -112,7 +112,7 @@ def test_sft_dpo_evaluate_keep_the_chat_prompt_and_the_domain_throughout(text_mo
 
 
 def test_default_learning_rate_follows_stage_and_backbone(text_model, tmp_path):
-    from sdporec.training.trainer import DEFAULT_LR
+    from sdporec.training.train_config import DEFAULT_LR
 
     d, _ = text_model
     train, out = str(d / "train.jsonl"), str(tmp_path / "x")

@@ -87,12 +87,12 @@ class SFTRecipe:
         save_checkpoint(model, self.codec, self.checkpoint, self.meta, self.base_dir, state_dict)
 
 
-def sft_model(cfg: SFTConfig, run: TrainingRun, codec):
-    """The model SFT trains (built-in, or loaded; LoRA added when asked), its codec, and where a LoRA's
-    base weights are kept beside the adapter (None where its base is loadable by name)."""
+def sft_model(cfg: SFTConfig, run: TrainingRun, codec, extra: list[str]):
+    """The model SFT trains (built-in over the data's titles and `extra`, or loaded; LoRA added when asked),
+    its codec, and where a LoRA's base weights are kept beside the adapter (None where its base is loadable
+    by name)."""
     base_dir = None
     if cfg.model == BUILTIN:
-        extra = [t.strip() for t in read_text(cfg.titles).splitlines() if t.strip()] if cfg.titles else []
         try:
             model, codec = build_builtin(catalogue(run.train + run.valid) + extra,
                                          BuiltinSize(cfg.hidden, cfg.layers, cfg.heads), cfg.seed)
@@ -116,9 +116,10 @@ def sft_model(cfg: SFTConfig, run: TrainingRun, codec):
 
 def run_sft(cfg: SFTConfig) -> dict:
     """Set-up (data, model), then the trainer with the SFT recipe."""
+    extra = [t.strip() for t in read_text(cfg.titles).splitlines() if t.strip()] if cfg.titles else []
     codec = None if cfg.model == BUILTIN else load_codec_of(cfg.model, cfg.chat_template)
-    run = start_run(cfg, codec, cfg.model)
-    model, codec, base_dir = sft_model(cfg, run, codec)
+    run = start_run(cfg, codec, cfg.model)   # checks the data, then writes the run directory
+    model, codec, base_dir = sft_model(cfg, run, codec, extra)
     if run.main:
         n_params = sum(p.numel() for p in model.parameters())
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
