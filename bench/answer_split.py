@@ -16,6 +16,10 @@ import json
 import torch
 
 
+def padded(rows: list[list[int]], value: int, length: int) -> torch.Tensor:
+    return torch.tensor([x + [value] * (length - len(x)) for x in rows])
+
+
 def split(model, codec, samples, domain: str, batch_size: int) -> dict[str, float]:
     from sdporec.data.prompts import build_prompt
     from sdporec.models.logprobs import IGNORE, sequence_logprobs
@@ -27,18 +31,20 @@ def split(model, codec, samples, domain: str, batch_size: int) -> dict[str, floa
             rows, titles, eos = [], [], []
             for s in chunk:
                 answer = s.target if role == "target" else next(c for c in s.candidates if c != s.target)
-                prompt, ans = codec.encode_prompt(build_prompt(s.history, s.candidates, domain, 0)), codec.encode_answer(answer)
+                prompt, ans = (
+                    codec.encode_prompt(build_prompt(s.history, s.candidates, domain, 0)),
+                    codec.encode_answer(answer),
+                )
                 ids = prompt + ans
                 rows.append(ids)
                 titles.append([IGNORE] * len(prompt) + ans[:-1] + [IGNORE])
                 eos.append([IGNORE] * (len(ids) - 1) + ans[-1:])
             length = max(map(len, rows))
-            pad = lambda xs, v: torch.tensor([x + [v] * (length - len(x)) for x in xs])
-            ids, mask = pad(rows, codec.pad_id), pad([[1] * len(r) for r in rows], 0)
+            ids, mask = padded(rows, codec.pad_id, length), padded([[1] * len(r) for r in rows], 0, length)
             with torch.no_grad():
                 logits = model(input_ids=ids, attention_mask=mask).logits
-            sums[f"{role}_title"] += sequence_logprobs(logits, pad(titles, IGNORE))[0].sum().item()
-            sums[f"{role}_eos"] += sequence_logprobs(logits, pad(eos, IGNORE))[0].sum().item()
+            sums[f"{role}_title"] += sequence_logprobs(logits, padded(titles, IGNORE, length))[0].sum().item()
+            sums[f"{role}_eos"] += sequence_logprobs(logits, padded(eos, IGNORE, length))[0].sum().item()
     return {k: round(v / len(samples), 4) for k, v in sums.items()}
 
 

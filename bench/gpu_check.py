@@ -69,7 +69,9 @@ def batch_of(codec, samples, k: int, device):
     from sdporec.data.candidates import draw_negatives
     from sdporec.data.prompts import build_prompt
 
-    answers = [[codec.encode_answer(t) for t in [s.target] + (draw_negatives(s, k, 0, 0) if k else [])] for s in samples]
+    answers = [
+        [codec.encode_answer(t) for t in [s.target] + (draw_negatives(s, k, 0, 0) if k else [])] for s in samples
+    ]
     return collate([codec.encode_prompt(build_prompt(s.history, s.candidates)) for s in samples], answers,
                    codec.pad_id).to(device)
 
@@ -85,9 +87,9 @@ def train_step(model, ref, codec, samples, layout: str, k: int, args) -> dict:
     batches = [batch_of(codec, samples[i * b:(i + 1) * b], k, args.device) for i in range(args.warmup + args.steps)]
     answers = 1 + k
     # Tokens the step's forward passes compute in this layout (the paper's repeats the prompt per answer).
-    per_prompt = (lambda x: int(x.prompt_mask.sum()) * answers) if layout == "paper" else (lambda x: int(x.prompt_mask.sum()))
+    repeats = answers if layout == "paper" else 1
     timed = batches[args.warmup:]
-    tokens = sum(per_prompt(x) + int(x.answer_mask.sum()) for x in timed)
+    tokens = sum(int(x.prompt_mask.sum()) * repeats + int(x.answer_mask.sum()) for x in timed)
     _reset_peak(args.device)
     for i, batch in enumerate(batches):
         if i == args.warmup:

@@ -143,7 +143,10 @@ def run_row(kind: str, files: dict, out: Path, domain: str, args) -> dict:
     if "eval-ranking-mean" in got:
         result["mean_hr@1"] = got["eval-ranking-mean"]["hr@1"]
     if "eval-generation" in got:
-        result["gen_hr@1"], result["valid_ratio"] = got["eval-generation"]["hr@1"], got["eval-generation"]["valid_ratio"]
+        result["gen_hr@1"], result["valid_ratio"] = (
+            got["eval-generation"]["hr@1"],
+            got["eval-generation"]["valid_ratio"],
+        )
     done.write_text(json.dumps(result) + "\n")
     print(f"{out.name} {kind}: {json.dumps(result)}", flush=True)
     return result
@@ -152,10 +155,13 @@ def run_row(kind: str, files: dict, out: Path, domain: str, args) -> dict:
 def table(title: str, rows: dict[str, dict]) -> str:
     lines = [f"**{title}**", "", "| row | HR@1 | NDCG@5 | MRR | HR@1, mean score | HR@1 (generation) | ValidRatio | "
              "wall time | ranking samples/s | peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
-    cell = lambda r, k, f=".4f": "–" if k not in r else format(r[k], f)
+    def cell(r, k, f=".4f"):
+        return "–" if k not in r else format(r[k], f)
+
     for name, r in rows.items():
         r = r if name in LM_ROWS else {k: v for k, v in r.items() if k != "ranking_samples_per_s"}
-        lines.append(f"| {name} | {cell(r, 'hr@1')} | {cell(r, 'ndcg@5')} | {cell(r, 'mrr')} | {cell(r, 'mean_hr@1')} | "
+        lines.append(f"| {name} | {cell(r, 'hr@1')} | {cell(r, 'ndcg@5')} | {cell(r, 'mrr')} "
+                     f"| {cell(r, 'mean_hr@1')} | "
                      f"{cell(r, 'gen_hr@1')} | {cell(r, 'valid_ratio')} | {r['seconds']:.0f} s | "
                      f"{cell(r, 'ranking_samples_per_s', '.2f')} | {r['peak_rss_gib']:.2f} |")
     return "\n".join(lines)

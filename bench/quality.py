@@ -11,8 +11,8 @@ ValidRatio). A second table repeats the LM rows with the paper's leaky seeding, 
 Each row's wall time includes its training. Finished rows are kept, so an interrupted run resumes.
 
     .venv/bin/python bench/quality.py [--out runs/quality] [--only lastfm|movielens|leaky] [--seeds 0 1 2]
-        [--sft-epochs N] [--hidden H --layers L] [--baseline-epochs N] [--sasrec-args "..."] [--sft-args "..."] [--pref-args "..."]
-        [--variant-args "..."]
+        [--sft-epochs N] [--hidden H --layers L] [--baseline-epochs N] [--sasrec-args "..."]
+        [--sft-args "..."] [--pref-args "..."] [--variant-args "..."]
 
 Seeded rows (SASRec, GRU4Rec and the LM rows) run once per seed; tables show mean ± std over seeds, and the
 paired bootstrap 95% intervals of the key differences (each sample's metric averaged over seeds first).

@@ -28,10 +28,35 @@ def main() -> None:
     for hidden, layers, dropout in GRID:
         run = out / f"h{hidden}-l{layers}-d{dropout}"
         if not (run / "metrics.json").is_file():
-            subprocess.run([sys.executable, "-m", "sdporec", "baseline", "sasrec", "--train", str(data / "train.jsonl"),
-                            "--valid", str(data / "valid.jsonl"), "--eval", str(EVAL), "--out", str(run),
-                            "--hidden", str(hidden), "--layers", str(layers), "--dropout", str(dropout),
-                            "--epochs", str(args.epochs), "--no-progress", "--overwrite"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "sdporec",
+                    "baseline",
+                    "sasrec",
+                    "--train",
+                    str(data / "train.jsonl"),
+                    "--valid",
+                    str(data / "valid.jsonl"),
+                    "--eval",
+                    str(EVAL),
+                    "--out",
+                    str(run),
+                    "--hidden",
+                    str(hidden),
+                    "--layers",
+                    str(layers),
+                    "--dropout",
+                    str(dropout),
+                    "--epochs",
+                    str(args.epochs),
+                    "--no-progress",
+                    "--overwrite",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         m = json.loads((run / "metrics.json").read_text())
         rows.append((hidden, layers, dropout, m["best_valid_hr@1"], m["hr@1"], m["mrr"], m["epochs_run"], m["seconds"]))
     best = max(rows, key=lambda r: r[3])
@@ -39,7 +64,8 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mark = " (chosen)" if r is best else ""
-        lines.append(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.4f}{mark} | {r[4]:.4f} | {r[5]:.4f} | {r[6]} | {r[7]:.0f} s |")
+        lines.append(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.4f}{mark} | {r[4]:.4f} | {r[5]:.4f} | {r[6]} "
+                     f"| {r[7]:.0f} s |")
     text = "\n".join(lines)
     (out / "table.md").write_text(text + "\n")
     print(text)

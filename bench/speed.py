@@ -4,8 +4,8 @@ Training: one S-DPO step (policy forward + backward, reference forward, AdamW) a
 prompts (built-in titles as BPE text), item-token prompts (the built-in backbone) and, where
 ../shared/data has it, LastFM's artist names as BPE text, in three layouts: the paper's
 (prompt repeated per answer), cache (answers on copies of the prompt's key/value cache) and packed
-(prompt and answers in one row under a block mask, the default). Evaluation: ranking in the same three layouts (paper = plain
-ranking, 20 full sequences per sample) and the paper's generation protocol.
+(prompt and answers in one row under a block mask, the default). Evaluation: ranking in the same three
+layouts (paper = plain ranking, 20 full sequences per sample) and the paper's generation protocol.
 Each case runs in a fresh process so that its peak memory is its own.
 
     .venv/bin/python bench/speed.py                 # the full table (CPU: a few minutes)
@@ -68,9 +68,13 @@ def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
     batches = []
     for i in range(args.steps + args.warmup):
         chunk = samples[i * b:(i + 1) * b]
-        batches.append(collate([codec.encode_prompt(build_prompt(s.history, s.candidates)) for s in chunk],
-                               [[codec.encode_answer(t) for t in [s.target] + draw_negatives(s, k, 0, 0)] for s in chunk],
-                               codec.pad_id).to(args.device))
+        batches.append(
+            collate(
+                [codec.encode_prompt(build_prompt(s.history, s.candidates)) for s in chunk],
+                [[codec.encode_answer(t) for t in [s.target] + draw_negatives(s, k, 0, 0)] for s in chunk],
+                codec.pad_id,
+            ).to(args.device)
+        )
     tokens = sum(int(x.prompt_mask.sum() * (1 + k) + x.answer_mask.sum()) for x in batches[args.warmup:])
     losses = []
     for i, batch in enumerate(batches):

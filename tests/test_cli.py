@@ -218,8 +218,23 @@ def test_recommend_from_a_json_file_with_a_joined_history(run_dir, tmp_path, cap
 
 def test_compare_pairs_the_samples_and_names_a_mismatch(run_dir, tmp_path, capsys):
     out = tmp_path / "cmp.json"
-    assert main(["compare", str(run_dir / "eval" / "sdpo"), str(run_dir / "eval" / "popularity"),
-                 str(run_dir / "eval" / "sdpo" / "predictions.jsonl"), "--names", "a", "b", "a2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(run_dir / "eval" / "sdpo"),
+                str(run_dir / "eval" / "popularity"),
+                str(run_dir / "eval" / "sdpo" / "predictions.jsonl"),
+                "--names",
+                "a",
+                "b",
+                "a2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert result["metrics"]["a"]["hr@1"] == pytest.approx(metrics["sdpo"]["hr@1"])

@@ -72,7 +72,9 @@ def test_two_processes_match_one(files, tmp_path):
               "--device", "cpu", "--no-progress"]
         assert main([*ev, "--out", str(one / protocol)]) == 0
         torchrun(*ev, "--out", str(two / protocol))
-        rows = [[json.loads(x) for x in (d / protocol / "predictions.jsonl").read_text().splitlines()] for d in (one, two)]
+        rows = [
+            [json.loads(x) for x in (d / protocol / "predictions.jsonl").read_text().splitlines()] for d in (one, two)
+        ]
         assert [r["key"] for r in rows[1]] == [r["key"] for r in rows[0]] and len(rows[1]) == 13
         m1, m2 = (json.loads((d / protocol / "metrics.json").read_text()) for d in (one, two))
         assert m2["processes"] == 2 and m2["n"] == 13

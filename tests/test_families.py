@@ -82,7 +82,9 @@ def test_family_trains_evaluates_exports_and_round_trips(family, data, tmp_path)
     adapter_model, codec = load_model(str(adapter))
     merged_model, _ = load_model(str(merged))
     assert type(merged_model).__module__.startswith("transformers.")
-    score = lambda m: torch.tensor(lm_scorer(m, codec, "music", progress=False)(valid))
+    def score(m):
+        return torch.tensor(lm_scorer(m, codec, "music", progress=False)(valid))
+
     adapter_scores = score(adapter_model)
     torch.testing.assert_close(score(merged_model), adapter_scores, atol=1e-4, rtol=1e-4)
     ranked = [json.loads(x) for x in (tmp_path / "eval-rank" / "predictions.jsonl").read_text().splitlines()]

@@ -23,7 +23,9 @@ def write(path, text):
 
 @pytest.fixture
 def log_files(tmp_path):
-    items = write(tmp_path / "items.csv", "item,title\n" + "".join(f"{i},Film {i}\n" for i in range(1, 41)) + "41,Film 1\n")
+    items = write(
+        tmp_path / "items.csv", "item,title\n" + "".join(f"{i},Film {i}\n" for i in range(1, 41)) + "41,Film 1\n"
+    )
     rows = ["user,item,timestamp,rating"]
     for u in range(12):
         for t in range(8):

@@ -196,7 +196,7 @@ def test_packed_scores_do_not_depend_on_chunking_or_on_how_logits_are_formed(tin
         (logps * torch.linspace(-1, 1, logps.numel()).view_as(logps)).sum().backward()
         results.append((logps.detach(), counts, [p.grad.clone() for p in model.parameters()]))
     full = answer_logprobs_full(model, batch)[0].detach()
-    for logps, counts, grads in results:
+    for logps, _, _ in results:
         torch.testing.assert_close(logps, full, atol=1e-5, rtol=0)
     for a, b in zip(results[0][2], results[1][2]):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -34,8 +34,12 @@ def test_beta_scales_rewards():
 
 def test_k1_is_dpo_and_matches_independent_reference():
     g = torch.Generator().manual_seed(0)
-    pc, rc = torch.randn(64, generator=g, dtype=torch.float64) * 5, torch.randn(64, generator=g, dtype=torch.float64) * 5
-    pr, rr = torch.randn(64, 1, generator=g, dtype=torch.float64) * 5, torch.randn(64, 1, generator=g, dtype=torch.float64) * 5
+    pc, rc = (
+        torch.randn(64, generator=g, dtype=torch.float64) * 5,
+        torch.randn(64, generator=g, dtype=torch.float64) * 5,
+    )
+    pr = torch.randn(64, 1, generator=g, dtype=torch.float64) * 5
+    rr = torch.randn(64, 1, generator=g, dtype=torch.float64) * 5
     for beta in (0.1, 1.0, 3.0):
         s, rw, rl = sdpo_loss(pc, pr, rc, rr, beta)
         closed = -F.logsigmoid(rw - rl[:, 0])

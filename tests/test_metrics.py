@@ -61,7 +61,9 @@ def test_per_sample_metrics_average_to_the_metrics():
     per = per_sample_metrics([{"key": str(i), "rank": r} for i, r in enumerate(ranks)])
     whole = ranking_metrics(ranks)
     assert {m: sum(v) / len(v) for m, v in per.items()} == pytest.approx({m: whole[m] for m in per})
-    gen = per_sample_metrics([{"hit": True, "valid": True}, {"hit": False, "valid": True}, {"hit": False, "valid": False}])
+    gen = per_sample_metrics(
+        [{"hit": True, "valid": True}, {"hit": False, "valid": True}, {"hit": False, "valid": False}]
+    )
     assert gen == {"hr@1": [1.0, 0.0, 0.0], "valid_ratio": [1.0, 1.0, 0.0]}
 
 

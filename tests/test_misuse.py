@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sdporec.cli import main
+from sdporec.data.samples import DataError
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +30,11 @@ def ws(tmp_path_factory):
     Path("latin1.jsonl").write_bytes(text.replace(good[0]["historyList"][0], "Mis\u00e9rables").encode("latin-1"))
     unknown = dict(good[0], historyList=good[0]["historyList"] + ["A Title Nobody Trained On"])
     Path("unknown.jsonl").write_text(text + json.dumps(unknown) + "\n")
-    two = {"historyList": good[0]["historyList"], "trueSelection": good[0]["trueSelection"],
-           "itemList": [good[0]["trueSelection"], next(c for c in good[0]["itemList"] if c != good[0]["trueSelection"])]}
+    two = {
+        "historyList": good[0]["historyList"],
+        "trueSelection": good[0]["trueSelection"],
+        "itemList": [good[0]["trueSelection"], next(c for c in good[0]["itemList"] if c != good[0]["trueSelection"])],
+    }
     Path("two.jsonl").write_text(json.dumps(two) + "\n")
     # Negatives taken from the history: legal in a file, but no list of 3 can be re-drawn outside the history.
     h = good[0]["historyList"]
@@ -49,57 +53,146 @@ def ws(tmp_path_factory):
 
 CASES = [
     # (arguments, fragments the one-line error must hold)
-    (["evaluate", "--model", "run/model", "--data", "binary.jsonl", "--out", "e1"], ["binary.jsonl", "line 2", "0x80", "UTF-8"]),
-    (["evaluate", "--model", "run/model", "--data", "latin1.jsonl", "--out", "e1"], ["latin1.jsonl", "line 1", "byte 0xe9"]),
-    (["evaluate", "--model", "run/model", "--data", "unknown.jsonl", "--out", "e1"],
-     ["unknown.jsonl", "line 5", "'historyList'", "A Title Nobody Trained On"]),
+    (
+        ["evaluate", "--model", "run/model", "--data", "binary.jsonl", "--out", "e1"],
+        ["binary.jsonl", "line 2", "0x80", "UTF-8"],
+    ),
+    (
+        ["evaluate", "--model", "run/model", "--data", "latin1.jsonl", "--out", "e1"],
+        ["latin1.jsonl", "line 1", "byte 0xe9"],
+    ),
+    (
+        ["evaluate", "--model", "run/model", "--data", "unknown.jsonl", "--out", "e1"],
+        ["unknown.jsonl", "line 5", "'historyList'", "A Title Nobody Trained On"],
+    ),
     (["evaluate", "--model", "run/model", "--data", "empty_dir", "--out", "e1"], ["setting 'data'", "directory"]),
-    (["evaluate", "--model", "nowhere/at/all", "--data", "bom.json", "--out", "e1"], ["setting 'model'", "does not exist"]),
-    (["evaluate", "--model", "run", "--data", "bom.json", "--out", "e1"], ["setting 'model'", "did you mean run/model"]),
+    (
+        ["evaluate", "--model", "nowhere/at/all", "--data", "bom.json", "--out", "e1"],
+        ["setting 'model'", "does not exist"],
+    ),
+    (
+        ["evaluate", "--model", "run", "--data", "bom.json", "--out", "e1"],
+        ["setting 'model'", "did you mean run/model"],
+    ),
     (["evaluate", "--model", "empty_dir", "--data", "bom.json", "--out", "e1"], ["setting 'model'", "no config.json"]),
-    (["evaluate", "--model", "notes.txt", "--data", "bom.json", "--out", "e1"], ["setting 'model'", "notes.txt is a file"]),
+    (
+        ["evaluate", "--model", "notes.txt", "--data", "bom.json", "--out", "e1"],
+        ["setting 'model'", "notes.txt is a file"],
+    ),
     (["evaluate", "--model", "fake.gguf", "--data", "bom.json", "--out", "e1"], ["setting 'model'", "GGUF header"]),
     (["evaluate", "--model", "run/model", "--data", "bom.json", "--out", "notes.txt"], ["setting 'out'", "is a file"]),
-    (["evaluate", "--model", "run/model", "--data", "bom.json", "--out", "e1", "--device", "gpu"], ["setting 'device'"]),
+    (
+        ["evaluate", "--model", "run/model", "--data", "bom.json", "--out", "e1", "--device", "gpu"],
+        ["setting 'device'"],
+    ),
     (["evaluate", "--config", "bad.yaml", "--model", "run/model"], ["bad.yaml", "line 2", "YAML"]),
     (["evaluate", "--config", "missing.yaml"], ["missing.yaml", "no such file"]),
-    (["recommend", "--model", "run/model", "--history", "Nobody Knows", "--candidates", "x", "y"],
-     ["command line", "'historyList'", "Nobody Knows"]),
+    (
+        ["recommend", "--model", "run/model", "--history", "Nobody Knows", "--candidates", "x", "y"],
+        ["command line", "'historyList'", "Nobody Knows"],
+    ),
     (["recommend", "--model", "run/model", "--input", "binary.jsonl"], ["binary.jsonl", "UTF-8"]),
-    (["dpo", "--model", "run/model", "--train", "data/train.jsonl", "--out", "d1", "--negatives", "25"],
-     ["data/train.jsonl", "line 1", "'itemList'", "25 negatives"]),
-    (["sdpo", "--model", "run/model", "--train", "two.jsonl", "--out", "d1", "--keep-candidates"],
-     ["two.jsonl", "line 1", "'itemList'", "3 negatives"]),
-    (["dpo", "--model", "run/model", "--train", "overlap.jsonl", "--out", "d1"], ["overlap.jsonl", "line 1", "--keep-candidates"]),
-    (["dpo", "--model", "run/model", "--train", "unknown.jsonl", "--out", "d1", "--keep-candidates", "--negatives", "1"],
-     ["unknown.jsonl", "line 5", "A Title Nobody Trained On"]),
+    (
+        ["dpo", "--model", "run/model", "--train", "data/train.jsonl", "--out", "d1", "--negatives", "25"],
+        ["data/train.jsonl", "line 1", "'itemList'", "25 negatives"],
+    ),
+    (
+        ["sdpo", "--model", "run/model", "--train", "two.jsonl", "--out", "d1", "--keep-candidates"],
+        ["two.jsonl", "line 1", "'itemList'", "3 negatives"],
+    ),
+    (
+        ["dpo", "--model", "run/model", "--train", "overlap.jsonl", "--out", "d1"],
+        ["overlap.jsonl", "line 1", "--keep-candidates"],
+    ),
+    (
+        [
+            "dpo",
+            "--model",
+            "run/model",
+            "--train",
+            "unknown.jsonl",
+            "--out",
+            "d1",
+            "--keep-candidates",
+            "--negatives",
+            "1",
+        ],
+        ["unknown.jsonl", "line 5", "A Title Nobody Trained On"],
+    ),
     (["sft", "--train", "data/train.jsonl", "--out", "notes.txt"], ["setting 'out'", "is a file"]),
     (["sft", "--train", "data/train.jsonl", "--out", "run"], ["setting 'out'", "--resume", "--overwrite"]),
     (["sft", "--train", "data/train.jsonl", "--out", "run", "--resume", "--overwrite"], ["setting 'overwrite'"]),
     (["sft", "--train", "data/train.jsonl", "--out", "s1", "--titles", "binary.jsonl"], ["binary.jsonl", "UTF-8"]),
     (["sft", "--train", "data/train.jsonl", "--out", "s1", "--threads", "-2"], ["setting 'threads'"]),
-    (["sft", "--train", "data/train.jsonl", "--out", "s1", "--model", "run/model", "--lora", "--lora-targets", "qkv"],
-     ["setting 'lora_targets'", "qkv", "q_proj"]),
-    (["prepare", "csv", "--interactions", "notes.txt", "--items-file", "latin1.jsonl", "--out", "p1"],
-     ["latin1.jsonl", "UTF-8"]),
+    (
+        [
+            "sft",
+            "--train",
+            "data/train.jsonl",
+            "--out",
+            "s1",
+            "--model",
+            "run/model",
+            "--lora",
+            "--lora-targets",
+            "qkv",
+        ],
+        ["setting 'lora_targets'", "qkv", "q_proj"],
+    ),
+    (
+        ["prepare", "csv", "--interactions", "notes.txt", "--items-file", "latin1.jsonl", "--out", "p1"],
+        ["latin1.jsonl", "UTF-8"],
+    ),
     (["prepare", "builtin", "--out", "data"], ["setting 'out'", "--overwrite"]),
-    (["prepare", "movielens-100k", "--raw", "raw", "--download", "--url", "file:///no/such/ml-100k.zip", "--out", "p2"],
-     ["ml-100k.zip", "cannot download"]),
+    (
+        [
+            "prepare",
+            "movielens-100k",
+            "--raw",
+            "raw",
+            "--download",
+            "--url",
+            "file:///no/such/ml-100k.zip",
+            "--out",
+            "p2",
+        ],
+        ["ml-100k.zip", "cannot download"],
+    ),
     (["export", "--model", "run/model", "--out", "data"], ["setting 'out'", "not an sdporec checkpoint"]),
     (["baseline", "popularity", "--train", "binary.jsonl", "--eval", "bom.json", "--out", "b1"], ["binary.jsonl"]),
     (["audit", "utf16.jsonl", "--out", "empty_dir"], ["setting 'out'", "directory"]),
     (["pipeline", "--out", "notes.txt"], ["setting 'out'", "is a file"]),
     (["pipeline", "--out", "pl", "--items", "20"], ["setting 'items'", "at least 30"]),
     (["sft", "--config", "null.yaml"], ["setting 'epochs'", "got null"]),
-    (["sft", "--train", "data/train.jsonl", "--out", "s2", "--lr", "1e12", "--hidden", "16", "--layers", "1", "--heads",
-      "2"], ["training loss is nan", "optimizer step 2"]),
+    (
+        [
+            "sft",
+            "--train",
+            "data/train.jsonl",
+            "--out",
+            "s2",
+            "--lr",
+            "1e12",
+            "--hidden",
+            "16",
+            "--layers",
+            "1",
+            "--heads",
+            "2",
+        ],
+        ["training loss is nan", "optimizer step 2"],
+    ),
     (["pipeline", "--out", "pl", "--negatives", "20"], ["setting 'negatives'", "19"]),
     (["prepare", "builtin", "--out", "p3", "--kcore", "1000"], ["setting 'kcore'", "no samples"]),
     (["prepare", "builtin", "--out", "p3", "--candidates", "400"], ["setting 'items'", "410"]),
-    (["evaluate", "--model", "damaged_meta", "--data", "bom.json", "--out", "e1"],
-     ["damaged_meta/sdporec_checkpoint.json", "not valid JSON"]),
-    (["dpo", "--model", "damaged_meta", "--train", "data/train.jsonl", "--out", "d1"],
-     ["damaged_meta/sdporec_checkpoint.json"]),
+    (
+        ["evaluate", "--model", "damaged_meta", "--data", "bom.json", "--out", "e1"],
+        ["damaged_meta/sdporec_checkpoint.json", "not valid JSON"],
+    ),
+    (
+        ["dpo", "--model", "damaged_meta", "--train", "data/train.jsonl", "--out", "d1"],
+        ["damaged_meta/sdporec_checkpoint.json"],
+    ),
 ]
 
 
@@ -127,7 +220,7 @@ def test_utf16_and_byte_order_marks_are_read(ws, capsys):
 
 
 def test_debug_shows_the_traceback(ws):
-    with pytest.raises(Exception):
+    with pytest.raises(DataError):
         main(["evaluate", "--model", "run/model", "--data", "binary.jsonl", "--out", "e1", "--debug"])
 
 
@@ -181,7 +274,9 @@ def test_nan_scores_are_an_error_naming_the_sample(ws, capsys):
 
 
 def test_missing_weights_of_our_checkpoint_are_an_error_and_of_others_a_warning(ws, capsys):
-    drop = lambda t: {k: v for k, v in t.items() if k != "model.norm.weight"}
+    def drop(t):
+        return {k: v for k, v in t.items() if k != "model.norm.weight"}
+
     _edit_weights("run/model", "partial", drop)
     capsys.readouterr()
     assert main(["evaluate", "--model", "partial", "--data", "bom.json", "--out", "partial_eval", "--no-progress"]) == 2
@@ -196,7 +291,9 @@ def test_missing_weights_of_our_checkpoint_are_an_error_and_of_others_a_warning(
 def test_missing_adapter_weights_are_an_error(ws, capsys):
     assert main(["sft", "--model", "run/model", "--lora", "--lora-r", "2", "--train", "data/train.jsonl",
                  "--out", "lora", "--epochs", "1", "--eval-samples", "4", "--no-progress"]) == 0
-    first = lambda t: {k: v for i, (k, v) in enumerate(sorted(t.items())) if i > 0}
+    def first(t):
+        return {k: v for i, (k, v) in enumerate(sorted(t.items())) if i > 0}
+
     _edit_weights("lora/model", "lora_partial", first)
     capsys.readouterr()
     assert main(["evaluate", "--model", "lora_partial", "--data", "bom.json", "--out", "lp", "--no-progress"]) == 2

@@ -41,7 +41,10 @@ def test_smollm2_sft_sdpo_evaluate_recommend_export(tmp_path, capsys, monkeypatc
                 "--batch-size", "3"]
     assert main([*evaluate, "--out", str(tmp_path / "rank")]) == 0
     assert main([*evaluate, "--out", str(tmp_path / "rank-again")]) == 0
-    first, again = ranked(tmp_path / "rank" / "predictions.jsonl"), ranked(tmp_path / "rank-again" / "predictions.jsonl")
+    first, again = (
+        ranked(tmp_path / "rank" / "predictions.jsonl"),
+        ranked(tmp_path / "rank-again" / "predictions.jsonl"),
+    )
     assert first == again and len(first) == 3 and all(len(r) == 20 for r in first.values())
     assert main([*evaluate, "--protocol", "generation", "--max-new-tokens", "12", "--out", str(tmp_path / "gen")]) == 0
     metrics = json.loads((tmp_path / "gen" / "metrics.json").read_text())

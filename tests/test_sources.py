@@ -48,9 +48,11 @@ def test_cli_refuses_a_gguf_without_the_package_before_writing_anything(text_mod
     fake = tmp_path / "model.gguf"
     fake.write_bytes(b"GGUF")
     monkeypatch.setattr(sources, "gguf_installed", lambda: False)
-    for argv in (["sft", "--model", str(fake), "--lora", "--train", str(d / "train.jsonl"), "--out", str(tmp_path / "s")],
-                 ["evaluate", "--model", str(fake), "--data", str(d / "valid.jsonl"), "--out", str(tmp_path / "e")],
-                 ["dpo", "--model", str(fake), "--train", str(d / "train.jsonl"), "--out", str(tmp_path / "d")]):
+    for argv in (
+        ["sft", "--model", str(fake), "--lora", "--train", str(d / "train.jsonl"), "--out", str(tmp_path / "s")],
+        ["evaluate", "--model", str(fake), "--data", str(d / "valid.jsonl"), "--out", str(tmp_path / "e")],
+        ["dpo", "--model", str(fake), "--train", str(d / "train.jsonl"), "--out", str(tmp_path / "d")],
+    ):
         assert main(argv) == 2
         assert "pip install gguf" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"]
@@ -64,7 +66,8 @@ def test_chat_prompts_end_with_the_assistant_opening_and_the_answer_follows(text
     prompt = build_prompt(s.history, s.candidates, "music")
     text = chat.tokenizer.decode(chat.encode_prompt(prompt))
     assert text.startswith("<s>user\n" + prompt.text[:20]) and text.endswith("<s>assistant\n")
-    assert chat.encode_answer(s.target) == chat.tokenizer(s.target, add_special_tokens=False)["input_ids"] + [chat.eos_id]
+    answer = chat.tokenizer(s.target, add_special_tokens=False)["input_ids"]
+    assert chat.encode_answer(s.target) == answer + [chat.eos_id]
     assert plain.encode_answer(s.target)[:-1] == plain.tokenizer(" " + s.target, add_special_tokens=False)["input_ids"]
 
 

@@ -73,7 +73,9 @@ def test_every_layout_trains_to_the_same_losses(files, tmp_path):
     for layout in ("packed", "cache", "paper"):
         assert main(["dpo", "--out", str(tmp_path / layout), "--model", str(tmp_path / "sft" / "model"), "--layout",
                      layout, "--reference-cache", "none", "--log-every", "1", *files, *TINY]) == 0
-        losses[layout] = [json.loads(x)["loss"] for x in (tmp_path / layout / "train_log.jsonl").read_text().splitlines()]
+        losses[layout] = [
+            json.loads(x)["loss"] for x in (tmp_path / layout / "train_log.jsonl").read_text().splitlines()
+        ]
     assert len(losses["paper"]) == 4
     assert losses["paper"] == pytest.approx(losses["packed"], abs=1e-5) == losses["cache"]
 
@@ -136,8 +138,8 @@ def test_title_rewards_leave_the_eos_out(files, tmp_path):
     assert main(["sft", "--out", str(tmp_path / "sft"), *files, *SIZE, *TINY]) == 0
     first = {}
     for tokens in ("answer", "title"):
-        assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / tokens), "--reward-tokens",
-                     tokens, "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
+        assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / tokens),
+                     "--reward-tokens", tokens, "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
         first[tokens] = json.loads((tmp_path / tokens / "train_log.jsonl").read_text().splitlines()[0])
     # Same first batch and weights: the title's log-prob alone is the answer's minus its (negative) EOS term.
     assert first["title"]["logp_chosen"] > first["answer"]["logp_chosen"]

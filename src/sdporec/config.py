@@ -208,7 +208,9 @@ def claim_checkpoint_dir(path: str, overwrite: bool, name: str = "out") -> None:
     if not (out / "sdporec_checkpoint.json").is_file():
         raise ConfigError(f"setting '{name}': {path} holds files that are not an sdporec checkpoint; the checkpoint "
                           "replaces the whole directory, so give a new or empty one")
-    require(overwrite, name, f"{path} already holds a checkpoint; add --overwrite to replace it, or choose another --out")
+    require(
+        overwrite, name, f"{path} already holds a checkpoint; add --overwrite to replace it, or choose another --out"
+    )
 
 
 def clear_outputs(path: str, outputs: tuple[str, ...]) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -36,7 +36,11 @@ class AuditConfig:
         require(bool(self.file), "file", "required")
         require_input(self.file, "file")
         require_input(self.train, "train")
-        require(not (self.out and Path(self.out).is_dir()), "out", f"{self.out} is a directory; give a file name for the JSON")
+        require(
+            not (self.out and Path(self.out).is_dir()),
+            "out",
+            f"{self.out} is a directory; give a file name for the JSON",
+        )
 
 
 def candidate_checks(samples: Sequence[Sample]) -> dict[str, int]:

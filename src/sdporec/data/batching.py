@@ -27,8 +27,8 @@ with a history loss (`--history-weight`) carry each sample's history as its own 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -44,13 +44,13 @@ class AnswerBatch:
     history_mask: torch.Tensor | None = None
     history_labels: torch.Tensor | None = None
 
-    def to(self, device) -> "AnswerBatch":
+    def to(self, device) -> AnswerBatch:
         return AnswerBatch(*(None if t is None else t.to(device) for t in (
             self.prompt_ids, self.prompt_mask, self.answer_ids, self.answer_mask, self.reference_logps,
             self.history_ids, self.history_mask, self.history_labels)))
 
     def with_histories(self, histories: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
-                       ignore: int) -> "AnswerBatch":
+                       ignore: int) -> AnswerBatch:
         """This batch with `history_*` filled from one (ids, labels) pair per sample (`encode_history`)."""
         h = max(len(ids) for ids, _ in histories)
         self.history_ids = torch.full((len(histories), h), pad_id, dtype=torch.long)

@@ -9,8 +9,8 @@ kept as `paper_seeded_candidates` for comparisons only, and it is leaky.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from sdporec.data.samples import Sample, sample_error
 

@@ -13,8 +13,8 @@ Two kinds share one interface, so training and evaluation never ask which one th
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from sdporec.data.prompts import Prompt, split_words, template_words
 from sdporec.data.samples import Sample, sample_error

@@ -10,8 +10,8 @@ popularity alone cannot, so a trained recommender must beat popularity clearly.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from sdporec.data.candidates import draw_candidates, paper_seeded_candidates, sample_rng
 from sdporec.data.samples import Sample

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -94,8 +94,11 @@ def lm_scorer(model, codec, domain: str, batch_size: int = 16, template: int = 0
                 for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch",
                                   disable=not progress, leave=False):
                     chunk = order[start:start + batch_size]
-                    batch = collate([prompts[i] for i in chunk], same_answer_count([answers[i] for i in chunk], codec.pad_id),
-                                    codec.pad_id).to(device)
+                    batch = collate(
+                        [prompts[i] for i in chunk],
+                        same_answer_count([answers[i] for i in chunk], codec.pad_id),
+                        codec.pad_id,
+                    ).to(device)
                     logps, counts = logprobs(model, batch)
                     if score == "mean":
                         logps = logps / counts.clamp(min=1)

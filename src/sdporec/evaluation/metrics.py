@@ -9,7 +9,7 @@ when that title is the target; HR@1 = hits / all samples, ValidRatio = valid / a
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 METRIC_KEYS = ("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr", "valid_ratio", "n")
 

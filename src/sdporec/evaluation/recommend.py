@@ -71,7 +71,7 @@ class Recommender:
 
     @classmethod
     def load(cls, path: str, domain: str | None = None, score: str = "sum", chat_template: str = "auto",
-             device: str = "auto") -> "Recommender":
+             device: str = "auto") -> Recommender:
         """A checkpoint directory (full model or LoRA adapter) or hub name; `domain`: prompt templates (default:
         those it was trained with); `score`: a candidate's answer log-probs summed or averaged per token."""
         from sdporec.models.checkpoints import recorded_domain

@@ -11,8 +11,8 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from sdporec.config import ConfigError, warn
 from sdporec.data.codec import ItemCodec, TextCodec
@@ -77,7 +77,9 @@ def loading(path: str, setting: str = "model") -> Iterator[None]:
         raise
     except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
         text = " ".join(str(e).split()) or type(e).__name__
-        raise ConfigError(f"setting '{setting}': cannot load {path}: {text[:300]}{'...' if len(text) > 300 else ''}") from e
+        raise ConfigError(
+            f"setting '{setting}': cannot load {path}: {text[:300]}{'...' if len(text) > 300 else ''}"
+        ) from e
 
 
 def needs_own_base(source: str) -> bool:

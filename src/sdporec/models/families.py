@@ -10,9 +10,9 @@ checkpoints need none of this: pass their directory or hub name as `--model`.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

@@ -66,7 +66,7 @@ def _fallback(model, why: str) -> None:
     if not _warned:
         _warned = True
         warnings.warn(f"{type(model).__name__} {why}; scoring with the paper's layout (each answer after "
-                      "its own copy of the prompt), which is slower")
+                      "its own copy of the prompt), which is slower", stacklevel=3)
 
 
 def answer_logprobs_cached(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,14 +268,16 @@ class HiddenHead:
     vocab: int
 
     @classmethod
-    def run(cls, model, inputs: dict) -> "HiddenHead | None":
+    def run(cls, model, inputs: dict) -> HiddenHead | None:
         lm = _causal_lm(model)
         decoder, embedding = getattr(lm, "base_model", lm), lm.get_output_embeddings()
         if decoder is lm or embedding is None or _sharded(model) or \
                 any(getattr(lm.config, k, None) not in (None, 1, 1.0) for k in _HEAD_EXTRAS):
             return None
         seen: dict[str, torch.Tensor] = {}
-        hook = decoder.register_forward_hook(lambda _m, _i, out: seen.update(hidden=out[0]))   # returns None: output kept
+        hook = decoder.register_forward_hook(
+            lambda _m, _i, out: seen.update(hidden=out[0])
+        )  # returns None: output kept
         try:
             model(**inputs, logits_to_keep=1)
         finally:
@@ -296,7 +298,7 @@ class KeptLogits:
     vocab: int
 
     @classmethod
-    def run(cls, model, inputs: dict, first: int) -> "KeptLogits":
+    def run(cls, model, inputs: dict, first: int) -> KeptLogits:
         logits = model(**inputs, logits_to_keep=inputs["input_ids"].shape[1] - first).logits
         return cls(logits, first, logits.shape[-1])
 
@@ -327,8 +329,8 @@ def answer_logprobs_full(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch
     ids = torch.zeros((b * n, length), dtype=torch.long, device=batch.prompt_ids.device)
     lab = torch.full_like(ids, IGNORE)
     mask = torch.zeros_like(ids)
-    for k, (r, l) in enumerate(zip(rows, labels)):
-        ids[k, :len(r)], lab[k, :len(r)], mask[k, :len(r)] = r, l, 1
+    for k, (row, label) in enumerate(zip(rows, labels)):
+        ids[k, :len(row)], lab[k, :len(row)], mask[k, :len(row)] = row, label, 1
     logits = model(input_ids=ids, attention_mask=mask).logits
     logps, counts = sequence_logprobs(logits, lab)
     return logps.view(b, n), counts.view(b, n)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 
@@ -78,7 +78,9 @@ def add_lora(model, r: int, alpha: int, dropout: float, targets: Sequence[str] =
 
     model = trainable_base(model)
     if targets:
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))})
+        linear = sorted(
+            {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))}
+        )
         missing = sorted(set(targets) - set(linear))
         require(not missing, "lora_targets", f"{', '.join(missing)}: no such linear layer in {type(model).__name__} "
                 f"(it has {', '.join(linear)})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -17,9 +17,9 @@ class Policy:
     """The trained model and its frozen reference.
 
     Full fine-tuning either keeps a frozen copy (online reference) or loads the SFT checkpoint only for
-    the duration of a `reference()` block (the precomputed reference pass). A new LoRA over a full SFT model uses the model with the adapter
-    turned off. An SFT LoRA adapter is loaded twice: trainable as "default" (so training starts from it)
-    and frozen as "reference"; only "default" is saved.
+    the duration of a `reference()` block (the precomputed reference pass). A new LoRA over a full SFT model
+    uses the model with the adapter turned off. An SFT LoRA adapter is loaded twice: trainable as "default"
+    (so training starts from it) and frozen as "reference"; only "default" is saved.
     """
 
     def __init__(self, model, reference_model=None, reference_adapter: str | None = None,
@@ -27,7 +27,7 @@ class Policy:
         self.model, self._ref_model, self._ref_adapter = model, reference_model, reference_adapter
         self._ref_path, self.torch_dtype = reference_path, dtype
 
-    def to(self, device) -> "Policy":
+    def to(self, device) -> Policy:
         self.model.to(device)
         if self._ref_model is not None:
             self._ref_model.to(device)

@@ -15,7 +15,8 @@ gathered in process order: every sample is scored exactly once and rows keep the
 
 from __future__ import annotations
 
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 
@@ -39,8 +40,11 @@ def make_accelerator(device: str, mixed_precision: str, grad_accum: int = 1):
     # ask for another precision, which accelerate refuses unless the old state is cleared first.
     AcceleratorState._reset_state(reset_partial_state=False)
     # "no" leaves the choice to `accelerate launch`'s config (ACCELERATE_MIXED_PRECISION), if any.
-    return Accelerator(cpu=device == "cpu" or not cuda, mixed_precision=None if mixed_precision == "no" else mixed_precision,
-                       gradient_accumulation_steps=grad_accum)
+    return Accelerator(
+        cpu=device == "cpu" or not cuda,
+        mixed_precision=None if mixed_precision == "no" else mixed_precision,
+        gradient_accumulation_steps=grad_accum,
+    )
 
 
 def set_seed(seed: int) -> None:

@@ -7,9 +7,9 @@ prompt the model sees, so they change with every epoch's candidate list.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -82,7 +82,9 @@ def _backbone(model: str, lora: bool) -> str:
     """What preference training trains: `builtin` (an SFT checkpoint of the built-in backbone, all weights),
     `lora` (a new adapter, or the SFT checkpoint's own adapter) or `full` (all weights of a text model)."""
     marker = Path(model) / CODEC_FILE
-    kind = read_json_object(marker, "the checkpoint's codec record is damaged").get("kind") if marker.is_file() else None
+    kind = (
+        read_json_object(marker, "the checkpoint's codec record is damaged").get("kind") if marker.is_file() else None
+    )
     if kind == "items" and not lora:
         return "builtin"
     return "lora" if lora or is_adapter(model) else "full"

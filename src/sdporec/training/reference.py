@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -95,9 +95,16 @@ def reference_identity(**settings: object) -> dict:
     return {"format": CACHE_FORMAT, "versions": library_versions(), "code": code_digest(), **settings}
 
 
-def reference_logps(reference_context: Callable, samples: Sequence[Sample], make_batch: Callable[[Sequence[Sample]], AnswerBatch],
-                    batch_size: int, device, cache_file: Path | None, progress: bool = True,
-                    logprobs: Callable = answer_logprobs_packed) -> dict[str, torch.Tensor]:
+def reference_logps(
+    reference_context: Callable,
+    samples: Sequence[Sample],
+    make_batch: Callable[[Sequence[Sample]], AnswerBatch],
+    batch_size: int,
+    device,
+    cache_file: Path | None,
+    progress: bool = True,
+    logprobs: Callable = answer_logprobs_packed,
+) -> dict[str, torch.Tensor]:
     """sample key -> reference log-probs (1+K,) for the epoch's samples, from `cache_file` when present."""
     if cache_file is not None and cache_file.is_file():
         try:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 from sdporec.config import require, require_input, require_outside, setting
 from sdporec.data.batching import AnswerBatch, collate
@@ -25,7 +25,9 @@ from sdporec.training.trainer import Trainer, TrainingRun, start_run
 
 @dataclass
 class SFTConfig(TrainConfig):
-    model: str = setting(BUILTIN, "'builtin' (a small item-token Llama built here) or a checkpoint directory / hub name")
+    model: str = setting(
+        BUILTIN, "'builtin' (a small item-token Llama built here) or a checkpoint directory / hub name"
+    )
     titles: str = setting("", "file with one title per line, added to the built-in vocabulary")
     hidden: int = setting(128, "built-in backbone: hidden size")
     layers: int = setting(2, "built-in backbone: layers")

@@ -25,8 +25,11 @@ class TrainConfig:
     epochs: int = setting(3, "passes over the training samples")
     batch_size: int = setting(16, "samples per micro-batch")
     grad_accum: int = setting(1, "micro-batches per optimizer step (effective batch = batch_size x grad_accum)")
-    lr: float | None = setting(None, "peak learning rate (unset: the default for the stage and backbone, "
-                           "DEFAULT_LR in training/train_config.py; the value used is printed and saved in config.yaml)")
+    lr: float | None = setting(
+        None,
+        "peak learning rate (unset: the default for the stage and backbone, "
+        "DEFAULT_LR in training/train_config.py; the value used is printed and saved in config.yaml)",
+    )
     warmup_ratio: float = setting(0.05, "share of optimizer steps spent warming up, then cosine decay")
     weight_decay: float = setting(0.01, "AdamW weight decay")
     max_grad_norm: float = setting(1.0, "gradient clipping norm")
@@ -108,7 +111,7 @@ DEFAULT_LR = {
 }
 
 
-def default_lr(cfg: "TrainConfig", stage: str, backbone: str) -> None:
+def default_lr(cfg: TrainConfig, stage: str, backbone: str) -> None:
     """Fill `cfg.lr` from DEFAULT_LR when it was not set, and say so."""
     if cfg.lr is None:
         cfg.lr = DEFAULT_LR[(stage, backbone)]
