@@ -30,7 +30,7 @@ FILES="--train $D/train.jsonl --valid $D/valid.jsonl --eval-samples 500 --no-pro
 step init $S init-model --overwrite --family "$FAMILY" --train "$D/train.jsonl" --out "$OUT/init" --hidden "$HIDDEN" \
   --layers "$LAYERS" --heads "$HEADS" --kv-heads "$KV" --intermediate "$INTER" --vocab-size "$VOCAB"
 step sft $S sft --overwrite --model "$OUT/init" --out "$OUT/sft" --epochs "$SFT_EPOCHS" $FILES $EXTRA
-step sdpo $S dpo --overwrite --model "$OUT/sft/model" --out "$OUT/sdpo" --loss sdpo --negatives 3 --lora --eval-every 200 \
+step sdpo $S sdpo --overwrite --model "$OUT/sft/model" --out "$OUT/sdpo" --negatives 3 --lora --eval-every 200 \
   --reference-cache none $FILES $EXTRA
 for p in ranking generation; do
   step "eval-$p" $S evaluate --overwrite --model "$OUT/sdpo/model" --data "$D/test.jsonl" --out "$OUT/eval-$p" --protocol "$p" \
@@ -41,7 +41,7 @@ step eval-merged $S evaluate --overwrite --model "$OUT/merged" --data "$D/test.j
 if [ "$NPROC" -gt 1 ]; then
   # Same global batch (16) as the one-process run: 8 per process.
   step sdpo-2proc env OMP_NUM_THREADS=1 $PY -m torch.distributed.run --standalone --nproc-per-node "$NPROC" -m sdporec \
-    dpo --overwrite --model "$OUT/sft/model" --out "$OUT/sdpo-2proc" --loss sdpo --negatives 3 --lora --eval-every 200 \
+    sdpo --overwrite --model "$OUT/sft/model" --out "$OUT/sdpo-2proc" --negatives 3 --lora --eval-every 200 \
     --reference-cache none --threads 1 ${FILES/--batch-size 16/--batch-size $((16 / NPROC))} $EXTRA
 fi
 

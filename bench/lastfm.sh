@@ -15,8 +15,8 @@ for f in "$TRAIN" "$VALID"; do [ -f "$f" ] || { echo "missing $f (see ../shared/
 COMMON=(--train "$TRAIN" --valid "$VALID" --eval-samples 1000 --no-progress)
 start=$(date +%s)
 $BIN/sdporec sft --overwrite --out "$OUT/sft" --epochs "$SFT_EPOCHS" "${COMMON[@]}"
-$BIN/sdporec dpo --overwrite --out "$OUT/dpo" --model "$OUT/sft/model" --loss dpo --negatives 1 --eval-every 200 "${COMMON[@]}"
-$BIN/sdporec dpo --overwrite --out "$OUT/sdpo" --model "$OUT/sft/model" --loss sdpo --negatives 3 --eval-every 200 "${COMMON[@]}"
+$BIN/sdporec dpo --overwrite --out "$OUT/dpo" --model "$OUT/sft/model" --negatives 1 --eval-every 200 "${COMMON[@]}"
+$BIN/sdporec sdpo --overwrite --out "$OUT/sdpo" --model "$OUT/sft/model" --negatives 3 --eval-every 200 "${COMMON[@]}"
 for stage in sft dpo sdpo; do
   $BIN/sdporec evaluate --overwrite --model "$OUT/$stage/model" --data "$VALID" --out "$OUT/eval/$stage" --no-progress > /dev/null
   $BIN/sdporec evaluate --overwrite --model "$OUT/$stage/model" --data "$VALID" --out "$OUT/eval-generation/$stage" \

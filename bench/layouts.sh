@@ -16,7 +16,7 @@ LAYOUTS=${LAYOUTS:-packed cache paper}
 mkdir -p "$OUT"
 for layout in $LAYOUTS; do
   t0=$(date +%s.%N)
-  $PY -m sdporec dpo --overwrite --loss sdpo --negatives 3 --model "$SFT" --layout "$layout" --reference-cache none \
+  $PY -m sdporec sdpo --overwrite --negatives 3 --model "$SFT" --layout "$layout" --reference-cache none \
     --train "$DATA/train.jsonl" --valid "$DATA/valid.jsonl" --eval-samples 1000 --eval-every 300 --domain music \
     --no-progress --out "$OUT/sdpo-$layout" > "$OUT/sdpo-$layout.log" 2>&1
   t1=$(date +%s.%N)

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 # Commands whose --out a rerun of this bench replaces (they refuse to without --overwrite).
-REPLACEABLE = ("prepare", "sft", "dpo", "evaluate", "baseline", "export", "init-model", "pipeline")
+REPLACEABLE = ("prepare", "sft", "dpo", "sdpo", "evaluate", "baseline", "export", "init-model", "pipeline")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 # Runs the CLI and reports the process's peak resident memory (KiB) on its last line.
@@ -108,14 +108,14 @@ def run_lm_row(kind: str, row: Row, files: dict, out: Path, domain: str, args) -
         row.sdporec("sft", "--out", str(row.out), "--titles", files["titles"], "--epochs",
                     str(args.builtin_epochs), *common)
     elif kind == "builtin-sdpo":
-        row.sdporec("dpo", "--model", str(out / "builtin-sft" / "model"), "--out", str(row.out), "--epochs",
+        row.sdporec("sdpo", "--model", str(out / "builtin-sft" / "model"), "--out", str(row.out), "--epochs",
                     str(args.pref_epochs), *common)
     elif kind == "smollm2-sft":
         row.sdporec("sft", "--model", "smollm2-135m", "--lora", "--out", str(row.out), "--epochs",
                     str(args.lm_epochs), *smol, *common)
     elif kind in ("smollm2-dpo", "smollm2-sdpo"):
         k = "1" if kind == "smollm2-dpo" else "3"
-        row.sdporec("dpo", "--model", str(out / "smollm2-sft" / "model"), "--loss", kind.split("-")[1],
+        row.sdporec(kind.split("-")[1], "--model", str(out / "smollm2-sft" / "model"),
                     "--negatives", k, "--out", str(row.out), "--epochs", str(args.pref_epochs), *smol, *common)
     model = "smollm2-135m" if kind == "smollm2-zero" else str(row.out / "model")
     scores = ("sum", "mean") if kind in ("smollm2-zero", "smollm2-sft") else ("sum",)

@@ -33,7 +33,7 @@ BIN = [sys.executable, "-m", "sdporec"]
 
 
 def sh(*args: str) -> None:
-    if args[0] in ("prepare", "sft", "dpo", "evaluate", "baseline"):
+    if args[0] in ("prepare", "sft", "dpo", "sdpo", "evaluate", "baseline"):
         args = (*args, "--overwrite")    # a rerun of the bench replaces its runs
     print("$ sdporec " + " ".join(args), flush=True)
     subprocess.run(BIN + list(args), check=True, stdout=subprocess.DEVNULL)
@@ -86,10 +86,10 @@ def lm_runs(files: dict[str, str], out: Path, domain: str, args, leaky: bool, se
     keep = ["--keep-candidates"] if leaky else []
     common = ["--train", files["train"], "--valid", files["valid"], "--domain", domain, "--eval-samples", "1000",
               "--no-progress", "--seed", str(seed), *keep]
-    sdpo = ["dpo", "--loss", "sdpo", "--negatives", "3", "--eval-every", "300"]
+    sdpo = ["sdpo", "--negatives", "3", "--eval-every", "300"]
     stages = [("SFT", "sft", ["sft", "--epochs", str(args.sft_epochs), "--hidden", str(args.hidden), "--layers",
                               str(args.layers), *args.sft_args.split()]),
-              ("DPO (K=1)", "dpo", ["dpo", "--loss", "dpo", "--negatives", "1", "--eval-every", "300",
+              ("DPO (K=1)", "dpo", ["dpo", "--negatives", "1", "--eval-every", "300",
                                     *args.pref_args.split()]),
               ("S-DPO (K=3)", "sdpo", [*sdpo, *args.pref_args.split()])]
     if args.variant_args:

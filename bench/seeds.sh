@@ -26,7 +26,7 @@ for ds in $DATASETS; do
       mkdir -p "$OUT/$ds"
       [ -f "$run/eval/metrics.json" ] && continue
       : > "$run.log"
-      logged "$run.log" dpo --overwrite --loss "$1" --negatives "$2" --seed "$seed" --eval-every 300 --eval-samples 1000 \
+      logged "$run.log" "$1" --overwrite --negatives "$2" --seed "$seed" --eval-every 300 --eval-samples 1000 \
         --model "$Q/$ds/sft/model" --train "$Q/$ds/data/train.jsonl" --valid "$Q/$ds/data/valid.jsonl" \
         --domain $domain --no-progress --out "$run"
       logged "$run.log" evaluate --overwrite --model "$run/model" --data "$eval" --domain $domain --no-progress --out "$run/eval"

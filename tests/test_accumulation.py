@@ -48,8 +48,8 @@ def _train(stage, out, data, extra):
     if stage == "sft":
         args = ["sft", "--model", str(data / "model"), "--train", str(data / "train.jsonl"), "--chat-template", "off"]
     else:
-        args = ["dpo", "--model", str(data / "sft1x16" / "model"), "--train", str(data / "train.jsonl"),
-                "--loss", "sdpo", "--negatives", "3", "--reference-cache", "none"]
+        args = ["sdpo", "--model", str(data / "sft1x16" / "model"), "--train", str(data / "train.jsonl"),
+                "--negatives", "3", "--reference-cache", "none"]
     return [*args, "--out", str(out), *COMMON, *extra]
 
 

@@ -60,9 +60,9 @@ def test_two_processes_match_one(files, tmp_path):
     assert json.loads((two / "sft" / "summary.json").read_text())["processes"] == 2
 
     sft = str(one / "sft" / "model")
-    pref = ["--loss", "sdpo", "--negatives", "3", "--model", sft, "--reference-cache", "none", *data, *COMMON]
-    assert main(["dpo", "--out", str(one / "sdpo"), "--batch-size", "8", *pref]) == 0
-    torchrun("dpo", "--out", str(two / "sdpo"), "--batch-size", "4", *pref)
+    pref = ["--negatives", "3", "--model", sft, "--reference-cache", "none", *data, *COMMON]
+    assert main(["sdpo", "--out", str(one / "sdpo"), "--batch-size", "8", *pref]) == 0
+    torchrun("sdpo", "--out", str(two / "sdpo"), "--batch-size", "4", *pref)
     assert losses(two / "sdpo") == pytest.approx(losses(one / "sdpo"), abs=1e-4)
     evals = [json.loads(x)["hr@1"] for x in (two / "sdpo" / "eval_log.jsonl").read_text().splitlines()]
     assert evals == [json.loads(x)["hr@1"] for x in (one / "sdpo" / "eval_log.jsonl").read_text().splitlines()]

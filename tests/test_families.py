@@ -58,7 +58,7 @@ def test_family_trains_evaluates_exports_and_round_trips(family, data, tmp_path)
     assert json.loads((init / "config.json").read_text())["model_type"] == family
     files = ["--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl")]
     assert main(["sft", "--model", str(init), "--out", str(tmp_path / "sft"), "--lr", "3e-3", *files, *TRAIN]) == 0
-    assert main(["dpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "sdpo"), "--loss", "sdpo",
+    assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "sdpo"),
                  "--negatives", "3", "--lora", "--lora-r", "4", "--lora-dropout", "0", *files, *TRAIN]) == 0
     for stage in ("sft", "sdpo"):
         log = [json.loads(x) for x in (tmp_path / stage / "train_log.jsonl").read_text().splitlines()]

@@ -32,7 +32,7 @@ def test_smollm2_sft_sdpo_evaluate_recommend_export(tmp_path, capsys, monkeypatc
 
     # From here on nothing may read the GGUF file: checkpoints carry their base.
     monkeypatch.setattr(sources, "load_gguf_model", lambda *a: pytest.fail("a checkpoint loaded the GGUF file"))
-    assert main(["dpo", "--model", str(sft), "--loss", "sdpo", "--negatives", "3", "--out", str(tmp_path / "sdpo"),
+    assert main(["sdpo", "--model", str(sft), "--negatives", "3", "--out", str(tmp_path / "sdpo"),
                  *data, *FAST]) == 0
     log = [json.loads(line) for line in open(tmp_path / "sdpo" / "train_log.jsonl")]
     assert log and all(abs(row["loss"]) < 100 for row in log if "loss" in row)

@@ -31,7 +31,7 @@ class ReportConfig:
 
 
 @dataclass
-class Run:
+class ReportedRun:
     label: str
     stage: str                  # "sft", "dpo", "sdpo" or the run's own stage name
     train_log: list[dict]
@@ -52,9 +52,9 @@ def _stage_of(run_dir: Path) -> str:
     return run_dir.name
 
 
-def collect(run_dirs: list[str]) -> tuple[list[Run], dict[str, dict]]:
+def collect(run_dirs: list[str]) -> tuple[list[ReportedRun], dict[str, dict]]:
     """(training runs, name -> final metrics of every stage and baseline)."""
-    runs: list[Run] = []
+    runs: list[ReportedRun] = []
     finals: dict[str, dict] = {}
     several = len(run_dirs) > 1
     for d in map(Path, run_dirs):
@@ -67,7 +67,7 @@ def collect(run_dirs: list[str]) -> tuple[list[Run], dict[str, dict]]:
         for s in stage_dirs:
             label = prefix + (s.name if s != d else d.name)
             summary = json.loads((s / "summary.json").read_text()) if (s / "summary.json").is_file() else {}
-            runs.append(Run(label, _stage_of(s), _read_jsonl(s / "train_log.jsonl"),
+            runs.append(ReportedRun(label, _stage_of(s), _read_jsonl(s / "train_log.jsonl"),
                             _read_jsonl(s / "eval_log.jsonl"), summary))
         if (d / "metrics.json").is_file():
             metrics = json.loads((d / "metrics.json").read_text())
@@ -92,7 +92,7 @@ def _style(label: str, prefixes: list[str]) -> dict:
     return {"color": STAGE_COLORS.get(stage), "linestyle": LINESTYLES[index % len(LINESTYLES)]}
 
 
-def _plot_lines(ax, runs: list[Run], key: str, x: str = "step", source: str = "train") -> bool:
+def _plot_lines(ax, runs: list[ReportedRun], key: str, x: str = "step", source: str = "train") -> bool:
     prefixes = _prefixes([r.label for r in runs])
     drawn = False
     for r in runs:
@@ -117,7 +117,7 @@ def _finish(fig, ax_list, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def make_figures(runs: list[Run], finals: dict[str, dict], out: Path) -> list[str]:
+def make_figures(runs: list[ReportedRun], finals: dict[str, dict], out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -165,27 +165,32 @@ def make_figures(runs: list[Run], finals: dict[str, dict], out: Path) -> list[st
         plt.close(fig)
 
     if finals:
-        import numpy as np
-
-        names = list(finals)
-        width = 0.8 / len(names)
-        fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(BAR_METRICS) + 0.4 * len(names)), 4))
-        xs = np.arange(len(BAR_METRICS))
-        for i, name in enumerate(names):
-            vals = [finals[name].get(m) or 0.0 for m in BAR_METRICS]
-            style = _style(name, _prefixes(names))
-            bars = ax.bar(xs + i * width - 0.4 + width / 2, vals, width, label=name, color=style["color"],
-                          hatch=None if style["linestyle"] == "-" else "//", edgecolor="white")
-            ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
-        ax.set_xticks(xs, BAR_METRICS)
-        ax.set(title="Final metrics", ylabel="value", ylim=(0, 1.05))
-        _finish(fig, [ax], out / "final_metrics.png")
+        _final_metrics_figure(plt, finals, out / "final_metrics.png")
         written.append("final_metrics.png")
-        plt.close(fig)
     return written
 
 
-def write_markdown(runs: list[Run], finals: dict[str, dict], figures: list[str], out: Path) -> str:
+def _final_metrics_figure(plt, finals: dict[str, dict], path: Path) -> None:
+    """Bars of each run's final metrics, side by side per metric."""
+    import numpy as np
+
+    names = list(finals)
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(BAR_METRICS) + 0.4 * len(names)), 4))
+    xs = np.arange(len(BAR_METRICS))
+    for i, name in enumerate(names):
+        vals = [finals[name].get(m) or 0.0 for m in BAR_METRICS]
+        style = _style(name, _prefixes(names))
+        bars = ax.bar(xs + i * width - 0.4 + width / 2, vals, width, label=name, color=style["color"],
+                      hatch=None if style["linestyle"] == "-" else "//", edgecolor="white")
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
+    ax.set_xticks(xs, BAR_METRICS)
+    ax.set(title="Final metrics", ylabel="value", ylim=(0, 1.05))
+    _finish(fig, [ax], path)
+    plt.close(fig)
+
+
+def write_markdown(runs: list[ReportedRun], finals: dict[str, dict], figures: list[str], out: Path) -> str:
     lines = ["# sdporec report", ""]
     if finals:
         lines += ["## Final metrics", "", "| | " + " | ".join(("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr",
