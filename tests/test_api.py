@@ -1,6 +1,8 @@
 """The Python API: the README's example runs, `help(sdporec)` lists the public names, settings are checked
 as the CLI checks them, and the recommender ranks as `sdporec recommend` does."""
 
+import importlib
+import inspect
 import json
 import pydoc
 import subprocess
@@ -19,7 +21,10 @@ def test_help_lists_the_public_names():
     for name in ("prepare", "sft", "dpo", "sdpo", "evaluate", "pipeline", "Recommender", "SFTConfig", "DPOConfig",
                  "SDPOConfig", "EvaluateConfig", "PrepareConfig"):
         assert name in sdporec.__all__ and name in text, name
-    assert callable(sdporec.evaluate) and callable(sdporec.prepare) and callable(sdporec.sft)
+    importlib.import_module("sdporec.cli")   # imports every submodule
+
+    for name in ("prepare", "sft", "dpo", "sdpo", "evaluate", "pipeline"):
+        assert inspect.isfunction(getattr(sdporec, name)), name   # not a submodule of the same name
 
 
 def test_settings_are_checked_like_the_cli(tmp_path):

@@ -24,7 +24,7 @@ _PUBLIC = {
     "prepare": "api", "sft": "api", "dpo": "api", "sdpo": "api", "evaluate": "api", "pipeline": "api",
     "Recommender": "evaluation.recommend",
     "PrepareConfig": "data.prepare", "SFTConfig": "training.sft", "DPOConfig": "training.preference",
-    "SDPOConfig": "training.preference", "EvaluateConfig": "evaluation.evaluate", "PipelineConfig": "pipeline",
+    "SDPOConfig": "training.preference", "EvaluateConfig": "evaluation.evaluate", "PipelineConfig": "end_to_end",
     "ConfigError": "config", "DataError": "data.samples",
 }
 __all__ = sorted(_PUBLIC)
@@ -34,9 +34,10 @@ def __getattr__(name: str):
     """The public names load on first use, so that `import sdporec` stays light (no torch)."""
     if name not in _PUBLIC:
         raise AttributeError(f"module 'sdporec' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
-    globals()[name] = value
-    return value
+    module = importlib.import_module(f".{_PUBLIC[name]}", __name__)
+    # Every public name of that module at once: importing it may have bound a submodule of the same name.
+    globals().update({n: getattr(module, n) for n, m in _PUBLIC.items() if m == _PUBLIC[name]})
+    return globals()[name]
 
 
 def __dir__() -> list[str]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from sdporec.config import configure
 from sdporec.data.prepare import PrepareConfig, run_prepare
+from sdporec.end_to_end import PipelineConfig, run_pipeline
 from sdporec.evaluation.evaluate import EvaluateConfig, run_evaluate
 from sdporec.models.loading import quiet_transformers
-from sdporec.pipeline import PipelineConfig, run_pipeline
 from sdporec.training.preference import DPOConfig, SDPOConfig, run_preference
 from sdporec.training.sft import SFTConfig, run_sft
 

@@ -12,6 +12,7 @@ from sdporec.config import ConfigError, add_arguments, resolve
 from sdporec.data.audit import AuditConfig, run_audit
 from sdporec.data.prepare import PrepareConfig, run_prepare
 from sdporec.data.samples import DataError
+from sdporec.end_to_end import PipelineConfig, run_pipeline
 from sdporec.evaluation.baselines import BaselineConfig, run_baseline
 from sdporec.evaluation.compare import CompareConfig, run_compare
 from sdporec.evaluation.evaluate import EvaluateConfig, run_evaluate
@@ -21,7 +22,6 @@ from sdporec.evaluation.report import ReportConfig, run_report
 from sdporec.models.export import ExportConfig, run_export
 from sdporec.models.families import InitModelConfig, run_init_model
 from sdporec.models.loading import quiet_transformers
-from sdporec.pipeline import PipelineConfig, run_pipeline
 from sdporec.training.preference import DPOConfig, SDPOConfig, run_preference
 from sdporec.training.sft import SFTConfig, run_sft
 
