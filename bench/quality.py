@@ -39,11 +39,16 @@ def sh(*args: str) -> None:
     subprocess.run(BIN + list(args), check=True, stdout=subprocess.DEVNULL)
 
 
-def timed(out: Path, fn) -> dict:
+TABLE_ONLY = False   # --table-only: tables of the rows already finished, nothing run
+
+
+def timed(out: Path, fn) -> dict | None:
     """Run fn once per row directory; its wall time is stored beside the metrics."""
     done = out / "row.json"
     if done.is_file():
         return json.loads(done.read_text())
+    if TABLE_ONLY:
+        return None
     start = time.time()
     fn()
     row = {"seconds": round(time.time() - start, 1)}
@@ -104,8 +109,8 @@ def lm_runs(files: dict[str, str], out: Path, domain: str, args, leaky: bool, se
             for protocol in ("ranking", "generation"):
                 sh("evaluate", "--model", str(run / "model"), "--data", files["eval"], "--domain", domain,
                    "--out", str(run / f"eval-{protocol}"), "--protocol", protocol, "--no-progress")
-        timed(run, go)
-        runs[row] = run
+        if timed(run, go) is not None:
+            runs[row] = run
     return runs
 
 
@@ -118,11 +123,12 @@ def baseline_runs(files: dict[str, str], out: Path, args, seed: int, seeded_only
         if seeded_only and name in ("popularity", "item-counts"):
             continue
         run = out / name
-        timed(run, lambda name=name, run=run: sh("baseline", name, "--train", files["train"], "--valid",
+        done = timed(run, lambda name=name, run=run: sh("baseline", name, "--train", files["train"], "--valid",
                                                  files["valid"], "--eval", files["eval"], "--out", str(run),
                                                  "--epochs", str(args.baseline_epochs), "--no-progress",
                                                  "--seed", str(seed), *extra.get(name, [])))
-        runs[label] = run
+        if done is not None:
+            runs[label] = run
     return runs
 
 
@@ -227,9 +233,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of every seeded row")
     ap.add_argument("--sft-args", default="", help="extra flags for the SFT rows, e.g. '--history-weight 1'")
     ap.add_argument("--pref-args", default="", help="extra flags for the DPO and S-DPO rows")
+    ap.add_argument("--table-only", action="store_true", help="only the tables of the rows already finished "
+                    "(each row over the seeds it has)")
     ap.add_argument("--variant-args", default="", help="adds a row: S-DPO (K=3) with these extra flags, "
                     "e.g. '--sft-weight 1' (named 'S-DPO (K=3) variant' in the tables)")
     args = ap.parse_args()
+    global TABLE_ONLY
+    TABLE_ONLY = args.table_only
     out = Path(args.out)
     for need in (SHARED / "lastfm" / "resampled" / "lastfm-val.json", SHARED / "ml-100k" / "u.data"):
         if not need.is_file():
