@@ -39,15 +39,13 @@ def sh(*args: str) -> None:
     subprocess.run(BIN + list(args), check=True, stdout=subprocess.DEVNULL)
 
 
-TABLE_ONLY = False   # --table-only: tables of the rows already finished, nothing run
-
-
-def timed(out: Path, fn) -> dict | None:
-    """Run fn once per row directory; its wall time is stored beside the metrics."""
+def timed(out: Path, fn, table_only: bool = False) -> dict | None:
+    """Run fn once per row directory; its wall time is stored beside the metrics. `table_only`: never run
+    it (None where the row has not finished)."""
     done = out / "row.json"
     if done.is_file():
         return json.loads(done.read_text())
-    if TABLE_ONLY:
+    if table_only:
         return None
     start = time.time()
     fn()
@@ -109,7 +107,7 @@ def lm_runs(files: dict[str, str], out: Path, domain: str, args, leaky: bool, se
             for protocol in ("ranking", "generation"):
                 sh("evaluate", "--model", str(run / "model"), "--data", files["eval"], "--domain", domain,
                    "--out", str(run / f"eval-{protocol}"), "--protocol", protocol, "--no-progress")
-        if timed(run, go) is not None:
+        if timed(run, go, args.table_only) is not None:
             runs[row] = run
     return runs
 
@@ -126,7 +124,8 @@ def baseline_runs(files: dict[str, str], out: Path, args, seed: int, seeded_only
         done = timed(run, lambda name=name, run=run: sh("baseline", name, "--train", files["train"], "--valid",
                                                  files["valid"], "--eval", files["eval"], "--out", str(run),
                                                  "--epochs", str(args.baseline_epochs), "--no-progress",
-                                                 "--seed", str(seed), *extra.get(name, [])))
+                                                 "--seed", str(seed), *extra.get(name, [])),
+                     args.table_only)
         if done is not None:
             runs[label] = run
     return runs
@@ -238,8 +237,6 @@ def main() -> None:
     ap.add_argument("--variant-args", default="", help="adds a row: S-DPO (K=3) with these extra flags, "
                     "e.g. '--sft-weight 1' (named 'S-DPO (K=3) variant' in the tables)")
     args = ap.parse_args()
-    global TABLE_ONLY
-    TABLE_ONLY = args.table_only
     out = Path(args.out)
     for need in (SHARED / "lastfm" / "resampled" / "lastfm-val.json", SHARED / "ml-100k" / "u.data"):
         if not need.is_file():

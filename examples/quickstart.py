@@ -19,9 +19,9 @@ sdporec.sdpo(model="runs/sft/model", out="runs/sdpo", **common)           # sdpo
 metrics = sdporec.evaluate(model="runs/sdpo/model", data="data/test.jsonl", out="runs/eval")
 sample = json.loads(open("data/test.jsonl").readline())
 recommender = sdporec.Recommender.load("runs/sdpo/model")
-recommender.rank(sample["historyList"], sample["itemList"], top=3)       # [(title, score), ...], best first
+ranked = recommender.rank(sample["historyList"], sample["itemList"], top=3)   # [(title, score), ...], best first
 
 print("test HR@1:", round(metrics["hr@1"], 4), "MRR:", round(metrics["mrr"], 4))
-for title, score in recommender.rank(sample["historyList"], sample["itemList"], top=3):
+for title, score in ranked:
     print(f"{score:9.3f}  {title}")
 print("the user's next item was:", sample["trueSelection"])

@@ -71,9 +71,10 @@ class Recommender:
 
     @classmethod
     def load(cls, path: str, domain: str | None = None, score: str = "sum", chat_template: str = "auto",
-             device: str = "auto") -> Recommender:
+             device: str = "auto", codec=None) -> Recommender:
         """A checkpoint directory (full model or LoRA adapter) or hub name; `domain`: prompt templates (default:
-        those it was trained with); `score`: a candidate's answer log-probs summed or averaged per token."""
+        those it was trained with); `score`: a candidate's answer log-probs summed or averaged per token;
+        `codec`: the checkpoint's codec where already loaded."""
         from sdporec.models.checkpoints import recorded_domain
         from sdporec.models.loading import load_model, pick_device, quiet_transformers
 
@@ -83,7 +84,7 @@ class Recommender:
         require_device(device)
         path = resolve_model(path)
         quiet_transformers()
-        model, codec = load_model(path, chat_template=chat_template)
+        model, codec = load_model(path, chat_template=chat_template, codec=codec)
         model.to(pick_device(device))
         return cls(model, codec, path, recorded_domain(path, domain), score)
 
@@ -92,6 +93,10 @@ class Recommender:
         log-probability of the title as the answer. Titles must be ones the checkpoint knows."""
         request = make_request(history, candidates, "history/candidates")
         require_known_titles(self.codec, self.path, [request], "history/candidates")
+        return self.rank_request(request, top)
+
+    def rank_request(self, request: Sample, top: int = 0) -> list[tuple[str, float]]:
+        """`rank` of a request already checked (`make_request`, titles known to the checkpoint)."""
         scores = self.scorer([request])[0]
         require_finite(request, scores)
         ranked = sorted(zip(request.candidates, scores), key=lambda x: -x[1])
@@ -102,9 +107,10 @@ def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
     from sdporec.models.loading import load_codec_of
 
     request = read_request(cfg)   # checked before the model loads
-    require_known_titles(load_codec_of(cfg.model, cfg.chat_template), cfg.model, [request], cfg.input or "command line")
-    recommender = Recommender.load(cfg.model, cfg.domain, cfg.score, cfg.chat_template, cfg.device)
-    ranked = recommender.rank(request.history, request.candidates, cfg.top)
+    codec = load_codec_of(cfg.model, cfg.chat_template)
+    require_known_titles(codec, cfg.model, [request], cfg.input or "command line")
+    recommender = Recommender.load(cfg.model, cfg.domain, cfg.score, cfg.chat_template, cfg.device, codec)
+    ranked = recommender.rank_request(request, cfg.top)
     if cfg.json:
         print(json.dumps([{"title": t, "score": s} for t, s in ranked], ensure_ascii=False, indent=2))
     else:
