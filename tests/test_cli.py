@@ -158,6 +158,17 @@ def test_report_on_a_directory_without_logs_is_an_error(tmp_path, capsys):
     assert "neither a training run's train_log.jsonl" in capsys.readouterr().err
 
 
+def test_report_on_a_damaged_checkpoint_record_names_the_file(run_dir, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "sft"
+    shutil.copytree(run_dir / "sft", run, ignore=shutil.ignore_patterns("checkpoints", "*.safetensors"))
+    (run / "model" / "sdporec_checkpoint.json").write_text("{not json")
+    assert main(["report", str(run), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "sdporec_checkpoint.json" in err and "not valid JSON" in err and "Traceback" not in err
+
+
 def test_report_to_tensorboard_without_the_package_says_so(run_dir, tmp_path, capsys):
     pytest.importorskip("sdporec")
     try:

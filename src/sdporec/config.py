@@ -205,7 +205,9 @@ def claim_checkpoint_dir(path: str, overwrite: bool, name: str = "out") -> None:
     out = _not_a_file(path, name)
     if not out.is_dir() or not any(out.iterdir()):
         return
-    if not (out / "sdporec_checkpoint.json").is_file():
+    from sdporec.models.checkpoints import is_own_checkpoint
+
+    if not is_own_checkpoint(out):
         raise ConfigError(f"setting '{name}': {path} holds files that are not an sdporec checkpoint; the checkpoint "
                           "replaces the whole directory, so give a new or empty one")
     require(

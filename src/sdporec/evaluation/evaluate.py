@@ -9,7 +9,6 @@ per sample, written by `write_results` as `metrics.json` and `predictions.jsonl`
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from sdporec.data.prompts import DOMAINS, build_prompt
 from sdporec.data.samples import Sample, atomic_write_text, read_samples, write_jsonl
 from sdporec.evaluation.metrics import (
     NonFiniteError,
+    first_non_finite,
     generation_metrics,
     parse_generation,
     rank_of_target,
@@ -60,7 +60,7 @@ def ranking_results(samples: Sequence[Sample], scores: Sequence[Sequence[float]]
 
 def require_finite(sample: Sample, scores: Sequence[float]) -> None:
     """Scores of NaN or ±inf are an error naming the sample and candidate (a NaN would rank the target first)."""
-    bad = next((i for i, v in enumerate(scores) if not math.isfinite(v)), None)
+    bad = first_non_finite(scores)
     if bad is not None:
         where = f"sample {sample.key}" + (f" (row {sample.row} of its file)" if sample.row is not None else "")
         raise NonFiniteError(f"{where}: candidate {sample.candidates[bad]!r} has score {scores[bad]}; the model's "

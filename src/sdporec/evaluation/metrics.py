@@ -18,12 +18,17 @@ class NonFiniteError(ValueError):
     """A number that must be finite is not: a candidate's score, a training loss or gradient norm."""
 
 
+def first_non_finite(scores: Sequence[float]) -> int | None:
+    """Index of the first score that is NaN or ±inf (None where all are finite)."""
+    return next((i for i, v in enumerate(scores) if not math.isfinite(v)), None)
+
+
 def rank_of_target(scores: Sequence[float], target_index: int) -> int:
     """0-based rank of the target: candidates scored higher, plus equal ones listed before it. Scores must
     be finite: a NaN compares false with everything, so it would rank the target first (a free hit)."""
-    bad = [i for i, s in enumerate(scores) if not math.isfinite(s)]
-    if bad:
-        raise NonFiniteError(f"candidate {bad[0]} has score {scores[bad[0]]}; scores must be finite numbers")
+    bad = first_non_finite(scores)
+    if bad is not None:
+        raise NonFiniteError(f"candidate {bad} has score {scores[bad]}; scores must be finite numbers")
     t = scores[target_index]
     return sum(1 for i, s in enumerate(scores) if s > t or (s == t and i < target_index))
 

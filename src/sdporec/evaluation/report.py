@@ -46,10 +46,9 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _stage_of(run_dir: Path) -> str:
-    meta = run_dir / "model" / "sdporec_checkpoint.json"
-    if meta.is_file():
-        return json.loads(meta.read_text()).get("stage", run_dir.name)
-    return run_dir.name
+    from sdporec.models.checkpoints import checkpoint_meta
+
+    return checkpoint_meta(run_dir / "model").get("stage", run_dir.name)
 
 
 def collect(run_dirs: list[str]) -> tuple[list[ReportedRun], dict[str, dict]]:
