@@ -225,7 +225,7 @@ def main() -> None:
     ap.add_argument("--sft-epochs", type=int, default=3)
     ap.add_argument("--baseline-epochs", type=int, default=30, help="most epochs of SASRec and GRU4Rec")
     ap.add_argument("--sasrec-args", default="", help="extra flags for SASRec, e.g. the tuned setting "
-                    "'--hidden 128 --layers 3 --dropout 0.5' of bench/baseline_sweep.py")
+                    "'--hidden 128 --layers 3 --dropout 0.5' of bench/sweep.py")
     ap.add_argument("--gru4rec-args", default="", help="extra flags for GRU4Rec")
     ap.add_argument("--hidden", type=int, default=128, help="built-in backbone width for the LM rows")
     ap.add_argument("--layers", type=int, default=2, help="built-in backbone depth for the LM rows")

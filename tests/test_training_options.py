@@ -117,6 +117,27 @@ def test_history_loss_trains_and_is_reported(files, tmp_path):
     assert plain[0] != pytest.approx(rows[0]["loss"])
 
 
+def test_hidden_dropout_acts_only_in_training_and_leaves_a_plain_checkpoint(tiny_llama, files, tmp_path):
+    from sdporec.models.builtin import add_hidden_dropout
+    from sdporec.models.loading import load_model
+
+    model, _ = tiny_llama
+    dropped = copy.deepcopy(model)
+    handles = add_hidden_dropout(dropped, 0.5)
+    assert len(handles) == 1 + 2 * len(dropped.model.layers)   # embeddings, each attention and MLP output
+    ids = torch.tensor([[1, 5, 6, 7, 8]])
+    with torch.no_grad():
+        reference = model.eval()(input_ids=ids).logits
+        torch.testing.assert_close(dropped.eval()(input_ids=ids).logits, reference)   # identity in eval
+        assert not torch.allclose(dropped.train()(input_ids=ids).logits, reference)
+    for h in handles:
+        h.remove()
+    assert main(["sft", "--out", str(tmp_path / "d"), "--dropout", "0.3", *files, *SIZE, *TINY]) == 0
+    loaded, _ = load_model(str(tmp_path / "d" / "model"))
+    assert not loaded.model.embed_tokens._forward_hooks   # later stages train without it
+    assert main(["sft", "--out", str(tmp_path / "e"), "--dropout", "1", *files, *SIZE, *TINY]) == 2
+
+
 def test_negatives_from_the_model_are_harder_and_the_sft_term_is_added(files, tmp_path):
     assert main(["sft", "--out", str(tmp_path / "sft"), *files, *SIZE, *TINY, "--epochs", "2"]) == 0
     first = {}

@@ -1,5 +1,5 @@
 """The built-in backbone: a small Llama over an item-token vocabulary built from the data, created
-from a config (no download)."""
+from a config (no download), and the hidden-state dropout SFT can train it with."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from sdporec.data.codec import build_item_codec
 
@@ -33,3 +34,24 @@ def build_builtin(titles: Sequence[str], size: BuiltinSize, seed: int):
         eos_token_id=codec.eos_id, tie_word_embeddings=True)
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg), codec
+
+
+class HiddenDropout:
+    """A forward hook that drops a module's output while the model trains (`F.dropout`, identity in eval)."""
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def __call__(self, module, args, output):
+        return F.dropout(output, self.p, module.training)
+
+
+def add_hidden_dropout(model, p: float) -> list:
+    """Dropout at the places SASRec and GPT-2 put it, which a Llama lacks: on the token embeddings and on each
+    attention and MLP block's output before it joins the residual stream. Hooks, not weights: checkpoints stay
+    plain Llamas and later stages (DPO, S-DPO, evaluation) run without it. Returns the hook handles."""
+    hook = HiddenDropout(p)
+    modules = [model.model.embed_tokens]
+    for layer in model.model.layers:
+        modules += [layer.self_attn.o_proj, layer.mlp.down_proj]
+    return [m.register_forward_hook(hook) for m in modules]

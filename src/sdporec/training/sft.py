@@ -12,7 +12,7 @@ from sdporec.data.candidates import catalogue
 from sdporec.data.codec import ReservedTitle
 from sdporec.data.prompts import training_prompt
 from sdporec.data.samples import DataError, Sample, read_text
-from sdporec.models.builtin import BUILTIN, BuiltinSize, build_builtin
+from sdporec.models.builtin import BUILTIN, BuiltinSize, add_hidden_dropout, build_builtin
 from sdporec.models.checkpoints import needs_own_base, recorded_domain, save_checkpoint
 from sdporec.models.loading import load_codec_of, load_model
 from sdporec.models.logprobs import IGNORE, scoring_layout, sequence_logprobs
@@ -32,6 +32,8 @@ class SFTConfig(TrainConfig):
     hidden: int = setting(128, "built-in backbone: hidden size")
     layers: int = setting(2, "built-in backbone: layers")
     heads: int = setting(4, "built-in backbone: attention heads")
+    dropout: float = setting(0.0, "built-in backbone: dropout on the embeddings and on each attention and MLP "
+                         "block's output during SFT, where SASRec has it (0: none; later stages train without it)")
     history_weight: float = setting(0.0, "weight of a next-item loss on each sample's history, run as its own short "
                                 "sequence: every title after the first predicted from those before it, as SASRec "
                                 "learns (0: the answer's loss only)")
@@ -47,6 +49,9 @@ class SFTConfig(TrainConfig):
         require_outside(self.model, self.out, self.overwrite)
         require(self.hidden % self.heads == 0, "hidden", "must be a multiple of heads")
         require(self.history_weight >= 0, "history_weight", "must not be negative")
+        require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+        require(not self.dropout or self.model == BUILTIN, "dropout", "applies to the built-in backbone only (a LoRA "
+                "adapter has --lora-dropout)")
 
 
 class SFTRecipe:
@@ -100,6 +105,8 @@ def sft_model(cfg: SFTConfig, run: TrainingRun, codec, extra: list[str]):
                                          BuiltinSize(cfg.hidden, cfg.layers, cfg.heads), cfg.seed)
         except ReservedTitle as e:
             raise DataError(cfg.train, None, "titles", str(e)) from None
+        if cfg.dropout:
+            add_hidden_dropout(model, cfg.dropout)
     else:
         model, codec = load_model(cfg.model, cfg.dtype, cfg.load_in_4bit, cfg.chat_template, codec)
     if not cfg.load_in_4bit:   # 4-bit weights are placed on the GPU as they load
