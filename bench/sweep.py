@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from quality import metrics, sh, timed
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT.parent / "shared" / "data" / "lastfm" / "resampled" / "lastfm-val.json"
@@ -26,36 +26,30 @@ HEADER = ["| hidden | layers | dropout | validation HR@1 | LastFM HR@1 | MRR | e
           "|---|---|---|---|---|---|---|---|"]
 
 
-def sdporec(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "sdporec", *args, "--no-progress"], check=True, stdout=subprocess.DEVNULL)
-
-
 def run_baseline(model: str, data: Path, run: Path, hidden: int, layers: int, dropout: float, epochs: int) -> dict:
     if not (run / "metrics.json").is_file():
-        sdporec("baseline", model, "--train", str(data / "train.jsonl"), "--valid", str(data / "valid.jsonl"),
-                "--eval", str(EVAL), "--out", str(run), "--hidden", str(hidden), "--layers", str(layers),
-                "--dropout", str(dropout), "--epochs", str(epochs), "--overwrite")
-    m = json.loads((run / "metrics.json").read_text())
+        sh("baseline", model, "--train", str(data / "train.jsonl"), "--valid", str(data / "valid.jsonl"),
+           "--eval", str(EVAL), "--out", str(run), "--hidden", str(hidden), "--layers", str(layers),
+           "--dropout", str(dropout), "--epochs", str(epochs), "--no-progress")
+    m = metrics(run)
     return {"valid": m["best_valid_hr@1"], "hr@1": m["hr@1"], "mrr": m["mrr"], "epochs": m["epochs_run"],
             "seconds": m["seconds"]}
 
 
 def run_sft(data: Path, run: Path, hidden: int, layers: int, dropout: float, epochs: int) -> dict:
     """SFT with bench/quality.py's settings (1,000 validation rows, seed 0), then its best checkpoint ranked."""
-    ranking = run / "eval-ranking" / "metrics.json"
-    if not ranking.is_file():
-        started = time.time()
-        sdporec("sft", "--train", str(data / "train.jsonl"), "--valid", str(data / "valid.jsonl"), "--domain", "music",
-                "--eval-samples", "1000", "--seed", "0", "--epochs", str(epochs), "--hidden", str(hidden),
-                "--layers", str(layers), "--dropout", str(dropout), "--out", str(run), "--overwrite")
-        sdporec("evaluate", "--model", str(run / "model"), "--data", str(EVAL), "--domain", "music",
-                "--out", str(run / "eval-ranking"), "--protocol", "ranking")
-        (run / "row.json").write_text(json.dumps({"seconds": round(time.time() - started, 1)}))
-    m = json.loads(ranking.read_text())
+    def go() -> None:
+        sh("sft", "--train", str(data / "train.jsonl"), "--valid", str(data / "valid.jsonl"), "--domain", "music",
+           "--eval-samples", "1000", "--seed", "0", "--epochs", str(epochs), "--hidden", str(hidden),
+           "--layers", str(layers), "--dropout", str(dropout), "--out", str(run), "--no-progress")
+        sh("evaluate", "--model", str(run / "model"), "--data", str(EVAL), "--domain", "music",
+           "--out", str(run / "eval-ranking"), "--protocol", "ranking", "--no-progress")
+
+    seconds = timed(run, go)["seconds"]
+    m = metrics(run / "eval-ranking")
     summary = json.loads((run / "summary.json").read_text())
     valid = [json.loads(x) for x in (run / "eval_log.jsonl").read_text().splitlines()]
     kept = [r for r in valid if r["best"]][-1]   # the checkpoint the trainer kept
-    seconds = json.loads((run / "row.json").read_text())["seconds"]
     return {"valid": summary["best_valid_hr@1"], "hr@1": m["hr@1"], "mrr": m["mrr"],
             "epochs": f"{kept['epoch']:g} of {len(valid)}", "seconds": seconds}
 

@@ -121,13 +121,12 @@ def test_hidden_dropout_acts_only_in_training_and_leaves_a_plain_checkpoint(tiny
     from sdporec.models.builtin import add_hidden_dropout
     from sdporec.models.loading import load_model
 
-    model, _ = tiny_llama
-    dropped = copy.deepcopy(model)
+    plain, dropped = copy.deepcopy(tiny_llama[0]), copy.deepcopy(tiny_llama[0])   # the shared fixture untouched
     handles = add_hidden_dropout(dropped, 0.5)
     assert len(handles) == 1 + 2 * len(dropped.model.layers)   # embeddings, each attention and MLP output
     ids = torch.tensor([[1, 5, 6, 7, 8]])
     with torch.no_grad():
-        reference = model.eval()(input_ids=ids).logits
+        reference = plain.eval()(input_ids=ids).logits
         torch.testing.assert_close(dropped.eval()(input_ids=ids).logits, reference)   # identity in eval
         assert not torch.allclose(dropped.train()(input_ids=ids).logits, reference)
     for h in handles:
