@@ -39,7 +39,8 @@ def parse_sizes(text: str) -> list[tuple[int, int, float]]:
     try:
         return [(int(h), int(n), float(d)) for h, n, d in (part.split("x") for part in text.split(","))]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HIDDENxLAYERSxDROPOUT[,...], e.g. 256x2x0,128x4x0") from None
+        expected = "expected HIDDENxLAYERSxDROPOUT[,...], e.g. 256x2x0,128x4x0"
+        raise argparse.ArgumentTypeError(f"{text!r}: {expected}") from None
 
 
 def lr_flags(lr: float | None) -> list[str]:
