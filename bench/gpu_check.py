@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from speed import sync
 
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}   # dense bf16
 
@@ -34,11 +35,6 @@ class Budget:
 
     def allows(self, need_s: float) -> bool:
         return time.time() + need_s < self.end
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _peak_gib(device) -> float | None:
@@ -93,7 +89,7 @@ def train_step(model, ref, codec, samples, layout: str, k: int, args) -> dict:
     _reset_peak(args.device)
     for i, batch in enumerate(batches):
         if i == args.warmup:
-            _sync(args.device)
+            sync(args.device)
             start = time.perf_counter()
         logps, _ = fn(model, batch)
         if k:
@@ -105,7 +101,7 @@ def train_step(model, ref, codec, samples, layout: str, k: int, args) -> dict:
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    _sync(args.device)
+    sync(args.device)
     seconds = time.perf_counter() - start
     n_params = sum(p.numel() for p in model.parameters())
     tps = tokens / seconds
@@ -127,10 +123,10 @@ def ranking_vs_generation(model, codec, samples, args) -> dict:
                       ("generation", lambda xs: evaluate_generation(model, codec, xs, "music", args.batch_size,
                                                                     progress=False))):
         run(samples[:args.batch_size])
-        _sync(args.device)
+        sync(args.device)
         start = time.perf_counter()
         run(samples)
-        _sync(args.device)
+        sync(args.device)
         out[name] = {"samples_per_s": round(len(samples) / (time.perf_counter() - start), 2)}
     return out
 
@@ -148,10 +144,10 @@ def sdpa_kernels(model, codec, samples, args) -> dict:
         try:
             with sdpa_kernel([backend]), torch.no_grad():
                 scoring_layout("packed")(model, batch)
-                _sync(args.device)
+                sync(args.device)
                 start = time.perf_counter()
                 scoring_layout("packed")(model, batch)
-                _sync(args.device)
+                sync(args.device)
             out[name] = {"runs": True, "seconds": round(time.perf_counter() - start, 4)}
         except RuntimeError as e:
             out[name] = {"runs": False, "why": " ".join(str(e).split())[:160]}
@@ -180,11 +176,11 @@ def flex_vs_sdpa(args) -> dict:
     for name, call in (("sdpa_dense_mask", lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, dense)),
                        ("flex_block_mask", lambda: flex(q, k, v, block_mask=block_mask))):
         result = call()
-        _sync(args.device)
+        sync(args.device)
         start = time.perf_counter()
         for _ in range(5):
             call()
-        _sync(args.device)
+        sync(args.device)
         timings[name] = {"ms": round((time.perf_counter() - start) / 5 * 1000, 3), "check": float(result.float().sum())}
     same = abs(timings["sdpa_dense_mask"]["check"] - timings["flex_block_mask"]["check"]) <= \
         1e-2 * max(1.0, abs(timings["sdpa_dense_mask"]["check"]))

@@ -79,7 +79,7 @@ def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
     losses = []
     for i, batch in enumerate(batches):
         if i == args.warmup:
-            _sync(args.device)
+            sync(args.device)
             start = time.perf_counter()
         logps, _ = fn(model, batch)
         if i == 0:
@@ -91,7 +91,7 @@ def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.mean().item())
-    _sync(args.device)
+    sync(args.device)
     seconds = time.perf_counter() - start
     return {"samples_per_s": b * args.steps / seconds, "tokens_per_s": tokens / seconds,
             "first_loss": losses[0], "first_logps": first_logps, "peak_mem_mb": _peak_mb(args.device)}
@@ -109,16 +109,17 @@ def eval_case(args, method: str, codec_kind: str) -> dict:
         (lambda xs: evaluate_ranking(lm_scorer(model, codec, "music", args.batch_size, progress=False,
                                                layout=method), xs))
     run(warm)
-    _sync(args.device)
+    sync(args.device)
     start = time.perf_counter()
     metrics, _ = run(samples)
-    _sync(args.device)
+    sync(args.device)
     seconds = time.perf_counter() - start
     return {"samples_per_s": len(samples) / seconds, "hr@1": metrics["hr@1"], "peak_mem_mb": _peak_mb(args.device)}
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
+def sync(device: str | torch.device) -> None:
+    """Wait for queued GPU work before reading a clock (bench/gpu_check.py uses it too)."""
+    if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
 
 
