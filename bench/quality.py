@@ -84,11 +84,22 @@ def movielens_data(work: Path, leaky: bool) -> dict[str, str]:
 VARIANT = "S-DPO (K=3) variant"
 
 
+def lm_flags(files: dict[str, str], domain: str, seed: int, leaky: bool = False) -> list[str]:
+    """What every LM training stage of the bench is given: its data, 1,000 validation rows, the seed."""
+    keep = ["--keep-candidates"] if leaky else []
+    return ["--train", files["train"], "--valid", files["valid"], "--domain", domain, "--eval-samples", "1000",
+            "--no-progress", "--seed", str(seed), *keep]
+
+
+def evaluate_run(run: Path, eval_file: str, domain: str, protocol: str) -> None:
+    """Measure run/model on eval_file; the metrics go to run/eval-<protocol>."""
+    sh("evaluate", "--model", str(run / "model"), "--data", eval_file, "--domain", domain,
+       "--out", str(run / f"eval-{protocol}"), "--protocol", protocol, "--no-progress")
+
+
 def lm_runs(files: dict[str, str], out: Path, domain: str, args, leaky: bool, seed: int) -> dict[str, Path]:
     """SFT, DPO and S-DPO of one seed, each evaluated in both protocols; row name -> run directory."""
-    keep = ["--keep-candidates"] if leaky else []
-    common = ["--train", files["train"], "--valid", files["valid"], "--domain", domain, "--eval-samples", "1000",
-              "--no-progress", "--seed", str(seed), *keep]
+    common = lm_flags(files, domain, seed, leaky)
     sdpo = ["sdpo", "--negatives", "3", "--eval-every", "300"]
     stages = [("SFT", "sft", ["sft", "--epochs", str(args.sft_epochs), "--hidden", str(args.hidden), "--layers",
                               str(args.layers), *args.sft_args.split()]),
@@ -105,8 +116,7 @@ def lm_runs(files: dict[str, str], out: Path, domain: str, args, leaky: bool, se
         def go(run=run, cmd=cmd, model=model):
             sh(*cmd, *model, "--out", str(run), *common)
             for protocol in ("ranking", "generation"):
-                sh("evaluate", "--model", str(run / "model"), "--data", files["eval"], "--domain", domain,
-                   "--out", str(run / f"eval-{protocol}"), "--protocol", protocol, "--no-progress")
+                evaluate_run(run, files["eval"], domain, protocol)
         if timed(run, go, args.table_only) is not None:
             runs[row] = run
     return runs

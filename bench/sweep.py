@@ -19,7 +19,7 @@ import re
 import sys
 from pathlib import Path
 
-from quality import metrics, sh, timed
+from quality import evaluate_run, lm_flags, metrics, sh, timed
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT.parent / "shared" / "data" / "lastfm" / "resampled" / "lastfm-val.json"
@@ -66,12 +66,12 @@ def baseline_row(run: Path) -> dict | None:
 def run_sft(data: Path, run: Path, hidden: int, layers: int, dropout: float, epochs: int,
             lr: float | None = None) -> None:
     """SFT with bench/quality.py's settings (1,000 validation rows, seed 0), then its best checkpoint ranked."""
+    files = {"train": str(data / "train.jsonl"), "valid": str(data / "valid.jsonl")}
+
     def go() -> None:
-        sh("sft", "--train", str(data / "train.jsonl"), "--valid", str(data / "valid.jsonl"), "--domain", "music",
-           "--eval-samples", "1000", "--seed", "0", "--epochs", str(epochs), "--hidden", str(hidden),
-           "--layers", str(layers), "--dropout", str(dropout), "--out", str(run), "--no-progress", *lr_flags(lr))
-        sh("evaluate", "--model", str(run / "model"), "--data", str(EVAL), "--domain", "music",
-           "--out", str(run / "eval-ranking"), "--protocol", "ranking", "--no-progress")
+        sh("sft", "--epochs", str(epochs), "--hidden", str(hidden), "--layers", str(layers), "--dropout",
+           str(dropout), "--out", str(run), *lr_flags(lr), *lm_flags(files, "music", seed=0))
+        evaluate_run(run, str(EVAL), "music", "ranking")
 
     timed(run, go)
 
