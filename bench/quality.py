@@ -122,6 +122,12 @@ def lm_runs(files: dict[str, str], out: Path, domain: str, args, leaky: bool, se
     return runs
 
 
+def train_baseline(name: str, files: dict[str, str], run: Path, epochs: int, *extra: str) -> None:
+    """One classical baseline trained on files' train and valid, measured on its eval file, written to run."""
+    sh("baseline", name, "--train", files["train"], "--valid", files["valid"], "--eval", files["eval"],
+       "--out", str(run), "--epochs", str(epochs), "--no-progress", *extra)
+
+
 def baseline_runs(files: dict[str, str], out: Path, args, seed: int, seeded_only: bool) -> dict[str, Path]:
     """Baselines of one seed (popularity and item counts have no seed: `seeded_only` skips them)."""
     extra = {"sasrec": args.sasrec_args.split(), "gru4rec": args.gru4rec_args.split()}
@@ -131,10 +137,8 @@ def baseline_runs(files: dict[str, str], out: Path, args, seed: int, seeded_only
         if seeded_only and name in ("popularity", "item-counts"):
             continue
         run = out / name
-        done = timed(run, lambda name=name, run=run: sh("baseline", name, "--train", files["train"], "--valid",
-                                                 files["valid"], "--eval", files["eval"], "--out", str(run),
-                                                 "--epochs", str(args.baseline_epochs), "--no-progress",
-                                                 "--seed", str(seed), *extra.get(name, [])),
+        done = timed(run, lambda name=name, run=run: train_baseline(name, files, run, args.baseline_epochs, "--seed",
+                                                             str(seed), *extra.get(name, [])),
                      args.table_only)
         if done is not None:
             runs[label] = run

@@ -19,7 +19,7 @@ import re
 import sys
 from pathlib import Path
 
-from quality import evaluate_run, lm_flags, metrics, sh, timed
+from quality import evaluate_run, lm_flags, metrics, sh, timed, train_baseline
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT.parent / "shared" / "data" / "lastfm" / "resampled" / "lastfm-val.json"
@@ -47,12 +47,16 @@ def lr_flags(lr: float | None) -> list[str]:
     return ["--lr", f"{lr:g}"] if lr is not None else []
 
 
+def sweep_files(data: Path) -> dict[str, str]:
+    """train / valid as bench/quality.py writes them under `data`, and the file every row is measured on."""
+    return {"train": str(data / "train.jsonl"), "valid": str(data / "valid.jsonl"), "eval": str(EVAL)}
+
+
 def run_baseline(model: str, data: Path, run: Path, hidden: int, layers: int, dropout: float, epochs: int,
                  lr: float | None = None) -> None:
     if not (run / "metrics.json").is_file():
-        sh("baseline", model, "--train", str(data / "train.jsonl"), "--valid", str(data / "valid.jsonl"),
-           "--eval", str(EVAL), "--out", str(run), "--hidden", str(hidden), "--layers", str(layers),
-           "--dropout", str(dropout), "--epochs", str(epochs), "--no-progress", *lr_flags(lr))
+        train_baseline(model, sweep_files(data), run, epochs, "--hidden", str(hidden), "--layers", str(layers),
+                       "--dropout", str(dropout), *lr_flags(lr))
 
 
 def baseline_row(run: Path) -> dict | None:
@@ -66,12 +70,12 @@ def baseline_row(run: Path) -> dict | None:
 def run_sft(data: Path, run: Path, hidden: int, layers: int, dropout: float, epochs: int,
             lr: float | None = None) -> None:
     """SFT with bench/quality.py's settings (1,000 validation rows, seed 0), then its best checkpoint ranked."""
-    files = {"train": str(data / "train.jsonl"), "valid": str(data / "valid.jsonl")}
+    files = sweep_files(data)
 
     def go() -> None:
         sh("sft", "--epochs", str(epochs), "--hidden", str(hidden), "--layers", str(layers), "--dropout",
            str(dropout), "--out", str(run), *lr_flags(lr), *lm_flags(files, "music", seed=0))
-        evaluate_run(run, str(EVAL), "music", "ranking")
+        evaluate_run(run, files["eval"], "music", "ranking")
 
     timed(run, go)
 
@@ -133,8 +137,9 @@ def main() -> None:
             run_sft(data, run, *size, args.epochs or 10, args.lr)
         else:
             run_baseline(args.model, data, run, *size, args.epochs or 20, args.lr)
-        (out / "table.md").write_text(table(args.model, finished_rows(args.model, out)) + "\n")
-    print(table(args.model, finished_rows(args.model, out)))
+        text = table(args.model, finished_rows(args.model, out))
+        (out / "table.md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":
