@@ -5,6 +5,7 @@ import yaml
 
 from sdporec.cli import build_parser
 from sdporec.config import ConfigError, resolve, save_config
+from sdporec.data.prepare import PrepareConfig
 from sdporec.training.preference import DPOConfig, PreferenceConfig, SDPOConfig
 from sdporec.training.sft import SFTConfig
 
@@ -66,3 +67,14 @@ def test_bad_flag_values_are_rejected_by_argparse():
     with pytest.raises(SystemExit):
         parse(["dpo", "--loss", "ipo"])
     assert isinstance(parse(["evaluate", "--protocol", "generation"]), argparse.Namespace)
+
+
+def test_an_omitted_positional_with_choices_takes_its_default_or_the_yaml_value(capsys):
+    # Before Python 3.12 argparse checked the omitted positional's SUPPRESS default against its choices and
+    # refused `sdporec prepare --out DIR`; sdporec.config.OneOf checks the choices instead.
+    assert resolve(PrepareConfig, parse(["prepare", "--out", "d"])).source == "builtin"
+    assert parse(["prepare", "csv", "--out", "d"]).source == "csv"
+    assert "source" not in vars(parse(["prepare", "--config", "p.yaml"]))   # so a YAML file's source stands
+    with pytest.raises(SystemExit):
+        parse(["prepare", "bogus"])
+    assert "argument source: invalid choice: 'bogus'" in capsys.readouterr().err

@@ -44,6 +44,24 @@ def _base_type(tp) -> tuple[type, bool]:
     return tp, False
 
 
+class OneOf:
+    """The argparse type of a positional with choices. Before Python 3.12, argparse checks an omitted optional
+    positional's default (SUPPRESS, which keeps YAML values) against `choices` and rejects the command; this
+    type checks the choices itself and lets SUPPRESS through unchanged."""
+
+    def __init__(self, tp: type, choices: tuple):
+        self.tp, self.choices = tp, choices
+
+    def __call__(self, text: str):
+        if text is argparse.SUPPRESS:
+            return text
+        value = self.tp(text)
+        if value not in self.choices:
+            allowed = ", ".join(repr(c) for c in self.choices)
+            raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {allowed})")
+        return value
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     hints = typing.get_type_hints(cls)
     parser.add_argument("--config", metavar="FILE.yaml", help="read settings from a YAML file; flags override it")
@@ -57,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if meta.get("choices"):
             kw["choices"] = meta["choices"]
         if meta.get("positional"):
+            if kw.pop("choices", None):
+                tp = OneOf(tp, meta["choices"])
+                kw["help"] = f"{meta.get('help', '')}: {', '.join(meta['choices'])} (default: {default})"
             parser.add_argument(f.name, nargs="+" if is_list else "?", type=tp, **kw)
         elif tp is bool:
             parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, **kw)
