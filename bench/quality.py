@@ -12,16 +12,19 @@ Each row's wall time includes its training. Finished rows are kept, so an interr
 
     .venv/bin/python bench/quality.py [--out runs/quality] [--only lastfm|movielens|leaky] [--seeds 0 1 2]
         [--sft-epochs N] [--hidden H --layers L] [--baseline-epochs N] [--sasrec-args "..."]
-        [--sft-args "..."] [--pref-args "..."] [--variant-args "..."]
+        [--sft-args "..."] [--pref-args "..."] [--variant-args "..."] [--jobs N]
 
 Seeded rows (SASRec, GRU4Rec and the LM rows) run once per seed; tables show mean ± std over seeds, and the
 paired bootstrap 95% intervals of the key differences (each sample's metric averaged over seeds first).
+`--jobs N` (with `--only lastfm` or `--only movielens`) runs the seeds in N processes side by side, each with
+cores / N threads (a model this small uses two threads poorly), then makes the tables from their rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -232,6 +235,25 @@ def table(title: str, rows: dict[str, dict], diffs: list[dict] | None = None) ->
     return "\n".join(lines)
 
 
+def run_seeds_side_by_side(args, out: Path) -> None:
+    """The seeds split over `args.jobs` processes of this script, each with its share of the cores and its log in
+    out/seeds-<seeds>.log; stops if one of them fails."""
+    threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
+    chunks = [args.seeds[i::args.jobs] for i in range(args.jobs) if args.seeds[i::args.jobs]]
+    procs = []
+    for chunk in chunks:
+        seeds = [str(s) for s in chunk]
+        log = out / f"seeds-{'-'.join(seeds)}.log"
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--jobs", "1", "--seeds", *seeds]   # the last flag wins
+        print(f"$ OMP_NUM_THREADS={threads} {' '.join(cmd[1:])} > {log}", flush=True)
+        with open(log, "w") as sink:
+            procs.append((log, subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT,
+                                                env={**os.environ, "OMP_NUM_THREADS": threads})))
+    failed = [str(log) for log, proc in procs if proc.wait() != 0]
+    if failed:
+        sys.exit(f"seed processes failed, see {', '.join(failed)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "runs" / "quality"))
@@ -250,11 +272,20 @@ def main() -> None:
                     "(each row over the seeds it has)")
     ap.add_argument("--variant-args", default="", help="adds a row: S-DPO (K=3) with these extra flags, "
                     "e.g. '--sft-weight 1' (named 'S-DPO (K=3) variant' in the tables)")
+    ap.add_argument("--jobs", type=int, default=1, help="processes running the seeds side by side (with --only "
+                    "lastfm or movielens)")
     args = ap.parse_args()
-    out = Path(args.out)
+    out, started, measured = Path(args.out), time.time(), not args.table_only
     for need in (SHARED / "lastfm" / "resampled" / "lastfm-val.json", SHARED / "ml-100k" / "u.data"):
         if not need.is_file():
             sys.exit(f"missing {need} (see ../shared/data/README.md)")
+    if args.jobs > 1 and not args.table_only:
+        if args.only not in ("lastfm", "movielens"):
+            sys.exit("--jobs runs one data set's seeds side by side: name it with --only lastfm or --only movielens")
+        prepare = lastfm_data if args.only == "lastfm" else movielens_data
+        prepare(out / args.only / "data", leaky=False)   # once, before the processes that read it
+        run_seeds_side_by_side(args, out)
+        args.table_only = True
     tables = []
     if args.only in (None, "lastfm"):
         files = lastfm_data(out / "lastfm" / "data", leaky=False)
@@ -280,6 +311,8 @@ def main() -> None:
     text = "\n\n".join(tables)
     (out / "tables.md").write_text(text + "\n")
     print("\n" + text)
+    if measured:
+        print(f"\nthis run: {time.time() - started:.0f} s wall, {args.jobs} process(es) for the seeds")
 
 
 if __name__ == "__main__":
