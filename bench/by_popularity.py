@@ -18,17 +18,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sdporec.data.samples import read_samples  # noqa: E402
 from sdporec.evaluation.compare import read_predictions  # noqa: E402
+from sdporec.evaluation.metrics import per_sample_metrics  # noqa: E402
 
 
 def mean_hits(runs: list[str], keys: list[str]) -> list[float]:
-    """Each sample's hit (rank 0) averaged over the runs; every run must hold every key."""
+    """Each sample's HR@1 averaged over the runs; every run must hold every key."""
     per_run = []
     for run in runs:
         file, rows = read_predictions(run)
         missing = [k for k in keys if k not in rows]
         if missing:
             sys.exit(f"{file}: no prediction for sample {missing[0]} of --data ({len(missing)} missing)")
-        per_run.append([1.0 if rows[k].get("rank", -1) == 0 or rows[k].get("hit") else 0.0 for k in keys])
+        per_run.append(per_sample_metrics([rows[k] for k in keys])["hr@1"])
     return [sum(hits) / len(per_run) for hits in zip(*per_run)]
 
 

@@ -69,17 +69,17 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         tp, is_list = _base_type(hints[f.name])
         meta = f.metadata
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f"{meta.get('help', '')} (default: {default})"
+        choices, positional = meta.get("choices"), meta.get("positional")
+        listed = f": {', '.join(choices)}" if choices and positional else ""   # argparse lists an option's own
+        help_text = f"{meta.get('help', '')}{listed} (default: {default})"
         # SUPPRESS: an absent flag leaves no attribute, so YAML values are not overwritten by defaults.
         kw: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS}
-        if meta.get("choices"):
-            kw["choices"] = meta["choices"]
-        if meta.get("positional"):
-            if kw.pop("choices", None):
-                tp = OneOf(tp, meta["choices"])
-                kw["help"] = f"{meta.get('help', '')}: {', '.join(meta['choices'])} (default: {default})"
-            parser.add_argument(f.name, nargs="+" if is_list else "?", type=tp, **kw)
-        elif tp is bool:
+        if positional:
+            parser.add_argument(f.name, nargs="+" if is_list else "?", type=OneOf(tp, choices) if choices else tp, **kw)
+            continue
+        if choices:
+            kw["choices"] = choices
+        if tp is bool:
             parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, **kw)
         else:
             parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=tp,
