@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sdporec.data.samples import read_samples  # noqa: E402
+from sdporec.data.samples import DataError, read_samples  # noqa: E402
 from sdporec.evaluation.compare import read_predictions  # noqa: E402
 from sdporec.evaluation.metrics import per_sample_metrics  # noqa: E402
 
@@ -81,4 +81,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DataError as e:   # a missing or malformed file: one line naming it
+        sys.exit(f"by_popularity: {e}")
