@@ -158,3 +158,17 @@ def test_text_history_sequences_label_the_later_titles(text_model):
     assert labelled == [label for label in labels if label != IGNORE]
     assert codec.tokenizer.decode(labelled).replace(" ", "") == ",Beta,GammaTwo"
     assert codec.tokenizer.decode(ids).replace(" ", "").endswith("AlphaOne,Beta,GammaTwo")
+
+
+@pytest.mark.parametrize("chat", ["off", "on"])
+def test_text_history_labels_inside_the_prompt_are_the_later_titles(text_model, chat):
+    from sdporec.data.prompts import build_prompt
+    from sdporec.models.logprobs import IGNORE
+
+    d, _ = text_model
+    codec = load_codec(str(d / "model"), chat)
+    prompt = build_prompt(["Alpha One", "Beta", "Gamma Two"], ["Delta", "Beta Three"], "music", 0)
+    ids, labels = codec.encode_prompt_history(prompt, IGNORE)
+    assert ids == codec.encode_prompt(prompt) and len(labels) == len(ids)
+    labelled = [label for label in labels if label != IGNORE]
+    assert codec.tokenizer.decode(labelled).replace(" ", "") == ",Beta,GammaTwo"

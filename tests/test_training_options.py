@@ -164,3 +164,50 @@ def test_title_rewards_leave_the_eos_out(files, tmp_path):
     # Same first batch and weights: the title's log-prob alone is the answer's minus its (negative) EOS term.
     assert first["title"]["logp_chosen"] > first["answer"]["logp_chosen"]
     assert first["title"]["reward_chosen"] == pytest.approx(0.0, abs=1e-5)   # policy = reference at step 1
+
+
+def test_history_labels_inside_the_prompt_are_the_later_history_titles(tiny_llama):
+    from sdporec.data.prompts import build_prompt
+    from sdporec.models.logprobs import IGNORE
+
+    _, codec = tiny_llama
+    history, candidates = ["Artist 1", "Air", "Air Supply"], ["Artist 5", "Answer", "Artist 7"]
+    for template in range(4):
+        prompt = build_prompt(history, candidates, "music", template)
+        ids, labels = codec.encode_prompt_history(prompt, IGNORE)
+        assert ids == codec.encode_prompt(prompt) and len(labels) == len(ids)
+        t = codec.title_id
+        assert [label for label in labels if label != IGNORE] == [t("Air"), t("Air Supply")]
+        assert all(label in (IGNORE, i) for i, label in zip(ids, labels))
+        assert ids.index(t("Air")) + 1 == ids.index(t("Air Supply"))   # titles adjacent: separators have no token
+
+
+def test_one_pass_gives_the_answer_logprobs_of_the_scoring_layouts_and_the_prompt_labels(tiny_llama):
+    """`answer_and_prompt_logprobs` against the paper layout for the answer, and against a hand-made sum of
+    log-softmax over each unpadded row for the labels inside the prompt."""
+    from sdporec.data.prompts import build_prompt
+    from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, answer_logprobs_full
+
+    model, codec = tiny_llama
+    rows = [(["Artist 1", "Air", "Air Supply", "Artist 3"], ["Artist 9", "Answer"], "Artist 9"),
+            (["Artist 4", "Artist 2"], ["Air", "Artist 8", "Artist 11"], "Artist 11")]
+    labelled = [codec.encode_prompt_history(build_prompt(h, c, "music", i), IGNORE) for i, (h, c, _) in enumerate(rows)]
+    batch = collate([ids for ids, _ in labelled], [[codec.encode_answer(t)] for *_, t in rows], codec.pad_id)
+    batch.with_prompt_labels([labels for _, labels in labelled], IGNORE)
+    with torch.no_grad():
+        answer, history = answer_and_prompt_logprobs(model.eval(), batch)
+        torch.testing.assert_close(answer, answer_logprobs_full(model, batch)[0][:, 0], atol=1e-5, rtol=1e-5)
+        for i, (ids, labels) in enumerate(labelled):
+            logps = model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+            expected = sum(logps[j - 1, label] for j, label in enumerate(labels) if label != IGNORE)
+            assert history[i].item() == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_history_loss_inside_the_prompt_trains_and_needs_a_weight(files, tmp_path):
+    out = tmp_path / "p"
+    assert main(["sft", "--out", str(out), "--history-weight", "0.5", "--history-in", "prompt", *files, *SIZE,
+                 *TINY]) == 0
+    rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert all(r["loss"] > 0 and r["answer_loss"] > 0 for r in rows)
+    assert "history_in: prompt" in (out / "config.yaml").read_text()
+    assert main(["sft", "--out", str(tmp_path / "q"), "--history-in", "prompt", *files, *SIZE, *TINY]) == 2

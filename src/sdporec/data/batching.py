@@ -22,6 +22,11 @@ with a history loss (`--history-weight`) carry each sample's history as its own 
     history_labels  (B, H)  the token ids of the 2nd to last title where they stand, IGNORE elsewhere
                             (the first title has nothing before it to be predicted from)
 
+With the history loss inside the prompt (`--history-in prompt`) they carry labels on the prompt instead:
+
+    prompt_labels   (B, P)  aligned with prompt_ids (LEFT-padded the same way): the token ids of the 2nd to
+                            last history title where they stand in the prompt, IGNORE elsewhere
+
 `split_chosen_rejected` is the one place that takes training's answer slots apart.
 """
 
@@ -43,11 +48,21 @@ class AnswerBatch:
     history_ids: torch.Tensor | None = None
     history_mask: torch.Tensor | None = None
     history_labels: torch.Tensor | None = None
+    prompt_labels: torch.Tensor | None = None
 
     def to(self, device) -> AnswerBatch:
         return AnswerBatch(*(None if t is None else t.to(device) for t in (
             self.prompt_ids, self.prompt_mask, self.answer_ids, self.answer_mask, self.reference_logps,
-            self.history_ids, self.history_mask, self.history_labels)))
+            self.history_ids, self.history_mask, self.history_labels, self.prompt_labels)))
+
+    def with_prompt_labels(self, labels: Sequence[Sequence[int]], ignore: int) -> AnswerBatch:
+        """This batch with `prompt_labels`, one list per prompt as long as its ids, left-padded like them."""
+        self.prompt_labels = torch.full(self.prompt_ids.shape, ignore, dtype=torch.long)
+        p = self.prompt_ids.shape[1]
+        for i, row in enumerate(labels):
+            assert len(row) == int(self.prompt_mask[i].sum()), "one label per prompt token"
+            self.prompt_labels[i, p - len(row):] = torch.tensor(row, dtype=torch.long)
+        return self
 
     def with_histories(self, histories: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
                        ignore: int) -> AnswerBatch:

@@ -12,6 +12,7 @@ Two kinds share one interface, so training and evaluation never ask which one th
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,13 +72,29 @@ class ItemCodec(_Codec):
         return i
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
-        ids = [self.bos_id]
+        return [i for piece in self._piece_ids(prompt) for i in piece]
+
+    def encode_prompt_history(self, prompt: Prompt, ignore: int) -> tuple[list[int], list[int]]:
+        """The prompt's ids (`encode_prompt`) and labels: the token of every history title after the first
+        where it stands, `ignore` elsewhere (the history's next-item loss inside the prompt)."""
+        labelled = {j + 1 for j in prompt.history[1:]}      # _piece_ids puts BOS first
+        ids, labels = [], []
+        for j, piece in enumerate(self._piece_ids(prompt)):
+            ids += piece
+            labels += piece if j in labelled else [ignore] * len(piece)
+        return ids, labels
+
+    def _piece_ids(self, prompt: Prompt) -> list[list[int]]:
+        """BOS, then each piece's ids: a title its one token, text a token per word, a separator none."""
+        out = [[self.bos_id]]
         for kind, text in prompt.pieces:
             if kind == "title":
-                ids.append(self.title_id(text))
+                out.append([self.title_id(text)])
             elif kind == "text":
-                ids.extend(self.vocab.get(_word_token(w), self.unk_id) for w in split_words(text))
-        return ids
+                out.append([self.vocab.get(_word_token(w), self.unk_id) for w in split_words(text)])
+            else:
+                out.append([])
+        return out
 
     def encode_answer(self, title: str) -> list[int]:
         return [self.title_id(title), self.eos_id]
@@ -117,11 +134,33 @@ class TextCodec(_Codec):
         self.pad_id, self.eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
+        text, specials = self._prompt_string(prompt)
+        return list(self.tokenizer(text, add_special_tokens=specials)["input_ids"])
+
+    def encode_prompt_history(self, prompt: Prompt, ignore: int) -> tuple[list[int], list[int]]:
+        """The prompt's ids (`encode_prompt`) and labels: the tokens wholly inside every history title after the
+        first, with the separator before it (as `encode_history`), `ignore` elsewhere. The prompt is tokenized
+        whole, as everywhere else, and the titles found through the tokenizer's character offsets."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise ValueError("a history loss inside the prompt needs a fast tokenizer (character offsets); "
+                             "use --history-in sequence")
+        text, specials = self._prompt_string(prompt)
+        start = text.find(prompt.text)
+        if start < 0:
+            raise ValueError("the chat template changed the prompt's text; use --history-in sequence")
+        ends = [start + n for n in itertools.accumulate(len(t) for _, t in prompt.pieces)]
+        spans = [(ends[j - 2], ends[j]) for j in prompt.history[1:]]    # the separator before title j, and j
+        enc = self.tokenizer(text, add_special_tokens=specials, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        inside = [b > a and any(lo <= a and b <= hi for lo, hi in spans) for a, b in enc["offset_mapping"]]
+        return ids, [i if keep else ignore for i, keep in zip(ids, inside)]
+
+    def _prompt_string(self, prompt: Prompt) -> tuple[str, bool]:
+        """The string the tokenizer reads, and whether it adds its special tokens itself."""
         if not self.chat:
-            return list(self.tokenizer(prompt.text, add_special_tokens=True)["input_ids"])
-        text = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt.text}],
-                                                  add_generation_prompt=True, tokenize=False)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            return prompt.text, True
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt.text}],
+                                                  add_generation_prompt=True, tokenize=False), False
 
     def encode_history(self, titles: Sequence[str], ignore: int) -> tuple[list[int], list[int]]:
         """The titles as plain text joined by ", " (BOS first where the tokenizer has one); labels: the

@@ -56,6 +56,7 @@ LIST_SEP = ", "
 @dataclass(frozen=True)
 class Prompt:
     pieces: tuple[tuple[str, str], ...]  # (kind, text) with kind in {"text", "title", "sep"}
+    history: tuple[int, ...] = ()        # indices into `pieces` of the history's titles, in order
 
     @property
     def text(self) -> str:
@@ -68,15 +69,18 @@ def build_prompt(history: Sequence[str], candidates: Sequence[str], domain: str 
         raise ValueError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
     lists = {"{history}": history, "{candidates}": candidates}
     pieces: list[tuple[str, str]] = []
+    history: list[int] = []
     for part in re.split(r"(\{history\}|\{candidates\})", TEMPLATES[domain][template]):
         if part in lists:
             for j, title in enumerate(lists[part]):
                 if j:
                     pieces.append(("sep", LIST_SEP))
+                if part == "{history}":
+                    history.append(len(pieces))
                 pieces.append(("title", title))
         elif part:
             pieces.append(("text", part))
-    return Prompt(tuple(pieces))
+    return Prompt(tuple(pieces), tuple(history))
 
 
 def split_words(text: str) -> list[str]:

@@ -42,6 +42,20 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch
     return (token_logps * mask).sum(-1), mask.sum(-1)
 
 
+def answer_and_prompt_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """SFT with labels inside the prompt (one answer per prompt): one row per sample, [prompt (left-padded) |
+    answer (right-padded)], one forward pass -> (answer log-probs (B,), prompt-label log-probs (B,))."""
+    assert batch.n_answers == 1 and batch.prompt_labels is not None, "one answer per prompt, with prompt labels"
+    answer, answer_mask = batch.answer_ids[:, 0], batch.answer_mask[:, 0]
+    ids = torch.cat([batch.prompt_ids, answer], 1)
+    mask = torch.cat([batch.prompt_mask, answer_mask], 1)
+    unlabelled_prompt, unlabelled_answer = torch.full_like(batch.prompt_ids, IGNORE), torch.full_like(answer, IGNORE)
+    answer_labels = torch.cat([unlabelled_prompt, answer.masked_fill(answer_mask == 0, IGNORE)], 1)
+    prompt_labels = torch.cat([batch.prompt_labels, unlabelled_answer], 1)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
+    return sequence_logprobs(logits, answer_labels)[0], sequence_logprobs(logits, prompt_labels)[0]
+
+
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids that count real tokens only, so left padding does not move a prompt."""
     return (mask.cumsum(-1) - 1).clamp(min=0)

@@ -10,17 +10,20 @@ from sdporec.config import require, require_input, require_outside, setting
 from sdporec.data.batching import AnswerBatch, collate
 from sdporec.data.candidates import catalogue
 from sdporec.data.codec import ReservedTitle
-from sdporec.data.prompts import training_prompt
+from sdporec.data.prompts import build_prompt, training_prompt
 from sdporec.data.samples import DataError, Sample, read_text
 from sdporec.models.builtin import BUILTIN, BuiltinSize, add_hidden_dropout, build_builtin
 from sdporec.models.checkpoints import needs_own_base, recorded_domain, save_checkpoint
 from sdporec.models.loading import load_codec_of, load_model
-from sdporec.models.logprobs import IGNORE, scoring_layout, sequence_logprobs
+from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, scoring_layout, sequence_logprobs
 from sdporec.models.lora import add_lora, enable_gradient_checkpointing
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 from sdporec.training.losses import sft_loss
 from sdporec.training.train_config import TrainConfig, default_lr
 from sdporec.training.trainer import Trainer, TrainingRun, start_run
+
+
+HISTORY_IN = ("sequence", "prompt")
 
 
 @dataclass
@@ -37,6 +40,9 @@ class SFTConfig(TrainConfig):
     history_weight: float = setting(0.0, "weight of a next-item loss on each sample's history, run as its own short "
                                 "sequence: every title after the first predicted from those before it, as SASRec "
                                 "learns (0: the answer's loss only)")
+    history_in: str = setting("sequence", "where the history loss is put: 'sequence' (the history as its own "
+                              "short sequence, a second forward pass) or 'prompt' (on the history titles inside "
+                              "the training prompt, in the answer's forward pass)", choices=HISTORY_IN)
 
     def validate(self) -> None:
         if self.model != BUILTIN:
@@ -49,6 +55,8 @@ class SFTConfig(TrainConfig):
         require_outside(self.model, self.out, self.overwrite)
         require(self.hidden % self.heads == 0, "hidden", "must be a multiple of heads")
         require(self.history_weight >= 0, "history_weight", "must not be negative")
+        require(self.history_in == "sequence" or self.history_weight > 0, "history_in",
+                "'prompt' puts the history loss inside the prompt: it needs --history-weight above 0")
         require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
         require(not self.dropout or self.model == BUILTIN, "dropout", "applies to the built-in backbone only (a LoRA "
                 "adapter has --lora-dropout)")
@@ -64,30 +72,47 @@ class SFTRecipe:
         self.meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg)}
 
     def units(self, sample: Sample) -> int:
-        """Predicted tokens: the answer's (title + EOS), and with a history loss the history's labelled ones."""
+        """Predicted tokens: the answer's (title + EOS), and with a history loss the history's labelled ones
+        (counted in the evaluation prompt: an item title is one token in every template, and a text title's
+        tokens change little with the words around it)."""
         answer = len(self.codec.encode_answer(sample.target))
         if not self.cfg.history_weight:
             return answer
-        return answer + sum(label != IGNORE for label in self.codec.encode_history(sample.history, IGNORE)[1])
+        if self.cfg.history_in == "prompt":
+            labels = self.codec.encode_prompt_history(build_prompt(sample.history, sample.candidates,
+                                                                   self.cfg.domain), IGNORE)[1]
+        else:
+            labels = self.codec.encode_history(sample.history, IGNORE)[1]
+        return answer + sum(label != IGNORE for label in labels)
 
     def start_epoch(self, epoch: int, samples: Sequence[Sample]) -> None:
         pass
 
     def make_batch(self, samples: Sequence[Sample], epoch: int) -> AnswerBatch:
         cfg, codec = self.cfg, self.codec
-        batch = collate([codec.encode_prompt(training_prompt(s, cfg.domain, cfg.seed, epoch)) for s in samples],
-                        [[codec.encode_answer(s.target)] for s in samples], codec.pad_id)
+        prompts = [training_prompt(s, cfg.domain, cfg.seed, epoch) for s in samples]
+        answers = [[codec.encode_answer(s.target)] for s in samples]
+        if cfg.history_weight and cfg.history_in == "prompt":
+            labelled = [codec.encode_prompt_history(p, IGNORE) for p in prompts]
+            batch = collate([ids for ids, _ in labelled], answers, codec.pad_id)
+            return batch.with_prompt_labels([labels for _, labels in labelled], IGNORE)
+        batch = collate([codec.encode_prompt(p) for p in prompts], answers, codec.pad_id)
         if cfg.history_weight:
             batch.with_histories([codec.encode_history(s.history, IGNORE) for s in samples], codec.pad_id, IGNORE)
         return batch
 
     def losses(self, model, batch: AnswerBatch):
-        logps, _ = scoring_layout(self.cfg.layout)(model, batch)
-        losses = sft_loss(logps[:, 0])     # each sample's summed answer-token loss; the trainer divides by tokens
-        if not self.cfg.history_weight:
-            return losses, {}
-        history = model(input_ids=batch.history_ids, attention_mask=batch.history_mask).logits
-        history_logps, _ = sequence_logprobs(history, batch.history_labels)
+        """Each sample's summed answer-token loss (plus the weighted history loss); the trainer divides by tokens."""
+        if batch.prompt_labels is not None:
+            logps, history_logps = answer_and_prompt_logprobs(model, batch)
+            losses = sft_loss(logps)
+        else:
+            logps, _ = scoring_layout(self.cfg.layout)(model, batch)
+            losses = sft_loss(logps[:, 0])
+            if not self.cfg.history_weight:
+                return losses, {}
+            history = model(input_ids=batch.history_ids, attention_mask=batch.history_mask).logits
+            history_logps, _ = sequence_logprobs(history, batch.history_labels)
         return losses + self.cfg.history_weight * sft_loss(history_logps), {"answer_loss": losses.detach()}
 
     def save(self, model, state_dict: dict | None) -> None:
