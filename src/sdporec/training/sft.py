@@ -1,4 +1,4 @@
-"""SFT recipe: next-token loss on the answer tokens (target title + EOS) only."""
+"""SFT recipe: next-token loss on the answer tokens (title + EOS), optionally on the history too."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 from sdporec.training.losses import sft_loss
 from sdporec.training.train_config import TrainConfig, default_lr
 from sdporec.training.trainer import Trainer, TrainingRun, start_run
-
 
 HISTORY_IN = ("sequence", "prompt")
 
