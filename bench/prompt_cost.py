@@ -1,0 +1,75 @@
+"""What the prompt costs a model: rank the candidates of EVAL twice with one SFT checkpoint, in its prompt (the
+product: history, candidate list and template words, then the answer's log-prob) and in "history mode" (BOS and
+the history's titles only, the next title's log-prob after the last one, as SASRec scores). A model trained with
+`sft --history-weight` has learnt both tasks; the gap says how much of what it knows about the next item the
+prompt keeps it from using. Built-in (item-token) checkpoints only.
+
+    .venv/bin/python bench/prompt_cost.py --model RUN/model --data EVAL [--domain music] [--out DIR]
+
+With --out, each mode's metrics and predictions go to DIR/history and DIR/prompt, for `sdporec compare`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from sdporec.data.codec import ItemCodec  # noqa: E402
+from sdporec.data.samples import DataError, read_samples  # noqa: E402
+from sdporec.evaluation.evaluate import evaluate_ranking, lm_scorer, write_results  # noqa: E402
+from sdporec.models.logprobs import IGNORE  # noqa: E402
+
+
+class HistoryScorer:
+    """Each candidate's log-prob as the title after the history's last one, the history run alone."""
+
+    def __init__(self, model, codec: ItemCodec, batch_size: int = 256):
+        self.model, self.codec, self.batch_size = model, codec, batch_size
+
+    def __call__(self, samples) -> list[list[float]]:
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(samples), self.batch_size):
+                part = samples[start:start + self.batch_size]
+                seqs = [self.codec.encode_history(s.history, IGNORE)[0] for s in part]
+                width = max(map(len, seqs))
+                ids = torch.tensor([[self.codec.pad_id] * (width - len(x)) + x for x in seqs])   # left-padded
+                mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(x) for x in seqs])[:, None]).long()
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                last = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]
+                logps = last.float().log_softmax(-1)
+                for row, s in zip(logps, part):
+                    out.append([row[self.codec.title_id(c)].item() for c in s.candidates])
+        return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--domain", default="music")
+    ap.add_argument("--out", default="")
+    args = ap.parse_args()
+    from sdporec.models.loading import load_model
+    try:
+        samples = read_samples(args.data, "eval")   # the keys `sdporec evaluate` gives, for `compare`
+        model, codec = load_model(args.model)
+    except (DataError, OSError, ValueError) as e:
+        sys.exit(f"prompt_cost: {e}")
+    if not isinstance(codec, ItemCodec):
+        sys.exit(f"prompt_cost: {args.model} is not a built-in (item-token) checkpoint")
+    scorers = {"history": HistoryScorer(model, codec), "prompt": lm_scorer(model, codec, args.domain, progress=False)}
+    for name, scorer in scorers.items():
+        metrics, rows = evaluate_ranking(scorer, samples)
+        print(f"{name:8s} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        if args.out:
+            write_results(Path(args.out) / name, metrics, rows, {"mode": name, "model": args.model})
+
+
+if __name__ == "__main__":
+    main()
