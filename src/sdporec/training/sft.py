@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sdporec.config import require, require_input, require_outside, setting
+from sdporec.config import ConfigError, require, require_input, require_outside, setting
 from sdporec.data.batching import AnswerBatch, collate
 from sdporec.data.candidates import catalogue
 from sdporec.data.codec import ReservedTitle
@@ -151,6 +151,11 @@ def run_sft(cfg: SFTConfig) -> dict:
     """Set-up (data, model), then the trainer with the SFT recipe."""
     extra = [t.strip() for t in read_text(cfg.titles).splitlines() if t.strip()] if cfg.titles else []
     codec = None if cfg.model == BUILTIN else load_codec_of(cfg.model, cfg.chat_template)
+    if codec is not None and cfg.history_weight and cfg.history_in == "prompt":
+        try:   # a tokenizer without offsets, or a chat template that rewrites the prompt: say so before writing
+            codec.encode_prompt_history(build_prompt(["A", "B"], ["C"], cfg.domain), IGNORE)
+        except ValueError as e:
+            raise ConfigError(f"setting 'history_in': {e}") from None
     run = start_run(cfg, codec, cfg.model)   # checks the data, then writes the run directory
     model, codec, base_dir = sft_model(cfg, run, codec, extra)
     if run.main:
