@@ -39,7 +39,7 @@ class HistoryScorer:
                 seqs = [self.codec.encode_history(s.history, IGNORE)[0] for s in part]
                 width = max(map(len, seqs))
                 ids = torch.tensor([[self.codec.pad_id] * (width - len(x)) + x for x in seqs])   # left-padded
-                mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(x) for x in seqs])[:, None]).long()
+                mask = (ids != self.codec.pad_id).long()                                  # titles are never padding
                 positions = (mask.cumsum(-1) - 1).clamp(min=0)
                 last = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]
                 logps = last.float().log_softmax(-1)

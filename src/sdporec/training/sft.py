@@ -91,7 +91,7 @@ class SFTRecipe:
         cfg, codec = self.cfg, self.codec
         prompts = [training_prompt(s, cfg.domain, cfg.seed, epoch) for s in samples]
         answers = [[codec.encode_answer(s.target)] for s in samples]
-        if cfg.history_weight and cfg.history_in == "prompt":
+        if cfg.history_in == "prompt":   # validate: only with a history weight
             labelled = [codec.encode_prompt_history(p, IGNORE) for p in prompts]
             batch = collate([ids for ids, _ in labelled], answers, codec.pad_id)
             return batch.with_prompt_labels([labels for _, labels in labelled], IGNORE)
@@ -104,14 +104,14 @@ class SFTRecipe:
         """Each sample's summed answer-token loss (plus the weighted history loss); the trainer divides by tokens."""
         if batch.prompt_labels is not None:
             logps, history_logps = answer_and_prompt_logprobs(model, batch)
-            losses = sft_loss(logps)
         else:
-            logps, _ = scoring_layout(self.cfg.layout)(model, batch)
-            losses = sft_loss(logps[:, 0])
-            if not self.cfg.history_weight:
-                return losses, {}
-            history = model(input_ids=batch.history_ids, attention_mask=batch.history_mask).logits
-            history_logps, _ = sequence_logprobs(history, batch.history_labels)
+            logps, history_logps = scoring_layout(self.cfg.layout)(model, batch)[0][:, 0], None
+            if batch.history_ids is not None:
+                history = model(input_ids=batch.history_ids, attention_mask=batch.history_mask).logits
+                history_logps, _ = sequence_logprobs(history, batch.history_labels)
+        losses = sft_loss(logps)
+        if history_logps is None:
+            return losses, {}
         return losses + self.cfg.history_weight * sft_loss(history_logps), {"answer_loss": losses.detach()}
 
     def save(self, model, state_dict: dict | None) -> None:
@@ -151,7 +151,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     """Set-up (data, model), then the trainer with the SFT recipe."""
     extra = [t.strip() for t in read_text(cfg.titles).splitlines() if t.strip()] if cfg.titles else []
     codec = None if cfg.model == BUILTIN else load_codec_of(cfg.model, cfg.chat_template)
-    if codec is not None and cfg.history_weight and cfg.history_in == "prompt":
+    if codec is not None and cfg.history_in == "prompt":
         try:   # a tokenizer without offsets, or a chat template that rewrites the prompt: say so before writing
             codec.encode_prompt_history(build_prompt(["A", "B"], ["C"], cfg.domain), IGNORE)
         except ValueError as e:
