@@ -14,12 +14,13 @@ export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYTORCH
 mkdir -p "$OUT"
 PREC=$([ "$DEV" = cpu ] && echo no || echo bf16)
 COMMON="--model $GGUF --train $DATA/train.jsonl --valid $DATA/valid.jsonl --domain music --epochs 1 --batch-size $BATCH
-  --eval-every 200 --eval-samples 500 --mixed-precision $PREC --layout paper --device $DEV --threads 4 --seed 0
+  --eval-every 200 --eval-samples 500 --mixed-precision $PREC --device $DEV --threads 4 --seed 0
   --no-progress --overwrite"
 declare -A ROWS=(
   [full-lr1e-4]="--lr 1e-4"
   [lora-lr1e-3]="--lora --lr 1e-3"
 )
+for name in "${!ROWS[@]}"; do [[ -z "${ONLY:-}" || " $ONLY " == *" $name "* ]] || unset "ROWS[$name]"; done
 start=$(date +%s)
 for name in "${!ROWS[@]}"; do
   timeout -s INT "$WALL" $PY -m sdporec sft $COMMON ${ROWS[$name]} --out "$OUT/$name" > "$OUT/$name.log" 2>&1 &

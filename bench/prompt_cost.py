@@ -6,7 +6,9 @@ prompt keeps it from using. Built-in (item-token) checkpoints only.
 
     .venv/bin/python bench/prompt_cost.py --model RUN/model --data EVAL [--domain music] [--out DIR]
 
-With --out, each mode's metrics and predictions go to DIR/history and DIR/prompt, for `sdporec compare`.
+A third mode, "both", ranks by the sum of the two log-probs; with --templates a fourth, "templates", by the sum
+over the domain's prompt templates (training draws one of them per sample). With --out, each mode's metrics
+and predictions go to DIR/<mode>, for `sdporec compare`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sdporec.data.codec import ItemCodec  # noqa: E402
+from sdporec.data.prompts import TEMPLATES  # noqa: E402
 from sdporec.data.samples import DataError, read_samples  # noqa: E402
 from sdporec.evaluation.evaluate import evaluate_ranking, lm_scorer, write_results  # noqa: E402
 from sdporec.models.logprobs import IGNORE  # noqa: E402
@@ -48,12 +51,24 @@ class HistoryScorer:
         return out
 
 
+class SumScorer:
+    """The sum of several scorers' log-probs, a product of the model's readouts with no weight to tune: "both"
+    (the prompt and the history alone), "templates" (the prompt in each of the domain's templates)."""
+
+    def __init__(self, scorers):
+        self.scorers = scorers
+
+    def __call__(self, samples) -> list[list[float]]:
+        return [[sum(c) for c in zip(*rows)] for rows in zip(*(scorer(samples) for scorer in self.scorers))]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--domain", default="music")
     ap.add_argument("--out", default="")
+    ap.add_argument("--templates", action="store_true", help="also rank by the sum over the domain's templates")
     args = ap.parse_args()
     from sdporec.models.loading import load_model
     try:
@@ -64,6 +79,10 @@ def main() -> None:
     if not isinstance(codec, ItemCodec):
         sys.exit(f"prompt_cost: {args.model} is not a built-in (item-token) checkpoint")
     scorers = {"history": HistoryScorer(model, codec), "prompt": lm_scorer(model, codec, args.domain, progress=False)}
+    scorers["both"] = SumScorer([scorers["history"], scorers["prompt"]])
+    if args.templates:
+        scorers["templates"] = SumScorer([lm_scorer(model, codec, args.domain, template=t, progress=False)
+                                          for t in range(len(TEMPLATES[args.domain]))])
     for name, scorer in scorers.items():
         metrics, rows = evaluate_ranking(scorer, samples)
         print(f"{name:8s} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))

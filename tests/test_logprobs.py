@@ -202,9 +202,11 @@ def test_packed_scores_do_not_depend_on_chunking_or_on_how_logits_are_formed(tin
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_scoring_a_128k_vocabulary_never_forms_all_answer_logits_at_once(monkeypatch):
+@pytest.mark.parametrize("layout", [answer_logprobs_packed, answer_logprobs_full], ids=["packed", "paper"])
+def test_scoring_a_128k_vocabulary_never_forms_all_answer_logits_at_once(monkeypatch, layout):
     """Every tensor created while ranking is watched: with a 128,256-token vocabulary, none holds
-    logits for as many positions as there are answer tokens; the largest is one chunk."""
+    logits for as many positions as there are answer tokens; the largest is one chunk. In both layouts
+    (the paper's one repeats each prompt for 20 answers: whole-row logits ran an H100 out of memory)."""
     from torch.utils._python_dispatch import TorchDispatchMode
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -234,6 +236,51 @@ def test_scoring_a_128k_vocabulary_never_forms_all_answer_logits_at_once(monkeyp
             return out
 
     with torch.no_grad(), Largest():
-        packed = answer_logprobs_packed(model, batch)[0]
-    assert Largest.largest <= 16 * vocab < answer_tokens * vocab
-    torch.testing.assert_close(packed, answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)
+        got = layout(model, batch)[0]
+    rows = 2 if layout is answer_logprobs_packed else 2 * 20     # the forward pass keeps one logit row per row
+    assert Largest.largest <= max(16, rows) * vocab < answer_tokens * vocab
+    with torch.no_grad():
+        torch.testing.assert_close(got, whole_row_reference(model, batch)[0], atol=1e-5, rtol=0)
+
+
+def whole_row_reference(model, batch):
+    """The paper's layout computed the plain way, independently of `answer_logprobs_full`: every row's logits
+    in full, labels shifted by `sequence_logprobs`."""
+    b, n, _ = batch.answer_ids.shape
+    rows, labels = [], []
+    for i in range(b):
+        prompt = batch.prompt_ids[i][batch.prompt_mask[i].bool()]
+        for j in range(n):
+            ans = batch.answer_ids[i, j][batch.answer_mask[i, j].bool()]
+            rows.append(torch.cat([prompt, ans]))
+            labels.append(torch.cat([torch.full_like(prompt, IGNORE), ans]))
+    length = max(len(r) for r in rows)
+    ids = torch.zeros((b * n, length), dtype=torch.long)
+    lab, mask = torch.full_like(ids, IGNORE), torch.zeros_like(ids)
+    for k, (row, label) in enumerate(zip(rows, labels)):
+        ids[k, :len(row)], lab[k, :len(row)], mask[k, :len(row)] = row, label, 1
+    logps, counts = sequence_logprobs(model(input_ids=ids, attention_mask=mask).logits, lab)
+    return logps.view(b, n), counts.view(b, n)
+
+
+@pytest.mark.parametrize("hidden_path", [True, False], ids=["hidden-head", "kept-logits"])
+def test_paper_layout_equals_whole_row_logits_values_and_gradients(tiny_llama, monkeypatch, hidden_path):
+    import sdporec.models.logprobs as lp
+
+    model, codec = tiny_llama
+    if not hidden_path:
+        monkeypatch.setattr(lp.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
+    monkeypatch.setattr(lp, "CHUNK_ELEMENTS", 7 * model.get_output_embeddings().weight.shape[0])  # ragged chunks
+    text = collate([[1, 5, 6, 7], [1, 8]], [[[9, 10, 2], [11, 2]], [[12, 2], [13, 14, 15, 2]]], codec.pad_id)
+    for batch in (random_batch(codec, seed=5), text):
+        got, grads = [], []
+        for fn in (answer_logprobs_full, whole_row_reference):
+            model.zero_grad()
+            logps, counts = fn(model, batch)
+            (logps * torch.linspace(-1, 1, logps.numel()).view_as(logps)).sum().backward()
+            got.append((logps.detach(), counts.tolist()))
+            grads.append([p.grad.clone() for p in model.parameters()])
+        torch.testing.assert_close(got[0][0], got[1][0], atol=1e-5, rtol=0)
+        assert got[0][1] == got[1][1]
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -1,6 +1,8 @@
 """Answer log-probabilities.
 
-`sequence_logprobs` is the only place where labels are shifted against logits. The N answers of each
+Labels meet logits in two forms: `sequence_logprobs` shifts labels against whole-row logits (the cache path,
+SFT's prompt labels), and `label_logprobs` scores each answer token at the column before it, which the packed
+and paper layouts compute from their row layouts. The N answers of each
 prompt in an `AnswerBatch` (format in `data/batching.py`) are scored with the prompt computed once (a prompt of
 ~100 tokens and answers of a few are the usual case, so this avoids most of the compute), in one of two
 ways that give the same numbers (to 1e-5, tested):
@@ -13,8 +15,9 @@ ways that give the same numbers (to 1e-5, tested):
   checkpointing nor for every model.
 
 Each falls back to the other where it cannot run; where neither can, to `answer_logprobs_full`, the paper's
-layout (the prompt repeated for every answer), with a warning. It is also the reference both are tested
-against. Gradients flow through all three, so training and scoring use the same code.
+layout (the prompt repeated for every answer), with a warning; it is also the layout `--layout paper` names.
+All three form logits only where an answer token is predicted; the tests check them against whole-row logits
+through `sequence_logprobs`. Gradients flow through all three, so training and scoring use the same code.
 """
 
 from __future__ import annotations
@@ -284,7 +287,8 @@ class HiddenHead:
     @classmethod
     def run(cls, model, inputs: dict) -> HiddenHead | None:
         lm = _causal_lm(model)
-        decoder, embedding = getattr(lm, "base_model", lm), lm.get_output_embeddings()
+        decoder = getattr(lm, "base_model", lm)
+        embedding = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
         if decoder is lm or embedding is None or _sharded(model) or \
                 any(getattr(lm.config, k, None) not in (None, 1, 1.0) for k in _HEAD_EXTRAS):
             return None
@@ -306,15 +310,17 @@ class HiddenHead:
 
 @dataclass
 class KeptLogits:
-    """The model's own logits from column `first` on (for models whose head is not applied by hand)."""
+    """The model's own logits from column `first` on (for models whose head is not applied by hand). A
+    model that ignores `logits_to_keep` returns every column; `first` is read from what came back."""
     kept: torch.Tensor
     first: int
     vocab: int
 
     @classmethod
     def run(cls, model, inputs: dict, first: int) -> KeptLogits:
-        logits = model(**inputs, logits_to_keep=inputs["input_ids"].shape[1] - first).logits
-        return cls(logits, first, logits.shape[-1])
+        length = inputs["input_ids"].shape[1]
+        logits = model(**inputs, logits_to_keep=length - first).logits
+        return cls(logits, length - logits.shape[1], logits.shape[-1])
 
     def logits(self, sample: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
         return self.kept[sample, column - self.first]
@@ -330,21 +336,28 @@ def scoring_layout(name: str):
 
 
 def answer_logprobs_full(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same numbers as the shared-prompt layouts, from B*N full sequences prompt + answer (right-padded)."""
+    """The same numbers as the shared-prompt layouts, from B*N rows [prompt | one answer | right padding]: the
+    paper's layout, each prompt repeated for every answer. As in the packed layout, logits are formed only at
+    the positions that predict a real answer token, a chunk at a time (`label_logprobs`): whole-row logits
+    of 20 candidates x a batch of prompts x a 50k-150k vocabulary would not fit a GPU."""
     b, n, a = batch.answer_ids.shape
-    rows, labels = [], []
-    for i in range(b):
-        prompt = batch.prompt_ids[i][batch.prompt_mask[i].bool()]
-        for j in range(n):
-            ans = batch.answer_ids[i, j][batch.answer_mask[i, j].bool()]
-            rows.append(torch.cat([prompt, ans]))
-            labels.append(torch.cat([torch.full_like(prompt, IGNORE), ans]))
-    length = max(len(r) for r in rows)
-    ids = torch.zeros((b * n, length), dtype=torch.long, device=batch.prompt_ids.device)
-    lab = torch.full_like(ids, IGNORE)
-    mask = torch.zeros_like(ids)
-    for k, (row, label) in enumerate(zip(rows, labels)):
-        ids[k, :len(row)], lab[k, :len(row)], mask[k, :len(row)] = row, label, 1
-    logits = model(input_ids=ids, attention_mask=mask).logits
-    logps, counts = sequence_logprobs(logits, lab)
-    return logps.view(b, n), counts.view(b, n)
+    dev = batch.prompt_ids.device
+    amask = batch.answer_mask.bool()                                                    # (B, N, A)
+    t = torch.arange(a, device=dev)
+    assert torch.equal(amask, t < amask.sum(-1, keepdim=True)), "answers must be right-padded (data/batching.py)"
+    p, start = batch.prompt_ids.shape[1], batch.prompt_mask.sum(-1)                     # start (B,): prompt length
+    ends = start[:, None] + amask.sum(-1)                                               # (B, N): row lengths
+    length = int(ends.max())
+    ids = torch.zeros((b, n, length), dtype=batch.prompt_ids.dtype, device=dev)
+    for i, k in enumerate(start.tolist()):
+        ids[i, :, :k] = batch.prompt_ids[i, p - k:]
+        width = min(a, length - k)
+        ids[i, :, k:k + width] = batch.answer_ids[i, :, :width]
+    mask = (torch.arange(length, device=dev) < ends[..., None]).long()                  # (B, N, L)
+    inputs = dict(input_ids=ids.view(b * n, length), attention_mask=mask.view(b * n, length))
+    rows = torch.arange(b * n, device=dev).view(b, n, 1).expand(b, n, a)[amask]         # (M,)
+    column = (start[:, None, None] - 1 + t).expand(b, n, a)[amask]                      # predicts token t
+    head = HiddenHead.run(model, inputs) or KeptLogits.run(model, inputs, int(start.min()) - 1)
+    tokens = label_logprobs(head, rows, column, batch.answer_ids[amask])
+    logps = torch.zeros(b * n, dtype=tokens.dtype, device=dev).index_add(0, rows, tokens)
+    return logps.view(b, n), amask.sum(-1)
