@@ -114,11 +114,11 @@ def train_step(model, ref, codec, samples, layout: str, k: int, args) -> dict:
 
 
 def ranking_vs_generation(model, codec, samples, args) -> dict:
-    from sdporec.evaluation.evaluate import evaluate_generation, evaluate_ranking, lm_scorer
+    from sdporec.evaluation.evaluate import LMScorer, evaluate_generation, evaluate_ranking
 
     out = {}
     samples = samples[:args.eval_samples]
-    for name, run in (("ranking", lambda xs: evaluate_ranking(lm_scorer(model, codec, "music", args.batch_size,
+    for name, run in (("ranking", lambda xs: evaluate_ranking(LMScorer(model, codec, "music", args.batch_size,
                                                                         progress=False), xs)),
                       ("generation", lambda xs: evaluate_generation(model, codec, xs, "music", args.batch_size,
                                                                     progress=False))):

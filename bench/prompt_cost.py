@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from sdporec.data.codec import ItemCodec  # noqa: E402
 from sdporec.data.prompts import TEMPLATES  # noqa: E402
 from sdporec.data.samples import DataError, read_samples  # noqa: E402
-from sdporec.evaluation.evaluate import evaluate_ranking, lm_scorer, write_results  # noqa: E402
+from sdporec.evaluation.evaluate import LMScorer, evaluate_ranking, write_results  # noqa: E402
 from sdporec.models.logprobs import IGNORE  # noqa: E402
 
 
@@ -78,10 +78,10 @@ def main() -> None:
         sys.exit(f"prompt_cost: {e}")
     if not isinstance(codec, ItemCodec):
         sys.exit(f"prompt_cost: {args.model} is not a built-in (item-token) checkpoint")
-    scorers = {"history": HistoryScorer(model, codec), "prompt": lm_scorer(model, codec, args.domain, progress=False)}
+    scorers = {"history": HistoryScorer(model, codec), "prompt": LMScorer(model, codec, args.domain, progress=False)}
     scorers["both"] = SumScorer([scorers["history"], scorers["prompt"]])
     if args.templates:
-        scorers["templates"] = SumScorer([lm_scorer(model, codec, args.domain, template=t, progress=False)
+        scorers["templates"] = SumScorer([LMScorer(model, codec, args.domain, template=t, progress=False)
                                           for t in range(len(TEMPLATES[args.domain]))])
     for name, scorer in scorers.items():
         metrics, rows = evaluate_ranking(scorer, samples)

@@ -98,7 +98,7 @@ def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
 
 
 def eval_case(args, method: str, codec_kind: str) -> dict:
-    from sdporec.evaluation.evaluate import evaluate_generation, evaluate_ranking, lm_scorer
+    from sdporec.evaluation.evaluate import LMScorer, evaluate_generation, evaluate_ranking
 
     model, codec, samples = build(codec_kind, args)
     model.eval()
@@ -106,7 +106,7 @@ def eval_case(args, method: str, codec_kind: str) -> dict:
     warm = samples[:args.batch_size]
     run = (lambda xs: evaluate_generation(model, codec, xs, "music", args.batch_size, progress=False)) \
         if method == "generation" else \
-        (lambda xs: evaluate_ranking(lm_scorer(model, codec, "music", args.batch_size, progress=False,
+        (lambda xs: evaluate_ranking(LMScorer(model, codec, "music", args.batch_size, progress=False,
                                                layout=method), xs))
     run(warm)
     sync(args.device)

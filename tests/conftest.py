@@ -37,3 +37,20 @@ def write_small_splits(directory: Path, users: int, items: int, seed: int, n_tra
     write_samples(directory / "train.jsonl", splits["train"][:n_train])
     write_samples(directory / "valid.jsonl", splits["valid"][:n_valid])
     return splits
+
+
+def history_readout_reference(model, codec, sample) -> list[float]:
+    """Each candidate's log-prob as the next title after the sample's history, the plain way: the history
+    sequence with the candidate appended (`encode_history`), whole-row logits, only its tokens labelled."""
+    from sdporec.models.logprobs import IGNORE, sequence_logprobs
+
+    out = []
+    for title in sample.candidates:
+        ids, labels = codec.encode_history([*sample.history, title], IGNORE)
+        answer = codec.encode_next_title(title)
+        assert ids[-len(answer):] == labels[-len(answer):] == answer    # what the history loss trains on
+        scored = [IGNORE] * (len(ids) - len(answer)) + answer
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits
+        out.append(sequence_logprobs(logits, torch.tensor([scored]))[0].item())
+    return out

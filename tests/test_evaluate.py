@@ -34,3 +34,16 @@ def test_generation_decodes_its_whole_budget_when_no_eos_comes(tiny_llama, budge
     # an answer invalid, so every token of the budget is decoded.
     assert lengths == [budget, budget]
 
+
+
+def test_history_readout_adds_each_candidate_s_log_prob_after_the_history_alone(tiny_llama):
+    from conftest import history_readout_reference
+
+    from sdporec.evaluation.evaluate import LMScorer
+
+    model, codec = tiny_llama
+    rows = samples([f"Artist {i}" for i in range(40)])
+    prompt = LMScorer(model, codec, "music", batch_size=2, progress=False)(rows)
+    both = LMScorer(model, codec, "music", batch_size=2, progress=False, history=True)(rows)
+    for s, p, b in zip(rows, prompt, both):
+        assert b == pytest.approx([x + y for x, y in zip(p, history_readout_reference(model, codec, s))], abs=1e-4)

@@ -11,7 +11,7 @@ from sdporec.cli import main
 from sdporec.data.batching import collate
 from sdporec.data.codec import TextCodec
 from sdporec.data.prompts import build_prompt
-from sdporec.evaluation.evaluate import lm_scorer
+from sdporec.evaluation.evaluate import LMScorer
 from sdporec.models.checkpoints import save_checkpoint
 from sdporec.models.families import FAMILIES, build_family, tokenizer_texts
 from sdporec.models.loading import load_model
@@ -83,7 +83,7 @@ def test_family_trains_evaluates_exports_and_round_trips(family, data, tmp_path)
     merged_model, _ = load_model(str(merged))
     assert type(merged_model).__module__.startswith("transformers.")
     def score(m):
-        return torch.tensor(lm_scorer(m, codec, "music", progress=False)(valid))
+        return torch.tensor(LMScorer(m, codec, "music", progress=False)(valid))
 
     adapter_scores = score(adapter_model)
     torch.testing.assert_close(score(merged_model), adapter_scores, atol=1e-4, rtol=1e-4)

@@ -133,18 +133,39 @@ def test_default_learning_rate_follows_stage_and_backbone(text_model, tmp_path):
 
 
 def test_mean_score_is_the_summed_log_prob_over_the_answer_tokens(text_model):
-    from sdporec.evaluation.evaluate import lm_scorer
+    from sdporec.evaluation.evaluate import LMScorer
     from sdporec.models.loading import load_model
 
     d, splits = text_model
     model, codec = load_model(str(d / "model"), chat_template="off")
     samples = splits["valid"][:3]
-    summed = lm_scorer(model, codec, "music", batch_size=2, progress=False)(samples)
-    mean = lm_scorer(model, codec, "music", batch_size=2, progress=False, score="mean")(samples)
+    summed = LMScorer(model, codec, "music", batch_size=2, progress=False)(samples)
+    mean = LMScorer(model, codec, "music", batch_size=2, progress=False, score="mean")(samples)
     for s, row_sum, row_mean in zip(samples, summed, mean):
         lengths = [len(codec.encode_answer(c)) for c in s.candidates]
         assert len(set(lengths)) > 1
         assert row_mean == pytest.approx([x / n for x, n in zip(row_sum, lengths)], rel=1e-5)
+
+
+def test_text_history_readout_scores_the_title_as_the_history_loss_labels_it(text_model, tmp_path, capsys):
+    from conftest import history_readout_reference
+
+    from sdporec.evaluation.evaluate import LMScorer
+    from sdporec.models.loading import load_model
+
+    d, splits = text_model
+    model, codec = load_model(str(d / "model"), chat_template="off")
+    rows = splits["valid"][:3]
+    prompt = LMScorer(model, codec, "music", batch_size=2, progress=False)(rows)
+    both = LMScorer(model, codec, "music", batch_size=2, progress=False, history=True)(rows)
+    for s, p, b in zip(rows, prompt, both):
+        assert b == pytest.approx([x + y for x, y in zip(p, history_readout_reference(model, codec, s))], abs=1e-4)
+    base = ["evaluate", "--model", str(d / "model"), "--data", str(d / "valid.jsonl"), "--history-readout",
+            "--no-progress"]
+    assert main([*base, "--protocol", "generation", "--out", str(tmp_path / "g")]) == 2
+    assert "history_readout" in capsys.readouterr().err and not (tmp_path / "g").exists()
+    assert main([*base, "--out", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["readout"] == "prompt+history"
 
 
 def test_text_history_sequences_label_the_later_titles(text_model):

@@ -104,6 +104,10 @@ class ItemCodec(_Codec):
         ids = [self.bos_id] + [self.title_id(t) for t in titles]
         return ids, [ignore, ignore] + ids[2:]
 
+    def encode_next_title(self, title: str) -> list[int]:
+        """A title as it follows a history in `encode_history` (the history readout's answer)."""
+        return [self.title_id(title)]
+
     def decode(self, ids: Sequence[int]) -> str:
         out = []
         for i in ids:
@@ -173,6 +177,11 @@ class TextCodec(_Codec):
             ids += piece
             labels += [ignore] * len(piece) if j == 0 else list(piece)
         return ids, labels
+
+    def encode_next_title(self, title: str) -> list[int]:
+        """A title as it follows a history in `encode_history` (the history readout's answer): its separator
+        and tokens, with no end marker (a history has none between titles)."""
+        return list(self.tokenizer(", " + title, add_special_tokens=False)["input_ids"])
 
     def encode_answer(self, title: str) -> list[int]:
         text = title if self.chat else " " + title

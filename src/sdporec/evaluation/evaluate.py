@@ -38,7 +38,7 @@ from sdporec.evaluation.metrics import (
     rank_of_target,
     ranking_metrics,
 )
-from sdporec.models.logprobs import LAYOUTS, scoring_layout
+from sdporec.models.logprobs import IGNORE, LAYOUTS, scoring_layout
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 
 PROTOCOLS = ("ranking", "generation")
@@ -71,43 +71,58 @@ def require_finite(sample: Sample, scores: Sequence[float]) -> None:
 SCORES = ("sum", "mean")
 
 
-def lm_scorer(model, codec, domain: str, batch_size: int = 16, template: int = 0,
-              progress: bool = True, layout: str = "packed", score: str = "sum") -> Scorer:
-    """Scores every candidate of every sample by its answer log-prob (`score`: `sum` over the answer's
-    tokens, title and EOS, or their `mean`, which does not favour short titles); the prompt is run once
-    per sample (`layout`: see `logprobs.scoring_layout`; `paper` runs it once per candidate, for comparisons)."""
-    if score not in SCORES:
-        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-    logprobs = scoring_layout(layout)
+class LMScorer:
+    """Scores every candidate of every sample by its answer log-prob after the prompt (`score`: `sum` over the
+    answer's tokens, title and EOS, or their `mean`, which does not favour short titles); the prompt is run
+    once per sample (`layout`: see `logprobs.scoring_layout`; `paper` runs it once per candidate).
 
-    def score_all(samples: Sequence[Sample]) -> list[list[float]]:
+    `history`: the history readout is added: each candidate's log-prob as the next title after the history
+    alone (BOS and the history's titles, no template or candidate list: what `sft --history-weight` trains,
+    and how SASRec scores), so candidates rank by the product of the two probabilities."""
+
+    def __init__(self, model, codec, domain: str, batch_size: int = 16, template: int = 0, progress: bool = True,
+                 layout: str = "packed", score: str = "sum", history: bool = False):
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        self.model, self.codec, self.domain, self.template = model, codec, domain, template
+        self.batch_size, self.progress, self.score, self.history = batch_size, progress, score, history
+        self.logprobs = scoring_layout(layout)
+
+    def __call__(self, samples: Sequence[Sample]) -> list[list[float]]:
+        codec = self.codec
+        prompts = [codec.encode_prompt(build_prompt(s.history, s.candidates, self.domain, self.template))
+                   for s in samples]
+        scores = self.answer_scores(prompts, [[codec.encode_answer(c) for c in s.candidates] for s in samples])
+        if not self.history:
+            return scores
+        histories = [codec.encode_history(s.history, IGNORE)[0] for s in samples]
+        after = self.answer_scores(histories, [[codec.encode_next_title(c) for c in s.candidates] for s in samples])
+        return [[a + b for a, b in zip(x, y)] for x, y in zip(scores, after)]
+
+    def answer_scores(self, prompts: list[list[int]], answers: list[list[list[int]]]) -> list[list[float]]:
+        """Each answer's score after its prompt, in the samples' order."""
+        model, pad = self.model, self.codec.pad_id
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
-        prompts = [codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template)) for s in samples]
-        answers = [[codec.encode_answer(c) for c in s.candidates] for s in samples]
         # Batches of similar length waste less on padding; the scores go back in the samples' order.
-        order = sorted(range(len(samples)), key=lambda i: len(prompts[i]) + sum(map(len, answers[i])))
-        out: list[list[float]] = [[] for _ in samples]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + sum(map(len, answers[i])))
+        out: list[list[float]] = [[] for _ in prompts]
         try:
             with torch.no_grad():
-                for start in tqdm(range(0, len(samples), batch_size), desc="scoring", unit="batch",
-                                  disable=not progress, leave=False):
-                    chunk = order[start:start + batch_size]
-                    batch = collate(
-                        [prompts[i] for i in chunk],
-                        same_answer_count([answers[i] for i in chunk], codec.pad_id),
-                        codec.pad_id,
-                    ).to(device)
-                    logps, counts = logprobs(model, batch)
-                    if score == "mean":
+                for start in tqdm(range(0, len(prompts), self.batch_size), desc="scoring", unit="batch",
+                                  disable=not self.progress, leave=False):
+                    chunk = order[start:start + self.batch_size]
+                    batch = collate([prompts[i] for i in chunk], same_answer_count([answers[i] for i in chunk], pad),
+                                    pad).to(device)
+                    logps, counts = self.logprobs(model, batch)
+                    if self.score == "mean":
                         logps = logps / counts.clamp(min=1)
                     for i, row in zip(chunk, logps.tolist()):
-                        out[i] = row[:len(samples[i].candidates)]
+                        out[i] = row[:len(answers[i])]
         finally:
             model.train(was_training)
         return out
-    return score_all
 
 
 def evaluate_ranking(scorer: Scorer, samples: Sequence[Sample]) -> tuple[dict, list[dict]]:
@@ -201,6 +216,9 @@ class EvaluateConfig:
     load_in_4bit: bool = setting(False, "load the base model in 4-bit NF4 (bitsandbytes, CUDA only)")
     score: str = setting("sum", "ranking: a candidate's score is the sum of its answer tokens' log-probs (title + "
                      "EOS) or their mean (per token: no preference for short titles)", choices=SCORES)
+    history_readout: bool = setting(False, "ranking: also score each candidate as the next title after the "
+                                    "history alone (no prompt; what `sft --history-weight` trains) and rank by "
+                                    "the sum of both log-probs")
     chat_template: str = setting("auto", "text prompts in the tokenizer's chat template: auto (what the checkpoint "
                              "was trained with; else on where the tokenizer has one), on or off",
                              choices=CHAT_CHOICES)
@@ -221,6 +239,8 @@ class EvaluateConfig:
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(self.limit >= 0, "limit", "must not be negative")
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
+        require(not self.history_readout or self.protocol == "ranking", "history_readout",
+                "scores candidates, so it needs --protocol ranking")
         require_cuda_for_4bit(self.load_in_4bit)
         self.model = resolve_model(self.model)
         require_no_4bit_gguf(self.model, self.load_in_4bit)
@@ -228,11 +248,12 @@ class EvaluateConfig:
 
 def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domain: str, batch_size: int = 16,
                    max_new_tokens: int = 20, progress: bool = True, layout: str = "packed",
-                   score: str = "sum") -> tuple[dict, list[dict]]:
+                   score: str = "sum", history_readout: bool = False) -> tuple[dict, list[dict]]:
     """The one evaluation entry point for language models, for both protocols."""
     if protocol == "generation":
         return evaluate_generation(model, codec, samples, domain, batch_size, max_new_tokens, progress=progress)
-    scorer = lm_scorer(model, codec, domain, batch_size, progress=progress, layout=layout, score=score)
+    scorer = LMScorer(model, codec, domain, batch_size, progress=progress, layout=layout, score=score,
+                      history=history_readout)
     return evaluate_ranking(scorer, samples)
 
 
@@ -253,9 +274,11 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     metrics, rows = evaluate_sharded(
         lambda part: evaluate_model(model, codec, part, cfg.protocol, cfg.domain, cfg.batch_size,
                                     cfg.max_new_tokens, cfg.progress and state.is_main_process, cfg.layout,
-                                    cfg.score),
+                                    cfg.score, cfg.history_readout),
         samples, state.process_index, state.num_processes)
-    extra = {"protocol": cfg.protocol, "score": cfg.score if cfg.protocol == "ranking" else None,
+    ranking = cfg.protocol == "ranking"
+    extra = {"protocol": cfg.protocol, "score": cfg.score if ranking else None,
+             "readout": ("prompt+history" if cfg.history_readout else "prompt") if ranking else None,
              "chat_template": getattr(codec, "chat", False), "model": cfg.model, "data": cfg.data,
              "seconds": round(time.time() - started, 1), "processes": state.num_processes}
     if state.is_main_process:

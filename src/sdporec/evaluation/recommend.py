@@ -9,7 +9,7 @@ from sdporec.config import require, require_device, require_input, setting
 from sdporec.data.codec import CHAT_CHOICES, require_known_titles
 from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import DataError, Sample, read_json_object, split_history
-from sdporec.evaluation.evaluate import SCORES, lm_scorer, require_finite
+from sdporec.evaluation.evaluate import SCORES, LMScorer, require_finite
 from sdporec.models.sources import resolve_model
 
 
@@ -67,7 +67,7 @@ class Recommender:
 
     def __init__(self, model, codec, path: str, domain: str, score: str = "sum"):
         self.model, self.codec, self.path, self.domain = model, codec, path, domain
-        self.scorer = lm_scorer(model, codec, domain, progress=False, score=score)
+        self.scorer = LMScorer(model, codec, domain, progress=False, score=score)
 
     @classmethod
     def load(cls, path: str, domain: str | None = None, score: str = "sum", chat_template: str = "auto",

@@ -35,7 +35,7 @@ from sdporec.data.batching import AnswerBatch
 from sdporec.data.candidates import redraw, require_negatives, require_redrawable, sample_rng, validation_subset
 from sdporec.data.codec import require_known_titles
 from sdporec.data.samples import DataError, Sample, atomic_write_text, read_samples
-from sdporec.evaluation.evaluate import evaluate_ranking, evaluate_sharded, lm_scorer
+from sdporec.evaluation.evaluate import LMScorer, evaluate_ranking, evaluate_sharded
 from sdporec.evaluation.metrics import NonFiniteError
 from sdporec.training.distributed import global_micro_batch, make_accelerator, micro_batch, set_seed
 from sdporec.training.runlog import RunLog, peak_memory_gib
@@ -182,7 +182,7 @@ class Trainer:
         acc.register_save_state_pre_hook(keep_trainable)
         self.val_subset = validation_subset(run.valid, cfg.eval_samples)
         self.sample_units = [recipe.units(s) for s in run.train]
-        self.scorer = lm_scorer(self.model, codec, cfg.domain, batch_size=cfg.batch_size, progress=False,
+        self.scorer = LMScorer(self.model, codec, cfg.domain, batch_size=cfg.batch_size, progress=False,
                                 layout=cfg.layout)
         self.ckpt_root = run.out / "checkpoints"
         self.state = self.resume() if cfg.resume else TrainState()
