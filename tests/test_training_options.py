@@ -137,7 +137,7 @@ def test_hidden_dropout_acts_only_in_training_and_leaves_a_plain_checkpoint(tiny
     assert main(["sft", "--out", str(tmp_path / "e"), "--dropout", "1", *files, *SIZE, *TINY]) == 2
 
 
-def test_negatives_from_the_model_are_harder_and_the_sft_term_is_added(files, tmp_path):
+def test_negatives_from_the_model_are_harder_and_the_sft_and_history_terms_are_added(files, tmp_path):
     assert main(["sft", "--out", str(tmp_path / "sft"), *files, *SIZE, *TINY, "--epochs", "2"]) == 0
     first = {}
     for source in ("uniform", "popular", "model"):
@@ -152,6 +152,13 @@ def test_negatives_from_the_model_are_harder_and_the_sft_term_is_added(files, tm
     weighted = json.loads((tmp_path / "w" / "train_log.jsonl").read_text().splitlines()[0])
     # The SFT term: the chosen answer's per-token loss; item tokens: 2 per answer (title + EOS).
     assert weighted["loss"] == pytest.approx(first["uniform"]["loss"] - weighted["logp_chosen"] / 2, rel=1e-4)
+    assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "h"),
+                 "--history-weight", "0.5", "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
+    history = json.loads((tmp_path / "h" / "train_log.jsonl").read_text().splitlines()[0])
+    # The history term: the history's next-item loss per labelled title, weighted; the preference part unchanged.
+    assert history["history_loss"] > 0
+    assert history["loss"] == pytest.approx(first["uniform"]["loss"] + 0.5 * history["history_loss"], rel=1e-4)
+    assert history["logp_chosen"] == pytest.approx(first["uniform"]["logp_chosen"], rel=1e-5)
 
 
 def test_title_rewards_leave_the_eos_out(files, tmp_path):

@@ -59,6 +59,13 @@ def answer_and_prompt_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor,
     return sequence_logprobs(logits, answer_labels)[0], sequence_logprobs(logits, prompt_labels)[0]
 
 
+def history_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample's history run as its own sequence (`AnswerBatch.with_histories`) -> (summed log-probs of its
+    labelled tokens (B,), their counts (B,)): the history's next-item loss."""
+    logits = model(input_ids=batch.history_ids, attention_mask=batch.history_mask).logits
+    return sequence_logprobs(logits, batch.history_labels)
+
+
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids that count real tokens only, so left padding does not move a prompt."""
     return (mask.cumsum(-1) - 1).clamp(min=0)

@@ -21,7 +21,7 @@ from sdporec.data.prompts import training_prompt
 from sdporec.data.samples import Sample, read_json_object
 from sdporec.models.checkpoints import is_adapter, needs_own_base, recorded_domain, save_checkpoint
 from sdporec.models.loading import load_codec_of, load_model
-from sdporec.models.logprobs import scoring_layout
+from sdporec.models.logprobs import IGNORE, history_logprobs, scoring_layout
 from sdporec.models.lora import enable_gradient_checkpointing
 from sdporec.models.policy import Policy, policy_from_sft
 from sdporec.models.sources import is_gguf, require_no_4bit_gguf, resolve_model
@@ -60,6 +60,9 @@ class PreferenceConfig(TrainConfig):
                               "scores highest: hard negatives)", choices=NEGATIVE_SOURCES)
     sft_weight: float = setting(0.0, "weight of an SFT term (the chosen answer's per-token loss) added to each "
                             "sample's preference loss, against the chosen answer's likelihood falling")
+    history_weight: float = setting(0.0, "weight of the history's next-item loss (as `sft --history-weight`, per "
+                                "labelled token) added to each sample's preference loss: keeps what `evaluate "
+                                "--history-readout` reads")
     reward_tokens: str = setting("answer", "which tokens of an answer its log-prob (and so the implicit reward) sums: "
                              "answer (title + EOS, the paper's) or title (EOS left out: the loss then no longer "
                              "pushes EOS down after every negative's title, which makes generation stop less "
@@ -76,6 +79,7 @@ class PreferenceConfig(TrainConfig):
         require(self.negatives >= 1, "negatives", "must be at least 1")
         require(self.beta > 0, "beta", "must be positive")
         require(self.sft_weight >= 0, "sft_weight", "must not be negative")
+        require(self.history_weight >= 0, "history_weight", "must not be negative")
 
 
 def _backbone(model: str, lora: bool) -> str:
@@ -183,6 +187,9 @@ class PreferenceRecipe:
         batch = self.encode(samples, epoch)
         if self.reference:
             batch.reference_logps = torch.stack([self.reference[s.key] for s in samples])
+        if self.cfg.history_weight:
+            codec = self.codec
+            batch.with_histories([codec.encode_history(s.history, IGNORE) for s in samples], codec.pad_id, IGNORE)
         return batch
 
     def losses(self, model, batch: AnswerBatch):
@@ -196,6 +203,11 @@ class PreferenceRecipe:
         losses, r_chosen, r_rejected = self.loss_fn(chosen, rejected, ref_chosen, ref_rejected, self.cfg.beta)
         if self.cfg.sft_weight:
             losses = losses + self.cfg.sft_weight * sft_loss(chosen) / counts[:, 0]
+        history_loss = None
+        if batch.history_ids is not None:   # the history's next-item loss per labelled token
+            history, labelled = history_logprobs(model, batch)
+            history_loss = sft_loss(history) / labelled.clamp(min=1)
+            losses = losses + self.cfg.history_weight * history_loss
         stats = {   # per sample; the trainer logs their means over each optimizer step's samples
             "reward_chosen": r_chosen,
             "reward_rejected": r_rejected.mean(1),
@@ -204,6 +216,8 @@ class PreferenceRecipe:
             "logp_chosen": chosen,
             "logp_rejected": rejected.mean(1),
         }
+        if history_loss is not None:
+            stats["history_loss"] = history_loss.detach()
         return losses, stats
 
     def save(self, model, state_dict: dict | None) -> None:

@@ -15,7 +15,7 @@ from sdporec.data.samples import DataError, Sample, read_text
 from sdporec.models.builtin import BUILTIN, BuiltinSize, add_hidden_dropout, build_builtin
 from sdporec.models.checkpoints import needs_own_base, recorded_domain, save_checkpoint
 from sdporec.models.loading import load_codec_of, load_model
-from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, scoring_layout, sequence_logprobs
+from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, history_logprobs, scoring_layout
 from sdporec.models.lora import add_lora, enable_gradient_checkpointing
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 from sdporec.training.losses import sft_loss
@@ -107,8 +107,7 @@ class SFTRecipe:
         else:
             logps, history_logps = scoring_layout(self.cfg.layout)(model, batch)[0][:, 0], None
             if batch.history_ids is not None:
-                history = model(input_ids=batch.history_ids, attention_mask=batch.history_mask).logits
-                history_logps, _ = sequence_logprobs(history, batch.history_labels)
+                history_logps = history_logprobs(model, batch)[0]
         losses = sft_loss(logps)
         if history_logps is None:
             return losses, {}
