@@ -2,13 +2,14 @@
 product: history, candidate list and template words, then the answer's log-prob) and in "history mode" (BOS and
 the history's titles only, the next title's log-prob after the last one, as SASRec scores). A model trained with
 `sft --history-weight` has learnt both tasks; the gap says how much of what it knows about the next item the
-prompt keeps it from using. Built-in (item-token) checkpoints only.
+prompt keeps it from using. Text titles: the history readout scores ", " + title after the history, as
+`sft --history-weight` labels it.
 
     .venv/bin/python bench/prompt_cost.py --model RUN/model --data EVAL [--domain music] [--out DIR]
 
-A third mode, "both", ranks by the sum of the two log-probs; with --templates a fourth, "templates", by the sum
-over the domain's prompt templates (training draws one of them per sample). With --out, each mode's metrics
-and predictions go to DIR/<mode>, for `sdporec compare`.
+A third mode, "both", ranks by the sum of the two log-probs (`sdporec evaluate --history-readout`); with
+--templates a fourth, "templates", by the sum over the domain's prompt templates (training draws one of them per
+sample). With --out, each mode's metrics and predictions go to DIR/<mode>, for `sdporec compare`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sdporec.data.codec import ItemCodec  # noqa: E402
 from sdporec.data.prompts import TEMPLATES  # noqa: E402
 from sdporec.data.samples import DataError, read_samples  # noqa: E402
 from sdporec.evaluation.evaluate import LMScorer, evaluate_ranking, write_results  # noqa: E402
@@ -29,31 +27,20 @@ from sdporec.models.logprobs import IGNORE  # noqa: E402
 
 
 class HistoryScorer:
-    """Each candidate's log-prob as the title after the history's last one, the history run alone."""
+    """Each candidate's log-prob as the next title after the history alone (the history readout that `sdporec
+    evaluate --history-readout` adds to the prompt's)."""
 
-    def __init__(self, model, codec: ItemCodec, batch_size: int = 256):
-        self.model, self.codec, self.batch_size = model, codec, batch_size
+    def __init__(self, scorer: LMScorer):
+        self.scorer = scorer
 
     def __call__(self, samples) -> list[list[float]]:
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(samples), self.batch_size):
-                part = samples[start:start + self.batch_size]
-                seqs = [self.codec.encode_history(s.history, IGNORE)[0] for s in part]
-                width = max(map(len, seqs))
-                ids = torch.tensor([[self.codec.pad_id] * (width - len(x)) + x for x in seqs])   # left-padded
-                mask = (ids != self.codec.pad_id).long()                                  # titles are never padding
-                positions = (mask.cumsum(-1) - 1).clamp(min=0)
-                last = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1]
-                logps = last.float().log_softmax(-1)
-                for row, s in zip(logps, part):
-                    out.append([row[self.codec.title_id(c)].item() for c in s.candidates])
-        return out
+        codec = self.scorer.codec
+        return self.scorer.answer_scores([codec.encode_history(s.history, IGNORE)[0] for s in samples],
+                                         [[codec.encode_next_title(c) for c in s.candidates] for s in samples])
 
 
 class SumScorer:
-    """The sum of several scorers' log-probs, a product of the model's readouts with no weight to tune: "both"
-    (the prompt and the history alone), "templates" (the prompt in each of the domain's templates)."""
+    """The sum of several scorers' log-probs: "templates", the prompt in each of the domain's templates."""
 
     def __init__(self, scorers):
         self.scorers = scorers
@@ -76,10 +63,9 @@ def main() -> None:
         model, codec = load_model(args.model)
     except (DataError, OSError, ValueError) as e:
         sys.exit(f"prompt_cost: {e}")
-    if not isinstance(codec, ItemCodec):
-        sys.exit(f"prompt_cost: {args.model} is not a built-in (item-token) checkpoint")
-    scorers = {"history": HistoryScorer(model, codec), "prompt": LMScorer(model, codec, args.domain, progress=False)}
-    scorers["both"] = SumScorer([scorers["history"], scorers["prompt"]])
+    prompt = LMScorer(model, codec, args.domain, progress=False)
+    scorers = {"history": HistoryScorer(prompt), "prompt": prompt,
+               "both": LMScorer(model, codec, args.domain, progress=False, history=True)}
     if args.templates:
         scorers["templates"] = SumScorer([LMScorer(model, codec, args.domain, template=t, progress=False)
                                           for t in range(len(TEMPLATES[args.domain]))])

@@ -1,7 +1,8 @@
 """Evaluation: one path for every scorer (language models and baselines).
 
 `--protocol ranking` (default): each candidate's score is the summed log-prob of its answer (title + EOS)
-after the prompt; metrics come from the target's rank. `--protocol generation` is the paper's: greedy
+after the prompt (`--history-readout`: plus its log-prob as the next title after the history alone); metrics
+come from the target's rank. `--protocol generation` is the paper's: greedy
 decoding, valid when exactly one candidate title occurs in the output. Both return metrics and one row
 per sample, written by `write_results` as `metrics.json` and `predictions.jsonl`.
 """
