@@ -1,79 +1,76 @@
-"""What the prompt costs a model: rank the candidates of EVAL twice with one SFT checkpoint, in its prompt (the
-product: history, candidate list and template words, then the answer's log-prob) and in "history mode" (BOS and
-the history's titles only, the next title's log-prob after the last one, as SASRec scores). A model trained with
-`sft --history-weight` has learnt both tasks; the gap says how much of what it knows about the next item the
-prompt keeps it from using. Text titles: the history readout scores ", " + title after the history, as
-`sft --history-weight` labels it.
+"""What the prompt costs a model, and which readout to rank with. One checkpoint scores every candidate of EVAL in
+its prompt (the product: history, candidate list and template words, then the answer's log-prob) and in "history
+mode" (BOS and the history's titles only, the candidate's log-prob as the next title, as SASRec scores). A model
+trained with `sft --history-weight` has learnt both; the gap says how much of what it knows about the next item
+the prompt keeps it from using. Candidates are then ranked by (1 - λ) x prompt + λ x history for each λ of
+--weights, as `sdporec evaluate --history-readout λ` does (0: the prompt alone, 0.5: the product of the two
+probabilities, 1: the history alone). With --select-on VALID (held-out training rows), λ is chosen where VALID's
+HR@1 is highest (the smaller λ on ties), never on EVAL.
 
-    .venv/bin/python bench/prompt_cost.py --model RUN/model --data EVAL [--domain music] [--out DIR]
+    .venv/bin/python bench/prompt_cost.py --model RUN/model --data EVAL [--select-on VALID] [--domain music]
+        [--weights 0 0.25 0.5 0.75 1] [--out DIR]
 
-A third mode, "both", ranks by the sum of the two log-probs (`sdporec evaluate --history-readout`); with
---templates a fourth, "templates", by the sum over the domain's prompt templates (training draws one of them per
-sample). With --out, each mode's metrics and predictions go to DIR/<mode>, for `sdporec compare`.
+With --out, each λ's metrics and predictions go to DIR/w<λ> (for `sdporec compare`), the choice to
+DIR/selection.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sdporec.data.prompts import TEMPLATES  # noqa: E402
 from sdporec.data.samples import DataError, read_samples  # noqa: E402
-from sdporec.evaluation.evaluate import LMScorer, evaluate_ranking, write_results  # noqa: E402
-from sdporec.models.logprobs import IGNORE  # noqa: E402
+from sdporec.evaluation.evaluate import LMScorer, ranking_results, write_results  # noqa: E402
 
 
-class HistoryScorer:
-    """Each candidate's log-prob as the next title after the history alone (the history readout that `sdporec
-    evaluate --history-readout` adds to the prompt's)."""
-
-    def __init__(self, scorer: LMScorer):
-        self.scorer = scorer
-
-    def __call__(self, samples) -> list[list[float]]:
-        codec = self.scorer.codec
-        return self.scorer.answer_scores([codec.encode_history(s.history, IGNORE)[0] for s in samples],
-                                         [[codec.encode_next_title(c) for c in s.candidates] for s in samples])
+def readouts(scorer: LMScorer, path: str) -> tuple[list, list, list]:
+    """A file's samples (keys as `sdporec evaluate` gives them), and the prompt's and the history's scores."""
+    samples = read_samples(path, "eval")
+    return samples, scorer.prompt_scores(samples), scorer.history_scores(samples)
 
 
-class SumScorer:
-    """The sum of several scorers' log-probs: "templates", the prompt in each of the domain's templates."""
-
-    def __init__(self, scorers):
-        self.scorers = scorers
-
-    def __call__(self, samples) -> list[list[float]]:
-        return [[sum(c) for c in zip(*rows)] for rows in zip(*(scorer(samples) for scorer in self.scorers))]
+def mixed(prompt: list[list[float]], history: list[list[float]], w: float) -> list[list[float]]:
+    return [[(1 - w) * p + w * h for p, h in zip(ps, hs)] for ps, hs in zip(prompt, history)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True)
+    ap.add_argument("--select-on", default="", help="held-out training rows on which λ is chosen")
     ap.add_argument("--domain", default="music")
+    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
     ap.add_argument("--out", default="")
-    ap.add_argument("--templates", action="store_true", help="also rank by the sum over the domain's templates")
     args = ap.parse_args()
     from sdporec.models.loading import load_model
     try:
-        samples = read_samples(args.data, "eval")   # the keys `sdporec evaluate` gives, for `compare`
         model, codec = load_model(args.model)
+        scorer = LMScorer(model, codec, args.domain, progress=False)
+        measured = readouts(scorer, args.data)
+        chosen_on = readouts(scorer, args.select_on) if args.select_on else None
     except (DataError, OSError, ValueError) as e:
         sys.exit(f"prompt_cost: {e}")
-    prompt = LMScorer(model, codec, args.domain, progress=False)
-    scorers = {"history": HistoryScorer(prompt), "prompt": prompt,
-               "both": LMScorer(model, codec, args.domain, progress=False, history=True)}
-    if args.templates:
-        scorers["templates"] = SumScorer([LMScorer(model, codec, args.domain, template=t, progress=False)
-                                          for t in range(len(TEMPLATES[args.domain]))])
-    for name, scorer in scorers.items():
-        metrics, rows = evaluate_ranking(scorer, samples)
-        print(f"{name:8s} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    selection = {"model": args.model, "data": args.data, "select_on": args.select_on or None, "weights": {}}
+    for w in sorted(args.weights):
+        row = {}
+        if chosen_on:
+            row["select_on_hr@1"] = ranking_results(chosen_on[0], mixed(*chosen_on[1:], w))[0]["hr@1"]
+        metrics, rows = ranking_results(measured[0], mixed(*measured[1:], w))
+        row.update({k: metrics[k] for k in ("hr@1", "ndcg@5", "mrr")})
+        selection["weights"][w] = row
+        print(f"λ {w:<5g} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
         if args.out:
-            write_results(Path(args.out) / name, metrics, rows, {"mode": name, "model": args.model})
+            write_results(Path(args.out) / f"w{w:g}", metrics, rows, {"history_readout": w, "model": args.model})
+    if chosen_on:
+        best = max(selection["weights"], key=lambda w: (selection["weights"][w]["select_on_hr@1"], -w))
+        selection["chosen"] = best
+        print(f"chosen on {args.select_on}: λ {best:g}, HR@1 on {args.data} {selection['weights'][best]['hr@1']:.4f}")
+    if args.out:
+        (Path(args.out) / "selection.json").write_text(json.dumps(selection, indent=1) + "\n")
 
 
 if __name__ == "__main__":

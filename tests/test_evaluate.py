@@ -36,7 +36,7 @@ def test_generation_decodes_its_whole_budget_when_no_eos_comes(tiny_llama, budge
 
 
 
-def test_history_readout_adds_each_candidate_s_log_prob_after_the_history_alone(tiny_llama):
+def test_history_readout_mixes_in_each_candidate_s_log_prob_after_the_history_alone(tiny_llama):
     from conftest import history_readout_reference
 
     from sdporec.evaluation.evaluate import LMScorer
@@ -44,6 +44,9 @@ def test_history_readout_adds_each_candidate_s_log_prob_after_the_history_alone(
     model, codec = tiny_llama
     rows = samples([f"Artist {i}" for i in range(40)])
     prompt = LMScorer(model, codec, "music", batch_size=2, progress=False)(rows)
-    both = LMScorer(model, codec, "music", batch_size=2, progress=False, history=True)(rows)
-    for s, p, b in zip(rows, prompt, both):
-        assert b == pytest.approx([x + y for x, y in zip(p, history_readout_reference(model, codec, s))], abs=1e-4)
+    mixed = LMScorer(model, codec, "music", batch_size=2, progress=False, history=0.25)(rows)
+    alone = LMScorer(model, codec, "music", batch_size=2, progress=False, history=1.0)(rows)
+    for s, p, m, h in zip(rows, prompt, mixed, alone):
+        reference = history_readout_reference(model, codec, s)
+        assert h == pytest.approx(reference, abs=1e-4)
+        assert m == pytest.approx([0.75 * x + 0.25 * y for x, y in zip(p, reference)], abs=1e-4)

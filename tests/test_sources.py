@@ -157,15 +157,16 @@ def test_text_history_readout_scores_the_title_as_the_history_loss_labels_it(tex
     model, codec = load_model(str(d / "model"), chat_template="off")
     rows = splits["valid"][:3]
     prompt = LMScorer(model, codec, "music", batch_size=2, progress=False)(rows)
-    both = LMScorer(model, codec, "music", batch_size=2, progress=False, history=True)(rows)
+    both = LMScorer(model, codec, "music", batch_size=2, progress=False, history=0.5)(rows)
     for s, p, b in zip(rows, prompt, both):
-        assert b == pytest.approx([x + y for x, y in zip(p, history_readout_reference(model, codec, s))], abs=1e-4)
-    base = ["evaluate", "--model", str(d / "model"), "--data", str(d / "valid.jsonl"), "--history-readout",
-            "--no-progress"]
-    assert main([*base, "--protocol", "generation", "--out", str(tmp_path / "g")]) == 2
-    assert "history_readout" in capsys.readouterr().err and not (tmp_path / "g").exists()
-    assert main([*base, "--out", str(tmp_path / "r")]) == 0
-    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["readout"] == "prompt+history"
+        reference = history_readout_reference(model, codec, s)
+        assert b == pytest.approx([(x + y) / 2 for x, y in zip(p, reference)], abs=1e-4)
+    base = ["evaluate", "--model", str(d / "model"), "--data", str(d / "valid.jsonl"), "--no-progress"]
+    for bad in (["--history-readout", "0.5", "--protocol", "generation"], ["--history-readout", "1.5"]):
+        assert main([*base, *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert "history_readout" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main([*base, "--history-readout", "0.5", "--out", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["history_readout"] == 0.5
 
 
 def test_text_history_sequences_label_the_later_titles(text_model):

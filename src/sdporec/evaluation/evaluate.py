@@ -1,7 +1,7 @@
 """Evaluation: one path for every scorer (language models and baselines).
 
 `--protocol ranking` (default): each candidate's score is the summed log-prob of its answer (title + EOS)
-after the prompt (`--history-readout`: plus its log-prob as the next title after the history alone); metrics
+after the prompt (`--history-readout λ`: mixed with its log-prob as the next title after the history alone); metrics
 come from the target's rank. `--protocol generation` is the paper's: greedy
 decoding, valid when exactly one candidate title occurs in the output. Both return metrics and one row
 per sample, written by `write_results` as `metrics.json` and `predictions.jsonl`.
@@ -77,28 +77,40 @@ class LMScorer:
     answer's tokens, title and EOS, or their `mean`, which does not favour short titles); the prompt is run
     once per sample (`layout`: see `logprobs.scoring_layout`; `paper` runs it once per candidate).
 
-    `history`: the history readout is added: each candidate's log-prob as the next title after the history
-    alone (BOS and the history's titles, no template or candidate list: what `sft --history-weight` trains,
-    and how SASRec scores), so candidates rank by the product of the two probabilities."""
+    `history` (λ in [0, 1]) mixes in the history readout: each candidate's log-prob as the next title after the
+    history alone (BOS and the history's titles, no template or candidate list: what `sft --history-weight`
+    trains, and how SASRec scores). A candidate's score is (1 - λ) x its answer's + λ x that: 0 is the prompt
+    alone, 0.5 ranks by the product of the two probabilities, 1 is the history alone."""
 
     def __init__(self, model, codec, domain: str, batch_size: int = 16, template: int = 0, progress: bool = True,
-                 layout: str = "packed", score: str = "sum", history: bool = False):
+                 layout: str = "packed", score: str = "sum", history: float = 0.0):
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+        if not 0 <= history <= 1:
+            raise ValueError(f"the history readout's weight must be in [0, 1], got {history}")
         self.model, self.codec, self.domain, self.template = model, codec, domain, template
         self.batch_size, self.progress, self.score, self.history = batch_size, progress, score, history
         self.logprobs = scoring_layout(layout)
 
     def __call__(self, samples: Sequence[Sample]) -> list[list[float]]:
+        if self.history == 0:
+            return self.prompt_scores(samples)
+        if self.history == 1:
+            return self.history_scores(samples)
+        w = self.history
+        return [[(1 - w) * a + w * b for a, b in zip(x, y)]
+                for x, y in zip(self.prompt_scores(samples), self.history_scores(samples))]
+
+    def prompt_scores(self, samples: Sequence[Sample]) -> list[list[float]]:
         codec = self.codec
         prompts = [codec.encode_prompt(build_prompt(s.history, s.candidates, self.domain, self.template))
                    for s in samples]
-        scores = self.answer_scores(prompts, [[codec.encode_answer(c) for c in s.candidates] for s in samples])
-        if not self.history:
-            return scores
-        histories = [codec.encode_history(s.history, IGNORE)[0] for s in samples]
-        after = self.answer_scores(histories, [[codec.encode_next_title(c) for c in s.candidates] for s in samples])
-        return [[a + b for a, b in zip(x, y)] for x, y in zip(scores, after)]
+        return self.answer_scores(prompts, [[codec.encode_answer(c) for c in s.candidates] for s in samples])
+
+    def history_scores(self, samples: Sequence[Sample]) -> list[list[float]]:
+        codec = self.codec
+        return self.answer_scores([codec.encode_history(s.history, IGNORE)[0] for s in samples],
+                                  [[codec.encode_next_title(c) for c in s.candidates] for s in samples])
 
     def answer_scores(self, prompts: list[list[int]], answers: list[list[list[int]]]) -> list[list[float]]:
         """Each answer's score after its prompt, in the samples' order."""
@@ -217,9 +229,10 @@ class EvaluateConfig:
     load_in_4bit: bool = setting(False, "load the base model in 4-bit NF4 (bitsandbytes, CUDA only)")
     score: str = setting("sum", "ranking: a candidate's score is the sum of its answer tokens' log-probs (title + "
                      "EOS) or their mean (per token: no preference for short titles)", choices=SCORES)
-    history_readout: bool = setting(False, "ranking: also score each candidate as the next title after the "
-                                    "history alone (no prompt; what `sft --history-weight` trains) and rank by "
-                                    "the sum of both log-probs")
+    history_readout: float = setting(0.0, "ranking: weight λ in [0, 1] of the history readout, each candidate's "
+                                     "log-prob as the next title after the history alone (no prompt; what `sft "
+                                     "--history-weight` trains); score = (1 - λ) x answer log-prob + λ x that: 0 "
+                                     "the prompt alone (the paper's), 0.5 their product, 1 the history alone")
     chat_template: str = setting("auto", "text prompts in the tokenizer's chat template: auto (what the checkpoint "
                              "was trained with; else on where the tokenizer has one), on or off",
                              choices=CHAT_CHOICES)
@@ -240,6 +253,7 @@ class EvaluateConfig:
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(self.limit >= 0, "limit", "must not be negative")
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
+        require(0 <= self.history_readout <= 1, "history_readout", "must be in [0, 1]")
         require(not self.history_readout or self.protocol == "ranking", "history_readout",
                 "scores candidates, so it needs --protocol ranking")
         require_cuda_for_4bit(self.load_in_4bit)
@@ -249,7 +263,7 @@ class EvaluateConfig:
 
 def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domain: str, batch_size: int = 16,
                    max_new_tokens: int = 20, progress: bool = True, layout: str = "packed",
-                   score: str = "sum", history_readout: bool = False) -> tuple[dict, list[dict]]:
+                   score: str = "sum", history_readout: float = 0.0) -> tuple[dict, list[dict]]:
     """The one evaluation entry point for language models, for both protocols."""
     if protocol == "generation":
         return evaluate_generation(model, codec, samples, domain, batch_size, max_new_tokens, progress=progress)
@@ -279,7 +293,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         samples, state.process_index, state.num_processes)
     ranking = cfg.protocol == "ranking"
     extra = {"protocol": cfg.protocol, "score": cfg.score if ranking else None,
-             "readout": ("prompt+history" if cfg.history_readout else "prompt") if ranking else None,
+             "history_readout": cfg.history_readout if ranking else None,
              "chat_template": getattr(codec, "chat", False), "model": cfg.model, "data": cfg.data,
              "seconds": round(time.time() - started, 1), "processes": state.num_processes}
     if state.is_main_process:
