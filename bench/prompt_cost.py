@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from sdporec.data.samples import DataError, read_samples  # noqa: E402
 from sdporec.evaluation.evaluate import LMScorer, ranking_results, write_results  # noqa: E402
 
+WEIGHTS = [0.0, 0.25, 0.5, 0.75, 1.0]
+
 
 def readouts(scorer: LMScorer, path: str) -> tuple[list, list, list]:
     """A file's samples (keys as `sdporec evaluate` gives them), and the prompt's and the history's scores."""
@@ -37,40 +39,48 @@ def mixed(prompt: list[list[float]], history: list[list[float]], w: float) -> li
     return [[(1 - w) * p + w * h for p, h in zip(ps, hs)] for ps, hs in zip(prompt, history)]
 
 
+def sweep(model_dir: str, data: str, select_on: str, domain: str, weights: list[float], out: str) -> dict:
+    """Every λ of `weights` on `data` (and on `select_on`, where given, with the λ chosen there); printed, and
+    written under `out` where given. -> the selection record (selection.json)."""
+    from sdporec.models.loading import load_model
+
+    model, codec = load_model(model_dir)
+    scorer = LMScorer(model, codec, domain, progress=False)
+    measured = readouts(scorer, data)
+    chosen_on = readouts(scorer, select_on) if select_on else None
+    selection = {"model": model_dir, "data": data, "select_on": select_on or None, "weights": {}}
+    for w in sorted(weights):
+        row = {}
+        if chosen_on:
+            row["select_on_hr@1"] = ranking_results(chosen_on[0], mixed(*chosen_on[1:], w))[0]["hr@1"]
+        metrics, rows = ranking_results(measured[0], mixed(*measured[1:], w))
+        row.update({k: metrics[k] for k in ("hr@1", "ndcg@5", "mrr")})
+        selection["weights"][f"{w:g}"] = row
+        print(f"λ {w:<5g} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
+        if out:
+            write_results(Path(out) / f"w{w:g}", metrics, rows, {"history_readout": w, "model": model_dir})
+    if chosen_on:
+        best = max(selection["weights"], key=lambda w: (selection["weights"][w]["select_on_hr@1"], -float(w)))
+        selection["chosen"] = best
+        print(f"chosen on {select_on}: λ {best}, HR@1 on {data} {selection['weights'][best]['hr@1']:.4f}")
+    if out:
+        (Path(out) / "selection.json").write_text(json.dumps(selection, indent=1) + "\n")
+    return selection
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--select-on", default="", help="held-out training rows on which λ is chosen")
     ap.add_argument("--domain", default="music")
-    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    ap.add_argument("--weights", type=float, nargs="+", default=WEIGHTS)
     ap.add_argument("--out", default="")
     args = ap.parse_args()
-    from sdporec.models.loading import load_model
     try:
-        model, codec = load_model(args.model)
-        scorer = LMScorer(model, codec, args.domain, progress=False)
-        measured = readouts(scorer, args.data)
-        chosen_on = readouts(scorer, args.select_on) if args.select_on else None
+        sweep(args.model, args.data, args.select_on, args.domain, args.weights, args.out)
     except (DataError, OSError, ValueError) as e:
         sys.exit(f"prompt_cost: {e}")
-    selection = {"model": args.model, "data": args.data, "select_on": args.select_on or None, "weights": {}}
-    for w in sorted(args.weights):
-        row = {}
-        if chosen_on:
-            row["select_on_hr@1"] = ranking_results(chosen_on[0], mixed(*chosen_on[1:], w))[0]["hr@1"]
-        metrics, rows = ranking_results(measured[0], mixed(*measured[1:], w))
-        row.update({k: metrics[k] for k in ("hr@1", "ndcg@5", "mrr")})
-        selection["weights"][w] = row
-        print(f"λ {w:<5g} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
-        if args.out:
-            write_results(Path(args.out) / f"w{w:g}", metrics, rows, {"history_readout": w, "model": args.model})
-    if chosen_on:
-        best = max(selection["weights"], key=lambda w: (selection["weights"][w]["select_on_hr@1"], -w))
-        selection["chosen"] = best
-        print(f"chosen on {args.select_on}: λ {best:g}, HR@1 on {args.data} {selection['weights'][best]['hr@1']:.4f}")
-    if args.out:
-        (Path(args.out) / "selection.json").write_text(json.dumps(selection, indent=1) + "\n")
 
 
 if __name__ == "__main__":
