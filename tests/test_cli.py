@@ -277,3 +277,21 @@ def test_recommender_ranks_as_the_command_does(run_dir, capsys):
     assert [r["score"] for r in printed] == pytest.approx([s for _, s in ranked], abs=1e-5)
     with pytest.raises(sdporec.DataError, match='No Such Title'):
         sdporec.Recommender.load(model).rank(sample["historyList"], ["No Such Title"] + sample["itemList"][1:])
+
+
+def test_recommend_mixes_in_the_history_readout_as_evaluate_does(run_dir, capsys):
+    import sdporec
+    from sdporec.data.samples import Sample
+    from sdporec.evaluation.evaluate import LMScorer
+
+    sample = json.loads((run_dir / "data" / "test.jsonl").read_text().splitlines()[0])
+    model = str(run_dir / "sft" / "model")
+    recommender = sdporec.Recommender.load(model, history_readout=0.5)
+    ranked = dict(recommender.rank(sample["historyList"], sample["itemList"]))
+    request = Sample(sample["historyList"], sample["itemList"], sample["itemList"][0], None, "r")
+    scorer = LMScorer(recommender.model, recommender.codec, recommender.domain, progress=False)
+    expected = [(p + h) / 2 for p, h in zip(scorer.prompt_scores([request])[0], scorer.history_scores([request])[0])]
+    assert [ranked[t] for t in sample["itemList"]] == pytest.approx(expected, abs=1e-5)
+    assert main(["recommend", "--model", model, "--history", *sample["historyList"], "--candidates",
+                 *sample["itemList"], "--history-readout", "2"]) == 2
+    assert "history_readout" in capsys.readouterr().err

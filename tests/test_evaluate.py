@@ -44,8 +44,8 @@ def test_history_readout_mixes_in_each_candidate_s_log_prob_after_the_history_al
     model, codec = tiny_llama
     rows = samples([f"Artist {i}" for i in range(40)])
     prompt = LMScorer(model, codec, "music", batch_size=2, progress=False)(rows)
-    mixed = LMScorer(model, codec, "music", batch_size=2, progress=False, history=0.25)(rows)
-    alone = LMScorer(model, codec, "music", batch_size=2, progress=False, history=1.0)(rows)
+    mixed = LMScorer(model, codec, "music", batch_size=2, progress=False, history_readout=0.25)(rows)
+    alone = LMScorer(model, codec, "music", batch_size=2, progress=False, history_readout=1.0)(rows)
     for s, p, m, h in zip(rows, prompt, mixed, alone):
         reference = history_readout_reference(model, codec, s)
         assert h == pytest.approx(reference, abs=1e-4)

@@ -157,7 +157,7 @@ def test_text_history_readout_scores_the_title_as_the_history_loss_labels_it(tex
     model, codec = load_model(str(d / "model"), chat_template="off")
     rows = splits["valid"][:3]
     prompt = LMScorer(model, codec, "music", batch_size=2, progress=False)(rows)
-    both = LMScorer(model, codec, "music", batch_size=2, progress=False, history=0.5)(rows)
+    both = LMScorer(model, codec, "music", batch_size=2, progress=False, history_readout=0.5)(rows)
     for s, p, b in zip(rows, prompt, both):
         reference = history_readout_reference(model, codec, s)
         assert b == pytest.approx([(x + y) / 2 for x, y in zip(p, reference)], abs=1e-4)

@@ -77,27 +77,28 @@ class LMScorer:
     answer's tokens, title and EOS, or their `mean`, which does not favour short titles); the prompt is run
     once per sample (`layout`: see `logprobs.scoring_layout`; `paper` runs it once per candidate).
 
-    `history` (λ in [0, 1]) mixes in the history readout: each candidate's log-prob as the next title after the
+    `history_readout` (λ in [0, 1]) mixes in the history readout: each candidate's log-prob as the next title after the
     history alone (BOS and the history's titles, no template or candidate list: what `sft --history-weight`
     trains, and how SASRec scores). A candidate's score is (1 - λ) x its answer's + λ x that: 0 is the prompt
     alone, 0.5 ranks by the product of the two probabilities, 1 is the history alone."""
 
     def __init__(self, model, codec, domain: str, batch_size: int = 16, template: int = 0, progress: bool = True,
-                 layout: str = "packed", score: str = "sum", history: float = 0.0):
+                 layout: str = "packed", score: str = "sum", history_readout: float = 0.0):
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-        if not 0 <= history <= 1:
-            raise ValueError(f"the history readout's weight must be in [0, 1], got {history}")
+        if not 0 <= history_readout <= 1:
+            raise ValueError(f"the history readout's weight must be in [0, 1], got {history_readout}")
         self.model, self.codec, self.domain, self.template = model, codec, domain, template
-        self.batch_size, self.progress, self.score, self.history = batch_size, progress, score, history
+        self.batch_size, self.progress, self.score = batch_size, progress, score
+        self.history_readout = history_readout
         self.logprobs = scoring_layout(layout)
 
     def __call__(self, samples: Sequence[Sample]) -> list[list[float]]:
-        if self.history == 0:
+        w = self.history_readout
+        if w == 0:
             return self.prompt_scores(samples)
-        if self.history == 1:
+        if w == 1:
             return self.history_scores(samples)
-        w = self.history
         return [[(1 - w) * a + w * b for a, b in zip(x, y)]
                 for x, y in zip(self.prompt_scores(samples), self.history_scores(samples))]
 
@@ -268,7 +269,7 @@ def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domai
     if protocol == "generation":
         return evaluate_generation(model, codec, samples, domain, batch_size, max_new_tokens, progress=progress)
     scorer = LMScorer(model, codec, domain, batch_size, progress=progress, layout=layout, score=score,
-                      history=history_readout)
+                      history_readout=history_readout)
     return evaluate_ranking(scorer, samples)
 
 

@@ -25,6 +25,9 @@ class RecommendConfig:
     json: bool = setting(False, "print JSON instead of a table")
     score: str = setting("sum", "a candidate's score: the sum or the per-token mean of its answer's log-probs",
                      choices=SCORES)
+    history_readout: float = setting(0.0, "weight λ in [0, 1] of the history readout, as `evaluate "
+                                     "--history-readout`: score = (1 - λ) x answer log-prob + λ x the title's "
+                                     "log-prob after the history alone")
     chat_template: str = setting("auto", "text prompts in the tokenizer's chat template: auto (what the checkpoint "
                              "was trained with; else on where the tokenizer has one), on or off",
                              choices=CHAT_CHOICES)
@@ -35,6 +38,7 @@ class RecommendConfig:
         require(bool(self.input) != bool(self.history or self.candidates), "input",
                 "give either --input or both --history and --candidates")
         require(self.top >= 0, "top", "must not be negative")
+        require(0 <= self.history_readout <= 1, "history_readout", "must be in [0, 1]")
         require_input(self.input, "input")
         require_device(self.device)
         self.model = resolve_model(self.model)
@@ -65,20 +69,21 @@ def make_request(history, candidates, where: str) -> Sample:
 class Recommender:
     """A trained checkpoint that ranks candidate titles for a history (`Recommender.load(path)`)."""
 
-    def __init__(self, model, codec, path: str, domain: str, score: str = "sum"):
+    def __init__(self, model, codec, path: str, domain: str, score: str = "sum", history_readout: float = 0.0):
         self.model, self.codec, self.path, self.domain = model, codec, path, domain
-        self.scorer = LMScorer(model, codec, domain, progress=False, score=score)
+        self.scorer = LMScorer(model, codec, domain, progress=False, score=score, history_readout=history_readout)
 
     @classmethod
     def load(cls, path: str, domain: str | None = None, score: str = "sum", chat_template: str = "auto",
-             device: str = "auto", codec=None) -> Recommender:
+             device: str = "auto", codec=None, history_readout: float = 0.0) -> Recommender:
         """A checkpoint directory (full model or LoRA adapter) or hub name; `domain`: prompt templates (default:
         those it was trained with); `score`: a candidate's answer log-probs summed or averaged per token;
-        `codec`: the checkpoint's codec where already loaded."""
+        `codec`: the checkpoint's codec where already loaded; `history_readout`: λ, as `evaluate`'s."""
         from sdporec.models.checkpoints import recorded_domain
         from sdporec.models.loading import load_model, pick_device, quiet_transformers
 
         require(score in SCORES, "score", f"one of {', '.join(SCORES)}")
+        require(0 <= history_readout <= 1, "history_readout", "must be in [0, 1]")
         require(chat_template in CHAT_CHOICES, "chat_template", f"one of {', '.join(CHAT_CHOICES)}")
         require(domain is None or domain in DOMAINS, "domain", f"one of {', '.join(DOMAINS)}")
         require_device(device)
@@ -86,11 +91,12 @@ class Recommender:
         quiet_transformers()
         model, codec = load_model(path, chat_template=chat_template, codec=codec)
         model.to(pick_device(device))
-        return cls(model, codec, path, recorded_domain(path, domain), score)
+        return cls(model, codec, path, recorded_domain(path, domain), score, history_readout)
 
     def rank(self, history: list[str], candidates: list[str], top: int = 0) -> list[tuple[str, float]]:
         """(title, score) of each candidate, best first (`top`: only the N best); the score is the model's
-        log-probability of the title as the answer. Titles must be ones the checkpoint knows."""
+        log-probability of the title as the answer (mixed with the history readout's where asked). Titles must
+        be ones the checkpoint knows."""
         request = make_request(history, candidates, "history/candidates")
         require_known_titles(self.codec, self.path, [request], "history/candidates")
         return self.rank_request(request, top)
@@ -109,7 +115,8 @@ def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
     request = read_request(cfg)   # checked before the model loads
     codec = load_codec_of(cfg.model, cfg.chat_template)
     require_known_titles(codec, cfg.model, [request], cfg.input or "command line")
-    recommender = Recommender.load(cfg.model, cfg.domain, cfg.score, cfg.chat_template, cfg.device, codec)
+    recommender = Recommender.load(cfg.model, cfg.domain, cfg.score, cfg.chat_template, cfg.device, codec,
+                                   cfg.history_readout)
     ranked = recommender.rank_request(request, cfg.top)
     if cfg.json:
         print(json.dumps([{"title": t, "score": s} for t, s in ranked], ensure_ascii=False, indent=2))
