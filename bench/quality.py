@@ -18,6 +18,8 @@ Seeded rows (SASRec, GRU4Rec and the LM rows) run once per seed; tables show mea
 paired bootstrap 95% intervals of the key differences (each sample's metric averaged over seeds first).
 `--jobs N` (with `--only lastfm` or `--only movielens`) runs the seeds in N processes side by side, each with
 cores / N threads (a model this small uses two threads poorly), then makes the tables from their rows.
+The LM rows rank by the prompt alone; `bench/readouts.py --runs OUT` adds their history readout
+(`evaluate --history-readout`, for SFT trained with `--history-weight`), λ chosen on the validation rows.
 """
 
 from __future__ import annotations
