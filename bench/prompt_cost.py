@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sdporec.data.samples import DataError, read_samples  # noqa: E402
-from sdporec.evaluation.evaluate import LMScorer, ranking_results, write_results  # noqa: E402
+from sdporec.evaluation.evaluate import LMScorer, mix_readouts, ranking_results, write_results  # noqa: E402
 
 WEIGHTS = [0.0, 0.25, 0.5, 0.75, 1.0]
 
@@ -33,10 +33,6 @@ def readouts(scorer: LMScorer, path: str) -> tuple[list, list, list]:
     """A file's samples (keys as `sdporec evaluate` gives them), and the prompt's and the history's scores."""
     samples = read_samples(path, "eval")
     return samples, scorer.prompt_scores(samples), scorer.history_scores(samples)
-
-
-def mixed(prompt: list[list[float]], history: list[list[float]], w: float) -> list[list[float]]:
-    return [[(1 - w) * p + w * h for p, h in zip(ps, hs)] for ps, hs in zip(prompt, history)]
 
 
 def sweep(model_dir: str, data: str, select_on: str, domain: str, weights: list[float], out: str) -> dict:
@@ -52,8 +48,8 @@ def sweep(model_dir: str, data: str, select_on: str, domain: str, weights: list[
     for w in sorted(weights):
         row = {}
         if chosen_on:
-            row["select_on_hr@1"] = ranking_results(chosen_on[0], mixed(*chosen_on[1:], w))[0]["hr@1"]
-        metrics, rows = ranking_results(measured[0], mixed(*measured[1:], w))
+            row["select_on_hr@1"] = ranking_results(chosen_on[0], mix_readouts(*chosen_on[1:], w))[0]["hr@1"]
+        metrics, rows = ranking_results(measured[0], mix_readouts(*measured[1:], w))
         row.update({k: metrics[k] for k in ("hr@1", "ndcg@5", "mrr")})
         selection["weights"][f"{w:g}"] = row
         print(f"λ {w:<5g} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))

@@ -163,7 +163,7 @@ def dataset_runs(files: dict[str, str], out: Path, domain: str, args, leaky: boo
     return rows
 
 
-def _ranking_dir(run: Path) -> Path:
+def ranking_dir(run: Path) -> Path:
     return run / "eval-ranking" if (run / "eval-ranking").is_dir() else run
 
 
@@ -176,7 +176,7 @@ def summarise(rows: dict[str, list[Path]]) -> dict[str, dict]:
     for name, runs in rows.items():
         values: dict[str, list[float]] = {}
         for run in runs:
-            for k, v in metrics(_ranking_dir(run)).items():
+            for k, v in metrics(ranking_dir(run)).items():
                 if k in ("hr@1", "ndcg@5", "mrr"):
                     values.setdefault(k, []).append(v)
             if (run / "eval-generation").is_dir():
@@ -198,7 +198,7 @@ def differences(rows: dict[str, list[Path]], pairs: list[tuple[str, str]]) -> li
     def averaged(name: str) -> dict[str, list[float]]:
         per_seed = []
         for run in rows[name]:
-            _, preds = read_predictions(str(_ranking_dir(run)))
+            _, preds = read_predictions(str(ranking_dir(run)))
             per_seed.append(per_sample_metrics([preds[k] for k in sorted(preds)]))
         return {m: [sum(p[m][i] for p in per_seed) / len(per_seed) for i in range(len(per_seed[0][m]))]
                 for m in ("hr@1", "mrr")}

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from prompt_cost import WEIGHTS, sweep  # noqa: E402
-from quality import SHARED, differences  # noqa: E402
+from quality import SHARED, differences, metrics, ranking_dir  # noqa: E402
 
 DATA = {"lastfm": ("music", lambda d: str(SHARED / "lastfm" / "resampled" / "lastfm-val.json")),
         "movielens": ("movies", lambda d: str(d / "data" / "test.jsonl"))}
@@ -65,8 +65,7 @@ def mean_std(values: list[float]) -> str:
 def table(rows: dict[str, list[Path]], sweeps: dict, stages: list[str]) -> str:
     lines = ["| row | seeds | HR@1 | NDCG@5 | MRR |", "|---|---|---|---|---|"]
     for name, runs in rows.items():
-        ms = [json.loads(((r / "eval-ranking") if (r / "eval-ranking").is_dir() else r).joinpath("metrics.json")
-                         .read_text()) for r in runs]
+        ms = [metrics(ranking_dir(r)) for r in runs]
         cells = [mean_std([m[k] for m in ms]) for k in ("hr@1", "ndcg@5", "mrr")]
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     chosen = {stage: [sweeps[s, st]["chosen"] for (s, st) in sorted(sweeps) if st == stage] for stage in stages}

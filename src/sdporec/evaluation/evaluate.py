@@ -72,6 +72,11 @@ def require_finite(sample: Sample, scores: Sequence[float]) -> None:
 SCORES = ("sum", "mean")
 
 
+def mix_readouts(prompt: Sequence[Sequence[float]], history: Sequence[Sequence[float]], w: float) -> list[list[float]]:
+    """Per sample and candidate, (1 - w) x its prompt score + w x its history score (`--history-readout`)."""
+    return [[(1 - w) * p + w * h for p, h in zip(ps, hs)] for ps, hs in zip(prompt, history)]
+
+
 class LMScorer:
     """Scores every candidate of every sample by its answer log-prob after the prompt (`score`: `sum` over the
     answer's tokens, title and EOS, or their `mean`, which does not favour short titles); the prompt is run
@@ -99,8 +104,7 @@ class LMScorer:
             return self.prompt_scores(samples)
         if w == 1:
             return self.history_scores(samples)
-        return [[(1 - w) * a + w * b for a, b in zip(x, y)]
-                for x, y in zip(self.prompt_scores(samples), self.history_scores(samples))]
+        return mix_readouts(self.prompt_scores(samples), self.history_scores(samples), w)
 
     def prompt_scores(self, samples: Sequence[Sample]) -> list[list[float]]:
         codec = self.codec

@@ -172,10 +172,9 @@ def pack_rows(batch: AnswerBatch) -> PackedRows:
     b, n, a = batch.answer_ids.shape
     p = batch.prompt_ids.shape[1]
     dev = batch.prompt_ids.device
-    amask = batch.answer_mask.bool()                                                    # (B, N, A)
+    amask = right_padded_answers(batch)                                                 # (B, N, A)
     lens = amask.sum(-1)                                                                # (B, N)
     t = torch.arange(a, device=dev)
-    assert torch.equal(amask, t < lens[..., None]), "answers must be right-padded (see data/batching.py)"
     length = p + int(lens.sum(-1).max())
     cols = (p + (lens.cumsum(-1) - lens)[..., None] + t).clamp(max=length - 1)          # (B, N, A)
     rows = torch.arange(b, device=dev)[:, None, None].expand(b, n, a)[amask]
@@ -240,8 +239,25 @@ def answer_logprobs_packed(model, batch: AnswerBatch) -> tuple[torch.Tensor, tor
     sample = torch.arange(b, device=real.device)[:, None, None].expand(b, n, a)[real]    # (M,)
     column = before[real]                                                               # (M,)
     head = HiddenHead.run(model, inputs) or KeptLogits.run(model, inputs, p - 1)
-    tokens = label_logprobs(head, sample, column, batch.answer_ids[real])               # (M,)
-    answer = (torch.arange(b * n, device=real.device).view(b, n, 1).expand(b, n, a))[real]
+    return answer_sums(head, sample, column, batch)
+
+
+def right_padded_answers(batch: AnswerBatch) -> torch.Tensor:
+    """`batch.answer_mask` as bool (B, N, A), asserted right-padded (the layout of data/batching.py)."""
+    amask = batch.answer_mask.bool()
+    t = torch.arange(amask.shape[-1], device=amask.device)
+    assert torch.equal(amask, t < amask.sum(-1, keepdim=True)), "answers must be right-padded (see data/batching.py)"
+    return amask
+
+
+def answer_sums(head, row: torch.Tensor, column: torch.Tensor,
+                batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each answer's summed log-prob over its real tokens, taken in `batch.answer_ids[answer_mask]` order, token m
+    scored at (row[m], column[m]) of `head` -> (log-probs (B, N), answer token counts (B, N))."""
+    b, n, a = batch.answer_ids.shape
+    real = batch.answer_mask.bool()
+    tokens = label_logprobs(head, row, column, batch.answer_ids[real])                 # (M,)
+    answer = torch.arange(b * n, device=real.device).view(b, n, 1).expand(b, n, a)[real]
     logps = torch.zeros(b * n, dtype=tokens.dtype, device=tokens.device).index_add(0, answer, tokens)
     return logps.view(b, n), real.sum(-1)
 
@@ -349,9 +365,8 @@ def answer_logprobs_full(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch
     of 20 candidates x a batch of prompts x a 50k-150k vocabulary would not fit a GPU."""
     b, n, a = batch.answer_ids.shape
     dev = batch.prompt_ids.device
-    amask = batch.answer_mask.bool()                                                    # (B, N, A)
+    amask = right_padded_answers(batch)                                                 # (B, N, A)
     t = torch.arange(a, device=dev)
-    assert torch.equal(amask, t < amask.sum(-1, keepdim=True)), "answers must be right-padded (data/batching.py)"
     p, start = batch.prompt_ids.shape[1], batch.prompt_mask.sum(-1)                     # start (B,): prompt length
     ends = start[:, None] + amask.sum(-1)                                               # (B, N): row lengths
     length = int(ends.max())
@@ -365,6 +380,4 @@ def answer_logprobs_full(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch
     rows = torch.arange(b * n, device=dev).view(b, n, 1).expand(b, n, a)[amask]         # (M,)
     column = (start[:, None, None] - 1 + t).expand(b, n, a)[amask]                      # predicts token t
     head = HiddenHead.run(model, inputs) or KeptLogits.run(model, inputs, int(start.min()) - 1)
-    tokens = label_logprobs(head, rows, column, batch.answer_ids[amask])
-    logps = torch.zeros(b * n, dtype=tokens.dtype, device=dev).index_add(0, rows, tokens)
-    return logps.view(b, n), amask.sum(-1)
+    return answer_sums(head, rows, column, batch)
