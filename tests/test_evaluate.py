@@ -50,3 +50,23 @@ def test_history_readout_mixes_in_each_candidate_s_log_prob_after_the_history_al
         reference = history_readout_reference(model, codec, s)
         assert h == pytest.approx(reference, abs=1e-4)
         assert m == pytest.approx([0.75 * x + 0.25 * y for x, y in zip(p, reference)], abs=1e-4)
+
+
+def test_readout_rows_rank_each_sample_as_a_scorer_at_each_weight_does(tiny_llama):
+    from sdporec.evaluation.evaluate import LMScorer, evaluate_ranking, readout_metrics, readout_rows
+    from sdporec.evaluation.metrics import ranking_metrics
+
+    model, codec = tiny_llama
+    rows = samples([f"Artist {i}" for i in range(40)], n=6)
+    weights = [0.0, 0.3, 1.0]
+    metrics, found = readout_rows(LMScorer(model, codec, "music", batch_size=4, progress=False), rows, weights)
+    for i, w in enumerate(weights):
+        _, alone = evaluate_ranking(LMScorer(model, codec, "music", batch_size=4, progress=False,
+                                             history_readout=w), rows)
+        assert [r["ranks"][i] for r in found] == [r["rank"] for r in alone]
+    assert [r["rank"] for r in found] == [r["ranks"][0] for r in found]
+    by_weight = readout_metrics(found, weights)
+    assert list(by_weight) == weights and by_weight[0.0] == metrics
+    assert by_weight[1.0] == ranking_metrics([r["ranks"][2] for r in found])
+    # The two readouts differ on this untrained model, so the test could tell weights apart.
+    assert [r["ranks"][0] for r in found] != [r["ranks"][2] for r in found]

@@ -218,3 +218,44 @@ def test_history_loss_inside_the_prompt_trains_and_needs_a_weight(files, tmp_pat
     assert all(r["loss"] > 0 and r["answer_loss"] > 0 for r in rows)
     assert "history_in: prompt" in (out / "config.yaml").read_text()
     assert main(["sft", "--out", str(tmp_path / "q"), "--history-in", "prompt", *files, *SIZE, *TINY]) == 2
+
+
+def test_validation_chooses_the_history_readout_with_the_checkpoint_and_evaluate_uses_it(files, tmp_path, capsys):
+    from sdporec.models.checkpoints import checkpoint_meta
+
+    out = tmp_path / "h"
+    assert main(["sft", "--out", str(out), "--history-weight", "1", "--epochs", "2", *files, *SIZE, *TINY[2:]]) == 0
+    evals = [json.loads(x) for x in (out / "eval_log.jsonl").read_text().splitlines()]
+    for row in evals:   # every default weight tried; the row's HR@1 is the best of them, the smaller λ on ties
+        by = row["hr@1_by_readout"]
+        assert list(by) == ["0", "0.25", "0.5", "0.75", "1"]
+        assert row["hr@1"] == max(by.values()) and by[f"{row['history_readout']:g}"] == row["hr@1"]
+        assert row["history_readout"] == min(float(w) for w, v in by.items() if v == row["hr@1"])
+    best = [r for r in evals if r["best"]][-1]
+    meta = checkpoint_meta(out / "model")
+    assert meta["history_readout"] == best["history_readout"] and meta["history_trained"] is True
+    data = files[3]   # the validation file: evaluate at the recorded λ matches training's number
+    assert main(["evaluate", "--model", str(out / "model"), "--data", data, "--out", str(tmp_path / "e"),
+                 "--no-progress"]) == 0
+    assert "recorded in" in capsys.readouterr().err or best["history_readout"] == 0
+    recorded = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert recorded["history_readout"] == best["history_readout"] and recorded["hr@1"] == pytest.approx(best["hr@1"])
+    assert main(["evaluate", "--model", str(out / "model"), "--data", data, "--out", str(tmp_path / "p"),
+                 "--history-readout", "0", "--no-progress"]) == 0
+    prompt = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert prompt["history_readout"] == 0 and prompt["hr@1"] == pytest.approx(best["hr@1_by_readout"]["0"])
+    # DPO from it tries the weights too (its SFT learned the history); an answer-only SFT tries the prompt alone.
+    assert main(["dpo", "--model", str(out / "model"), "--out", str(tmp_path / "d"), "--reference-cache", "none",
+                 *files, *TINY]) == 0
+    assert "hr@1_by_readout" in (tmp_path / "d" / "eval_log.jsonl").read_text()
+    assert checkpoint_meta(tmp_path / "d" / "model")["history_trained"] is True
+    assert main(["sft", "--out", str(tmp_path / "a"), *files, *SIZE, *TINY]) == 0
+    assert "hr@1_by_readout" not in (tmp_path / "a" / "eval_log.jsonl").read_text()
+    assert checkpoint_meta(tmp_path / "a" / "model")["history_readout"] == 0
+
+
+def test_history_readout_weights_are_checked(files, tmp_path, capsys):
+    for bad, said in ((["--history-readouts", "0", "1.5"], "each must be in [0, 1]"),
+                      (["--history-readouts", "0", "0.5", "--valid", ""], "needs validation data")):
+        assert main(["sft", "--out", str(tmp_path / "x"), *files, *bad, *SIZE, *TINY]) == 2
+        assert said in capsys.readouterr().err and not (tmp_path / "x").exists()

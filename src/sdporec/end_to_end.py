@@ -17,7 +17,7 @@ from sdporec.data.prepare import PrepareConfig, run_prepare
 from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import atomic_write_text, read_samples
 from sdporec.evaluation.baselines import popularity_scorer
-from sdporec.evaluation.evaluate import evaluate_model, evaluate_ranking, format_table, write_results
+from sdporec.evaluation.evaluate import evaluate_model, evaluate_ranking, format_table, readout_of, write_results
 from sdporec.evaluation.report import collect, make_figures, write_markdown
 from sdporec.models.loading import load_model, pick_device
 from sdporec.training.preference import DPOConfig, SDPOConfig, run_preference
@@ -116,9 +116,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         t0 = time.time()
         model, codec = load_model(str(out / name / "model"))
         model.to(pick_device(cfg.device))
+        readout = readout_of(str(out / name / "model"), None) if cfg.protocol == "ranking" else 0.0
         metrics, rows = evaluate_model(model, codec, test, cfg.protocol, cfg.domain, cfg.batch_size,
-                                       progress=cfg.progress)
-        write_results(out / "eval" / name, metrics, rows, {"protocol": cfg.protocol})
+                                       progress=cfg.progress, history_readout=readout)
+        write_results(out / "eval" / name, metrics, rows, {"protocol": cfg.protocol, "history_readout": readout})
         results[name] = metrics
         timings[f"evaluate_{name}"] = round(time.time() - t0, 1)
     timings["total"] = round(time.time() - started, 1)

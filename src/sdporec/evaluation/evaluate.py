@@ -10,6 +10,7 @@ per sample, written by `write_results` as `metrics.json` and `predictions.jsonl`
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -147,6 +148,25 @@ def evaluate_ranking(scorer: Scorer, samples: Sequence[Sample]) -> tuple[dict, l
     return ranking_results(samples, scorer(samples))
 
 
+def readout_rows(scorer: LMScorer, samples: Sequence[Sample], weights: Sequence[float]) -> tuple[dict, list[dict]]:
+    """Each sample's target rank under every history readout weight in `weights` (row field `ranks`, in their
+    order; `rank` is the first's), from one pass of each readout; the metrics of the first weight."""
+    prompt = scorer.prompt_scores(samples) if any(w < 1 for w in weights) else []
+    history = scorer.history_scores(samples) if any(w > 0 for w in weights) else []
+    ranks = []
+    for w in weights:
+        scores = prompt if w == 0 else history if w == 1 else mix_readouts(prompt, history, w)
+        ranks.append([row["rank"] for row in ranking_results(samples, scores)[1]])
+    rows = [{"key": s.key, "target": s.target, "rank": r[0], "ranks": list(r), "valid": True}
+            for s, r in zip(samples, zip(*ranks))]
+    return ranking_metrics([r["rank"] for r in rows]), rows
+
+
+def readout_metrics(rows: Sequence[dict], weights: Sequence[float]) -> dict[float, dict]:
+    """Ranking metrics per history readout weight, from `readout_rows`' rows (gathered from every process)."""
+    return {w: ranking_metrics([r["ranks"][i] for r in rows]) for i, w in enumerate(weights)}
+
+
 def metrics_from_rows(rows: Sequence[dict]) -> dict:
     """The metrics of either protocol from its per-sample rows (used after gathering processes' rows)."""
     if rows and "rank" in rows[0]:
@@ -234,10 +254,11 @@ class EvaluateConfig:
     load_in_4bit: bool = setting(False, "load the base model in 4-bit NF4 (bitsandbytes, CUDA only)")
     score: str = setting("sum", "ranking: a candidate's score is the sum of its answer tokens' log-probs (title + "
                      "EOS) or their mean (per token: no preference for short titles)", choices=SCORES)
-    history_readout: float = setting(0.0, "ranking: weight λ in [0, 1] of the history readout, each candidate's "
-                                     "log-prob as the next title after the history alone (no prompt; what `sft "
-                                     "--history-weight` trains); score = (1 - λ) x answer log-prob + λ x that: 0 "
-                                     "the prompt alone (the paper's), 0.5 their product, 1 the history alone")
+    history_readout: float | None = setting(
+        None, "ranking: weight λ in [0, 1] of the history readout, each candidate's log-prob as the next title "
+        "after the history alone (no prompt; what `sft --history-weight` trains); score = (1 - λ) x answer log-prob "
+        "+ λ x that: 0 the prompt alone (the paper's), 0.5 their product, 1 the history alone (default: the λ "
+        "training chose on validation, recorded in the checkpoint; 0 where none was)")
     chat_template: str = setting("auto", "text prompts in the tokenizer's chat template: auto (what the checkpoint "
                              "was trained with; else on where the tokenizer has one), on or off",
                              choices=CHAT_CHOICES)
@@ -258,7 +279,7 @@ class EvaluateConfig:
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(self.limit >= 0, "limit", "must not be negative")
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
-        require(0 <= self.history_readout <= 1, "history_readout", "must be in [0, 1]")
+        require(self.history_readout is None or 0 <= self.history_readout <= 1, "history_readout", "must be in [0, 1]")
         require(not self.history_readout or self.protocol == "ranking", "history_readout",
                 "scores candidates, so it needs --protocol ranking")
         require_cuda_for_4bit(self.load_in_4bit)
@@ -277,12 +298,26 @@ def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domai
     return evaluate_ranking(scorer, samples)
 
 
+def readout_of(model: str, flag: float | None) -> float:
+    """The history readout's weight to rank `model` with: `flag`, else the checkpoint's recorded λ (said when
+    above 0), else 0."""
+    from sdporec.models.checkpoints import recorded_readout
+
+    weight = recorded_readout(model, flag)
+    if flag is None and weight:
+        print(f"ranking with the history readout at λ {weight:g}, chosen on validation in training and recorded in "
+              f"{model} (--history-readout 0: the prompt alone)", file=sys.stderr)
+    return weight
+
+
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     from sdporec.models.checkpoints import recorded_domain  # local: pulls in transformers
     from sdporec.models.loading import load_codec_of, load_model, pick_device
     from sdporec.training.distributed import process_state
 
     cfg.domain = recorded_domain(cfg.model, cfg.domain)
+    if cfg.protocol == "ranking":
+        cfg.history_readout = readout_of(cfg.model, cfg.history_readout)
     samples = read_samples(cfg.data, "eval")
     samples = samples[:cfg.limit] if cfg.limit else samples
     codec = load_codec_of(cfg.model, cfg.chat_template)

@@ -9,7 +9,7 @@ from sdporec.config import require, require_device, require_input, setting
 from sdporec.data.codec import CHAT_CHOICES, require_known_titles
 from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import DataError, Sample, read_json_object, split_history
-from sdporec.evaluation.evaluate import SCORES, LMScorer, require_finite
+from sdporec.evaluation.evaluate import SCORES, LMScorer, readout_of, require_finite
 from sdporec.models.sources import resolve_model
 
 
@@ -25,9 +25,10 @@ class RecommendConfig:
     json: bool = setting(False, "print JSON instead of a table")
     score: str = setting("sum", "a candidate's score: the sum or the per-token mean of its answer's log-probs",
                      choices=SCORES)
-    history_readout: float = setting(0.0, "weight λ in [0, 1] of the history readout, as `evaluate "
-                                     "--history-readout`: score = (1 - λ) x answer log-prob + λ x the title's "
-                                     "log-prob after the history alone")
+    history_readout: float | None = setting(None, "weight λ in [0, 1] of the history readout, as `evaluate "
+                                            "--history-readout`: score = (1 - λ) x answer log-prob + λ x the title's "
+                                            "log-prob after the history alone (default: the λ recorded in the "
+                                            "checkpoint, else 0)")
     chat_template: str = setting("auto", "text prompts in the tokenizer's chat template: auto (what the checkpoint "
                              "was trained with; else on where the tokenizer has one), on or off",
                              choices=CHAT_CHOICES)
@@ -38,7 +39,8 @@ class RecommendConfig:
         require(bool(self.input) != bool(self.history or self.candidates), "input",
                 "give either --input or both --history and --candidates")
         require(self.top >= 0, "top", "must not be negative")
-        require(0 <= self.history_readout <= 1, "history_readout", "must be in [0, 1]")
+        require(self.history_readout is None or 0 <= self.history_readout <= 1, "history_readout",
+                "must be in [0, 1]")
         require_input(self.input, "input")
         require_device(self.device)
         self.model = resolve_model(self.model)
@@ -75,15 +77,16 @@ class Recommender:
 
     @classmethod
     def load(cls, path: str, domain: str | None = None, score: str = "sum", chat_template: str = "auto",
-             device: str = "auto", codec=None, history_readout: float = 0.0) -> Recommender:
+             device: str = "auto", codec=None, history_readout: float | None = None) -> Recommender:
         """A checkpoint directory (full model or LoRA adapter) or hub name; `domain`: prompt templates (default:
         those it was trained with); `score`: a candidate's answer log-probs summed or averaged per token;
-        `codec`: the checkpoint's codec where already loaded; `history_readout`: λ, as `evaluate`'s."""
+        `codec`: the checkpoint's codec where already loaded; `history_readout`: λ, as `evaluate`'s (None: the
+        one its training chose on validation, recorded in the checkpoint, else 0)."""
         from sdporec.models.checkpoints import recorded_domain
         from sdporec.models.loading import load_model, pick_device, quiet_transformers
 
         require(score in SCORES, "score", f"one of {', '.join(SCORES)}")
-        require(0 <= history_readout <= 1, "history_readout", "must be in [0, 1]")
+        require(history_readout is None or 0 <= history_readout <= 1, "history_readout", "must be in [0, 1]")
         require(chat_template in CHAT_CHOICES, "chat_template", f"one of {', '.join(CHAT_CHOICES)}")
         require(domain is None or domain in DOMAINS, "domain", f"one of {', '.join(DOMAINS)}")
         require_device(device)
@@ -91,7 +94,7 @@ class Recommender:
         quiet_transformers()
         model, codec = load_model(path, chat_template=chat_template, codec=codec)
         model.to(pick_device(device))
-        return cls(model, codec, path, recorded_domain(path, domain), score, history_readout)
+        return cls(model, codec, path, recorded_domain(path, domain), score, readout_of(path, history_readout))
 
     def rank(self, history: list[str], candidates: list[str], top: int = 0) -> list[tuple[str, float]]:
         """(title, score) of each candidate, best first (`top`: only the N best); the score is the model's

@@ -19,7 +19,13 @@ from sdporec.data.candidates import NEGATIVE_SOURCES, catalogue, draw_negatives,
 from sdporec.data.codec import CODEC_FILE
 from sdporec.data.prompts import training_prompt
 from sdporec.data.samples import Sample, read_json_object
-from sdporec.models.checkpoints import is_adapter, needs_own_base, recorded_domain, save_checkpoint
+from sdporec.models.checkpoints import (
+    is_adapter,
+    learned_history,
+    needs_own_base,
+    recorded_domain,
+    save_checkpoint,
+)
 from sdporec.models.loading import load_codec_of, load_model
 from sdporec.models.logprobs import IGNORE, history_logprobs, scoring_layout
 from sdporec.models.lora import enable_gradient_checkpointing
@@ -35,7 +41,7 @@ from sdporec.training.reference import (
     reference_identity,
     reference_logps,
 )
-from sdporec.training.train_config import TrainConfig, default_lr
+from sdporec.training.train_config import TrainConfig, default_lr, default_readouts
 from sdporec.training.trainer import Trainer, TrainingRun, start_run
 
 REWARD_TOKENS = ("answer", "title")
@@ -73,6 +79,7 @@ class PreferenceConfig(TrainConfig):
         self.model = resolve_model(self.model)
         self.domain = recorded_domain(self.model, self.domain)
         default_lr(self, "preference", _backbone(self.model, self.lora))
+        default_readouts(self, self.history_weight > 0 or learned_history(self.model))
         super().validate()
         require_outside(self.model, self.out, self.overwrite)
         require_no_4bit_gguf(self.model, self.load_in_4bit)
@@ -132,7 +139,8 @@ class PreferenceRecipe:
                          "mixed_precision": cfg.mixed_precision, "layout": cfg.layout,
                          "device": run.acc.device.type, "chat": codec.chat, "codec": codec.kind,
                          "reward_tokens": cfg.reward_tokens}
-        self.meta = {"stage": cfg.loss, "trained_from": cfg.model, "config": asdict(cfg)}
+        self.meta = {"stage": cfg.loss, "trained_from": cfg.model, "config": asdict(cfg),
+                     "history_trained": cfg.history_weight > 0 or learned_history(cfg.model)}
 
     def units(self, sample: Sample) -> int:
         return 1   # the preference loss is a mean over samples
@@ -220,8 +228,9 @@ class PreferenceRecipe:
             stats["history_loss"] = history_loss.detach()
         return losses, stats
 
-    def save(self, model, state_dict: dict | None) -> None:
-        save_checkpoint(model, self.codec, self.run.out / "model", self.meta, self.base_dir, state_dict)
+    def save(self, model, state_dict: dict | None, readout: float) -> None:
+        save_checkpoint(model, self.codec, self.run.out / "model", {**self.meta, "history_readout": readout},
+                        self.base_dir, state_dict)
 
 
 def preference_policy(cfg: PreferenceConfig, run: TrainingRun) -> tuple[Policy, object, Path | None]:

@@ -19,7 +19,7 @@ from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, history_
 from sdporec.models.lora import add_lora, enable_gradient_checkpointing
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 from sdporec.training.losses import sft_loss
-from sdporec.training.train_config import TrainConfig, default_lr
+from sdporec.training.train_config import TrainConfig, default_lr, default_readouts
 from sdporec.training.trainer import Trainer, TrainingRun, start_run
 
 HISTORY_IN = ("sequence", "prompt")
@@ -48,6 +48,7 @@ class SFTConfig(TrainConfig):
             self.model = resolve_model(self.model)
         self.domain = recorded_domain(self.model, self.domain)
         default_lr(self, "sft", "builtin" if self.model == BUILTIN else "lora" if self.lora else "full")
+        default_readouts(self, self.history_weight > 0)
         super().validate()
         require_input(self.titles, "titles")
         require_no_4bit_gguf(self.model, self.load_in_4bit)
@@ -68,7 +69,8 @@ class SFTRecipe:
     def __init__(self, cfg: SFTConfig, codec, checkpoint: Path, base_dir: Path | None):
         self.cfg, self.codec = cfg, codec
         self.checkpoint, self.base_dir = checkpoint, base_dir
-        self.meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg)}
+        self.meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg),
+                     "history_trained": cfg.history_weight > 0}
 
     def units(self, sample: Sample) -> int:
         """Predicted tokens: the answer's (title + EOS), and with a history loss the history's labelled ones
@@ -113,8 +115,9 @@ class SFTRecipe:
             return losses, {}
         return losses + self.cfg.history_weight * sft_loss(history_logps), {"answer_loss": losses.detach()}
 
-    def save(self, model, state_dict: dict | None) -> None:
-        save_checkpoint(model, self.codec, self.checkpoint, self.meta, self.base_dir, state_dict)
+    def save(self, model, state_dict: dict | None, readout: float) -> None:
+        save_checkpoint(model, self.codec, self.checkpoint, {**self.meta, "history_readout": readout}, self.base_dir,
+                        state_dict)
 
 
 def sft_model(cfg: SFTConfig, run: TrainingRun, codec, extra: list[str]):

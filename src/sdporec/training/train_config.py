@@ -36,6 +36,12 @@ class TrainConfig:
     eval_every: int = setting(0, "validate every N optimizer steps (0: at the end of each epoch only)")
     eval_samples: int = setting(500, "validation samples used during training, a seeded random subset across users, "
                             "the same for every stage and seed on the same file (0: all)")
+    history_readouts: list[float] = setting(
+        [], "weights λ of the history readout (see `evaluate --history-readout`) tried at every validation: the "
+        "checkpoint is chosen on the best of them, and that λ is saved with the model as the one `evaluate` and "
+        "`recommend` rank with unless told otherwise (default: 0 0.25 0.5 0.75 1 where the model learns the "
+        "history, --history-weight above 0 here or in the SFT it starts from, and --valid is given; else 0, the "
+        "prompt alone)")
     log_every: int = setting(10, "write a log line every N optimizer steps")
     keep_candidates: bool = setting(False, "keep the file's candidate lists instead of re-drawing them every epoch")
     lora: bool = setting(False, "train a LoRA adapter instead of all weights")
@@ -77,6 +83,10 @@ class TrainConfig:
         require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
         require(self.eval_samples >= 0 and self.eval_every >= 0, "eval_every", "must not be negative")
         require(self.save_every >= 0, "save_every", "must not be negative")
+        require(all(0 <= w <= 1 for w in self.history_readouts), "history_readouts", "each must be in [0, 1]")
+        require(len(set(self.history_readouts)) <= 1 or bool(self.valid), "history_readouts",
+                "choosing among several weights needs validation data: add --valid or give one weight")
+        self.history_readouts = sorted(set(self.history_readouts))   # ties go to the smaller λ
         require(not self.load_in_4bit or self.lora, "load_in_4bit", "4-bit weights cannot be trained: add --lora")
         # Checked before anything is written or loaded.
         require_cuda_for_4bit(self.load_in_4bit)
@@ -92,6 +102,17 @@ class TrainConfig:
         require_input(self.train, "train")
         require_input(self.valid, "valid")
         claim_out_dir(self.out, RUN_OUTPUTS, self.overwrite, self.resume)
+
+
+# The history readout's weights tried at validation, by default, where the model learns the history.
+READOUT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def default_readouts(cfg: TrainConfig, learns_history: bool) -> None:
+    """Fill `cfg.history_readouts` when it was not set: READOUT_GRID where the model learns the history and
+    there is validation data to choose on, else the prompt alone."""
+    if not cfg.history_readouts:
+        cfg.history_readouts = list(READOUT_GRID) if learns_history and cfg.valid else [0.0]
 
 
 # What a training run writes in OUT; an earlier run's are replaced only with --overwrite (the reference

@@ -35,7 +35,7 @@ from sdporec.data.batching import AnswerBatch
 from sdporec.data.candidates import redraw, require_negatives, require_redrawable, sample_rng, validation_subset
 from sdporec.data.codec import require_known_titles
 from sdporec.data.samples import DataError, Sample, atomic_write_text, read_samples
-from sdporec.evaluation.evaluate import LMScorer, evaluate_ranking, evaluate_sharded
+from sdporec.evaluation.evaluate import LMScorer, evaluate_sharded, readout_metrics, readout_rows
 from sdporec.evaluation.metrics import NonFiniteError
 from sdporec.training.distributed import global_micro_batch, make_accelerator, micro_batch, set_seed
 from sdporec.training.runlog import RunLog, peak_memory_gib
@@ -58,8 +58,9 @@ class Recipe(Protocol):
     def losses(self, model, batch: AnswerBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Per-sample losses (B,) and per-sample statistics {name: (B,)} to log."""
 
-    def save(self, model, state_dict: dict | None) -> None:
-        """Write the model as the run's checkpoint (`state_dict`: gathered under FSDP / DeepSpeed)."""
+    def save(self, model, state_dict: dict | None, readout: float) -> None:
+        """Write the model as the run's checkpoint (`state_dict`: gathered under FSDP / DeepSpeed), recording
+        `readout`, the history readout's weight chosen on validation."""
 
 
 @dataclass
@@ -108,6 +109,7 @@ class TrainState:
     micro: int = 0           # the next micro-batch of `epoch` to run
     opt_step: int = 0        # optimizer steps taken
     best: float = -1.0       # best validation HR@1 so far
+    readout: float = 0.0     # the history readout's weight λ that scored it
     elapsed: float = 0.0     # seconds trained before this invocation
     window: list[dict] = field(default_factory=list)   # per-step rows since the last log line
 
@@ -185,7 +187,7 @@ class Trainer:
         self.scorer = LMScorer(self.model, codec, cfg.domain, batch_size=cfg.batch_size, progress=False,
                                 layout=cfg.layout)
         self.ckpt_root = run.out / "checkpoints"
-        self.state = self.resume() if cfg.resume else TrainState()
+        self.state = self.resume() if cfg.resume else TrainState(readout=cfg.history_readouts[0])
         self.log = RunLog(cfg, run.out, enabled=run.main, keep_until=self.state.opt_step if cfg.resume else None)
         self.started = time.time() - self.state.elapsed
         self.tokens = self.seen = 0
@@ -307,22 +309,29 @@ class Trainer:
             self.save_checkpoint(state.epoch, micro + 1)
 
     def validate(self, epoch: float) -> None:
-        """HR@1 on the validation subset (sharded over processes); the model is saved when it improves (or
-        at every epoch's end without validation data)."""
-        state = self.state
+        """HR@1 on the validation subset (sharded over processes), at the best of the history readout's weights
+        tried; the model and that weight are saved when it improves (or at every epoch's end without
+        validation data)."""
+        state, readouts = self.state, self.cfg.history_readouts
         if not self.val_subset:
             self.save_best()
             return
-        metrics, _ = evaluate_sharded(lambda part: evaluate_ranking(self.scorer, part), self.val_subset,
-                                      self.rank, self.world)
+        _, rows = evaluate_sharded(lambda part: readout_rows(self.scorer, part, readouts), self.val_subset,
+                                   self.rank, self.world)
+        by_readout = readout_metrics(rows, readouts)
+        readout = max(by_readout, key=lambda w: by_readout[w]["hr@1"])   # the first of equals: the smaller λ
+        metrics = by_readout[readout]
         improved = metrics["hr@1"] > state.best
         if improved:
-            state.best = metrics["hr@1"]
+            state.best, state.readout = metrics["hr@1"], readout
             self.save_best()
-        self.log.write("eval", {"step": state.opt_step, "epoch": round(epoch, 3), **metrics, "best": improved,
-                                "elapsed_s": round(time.time() - self.started, 1)})
+        chosen = {"history_readout": readout,
+                  "hr@1_by_readout": {f"{w:g}": m["hr@1"] for w, m in by_readout.items()}} if len(readouts) > 1 else {}
+        self.log.write("eval", {"step": state.opt_step, "epoch": round(epoch, 3), **metrics, **chosen,
+                                "best": improved, "elapsed_s": round(time.time() - self.started, 1)})
         if self.run.main:
-            tqdm.write(f"step {state.opt_step} epoch {epoch:.2f}: valid hr@1 {metrics['hr@1']:.4f}"
+            at = f" (history readout {readout:g})" if len(readouts) > 1 else ""
+            tqdm.write(f"step {state.opt_step} epoch {epoch:.2f}: valid hr@1 {metrics['hr@1']:.4f}{at}"
                        f"{' (best)' if improved else ''}")
 
     def save_best(self) -> None:
@@ -331,7 +340,7 @@ class Trainer:
         full = self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
         state_dict = self.acc.get_state_dict(self.model) if full else None   # a collective: every process calls it
         if self.run.main:
-            self.recipe.save(self.acc.unwrap_model(self.model), state_dict)
+            self.recipe.save(self.acc.unwrap_model(self.model), state_dict, self.state.readout)
         self.acc.wait_for_everyone()
 
     def save_checkpoint(self, epoch: int, micro: int) -> None:
