@@ -18,8 +18,9 @@ Seeded rows (SASRec, GRU4Rec and the LM rows) run once per seed; tables show mea
 paired bootstrap 95% intervals of the key differences (each sample's metric averaged over seeds first).
 `--jobs N` (with `--only lastfm` or `--only movielens`) runs the seeds in N processes side by side, each with
 cores / N threads (a model this small uses two threads poorly), then makes the tables from their rows.
-The LM rows rank by the prompt alone; `bench/readouts.py --runs OUT` adds their history readout
-(`evaluate --history-readout`, for SFT trained with `--history-weight`), λ chosen on the validation rows.
+The LM rows rank as `sdporec evaluate` does by default: by the prompt alone, or, for models that learned the
+history (`--sft-args "--history-weight ..."`), at the history readout's weight λ their training chose on the
+validation rows with the checkpoint; `bench/readouts.py --runs OUT` sweeps λ on the finished models.
 """
 
 from __future__ import annotations

@@ -33,6 +33,8 @@ def test_pipeline_writes_metrics_for_every_stage(run_dir):
         assert (run_dir / stage / "config.yaml").is_file()
         assert (run_dir / stage / "model" / "config.json").is_file()
         assert (run_dir / stage / "model" / "sdporec_codec.json").is_file()
+        # Answer-only SFT: validation tries the prompt alone, and every stage is ranked by it.
+        assert json.loads((run_dir / "eval" / stage / "metrics.json").read_text())["history_readout"] == 0
     rows = [json.loads(x) for x in (run_dir / "eval" / "sdpo" / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == metrics["sdpo"]["n"] and len(rows[0]["ranked"]) == 20
     log = [json.loads(x) for x in (run_dir / "sdpo" / "train_log.jsonl").read_text().splitlines()]

@@ -183,6 +183,9 @@ CASES = [
         ["training loss is nan", "optimizer step 2"],
     ),
     (["pipeline", "--out", "pl", "--negatives", "20"], ["setting 'negatives'", "19"]),
+    (["pipeline", "--out", "pl", "--dropout", "1"], ["setting 'dropout'", "[0, 1)"]),
+    (["sft", "--train", "data/train.jsonl", "--out", "s3", "--history-readouts", "0", "0.5"],
+     ["setting 'history_readouts'", "needs validation data"]),
     (["prepare", "builtin", "--out", "p3", "--kcore", "1000"], ["setting 'kcore'", "no samples"]),
     (["prepare", "builtin", "--out", "p3", "--candidates", "400"], ["setting 'items'", "410"]),
     (

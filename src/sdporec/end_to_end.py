@@ -36,6 +36,10 @@ class PipelineConfig:
     heads: int = setting(4, "built-in backbone: attention heads")
     sft_epochs: int = setting(6, "SFT epochs")
     sft_lr: float = setting(1e-3, "SFT peak learning rate")
+    history_weight: float = setting(0.0, "SFT: weight of the history's next-item loss (as `sft --history-weight`; "
+                                "then each stage chooses its history readout's λ on validation and is ranked "
+                                "with it; greedy generation mostly stops naming listed candidates)")
+    dropout: float = setting(0.0, "SFT: built-in backbone dropout (as `sft --dropout`; 0.5 with the history loss)")
     pref_epochs: int = setting(1, "DPO and S-DPO epochs")
     pref_lr: float = setting(5e-4, "DPO and S-DPO peak learning rate")
     pref_eval_every: int = setting(100, "DPO and S-DPO: validate every N optimizer steps (the best is kept)")
@@ -56,6 +60,8 @@ class PipelineConfig:
         for name in ("sft_epochs", "pref_epochs", "batch_size", "negatives"):
             require(getattr(self, name) >= 1, name, "must be at least 1")
         require(self.threads >= 0, "threads", "must not be negative (0: PyTorch's default)")
+        require(self.history_weight >= 0, "history_weight", "must not be negative")
+        require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
         for name in ("train", "valid", "test"):
             require_input(self.data and str(Path(self.data) / f"{name}.jsonl"), "data")
         claim_out_dir(self.out, PIPELINE_OUTPUTS, self.overwrite)
@@ -96,7 +102,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
                   progress=cfg.progress, report_to=cfg.report_to, overwrite=cfg.overwrite)
     stages = [("sft", lambda: run_sft(SFTConfig(
         out=str(out / "sft"), model="builtin", titles=titles, hidden=cfg.hidden, layers=cfg.layers,
-        heads=cfg.heads, epochs=cfg.sft_epochs, lr=cfg.sft_lr, **common)))]
+        heads=cfg.heads, epochs=cfg.sft_epochs, lr=cfg.sft_lr, history_weight=cfg.history_weight,
+        dropout=cfg.dropout, **common)))]
     for name, config, k in (("dpo", DPOConfig, 1), ("sdpo", SDPOConfig, cfg.negatives)):
         stages.append((name, lambda config=config, k=k, name=name: run_preference(config(
             out=str(out / name), model=str(out / "sft" / "model"), negatives=k, beta=cfg.beta,

@@ -79,7 +79,6 @@ class PreferenceConfig(TrainConfig):
         self.model = resolve_model(self.model)
         self.domain = recorded_domain(self.model, self.domain)
         default_lr(self, "preference", _backbone(self.model, self.lora))
-        default_readouts(self, self.history_weight > 0 or learned_history(self.model))
         super().validate()
         require_outside(self.model, self.out, self.overwrite)
         require_no_4bit_gguf(self.model, self.load_in_4bit)
@@ -260,6 +259,7 @@ def preference_policy(cfg: PreferenceConfig, run: TrainingRun) -> tuple[Policy, 
 
 def run_preference(cfg: PreferenceConfig) -> dict:
     """Set-up (data, policy and reference), then the trainer with the preference recipe."""
+    default_readouts(cfg, cfg.history_weight > 0 or learned_history(cfg.model))
     run = start_run(cfg, load_codec_of(cfg.model, cfg.chat_template), cfg.model, cfg.negatives)
     policy, codec, base_dir = preference_policy(cfg, run)
     if run.main:

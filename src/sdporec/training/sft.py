@@ -48,7 +48,6 @@ class SFTConfig(TrainConfig):
             self.model = resolve_model(self.model)
         self.domain = recorded_domain(self.model, self.domain)
         default_lr(self, "sft", "builtin" if self.model == BUILTIN else "lora" if self.lora else "full")
-        default_readouts(self, self.history_weight > 0)
         super().validate()
         require_input(self.titles, "titles")
         require_no_4bit_gguf(self.model, self.load_in_4bit)
@@ -151,6 +150,7 @@ def sft_model(cfg: SFTConfig, run: TrainingRun, codec, extra: list[str]):
 
 def run_sft(cfg: SFTConfig) -> dict:
     """Set-up (data, model), then the trainer with the SFT recipe."""
+    default_readouts(cfg, cfg.history_weight > 0)
     extra = [t.strip() for t in read_text(cfg.titles).splitlines() if t.strip()] if cfg.titles else []
     codec = None if cfg.model == BUILTIN else load_codec_of(cfg.model, cfg.chat_template)
     if codec is not None and cfg.history_in == "prompt":

@@ -110,7 +110,8 @@ READOUT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 def default_readouts(cfg: TrainConfig, learns_history: bool) -> None:
     """Fill `cfg.history_readouts` when it was not set: READOUT_GRID where the model learns the history and
-    there is validation data to choose on, else the prompt alone."""
+    there is validation data to choose on, else the prompt alone. Called as a run starts (configs built in
+    code, as the pipeline's stages, are not validated), before its config is saved."""
     if not cfg.history_readouts:
         cfg.history_readouts = list(READOUT_GRID) if learns_history and cfg.valid else [0.0]
 
