@@ -123,7 +123,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         t0 = time.time()
         model, codec = load_model(str(out / name / "model"))
         model.to(pick_device(cfg.device))
-        readout = readout_of(str(out / name / "model"), None) if cfg.protocol == "ranking" else 0.0
+        readout = readout_of(str(out / name / "model"), None) if cfg.protocol == "ranking" else None
         metrics, rows = evaluate_model(model, codec, test, cfg.protocol, cfg.domain, cfg.batch_size,
                                        progress=cfg.progress, history_readout=readout)
         write_results(out / "eval" / name, metrics, rows, {"protocol": cfg.protocol, "history_readout": readout})

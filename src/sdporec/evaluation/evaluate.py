@@ -299,12 +299,14 @@ def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domai
 
 
 def readout_of(model: str, flag: float | None) -> float:
-    """The history readout's weight to rank `model` with: `flag`, else the checkpoint's recorded λ (said when
-    above 0), else 0."""
-    from sdporec.models.checkpoints import recorded_readout
+    """The history readout's weight to rank `model` with: `flag`, else the λ its training chose on validation
+    (`history_readout` in `sdporec_checkpoint.json`; said when above 0), else 0, the prompt alone."""
+    from sdporec.models.checkpoints import checkpoint_meta
 
-    weight = recorded_readout(model, flag)
-    if flag is None and weight:
+    if flag is not None:
+        return flag
+    weight = float(checkpoint_meta(model).get("history_readout") or 0.0)
+    if weight:
         print(f"ranking with the history readout at λ {weight:g}, chosen on validation in training and recorded in "
               f"{model} (--history-readout 0: the prompt alone)", file=sys.stderr)
     return weight

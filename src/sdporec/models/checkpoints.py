@@ -46,14 +46,6 @@ def recorded_domain(path: str, flag: str | None) -> str:
     return flag
 
 
-def recorded_readout(path: str, flag: float | None) -> float:
-    """The history readout's weight λ for ranking with `path` (`evaluate --history-readout`): `flag` where given,
-    else the λ its training chose on validation (recorded in `sdporec_checkpoint.json`), else 0, the prompt alone."""
-    if flag is not None:
-        return flag
-    return float(checkpoint_meta(path).get("history_readout") or 0.0)
-
-
 def learned_history(path: str) -> bool:
     """Whether the checkpoint in `path`, or one it was trained from, learned the history's next-item loss
     (`--history-weight` above 0): its history readout then means something."""

@@ -88,6 +88,11 @@ class PreferenceConfig(TrainConfig):
         require(self.history_weight >= 0, "history_weight", "must not be negative")
 
 
+def learns_history(cfg: PreferenceConfig) -> bool:
+    """The policy learns the history's next-item loss: here (`--history-weight`) or in the SFT it starts from."""
+    return cfg.history_weight > 0 or learned_history(cfg.model)
+
+
 def _backbone(model: str, lora: bool) -> str:
     """What preference training trains: `builtin` (an SFT checkpoint of the built-in backbone, all weights),
     `lora` (a new adapter, or the SFT checkpoint's own adapter) or `full` (all weights of a text model)."""
@@ -139,7 +144,7 @@ class PreferenceRecipe:
                          "device": run.acc.device.type, "chat": codec.chat, "codec": codec.kind,
                          "reward_tokens": cfg.reward_tokens}
         self.meta = {"stage": cfg.loss, "trained_from": cfg.model, "config": asdict(cfg),
-                     "history_trained": cfg.history_weight > 0 or learned_history(cfg.model)}
+                     "history_trained": learns_history(cfg)}
 
     def units(self, sample: Sample) -> int:
         return 1   # the preference loss is a mean over samples
@@ -259,7 +264,7 @@ def preference_policy(cfg: PreferenceConfig, run: TrainingRun) -> tuple[Policy, 
 
 def run_preference(cfg: PreferenceConfig) -> dict:
     """Set-up (data, policy and reference), then the trainer with the preference recipe."""
-    default_readouts(cfg, cfg.history_weight > 0 or learned_history(cfg.model))
+    default_readouts(cfg, learns_history(cfg))
     run = start_run(cfg, load_codec_of(cfg.model, cfg.chat_template), cfg.model, cfg.negatives)
     policy, codec, base_dir = preference_policy(cfg, run)
     if run.main:
