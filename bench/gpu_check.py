@@ -75,7 +75,7 @@ def batch_of(codec, samples, k: int, device):
 def train_step(model, ref, codec, samples, layout: str, k: int, args) -> dict:
     """`--steps` timed optimizer steps after `--warmup` untimed ones: SFT (k = 0) or S-DPO with K = k."""
     from sdporec.data.batching import split_chosen_rejected
-    from sdporec.models.logprobs import scoring_layout
+    from sdporec.models.scoring import scoring_layout
     from sdporec.training.losses import sdpo_loss, sft_loss
 
     fn, b = scoring_layout(layout), args.batch_size
@@ -135,7 +135,7 @@ def sdpa_kernels(model, codec, samples, args) -> dict:
     """Which SDPA backend runs the packed layout's forward (its 4D mask rules some out), and how fast."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from sdporec.models.logprobs import scoring_layout
+    from sdporec.models.scoring import scoring_layout
 
     batch = batch_of(codec, samples[:args.batch_size], 19, args.device)
     out = {}

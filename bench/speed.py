@@ -57,7 +57,7 @@ def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
     from sdporec.data.batching import collate, split_chosen_rejected
     from sdporec.data.candidates import draw_negatives
     from sdporec.data.prompts import build_prompt
-    from sdporec.models.logprobs import scoring_layout
+    from sdporec.models.scoring import scoring_layout
     from sdporec.training.losses import sdpo_loss
 
     model, codec, samples = build(codec_kind, args)

@@ -1,5 +1,5 @@
 """The batch format, documented here once ("layout" in sdporec names only the scoring layout: packed,
-cache or paper, `logprobs.scoring_layout`).
+cache or paper, `scoring.scoring_layout`).
 
 Every model call in sdporec (SFT, DPO/S-DPO, the reference pass, ranking evaluation) takes an
 `AnswerBatch`: B prompts, each with N answers to score.

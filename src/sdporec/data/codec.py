@@ -43,9 +43,13 @@ class _Codec:
     tokenizer: object
     chat = False
 
+    def record(self) -> dict:
+        """What `sdporec_codec.json` holds for this codec (`load_codec` reads it back)."""
+        return {"kind": self.kind, "chat": self.chat}
+
     def save(self, out_dir: str | Path) -> None:
         self.tokenizer.save_pretrained(str(out_dir))
-        (Path(out_dir) / CODEC_FILE).write_text(json.dumps({"kind": self.kind, "chat": self.chat}) + "\n")
+        (Path(out_dir) / CODEC_FILE).write_text(json.dumps(self.record()) + "\n")
 
 
 class ItemCodec(_Codec):
@@ -212,17 +216,19 @@ def build_item_codec(titles: Sequence[str]) -> ItemCodec:
 
 
 def require_known_titles(codec, model: str, samples: Sequence[Sample], path: str) -> None:
-    """The built-in backbone scores only titles it has a token for; the first title of `samples` (read from
-    `path`) it lacks is a `DataError` at that row and field. Text codecs know every title."""
-    if not isinstance(codec, ItemCodec):
+    """Codecs with item tokens (the built-in backbone's, the hybrid's) score only titles they have a token for;
+    the first title of `samples` (read from `path`) such a codec lacks is a `DataError` at that row and field.
+    Text codecs know every title."""
+    if not hasattr(codec, "knows"):
         return
     for s in samples:
         for fld, titles in (("historyList", s.history), ("itemList", s.candidates)):
             unknown = next((t for t in titles if not codec.knows(t)), None)
             if unknown is not None:
                 raise sample_error(path, s, fld, f"title {unknown!r} has no token in the vocabulary of {model} (a "
-                                   "built-in backbone knows the titles of the files its `sft` read, and those of "
-                                   "--titles FILE: retrain with every title listed there)")
+                                   f"{'built-in backbone' if codec.kind == 'items' else 'model with item tokens'} "
+                                   "knows the titles of the files its `sft` read, and those of --titles FILE: "
+                                   "retrain with every title listed there)")
 
 
 CHAT_CHOICES = ("auto", "on", "off")
@@ -253,8 +259,16 @@ def load_codec(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:
 
             raise ConfigError(f"setting 'chat_template': {path}'s tokenizer has no chat template; use auto or off")
         if "chat" in recorded and recorded["chat"] != chat:
-            from sdporec.config import warn
+            warn_chat(path, recorded, chat_template)
+    if recorded.get("kind") == "hybrid":
+        from sdporec.data.hybrid import HybridCodec
 
-            warn(f"{path} was trained with chat_template {'on' if recorded['chat'] else 'off'}; "
-                 f"using {chat_template} as asked, so its prompts differ from training's")
+        return HybridCodec(tokenizer, chat, recorded["items"], recorded.get("item_text", "title"))
     return TextCodec(tokenizer, chat)
+
+
+def warn_chat(path: str, recorded: dict, chat_template: str) -> None:
+    from sdporec.config import warn
+
+    warn(f"{path} was trained with chat_template {'on' if recorded['chat'] else 'off'}; "
+         f"using {chat_template} as asked, so its prompts differ from training's")

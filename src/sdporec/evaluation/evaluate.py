@@ -3,7 +3,8 @@
 `--protocol ranking` (default): each candidate's score is the summed log-prob of its answer (title + EOS)
 after the prompt (`--history-readout λ`: mixed with its log-prob as the next title after the history alone); metrics
 come from the target's rank. `--protocol generation` is the paper's: greedy
-decoding, valid when exactly one candidate title occurs in the output. Both return metrics and one row
+decoding, valid when exactly one candidate title occurs in the output (with item tokens: when the first item
+token generated is a candidate's). Both return metrics and one row
 per sample, written by `write_results` as `metrics.json` and `predictions.jsonl`.
 """
 
@@ -40,7 +41,8 @@ from sdporec.evaluation.metrics import (
     rank_of_target,
     ranking_metrics,
 )
-from sdporec.models.logprobs import IGNORE, LAYOUTS, scoring_layout
+from sdporec.models.logprobs import IGNORE
+from sdporec.models.scoring import LAYOUTS, scoring_layout
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 
 PROTOCOLS = ("ranking", "generation")
@@ -81,7 +83,7 @@ def mix_readouts(prompt: Sequence[Sequence[float]], history: Sequence[Sequence[f
 class LMScorer:
     """Scores every candidate of every sample by its answer log-prob after the prompt (`score`: `sum` over the
     answer's tokens, title and EOS, or their `mean`, which does not favour short titles); the prompt is run
-    once per sample (`layout`: see `logprobs.scoring_layout`; `paper` runs it once per candidate).
+    once per sample (`layout`: see `scoring.scoring_layout`; `paper` runs it once per candidate).
 
     `history_readout` (λ in [0, 1]) mixes in the history readout: each candidate's log-prob as the next title after the
     history alone (BOS and the history's titles, no template or candidate list: what `sft --history-weight`
@@ -97,7 +99,7 @@ class LMScorer:
         self.model, self.codec, self.domain, self.template = model, codec, domain, template
         self.batch_size, self.progress, self.score = batch_size, progress, score
         self.history_readout = history_readout
-        self.logprobs = scoring_layout(layout)
+        self.logprobs = scoring_layout(layout, codec.kind == "hybrid")
 
     def __call__(self, samples: Sequence[Sample]) -> list[list[float]]:
         w = self.history_readout
@@ -212,11 +214,20 @@ def evaluate_generation(model, codec, samples: Sequence[Sample], domain: str, ba
                                        pad_token_id=codec.pad_id, eos_token_id=codec.eos_id)
             for s, ids in zip(chunk, generated[:, batch.prompt_ids.shape[1]:].tolist()):
                 text = codec.decode(ids)
-                answer = parse_generation(text, s.candidates)
+                answer = generated_answer(codec, ids, text, s.candidates)
                 answers.append(answer)
                 rows.append({"key": s.key, "target": s.target, "generated": text, "answer": answer,
                              "valid": answer is not None, "hit": answer == s.target})
     return generation_metrics(answers, [s.target for s in samples]), rows
+
+
+def generated_answer(codec, ids: Sequence[int], text: str, candidates: Sequence[str]) -> str | None:
+    """The candidate a generation names: with item tokens, its first item token's (valid when that item is a
+    candidate); else the one candidate title that occurs in the decoded text (`parse_generation`)."""
+    if hasattr(codec, "generated_title"):
+        title = codec.generated_title(ids)
+        return title if title in candidates else None
+    return parse_generation(text, candidates)
 
 
 RESULT_FILES = ("metrics.json", "predictions.jsonl", "config.yaml")

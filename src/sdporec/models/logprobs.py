@@ -15,7 +15,8 @@ ways that give the same numbers (to 1e-5, tested):
   checkpointing nor for every model.
 
 Each falls back to the other where it cannot run; where neither can, to `answer_logprobs_full`, the paper's
-layout (the prompt repeated for every answer), with a warning; it is also the layout `--layout paper` names.
+layout (the prompt repeated for every answer), with a warning; it is also the layout `--layout paper` names
+(`scoring.scoring_layout` picks among them).
 All three form logits only where an answer token is predicted; the tests check them against whole-row logits
 through `sequence_logprobs`. Gradients flow through all three, so training and scoring use the same code.
 """
@@ -102,7 +103,7 @@ def answer_logprobs_cached(model, batch: AnswerBatch) -> tuple[torch.Tensor, tor
                 position_ids=_positions(batch.prompt_mask), use_cache=True, logits_to_keep=1)
     name, cache = _cache_kwarg(out)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-        if _maskable(model):
+        if maskable(model):
             return answer_logprobs_packed(model, batch)
         _fallback(model, "returned no reusable key/value cache")
         return answer_logprobs_full(model, batch)
@@ -144,7 +145,7 @@ def _attention(model) -> str | None:
     return getattr(getattr(_unwrapped(model), "config", None), "_attn_implementation", None)
 
 
-def _maskable(model) -> bool:
+def maskable(model) -> bool:
     return _attention(model) in _MASKABLE
 
 
@@ -211,12 +212,23 @@ def packed_mask(real: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
     return allowed[:, None]
 
 
+def packed_inputs(model, rows: PackedRows) -> dict:
+    """The model's inputs for packed rows: ids, position ids and `packed_mask` in additive form (eager
+    attention adds the mask to the scores; SDPA takes either form), in the model's dtype."""
+    dtype = next(model.parameters()).dtype
+    dtype = dtype if dtype.is_floating_point else torch.float32
+    allowed = packed_mask(rows.real, rows.block)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min)
+    return dict(input_ids=rows.ids, attention_mask=mask, position_ids=rows.positions)
+
+
 def answer_logprobs_packed(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (log-probs (B, N), answer token counts (B, N)) from one packed row per sample (`pack_rows`)
     under `packed_mask`, each answer's position ids continuing from its prompt's end (as if it followed
     the prompt alone). Logits are formed only at the positions that predict a real answer token, a chunk
     at a time (`label_logprobs`)."""
-    if not _maskable(model):
+    if not maskable(model):
         if not _checkpointing(model):
             return answer_logprobs_cached(model, batch)   # flash attention and the like: the cache path
         _fallback(model, f"trains with gradient checkpointing (no key/value cache) and uses attention "
@@ -225,13 +237,7 @@ def answer_logprobs_packed(model, batch: AnswerBatch) -> tuple[torch.Tensor, tor
     b, n, a = batch.answer_ids.shape
     p = batch.prompt_ids.shape[1]
     rows = pack_rows(batch)
-    dtype = next(model.parameters()).dtype
-    dtype = dtype if dtype.is_floating_point else torch.float32
-    allowed = packed_mask(rows.real, rows.block)
-    # Additive form: eager attention adds the mask to the scores; SDPA takes either form.
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-        ~allowed, torch.finfo(dtype).min)
-    inputs = dict(input_ids=rows.ids, attention_mask=mask, position_ids=rows.positions)
+    inputs = packed_inputs(model, rows)
     real = batch.answer_mask.bool()                                                     # (B, N, A)
     # Each real answer token is predicted at the column before it: the prompt's last column for its first
     # token, its previous token's column for the others.
@@ -347,15 +353,6 @@ class KeptLogits:
 
     def logits(self, sample: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
         return self.kept[sample, column - self.first]
-
-
-LAYOUTS = ("packed", "cache", "paper")
-
-
-def scoring_layout(name: str):
-    """`packed` (each prompt once, its answers in the same row under a block mask), `cache` (each prompt
-    once, its answers on copies of its key/value cache) or `paper` (the prompt repeated for every answer)."""
-    return {"packed": answer_logprobs_packed, "cache": answer_logprobs_cached, "paper": answer_logprobs_full}[name]
 
 
 def answer_logprobs_full(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -72,7 +72,21 @@ def trainable_base(model):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
-def add_lora(model, r: int, alpha: int, dropout: float, targets: Sequence[str] = ()):
+def trainable_tokens(model, tokens: Sequence[int]) -> list[int] | dict[str, list[int]] | None:
+    """peft's `trainable_token_indices` for `tokens` (the item tokens' rows): a list where the head is tied to
+    the input embedding (peft then ties the head to the same trained rows), else one list per module."""
+    if not tokens:
+        return None
+    from sdporec.models.item_rows import embedding_names
+
+    names = embedding_names(model)
+    if "output" not in names:
+        return list(tokens)
+    return {names["input"]: list(tokens), names["output"]: list(tokens)}
+
+
+def add_lora(model, r: int, alpha: int, dropout: float, targets: Sequence[str] = (), tokens: Sequence[int] = ()):
+    """A new LoRA adapter on `model`'s block projections; `tokens`: embedding rows trained with it (item tokens)."""
     from peft import LoraConfig, get_peft_model
     from transformers.pytorch_utils import Conv1D
 
@@ -88,7 +102,8 @@ def add_lora(model, r: int, alpha: int, dropout: float, targets: Sequence[str] =
     # GPT-2's Conv1D layers store their weights transposed (fan_in_fan_out).
     transposed = any(isinstance(m, Conv1D) for m in model.modules())
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets or lora_targets(model)),
-                     fan_in_fan_out=transposed, task_type="CAUSAL_LM")
+                     fan_in_fan_out=transposed, task_type="CAUSAL_LM",
+                     trainable_token_indices=trainable_tokens(model, tokens))
     with peft_quietly():
         return get_peft_model(model, cfg)
 

@@ -67,7 +67,7 @@ class Policy:
 
 def _freeze_adapter(model, name: str) -> None:
     for n, p in model.named_parameters():
-        if f".{name}." in n:
+        if f".{name}." in n or n.endswith(f".{name}"):   # LoRA weights, and trainable token rows
             p.requires_grad_(False)
 
 
@@ -85,8 +85,8 @@ def policy_from_sft(path: str, lora: bool, r: int, alpha: int, dropout: float, d
         _freeze_adapter(model, "reference")
         return Policy(model, reference_adapter="reference"), codec
     model = load_weights(path, dtype, load_in_4bit)
-    if lora:
-        return Policy(add_lora(model, r, alpha, dropout, targets)), codec
+    if lora:   # item tokens' rows train with a new adapter, as in SFT
+        return Policy(add_lora(model, r, alpha, dropout, targets, getattr(codec, "token_ids", ()))), codec
     if not resident_reference:
         return Policy(model, reference_path=path, dtype=dtype), codec
     ref = copy.deepcopy(model).eval()

@@ -27,9 +27,10 @@ from sdporec.models.checkpoints import (
     save_checkpoint,
 )
 from sdporec.models.loading import load_codec_of, load_model
-from sdporec.models.logprobs import IGNORE, history_logprobs, scoring_layout
+from sdporec.models.logprobs import IGNORE, history_logprobs
 from sdporec.models.lora import enable_gradient_checkpointing
 from sdporec.models.policy import Policy, policy_from_sft
+from sdporec.models.scoring import scoring_layout
 from sdporec.models.sources import is_gguf, require_no_4bit_gguf, resolve_model
 from sdporec.training.distributed import even_shard, gather
 from sdporec.training.losses import LOSSES, sft_loss
@@ -128,7 +129,8 @@ class PreferenceRecipe:
 
     def __init__(self, cfg: PreferenceConfig, run: TrainingRun, policy: Policy, codec, base_dir: Path | None):
         self.cfg, self.run, self.policy, self.codec, self.base_dir = cfg, run, policy, codec, base_dir
-        self.k, self.loss_fn, self.score = cfg.negatives, LOSSES[cfg.loss], scoring_layout(cfg.layout)
+        self.k, self.loss_fn, self.score = cfg.negatives, LOSSES[cfg.loss], \
+            scoring_layout(cfg.layout, codec.kind == "hybrid")
         self.precompute = cfg.reference_pass == "precompute"
         self.cut = -1 if cfg.reward_tokens == "title" else None   # the EOS is the answer's last token
         self.popularity = Counter(s.target for s in run.train)

@@ -62,11 +62,11 @@ CACHE_FORMAT = 2
 
 def code_digest() -> str:
     """The source of the modules that turn samples into token ids and token ids into log-probs."""
-    from sdporec.data import batching, codec, prompts
-    from sdporec.models import logprobs
+    from sdporec.data import batching, codec, hybrid, prompts
+    from sdporec.models import logprobs, scoring
 
     h = hashlib.sha256()
-    for module in (batching, codec, logprobs, prompts):
+    for module in (batching, codec, hybrid, logprobs, prompts, scoring):
         h.update(Path(module.__file__).read_bytes())
     return h.hexdigest()[:16]
 

@@ -10,13 +10,16 @@ from sdporec.config import ConfigError, require, require_input, require_outside,
 from sdporec.data.batching import AnswerBatch, collate
 from sdporec.data.candidates import catalogue
 from sdporec.data.codec import ReservedTitle
+from sdporec.data.hybrid import ITEM_TEXT, HybridCodec, add_item_tokens
 from sdporec.data.prompts import build_prompt, training_prompt
 from sdporec.data.samples import DataError, Sample, read_text
 from sdporec.models.builtin import BUILTIN, BuiltinSize, add_hidden_dropout, build_builtin
 from sdporec.models.checkpoints import needs_own_base, recorded_domain, save_checkpoint
+from sdporec.models.item_rows import ITEM_INIT, add_item_rows
 from sdporec.models.loading import load_codec_of, load_model
-from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, history_logprobs, scoring_layout
+from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, history_logprobs
 from sdporec.models.lora import add_lora, enable_gradient_checkpointing
+from sdporec.models.scoring import scoring_layout
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 from sdporec.training.losses import sft_loss
 from sdporec.training.train_config import TrainConfig, default_lr, default_readouts
@@ -42,6 +45,14 @@ class SFTConfig(TrainConfig):
     history_in: str = setting("sequence", "where the history loss is put: 'sequence' (the history as its own "
                               "short sequence, a second forward pass) or 'prompt' (on the history titles inside "
                               "the training prompt, in the answer's forward pass)", choices=HISTORY_IN)
+    item_tokens: bool = setting(False, "pretrained models: add one token per catalogue item (the titles of --train, "
+                                "--valid and --titles) to the tokenizer and the embeddings; answers become the "
+                                "item's token then EOS, and a candidate list is scored from one position")
+    item_init: str = setting("mean", "with --item-tokens, each new embedding row starts as: mean (the mean of the "
+                             "title's own token embeddings) or hidden (the model's last hidden state of the title "
+                             "in a short sentence, scaled to the embeddings' norm)", choices=ITEM_INIT)
+    item_text: str = setting("title", "with --item-tokens, how the prompt shows each item: title (its title, then "
+                             "its token) or token (the token alone: shorter prompts)", choices=ITEM_TEXT)
 
     def validate(self) -> None:
         if self.model != BUILTIN:
@@ -57,6 +68,10 @@ class SFTConfig(TrainConfig):
         require(self.history_in == "sequence" or self.history_weight > 0, "history_in",
                 "'prompt' puts the history loss inside the prompt: it needs --history-weight above 0")
         require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+        require(not self.item_tokens or self.model != BUILTIN, "item_tokens", "the built-in backbone has a token "
+                "per item already; --item-tokens adds them to a pretrained model (--model)")
+        for name, default in (("item_init", "mean"), ("item_text", "title")):
+            require(self.item_tokens or getattr(self, name) == default, name, "applies with --item-tokens only")
         require(not self.dropout or self.model == BUILTIN, "dropout", "applies to the built-in backbone only (a LoRA "
                 "adapter has --lora-dropout)")
 
@@ -68,6 +83,7 @@ class SFTRecipe:
     def __init__(self, cfg: SFTConfig, codec, checkpoint: Path, base_dir: Path | None):
         self.cfg, self.codec = cfg, codec
         self.checkpoint, self.base_dir = checkpoint, base_dir
+        self.score = scoring_layout(cfg.layout, codec.kind == "hybrid")
         self.meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg),
                      "history_trained": cfg.history_weight > 0}
 
@@ -106,7 +122,7 @@ class SFTRecipe:
         if batch.prompt_labels is not None:
             logps, history_logps = answer_and_prompt_logprobs(model, batch)
         else:
-            logps, history_logps = scoring_layout(self.cfg.layout)(model, batch)[0][:, 0], None
+            logps, history_logps = self.score(model, batch)[0][:, 0], None
             if batch.history_ids is not None:
                 history_logps = history_logprobs(model, batch)[0]
         losses = sft_loss(logps)
@@ -136,16 +152,31 @@ def sft_model(cfg: SFTConfig, run: TrainingRun, codec, extra: list[str]):
         model, codec = load_model(cfg.model, cfg.dtype, cfg.load_in_4bit, cfg.chat_template, codec)
     if not cfg.load_in_4bit:   # 4-bit weights are placed on the GPU as they load
         model.to(run.acc.device)
+    if cfg.item_tokens:
+        codec = item_codec(cfg, run, model, codec, extra)
     if cfg.lora:
-        if needs_own_base(cfg.model):   # keep the base weights beside the adapter
+        # Keep the base weights beside the adapter where they exist nowhere else (new item rows included).
+        if needs_own_base(cfg.model) or cfg.item_tokens:
             base_dir = run.out / "base_model"
             if run.main:
                 save_checkpoint(model, codec, base_dir, {"stage": "base", "trained_from": cfg.model})
             model.name_or_path = str(base_dir)   # what the adapter's config names as its base
-        model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+        model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
+                         getattr(codec, "token_ids", ()))
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     return model, codec, base_dir
+
+
+def item_codec(cfg: SFTConfig, run: TrainingRun, model, codec, extra: list[str]) -> HybridCodec:
+    """`codec`'s tokenizer with a token per catalogue item (train, valid and `extra`), and `model`'s rows for them."""
+    try:
+        titles = add_item_tokens(codec.tokenizer, catalogue(run.train + run.valid) + extra)
+    except ReservedTitle as e:
+        raise DataError(cfg.train, None, "titles", str(e)) from None
+    hybrid = HybridCodec(codec.tokenizer, codec.chat, titles, cfg.item_text)
+    add_item_rows(model, hybrid.tokenizer, titles, hybrid.token_ids, cfg.item_init, cfg.domain)
+    return hybrid
 
 
 def run_sft(cfg: SFTConfig) -> dict:
@@ -153,6 +184,9 @@ def run_sft(cfg: SFTConfig) -> dict:
     default_readouts(cfg, cfg.history_weight > 0)
     extra = [t.strip() for t in read_text(cfg.titles).splitlines() if t.strip()] if cfg.titles else []
     codec = None if cfg.model == BUILTIN else load_codec_of(cfg.model, cfg.chat_template)
+    if cfg.item_tokens and codec.kind != "text":
+        raise ConfigError(f"setting 'item_tokens': {cfg.model} has item tokens already (codec {codec.kind}); "
+                          "drop --item-tokens to train it further")
     if codec is not None and cfg.history_in == "prompt":
         try:   # a tokenizer without offsets, or a chat template that rewrites the prompt: say so before writing
             codec.encode_prompt_history(build_prompt(["A", "B"], ["C"], cfg.domain), IGNORE)

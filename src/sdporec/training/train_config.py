@@ -12,7 +12,7 @@ import torch
 from sdporec.config import claim_out_dir, require, require_cuda_for_4bit, require_device, require_input, setting
 from sdporec.data.codec import CHAT_CHOICES
 from sdporec.data.prompts import DOMAINS
-from sdporec.models.logprobs import LAYOUTS
+from sdporec.models.scoring import LAYOUTS
 
 
 @dataclass

@@ -1,0 +1,103 @@
+"""Item tokens inside a pretrained model: the embedding rows `sft --item-tokens` adds, and where they start.
+
+A new row starts from what the model already knows of the title, not from noise:
+- `mean`: the mean of the title's own token embeddings (as it reads mid-sentence, after a space);
+- `hidden`: the model's last hidden state at the title's last token in a short sentence ("{noun}: {title}"),
+  scaled to the mean norm of the existing rows, so it is a row of the usual size pointing where the model's
+  reading of the title points.
+An untied output head gets its own rows the same way (from its own rows for `mean`). Rows that exist
+already (vocabularies padded beyond the tokenizer) are reused, never cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+ITEM_INIT = ("mean", "hidden")
+NOUNS = {"music": "Artist", "movies": "Movie", "books": "Book"}
+
+
+def _tied(model) -> bool:
+    out = model.get_output_embeddings()
+    return out is None or out.weight is model.get_input_embeddings().weight
+
+
+def title_pieces(tokenizer, titles: Sequence[str]) -> list[list[int]]:
+    """Each title's own token ids as it reads after a space (never empty: a title is at least one token)."""
+    return [list(tokenizer(" " + t, add_special_tokens=False)["input_ids"]) or [tokenizer.eos_token_id]
+            for t in titles]
+
+
+def mean_rows(weight: torch.Tensor, pieces: Sequence[Sequence[int]]) -> torch.Tensor:
+    """(n, H): row i is the mean of `weight`'s rows `pieces[i]`."""
+    return torch.stack([weight[list(p)].float().mean(0) for p in pieces])
+
+
+@torch.no_grad()
+def hidden_rows(model, tokenizer, titles: Sequence[str], domain: str, batch_size: int = 32) -> torch.Tensor:
+    """(n, H): the final hidden state (after the decoder's last norm) at each title's last token in
+    "{noun}: {title}", run in batches, right-padded."""
+    noun = NOUNS.get(domain, "Item")
+    texts = [f"{noun}: {t}" for t in titles]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    out = []
+    try:
+        for start in range(0, len(texts), batch_size):
+            rows = [list(tokenizer(x, add_special_tokens=True)["input_ids"]) for x in texts[start:start + batch_size]]
+            width = max(map(len, rows))
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, r in enumerate(rows):
+                ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
+            hidden = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                           output_hidden_states=True).hidden_states[-1]
+            last = mask.sum(-1).to(device) - 1
+            out.append(hidden[torch.arange(len(rows), device=device), last].float())
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def _scaled(rows: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    norm = reference.float().norm(dim=-1).mean()
+    return rows / rows.norm(dim=-1, keepdim=True).clamp(min=1e-6) * norm
+
+
+def add_item_rows(model, tokenizer, titles: Sequence[str], token_ids: Sequence[int], init: str,
+                  domain: str = "music") -> None:
+    """Make room in `model`'s embeddings (and an untied head) for `token_ids`, the item tokens of `titles`
+    (already added to `tokenizer`), and initialise their rows by `init` (ITEM_INIT)."""
+    if init not in ITEM_INIT:
+        raise ValueError(f"item init must be one of {ITEM_INIT}, got {init!r}")
+    embedding = model.get_input_embeddings()
+    old = embedding.weight.shape[0]
+    pieces = title_pieces(tokenizer, titles)
+    if init == "hidden":   # read with the model as it was, before any row changes
+        states = hidden_rows(model, tokenizer, titles, domain)
+    rows = max(old, max(token_ids) + 1)
+    if rows > old:
+        model.resize_token_embeddings(rows, mean_resizing=False)
+    tied = _tied(model)
+    index = torch.tensor(list(token_ids))
+    with torch.no_grad():
+        weights = [model.get_input_embeddings().weight] + ([] if tied else [model.get_output_embeddings().weight])
+        for w in weights:
+            known = w[:old]
+            new = mean_rows(known, pieces) if init == "mean" else _scaled(states, known)
+            w[index.to(w.device)] = new.to(w.device, w.dtype)
+    model.config.vocab_size = rows
+
+
+def embedding_names(model) -> dict[str, str]:
+    """The module names (last component) of the input embedding and, where untied, the output head: what
+    peft's `trainable_token_indices` takes."""
+    found = {m: name.rsplit(".", 1)[-1] for name, m in model.named_modules()}
+    names = {"input": found[model.get_input_embeddings()]}
+    if not _tied(model):
+        names["output"] = found[model.get_output_embeddings()]
+    return names
