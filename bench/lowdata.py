@@ -10,7 +10,9 @@ LastFM: training rows outside the training subset).
 
 Rows: popularity, item counts, SASRec, GRU4Rec (each trained on the subset), the built-in backbone (SFT,
 then S-DPO K = 3), SmolLM2-135M-Instruct zero-shot, SmolLM2 + LoRA SFT, then DPO (K = 1) and S-DPO (K = 3)
-from that SFT checkpoint. Ranking (HR@1, NDCG@5, MRR; SmolLM2 zero-shot and SFT also with per-token mean
+from that SFT checkpoint, and the same with item tokens (`hybrid-*`: `sft --item-tokens`, `--item-text` as
+given here; LoRA with the new rows from the title's token mean or its hidden state, and all weights).
+Ranking (HR@1, NDCG@5, MRR; SmolLM2 zero-shot and SFT also with per-token mean
 scores), the paper's generation protocol for LM rows (HR@1, ValidRatio), wall time (training and
 evaluation), ranking samples/s and the row's peak resident memory. Finished rows are kept (row.json), so
 an interrupted run resumes.
@@ -37,7 +39,12 @@ SHARED = ROOT.parent / "shared" / "data"
 MEASURED = ("import resource, sys; from sdporec.cli import main; code = main(sys.argv[1:]); "
             "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
 BASELINES = ("popularity", "item-counts", "sasrec", "gru4rec")
-LM_ROWS = ("builtin-sft", "builtin-sdpo", "smollm2-zero", "smollm2-sft", "smollm2-dpo", "smollm2-sdpo")
+LM_ROWS = ("builtin-sft", "builtin-sdpo", "smollm2-zero", "smollm2-sft", "smollm2-dpo", "smollm2-sdpo",
+           "hybrid-sft", "hybrid-hidden-sft", "hybrid-dpo", "hybrid-sdpo", "hybrid-full-sft")
+# SmolLM2 with item tokens (`sft --item-tokens`): LoRA with the rows started from the title's token mean, or
+# from its hidden state; DPO / S-DPO from the mean-initialised SFT; all weights trained (full).
+HYBRID_SFT = {"hybrid-sft": ["--lora"], "hybrid-hidden-sft": ["--lora", "--item-init", "hidden"],
+              "hybrid-full-sft": []}
 DOMAIN = {"movielens": "movies", "lastfm": "music"}
 
 
@@ -113,12 +120,20 @@ def run_lm_row(kind: str, row: Row, files: dict, out: Path, domain: str, args) -
     elif kind == "smollm2-sft":
         row.sdporec("sft", "--model", "smollm2-135m", "--lora", "--out", str(row.out), "--epochs",
                     str(args.lm_epochs), *smol, *common)
+    elif kind in HYBRID_SFT:
+        row.sdporec("sft", "--model", "smollm2-135m", "--item-tokens", "--item-text", args.item_text, "--titles",
+                    files["titles"], *HYBRID_SFT[kind], "--out", str(row.out), "--epochs", str(args.lm_epochs),
+                    *smol, *common)
+    elif kind in ("hybrid-dpo", "hybrid-sdpo"):
+        row.sdporec(kind.split("-")[1], "--model", str(out / "hybrid-sft" / "model"), "--negatives",
+                    "1" if kind == "hybrid-dpo" else "3", "--out", str(row.out), "--epochs", str(args.pref_epochs),
+                    *smol, *common)
     elif kind in ("smollm2-dpo", "smollm2-sdpo"):
         k = "1" if kind == "smollm2-dpo" else "3"
         row.sdporec(kind.split("-")[1], "--model", str(out / "smollm2-sft" / "model"),
                     "--negatives", k, "--out", str(row.out), "--epochs", str(args.pref_epochs), *smol, *common)
     model = "smollm2-135m" if kind == "smollm2-zero" else str(row.out / "model")
-    scores = ("sum", "mean") if kind in ("smollm2-zero", "smollm2-sft") else ("sum",)
+    scores = ("sum", "mean") if kind in ("smollm2-zero", "smollm2-sft") and args.mean_scores else ("sum",)
     return evaluate(row, model, files, domain, args, scores)
 
 
@@ -174,7 +189,8 @@ def main() -> None:
     ap.add_argument("--train-sizes", nargs="+", type=int, default=[256, 1024])
     ap.add_argument("--eval-samples", type=int, default=500, help="held-out samples every row is measured on")
     ap.add_argument("--valid-samples", type=int, default=64, help="validation samples for checkpoint choice")
-    ap.add_argument("--rows", nargs="+", default=list(BASELINES + LM_ROWS), choices=BASELINES + LM_ROWS)
+    ap.add_argument("--rows", nargs="+", default=[r for r in BASELINES + LM_ROWS if r != "hybrid-full-sft"],
+                    choices=BASELINES + LM_ROWS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lm-epochs", type=int, default=2, help="SmolLM2 LoRA SFT epochs")
     ap.add_argument("--lm-batch", type=int, default=8, help="SmolLM2 micro-batch")
@@ -182,6 +198,9 @@ def main() -> None:
     ap.add_argument("--pref-epochs", type=int, default=1, help="DPO / S-DPO epochs")
     ap.add_argument("--baseline-epochs", type=int, default=30)
     ap.add_argument("--eval-batch", type=int, default=8)
+    ap.add_argument("--mean-scores", action=argparse.BooleanOptionalAction, default=True,
+                    help="also rank SmolLM2 zero-shot and text SFT by per-token mean scores (a second ranking pass)")
+    ap.add_argument("--item-text", default="title", choices=("title", "token"), help="hybrid rows' prompts")
     args = ap.parse_args()
     tables = []
     for name in args.data:

@@ -289,3 +289,22 @@ def test_item_token_settings_and_unknown_titles_are_one_line_errors_before_anyth
     assert main(["sft", "--model", model, "--item-tokens", "--train", str(d / "train.jsonl"),
                  "--out", str(tmp_path / "again")]) == 2
     assert "has item tokens already" in capsys.readouterr().err and not (tmp_path / "again").exists()
+
+
+def test_item_ids_sharing_a_title_share_one_token_and_audit_counts_them(text_model):
+    from sdporec.data.audit import audit
+    from sdporec.data.samples import Sample
+
+    d, _ = text_model
+    # `prepare` names the second id of a shared title 'Title [item N]' (importers.distinct_titles).
+    codec = hybrid(d, ["Chasing Amy (1997)", "Chasing Amy (1997) [item 268]", "Muse", "Muse [item]"])
+    assert codec.titles == ["Chasing Amy (1997)", "Muse", "Muse [item]"]            # only the importer's mark merges
+    assert codec.title_id("Chasing Amy (1997) [item 268]") == codec.title_id("Chasing Amy (1997)")
+    amy = codec.title_id("Chasing Amy (1997)")
+    candidates = ["Muse", "Chasing Amy (1997) [item 268]"]
+    assert codec.generated_candidate([amy, codec.eos_id], candidates) == "Chasing Amy (1997) [item 268]"
+    assert codec.generated_candidate([codec.title_id("Muse [item]"), codec.eos_id], candidates) is None
+    assert codec.generated_candidate([codec.eos_id, amy], candidates) is None
+    sample = Sample(history=["Muse", "Chasing Amy (1997)"], candidates=["Chasing Amy (1997) [item 268]", "Muse [item]"],
+                    target="Muse [item]", key="s0")
+    assert audit([sample])["shared_titles"] == 1

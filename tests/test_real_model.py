@@ -63,3 +63,58 @@ def test_smollm2_sft_sdpo_evaluate_recommend_export(tmp_path, capsys, monkeypatc
     merged = ranked(tmp_path / "rank-merged" / "predictions.jsonl")
     for key, rows in first.items():
         assert dict(merged[key]) == pytest.approx(dict(rows), abs=1e-3)
+
+
+def test_smollm2_with_item_tokens_every_stage_and_single_token_scoring(tmp_path, capsys):
+    """SmolLM2 with one added token per item (`--item-tokens`, LoRA training the new rows): SFT, S-DPO, both
+    protocols, `recommend`, `export --merge`; reloads score the same, and single-token scoring equals the
+    packed layout's on the real model (float32)."""
+    import torch
+
+    from sdporec.data.batching import collate
+    from sdporec.data.prompts import build_prompt
+    from sdporec.data.samples import read_samples
+    from sdporec.models.loading import load_model
+    from sdporec.models.logprobs import answer_logprobs_packed
+    from sdporec.models.scoring import answer_logprobs_short
+
+    write_small_splits(tmp_path, users=30, items=60, seed=0, n_train=6, n_valid=3)
+    data = ["--train", str(tmp_path / "train.jsonl"), "--valid", str(tmp_path / "valid.jsonl")]
+    assert main(["sft", "--model", "smollm2-135m", "--lora", "--item-tokens", "--out", str(tmp_path / "sft"),
+                 *data, *FAST]) == 0
+    sft = tmp_path / "sft" / "model"
+    record = json.loads((sft / "sdporec_codec.json").read_text())
+    assert record["kind"] == "hybrid" and record["chat"] is True and len(record["items"]) == 60
+    assert main(["sdpo", "--model", str(sft), "--negatives", "3", "--out", str(tmp_path / "sdpo"), *data, *FAST]) == 0
+    model = str(tmp_path / "sdpo" / "model")
+    evaluate = ["evaluate", "--model", model, "--data", str(tmp_path / "valid.jsonl"), "--no-progress",
+                "--batch-size", "3"]
+    assert main([*evaluate, "--out", str(tmp_path / "rank")]) == 0
+    assert main([*evaluate, "--out", str(tmp_path / "rank-again")]) == 0
+    first = ranked(tmp_path / "rank" / "predictions.jsonl")
+    assert first == ranked(tmp_path / "rank-again" / "predictions.jsonl") and len(first) == 3
+    assert main([*evaluate, "--protocol", "generation", "--max-new-tokens", "4", "--out", str(tmp_path / "gen")]) == 0
+    assert json.loads((tmp_path / "gen" / "metrics.json").read_text())["n"] == 3
+
+    sample = json.loads(open(tmp_path / "valid.jsonl").readline())
+    capsys.readouterr()
+    assert main(["recommend", "--model", model, "--history", *sample["historyList"], "--candidates",
+                 *sample["itemList"], "--json"]) == 0
+    shown = {r["title"]: r["score"] for r in json.loads(capsys.readouterr().out)}
+    assert shown == pytest.approx(dict(first["eval:0"]), abs=1e-4)
+
+    assert main(["export", "--model", model, "--merge", "--out", str(tmp_path / "merged")]) == 0
+    assert json.loads((tmp_path / "merged" / "sdporec_codec.json").read_text()) == record
+    assert main(["evaluate", "--model", str(tmp_path / "merged"), "--data", str(tmp_path / "valid.jsonl"),
+                 "--no-progress", "--out", str(tmp_path / "rank-merged")]) == 0
+    merged = ranked(tmp_path / "rank-merged" / "predictions.jsonl")
+    for key, rows in first.items():
+        assert dict(merged[key]) == pytest.approx(dict(rows), abs=1e-3)
+
+    loaded, codec = load_model(model)
+    samples = read_samples(tmp_path / "valid.jsonl", "valid")
+    batch = collate([codec.encode_prompt(build_prompt(s.history, s.candidates, "music")) for s in samples],
+                    [[codec.encode_answer(c) for c in s.candidates] for s in samples], codec.pad_id)
+    with torch.no_grad():
+        short, packed = answer_logprobs_short(loaded, batch)[0], answer_logprobs_packed(loaded, batch)[0]
+    assert torch.allclose(short, packed, atol=1e-5)

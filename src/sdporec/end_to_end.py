@@ -13,15 +13,20 @@ from pathlib import Path
 
 from sdporec.config import claim_out_dir, require, require_device, require_input, save_config, setting
 from sdporec.data.candidates import require_negatives
+from sdporec.data.hybrid import ITEM_TEXT
 from sdporec.data.prepare import PrepareConfig, run_prepare
 from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import atomic_write_text, read_samples
 from sdporec.evaluation.baselines import popularity_scorer
 from sdporec.evaluation.evaluate import evaluate_model, evaluate_ranking, format_table, readout_of, write_results
 from sdporec.evaluation.report import collect, make_figures, write_markdown
+from sdporec.models.builtin import BUILTIN
+from sdporec.models.item_rows import ITEM_INIT
 from sdporec.models.loading import load_model, pick_device
+from sdporec.models.sources import resolve_model
 from sdporec.training.preference import DPOConfig, SDPOConfig, run_preference
 from sdporec.training.sft import SFTConfig, run_sft
+from sdporec.training.train_config import DEFAULT_LR
 
 
 @dataclass
@@ -31,17 +36,27 @@ class PipelineConfig:
     domain: str = setting("music", "prompt templates to use", choices=DOMAINS)
     users: int = setting(800, "built-in data: number of users")
     items: int = setting(300, "built-in data: number of items")
+    model: str = setting(BUILTIN, "'builtin' (a small item-token Llama built here), or a pretrained model to fine-tune "
+                         "(a model directory, hub name, .gguf file or smollm2-135m)")
+    lora: bool = setting(False, "pretrained models: train a LoRA adapter instead of all weights (every stage)")
+    item_tokens: bool = setting(False, "pretrained models: one added token per item (as `sft --item-tokens`)")
+    item_init: str = setting("mean", "with --item-tokens: how new rows start (as `sft --item-init`)",
+                             choices=ITEM_INIT)
+    item_text: str = setting("title", "with --item-tokens: how prompts show items (as `sft --item-text`)",
+                             choices=ITEM_TEXT)
     hidden: int = setting(128, "built-in backbone: hidden size")
     layers: int = setting(2, "built-in backbone: layers")
     heads: int = setting(4, "built-in backbone: attention heads")
     sft_epochs: int = setting(6, "SFT epochs")
-    sft_lr: float = setting(1e-3, "SFT peak learning rate")
+    sft_lr: float | None = setting(None, "SFT peak learning rate (unset: the stage's default for the backbone, "
+                                   "DEFAULT_LR in training/train_config.py; 1e-3 for the built-in one)")
     history_weight: float = setting(0.0, "SFT: weight of the history's next-item loss (as `sft --history-weight`; "
                                 "then each stage chooses its history readout's λ on validation and is ranked "
                                 "with it; greedy generation mostly stops naming listed candidates)")
     dropout: float = setting(0.0, "SFT: built-in backbone dropout (as `sft --dropout`; 0.5 with the history loss)")
     pref_epochs: int = setting(1, "DPO and S-DPO epochs")
-    pref_lr: float = setting(5e-4, "DPO and S-DPO peak learning rate")
+    pref_lr: float | None = setting(None, "DPO and S-DPO peak learning rate (unset: the stage's default, 5e-4 "
+                                    "for the built-in backbone)")
     pref_eval_every: int = setting(100, "DPO and S-DPO: validate every N optimizer steps (the best is kept)")
     beta: float = setting(1.0, "DPO and S-DPO beta")
     negatives: int = setting(3, "S-DPO negatives K (DPO uses K = 1)")
@@ -62,6 +77,16 @@ class PipelineConfig:
         require(self.threads >= 0, "threads", "must not be negative (0: PyTorch's default)")
         require(self.history_weight >= 0, "history_weight", "must not be negative")
         require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+        if self.model != BUILTIN:
+            self.model = resolve_model(self.model)
+        builtin = self.model == BUILTIN
+        require(not self.dropout or builtin, "dropout", "applies to the built-in backbone only")
+        require(not (self.item_tokens or self.lora) or not builtin, "item_tokens" if self.item_tokens else "lora",
+                "applies to a pretrained model (--model)")
+        for name, default in (("item_init", "mean"), ("item_text", "title")):
+            require(self.item_tokens or getattr(self, name) == default, name, "applies with --item-tokens only")
+        for name in ("sft_lr", "pref_lr"):
+            require(getattr(self, name) is None or getattr(self, name) > 0, name, "must be positive")
         for name in ("train", "valid", "test"):
             require_input(self.data and str(Path(self.data) / f"{name}.jsonl"), "data")
         claim_out_dir(self.out, PIPELINE_OUTPUTS, self.overwrite)
@@ -100,14 +125,18 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     common = dict(train=files["train"], valid=files["valid"], domain=cfg.domain, batch_size=cfg.batch_size,
                   eval_samples=cfg.eval_samples, device=cfg.device, threads=cfg.threads, seed=cfg.seed,
                   progress=cfg.progress, report_to=cfg.report_to, overwrite=cfg.overwrite)
+    backbone = "builtin" if cfg.model == BUILTIN else "lora" if cfg.lora else "full"
+    sft_lr = cfg.sft_lr or DEFAULT_LR[("sft", backbone)]
+    pref_lr = cfg.pref_lr or DEFAULT_LR[("preference", backbone)]
     stages = [("sft", lambda: run_sft(SFTConfig(
-        out=str(out / "sft"), model="builtin", titles=titles, hidden=cfg.hidden, layers=cfg.layers,
-        heads=cfg.heads, epochs=cfg.sft_epochs, lr=cfg.sft_lr, history_weight=cfg.history_weight,
-        dropout=cfg.dropout, **common)))]
+        out=str(out / "sft"), model=cfg.model, titles=titles, hidden=cfg.hidden, layers=cfg.layers,
+        heads=cfg.heads, epochs=cfg.sft_epochs, lr=sft_lr, history_weight=cfg.history_weight,
+        dropout=cfg.dropout, lora=cfg.lora, item_tokens=cfg.item_tokens, item_init=cfg.item_init,
+        item_text=cfg.item_text, **common)))]
     for name, config, k in (("dpo", DPOConfig, 1), ("sdpo", SDPOConfig, cfg.negatives)):
         stages.append((name, lambda config=config, k=k, name=name: run_preference(config(
             out=str(out / name), model=str(out / "sft" / "model"), negatives=k, beta=cfg.beta,
-            epochs=cfg.pref_epochs, lr=cfg.pref_lr, eval_every=cfg.pref_eval_every, **common))))
+            epochs=cfg.pref_epochs, lr=pref_lr, eval_every=cfg.pref_eval_every, lora=cfg.lora, **common))))
     for name, run in stages:
         print(f"\n== {name} ==")
         t0 = time.time()

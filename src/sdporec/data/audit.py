@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from sdporec.config import require, require_input, setting
+from sdporec.data.hybrid import item_key
 from sdporec.data.samples import Sample, atomic_write_text, read_samples
 from sdporec.evaluation.baselines import popularity_scorer
 from sdporec.evaluation.evaluate import evaluate_ranking
@@ -93,6 +94,7 @@ def audit(samples: Sequence[Sample], train: Sequence[Sample] | None = None) -> d
         "samples": len(samples),
         "users": len({s.user for s in samples if s.user is not None}) or None,
         "distinct_items": len(items),
+        "shared_titles": sum(item_key(t) != t for t in items),
         "history_lengths": {str(k): hist[k] for k in sorted(hist)},
         "candidates_per_sample": sorted(Counter(len(s.candidates) for s in samples).items()),
         "checks": candidate_checks(samples),
@@ -110,6 +112,9 @@ def run_audit(cfg: AuditConfig) -> dict:
     result["passed"] = not failed
     print(f"{cfg.file}: {result['samples']} samples, {result['users'] or '?'} users, "
           f"{result['distinct_items']} distinct items")
+    if result["shared_titles"]:
+        print(f"{result['shared_titles']} titles name item ids that share another id's title (marked ' [item N]' by "
+              "`prepare`); `sft --item-tokens` gives each the token of the title it shares")
     print("history lengths: " + ", ".join(f"{k}: {v}" for k, v in result["history_lengths"].items()))
     for name, n in result["checks"].items():
         print(f"  {'FAIL' if n else 'ok  '} {name.replace('_', ' ')}: {n} samples")

@@ -10,6 +10,7 @@ it, so a checkpoint loads in plain transformers); `sdporec_codec.json` records w
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from sdporec.data.codec import ReservedTitle, TextCodec, UnknownTitle
@@ -17,10 +18,19 @@ from sdporec.data.prompts import Prompt
 
 ITEM_TEXT = ("title", "token")
 ITEM_MARK = "<|item:"
+# How the importers name an item id whose title another id has already (`importers.distinct_titles`): such
+# ids are one item listed twice (MovieLens has 18), so they share one item token.
+SHARED_TITLE = re.compile(r"^(?P<title>.*) \[item \d+\]$")
 
 
 def item_token(n: int) -> str:
     return f"{ITEM_MARK}{n}|>"
+
+
+def item_key(title: str) -> str:
+    """The title an item token is named by: the title itself, or the one it shares (SHARED_TITLE)."""
+    shared = SHARED_TITLE.match(title)
+    return shared["title"] if shared else title
 
 
 class UnknownItem(UnknownTitle):
@@ -30,7 +40,8 @@ class UnknownItem(UnknownTitle):
 
 
 class HybridCodec(TextCodec):
-    """`TextCodec` with item tokens: `titles[n]` is the item named by token `item_token(n)`."""
+    """`TextCodec` with item tokens: `titles[n]` is the item named by token `item_token(n)`; a title the
+    importers marked as shared (`SHARED_TITLE`) uses the token of the title it shares."""
     kind = "hybrid"
 
     def __init__(self, tokenizer, chat: bool, titles: Sequence[str], item_text: str = "title"):
@@ -56,10 +67,10 @@ class HybridCodec(TextCodec):
         return [self.item_ids[t] for t in self.titles]
 
     def knows(self, title: str) -> bool:
-        return title in self.item_ids
+        return item_key(title) in self.item_ids
 
     def title_id(self, title: str) -> int:
-        i = self.item_ids.get(title)
+        i = self.item_ids.get(item_key(title))
         if i is None:
             raise UnknownItem(title)
         return i
@@ -68,7 +79,7 @@ class HybridCodec(TextCodec):
         if kind != "title":
             return text
         self.title_id(text)   # an unknown title is an error here, not text the tokenizer splits
-        token = self._token_of[text]
+        token = self._token_of[item_key(text)]
         return token if self.item_text == "token" else f"{text} {token}"
 
     def prompt_text(self, prompt: Prompt) -> str:
@@ -107,6 +118,15 @@ class HybridCodec(TextCodec):
     def encode_answer(self, title: str) -> list[int]:
         return [self.title_id(title), self.eos_id]
 
+    def generated_candidate(self, ids: Sequence[int], candidates: Sequence[str]) -> str | None:
+        """The candidate whose item token is the first one generated before EOS (None: no item token, or not a
+        candidate's)."""
+        title = self.generated_title(ids)
+        if title is None:
+            return None
+        token = self.item_ids[title]
+        return next((c for c in candidates if self.knows(c) and self.title_id(c) == token), None)
+
     def generated_title(self, ids: Sequence[int]) -> str | None:
         """The title of the first item token generated before EOS (None where there is none)."""
         for i in ids:
@@ -129,12 +149,12 @@ def check_titles(titles: Sequence[str]) -> None:
 
 
 def add_item_tokens(tokenizer, titles: Sequence[str]) -> list[str]:
-    """Add one token per distinct title to `tokenizer` (in sorted order: the same catalogue gives the same
-    ids) and return the titles in token order. A space before a token is part of it (`lstrip`), so
+    """Add one token per distinct title (`item_key`) to `tokenizer` (in sorted order: the same catalogue gives
+    the same ids) and return the titles in token order. A space before a token is part of it (`lstrip`), so
     `title <|item:N|>` costs the title's own tokens and one more."""
     from tokenizers import AddedToken
 
-    items = sorted(set(titles))
+    items = sorted({item_key(t) for t in titles})
     check_titles(items)
     tokens = [AddedToken(item_token(n), special=False, normalized=False, lstrip=True, rstrip=False)
               for n in range(len(items))]

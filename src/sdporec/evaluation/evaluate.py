@@ -224,9 +224,8 @@ def evaluate_generation(model, codec, samples: Sequence[Sample], domain: str, ba
 def generated_answer(codec, ids: Sequence[int], text: str, candidates: Sequence[str]) -> str | None:
     """The candidate a generation names: with item tokens, its first item token's (valid when that item is a
     candidate); else the one candidate title that occurs in the decoded text (`parse_generation`)."""
-    if hasattr(codec, "generated_title"):
-        title = codec.generated_title(ids)
-        return title if title in candidates else None
+    if hasattr(codec, "generated_candidate"):
+        return codec.generated_candidate(ids, candidates)
     return parse_generation(text, candidates)
 
 
