@@ -168,6 +168,22 @@ def test_single_token_scoring_equals_the_packed_and_paper_layouts_values_and_gra
     assert scoring_layout("cache", short_answers=True) is not answer_logprobs_short
 
 
+def test_the_history_readout_with_item_tokens_equals_the_plain_whole_row_reference(text_model):
+    from conftest import history_readout_reference
+    from transformers import AutoModelForCausalLM
+
+    from sdporec.evaluation.evaluate import LMScorer
+
+    d, splits = text_model
+    samples = splits["valid"][:2]
+    codec = hybrid(d, [t for s in samples for t in (*s.history, *s.candidates)])
+    model = AutoModelForCausalLM.from_pretrained(str(d / "model")).eval()
+    add_item_rows(model, codec.tokenizer, codec.titles, codec.token_ids, "mean")
+    scores = LMScorer(model, codec, "music", progress=False).history_scores(samples)
+    for s, row in zip(samples, scores):
+        assert row == pytest.approx(history_readout_reference(model, codec, s), abs=1e-5)
+
+
 CLI_FAST = ["--epochs", "1", "--batch-size", "8", "--eval-samples", "4", "--no-progress"]
 
 
@@ -257,12 +273,16 @@ def test_item_token_settings_and_unknown_titles_are_one_line_errors_before_anyth
                                                                                               capsys):
     d, _ = text_model
     data = ["--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl")]
+    gguf = tmp_path.parent / f"{tmp_path.name}-fake.gguf"    # a GGUF header is all the checks read
+    gguf.write_bytes(b"GGUF")
     for argv, said in (
         (["sft", "--item-tokens", *data, "--out", str(tmp_path / "a")], "setting 'item_tokens'"),
         (["sft", "--model", str(d / "model"), "--item-init", "hidden", *data, "--out", str(tmp_path / "b")],
          "setting 'item_init': applies with --item-tokens only"),
         (["sft", "--model", str(d / "model"), "--item-text", "token", *data, "--out", str(tmp_path / "c")],
          "setting 'item_text'"),
+        (["sft", "--model", str(gguf), "--item-tokens", "--lora", "--load-in-4bit", *data,
+          "--out", str(tmp_path / "e")], "setting 'load_in_4bit'"),
     ):
         assert main(argv) == 2
         err = capsys.readouterr().err
@@ -308,3 +328,30 @@ def test_item_ids_sharing_a_title_share_one_token_and_audit_counts_them(text_mod
     sample = Sample(history=["Muse", "Chasing Amy (1997)"], candidates=["Chasing Amy (1997) [item 268]", "Muse [item]"],
                     target="Muse [item]", key="s0")
     assert audit([sample])["shared_titles"] == 1
+
+
+def test_resume_of_an_item_token_lora_run_equals_the_uninterrupted_run(text_model, tmp_path):
+    """The resumable checkpoint holds the adapter and the trained item rows: a run resumed from its step-3
+    checkpoint (the step-4 one removed, as if killed after writing it; resuming drops the log lines after
+    step 3) logs what the uninterrupted run logged."""
+    import shutil
+
+    d, _ = text_model
+    args = ["sft", "--model", str(d / "model"), "--item-tokens", "--lora", "--lora-dropout", "0.1",
+            "--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl"), "--epochs", "2", "--batch-size",
+            "8", "--eval-every", "1", "--eval-samples", "4", "--save-every", "1", "--log-every", "1", "--no-progress"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert main([*args, "--out", str(whole)]) == 0
+    assert main([*args, "--out", str(cut)]) == 0
+    assert sorted(p.name for p in (cut / "checkpoints").glob("step-*")) == ["step-00000003", "step-00000004"]
+    shutil.rmtree(cut / "checkpoints" / "step-00000004")
+    (cut / "summary.json").unlink()
+    assert main([*args, "--out", str(cut), "--resume"]) == 0
+    for log in ("train_log.jsonl", "eval_log.jsonl"):
+        rows = [[{k: v for k, v in json.loads(x).items() if k != "elapsed_s"}
+                 for x in (run / log).read_text().splitlines()] for run in (whole, cut)]
+        assert rows[0] == rows[1]
+    for run in (whole, cut):
+        assert main(["evaluate", "--model", str(run / "model"), "--data", str(d / "valid.jsonl"), "--no-progress",
+                     "--out", str(run / "eval")]) == 0
+    assert ranked(whole / "eval" / "predictions.jsonl") == ranked(cut / "eval" / "predictions.jsonl")

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# SmolLM2-135M-Instruct with item tokens (`sft --item-tokens`, all weights) on the whole LastFM training file on
+# one GPU: SFT, then S-DPO (K = 3) from its best checkpoint, each cut at its WALL seconds (the best checkpoint on
+# validation is kept, so a cut run still leaves a model), then ranked on resampled/lastfm-val.json and measured
+# by the generation protocol on its first GEN samples. Validation: 500 seeded training rows held out (not trained
+# on), every 200 optimizer steps. Fits 10 minutes on one H100/H200 with the defaults.
+#   GGUF=path/to/SmolLM2-135M-Instruct.Q4_1.gguf LASTFM=../shared/data/lastfm/resampled bash bench/gpu_items.sh OUT
+# On a CPU, a check of the script end to end on a few rows (what runs on the GPU, minus the time):
+#   DRY_RUN=1 GGUF=... LASTFM=... bash bench/gpu_items.sh OUT
+set -euo pipefail
+if [ $# -ne 1 ] || [ -z "${GGUF:-}" ] || [ -z "${LASTFM:-}" ]; then
+  echo "usage: GGUF=FILE LASTFM=DIR bash bench/gpu_items.sh OUT" >&2; exit 2
+fi
+OUT=$1; PY=${PY:-python3}; ITEM_TEXT=${ITEM_TEXT:-token}
+if [ -n "${DRY_RUN:-}" ]; then
+  DEV=cpu; PREC=no; BATCH=4; SFT_WALL=600; PREF_WALL=600; GEN=4; ROWS=24; EVAL_ROWS=8; VALID=8; EVERY=4
+else
+  DEV=${DEV:-cuda}; PREC=bf16; BATCH=${BATCH:-64}; SFT_WALL=${SFT_WALL:-270}; PREF_WALL=${PREF_WALL:-180}
+  GEN=${GEN:-500}; ROWS=0; EVAL_ROWS=0; VALID=500; EVERY=200
+fi
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+mkdir -p "$OUT/data"
+$PY - "$LASTFM" "$OUT/data" "$ROWS" "$EVAL_ROWS" "$VALID" <<'PY'
+import random
+import sys
+from pathlib import Path
+
+from sdporec.data.samples import read_samples, write_samples
+
+src, out, rows, eval_rows, valid = Path(sys.argv[1]), Path(sys.argv[2]), *map(int, sys.argv[3:])
+train = read_samples(src / "lastfm-train.json", "train")
+held = read_samples(src / "lastfm-val.json", "eval")
+order = random.Random("0:gpu-items-valid").sample(range(len(train)), len(train))
+picked = set(order[:valid])
+fit = [s for i, s in enumerate(train) if i not in picked]
+write_samples(out / "valid.jsonl", [train[i] for i in order[:valid]])
+write_samples(out / "train.jsonl", fit[:rows] if rows else fit)
+write_samples(out / "eval.jsonl", held[:eval_rows] if eval_rows else held)
+# Every title of both files gets an item token (as the built-in backbone's vocabulary is built).
+titles = sorted({t for s in train + held for t in (*s.history, *s.candidates)})
+(out / "titles.txt").write_text("\n".join(titles) + "\n", encoding="utf-8")
+PY
+D=$OUT/data
+COMMON="--train $D/train.jsonl --valid $D/valid.jsonl --domain music --epochs 1 --batch-size $BATCH
+  --eval-every $EVERY --eval-samples $VALID --mixed-precision $PREC --device $DEV --threads 4 --seed 0
+  --no-progress --overwrite"
+start=$(date +%s)
+timeout -s INT "$SFT_WALL" $PY -m sdporec sft --model "$GGUF" --item-tokens --item-text "$ITEM_TEXT" --titles "$D/titles.txt" $COMMON \
+  --out "$OUT/sft" > "$OUT/sft.log" 2>&1 || echo "sft stopped at its wall ($SFT_WALL s) or failed: see $OUT/sft.log"
+test -d "$OUT/sft/model"
+echo "sft wall $(( $(date +%s) - start )) s"
+timeout -s INT "$PREF_WALL" $PY -m sdporec sdpo --model "$OUT/sft/model" --negatives 3 $COMMON \
+  --out "$OUT/sdpo" > "$OUT/sdpo.log" 2>&1 || echo "sdpo stopped at its wall ($PREF_WALL s) or failed: see $OUT/sdpo.log"
+echo "sft + sdpo wall $(( $(date +%s) - start )) s"
+for stage in sft sdpo; do
+  [ -d "$OUT/$stage/model" ] || continue
+  $PY -m sdporec evaluate --model "$OUT/$stage/model" --data "$D/eval.jsonl" --protocol ranking --batch-size 64 \
+    --device "$DEV" --no-progress --overwrite --out "$OUT/$stage/eval-ranking" >> "$OUT/$stage.eval.log" 2>&1
+  $PY -m sdporec evaluate --model "$OUT/$stage/model" --data "$D/eval.jsonl" --protocol generation --batch-size 64 \
+    --limit "$GEN" --device "$DEV" --no-progress --overwrite --out "$OUT/$stage/eval-generation" \
+    >> "$OUT/$stage.eval.log" 2>&1
+done
+echo "all wall $(( $(date +%s) - start )) s"
+$PY - "$OUT" <<'PY'
+import json
+import sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+rows = {}
+for stage in ("sft", "sdpo"):
+    run = out / stage
+    log = run / "eval_log.jsonl"
+    row = {"valid_hr@1": [(e["step"], e["hr@1"]) for e in map(json.loads, log.read_text().splitlines())]
+           if log.is_file() else []}
+    for protocol in ("ranking", "generation"):
+        measured = run / f"eval-{protocol}" / "metrics.json"
+        row[protocol] = json.loads(measured.read_text()) if measured.is_file() else None
+    rows[stage] = row
+    print(stage, "validation HR@1 by step", row["valid_hr@1"],
+          {p: None if row[p] is None else {k: row[p].get(k) for k in ("hr@1", "ndcg@5", "valid_ratio", "n", "seconds")}
+           for p in ("ranking", "generation")})
+(out / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
+PY
