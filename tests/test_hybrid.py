@@ -118,8 +118,10 @@ def test_new_rows_start_from_the_title_mean_or_its_hidden_state_and_an_untied_he
     add_item_rows(model, codec.tokenizer, codec.titles, codec.token_ids, "mean")
     new = model.get_input_embeddings().weight
     assert new.shape[0] == len(codec.tokenizer) and torch.equal(new[:old.shape[0]], old)
-    for title, pieces in zip(codec.titles, title_pieces(codec.tokenizer, codec.titles)):
-        assert torch.allclose(new[codec.title_id(title)], old[pieces].mean(0), atol=1e-6)
+    means = torch.stack([old[p].mean(0) for p in title_pieces(codec.tokenizer, codec.titles)])
+    centred = means - means.mean(0)                   # what every title shares taken out, then the usual norm
+    expected = centred / centred.norm(dim=-1, keepdim=True) * old.norm(dim=-1).mean()
+    assert torch.allclose(new[torch.tensor(codec.token_ids)], expected, atol=1e-5)
     assert model.get_output_embeddings().weight is new                                # still tied
 
     cfg = family_config("llama", 400, 32, 1, 2, special_ids={"pad": 0, "bos": 1, "eos": 2})
@@ -130,6 +132,9 @@ def test_new_rows_start_from_the_title_mean_or_its_hidden_state_and_an_untied_he
     codec = hybrid(d, titles)
     add_item_rows(untied, codec.tokenizer, codec.titles, codec.token_ids, "hidden")
     rows = torch.tensor(codec.token_ids)
+    for w in (untied.get_input_embeddings().weight, untied.get_output_embeddings().weight):
+        unit = torch.nn.functional.normalize(w[rows].detach(), dim=-1)
+        assert (unit @ unit.T)[~torch.eye(3, dtype=torch.bool)].mean() < 0     # centred: three rows spread apart
     for w, known in ((untied.get_input_embeddings().weight, emb), (untied.get_output_embeddings().weight, head)):
         norms = w[rows].detach().norm(dim=-1)
         assert torch.allclose(norms, known.norm(dim=-1).mean().expand(len(rows)), rtol=1e-4)
