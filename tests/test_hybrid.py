@@ -210,6 +210,13 @@ def test_every_stage_on_item_tokens_through_the_cli(text_model, tmp_path, capsys
         adapter = json.loads((sft / "adapter_config.json").read_text())
         assert len(adapter["trainable_token_indices"]) == 60 and (sft / "base" / "config.json").is_file()
     assert main(["sdpo", "--model", str(sft), "--out", str(tmp_path / "sdpo"), *data, *CLI_FAST]) == 0
+    if not lora:   # a new adapter over the full SFT model trains the item rows too; its reference is the SFT model
+        assert main(["sdpo", "--model", str(sft), "--lora", "--out", str(tmp_path / "sdpo-lora"), *data,
+                     *CLI_FAST]) == 0
+        adapter = json.loads((tmp_path / "sdpo-lora" / "model" / "adapter_config.json").read_text())
+        assert len(adapter["trainable_token_indices"]) == 60
+        assert main(["evaluate", "--model", str(tmp_path / "sdpo-lora" / "model"), "--data", str(d / "valid.jsonl"),
+                     "--no-progress", "--out", str(tmp_path / "rank-lora")]) == 0
     model = str(tmp_path / "sdpo" / "model")
     assert json.loads((tmp_path / "sdpo" / "model" / "sdporec_codec.json").read_text()) == record
     evaluate = ["evaluate", "--model", model, "--data", str(d / "valid.jsonl"), "--no-progress"]
@@ -221,7 +228,14 @@ def test_every_stage_on_item_tokens_through_the_cli(text_model, tmp_path, capsys
         assert dict(paper[key]) == pytest.approx(dict(rows), abs=1e-4)
     assert main([*evaluate, "--protocol", "generation", "--out", str(tmp_path / "gen")]) == 0
     gen = [json.loads(line) for line in open(tmp_path / "gen" / "predictions.jsonl")]
-    assert all(r["valid"] == (r["answer"] is not None) for r in gen)
+    metrics = json.loads((tmp_path / "gen" / "metrics.json").read_text())
+    for r, line in zip(gen, open(d / "valid.jsonl")):
+        candidates = json.loads(line)["itemList"]
+        if r["answer"] is not None:    # the decoded answer is the title of a candidate's item token
+            assert r["answer"] in candidates and r["generated"] == r["answer"]
+        assert r["hit"] == (r["answer"] == r["target"])
+    assert metrics["valid_ratio"] == pytest.approx(sum(r["valid"] for r in gen) / len(gen))
+    assert metrics["hr@1"] == pytest.approx(sum(r["hit"] for r in gen) / len(gen))
 
     sample = json.loads(open(d / "valid.jsonl").readline())
     capsys.readouterr()
@@ -262,16 +276,20 @@ def test_a_lora_checkpoint_loads_in_plain_transformers_and_peft(text_model, tmp_
     assert ids[0, -1].item() == codec.token_ids[0]                # the saved tokenizer knows the item tokens
     with torch.no_grad():
         assert torch.allclose(plain(input_ids=ids).logits, ours(input_ids=ids).logits, atol=1e-5)
-    trained = ours.get_input_embeddings().weight if not hasattr(ours, "merge_and_unload") else \
-        ours.merge_and_unload().get_input_embeddings().weight
+    merged = ours.merge_and_unload()
+    trained = merged.get_input_embeddings().weight
     base = AutoModelForCausalLM.from_pretrained(str(path / "base")).get_input_embeddings().weight
     rows = torch.tensor(codec.token_ids)
     assert not torch.allclose(trained[rows], base[rows])           # the item rows were trained
     keep = torch.ones(base.shape[0], dtype=torch.bool)
     keep[rows] = False
     assert torch.equal(trained[keep], base[keep])                  # and nothing else of the embedding
+    head = merged.get_output_embeddings().weight
+    assert torch.equal(head[rows], trained[rows])                  # the tied head scores with the trained rows
     scores = LMScorer(*load_model(str(path)), "music", progress=False)(splits["valid"][:2])
-    assert scores == LMScorer(*load_model(str(path)), "music", progress=False)(splits["valid"][:2])
+    paper = LMScorer(*load_model(str(path)), "music", progress=False, layout="paper")(splits["valid"][:2])
+    for a, b in zip(scores, paper):
+        assert a == pytest.approx(b, abs=1e-5)
 
 
 def test_item_token_settings_and_unknown_titles_are_one_line_errors_before_anything_is_written(text_model, tmp_path,
@@ -288,6 +306,8 @@ def test_item_token_settings_and_unknown_titles_are_one_line_errors_before_anyth
          "setting 'item_text'"),
         (["sft", "--model", str(gguf), "--item-tokens", "--lora", "--load-in-4bit", *data,
           "--out", str(tmp_path / "e")], "setting 'load_in_4bit'"),
+        (["sft", "--model", str(d / "model"), "--item-tokens", "--history-weight", "1", "--history-in", "prompt",
+          *data, "--out", str(tmp_path / "f")], "setting 'history_in': with --item-text title"),
     ):
         assert main(argv) == 2
         err = capsys.readouterr().err
@@ -360,3 +380,26 @@ def test_resume_of_an_item_token_lora_run_equals_the_uninterrupted_run(text_mode
         assert main(["evaluate", "--model", str(run / "model"), "--data", str(d / "valid.jsonl"), "--no-progress",
                      "--out", str(run / "eval")]) == 0
     assert ranked(whole / "eval" / "predictions.jsonl") == ranked(cut / "eval" / "predictions.jsonl")
+
+
+def test_pipeline_with_item_tokens_and_a_test_title_it_would_not_know(text_model, tmp_path, capsys):
+    from sdporec.data.samples import write_samples
+
+    d, splits = text_model
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train", "valid"):
+        (data / f"{name}.jsonl").write_text((d / f"{name}.jsonl").read_text())
+    write_samples(data / "test.jsonl", splits["test"][:4])
+    run = ["pipeline", "--model", str(d / "model"), "--lora", "--item-tokens", "--data", str(data), "--sft-epochs",
+           "1", "--batch-size", "8", "--eval-samples", "4", "--pref-eval-every", "0", "--no-progress"]
+    assert main([*run, "--out", str(tmp_path / "run")]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics) == {"popularity", "sft", "dpo", "sdpo"} and all(m["n"] == 4 for m in metrics.values())
+    assert json.loads((tmp_path / "run" / "sdpo" / "model" / "sdporec_codec.json").read_text())["kind"] == "hybrid"
+    test = (data / "test.jsonl").read_text().replace('"itemList": ["', '"itemList": ["Unheard Of", "', 1)
+    (data / "test.jsonl").write_text(test)
+    capsys.readouterr()
+    assert main([*run, "--out", str(tmp_path / "again")]) == 2
+    err = capsys.readouterr().err
+    assert "test.jsonl" in err and "'Unheard Of'" in err and not (tmp_path / "again").exists()

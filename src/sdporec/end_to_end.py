@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdporec.config import claim_out_dir, require, require_device, require_input, save_config, setting
-from sdporec.data.candidates import require_negatives
-from sdporec.data.hybrid import ITEM_TEXT
+from sdporec.data.candidates import catalogue, require_negatives
+from sdporec.data.hybrid import ITEM_TEXT, item_key
 from sdporec.data.prepare import PrepareConfig, run_prepare
 from sdporec.data.prompts import DOMAINS
-from sdporec.data.samples import atomic_write_text, read_samples
+from sdporec.data.samples import atomic_write_text, read_samples, read_text, sample_error
 from sdporec.evaluation.baselines import popularity_scorer
 from sdporec.evaluation.evaluate import evaluate_model, evaluate_ranking, format_table, readout_of, write_results
 from sdporec.evaluation.report import collect, make_figures, write_markdown
@@ -96,6 +96,8 @@ class PipelineConfig:
         if self.data:
             train = Path(self.data) / "train.jsonl"
             require_negatives(train, read_samples(train, "train"), self.negatives)
+            if self.model == BUILTIN or self.item_tokens:
+                require_test_titles(Path(self.data))
         require(self.data or self.negatives <= 19, "negatives", "the built-in data has 20 candidates per sample: "
                 "at most 19 negatives")
 
@@ -103,6 +105,22 @@ class PipelineConfig:
         """The built-in data this pipeline generates (when no --data is given)."""
         return PrepareConfig(out=out, users=self.users, items=self.items, genres=min(12, self.items // 10),
                              seed=self.seed, overwrite=self.overwrite)
+
+
+def require_test_titles(data: Path) -> None:
+    """With a token per item, SFT's vocabulary is the titles of train, valid and items.txt: a test title outside it
+    is a `DataError` at its row before any stage trains (the evaluation at the end could not score it)."""
+    known = set(catalogue([*read_samples(data / "train.jsonl", "train"), *read_samples(data / "valid.jsonl", "valid")]))
+    if (data / "items.txt").is_file():
+        known.update(t.strip() for t in read_text(data / "items.txt").splitlines())
+    path = str(data / "test.jsonl")
+    for s in read_samples(path, "test"):
+        for fld, titles in (("historyList", s.history), ("itemList", s.candidates)):
+            unknown = next((t for t in titles if item_key(t) not in known and t not in known), None)
+            if unknown is not None:
+                raise sample_error(path, s, fld, f"title {unknown!r} is in no training or validation sample and not "
+                                   f"in {data / 'items.txt'}, so the model gets no token for it; list every title "
+                                   "there")
 
 
 PIPELINE_OUTPUTS = ("config.yaml", "metrics.json", "timings.json", "data", "sft", "dpo", "sdpo", "eval", "report")

@@ -2,7 +2,7 @@
 
 Titles stay text where the model can read them, and every item also gets a token of its own, so an answer
 is one item token then EOS (not several BPE pieces per title) and a candidate list is scored from the
-logits of its candidates' tokens at one position (`logprobs.answer_logprobs_short`). The prompt shows each
+logits of its candidates' tokens at one position (`scoring.answer_logprobs_short`). The prompt shows each
 history and candidate item as `title <|item:N|>` (`item_text="title"`) or as the token alone
 (`item_text="token"`, shorter prompts). The tokens are ordinary added tokens of the tokenizer (saved with
 it, so a checkpoint loads in plain transformers); `sdporec_codec.json` records which title each one names.

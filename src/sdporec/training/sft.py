@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from accelerate.utils import DistributedType
+
 from sdporec.config import ConfigError, require, require_input, require_outside, setting
 from sdporec.data.batching import AnswerBatch, collate
 from sdporec.data.candidates import catalogue
@@ -72,6 +74,11 @@ class SFTConfig(TrainConfig):
                 "per item already; --item-tokens adds them to a pretrained model (--model)")
         for name, default in (("item_init", "mean"), ("item_text", "title")):
             require(self.item_tokens or getattr(self, name) == default, name, "applies with --item-tokens only")
+        require(not (self.item_tokens and self.load_in_4bit), "load_in_4bit", "a 4-bit base cannot take new item "
+                "rows (they would be saved quantised with it); use --lora without --load-in-4bit")
+        require(not (self.item_tokens and self.history_in == "prompt" and self.item_text == "title"), "history_in",
+                "with --item-text title each history item's token follows its own title, so labelling it teaches "
+                "copying, not the next item; use --item-text token or --history-in sequence")
         require(not self.dropout or self.model == BUILTIN, "dropout", "applies to the built-in backbone only (a LoRA "
                 "adapter has --lora-dropout)")
 
@@ -153,6 +160,9 @@ def sft_model(cfg: SFTConfig, run: TrainingRun, codec, extra: list[str]):
     if not cfg.load_in_4bit:   # 4-bit weights are placed on the GPU as they load
         model.to(run.acc.device)
     if cfg.item_tokens:
+        require(not (cfg.lora and run.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)),
+                "item_tokens", "peft trains item rows beside a LoRA adapter in one process or under DDP, not under "
+                "FSDP or DeepSpeed; train all weights (no --lora) there")
         codec = item_codec(cfg, run, model, codec, extra)
     if cfg.lora:
         # Keep the base weights beside the adapter where they exist nowhere else (new item rows included).
@@ -187,7 +197,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     if cfg.item_tokens and codec.kind != "text":
         raise ConfigError(f"setting 'item_tokens': {cfg.model} has item tokens already (codec {codec.kind}); "
                           "drop --item-tokens to train it further")
-    if codec is not None and cfg.history_in == "prompt":
+    if codec is not None and cfg.history_in == "prompt" and not cfg.item_tokens:   # item tokens need no offsets
         try:   # a tokenizer without offsets, or a chat template that rewrites the prompt: say so before writing
             codec.encode_prompt_history(build_prompt(["A", "B"], ["C"], cfg.domain), IGNORE)
         except ValueError as e:
