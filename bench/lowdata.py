@@ -96,9 +96,9 @@ def subsets(name: str, work: Path, size: int, n_eval: int, n_valid: int, seed: i
     return {k: str(work / f"{k}.jsonl") for k in picked} | {"titles": str(work / "titles.txt")}
 
 
-def evaluate(row: Row, model: str, files: dict, domain: str, args, scores=("sum",)) -> dict:
+def evaluate(row: Row, model: str, files: dict, domain: str, args, scores=("sum",), generation: bool = True) -> dict:
     got = {}
-    for protocol, score in [("ranking", s) for s in scores] + [("generation", "sum")]:
+    for protocol, score in [("ranking", s) for s in scores] + ([("generation", "sum")] if generation else []):
         name = f"eval-{protocol}" + ("" if score == "sum" else f"-{score}")
         row.sdporec("evaluate", "--model", model, "--data", files["eval"], "--domain", domain, "--out",
                     str(row.out / name), "--protocol", protocol, "--score", score, "--batch-size",
@@ -134,7 +134,7 @@ def run_lm_row(kind: str, row: Row, files: dict, out: Path, domain: str, args) -
                     "--negatives", k, "--out", str(row.out), "--epochs", str(args.pref_epochs), *smol, *common)
     model = "smollm2-135m" if kind == "smollm2-zero" else str(row.out / "model")
     scores = ("sum", "mean") if kind in ("smollm2-zero", "smollm2-sft") and args.mean_scores else ("sum",)
-    return evaluate(row, model, files, domain, args, scores)
+    return evaluate(row, model, files, domain, args, scores, kind not in args.skip_generation)
 
 
 def run_row(kind: str, files: dict, out: Path, domain: str, args) -> dict:
@@ -198,6 +198,8 @@ def main() -> None:
     ap.add_argument("--pref-epochs", type=int, default=1, help="DPO / S-DPO epochs")
     ap.add_argument("--baseline-epochs", type=int, default=30)
     ap.add_argument("--eval-batch", type=int, default=8)
+    ap.add_argument("--skip-generation", nargs="*", default=[], choices=LM_ROWS, metavar="ROW",
+                    help="LM rows measured by ranking only (generation of text answers is the slowest evaluation)")
     ap.add_argument("--mean-scores", action=argparse.BooleanOptionalAction, default=True,
                     help="also rank SmolLM2 zero-shot and text SFT by per-token mean scores (a second ranking pass)")
     ap.add_argument("--item-text", default="title", choices=("title", "token"), help="hybrid rows' prompts")

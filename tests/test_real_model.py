@@ -21,6 +21,23 @@ def ranked(path):
     return {json.loads(line)["key"]: json.loads(line)["ranked"] for line in open(path)}
 
 
+def recommend_and_export_score_as_evaluate(model: str, first: dict, tmp_path, capsys) -> None:
+    """`recommend` on the first validation sample shows `evaluate`'s scores; `export --merge` (to tmp_path/merged)
+    ranks every sample as the adapter did."""
+    sample = json.loads(open(tmp_path / "valid.jsonl").readline())
+    capsys.readouterr()
+    assert main(["recommend", "--model", model, "--history", *sample["historyList"], "--candidates",
+                 *sample["itemList"], "--json"]) == 0
+    shown = {r["title"]: r["score"] for r in json.loads(capsys.readouterr().out)}
+    assert shown == pytest.approx(dict(first["eval:0"]), abs=1e-4)
+    assert main(["export", "--model", model, "--merge", "--out", str(tmp_path / "merged")]) == 0
+    assert main(["evaluate", "--model", str(tmp_path / "merged"), "--data", str(tmp_path / "valid.jsonl"),
+                 "--no-progress", "--out", str(tmp_path / "rank-merged")]) == 0
+    merged = ranked(tmp_path / "rank-merged" / "predictions.jsonl")
+    for key, rows in first.items():
+        assert dict(merged[key]) == pytest.approx(dict(rows), abs=1e-3)
+
+
 def test_smollm2_sft_sdpo_evaluate_recommend_export(tmp_path, capsys, monkeypatch):
     write_small_splits(tmp_path, users=30, items=60, seed=0, n_train=6, n_valid=3)
     data = ["--train", str(tmp_path / "train.jsonl"), "--valid", str(tmp_path / "valid.jsonl")]
@@ -50,19 +67,7 @@ def test_smollm2_sft_sdpo_evaluate_recommend_export(tmp_path, capsys, monkeypatc
     metrics = json.loads((tmp_path / "gen" / "metrics.json").read_text())
     assert metrics["n"] == 3 and 0 <= metrics["valid_ratio"] <= 1
 
-    sample = json.loads(open(tmp_path / "valid.jsonl").readline())
-    capsys.readouterr()
-    assert main(["recommend", "--model", model, "--history", *sample["historyList"], "--candidates",
-                 *sample["itemList"], "--json"]) == 0
-    shown = {r["title"]: r["score"] for r in json.loads(capsys.readouterr().out)}
-    assert shown == pytest.approx(dict(first["eval:0"]), abs=1e-4)
-
-    assert main(["export", "--model", model, "--merge", "--out", str(tmp_path / "merged")]) == 0
-    assert main(["evaluate", "--model", str(tmp_path / "merged"), "--data", str(tmp_path / "valid.jsonl"),
-                 "--no-progress", "--out", str(tmp_path / "rank-merged")]) == 0
-    merged = ranked(tmp_path / "rank-merged" / "predictions.jsonl")
-    for key, rows in first.items():
-        assert dict(merged[key]) == pytest.approx(dict(rows), abs=1e-3)
+    recommend_and_export_score_as_evaluate(model, first, tmp_path, capsys)
 
 
 def test_smollm2_with_item_tokens_every_stage_and_single_token_scoring(tmp_path, capsys):
@@ -96,20 +101,8 @@ def test_smollm2_with_item_tokens_every_stage_and_single_token_scoring(tmp_path,
     assert main([*evaluate, "--protocol", "generation", "--max-new-tokens", "4", "--out", str(tmp_path / "gen")]) == 0
     assert json.loads((tmp_path / "gen" / "metrics.json").read_text())["n"] == 3
 
-    sample = json.loads(open(tmp_path / "valid.jsonl").readline())
-    capsys.readouterr()
-    assert main(["recommend", "--model", model, "--history", *sample["historyList"], "--candidates",
-                 *sample["itemList"], "--json"]) == 0
-    shown = {r["title"]: r["score"] for r in json.loads(capsys.readouterr().out)}
-    assert shown == pytest.approx(dict(first["eval:0"]), abs=1e-4)
-
-    assert main(["export", "--model", model, "--merge", "--out", str(tmp_path / "merged")]) == 0
+    recommend_and_export_score_as_evaluate(model, first, tmp_path, capsys)
     assert json.loads((tmp_path / "merged" / "sdporec_codec.json").read_text()) == record
-    assert main(["evaluate", "--model", str(tmp_path / "merged"), "--data", str(tmp_path / "valid.jsonl"),
-                 "--no-progress", "--out", str(tmp_path / "rank-merged")]) == 0
-    merged = ranked(tmp_path / "rank-merged" / "predictions.jsonl")
-    for key, rows in first.items():
-        assert dict(merged[key]) == pytest.approx(dict(rows), abs=1e-3)
 
     loaded, codec = load_model(model)
     samples = read_samples(tmp_path / "valid.jsonl", "valid")
