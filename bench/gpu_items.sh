@@ -45,7 +45,8 @@ COMMON="--train $D/train.jsonl --valid $D/valid.jsonl --domain music --epochs 1 
   --eval-every $EVERY --eval-samples $VALID --mixed-precision $PREC --device $DEV --threads 4 --seed 0
   --no-progress --overwrite"
 start=$(date +%s)
-timeout -s INT "$SFT_WALL" $PY -m sdporec sft --model "$GGUF" --item-tokens --item-text "$ITEM_TEXT" --titles "$D/titles.txt" $COMMON \
+# All weights at 1e-4, as bench/gpu_smollm2.sh's full row (the 2e-5 default is not measured with new item rows).
+timeout -s INT "$SFT_WALL" $PY -m sdporec sft --model "$GGUF" --item-tokens --item-text "$ITEM_TEXT" --titles "$D/titles.txt" --lr "${SFT_LR:-1e-4}" $COMMON \
   --out "$OUT/sft" > "$OUT/sft.log" 2>&1 || echo "sft stopped at its wall ($SFT_WALL s) or failed: see $OUT/sft.log"
 test -d "$OUT/sft/model"
 echo "sft wall $(( $(date +%s) - start )) s"
