@@ -54,3 +54,24 @@ def history_readout_reference(model, codec, sample) -> list[float]:
             logits = model(input_ids=torch.tensor([ids])).logits
         out.append(sequence_logprobs(logits, torch.tensor([scored]))[0].item())
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_text_model(tmp_path_factory):
+    """A directory with small train/valid splits and a tiny random Llama with a BPE tokenizer in model/, and
+    the splits (the item-token tests start from it)."""
+    from sdporec.models.families import build_family, tokenizer_texts
+
+    d = tmp_path_factory.mktemp("hybrid")
+    splits = write_small_splits(d, users=30, items=60, seed=0, n_train=16, n_valid=4)
+    model, tokenizer = build_family("llama", tokenizer_texts(splits["train"]), 32, 1, 2, seed=0, vocab_size=400)
+    model.save_pretrained(str(d / "model"))
+    tokenizer.save_pretrained(str(d / "model"))
+    return d, splits
+
+
+def ranked(path) -> dict:
+    """sample key -> its ranked candidates and scores, from an evaluation's predictions.jsonl."""
+    import json
+
+    return {json.loads(line)["key"]: json.loads(line)["ranked"] for line in open(path)}

@@ -5,7 +5,7 @@ samples. What training writes loads without the GGUF file, and scores the same a
 import json
 
 import pytest
-from conftest import write_small_splits
+from conftest import ranked, write_small_splits
 
 from sdporec.cli import main
 from sdporec.models import sources
@@ -16,9 +16,6 @@ if sources.smollm2_path() is None or not sources.gguf_installed():
 
 FAST = ["--batch-size", "3", "--eval-samples", "3", "--epochs", "1", "--no-progress", "--threads", "2"]
 
-
-def ranked(path):
-    return {json.loads(line)["key"]: json.loads(line)["ranked"] for line in open(path)}
 
 
 def recommend_and_export_score_as_evaluate(model: str, first: dict, tmp_path, capsys) -> None:

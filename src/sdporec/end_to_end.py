@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sdporec.config import claim_out_dir, require, require_device, require_input, save_config, setting
 from sdporec.data.candidates import catalogue, require_negatives
+from sdporec.data.codec import first_unknown_title
 from sdporec.data.hybrid import ITEM_TEXT, item_key
 from sdporec.data.prepare import PrepareConfig, run_prepare
 from sdporec.data.prompts import DOMAINS
@@ -114,13 +115,11 @@ def require_test_titles(data: Path) -> None:
     if (data / "items.txt").is_file():
         known.update(t.strip() for t in read_text(data / "items.txt").splitlines())
     path = str(data / "test.jsonl")
-    for s in read_samples(path, "test"):
-        for fld, titles in (("historyList", s.history), ("itemList", s.candidates)):
-            unknown = next((t for t in titles if item_key(t) not in known and t not in known), None)
-            if unknown is not None:
-                raise sample_error(path, s, fld, f"title {unknown!r} is in no training or validation sample and not "
-                                   f"in {data / 'items.txt'}, so the model gets no token for it; list every title "
-                                   "there")
+    found = first_unknown_title(read_samples(path, "test"), lambda t: t in known or item_key(t) in known)
+    if found is not None:
+        s, fld, unknown = found
+        raise sample_error(path, s, fld, f"title {unknown!r} is in no training or validation sample and not in "
+                           f"{data / 'items.txt'}, so the model gets no token for it; list every title there")
 
 
 PIPELINE_OUTPUTS = ("config.yaml", "metrics.json", "timings.json", "data", "sft", "dpo", "sdpo", "eval", "report")

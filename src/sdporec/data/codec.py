@@ -42,6 +42,8 @@ class _Codec:
     kind: str
     tokenizer: object
     chat = False
+    # Every answer one token then EOS, so `scoring.answer_logprobs_short` may score it (the hybrid codec).
+    short_answers = False
 
     def record(self) -> dict:
         """What `sdporec_codec.json` holds for this codec (`load_codec` reads it back)."""
@@ -163,11 +165,16 @@ class TextCodec(_Codec):
         inside = [b > a and any(lo <= a and b <= hi for lo, hi in spans) for a, b in enc["offset_mapping"]]
         return ids, [i if keep else ignore for i, keep in zip(ids, inside)]
 
+    def prompt_text(self, prompt: Prompt) -> str:
+        """The prompt's text as the user turn shows it (the hybrid codec adds item tokens)."""
+        return prompt.text
+
     def _prompt_string(self, prompt: Prompt) -> tuple[str, bool]:
         """The string the tokenizer reads, and whether it adds its special tokens itself."""
+        text = self.prompt_text(prompt)
         if not self.chat:
-            return prompt.text, True
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt.text}],
+            return text, True
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
                                                   add_generation_prompt=True, tokenize=False), False
 
     def encode_history(self, titles: Sequence[str], ignore: int) -> tuple[list[int], list[int]]:
@@ -215,20 +222,27 @@ def build_item_codec(titles: Sequence[str]) -> ItemCodec:
     return ItemCodec(hf)
 
 
+def first_unknown_title(samples: Sequence[Sample], knows) -> tuple[Sample, str, str] | None:
+    """(sample, field, title) of the first history or candidate title for which `knows(title)` is false."""
+    for s in samples:
+        for fld, titles in (("historyList", s.history), ("itemList", s.candidates)):
+            unknown = next((t for t in titles if not knows(t)), None)
+            if unknown is not None:
+                return s, fld, unknown
+    return None
+
+
 def require_known_titles(codec, model: str, samples: Sequence[Sample], path: str) -> None:
     """Codecs with item tokens (the built-in backbone's, the hybrid's) score only titles they have a token for;
     the first title of `samples` (read from `path`) such a codec lacks is a `DataError` at that row and field.
     Text codecs know every title."""
-    if not hasattr(codec, "knows"):
-        return
-    for s in samples:
-        for fld, titles in (("historyList", s.history), ("itemList", s.candidates)):
-            unknown = next((t for t in titles if not codec.knows(t)), None)
-            if unknown is not None:
-                raise sample_error(path, s, fld, f"title {unknown!r} has no token in the vocabulary of {model} (a "
-                                   f"{'built-in backbone' if codec.kind == 'items' else 'model with item tokens'} "
-                                   "knows the titles of the files its `sft` read, and those of --titles FILE: "
-                                   "retrain with every title listed there)")
+    found = first_unknown_title(samples, codec.knows) if hasattr(codec, "knows") else None
+    if found is not None:
+        s, fld, unknown = found
+        raise sample_error(path, s, fld, f"title {unknown!r} has no token in the vocabulary of {model} (a "
+                           f"{'built-in backbone' if codec.kind == 'items' else 'model with item tokens'} "
+                           "knows the titles of the files its `sft` read, and those of --titles FILE: "
+                           "retrain with every title listed there)")
 
 
 CHAT_CHOICES = ("auto", "on", "off")

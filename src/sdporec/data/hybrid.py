@@ -43,6 +43,7 @@ class HybridCodec(TextCodec):
     """`TextCodec` with item tokens: `titles[n]` is the item named by token `item_token(n)`; a title the
     importers marked as shared (`SHARED_TITLE`) uses the token of the title it shares."""
     kind = "hybrid"
+    short_answers = True
 
     def __init__(self, tokenizer, chat: bool, titles: Sequence[str], item_text: str = "title"):
         super().__init__(tokenizer, chat)
@@ -59,8 +60,6 @@ class HybridCodec(TextCodec):
 
     def record(self) -> dict:
         return {"kind": self.kind, "chat": self.chat, "item_text": self.item_text, "items": self.titles}
-
-
     @property
     def token_ids(self) -> list[int]:
         """The item tokens' ids, in catalogue order (the embedding rows training adds and trains)."""
@@ -85,13 +84,6 @@ class HybridCodec(TextCodec):
     def prompt_text(self, prompt: Prompt) -> str:
         """The prompt as the tokenizer reads it: every title followed by its item token, or the token alone."""
         return "".join(self._piece_text(kind, text) for kind, text in prompt.pieces)
-
-    def _prompt_string(self, prompt: Prompt) -> tuple[str, bool]:
-        text = self.prompt_text(prompt)
-        if not self.chat:
-            return text, True
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                                  add_generation_prompt=True, tokenize=False), False
 
     def encode_prompt_history(self, prompt: Prompt, ignore: int) -> tuple[list[int], list[int]]:
         """The prompt's ids and labels: the item token of every history title after the first, `ignore`
@@ -125,7 +117,7 @@ class HybridCodec(TextCodec):
         if title is None:
             return None
         token = self.item_ids[title]
-        return next((c for c in candidates if self.knows(c) and self.title_id(c) == token), None)
+        return next((c for c in candidates if self.item_ids.get(item_key(c)) == token), None)
 
     def generated_title(self, ids: Sequence[int]) -> str | None:
         """The title of the first item token generated before EOS (None where there is none)."""

@@ -99,7 +99,7 @@ class LMScorer:
         self.model, self.codec, self.domain, self.template = model, codec, domain, template
         self.batch_size, self.progress, self.score = batch_size, progress, score
         self.history_readout = history_readout
-        self.logprobs = scoring_layout(layout, codec.kind == "hybrid")
+        self.logprobs = scoring_layout(layout, codec.short_answers)
 
     def __call__(self, samples: Sequence[Sample]) -> list[list[float]]:
         w = self.history_readout

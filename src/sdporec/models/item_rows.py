@@ -84,9 +84,10 @@ def add_item_rows(model, tokenizer, titles: Sequence[str], token_ids: Sequence[i
         raise ValueError(f"item init must be one of {ITEM_INIT}, got {init!r}")
     embedding = model.get_input_embeddings()
     old = embedding.weight.shape[0]
-    pieces = title_pieces(tokenizer, titles)
     if init == "hidden":   # read with the model as it was, before any row changes
         states = hidden_rows(model, tokenizer, titles, domain)
+    else:
+        pieces = title_pieces(tokenizer, titles)
     rows = max(old, max(token_ids) + 1)
     if rows > old:
         model.resize_token_embeddings(rows, mean_resizing=False)

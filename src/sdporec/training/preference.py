@@ -130,7 +130,7 @@ class PreferenceRecipe:
     def __init__(self, cfg: PreferenceConfig, run: TrainingRun, policy: Policy, codec, base_dir: Path | None):
         self.cfg, self.run, self.policy, self.codec, self.base_dir = cfg, run, policy, codec, base_dir
         self.k, self.loss_fn, self.score = cfg.negatives, LOSSES[cfg.loss], \
-            scoring_layout(cfg.layout, codec.kind == "hybrid")
+            scoring_layout(cfg.layout, codec.short_answers)
         self.precompute = cfg.reference_pass == "precompute"
         self.cut = -1 if cfg.reward_tokens == "title" else None   # the EOS is the answer's last token
         self.popularity = Counter(s.target for s in run.train)

@@ -90,7 +90,7 @@ class SFTRecipe:
     def __init__(self, cfg: SFTConfig, codec, checkpoint: Path, base_dir: Path | None):
         self.cfg, self.codec = cfg, codec
         self.checkpoint, self.base_dir = checkpoint, base_dir
-        self.score = scoring_layout(cfg.layout, codec.kind == "hybrid")
+        self.score = scoring_layout(cfg.layout, codec.short_answers)
         self.meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg),
                      "history_trained": cfg.history_weight > 0}
 
