@@ -3,7 +3,7 @@ import argparse
 import pytest
 import yaml
 
-from sdporec.cli import build_parser
+from sdporec.cli import COMMANDS, build_parser
 from sdporec.config import ConfigError, resolve, save_config
 from sdporec.data.prepare import PrepareConfig
 from sdporec.training.preference import DPOConfig, PreferenceConfig, SDPOConfig
@@ -78,3 +78,16 @@ def test_an_omitted_positional_with_choices_takes_its_default_or_the_yaml_value(
     with pytest.raises(SystemExit):
         parse(["prepare", "bogus"])
     assert "argument source: invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_help_shows_each_default_once_and_none_for_empty_values(command, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())   # argparse wraps lines; compare the words
+    assert "(default: )" not in text and "(default: [])" not in text and "(default: None)" not in text
+    for flag in text.split(" --")[1:]:
+        assert flag.count("(default:") <= 1, flag
+    if command == "sft":
+        assert "--epochs EPOCHS passes over the training samples (default: 3) " in text
+        assert "--train TRAIN training samples: the paper's JSON array or JSON Lines --" in text

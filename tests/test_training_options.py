@@ -259,3 +259,34 @@ def test_history_readout_weights_are_checked(files, tmp_path, capsys):
                       (["--history-readouts", "0", "0.5", "--valid", ""], "needs validation data")):
         assert main(["sft", "--out", str(tmp_path / "x"), *files, *bad, *SIZE, *TINY]) == 2
         assert said in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_4bit_loading_reaches_bitsandbytes_with_cuda_faked(monkeypatch, tmp_path):
+    """The 4-bit path up to the GPU: the CUDA check passes, bitsandbytes is imported, and transformers gets an
+    NF4 config on the current device (no CUDA here, so both are faked and from_pretrained is captured)."""
+    import sys
+    import types
+
+    from sdporec.models import loading
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", types.ModuleType("bitsandbytes"))
+    seen = {}
+    monkeypatch.setattr(loading, "_pretrained", lambda path, **kw: seen.update(path=path, **kw) or "model")
+    assert loading.load_weights(str(tmp_path), "float32", load_in_4bit=True) == "model"
+    quant = seen["quantization_config"]
+    assert (quant.load_in_4bit, quant.bnb_4bit_quant_type, quant.bnb_4bit_use_double_quant) == (True, "nf4", True)
+    assert seen["dtype"] == torch.bfloat16 and seen["device_map"] == {"": 0} and seen["path"] == str(tmp_path)
+
+
+def test_4bit_loading_without_bitsandbytes_is_a_setting_error(monkeypatch, tmp_path):
+    import sys
+
+    from sdporec.config import ConfigError
+    from sdporec.models import loading
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)   # import raises ImportError
+    with pytest.raises(ConfigError, match="setting 'load_in_4bit': bitsandbytes is not installed"):
+        loading.load_weights(str(tmp_path), "float32", load_in_4bit=True)

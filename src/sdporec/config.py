@@ -71,7 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         choices, positional = meta.get("choices"), meta.get("positional")
         listed = f": {', '.join(choices)}" if choices and positional else ""   # argparse lists an option's own
-        help_text = f"{meta.get('help', '')}{listed} (default: {default})"
+        help_text = f"{meta.get('help', '')}{listed}"
+        if default not in ("", None, []) and "(default:" not in help_text:   # nothing to show, or said in the help
+            help_text += f" (default: {default})"
         # SUPPRESS: an absent flag leaves no attribute, so YAML values are not overwritten by defaults.
         kw: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS}
         if positional:

@@ -8,6 +8,7 @@ Every problem with an input file raises `DataError`, naming the file, the row an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -41,6 +42,12 @@ class Sample:
     key: str = field(default="", compare=False)
     # Where the sample came from ("line 3" of JSON Lines, "7" of an array), for error messages.
     row: str | None = field(default=None, compare=False)
+
+    def content_key(self) -> str:
+        """What the sample asks (history, candidates, target), hashed: evaluations of the same questions are
+        paired by it whatever their files' names, order or row numbers."""
+        text = json.dumps([self.history, self.candidates, self.target], ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
     def to_json(self) -> dict:
         out = {"historyList": self.history, "itemList": self.candidates, "trueSelection": self.target}

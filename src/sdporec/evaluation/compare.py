@@ -2,8 +2,9 @@
 interval of every difference, and whether the interval says better, worse or not distinguishable.
 
 Inputs are `predictions.jsonl` files written by `evaluate` or `baseline` (a run's `eval/` folder works too);
-they must hold the same sample keys. Samples are paired by key, so the interval reflects only how the two
-models differ on the same questions, not which questions were asked.
+they must hold the same samples. Samples are paired by what they ask (history, candidates, target: the rows'
+`sample`), not by row number, so files of one data set evaluated in any order pair, files of different
+samples are refused, and the interval reflects only how the models differ on the same questions.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ class CompareConfig:
 
 
 def read_predictions(path: str) -> tuple[str, dict[str, dict]]:
-    """(the file read, key -> row) from a predictions.jsonl file or a folder holding one."""
+    """(the file read, sample -> row) from a predictions.jsonl file or a folder holding one. Rows are keyed by
+    their `sample` (what the sample asks, `Sample.content_key`); files written before it existed by `key`."""
     file = Path(path) / "predictions.jsonl" if Path(path).is_dir() else Path(path)
     rows: dict[str, dict] = {}
+    lines: dict[str, int] = {}
     for n, line in enumerate(read_text(file).splitlines(), start=1):
         if not line.strip():
             continue
@@ -48,10 +51,28 @@ def read_predictions(path: str) -> tuple[str, dict[str, dict]]:
         if not isinstance(row, dict) or "key" not in row or not ("rank" in row or "hit" in row):
             raise DataError(file, f"line {n}", "key", "not a row of sdporec's predictions.jsonl (key and rank, "
                             "or key and hit)")
-        rows[row["key"]] = row
+        field = "sample" if "sample" in row else "key"
+        key = str(row[field])
+        if key in lines:
+            raise DataError(file, f"line {n}", field, f"sample {key!r} repeats line {lines[key]}: a predictions file "
+                            "holds each sample once")
+        rows[key], lines[key] = row, n
     if not rows:
         raise DataError(file, None, None, "holds no predictions")
     return str(file), rows
+
+
+def require_same_samples(first: tuple[str, dict[str, dict]], other: tuple[str, dict[str, dict]]) -> None:
+    """Two evaluations pair only if they asked the same questions: else one line with how many differ and one."""
+    (file_a, a), (file_b, b) = first, other
+    only_a, only_b = [k for k in a if k not in b], [k for k in b if k not in a]   # in file order
+    if not only_a and not only_b:
+        return
+    file, rows, odd = (file_a, a, only_a[0]) if only_a else (file_b, b, only_b[0])
+    example = f"{file}'s {rows[odd]['key']} (target {rows[odd].get('target')!r})"
+    raise DataError(file_b, None, "sample", f"{len(only_a)} of {len(a)} samples of {file_a} are not in it and "
+                    f"{len(only_b)} of its {len(b)} not in {file_a}, e.g. {example}: compare evaluations of the "
+                    "same samples")
 
 
 def run_compare(cfg: CompareConfig) -> dict:
@@ -59,12 +80,12 @@ def run_compare(cfg: CompareConfig) -> dict:
     names = cfg.names or [Path(f).parent.name or f for f, _ in files]
     if len(set(names)) != len(names):
         names = [f for f, _ in files]
+    if len({"sample" in next(iter(rows.values())) for _, rows in files}) > 1:
+        raise ConfigError("setting 'predictions': some files key samples by content and some by row number "
+                          "(written by an older sdporec): evaluate them again with this version")
     keys = sorted(files[0][1])
-    for file, rows in files[1:]:
-        if set(rows) != set(keys):
-            odd = sorted(set(rows) ^ set(keys))[0]
-            raise DataError(file, None, "key", f"sample {odd!r} is in only one of {files[0][0]} and {file}: compare "
-                            "evaluations of the same samples")
+    for other in files[1:]:
+        require_same_samples(files[0], other)
     per = {name: per_sample_metrics([rows[k] for k in keys]) for name, (_, rows) in zip(names, files)}
     metrics = [m for m in per[names[0]] if all(m in per[n] for n in names)]
     if not metrics:

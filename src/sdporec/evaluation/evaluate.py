@@ -57,7 +57,7 @@ def ranking_results(samples: Sequence[Sample], scores: Sequence[Sequence[float]]
         rank = rank_of_target(sc, s.candidates.index(s.target))
         ranks.append(rank)
         order = sorted(range(len(sc)), key=lambda i: (-sc[i], i))
-        rows.append({"key": s.key, "target": s.target, "rank": rank, "valid": True,
+        rows.append({"key": s.key, "sample": s.content_key(), "target": s.target, "rank": rank, "valid": True,
                      "ranked": [[s.candidates[i], round(float(sc[i]), 6)] for i in order]})
     return ranking_metrics(ranks), rows
 
@@ -159,7 +159,7 @@ def readout_rows(scorer: LMScorer, samples: Sequence[Sample], weights: Sequence[
     for w in weights:
         scores = prompt if w == 0 else history if w == 1 else mix_readouts(prompt, history, w)
         ranks.append([row["rank"] for row in ranking_results(samples, scores)[1]])
-    rows = [{"key": s.key, "target": s.target, "rank": r[0], "ranks": list(r), "valid": True}
+    rows = [{"key": s.key, "sample": s.content_key(), "target": s.target, "rank": r[0], "ranks": list(r), "valid": True}
             for s, r in zip(samples, zip(*ranks))]
     return ranking_metrics([r["rank"] for r in rows]), rows
 
@@ -216,7 +216,7 @@ def evaluate_generation(model, codec, samples: Sequence[Sample], domain: str, ba
                 text = codec.decode(ids)
                 answer = generated_answer(codec, ids, text, s.candidates)
                 answers.append(answer)
-                rows.append({"key": s.key, "target": s.target, "generated": text, "answer": answer,
+                rows.append({"key": s.key, "sample": s.content_key(), "target": s.target, "generated": text, "answer": answer,
                              "valid": answer is not None, "hit": answer == s.target})
     return generation_metrics(answers, [s.target for s in samples]), rows
 
@@ -234,8 +234,21 @@ RESULT_FILES = ("metrics.json", "predictions.jsonl", "config.yaml")
 
 def write_results(out_dir: str | Path, metrics: dict, rows: list[dict], extra: dict | None = None) -> None:
     out_dir = Path(out_dir)
-    write_jsonl(out_dir / "predictions.jsonl", rows)
+    write_jsonl(out_dir / "predictions.jsonl", number_repeats(rows))
     atomic_write_text(out_dir / "metrics.json", json.dumps({**metrics, **(extra or {})}, indent=2) + "\n")
+
+
+def number_repeats(rows: list[dict]) -> list[dict]:
+    """Rows whose `sample` repeats an earlier row's (a file may ask the same question twice) get `#2`, `#3`, ...
+    so every row's `sample` is unique in its file and `compare` pairs the n-th occurrence with the n-th."""
+    seen: dict[str, int] = {}
+    out = []
+    for row in rows:
+        if "sample" in row:
+            seen[row["sample"]] = n = seen.get(row["sample"], 0) + 1
+            row = {**row, "sample": row["sample"] + (f"#{n}" if n > 1 else "")}
+        out.append(row)
+    return out
 
 
 def format_table(results: dict[str, dict]) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from sdporec.config import ConfigError
+from sdporec.config import ConfigError, require_cuda_for_4bit
 from sdporec.data.codec import ItemCodec, TextCodec, load_codec
 from sdporec.models.checkpoints import is_adapter, loading, report_weights
 from sdporec.models.lora import attach_adapter
@@ -32,8 +32,6 @@ def load_weights(path: str, dtype: str, load_in_4bit: bool = False):
             return load_gguf_model(path, torch_dtype(dtype))
     if not load_in_4bit:
         return _pretrained(path, dtype=torch_dtype(dtype))
-    from sdporec.models.config import require_cuda_for_4bit
-
     require_cuda_for_4bit(True)
     try:
         import bitsandbytes  # noqa: F401
