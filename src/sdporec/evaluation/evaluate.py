@@ -216,8 +216,8 @@ def evaluate_generation(model, codec, samples: Sequence[Sample], domain: str, ba
                 text = codec.decode(ids)
                 answer = generated_answer(codec, ids, text, s.candidates)
                 answers.append(answer)
-                rows.append({"key": s.key, "sample": s.content_key(), "target": s.target, "generated": text, "answer": answer,
-                             "valid": answer is not None, "hit": answer == s.target})
+                rows.append({"key": s.key, "sample": s.content_key(), "target": s.target, "generated": text,
+                             "answer": answer, "valid": answer is not None, "hit": answer == s.target})
     return generation_metrics(answers, [s.target for s in samples]), rows
 
 
