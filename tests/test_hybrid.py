@@ -184,9 +184,11 @@ def test_item_ids_sharing_a_title_share_one_token_and_audit_counts_them(tiny_tex
 
     d, _ = tiny_text_model
     # `prepare` names the second id of a shared title 'Title [item N]' (importers.distinct_titles).
-    codec = hybrid(d, ["Chasing Amy (1997)", "Chasing Amy (1997) [item 268]", "Muse", "Muse [item]"])
-    assert codec.titles == ["Chasing Amy (1997)", "Muse", "Muse [item]"]            # only the importer's mark merges
+    codec = hybrid(d, ["Chasing Amy (1997)", "Chasing Amy (1997) [item 268]", "Muse", "Muse [item]", "X",
+                       "X [item 007]", "X [item a-1]"])
+    assert codec.titles == ["Chasing Amy (1997)", "Muse", "Muse [item]", "X"]     # only the importer's mark merges
     assert codec.title_id("Chasing Amy (1997) [item 268]") == codec.title_id("Chasing Amy (1997)")
+    assert codec.title_id("X [item 007]") == codec.title_id("X [item a-1]") == codec.title_id("X")  # ids as spelled
     amy = codec.title_id("Chasing Amy (1997)")
     candidates = ["Muse", "Chasing Amy (1997) [item 268]"]
     assert codec.generated_candidate([amy, codec.eos_id], candidates) == "Chasing Amy (1997) [item 268]"

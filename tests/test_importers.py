@@ -9,6 +9,7 @@ from sdporec.data.importers import (
     ML100K_SHA256,
     distinct_titles,
     download_movielens_100k,
+    integer_ids,
     k_core,
     read_interaction_log,
     read_movielens_100k,
@@ -82,6 +83,45 @@ def test_distinct_titles():
     assert names == {1: "A", 2: "B", 3: "A [item 3]"} and renamed == {"A [item 3]": "A"}
 
 
+def mixed_log(tmp_path, ids):
+    """Items named 'Title <id>', and users whose every interaction is known: user u sees ids[u % n], ... in order."""
+    items = write(tmp_path / "items.csv", "item,title\n" + "".join(f"{i},Title {i}\n" for i in ids))
+    rows, seen = ["user,item,timestamp"], {}
+    for u in range(60):
+        seq = [ids[(u * 7 + t * 3) % len(ids)] for t in range(6)]
+        seen[f"u{u}"] = [f"Title {i}" for i in seq]
+        rows += [f"u{u},{item},{100 + t}" for t, item in enumerate(seq)]
+    return write(tmp_path / "inter.csv", "\n".join(rows) + "\n"), items, seen
+
+
+def test_mixed_item_ids_keep_every_item_its_own_title(tmp_path):
+    ids = [str(i) for i in range(1, 31)] + list("abcdefghij")
+    inter, items, seen = mixed_log(tmp_path, ids)
+    data = read_interaction_log(inter, items)
+    assert data.sequences == seen
+    assert len(set(data.item_ids.values())) == len(data.item_ids) == 40
+    out = tmp_path / "out"
+    assert main(["prepare", "csv", "--interactions", str(inter), "--items-file", str(items), "--out", str(out)]) == 0
+    assert sorted((out / "items.txt").read_text().splitlines()) == sorted(f"Title {i}" for i in ids)
+
+
+def test_ids_spelled_apart_are_items_apart(tmp_path):
+    ids = ["7", "007", "07", "a", "A", "é", "٣", "3"]   # leading zeros, case, non-ASCII letters and digits
+    inter, items, seen = mixed_log(tmp_path, ids)
+    data = read_interaction_log(inter, items)
+    assert data.sequences == seen and len(set(data.item_ids.values())) == len(ids)
+    # Shared titles are marked with the id as the file spells it.
+    items = write(tmp_path / "items.csv", "item,title\n7,Same\n007,Same\n")
+    inter = write(tmp_path / "inter.csv", "user,item,timestamp\nu,7,1\nu,007,2\n")
+    assert read_interaction_log(inter, items).sequences == {"u": ["Same", "Same [item 007]"]}
+
+
+def test_integer_ids():
+    assert integer_ids(["10", "2", "0"]) == {"10": 10, "2": 2, "0": 0}   # plain integers keep their value
+    assert integer_ids(["10", "2", "02"]) == {"2": 0, "02": 1, "10": 2}   # else (length, text) order
+    assert integer_ids(["b", "a", "3"]) == {"3": 0, "a": 1, "b": 2}
+
+
 def test_prepare_csv_leave_last_out(log_files, tmp_path):
     inter, items = log_files
     out = tmp_path / "out"
@@ -148,17 +188,57 @@ def test_prepare_downloads_from_a_file_url_and_refuses_a_corrupted_archive(tmp_p
                  "--out", str(tmp_path / "ml")]) == 0
     assert (tmp_path / "raw" / "u.item").read_bytes() == (raw / "u.item").read_bytes()
     assert json.loads((tmp_path / "ml" / "prepare.json").read_text())["items"] == 1682
-    data = bytearray(archive.read_bytes())
-    data[len(data) // 3] ^= 0xFF                      # one flipped byte inside u.data's compressed stream
-    (tmp_path / "bad.zip").write_bytes(bytes(data))
     (tmp_path / "truncated.zip").write_bytes(archive.read_bytes()[:40000])
     capsys.readouterr()
-    for bad in ("bad.zip", "truncated.zip"):
-        code = main(["prepare", "movielens-100k", "--download", "--url", (tmp_path / bad).as_uri(),
-                     "--raw", str(tmp_path / f"raw-{bad}"), "--out", str(tmp_path / f"ml-{bad}")])
-        err = capsys.readouterr().err
-        assert code == 2 and bad in err and ("CRC" in err or "SHA-256" in err or "zip" in err), err
-        assert not list((tmp_path / f"raw-{bad}").glob("u.*")) and not (tmp_path / f"ml-{bad}").exists()
+    code = main(["prepare", "movielens-100k", "--download", "--url", (tmp_path / "truncated.zip").as_uri(),
+                 "--raw", str(tmp_path / "raw-t"), "--out", str(tmp_path / "ml-t")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "truncated.zip: is not a readable zip archive" in err, err
+    assert not (tmp_path / "raw-t").exists() and not (tmp_path / "ml-t").exists()
+
+
+def _damaged(archive, tmp_path, failure):
+    """The first single-bit flip of the archive's compressed data whose read fails with `failure`."""
+    with zipfile.ZipFile(archive) as z:
+        info = z.getinfo("ml-100k/u.data")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data = archive.read_bytes()
+    for bit in range(start * 8, (start + info.compress_size) * 8, 7):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        path = tmp_path / f"{failure.__name__}.zip"
+        path.write_bytes(bytes(flipped))
+        try:
+            with zipfile.ZipFile(path) as z:
+                z.read("ml-100k/u.data")
+        except failure:
+            return path
+        except Exception:
+            continue
+    raise AssertionError(f"no flip gives {failure.__name__}")
+
+
+@pytest.mark.parametrize("failure", ["zlib", "crc", "truncated", "not a zip", "empty"])
+def test_every_archive_read_failure_is_one_data_error(tmp_path, failure):
+    import zlib
+
+    raw = tmp_path / "src"
+    raw.mkdir()
+    (raw / "u.data").write_text("".join(f"{u}\t{i}\t3\t{u * i}\n" for u in range(1, 80) for i in range(1, 40)))
+    (raw / "u.item").write_text("".join(f"{i}|Film {i} (1999)|\n" for i in range(1, 40)))
+    archive = _grouplens_zip(raw, tmp_path / "ml-100k.zip")
+    if failure == "zlib":
+        bad = _damaged(archive, tmp_path, zlib.error)
+    elif failure == "crc":
+        bad = _damaged(archive, tmp_path, zipfile.BadZipFile)
+    else:
+        bad = tmp_path / "bad.zip"
+        bad.write_bytes({"truncated": archive.read_bytes()[:600], "not a zip": b"<html>not found</html>",
+                         "empty": b""}[failure])
+    with pytest.raises(DataError) as e:
+        download_movielens_100k(tmp_path / "raw", url=bad.as_uri())
+    assert str(e.value).startswith(f"file {bad.as_uri()}: is not a readable zip archive (")
+    assert "\n" not in str(e.value) and not (tmp_path / "raw").exists()
 
 
 def test_latin1_titles_decode(tmp_path):

@@ -20,7 +20,7 @@ ITEM_TEXT = ("title", "token")
 ITEM_MARK = "<|item:"
 # How the importers name an item id whose title another id has already (`importers.distinct_titles`): such
 # ids are one item listed twice (MovieLens has 18), so they share one item token.
-SHARED_TITLE = re.compile(r"^(?P<title>.*) \[item \d+\]$")
+SHARED_TITLE = re.compile(r"^(?P<title>.*) \[item [^\[\]]+\]$")
 
 
 def item_token(n: int) -> str:

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,6 @@ def _sha256(path: Path) -> str:
 def download_movielens_100k(dest: str | Path, url: str = ML100K_URL) -> Path:
     """Fetch the GroupLens archive, extract u.data and u.item into `dest`, and check their SHA-256."""
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "ml-100k.zip"
         try:
@@ -50,6 +50,7 @@ def download_movielens_100k(dest: str | Path, url: str = ML100K_URL) -> Path:
             raise DataError(url, None, None, f"cannot download it ({getattr(e, 'reason', None) or e}); put u.data "
                             "and u.item in --raw yourself, or give --url a reachable copy") from None
         _extract_checked(archive, url, Path(tmp))
+        dest.mkdir(parents=True, exist_ok=True)   # only once both files are read and checked
         for name in ML100K_SHA256:
             shutil.move(str(Path(tmp) / name), dest / name)
     return dest
@@ -68,9 +69,10 @@ def _extract_checked(archive: Path, url: str, folder: Path) -> None:
                 if digest != ML100K_SHA256[name]:
                     raise DataError(url, None, None, f"{name} has SHA-256 {digest}, expected {ML100K_SHA256[name]} "
                                     "(GroupLens's file): the archive is damaged or not GroupLens's")
-    except (zipfile.BadZipFile, EOFError) as e:
-        raise DataError(url, None, None, f"is not a readable zip archive ({e}); a damaged or incomplete "
-                        "download?") from None
+    except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, OSError) as e:
+        # BadZipFile: no archive or a bad CRC; zlib.error: a damaged deflate stream; EOFError: truncated.
+        raise DataError(url, None, None, f"is not a readable zip archive ({type(e).__name__}: {e}); a damaged or "
+                        "incomplete download?") from None
 
 
 def read_movielens_100k(raw: str | Path) -> Interactions:
@@ -103,19 +105,30 @@ def read_movielens_100k(raw: str | Path) -> Interactions:
     return Interactions(sequences, {names[i]: i for i in titles}, renamed)
 
 
-def distinct_titles(titles: dict[int, str]) -> tuple[dict[int, str], dict[str, str]]:
-    """Titles shared by several item ids get ' [item N]' appended for every id after the first."""
+def distinct_titles(titles: dict[int, str],
+                    spelled: dict[int, str] | None = None) -> tuple[dict[int, str], dict[str, str]]:
+    """Titles shared by several item ids get ' [item N]' appended for every id after the first (N: the id as
+    the file spells it, `spelled`, else the integer id)."""
     counts = Counter(titles.values())
     names, renamed, seen = {}, {}, set()
     for i in sorted(titles):
         t = titles[i].strip()
         if counts[titles[i]] > 1 and t in seen:
-            new = f"{t} [item {i}]"
+            new = f"{t} [item {spelled[i] if spelled else i}]"
             renamed[new] = t
             t = new
         seen.add(t)
         names[i] = t
     return names, renamed
+
+
+def integer_ids(items: list[str]) -> dict[str, int]:
+    """An integer id per item id as the file spells it, never two alike: the ids themselves when every one is
+    a plain non-negative integer (no sign, no leading zero), else 0, 1, ... in (length, text) order, so `7`,
+    `007` and `a` stay three items."""
+    if all(i.isascii() and i.isdigit() and str(int(i)) == i for i in items):
+        return {i: int(i) for i in items}
+    return {item: k for k, item in enumerate(sorted(items, key=lambda x: (len(x), x)))}
 
 
 def _int(text: str, path, line: int, fld: str) -> int:
@@ -179,9 +192,8 @@ def read_interaction_log(interactions: str | Path, items: str | Path, user_col: 
         if rating_col and min_rating is not None and _float(row[rating_col] or "", ipath, n, rating_col) < min_rating:
             continue
         events[user].append((when, item))
-    order = {item: k for k, item in enumerate(sorted(titles, key=lambda x: (len(x), x)))}
-    ids = {item: int(item) if item.isdigit() else order[item] for item in titles}
-    names, renamed = distinct_titles({ids[i]: titles[i] for i in titles})
+    ids = integer_ids(list(titles))
+    names, renamed = distinct_titles({ids[i]: titles[i] for i in titles}, {ids[i]: i for i in titles})
     sequences = {u: [names[ids[i]] for _, i in sorted(ev, key=lambda e: (e[0], ids[e[1]]))]
                  for u, ev in events.items()}
     return Interactions(sequences, {names[ids[i]]: ids[i] for i in titles}, renamed)
