@@ -25,4 +25,4 @@ demo: install
 
 test: install
 	$(BIN)/ruff check src tests bench examples
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -rs tests   # -rs: the reason of every skip; random order (pytest-randomly)

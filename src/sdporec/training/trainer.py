@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -74,6 +75,10 @@ class TrainingRun:
     @property
     def main(self) -> bool:
         return self.acc.is_main_process
+
+
+# Debug setting (environment): the process SIGKILLs itself after this optimizer step, as a crash would.
+KILL_AT_STEP = "SDPOREC_DEBUG_KILL_AT_STEP"
 
 
 def start_run(cfg: TrainConfig, codec=None, model: str = "", negatives: int = 0) -> TrainingRun:
@@ -307,6 +312,8 @@ class Trainer:
             self.validate(epoch)
         if cfg.save_every and state.opt_step % cfg.save_every == 0:
             self.save_checkpoint(state.epoch, micro + 1)
+        if os.environ.get(KILL_AT_STEP) == str(state.opt_step):   # tests of resume: a crash at a chosen step
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def validate(self, epoch: float) -> None:
         """HR@1 on the validation subset (sharded over processes), at the best of the history readout's weights
