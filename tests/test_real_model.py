@@ -11,7 +11,6 @@ from sdporec.cli import main
 from sdporec.models import sources
 
 
-
 @pytest.fixture(autouse=True)
 def _smollm2():
     if sources.smollm2_path() is None or not sources.gguf_installed():

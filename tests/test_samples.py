@@ -97,3 +97,13 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         write_jsonl(p, rows())
     assert p.read_text() == "old\n"
     assert [f.name for f in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_titles_with_unicode_line_marks_round_trip(tmp_path):
+    # str.splitlines splits at U+0085 and U+2028, which JSON Lines written with ensure_ascii=False keep raw.
+    from sdporec.data.samples import text_lines
+
+    s = Sample(["A\x85B", "C\u2028D"], ["E\u2029F", "G\x1cH", "I\x0bJ"], "E\u2029F")
+    write_samples(tmp_path / "s.jsonl", [s, s])
+    assert read_samples(tmp_path / "s.jsonl") == [s, s]
+    assert text_lines("a\r\nb\x85c\n\nd") == ["a", "b\x85c", "", "d"]

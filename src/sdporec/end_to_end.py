@@ -17,7 +17,7 @@ from sdporec.data.codec import first_unknown_title
 from sdporec.data.hybrid import ITEM_TEXT, item_key
 from sdporec.data.prepare import PrepareConfig, run_prepare
 from sdporec.data.prompts import DOMAINS
-from sdporec.data.samples import atomic_write_text, read_samples, read_text, sample_error
+from sdporec.data.samples import atomic_write_text, read_samples, read_text, sample_error, text_lines
 from sdporec.evaluation.baselines import popularity_scorer
 from sdporec.evaluation.evaluate import evaluate_model, evaluate_ranking, format_table, readout_of, write_results
 from sdporec.evaluation.report import collect, make_figures, write_markdown
@@ -113,7 +113,7 @@ def require_test_titles(data: Path) -> None:
     is a `DataError` at its row before any stage trains (the evaluation at the end could not score it)."""
     known = set(catalogue([*read_samples(data / "train.jsonl", "train"), *read_samples(data / "valid.jsonl", "valid")]))
     if (data / "items.txt").is_file():
-        known.update(t.strip() for t in read_text(data / "items.txt").splitlines())
+        known.update(t.strip() for t in text_lines(read_text(data / "items.txt")))
     path = str(data / "test.jsonl")
     found = first_unknown_title(read_samples(path, "test"), lambda t: t in known or item_key(t) in known)
     if found is not None:

@@ -82,6 +82,15 @@ def write_samples(path: str | os.PathLike, samples: Iterable[Sample]) -> None:
     write_jsonl(path, (s.to_json() for s in samples))
 
 
+def text_lines(text: str) -> list[str]:
+    """Lines split at '\n' (and a '\r' before it) only: `str.splitlines` also splits at U+0085, U+2028 and
+    other marks that JSON Lines written with ensure_ascii=False keep inside titles."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def read_text(path: str | os.PathLike) -> str:
     """A user's text file: UTF-8, with or without a byte-order mark, or UTF-16 with one (what Windows tools
     write). Anything else is a `DataError` naming the line and column of the first byte that is not UTF-8."""
@@ -156,7 +165,7 @@ def _parse_rows(path: Path, text: str) -> list[tuple[str, object]]:
     if stripped[0] != "{":
         raise DataError(path, None, None, "not a JSON array nor JSON Lines of objects")
     rows = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
         try:

@@ -15,7 +15,7 @@ from itertools import combinations
 from pathlib import Path
 
 from sdporec.config import ConfigError, require, setting
-from sdporec.data.samples import DataError, atomic_write_text, read_text
+from sdporec.data.samples import DataError, atomic_write_text, read_text, text_lines
 from sdporec.evaluation.metrics import paired_bootstrap, per_sample_metrics
 
 
@@ -41,7 +41,7 @@ def read_predictions(path: str) -> tuple[str, dict[str, dict]]:
     file = Path(path) / "predictions.jsonl" if Path(path).is_dir() else Path(path)
     rows: dict[str, dict] = {}
     lines: dict[str, int] = {}
-    for n, line in enumerate(read_text(file).splitlines(), start=1):
+    for n, line in enumerate(text_lines(read_text(file)), start=1):
         if not line.strip():
             continue
         try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdporec.config import ConfigError, claim_out_dir, require, setting
-from sdporec.data.samples import atomic_write_text
+from sdporec.data.samples import atomic_write_text, text_lines
 from sdporec.evaluation.evaluate import format_table
 
 BAR_METRICS = ("hr@1", "hr@5", "ndcg@5", "mrr")
@@ -42,7 +42,7 @@ class ReportedRun:
 def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in text_lines(path.read_text(encoding="utf-8")) if line.strip()]
 
 
 def _stage_of(run_dir: Path) -> str:

@@ -14,7 +14,7 @@ from sdporec.data.candidates import catalogue
 from sdporec.data.codec import ReservedTitle
 from sdporec.data.hybrid import ITEM_TEXT, HybridCodec, add_item_tokens
 from sdporec.data.prompts import build_prompt, training_prompt
-from sdporec.data.samples import DataError, Sample, read_text
+from sdporec.data.samples import DataError, Sample, read_text, text_lines
 from sdporec.models.builtin import BUILTIN, BuiltinSize, add_hidden_dropout, build_builtin
 from sdporec.models.checkpoints import needs_own_base, recorded_domain, save_checkpoint
 from sdporec.models.item_rows import ITEM_INIT, add_item_rows
@@ -192,7 +192,7 @@ def item_codec(cfg: SFTConfig, run: TrainingRun, model, codec, extra: list[str])
 def run_sft(cfg: SFTConfig) -> dict:
     """Set-up (data, model), then the trainer with the SFT recipe."""
     default_readouts(cfg, cfg.history_weight > 0)
-    extra = [t.strip() for t in read_text(cfg.titles).splitlines() if t.strip()] if cfg.titles else []
+    extra = [t.strip() for t in text_lines(read_text(cfg.titles)) if t.strip()] if cfg.titles else []
     codec = None if cfg.model == BUILTIN else load_codec_of(cfg.model, cfg.chat_template)
     if cfg.item_tokens and codec.kind != "text":
         raise ConfigError(f"setting 'item_tokens': {cfg.model} has item tokens already (codec {codec.kind}); "
