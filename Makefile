@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install
+.PHONY: demo test install mutation
 
 $(BIN)/sdporec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,3 +26,9 @@ demo: install
 test: install
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/python -m pytest -q -rs tests   # -rs: the reason of every skip; random order (pytest-randomly)
+
+# Mutation testing of the numerical core ([tool.mutmut] in pyproject.toml); scores in docs/development.md.
+mutation: install
+	$(BIN)/pip install -q "mutmut==3.8.1"
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results

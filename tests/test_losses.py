@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sdporec.training.losses import dpo_loss, sdpo_loss, sft_loss
+from sdporec.training.losses import dpo_loss, sdpo_loss, sft_loss, window_share
 
 
 def reference_sigmoid_dpo(pc, pr, rc, rr, beta):
@@ -68,9 +68,31 @@ def test_more_negatives_never_lower_the_loss():
     assert two.item() > one.item()
 
 
-def test_shape_errors_are_clear():
-    with pytest.raises(ValueError, match="rejected"):
-        sdpo_loss(torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2), 1.0)
+@pytest.mark.parametrize("chosen, rejected, ref_chosen, ref_rejected, message", [
+    ((2,), (2,), (2,), (2,), r"expected chosen \(B,\) and rejected \(B, K\), got \(2,\) and \(2,\)$"),
+    ((2, 1), (2, 3), (2,), (2, 3), r"expected chosen \(B,\) and rejected \(B, K\), got \(2, 1\) and \(2, 3\)$"),
+    ((2,), (2, 3), (2,), (2, 2), r"^policy and reference log-probs must have the same shapes$"),   # rejected only
+    ((2,), (2, 3), (3,), (2, 3), r"^policy and reference log-probs must have the same shapes$"),   # chosen only
+])
+def test_shape_errors_are_clear(chosen, rejected, ref_chosen, ref_rejected, message):
+    with pytest.raises(ValueError, match=message):
+        sdpo_loss(torch.zeros(chosen), torch.zeros(rejected), torch.zeros(ref_chosen), torch.zeros(ref_rejected), 1.0)
+
+
+def test_dpo_with_k_negatives_averages_the_pairs_by_hand():
+    losses, chosen, rejected = dpo_loss(torch.tensor([1.0]), torch.tensor([[0.0, 2.0]]), torch.tensor([0.5]),
+                                        torch.tensor([[0.5, 0.5]]), beta=2.0)
+    # rewards: chosen 2 * 0.5 = 1; rejected 2 * -0.5 = -1 and 2 * 1.5 = 3
+    assert chosen.tolist() == [1.0] and rejected.tolist() == [[-1.0, 3.0]]
+    by_hand = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(2.0))) / 2
+    assert losses.item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_window_share_by_hand():
+    losses, weights = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 1.0, 0.0])
+    # (1 + 2) x 2 processes x 4 accumulation steps / 10 units
+    assert window_share(losses, weights, world=2, grad_accum=4, units=10).item() == pytest.approx(2.4)
+    assert window_share(losses, torch.ones(3), world=1, grad_accum=1, units=3).item() == pytest.approx(2.0)
 
 
 def test_sft_loss_is_each_answers_summed_token_loss():

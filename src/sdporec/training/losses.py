@@ -46,4 +46,13 @@ def sft_loss(answer_logps: torch.Tensor) -> torch.Tensor:
     return -answer_logps
 
 
+def window_share(losses: torch.Tensor, weights: torch.Tensor, world: int, grad_accum: int,
+                 units: int) -> torch.Tensor:
+    """What one process backpropagates for one micro-batch: its weighted loss sum over the step window's units
+    (answer tokens for SFT, samples for DPO / S-DPO), times processes x accumulation steps, which accelerate
+    divides back out (it averages processes' gradients and scales each micro-batch by 1 / grad_accum). The
+    step's gradient is then that of (sum of the global batch's losses) / (its units), whatever the split."""
+    return (losses * weights).sum() * (world * grad_accum / units)
+
+
 LOSSES = {"sdpo": sdpo_loss, "dpo": dpo_loss}

@@ -39,6 +39,7 @@ from sdporec.data.samples import DataError, Sample, atomic_write_text, read_samp
 from sdporec.evaluation.evaluate import LMScorer, evaluate_sharded, readout_metrics, readout_rows
 from sdporec.evaluation.metrics import NonFiniteError
 from sdporec.training.distributed import global_micro_batch, make_accelerator, micro_batch, set_seed
+from sdporec.training.losses import window_share
 from sdporec.training.runlog import RunLog, peak_memory_gib
 from sdporec.training.train_config import RESUMABLE, RUN_OUTPUTS, TrainConfig
 
@@ -270,9 +271,7 @@ class Trainer:
             acc.step = cfg.grad_accum - 1   # the epoch's last micro-batch ends its window, full or not
         with acc.accumulate(self.model):
             losses, stats = self.recipe.losses(self.model, batch)
-            # accelerate divides by grad_accum and the processes' gradients are averaged: undone here, so the
-            # gradient is that of (sum of the global batch's losses) / (its units).
-            acc.backward((losses * weights).sum() * (self.world * cfg.grad_accum / window.units))
+            acc.backward(window_share(losses, weights, self.world, cfg.grad_accum, window.units))
             sums = torch.stack([(v.detach().float() * weights).sum() for v in (losses, *stats.values())])
             window.sums = sums if window.sums is None else window.sums + sums
             if not acc.sync_gradients:
