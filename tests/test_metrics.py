@@ -86,3 +86,73 @@ def test_paired_bootstrap_by_hand_and_against_the_normal_approximation():
     assert paired_bootstrap(a, b, resamples=4000, seed=3) == (diff, low, high)                    # seeded
     with pytest.raises(ValueError):
         paired_bootstrap([1.0], [1.0, 2.0])
+
+
+def test_per_sample_shares_are_exact_at_the_cut_offs():
+    from sdporec.evaluation.metrics import per_sample_metrics
+
+    per = per_sample_metrics([{"key": str(r), "rank": r} for r in (0, 1, 4, 5, 9, 10)])
+    assert per["hr@1"] == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0] and per["hr@5"] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert per["ndcg@5"] == [1.0, 1 / math.log2(3), 1 / math.log2(6), 0.0, 0.0, 0.0]
+    assert per["ndcg@10"] == [1.0, 1 / math.log2(3), 1 / math.log2(6), 1 / math.log2(7), 1 / math.log2(11), 0.0]
+    assert per["mrr"] == [1.0, 1 / 2, 1 / 5, 1 / 6, 1 / 10, 1 / 11]
+    assert per_sample_metrics([{"key": "a", "rank": 7}]) == {"hr@1": [0.0], "hr@5": [0.0], "ndcg@5": [0.0],
+                                                             "ndcg@10": [1 / math.log2(9)], "mrr": [1 / 8]}
+
+
+def test_one_sample_is_enough_and_none_is_an_error_by_name():
+    from sdporec.evaluation.metrics import paired_bootstrap
+
+    assert generation_metrics(["x"], ["x"])["hr@1"] == 1.0 and ranking_metrics([0])["hr@1"] == 1.0
+    for empty in (lambda: generation_metrics([], []), lambda: ranking_metrics([])):
+        with pytest.raises(ValueError, match="^no samples to measure$"):
+            empty()
+    with pytest.raises(ValueError, match="^paired_bootstrap needs two equally long, non-empty lists$"):
+        paired_bootstrap([], [])
+
+
+@pytest.mark.parametrize("resamples, level", [(200, 0.95), (450, 0.9), (1000, 1.0), (257, 0.5)])
+def test_paired_bootstrap_equals_an_independent_percentile_bootstrap(resamples, level):
+    """The same seeded draws made in one call (the function draws in chunks to bound memory), then the
+    percentile interval by hand: the chunking, the draw count and the interval's ends must all be right."""
+    import random
+
+    import torch
+
+    from sdporec.evaluation.metrics import paired_bootstrap
+
+    rng = random.Random(7)
+    a, b = [rng.random() for _ in range(37)], [rng.random() for _ in range(37)]
+    diffs = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+    draws = torch.randint(37, (resamples, 37), generator=torch.Generator().manual_seed(5))
+    means = sorted(diffs[draws].mean(1).tolist())
+    tail = (1 - level) / 2
+    expected = (diffs.mean().item(), means[int(tail * resamples)], means[min(resamples - 1,
+                                                                           int((1 - tail) * resamples))])
+    assert paired_bootstrap(a, b, resamples, seed=5, level=level) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    if level == 1.0:   # the whole range of the bootstrap means
+        assert expected[1:] == (means[0], means[-1])
+
+
+def test_generation_metrics_have_every_key_and_no_ranking_numbers():
+    from sdporec.evaluation.metrics import METRIC_KEYS
+
+    got = generation_metrics(["a", None, "c"], ["a", "b", "x"])
+    assert got == {"hr@1": 1 / 3, "hr@5": None, "ndcg@5": None, "ndcg@10": None, "mrr": None,
+                   "valid_ratio": 2 / 3, "n": 3}
+    assert tuple(got) == METRIC_KEYS == tuple(ranking_metrics([0]))
+
+
+def test_paired_bootstrap_defaults_are_compares():
+    import random
+
+    from sdporec.evaluation.compare import CompareConfig
+    from sdporec.evaluation.metrics import paired_bootstrap
+
+    rng = random.Random(2)
+    a, b = [rng.random() for _ in range(40)], [rng.random() for _ in range(40)]
+    cfg = CompareConfig()
+    assert (cfg.resamples, cfg.seed) == (2000, 0)
+    assert paired_bootstrap(a, b) == paired_bootstrap(a, b, resamples=2000, seed=0, level=0.95)
+    assert paired_bootstrap(a, b) != paired_bootstrap(a, b, resamples=2000, seed=1)
+    assert paired_bootstrap(a, b) != paired_bootstrap(a, b, resamples=2001, seed=0)

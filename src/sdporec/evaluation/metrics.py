@@ -33,19 +33,24 @@ def rank_of_target(scores: Sequence[float], target_index: int) -> int:
     return sum(1 for i, s in enumerate(scores) if s > t or (s == t and i < target_index))
 
 
+def rank_contributions(rank: int) -> dict[str, float]:
+    """One sample's share of each ranking metric, from its target's 0-based rank (a metric over samples is
+    the mean of the shares): the one place the cut-offs live."""
+    return {"hr@1": float(rank < 1), "hr@5": float(rank < 5),
+            "ndcg@5": 1 / math.log2(rank + 2) if rank < 5 else 0.0,
+            "ndcg@10": 1 / math.log2(rank + 2) if rank < 10 else 0.0,
+            "mrr": 1 / (rank + 1)}
+
+
+RANK_KEYS = ("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr")
+
+
 def ranking_metrics(ranks: Sequence[int]) -> dict[str, float]:
     n = len(ranks)
     if n == 0:
         raise ValueError("no samples to measure")
-    return {
-        "hr@1": sum(r < 1 for r in ranks) / n,
-        "hr@5": sum(r < 5 for r in ranks) / n,
-        "ndcg@5": sum(1 / math.log2(r + 2) for r in ranks if r < 5) / n,
-        "ndcg@10": sum(1 / math.log2(r + 2) for r in ranks if r < 10) / n,
-        "mrr": sum(1 / (r + 1) for r in ranks) / n,
-        "valid_ratio": 1.0,
-        "n": n,
-    }
+    shares = [rank_contributions(r) for r in ranks]
+    return {**{k: sum(s[k] for s in shares) / n for k in RANK_KEYS}, "valid_ratio": 1.0, "n": n}
 
 
 def parse_generation(text: str, candidates: Sequence[str]) -> str | None:
@@ -68,11 +73,8 @@ def per_sample_metrics(rows: Sequence[dict]) -> dict[str, list[float]]:
     """Each sample's contribution to every metric, from `predictions.jsonl` rows of either protocol (a
     metric over all samples is the mean of its list)."""
     if rows and "rank" in rows[0]:
-        ranks = [r["rank"] for r in rows]
-        return {"hr@1": [float(r < 1) for r in ranks], "hr@5": [float(r < 5) for r in ranks],
-                "ndcg@5": [1 / math.log2(r + 2) if r < 5 else 0.0 for r in ranks],
-                "ndcg@10": [1 / math.log2(r + 2) if r < 10 else 0.0 for r in ranks],
-                "mrr": [1 / (r + 1) for r in ranks]}
+        shares = [rank_contributions(r["rank"]) for r in rows]
+        return {k: [s[k] for s in shares] for k in RANK_KEYS}
     return {"hr@1": [float(bool(r["hit"])) for r in rows], "valid_ratio": [float(bool(r["valid"])) for r in rows]}
 
 
