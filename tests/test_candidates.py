@@ -86,3 +86,89 @@ def test_validation_subset_is_spread_over_users_and_the_same_for_every_run():
     assert [int(s.key[6:]) for s in subset] == sorted(int(s.key[6:]) for s in subset)   # file order kept
     assert [s.key for s in validation_subset(valid, 100)] == [s.key for s in subset]  # same on every call
     assert validation_subset(valid, 0) == valid and validation_subset(valid, 5000) == valid
+
+
+# The seeds are part of the contract: a run re-draws the same lists and negatives in every version, process
+# and Python. Each draw is checked against `random.Random` seeded by the documented string, by hand.
+def test_every_draw_is_seeded_by_its_documented_string():
+    import random
+
+    s = Sample(["item1", "item2"], [f"item{i}" for i in range(10, 30)], "item12", user="u7", key="train:3")
+    assert sample_rng(4, "x", "train:3", 2).random() == random.Random("4:x:train:3:2").random()
+    pool = [c for c in s.candidates if c != s.target]
+    assert draw_negatives(s, 3, 4, 2) == random.Random("4:negatives:train:3:2").sample(pool, 3)
+    (again,) = redraw([s], ITEMS, 4, 2)
+    assert again.candidates == draw_candidates(s.history, s.target, ITEMS, 20, random.Random("4:candidates:train:3:2"))
+    assert (again.history, again.target, again.user, again.key) == (s.history, s.target, "u7", "train:3")
+
+
+def test_popular_negatives_are_efraimidis_spirakis_keys_by_hand():
+    import random
+
+    from sdporec.data.candidates import popular_negatives
+
+    s = Sample(["item1"], [f"item{i}" for i in range(10, 20)], "item12", key="train:5")
+    popularity = {"item10": 9, "item11": 3, "item13": 0, "item14": 40}      # the rest: never a target (0)
+    rng = random.Random("1:popular negatives:train:5:0")
+    pool = [c for c in s.candidates if c != s.target]
+    keys = {c: rng.random() ** (1.0 / (1 + popularity.get(c, 0))) for c in pool}
+    assert popular_negatives(s, 4, popularity, 1, 0) == sorted(pool, key=lambda c: -keys[c])[:4]
+
+
+def test_pool_sizes_at_the_boundary():
+    import pytest
+
+    from sdporec.data.candidates import popular_negatives
+
+    history, items = ["a", "b"], list("abcdefg")        # 4 titles outside the history and target "c"
+    got = draw_candidates(history, "c", items, 5, sample_rng(0))
+    assert sorted(got) == list("cdefg")               # exactly enough: all of them
+    with pytest.raises(ValueError, match=r"^only 4 items outside the history; cannot draw 5 negatives$"):
+        draw_candidates(history, "c", items, 6, sample_rng(0))
+    s = Sample(["a"], ["b", "c", "d"], "c", key="train:9")
+    assert sorted(draw_negatives(s, 2, 0, 0)) == ["b", "d"]
+    assert sorted(popular_negatives(s, 2, {}, 0, 0)) == ["b", "d"]
+    for draw in (lambda: draw_negatives(s, 3, 0, 0), lambda: popular_negatives(s, 3, {}, 0, 0)):
+        with pytest.raises(ValueError, match=r"^sample train:9 has 2 non-target candidates, fewer than K=3$"):
+            draw()
+
+
+def test_paper_seeding_by_hand():
+    import random
+
+    history, items = ["item3", "item4"], ITEMS[:30]
+    got = paper_seeded_candidates(history, "item7", 7, items, 20)
+    rng = random.Random(7)
+    expected = rng.sample([t for t in items if t not in {"item3", "item4", "item7"}], 19) + ["item7"]
+    rng.shuffle(expected)
+    assert got == expected and len(got) == 20 and not set(got) & set(history)
+
+
+def test_require_redrawable_and_require_negatives_name_file_row_and_field():
+    import pytest
+
+    from sdporec.data.candidates import require_negatives, require_redrawable
+    from sdporec.data.samples import DataError
+
+    train = [Sample(["a", "b"], ["c", "d", "e"], "c", row="line 1"), Sample(["e"], ["a", "b", "d"], "d", row="line 2")]
+    require_redrawable("t.jsonl", train)            # 5 titles: 2 outside each list's history and target, as needed
+    long = Sample(["a", "b"], ["c", "d", "e", "a"], "c", row="line 3")
+    with pytest.raises(DataError, match=r"^file t\.jsonl, row line 3, field 'itemList': 4 candidates, but only 2 "
+                                        r"titles of the training file lie outside this history to re-draw them from; "
+                                        r"add --keep-candidates to train on the file's lists as they are$"):
+        require_redrawable("t.jsonl", [*train, long])
+    require_negatives("t.jsonl", train, 2)
+    with pytest.raises(DataError, match=r"^file t\.jsonl, row line 1, field 'itemList': 2 non-target candidates, "
+                                        r"fewer than the 3 negatives asked for \(--negatives\)$"):
+        require_negatives("t.jsonl", train, 3)
+
+
+def test_validation_subset_by_hand():
+    import random
+
+    from sdporec.data.candidates import validation_subset
+
+    valid = [Sample(["a"], ["b", "c"], "b", key=f"valid:{i}") for i in range(50)]
+    chosen = sorted(random.Random("validation subset:50:7").sample(range(50), 7))
+    assert validation_subset(valid, 7) == [valid[i] for i in chosen]
+    assert validation_subset(valid, 0) == validation_subset(valid, 50) == validation_subset(valid, 80) == valid
