@@ -49,6 +49,12 @@ PROTOCOLS = ("ranking", "generation")
 Scorer = Callable[[Sequence[Sample]], list[list[float]]]
 
 
+def row_head(sample: Sample) -> dict:
+    """The fields every predictions.jsonl row starts with: the sample's key, what it asks (`compare` pairs by
+    it) and its target."""
+    return {"key": sample.key, "sample": sample.content_key(), "target": sample.target}
+
+
 def ranking_results(samples: Sequence[Sample], scores: Sequence[Sequence[float]]) -> tuple[dict, list[dict]]:
     """Metrics and per-sample rows from candidate scores (one list per sample, in prompt order)."""
     ranks, rows = [], []
@@ -57,7 +63,7 @@ def ranking_results(samples: Sequence[Sample], scores: Sequence[Sequence[float]]
         rank = rank_of_target(sc, s.candidates.index(s.target))
         ranks.append(rank)
         order = sorted(range(len(sc)), key=lambda i: (-sc[i], i))
-        rows.append({"key": s.key, "sample": s.content_key(), "target": s.target, "rank": rank, "valid": True,
+        rows.append({**row_head(s), "rank": rank, "valid": True,
                      "ranked": [[s.candidates[i], round(float(sc[i]), 6)] for i in order]})
     return ranking_metrics(ranks), rows
 
@@ -159,8 +165,7 @@ def readout_rows(scorer: LMScorer, samples: Sequence[Sample], weights: Sequence[
     for w in weights:
         scores = prompt if w == 0 else history if w == 1 else mix_readouts(prompt, history, w)
         ranks.append([row["rank"] for row in ranking_results(samples, scores)[1]])
-    rows = [{"key": s.key, "sample": s.content_key(), "target": s.target, "rank": r[0], "ranks": list(r), "valid": True}
-            for s, r in zip(samples, zip(*ranks))]
+    rows = [{**row_head(s), "rank": r[0], "ranks": list(r), "valid": True} for s, r in zip(samples, zip(*ranks))]
     return ranking_metrics([r["rank"] for r in rows]), rows
 
 
@@ -216,8 +221,8 @@ def evaluate_generation(model, codec, samples: Sequence[Sample], domain: str, ba
                 text = codec.decode(ids)
                 answer = generated_answer(codec, ids, text, s.candidates)
                 answers.append(answer)
-                rows.append({"key": s.key, "sample": s.content_key(), "target": s.target, "generated": text,
-                             "answer": answer, "valid": answer is not None, "hit": answer == s.target})
+                rows.append({**row_head(s), "generated": text, "answer": answer, "valid": answer is not None,
+                             "hit": answer == s.target})
     return generation_metrics(answers, [s.target for s in samples]), rows
 
 

@@ -169,6 +169,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, run: TrainingRun, model, codec, items: Sequence[str], recipe: Recipe):
         self.cfg, self.run, self.recipe, self.items = cfg, run, recipe, items
+        self.kill_at = int(os.environ.get(KILL_AT_STEP) or 0)   # 0: never
         self.acc = acc = run.acc
         self.rank, self.world = acc.process_index, acc.num_processes
         self.micro_per_epoch = math.ceil(len(run.train) / (cfg.batch_size * self.world))
@@ -311,7 +312,7 @@ class Trainer:
             self.validate(epoch)
         if cfg.save_every and state.opt_step % cfg.save_every == 0:
             self.save_checkpoint(state.epoch, micro + 1)
-        if os.environ.get(KILL_AT_STEP) == str(state.opt_step):   # tests of resume: a crash at a chosen step
+        if state.opt_step == self.kill_at:   # tests of resume: a crash at a chosen step
             os.kill(os.getpid(), signal.SIGKILL)
 
     def validate(self, epoch: float) -> None:
