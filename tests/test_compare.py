@@ -1,14 +1,22 @@
 """`compare` pairs evaluations by what each sample asks, never by row number, and refuses what does not pair."""
 
 import json
+import math
 import random
 
 import pytest
 
 from sdporec.cli import main
-from sdporec.data.samples import Sample
+from sdporec.config import ConfigError
+from sdporec.data.samples import DataError, Sample
 from sdporec.evaluation.baselines import popularity_scorer
-from sdporec.evaluation.compare import CompareConfig, run_compare
+from sdporec.evaluation.compare import (
+    CompareConfig,
+    format_comparison,
+    read_predictions,
+    require_same_samples,
+    run_compare,
+)
 from sdporec.evaluation.evaluate import evaluate_ranking, write_results
 
 TITLES = [f"Item {i}" for i in range(30)]
@@ -89,3 +97,168 @@ def test_the_content_key_changes_with_every_field(field):
                "target": Sample(s.history, s.candidates, "Item 4")}[field]
     assert changed.content_key() != s.content_key()
     assert Sample(list(s.history), list(s.candidates), s.target, key="other:7").content_key() == s.content_key()
+
+
+def write_rows(path, rows, blank_after: int | None = None):
+    """A predictions.jsonl written by hand: `rows` of (sample, rank) or (sample, hit, valid)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, r in enumerate(rows):
+        row = {"key": f"eval:{i}", "sample": r[0], "target": f"T{r[0]}"}
+        row.update({"rank": r[1]} if len(r) == 2 else {"hit": r[1], "valid": r[2]})
+        lines.append(json.dumps(row) + "\n")
+        if blank_after == i:
+            lines.append("\n")
+    path.write_text("".join(lines))
+    return path
+
+
+@pytest.mark.parametrize("cfg,message", [
+    (dict(predictions=["a"]), "setting 'predictions': give at least two predictions.jsonl files"),
+    (dict(predictions=["a", "b"], names=["x"]), "setting 'names': one name per file"),
+    (dict(predictions=["a", "b"], names=["x", "x"]), "setting 'names': names must differ"),
+    (dict(predictions=["a", "b"], resamples=99), "setting 'resamples': must be at least 100"),
+])
+def test_settings_refused_with_their_message(cfg, message):
+    with pytest.raises(ConfigError) as e:
+        CompareConfig(**cfg).validate()
+    assert str(e.value) == message
+
+
+def test_settings_at_their_limits_are_accepted():
+    CompareConfig(predictions=["a", "b"], resamples=100).validate()
+    CompareConfig(predictions=["a", "b", "c"], names=["x", "y", "z"]).validate()
+
+
+def test_a_comparison_by_hand(tmp_path, capsys):
+    # a: ranks 0, 0, 1, 4; b: ranks 1, 0, 0, 9 (0-based). Means by hand from the metric definitions.
+    a = write_rows(tmp_path / "alpha" / "predictions.jsonl", [("s1", 0), ("s2", 0), ("s3", 1), ("s4", 4)],
+                   blank_after=1)
+    b = write_rows(tmp_path / "beta" / "predictions.jsonl", [("s4", 9), ("s3", 0), ("s2", 0), ("s1", 1)])
+    out = tmp_path / "cmp.json"
+    got = run_compare(CompareConfig(predictions=[str(a.parent), str(b)], resamples=100, seed=3, out=str(out)))
+    assert got["n"] == 4 and got["resamples"] == 100 and got["seed"] == 3
+    assert list(got["metrics"]) == ["alpha", "beta"]   # each file's folder name
+    ma, mb = got["metrics"]["alpha"], got["metrics"]["beta"]
+    assert ma["hr@1"] == 0.5 and mb["hr@1"] == 0.5
+    assert ma["hr@5"] == 1.0 and mb["hr@5"] == 0.75
+    assert ma["mrr"] == pytest.approx((1 + 1 + 1 / 2 + 1 / 5) / 4) and mb["mrr"] == pytest.approx((1 / 2 + 1 + 1 + 1 / 10) / 4)
+    assert ma["ndcg@5"] == pytest.approx((1 + 1 + 1 / math.log2(3) + 1 / math.log2(6)) / 4)
+    assert mb["ndcg@10"] == pytest.approx((1 / math.log2(3) + 1 + 1 + 1 / math.log2(11)) / 4)
+    diffs = {d["metric"]: d for d in got["differences"]}
+    assert list(diffs) == ["hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr"]
+    assert all((d["a"], d["b"]) == ("alpha", "beta") for d in diffs.values())
+    assert diffs["hr@5"]["difference"] == 0.25 and diffs["hr@1"]["difference"] == 0.0
+    assert json.loads(out.read_text()) == got
+    assert capsys.readouterr().out.strip() == format_comparison(got)
+
+
+def test_verdicts_follow_the_interval(tmp_path):
+    # Every sample: a hits, b misses -> the interval is [1, 1]; the same files swapped -> [-1, -1]; equal -> [0, 0].
+    hit = write_rows(tmp_path / "hit.jsonl", [(f"s{i}", 0) for i in range(6)])
+    miss = write_rows(tmp_path / "miss.jsonl", [(f"s{i}", 7) for i in range(6)])
+    verdicts = {}
+    for names, files in ((("h", "m"), (hit, miss)), (("m", "h"), (miss, hit)), (("h", "h2"), (hit, hit))):
+        got = run_compare(CompareConfig(predictions=[str(f) for f in files], names=list(names), resamples=100))
+        d = next(d for d in got["differences"] if d["metric"] == "hr@1")
+        verdicts[names] = (d["difference"], d["low"], d["high"], d["a_is"])
+    assert verdicts[("h", "m")] == (1.0, 1.0, 1.0, "better")
+    assert verdicts[("m", "h")] == (-1.0, -1.0, -1.0, "worse")
+    assert verdicts[("h", "h2")] == (0.0, 0.0, 0.0, "not distinguishable")
+
+
+def test_three_files_compare_every_pair_in_order(tmp_path):
+    files = [write_rows(tmp_path / f"{n}.jsonl", [("s1", r), ("s2", 0)]) for n, r in (("x", 0), ("y", 1), ("z", 2))]
+    got = run_compare(CompareConfig(predictions=[str(f) for f in files], names=["x", "y", "z"], resamples=100))
+    pairs = [(d["a"], d["b"]) for d in got["differences"] if d["metric"] == "mrr"]
+    assert pairs == [("x", "y"), ("x", "z"), ("y", "z")]
+
+
+def test_files_in_folders_of_one_name_are_named_by_path(tmp_path):
+    a = write_rows(tmp_path / "one" / "eval" / "predictions.jsonl", [("s1", 0)])
+    b = write_rows(tmp_path / "two" / "eval" / "predictions.jsonl", [("s1", 1)])
+    got = run_compare(CompareConfig(predictions=[str(a), str(b)], resamples=100))
+    assert list(got["metrics"]) == [str(a), str(b)]
+
+
+def test_generation_files_compare_hits_and_valid_answers(tmp_path):
+    a = write_rows(tmp_path / "a.jsonl", [("s1", True, True), ("s2", False, True), ("s3", False, False)])
+    b = write_rows(tmp_path / "b.jsonl", [("s1", False, False), ("s2", False, True), ("s3", True, True)])
+    got = run_compare(CompareConfig(predictions=[str(a), str(b)], names=["a", "b"], resamples=100))
+    assert got["metrics"] == {"a": {"hr@1": 1 / 3, "valid_ratio": 2 / 3}, "b": {"hr@1": 1 / 3, "valid_ratio": 2 / 3}}
+
+
+def test_ranking_and_generation_files_compare_on_hr1(tmp_path):
+    a = write_rows(tmp_path / "a.jsonl", [("s1", 0), ("s2", 3)])
+    b = write_rows(tmp_path / "b.jsonl", [("s1", False, True), ("s2", False, False)])
+    got = run_compare(CompareConfig(predictions=[str(a), str(b)], names=["rank", "gen"], resamples=100))
+    assert got["metrics"] == {"rank": {"hr@1": 0.5}, "gen": {"hr@1": 0.0}}
+    assert [(d["metric"], d["difference"]) for d in got["differences"]] == [("hr@1", 0.5)]
+
+
+def test_old_and_new_files_do_not_mix(tmp_path):
+    a = write_rows(tmp_path / "a.jsonl", [("s1", 0)])
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps({"key": "eval:0", "rank": 0}) + "\n")
+    with pytest.raises(ConfigError) as e:
+        run_compare(CompareConfig(predictions=[str(a), str(old)], resamples=100))
+    assert str(e.value).startswith("setting 'predictions': some files key samples by content and some by row number")
+    # Two old files pair by row key, as they always did.
+    got = run_compare(CompareConfig(predictions=[str(old), str(old)], names=["p", "q"], resamples=100))
+    assert got["n"] == 1 and got["metrics"]["p"]["hr@1"] == 1.0
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"key": "eval:0", "sample": "s", "rank": 0}\n\n{"key": \n',
+     "row line 3: not valid JSON (Expecting value: line 1 column 9 (char 8))"),
+    ('[1, 2]\n', "row line 1, field 'key': not a row of sdporec's predictions.jsonl (key and rank, or key and hit)"),
+    ('{"sample": "s", "rank": 0}\n', "row line 1, field 'key': not a row of sdporec's predictions.jsonl"),
+    ('{"key": "eval:0", "sample": "s"}\n', "row line 1, field 'key': not a row of sdporec's predictions.jsonl"),
+    ('\n  \n', "holds no predictions"),
+    ('{"key": "eval:0", "rank": 0}\n{"key": "eval:0", "rank": 1}\n',
+     "row line 2, field 'key': sample 'eval:0' repeats line 1: a predictions file holds each sample once"),
+])
+def test_unreadable_rows_are_named(tmp_path, text, message):
+    path = tmp_path / "p.jsonl"
+    path.write_text(text)
+    with pytest.raises(DataError) as e:
+        read_predictions(str(path))
+    assert str(e.value).startswith(f"file {path}, {message}" if message.startswith("row") else f"file {path}: {message}")
+
+
+def test_a_folder_reads_its_predictions_file(tmp_path):
+    write_rows(tmp_path / "predictions.jsonl", [("s1", True, False), ("s2", False, False)])
+    file, rows = read_predictions(str(tmp_path))
+    assert file == str(tmp_path / "predictions.jsonl") and list(rows) == ["s1", "s2"] and rows["s1"]["hit"] is True
+
+
+def test_different_samples_message_in_full(tmp_path):
+    a = write_rows(tmp_path / "a.jsonl", [("s1", 0), ("s2", 0), ("s3", 0)])
+    b = write_rows(tmp_path / "b.jsonl", [("s2", 0), ("s3", 0), ("s4", 0), ("s5", 0)])
+    with pytest.raises(DataError) as e:
+        require_same_samples(read_predictions(str(a)), read_predictions(str(b)))
+    assert str(e.value) == (f"file {b}, field 'sample': 1 of 3 samples of {a} are not in it and 2 of its 4 not in "
+                            f"{a}, e.g. {a}'s eval:0 (target 'Ts1'): compare evaluations of the same samples")
+    with pytest.raises(DataError) as e:   # only the second file has extra samples: the example comes from it
+        require_same_samples(read_predictions(str(a)), read_predictions(str(write_rows(
+            tmp_path / "c.jsonl", [("s1", 0), ("s2", 0), ("s3", 0), ("s9", 0)]))))
+    assert "0 of 3 samples" in str(e.value) and "1 of its 4" in str(e.value) and "c.jsonl's eval:3 (target 'Ts9')" in str(e.value)
+
+
+def test_the_printed_table_by_hand():
+    result = {"n": 4, "resamples": 100, "metrics": {"sft": {"hr@1": 0.5, "mrr": 0.625}, "s-dpo": {"hr@1": 0.75, "mrr": 0.8}},
+              "differences": [{"a": "sft", "b": "s-dpo", "metric": "hr@1", "difference": -0.25, "low": -0.5,
+                               "high": 0.0, "a_is": "not distinguishable"},
+                              {"a": "sft", "b": "s-dpo", "metric": "mrr", "difference": -0.175, "low": -0.3,
+                               "high": -0.05, "a_is": "worse"}]}
+    assert format_comparison(result).splitlines() == [
+        "4 samples, paired bootstrap (100 resamples), 95% intervals",
+        "",
+        "                    hr@1       mrr",
+        "sft               0.5000    0.6250",
+        "s-dpo             0.7500    0.8000",
+        "",
+        "a - b        metric      difference  95% interval          a is",
+        "sft - s-dpo  hr@1           -0.2500  [-0.5000, +0.0000]    not distinguishable",
+        "sft - s-dpo  mrr            -0.1750  [-0.3000, -0.0500]    worse",
+    ]

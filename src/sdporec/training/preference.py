@@ -268,9 +268,11 @@ def run_preference(cfg: PreferenceConfig) -> dict:
     """Set-up (data, policy and reference), then the trainer with the preference recipe."""
     default_readouts(cfg, learns_history(cfg))
     run = start_run(cfg, load_codec_of(cfg.model, cfg.chat_template), cfg.model, cfg.negatives)
-    policy, codec, base_dir = preference_policy(cfg, run)
+    with run.setting_up(cfg):
+        policy, codec, base_dir = preference_policy(cfg, run)
+        recipe = PreferenceRecipe(cfg, run, policy, codec, base_dir)
+        trainer = Trainer(cfg, run, policy.model, codec, catalogue(run.train), recipe)
     if run.main:
         print(f"{cfg.loss}: {len(run.train)} training samples, K={cfg.negatives}, beta={cfg.beta}, from {cfg.model}, "
               f"reference {cfg.reference_pass}; {run.acc.num_processes} process(es) on {run.acc.device}")
-    recipe = PreferenceRecipe(cfg, run, policy, codec, base_dir)
-    return Trainer(cfg, run, policy.model, codec, catalogue(run.train), recipe).fit()
+    return trainer.fit()

@@ -203,12 +203,14 @@ def run_sft(cfg: SFTConfig) -> dict:
         except ValueError as e:
             raise ConfigError(f"setting 'history_in': {e}") from None
     run = start_run(cfg, codec, cfg.model)   # checks the data, then writes the run directory
-    model, codec, base_dir = sft_model(cfg, run, codec, extra)
+    with run.setting_up(cfg):
+        model, codec, base_dir = sft_model(cfg, run, codec, extra)
+        recipe = SFTRecipe(cfg, codec, run.out / "model", base_dir)
+        trainer = Trainer(cfg, run, model, codec, catalogue(run.train), recipe)
     if run.main:
         n_params = sum(p.numel() for p in model.parameters())
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"sft: {len(run.train)} training samples, {len(run.valid)} validation; {n_params:,} parameters "
               f"({n_train:,} trained); codec {codec.kind}{' (chat template)' if codec.chat else ''}; "
               f"{run.acc.num_processes} process(es) on {run.acc.device}, mixed precision {cfg.mixed_precision}")
-    recipe = SFTRecipe(cfg, codec, run.out / "model", base_dir)
-    return Trainer(cfg, run, model, codec, catalogue(run.train), recipe).fit()
+    return trainer.fit()

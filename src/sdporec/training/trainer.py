@@ -24,6 +24,7 @@ import shutil
 import signal
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -72,10 +73,28 @@ class TrainingRun:
     train: list[Sample]
     valid: list[Sample]
     acc: object  # accelerate.Accelerator
+    kept: frozenset[str] = frozenset()   # run outputs already there (a run being resumed): never removed here
+    created: bool = False                # whether this run created `out`
 
     @property
     def main(self) -> bool:
         return self.acc.is_main_process
+
+    @contextmanager
+    def setting_up(self, cfg: TrainConfig):
+        """Model loading and the trainer's set-up; if they fail, what this run wrote so far is removed (what
+        was there before stays), so a failed start leaves nothing a later run would take for its own. Once
+        set up, the resolved config is saved."""
+        try:
+            yield
+        except BaseException:
+            if self.main:
+                clear_outputs(str(self.out), tuple(name for name in RUN_OUTPUTS if name not in self.kept))
+                if self.created and not any(self.out.iterdir()):
+                    self.out.rmdir()
+            raise
+        if self.main:
+            save_config(cfg, self.out)
 
 
 # Debug setting (environment): the process SIGKILLs itself after this optimizer step, as a crash would.
@@ -84,7 +103,8 @@ KILL_AT_STEP = "SDPOREC_DEBUG_KILL_AT_STEP"
 
 def start_run(cfg: TrainConfig, codec=None, model: str = "", negatives: int = 0) -> TrainingRun:
     """Read and check the splits, then create the accelerator and the run directory (an earlier run's
-    outputs removed, with --overwrite) and save the resolved config: bad data writes nothing. Checked:
+    outputs removed, with --overwrite): bad data writes nothing. The config is saved once the model is set
+    up (`TrainingRun.setting_up`). Checked:
     lists can be re-drawn, `codec` (of the checkpoint `model` training starts from) knows every title, and
     every sample has `negatives` non-target candidates."""
     train = read_samples(cfg.train, "train")
@@ -99,13 +119,15 @@ def start_run(cfg: TrainConfig, codec=None, model: str = "", negatives: int = 0)
         torch.set_num_threads(cfg.threads)
     acc = make_accelerator(cfg.device, cfg.mixed_precision, cfg.grad_accum)
     set_seed(cfg.seed)   # model creation and LoRA initialisation draw from these generators
+    out = Path(cfg.out)
+    created = not out.exists()
     if acc.is_main_process:
         if cfg.overwrite:
             clear_outputs(cfg.out, RUN_OUTPUTS)
-        Path(cfg.out).mkdir(parents=True, exist_ok=True)
-        save_config(cfg, Path(cfg.out))
+        out.mkdir(parents=True, exist_ok=True)
     acc.wait_for_everyone()
-    return TrainingRun(Path(cfg.out), train, valid, acc)
+    kept = frozenset(name for name in RUN_OUTPUTS if (out / name).exists())
+    return TrainingRun(out, train, valid, acc, kept, created)
 
 
 @dataclass
