@@ -142,7 +142,8 @@ def test_a_comparison_by_hand(tmp_path, capsys):
     ma, mb = got["metrics"]["alpha"], got["metrics"]["beta"]
     assert ma["hr@1"] == 0.5 and mb["hr@1"] == 0.5
     assert ma["hr@5"] == 1.0 and mb["hr@5"] == 0.75
-    assert ma["mrr"] == pytest.approx((1 + 1 + 1 / 2 + 1 / 5) / 4) and mb["mrr"] == pytest.approx((1 / 2 + 1 + 1 + 1 / 10) / 4)
+    assert ma["mrr"] == pytest.approx((1 + 1 + 1 / 2 + 1 / 5) / 4)
+    assert mb["mrr"] == pytest.approx((1 / 2 + 1 + 1 + 1 / 10) / 4)
     assert ma["ndcg@5"] == pytest.approx((1 + 1 + 1 / math.log2(3) + 1 / math.log2(6)) / 4)
     assert mb["ndcg@10"] == pytest.approx((1 / math.log2(3) + 1 + 1 + 1 / math.log2(11)) / 4)
     diffs = {d["metric"]: d for d in got["differences"]}
@@ -223,7 +224,8 @@ def test_unreadable_rows_are_named(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(DataError) as e:
         read_predictions(str(path))
-    assert str(e.value).startswith(f"file {path}, {message}" if message.startswith("row") else f"file {path}: {message}")
+    where = f"file {path}, " if message.startswith("row") else f"file {path}: "
+    assert str(e.value).startswith(where + message)
 
 
 def test_a_folder_reads_its_predictions_file(tmp_path):
@@ -242,11 +244,13 @@ def test_different_samples_message_in_full(tmp_path):
     with pytest.raises(DataError) as e:   # only the second file has extra samples: the example comes from it
         require_same_samples(read_predictions(str(a)), read_predictions(str(write_rows(
             tmp_path / "c.jsonl", [("s1", 0), ("s2", 0), ("s3", 0), ("s9", 0)]))))
-    assert "0 of 3 samples" in str(e.value) and "1 of its 4" in str(e.value) and "c.jsonl's eval:3 (target 'Ts9')" in str(e.value)
+    message = str(e.value)
+    assert "0 of 3 samples" in message and "1 of its 4" in message and "c.jsonl's eval:3 (target 'Ts9')" in message
 
 
 def test_the_printed_table_by_hand():
-    result = {"n": 4, "resamples": 100, "metrics": {"sft": {"hr@1": 0.5, "mrr": 0.625}, "s-dpo": {"hr@1": 0.75, "mrr": 0.8}},
+    metrics = {"sft": {"hr@1": 0.5, "mrr": 0.625}, "s-dpo": {"hr@1": 0.75, "mrr": 0.8}}
+    result = {"n": 4, "resamples": 100, "metrics": metrics,
               "differences": [{"a": "sft", "b": "s-dpo", "metric": "hr@1", "difference": -0.25, "low": -0.5,
                                "high": 0.0, "a_is": "not distinguishable"},
                               {"a": "sft", "b": "s-dpo", "metric": "mrr", "difference": -0.175, "low": -0.3,
