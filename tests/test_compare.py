@@ -18,6 +18,7 @@ from sdporec.evaluation.compare import (
     run_compare,
 )
 from sdporec.evaluation.evaluate import evaluate_ranking, write_results
+from sdporec.evaluation.metrics import paired_bootstrap
 
 TITLES = [f"Item {i}" for i in range(30)]
 
@@ -150,7 +151,7 @@ def test_a_comparison_by_hand(tmp_path, capsys):
     assert list(diffs) == ["hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr"]
     assert all((d["a"], d["b"]) == ("alpha", "beta") for d in diffs.values())
     assert diffs["hr@5"]["difference"] == 0.25 and diffs["hr@1"]["difference"] == 0.0
-    assert json.loads(out.read_text()) == got
+    assert out.read_text() == json.dumps(got, indent=2) + "\n"   # indented, as the docs show it
     assert capsys.readouterr().out.strip() == format_comparison(got)
 
 
@@ -203,7 +204,8 @@ def test_old_and_new_files_do_not_mix(tmp_path):
     old.write_text(json.dumps({"key": "eval:0", "rank": 0}) + "\n")
     with pytest.raises(ConfigError) as e:
         run_compare(CompareConfig(predictions=[str(a), str(old)], resamples=100))
-    assert str(e.value).startswith("setting 'predictions': some files key samples by content and some by row number")
+    assert str(e.value) == ("setting 'predictions': some files key samples by content and some by row number "
+                            "(written by an older sdporec): evaluate them again with this version")
     # Two old files pair by row key, as they always did.
     got = run_compare(CompareConfig(predictions=[str(old), str(old)], names=["p", "q"], resamples=100))
     assert got["n"] == 1 and got["metrics"]["p"]["hr@1"] == 1.0
@@ -266,3 +268,18 @@ def test_the_printed_table_by_hand():
         "sft - s-dpo  hr@1           -0.2500  [-0.5000, +0.0000]    not distinguishable",
         "sft - s-dpo  mrr            -0.1750  [-0.3000, -0.0500]    worse",
     ]
+
+
+def test_the_bootstrap_uses_the_given_seed_and_resamples(tmp_path):
+    ranks_a, ranks_b = [0, 3, 1, 0, 7, 2, 0, 5], [1, 0, 0, 4, 2, 9, 3, 0]
+    a = write_rows(tmp_path / "a.jsonl", [(f"s{i}", r) for i, r in enumerate(ranks_a)])
+    b = write_rows(tmp_path / "b.jsonl", [(f"s{i}", r) for i, r in enumerate(ranks_b)])
+    mrr = [[1 / (r + 1) for r in ranks] for ranks in (ranks_a, ranks_b)]
+    runs = {}
+    for seed, resamples in ((0, 100), (5, 100), (5, 300)):
+        got = run_compare(CompareConfig(predictions=[str(a), str(b)], names=["a", "b"], resamples=resamples,
+                                        seed=seed))
+        d = next(d for d in got["differences"] if d["metric"] == "mrr")
+        runs[seed, resamples] = (d["difference"], d["low"], d["high"])
+        assert runs[seed, resamples] == pytest.approx(paired_bootstrap(*mrr, resamples, seed))
+    assert len(set(runs.values())) == 3   # each seed and each number of resamples draws its own interval

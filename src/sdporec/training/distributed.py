@@ -25,6 +25,16 @@ from sdporec.config import ConfigError
 T = TypeVar("T")
 
 
+def sharded_launch() -> str | None:
+    """"FSDP" or "DeepSpeed" where `accelerate launch` was given such a config (read from the environment it
+    sets, by accelerate's own parser), else None."""
+    from accelerate.utils import parse_flag_from_env
+
+    if parse_flag_from_env("ACCELERATE_USE_FSDP"):
+        return "FSDP"
+    return "DeepSpeed" if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED") else None
+
+
 def make_accelerator(device: str, mixed_precision: str, grad_accum: int = 1):
     """An Accelerator for a training run, accumulating gradients over `grad_accum` micro-batches. `device`
     is auto, cpu, cuda or cuda:N (one process)."""
@@ -34,6 +44,12 @@ def make_accelerator(device: str, mixed_precision: str, grad_accum: int = 1):
     cuda = torch.cuda.is_available()
     if device.startswith("cuda") and not cuda:
         raise ConfigError(f"setting 'device': {device} asked for, but CUDA is not available here")
+    sharded = sharded_launch()
+    if sharded and (device == "cpu" or not cuda):
+        # On CPU accelerate would quietly run plain data parallelism instead (measured with FSDP).
+        where = "--device cpu was given" if cuda else "no CUDA GPU is available here"
+        raise ConfigError(f"setting 'device': the accelerate config asks for {sharded}, which shards the model over "
+                          f"CUDA GPUs, but {where}; on CPU launch with a DDP config or none")
     if device.startswith("cuda:"):
         torch.cuda.set_device(int(device.split(":")[1]))
     # The accelerator state is process-wide; a second run in the same process (tests, the pipeline) may
@@ -45,6 +61,14 @@ def make_accelerator(device: str, mixed_precision: str, grad_accum: int = 1):
         mixed_precision=None if mixed_precision == "no" else mixed_precision,
         gradient_accumulation_steps=grad_accum,
     )
+
+
+def deepspeed_settings(batch_size: int, grad_accum: int, max_grad_norm: float) -> dict:
+    """What sdporec writes into DeepSpeed's config: DeepSpeed wants its micro-batch size up front (no
+    DataLoader is prepared that it could read it from), counts accumulation itself and clips itself
+    (accelerate's clipping is a no-op under it)."""
+    return {"train_micro_batch_size_per_gpu": batch_size, "gradient_accumulation_steps": grad_accum,
+            "gradient_clipping": max_grad_norm}
 
 
 def set_seed(seed: int) -> None:

@@ -39,7 +39,13 @@ from sdporec.data.codec import require_known_titles
 from sdporec.data.samples import DataError, Sample, atomic_write_text, read_samples
 from sdporec.evaluation.evaluate import LMScorer, evaluate_sharded, readout_metrics, readout_rows
 from sdporec.evaluation.metrics import NonFiniteError
-from sdporec.training.distributed import global_micro_batch, make_accelerator, micro_batch, set_seed
+from sdporec.training.distributed import (
+    deepspeed_settings,
+    global_micro_batch,
+    make_accelerator,
+    micro_batch,
+    set_seed,
+)
 from sdporec.training.losses import window_share
 from sdporec.training.runlog import RunLog, peak_memory_gib
 from sdporec.training.train_config import RESUMABLE, RUN_OUTPUTS, TrainConfig
@@ -201,10 +207,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, warmup_cosine(int(cfg.warmup_ratio * total_steps), total_steps))
         if acc.state.deepspeed_plugin is not None:
-            # DeepSpeed wants its micro-batch size up front; we feed no DataLoader it could read it from.
-            ds = acc.state.deepspeed_plugin.deepspeed_config
-            ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"] = cfg.batch_size, cfg.grad_accum
-            ds["gradient_clipping"] = cfg.max_grad_norm   # DeepSpeed clips itself; accelerate's clipping is a no-op
+            acc.state.deepspeed_plugin.deepspeed_config.update(
+                deepspeed_settings(cfg.batch_size, cfg.grad_accum, cfg.max_grad_norm))
         # The scheduler is registered, not prepared: a prepared one steps once per process per call.
         self.model, self.optimizer = acc.prepare(model, optimizer)
         # After prepare: FSDP replaces the parameters with sharded ones; these are what clipping must see.
