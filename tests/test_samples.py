@@ -1,8 +1,19 @@
+import hashlib
 import json
 
 import pytest
 
-from sdporec.data.samples import DataError, Sample, atomic_write_text, read_samples, split_history, write_samples
+from sdporec.data.samples import (
+    DataError,
+    Sample,
+    atomic_write_text,
+    read_json_object,
+    read_samples,
+    read_text,
+    split_history,
+    validate_samples,
+    write_samples,
+)
 
 GOOD = {"historyList": ["A", "B", "C"], "itemList": ["D", "E", "F"], "trueSelection": "E"}
 
@@ -107,3 +118,154 @@ def test_titles_with_unicode_line_marks_round_trip(tmp_path):
     write_samples(tmp_path / "s.jsonl", [s, s])
     assert read_samples(tmp_path / "s.jsonl") == [s, s]
     assert text_lines("a\r\nb\x85c\n\nd") == ["a", "b\x85c", "", "d"]
+
+
+@pytest.mark.parametrize("row, field, message", [
+    ({k: v for k, v in GOOD.items() if k != "itemList"}, "itemList", "missing field"),
+    ({**GOOD, "itemList": "D::E"}, "itemList", "expected a list of titles, got str"),
+    ({**GOOD, "historyList": 5}, "historyList", "expected a list or a '::'-joined string, got int"),
+    ({**GOOD, "trueSelection": 3}, "trueSelection", "expected a title string, got int"),
+    ({**GOOD, "itemList": ["D", 4, "E"]}, "itemList", "item 1 is int, expected a title string"),
+    ({**GOOD, "historyList": ["A", " "]}, "historyList", "item 1 is an empty title"),
+    ({**GOOD, "trueSelection": ""}, "trueSelection", "item 0 is an empty title"),
+    ({**GOOD, "historyList": ["A", "B::C"]}, "historyList", "title 'B::C' contains '::'"),
+    ({**GOOD, "historyList": []}, "historyList", "empty history"),
+    ({**GOOD, "itemList": ["E"], "trueSelection": "E"}, "itemList", "needs at least 2 candidates, got 1"),
+    ({**GOOD, "itemList": ["D", "E", "F", "E"]}, "itemList", "duplicate candidate 'E'"),
+    ({**GOOD, "trueSelection": "Z"}, "trueSelection", "target 'Z' is not among the candidates"),
+    ({**GOOD, "user": 2.5}, "user", "expected a string or integer, got float"),
+])
+def test_bad_rows_in_full(tmp_path, row, field, message):
+    p = write(tmp_path, [GOOD, GOOD, row])
+    with pytest.raises(DataError) as e:
+        read_samples(p)
+    assert str(e.value) == f"file {p}, row 2, field '{field}': {message}"
+    assert (e.value.path, e.value.row, e.value.field, e.value.problem) == (str(p), "2", field, message)
+
+
+def test_a_row_that_is_not_an_object(tmp_path):
+    p = write(tmp_path, [GOOD, "text"])
+    with pytest.raises(DataError) as e:
+        read_samples(p)
+    assert str(e.value) == f"file {p}, row 1: expected a JSON object, got str"
+
+
+def test_two_candidates_and_a_user_number_are_fine(tmp_path):
+    p = write(tmp_path, [{**GOOD, "itemList": ["D", "E"], "user": 7}])
+    (s,) = read_samples(p, "valid")
+    assert s.candidates == ["D", "E"] and s.user == "7" and s.key == "valid:0" and s.row == "0"
+
+
+def test_whole_file_errors_in_full(tmp_path):
+    cases = {"   \n": "the file is empty", "42": "not a JSON array nor JSON Lines of objects",
+             "[1, 2": "not valid JSON (Expecting ',' delimiter: line 1 column 6 (char 5))"}
+    for text, message in cases.items():
+        p = write(tmp_path, text)
+        with pytest.raises(DataError) as e:
+            read_samples(p)
+        assert str(e.value) == f"file {p}: {message}"
+    p = write(tmp_path, json.dumps(GOOD) + "\n\n{oops\n", "e.jsonl")
+    with pytest.raises(DataError) as e:
+        read_samples(p)
+    assert str(e.value) == (f"file {p}, row line 3: not valid JSON (Expecting property name enclosed in double "
+                            "quotes: line 1 column 2 (char 1))")
+    with pytest.raises(DataError) as e:
+        read_samples(tmp_path)
+    assert str(e.value) == f"file {tmp_path}: no such file"
+
+
+def test_jsonl_rows_are_named_by_line_and_keyed_by_position(tmp_path):
+    p = write(tmp_path, "\n" + json.dumps(GOOD) + "\n\n" + json.dumps({**GOOD, "user": "u"}) + "\n", "x.jsonl")
+    s = read_samples(p)
+    assert [x.row for x in s] == ["line 2", "line 4"] and [x.key for x in s] == ["x:0", "x:1"]
+
+
+def test_read_text_encodings_and_their_errors(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_bytes("\ufeffh\u00e9".encode("utf-8"))
+    assert read_text(p) == "h\u00e9"
+    p.write_bytes("h\u00e9".encode("utf-16-be").join([b"\xfe\xff", b""]))
+    assert read_text(p) == "h\u00e9"
+    p.write_bytes("ok".encode("utf-16-le").join([b"\xff\xfe", b""]))
+    assert read_text(p) == "ok"
+    p.write_bytes(b"\xff\xfea")   # a UTF-16 mark, then an odd byte
+    with pytest.raises(DataError) as e:
+        read_text(p)
+    assert str(e.value) == f"file {p}: starts like UTF-16 text but byte 2 is not"
+    p.write_bytes(b"ab\ncd\nef\xe9gh")
+    with pytest.raises(DataError) as e:
+        read_text(p)
+    assert str(e.value) == f"file {p}, row line 3: not UTF-8 text (byte 0xe9 at column 3); save the file as UTF-8"
+    p.write_bytes(b"\xe9")
+    with pytest.raises(DataError) as e:
+        read_text(p)
+    assert str(e.value) == f"file {p}, row line 1: not UTF-8 text (byte 0xe9 at column 1); save the file as UTF-8"
+    p.write_bytes(b"a\nb\nc\x00d")
+    with pytest.raises(DataError) as e:
+        read_text(p)
+    assert str(e.value) == f"file {p}, row line 3: holds a NUL character: a binary file, not text"
+    for path, message in ((tmp_path, "is a directory, not a file"), (tmp_path / "none", "no such file")):
+        with pytest.raises(DataError) as e:
+            read_text(path)
+        assert str(e.value) == f"file {path}: {message}"
+
+
+def test_read_json_object_and_its_errors(tmp_path):
+    p = tmp_path / "o.json"
+    p.write_text('{"a": 1}')
+    assert read_json_object(p) == {"a": 1}
+    for text, message in (("[1]", "expected a JSON object"), ("{", "not valid JSON (Expecting property name "
+                                                               "enclosed in double quotes: line 1 column 2 (char 1))")):
+        p.write_text(text)
+        for context, tail in (("", ""), ("the checkpoint is damaged", "; the checkpoint is damaged")):
+            with pytest.raises(DataError) as e:
+                read_json_object(p, context)
+            assert str(e.value) == f"file {p}: {message}{tail}"
+
+
+def test_content_key_is_stable_across_versions():
+    # Files written by earlier versions pair with new ones only if the key never changes: a fixed value.
+    s = Sample(["Bj\u00f6rk", "A"], ["B", "C"], "C", user="u", key="x:1", row="3")
+    assert s.content_key() == "7b76bbf5e92831befece"
+    # The documented definition: sha256 of the JSON of [history, candidates, target], UTF-8, first 20 hex digits.
+    text = '[["Björk", "A"], ["B", "C"], "C"]'
+    assert s.content_key() == hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+
+
+def test_to_json_writes_the_paper_fields_and_the_user_only_when_known():
+    s = Sample(["A"], ["B", "C"], "B")
+    assert s.to_json() == {"historyList": ["A"], "itemList": ["B", "C"], "trueSelection": "B"}
+    assert Sample(["A"], ["B", "C"], "B", user="9").to_json()["user"] == "9"
+
+
+def test_written_files_get_the_permissions_open_would_give(tmp_path):
+    import os
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "sub" / "f.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "sub" / "f.txt").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "sub" / "f.txt").read_text() == "x" and os.umask(old) == old
+
+
+def test_split_history_without_known_titles_or_a_cover():
+    assert split_history("A::B", set()) == ["A", "B"]
+    assert split_history("A::B::C", {"A::B"}) == ["A", "B", "C"]      # no cover by known titles: the plain split
+    assert split_history("X:::Y", {"X:", "Y", "X"}) == ["X:", "Y"]
+    assert split_history("A", {"B"}) == ["A"]
+
+
+def test_validate_samples_names_where_and_the_index():
+    with pytest.raises(DataError) as e:
+        validate_samples([Sample(["A"], ["B", "C"], "B"), Sample(["A"], ["B", "C"], "Z")], "importer")
+    assert str(e.value) == "file importer, row 1, field 'trueSelection': target 'Z' is not among the candidates"
+    validate_samples([Sample(["A"], ["B", "C"], "B")], "importer")
+
+
+def test_text_lines_by_hand():
+    from sdporec.data.samples import text_lines
+
+    assert text_lines("") == [] and text_lines("\n") == [""] and text_lines("a") == ["a"]
+    assert text_lines("a\r\n\r\nb\r") == ["a", "", "b"] and text_lines("a\rb\n") == ["a\rb"]
