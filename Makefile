@@ -25,6 +25,7 @@ demo: install
 
 test: install
 	$(BIN)/ruff check src tests bench examples
+	$(BIN)/lint-imports   # the layers and no cycles ([tool.importlinter] in pyproject.toml)
 	$(BIN)/python -m pytest -q -rs tests   # -rs: the reason of every skip; random order (pytest-randomly)
 
 # Mutation testing of the numerical core ([tool.mutmut] in pyproject.toml); scores in docs/development.md.

@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sdporec.data.samples import DataError, read_samples  # noqa: E402
+from sdporec.data.samples import read_samples
+from sdporec.errors import DataError
 from sdporec.evaluation.compare import read_predictions  # noqa: E402
 from sdporec.evaluation.metrics import per_sample_metrics  # noqa: E402
 

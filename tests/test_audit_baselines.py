@@ -1,9 +1,9 @@
 import pytest
 
-from sdporec.data.audit import audit, candidate_checks, leak_hr1
 from sdporec.data.candidates import paper_seeded_candidates
 from sdporec.data.prepare import builtin_splits
 from sdporec.data.samples import Sample
+from sdporec.evaluation.audit import audit, candidate_checks, leak_hr1
 from sdporec.evaluation.baselines import item_count_scorer, popularity_scorer
 from sdporec.evaluation.evaluate import evaluate_ranking
 from sdporec.evaluation.sequential import SequentialConfig, train_sequential

@@ -148,7 +148,7 @@ def test_require_redrawable_and_require_negatives_name_file_row_and_field():
     import pytest
 
     from sdporec.data.candidates import require_negatives, require_redrawable
-    from sdporec.data.samples import DataError
+    from sdporec.errors import DataError
 
     train = [Sample(["a", "b"], ["c", "d", "e"], "c", row="line 1"), Sample(["e"], ["a", "b", "d"], "d", row="line 2")]
     require_redrawable("t.jsonl", train)            # 5 titles: 2 outside each list's history and target, as needed

@@ -7,7 +7,6 @@ import re
 
 import pytest
 
-from sdporec.config import ConfigError
 from sdporec.data.codec import (
     CODEC_FILE,
     ItemCodec,
@@ -15,11 +14,12 @@ from sdporec.data.codec import (
     TextCodec,
     UnknownTitle,
     build_item_codec,
-    load_codec,
     require_known_titles,
 )
 from sdporec.data.prompts import TEMPLATES, Prompt, build_prompt
-from sdporec.data.samples import DataError, Sample
+from sdporec.data.samples import Sample
+from sdporec.errors import ConfigError, DataError
+from sdporec.models.codecs import load_codec
 
 IGNORE = -100
 CHAT = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] }}{% endfor %}"

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from sdporec.cli import main
-from sdporec.config import ConfigError
-from sdporec.data.samples import DataError, Sample
+from sdporec.data.samples import Sample
+from sdporec.errors import ConfigError, DataError
 from sdporec.evaluation.baselines import popularity_scorer
 from sdporec.evaluation.compare import (
     CompareConfig,

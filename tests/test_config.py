@@ -4,8 +4,9 @@ import pytest
 import yaml
 
 from sdporec.cli import COMMANDS, build_parser
-from sdporec.config import ConfigError, resolve, save_config
+from sdporec.config import resolve, save_config
 from sdporec.data.prepare import PrepareConfig
+from sdporec.errors import ConfigError
 from sdporec.training.preference import DPOConfig, PreferenceConfig, SDPOConfig
 from sdporec.training.sft import SFTConfig
 

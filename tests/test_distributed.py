@@ -10,7 +10,8 @@ import pytest
 from conftest import write_small_splits
 
 from sdporec.cli import main
-from sdporec.training.distributed import even_shard, micro_batch, shard
+from sdporec.processes import even_shard, shard
+from sdporec.training.distributed import micro_batch
 
 COMMON = ["--threads", "1", "--device", "cpu", "--no-progress", "--log-every", "1", "--eval-samples", "16"]
 SIZE = ["--hidden", "32", "--layers", "1", "--heads", "2"]

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from sdporec.data.batching import collate, same_answer_count
-from sdporec.data.codec import ReservedTitle, UnknownTitle, load_codec
+from sdporec.data.codec import ReservedTitle, UnknownTitle
 from sdporec.data.hybrid import HybridCodec, add_item_tokens, item_token
 from sdporec.data.prompts import build_prompt
+from sdporec.models.codecs import load_codec
 from sdporec.models.families import family_config
 from sdporec.models.item_rows import add_item_rows, title_pieces
 from sdporec.models.logprobs import IGNORE, answer_logprobs_full, answer_logprobs_packed
@@ -179,8 +180,8 @@ def test_the_history_readout_with_item_tokens_equals_the_plain_whole_row_referen
 
 
 def test_item_ids_sharing_a_title_share_one_token_and_audit_counts_them(tiny_text_model):
-    from sdporec.data.audit import audit
     from sdporec.data.samples import Sample
+    from sdporec.evaluation.audit import audit
 
     d, _ = tiny_text_model
     # `prepare` names the second id of a shared title 'Title [item N]' (importers.distinct_titles).

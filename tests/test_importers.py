@@ -14,7 +14,8 @@ from sdporec.data.importers import (
     read_interaction_log,
     read_movielens_100k,
 )
-from sdporec.data.samples import DataError, read_samples
+from sdporec.data.samples import read_samples
+from sdporec.errors import DataError
 
 
 def write(path, text):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sdporec.config import ConfigError
+from sdporec.errors import ConfigError
 from sdporec.training.distributed import deepspeed_settings, make_accelerator, sharded_launch
 
 CONFIGS = Path(__file__).parent.parent / "examples" / "accelerate"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sdporec.cli import main
-from sdporec.data.samples import DataError
+from sdporec.errors import DataError
 
 
 @pytest.fixture(scope="module")

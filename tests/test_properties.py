@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from sdporec.data.candidates import draw_candidates, draw_negatives, sample_rng
 from sdporec.data.importers import read_interaction_log
 from sdporec.data.prompts import build_prompt
-from sdporec.data.samples import SEP, DataError, Sample, read_samples, write_samples
+from sdporec.data.samples import SEP, Sample, read_samples, write_samples
+from sdporec.errors import DataError
 from sdporec.evaluation.metrics import parse_generation, ranking_metrics
 from sdporec.training.losses import dpo_loss, sdpo_loss
 

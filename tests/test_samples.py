@@ -3,17 +3,9 @@ import json
 
 import pytest
 
-from sdporec.data.samples import (
-    DataError,
-    Sample,
-    atomic_write_text,
-    read_json_object,
-    read_samples,
-    read_text,
-    split_history,
-    validate_samples,
-    write_samples,
-)
+from sdporec.data.samples import Sample, read_samples, split_history, validate_samples, write_samples
+from sdporec.errors import DataError
+from sdporec.files import atomic_write_text, read_json_object, read_text
 
 GOOD = {"historyList": ["A", "B", "C"], "itemList": ["D", "E", "F"], "trueSelection": "E"}
 
@@ -103,7 +95,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         yield {"ok": 1}
         raise RuntimeError("boom")
 
-    from sdporec.data.samples import write_jsonl
+    from sdporec.files import write_jsonl
     with pytest.raises(RuntimeError):
         write_jsonl(p, rows())
     assert p.read_text() == "old\n"
@@ -112,7 +104,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
 
 def test_titles_with_unicode_line_marks_round_trip(tmp_path):
     # str.splitlines splits at U+0085 and U+2028, which JSON Lines written with ensure_ascii=False keep raw.
-    from sdporec.data.samples import text_lines
+    from sdporec.files import text_lines
 
     s = Sample(["A\x85B", "C\u2028D"], ["E\u2029F", "G\x1cH", "I\x0bJ"], "E\u2029F")
     write_samples(tmp_path / "s.jsonl", [s, s])
@@ -265,7 +257,7 @@ def test_validate_samples_names_where_and_the_index():
 
 
 def test_text_lines_by_hand():
-    from sdporec.data.samples import text_lines
+    from sdporec.files import text_lines
 
     assert text_lines("") == [] and text_lines("\n") == [""] and text_lines("a") == ["a"]
     assert text_lines("a\r\n\r\nb\r") == ["a", "", "b"] and text_lines("a\rb\n") == ["a\rb"]

@@ -7,9 +7,9 @@ import pytest
 from conftest import write_small_splits
 
 from sdporec.cli import main
-from sdporec.config import ConfigError
 from sdporec.data.codec import TextCodec, load_codec
 from sdporec.data.prompts import build_prompt
+from sdporec.errors import ConfigError
 from sdporec.models import sources
 from sdporec.models.families import build_family, tokenizer_texts
 from sdporec.training.preference import PreferenceConfig

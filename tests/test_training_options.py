@@ -283,7 +283,7 @@ def test_4bit_loading_reaches_bitsandbytes_with_cuda_faked(monkeypatch, tmp_path
 def test_4bit_loading_without_bitsandbytes_is_a_setting_error(monkeypatch, tmp_path):
     import sys
 
-    from sdporec.config import ConfigError
+    from sdporec.errors import ConfigError
     from sdporec.models import loading
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from sdporec._version import __version__ as __version__
 
 _PUBLIC = {
     "prepare": "api", "sft": "api", "dpo": "api", "sdpo": "api", "evaluate": "api", "pipeline": "api",
     "Recommender": "evaluation.recommend",
     "PrepareConfig": "data.prepare", "SFTConfig": "training.sft", "DPOConfig": "training.preference",
     "SDPOConfig": "training.preference", "EvaluateConfig": "evaluation.evaluate", "PipelineConfig": "end_to_end",
-    "ConfigError": "config", "DataError": "data.samples",
+    "ConfigError": "errors", "DataError": "errors",
 }
 __all__ = sorted(_PUBLIC)
 

@@ -8,11 +8,11 @@ import sys
 import warnings
 from pathlib import Path
 
-from sdporec.config import ConfigError, add_arguments, resolve
-from sdporec.data.audit import AuditConfig, run_audit
+from sdporec.config import add_arguments, resolve
 from sdporec.data.prepare import PrepareConfig, run_prepare
-from sdporec.data.samples import DataError
 from sdporec.end_to_end import PipelineConfig, run_pipeline
+from sdporec.errors import ConfigError, DataError
+from sdporec.evaluation.audit import AuditConfig, run_audit
 from sdporec.evaluation.baselines import BaselineConfig, run_baseline
 from sdporec.evaluation.compare import CompareConfig, run_compare
 from sdporec.evaluation.evaluate import EvaluateConfig, run_evaluate

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
-import sys
 import types
 import typing
 from pathlib import Path
@@ -19,13 +17,10 @@ from typing import Any, TypeVar
 
 import yaml
 
-from sdporec.data.samples import DataError, atomic_write_text, read_text
+from sdporec.errors import ConfigError, DataError, require
+from sdporec.files import atomic_write_text, read_text
 
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def setting(default: Any, help: str, choices: tuple | None = None, positional: bool = False):
@@ -157,11 +152,6 @@ def _check_types(cfg) -> None:
             raise ConfigError(f"setting '{f.name}': {value!r} is not one of {', '.join(map(str, choices))}")
 
 
-def require(cond: bool, name: str, problem: str) -> None:
-    if not cond:
-        raise ConfigError(f"setting '{name}': {problem}")
-
-
 def require_cuda_for_4bit(load_in_4bit: bool) -> None:
     """4-bit NF4 weights come from bitsandbytes, whose kernels run on CUDA only."""
     import torch
@@ -172,11 +162,6 @@ def require_cuda_for_4bit(load_in_4bit: bool) -> None:
 
 def save_config(cfg, out_dir: str | Path, name: str = "config.yaml") -> None:
     atomic_write_text(Path(out_dir) / name, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-
-
-def warn(message: str) -> None:
-    """A notice the user should read (a setting overridden, weights not loaded): one line on stderr."""
-    print(f"sdporec: warning: {message}", file=sys.stderr)
 
 
 def require_input(path: str, name: str) -> None:
@@ -202,55 +187,3 @@ def require_device(name: str) -> None:
             f"{name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
-def _not_a_file(path: str, name: str) -> Path:
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"setting '{name}': {path} is a file; give a directory (it is created if missing)")
-    return out
-
-
-def claim_out_dir(path: str, outputs: tuple[str, ...], overwrite: bool, resume: bool = False,
-                  name: str = "out") -> None:
-    """Check `path` may receive a command's `outputs` (names inside it) before anything runs: it must not be
-    a file, and outputs of an earlier run there are replaced only with `--overwrite` (or continued with
-    `--resume`, where the command has it). Checks only: nothing is written or removed here."""
-    out = _not_a_file(path, name)
-    found = [o for o in outputs if (out / o).exists()] if out.is_dir() else []
-    if found and not (overwrite or resume):
-        hint = "--resume to continue it, or " if "checkpoints" in outputs else ""
-        raise ConfigError(f"setting '{name}': {path} already holds outputs of an earlier run "
-                          f"({', '.join(found[:4])}); add {hint}--overwrite to replace them, or choose another --out")
-
-
-def claim_checkpoint_dir(path: str, overwrite: bool, name: str = "out") -> None:
-    """A directory a command writes a checkpoint into, replacing it whole: new, empty, or (with
-    `--overwrite`) an earlier sdporec checkpoint; never a file or a folder holding anything else."""
-    out = _not_a_file(path, name)
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    from sdporec.models.checkpoints import is_own_checkpoint
-
-    if not is_own_checkpoint(out):
-        raise ConfigError(f"setting '{name}': {path} holds files that are not an sdporec checkpoint; the checkpoint "
-                          "replaces the whole directory, so give a new or empty one")
-    require(
-        overwrite, name, f"{path} already holds a checkpoint; add --overwrite to replace it, or choose another --out"
-    )
-
-
-def clear_outputs(path: str, outputs: tuple[str, ...]) -> None:
-    """Remove an earlier run's `outputs` from `path` (after `--overwrite`), so none of them is left stale."""
-    for o in outputs:
-        target = Path(path) / o
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-
-
-def require_outside(model: str, out: str, overwrite: bool) -> None:
-    """`--overwrite` clears OUT's earlier outputs, so the model a run starts from must not lie among them."""
-    model_path, out_path = Path(model).resolve(), Path(out).resolve()
-    require(not (overwrite and model_path.exists() and model_path.is_relative_to(out_path)), "overwrite",
-            f"the model to start from, {model}, lies inside --out {out}, whose outputs --overwrite removes; "
-            "choose another --out")

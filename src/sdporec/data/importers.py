@@ -19,7 +19,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdporec.data.samples import SEP, DataError, read_text
+from sdporec.data.samples import SEP
+from sdporec.errors import DataError
+from sdporec.files import read_text
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 # SHA-256 of the two files we read, as GroupLens distributes them (checked after a download).

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sdporec.config import claim_out_dir, require, require_input, save_config, setting
+from sdporec.config import require_input, save_config, setting
 from sdporec.data.importers import (
     ML100K_URL,
     Interactions,
@@ -22,8 +22,11 @@ from sdporec.data.importers import (
     read_interaction_log,
     read_movielens_100k,
 )
-from sdporec.data.samples import Sample, atomic_write_text, validate_samples, write_samples
+from sdporec.data.samples import Sample, validate_samples, write_samples
 from sdporec.data.synthetic import WorldSpec, generate_sequences, sequences_to_samples, split_users
+from sdporec.errors import require
+from sdporec.files import atomic_write_text
+from sdporec.outputs import claim_out_dir
 
 SPLITS = ("train", "valid", "test")
 SOURCES = ("builtin", "movielens-100k", "csv")

@@ -11,25 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sdporec.errors import DataError
+from sdporec.files import read_text, text_lines, write_jsonl
+
 SEP = "::"
-
-
-class DataError(ValueError):
-    """Bad input data. The message always names the file, the row and the field."""
-
-    def __init__(self, path: str | os.PathLike, row: int | str | None, fld: str | None, problem: str):
-        self.path, self.row, self.field, self.problem = str(path), row, fld, problem
-        where = [f"file {self.path}"]
-        if row is not None:
-            where.append(f"row {row}")
-        if fld is not None:
-            where.append(f"field '{fld}'")
-        super().__init__(f"{', '.join(where)}: {problem}")
 
 
 @dataclass
@@ -56,82 +45,8 @@ class Sample:
         return out
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: a failure never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
 def write_samples(path: str | os.PathLike, samples: Iterable[Sample]) -> None:
     write_jsonl(path, (s.to_json() for s in samples))
-
-
-def text_lines(text: str) -> list[str]:
-    """Lines split at '\n' (and a '\r' before it) only: `str.splitlines` also splits at U+0085, U+2028 and
-    other marks that JSON Lines written with ensure_ascii=False keep inside titles."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
-
-
-def read_text(path: str | os.PathLike) -> str:
-    """A user's text file: UTF-8, with or without a byte-order mark, or UTF-16 with one (what Windows tools
-    write). Anything else is a `DataError` naming the line and column of the first byte that is not UTF-8."""
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(path, None, None, "is a directory, not a file")
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(path, None, None, "no such file") from None
-    except OSError as e:
-        raise DataError(path, None, None, f"cannot be read ({e.strerror or e})") from None
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError as e:
-            raise DataError(path, None, None, f"starts like UTF-16 text but byte {e.start} is not") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DataError(path, f"line {line}", None, f"not UTF-8 text (byte 0x{data[e.start]:02x} at column "
-                        f"{column}); save the file as UTF-8") from None
-    if "\x00" in text:
-        raise DataError(path, f"line {text.count(chr(10), 0, text.index(chr(0))) + 1}", None,
-                        "holds a NUL character: a binary file, not text")
-    return text
-
-
-def read_json_object(path: str | os.PathLike, context: str = "") -> dict:
-    """A JSON file holding one object (`read_text` decoding); anything else is a `DataError`, its message
-    ending in `context` (what a damaged file means) where given."""
-    tail = f"; {context}" if context else ""
-    try:
-        obj = json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise DataError(path, None, None, f"not valid JSON ({e}){tail}") from None
-    if not isinstance(obj, dict):
-        raise DataError(path, None, None, f"expected a JSON object{tail}")
-    return obj
 
 
 def read_samples(path: str | os.PathLike, split: str | None = None) -> list[Sample]:

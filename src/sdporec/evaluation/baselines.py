@@ -15,9 +15,11 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sdporec.config import claim_out_dir, require, require_input, save_config, setting
+from sdporec.config import require_input, save_config, setting
 from sdporec.data.samples import Sample, read_samples
+from sdporec.errors import require
 from sdporec.evaluation.evaluate import RESULT_FILES, Scorer, evaluate_ranking, write_results
+from sdporec.outputs import claim_out_dir
 
 BASELINES = ("popularity", "item-counts", "sasrec", "gru4rec")
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
-from sdporec.config import ConfigError, require, setting
-from sdporec.data.samples import DataError, atomic_write_text, read_text, text_lines
+from sdporec.config import setting
+from sdporec.errors import ConfigError, DataError, require
 from sdporec.evaluation.metrics import paired_bootstrap, per_sample_metrics
+from sdporec.files import atomic_write_text, read_text, text_lines
 
 
 @dataclass

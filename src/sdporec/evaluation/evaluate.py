@@ -20,19 +20,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from sdporec.config import (
-    claim_out_dir,
-    require,
-    require_cuda_for_4bit,
-    require_device,
-    require_input,
-    save_config,
-    setting,
-)
+from sdporec.config import require_cuda_for_4bit, require_device, require_input, save_config, setting
 from sdporec.data.batching import collate, same_answer_count
 from sdporec.data.codec import CHAT_CHOICES, require_known_titles
 from sdporec.data.prompts import DOMAINS, build_prompt
-from sdporec.data.samples import Sample, atomic_write_text, read_samples, write_jsonl
+from sdporec.data.samples import Sample, read_samples
+from sdporec.errors import require
 from sdporec.evaluation.metrics import (
     NonFiniteError,
     first_non_finite,
@@ -41,9 +34,11 @@ from sdporec.evaluation.metrics import (
     rank_of_target,
     ranking_metrics,
 )
+from sdporec.files import atomic_write_text, write_jsonl
 from sdporec.models.logprobs import IGNORE
 from sdporec.models.scoring import LAYOUTS, scoring_layout
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
+from sdporec.outputs import claim_out_dir
 
 PROTOCOLS = ("ranking", "generation")
 Scorer = Callable[[Sequence[Sample]], list[list[float]]]
@@ -187,7 +182,7 @@ def evaluate_sharded(evaluate: Callable[[Sequence[Sample]], tuple[dict, list[dic
     the metrics over all of them (one process: `evaluate(samples)` itself)."""
     if world == 1:
         return evaluate(samples)
-    from sdporec.training.distributed import even_shard, gather
+    from sdporec.processes import even_shard, gather
 
     part, real = even_shard(samples, rank, world)   # every process runs as many batches: sharded models wait
     _, rows = evaluate(part)
@@ -343,7 +338,7 @@ def readout_of(model: str, flag: float | None) -> float:
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     from sdporec.models.checkpoints import recorded_domain  # local: pulls in transformers
     from sdporec.models.loading import load_codec_of, load_model, pick_device
-    from sdporec.training.distributed import process_state
+    from sdporec.processes import process_state
 
     cfg.domain = recorded_domain(cfg.model, cfg.domain)
     if cfg.protocol == "ranking":

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sdporec.config import require, require_device, require_input, setting
+from sdporec.config import require_device, require_input, setting
 from sdporec.data.codec import CHAT_CHOICES, require_known_titles
 from sdporec.data.prompts import DOMAINS
-from sdporec.data.samples import DataError, Sample, read_json_object, split_history
+from sdporec.data.samples import Sample, split_history
+from sdporec.errors import DataError, require
 from sdporec.evaluation.evaluate import SCORES, LMScorer, readout_of, require_finite
+from sdporec.files import read_json_object
 from sdporec.models.sources import resolve_model
 
 

@@ -10,9 +10,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdporec.config import ConfigError, claim_out_dir, require, setting
-from sdporec.data.samples import atomic_write_text, text_lines
+from sdporec.config import setting
+from sdporec.errors import ConfigError, require
 from sdporec.evaluation.evaluate import format_table
+from sdporec.files import atomic_write_text, text_lines
+from sdporec.outputs import claim_out_dir
 
 BAR_METRICS = ("hr@1", "hr@5", "ndcg@5", "mrr")
 

@@ -14,11 +14,12 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from sdporec.config import ConfigError, warn
 from sdporec.data.codec import ItemCodec, TextCodec
-from sdporec.data.samples import read_json_object
+from sdporec.errors import ConfigError, require, warn
+from sdporec.files import read_json_object, swap_in_dir
 from sdporec.models.builtin import BUILTIN
 from sdporec.models.sources import is_gguf
+from sdporec.outputs import not_a_file
 
 META_FILE = "sdporec_checkpoint.json"
 
@@ -121,9 +122,18 @@ def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, me
         model.save_pretrained(str(tmp), state_dict=state_dict)
     codec.save(tmp)
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    old = out_dir.with_name(out_dir.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in_dir(tmp, out_dir)
+
+
+def claim_checkpoint_dir(path: str, overwrite: bool, name: str = "out") -> None:
+    """A directory a command writes a checkpoint into, replacing it whole: new, empty, or (with
+    `--overwrite`) an earlier sdporec checkpoint; never a file or a folder holding anything else."""
+    out = not_a_file(path, name)
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not is_own_checkpoint(out):
+        raise ConfigError(f"setting '{name}': {path} holds files that are not an sdporec checkpoint; the checkpoint "
+                          "replaces the whole directory, so give a new or empty one")
+    require(
+        overwrite, name, f"{path} already holds a checkpoint; add --overwrite to replace it, or choose another --out"
+    )

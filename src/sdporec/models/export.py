@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from sdporec.config import ConfigError, claim_checkpoint_dir, require, require_outside, setting
+from sdporec.config import setting
+from sdporec.errors import ConfigError, require
+from sdporec.models.checkpoints import claim_checkpoint_dir
 from sdporec.models.sources import resolve_model
+from sdporec.outputs import require_outside
 
 
 @dataclass

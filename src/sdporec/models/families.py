@@ -16,9 +16,11 @@ from pathlib import Path
 
 import torch
 
-from sdporec.config import claim_checkpoint_dir, require, require_input, setting
+from sdporec.config import require_input, setting
 from sdporec.data.prompts import TEMPLATES, build_prompt
 from sdporec.data.samples import read_samples
+from sdporec.errors import require
+from sdporec.models.checkpoints import claim_checkpoint_dir
 
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma", "gpt2")
 

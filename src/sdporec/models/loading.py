@@ -8,9 +8,11 @@ from pathlib import Path
 
 import torch
 
-from sdporec.config import ConfigError, require_cuda_for_4bit
-from sdporec.data.codec import ItemCodec, TextCodec, load_codec
+from sdporec.config import require_cuda_for_4bit
+from sdporec.data.codec import ItemCodec, TextCodec
+from sdporec.errors import ConfigError
 from sdporec.models.checkpoints import is_adapter, loading, report_weights
+from sdporec.models.codecs import load_codec
 from sdporec.models.lora import attach_adapter
 from sdporec.models.sources import is_gguf, load_gguf_model, require_no_4bit_gguf
 
@@ -64,7 +66,7 @@ def adapter_base(path: str | Path) -> str:
 
 
 def load_codec_of(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:
-    """The codec of a checkpoint or model (`codec.load_codec`), load errors as one `ConfigError`."""
+    """The codec of a checkpoint or model (`codecs.load_codec`), load errors as one `ConfigError`."""
     with loading(path):
         return load_codec(path, chat_template)
 

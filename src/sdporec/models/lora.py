@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from sdporec.config import ConfigError, require
+from sdporec.errors import ConfigError, require
 from sdporec.models.checkpoints import loading, report_weights
 
 

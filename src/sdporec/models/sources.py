@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdporec.config import ConfigError
+from sdporec.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,8 @@ Training: micro-batch m of an epoch is the slice `[m*b*N, (m+1)*b*N)` of the epo
 consecutive micro-batches. So N processes with batch size b and G accumulation steps see the same global
 batches, in the same order, as one process with batch size N*b*G. The epoch's last slice may be short:
 each sample is still used once (no wrap-around), and a process left without samples runs one padding
-sample with weight 0, so that every process takes part in every collective. Scoring: each process takes
-a contiguous slice, padded to the same length on every process (sharded models run one collective per
-forward, so every process must run as many batches), and the padding is dropped before the rows are
-gathered in process order: every sample is scored exactly once and rows keep their order.
+sample with weight 0, so that every process takes part in every collective.
+Scoring's share of samples per process lives in `sdporec.processes`.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from typing import TypeVar
 
 import torch
 
-from sdporec.config import ConfigError
+from sdporec.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -78,13 +76,6 @@ def set_seed(seed: int) -> None:
     accelerate_set_seed(seed)
 
 
-def process_state(device: str = "auto"):
-    """Rank, world size and device, for commands that only score (evaluate, the reference pass)."""
-    from accelerate import PartialState
-
-    return PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
-
-
 def finish() -> None:
     """Ends a multi-process run cleanly: wait for every process, then tear the process group down.
 
@@ -96,34 +87,6 @@ def finish() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-
-
-def shard(items: Sequence[T], rank: int, world: int) -> Sequence[T]:
-    """The contiguous slice of `items` that process `rank` of `world` scores."""
-    per, extra = divmod(len(items), world)
-    start = rank * per + min(rank, extra)
-    return items[start:start + per + (rank < extra)]
-
-
-def even_shard(items: Sequence[T], rank: int, world: int) -> tuple[list[T], int]:
-    """`shard`, padded by repeating an item to the same length on every process: (the padded slice, how
-    many of its items are real). Every process then runs as many batches as every other."""
-    part = list(shard(items, rank, world))
-    longest = -(-len(items) // world)
-    if not items:
-        return [], 0
-    return part + [part[-1] if part else items[0]] * (longest - len(part)), len(part)
-
-
-def gather(rows: list, world: int) -> list:
-    """Every process's rows, concatenated in process order (on every process)."""
-    if world == 1:
-        return list(rows)
-    import torch.distributed as dist
-
-    parts: list = [None] * world
-    dist.all_gather_object(parts, rows)
-    return [r for part in parts for r in part]
 
 
 def global_micro_batch(order: Sequence[int], micro: int, batch_size: int, world: int) -> list[int]:

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import torch
 
-from sdporec.config import require, require_outside, setting
+from sdporec.config import setting
 from sdporec.data.batching import AnswerBatch, collate, same_answer_count, split_chosen_rejected
 from sdporec.data.candidates import NEGATIVE_SOURCES, catalogue, draw_negatives, popular_negatives, top_negatives
 from sdporec.data.codec import CODEC_FILE
 from sdporec.data.prompts import training_prompt
-from sdporec.data.samples import Sample, read_json_object
+from sdporec.data.samples import Sample
+from sdporec.errors import require
+from sdporec.files import read_json_object
 from sdporec.models.checkpoints import (
     is_adapter,
     learned_history,
@@ -32,7 +34,8 @@ from sdporec.models.lora import enable_gradient_checkpointing
 from sdporec.models.policy import Policy, policy_from_sft
 from sdporec.models.scoring import scoring_layout
 from sdporec.models.sources import is_gguf, require_no_4bit_gguf, resolve_model
-from sdporec.training.distributed import even_shard, gather
+from sdporec.outputs import require_outside
+from sdporec.processes import even_shard, gather
 from sdporec.training.losses import LOSSES, sft_loss
 from sdporec.training.reference import (
     cache_key,

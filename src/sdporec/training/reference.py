@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from sdporec._version import __version__
 from sdporec.data.batching import AnswerBatch
 from sdporec.data.samples import Sample
+from sdporec.files import atomic_path
 from sdporec.models.logprobs import answer_logprobs_packed
 
 
@@ -75,8 +76,6 @@ def library_versions() -> dict[str, str]:
     import peft
     import transformers
 
-    from sdporec import __version__
-
     return {"sdporec": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__}
 
@@ -123,8 +122,6 @@ def reference_logps(
             rows.append(logps.float().cpu())
     logps = torch.cat(rows)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"format": CACHE_FORMAT, "keys": keys, "logps": logps}, tmp)
-        os.replace(tmp, cache_file)
+        with atomic_path(cache_file) as tmp:
+            torch.save({"format": CACHE_FORMAT, "keys": keys, "logps": logps}, tmp)
     return dict(zip(keys, logps))

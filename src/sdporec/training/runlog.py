@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from sdporec.config import ConfigError
+from sdporec.errors import ConfigError
 
 if TYPE_CHECKING:
-    from sdporec.training.trainer import TrainConfig
+    from sdporec.training.train_config import TrainConfig
 
 
 def _step(log_line: str) -> float:

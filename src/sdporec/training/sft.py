@@ -8,13 +8,15 @@ from pathlib import Path
 
 from accelerate.utils import DistributedType
 
-from sdporec.config import ConfigError, require, require_input, require_outside, setting
+from sdporec.config import require_input, setting
 from sdporec.data.batching import AnswerBatch, collate
 from sdporec.data.candidates import catalogue
 from sdporec.data.codec import ReservedTitle
 from sdporec.data.hybrid import ITEM_TEXT, HybridCodec, add_item_tokens
 from sdporec.data.prompts import build_prompt, training_prompt
-from sdporec.data.samples import DataError, Sample, read_text, text_lines
+from sdporec.data.samples import Sample
+from sdporec.errors import ConfigError, DataError, require
+from sdporec.files import read_text, text_lines
 from sdporec.models.builtin import BUILTIN, BuiltinSize, add_hidden_dropout, build_builtin
 from sdporec.models.checkpoints import needs_own_base, recorded_domain, save_checkpoint
 from sdporec.models.item_rows import ITEM_INIT, add_item_rows
@@ -23,6 +25,7 @@ from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, history_
 from sdporec.models.lora import add_lora, enable_gradient_checkpointing
 from sdporec.models.scoring import scoring_layout
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
+from sdporec.outputs import require_outside
 from sdporec.training.losses import sft_loss
 from sdporec.training.train_config import TrainConfig, default_lr, default_readouts
 from sdporec.training.trainer import Trainer, TrainingRun, start_run

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 
 import torch
 
-from sdporec.config import claim_out_dir, require, require_cuda_for_4bit, require_device, require_input, setting
+from sdporec.config import require_cuda_for_4bit, require_device, require_input, setting
 from sdporec.data.codec import CHAT_CHOICES
 from sdporec.data.prompts import DOMAINS
+from sdporec.errors import require
 from sdporec.models.scoring import LAYOUTS
+from sdporec.outputs import claim_out_dir
 
 
 @dataclass

@@ -32,13 +32,16 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from sdporec.config import ConfigError, clear_outputs, save_config
+from sdporec.config import save_config
 from sdporec.data.batching import AnswerBatch
 from sdporec.data.candidates import redraw, require_negatives, require_redrawable, sample_rng, validation_subset
 from sdporec.data.codec import require_known_titles
-from sdporec.data.samples import DataError, Sample, atomic_write_text, read_samples
+from sdporec.data.samples import Sample, read_samples
+from sdporec.errors import ConfigError, DataError
 from sdporec.evaluation.evaluate import LMScorer, evaluate_sharded, readout_metrics, readout_rows
 from sdporec.evaluation.metrics import NonFiniteError
+from sdporec.files import atomic_write_text
+from sdporec.outputs import clear_outputs
 from sdporec.training.distributed import (
     deepspeed_settings,
     global_micro_batch,

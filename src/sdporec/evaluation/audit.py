@@ -17,11 +17,13 @@ from pathlib import Path
 
 import torch
 
-from sdporec.config import require, require_input, setting
+from sdporec.config import require_input, setting
 from sdporec.data.hybrid import item_key
-from sdporec.data.samples import Sample, atomic_write_text, read_samples
+from sdporec.data.samples import Sample, read_samples
+from sdporec.errors import require
 from sdporec.evaluation.baselines import popularity_scorer
 from sdporec.evaluation.evaluate import evaluate_ranking
+from sdporec.files import atomic_write_text
 
 LEAK_WARNING = 0.10
 

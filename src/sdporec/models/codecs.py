@@ -1,0 +1,47 @@
+"""A checkpoint's codec, read back: the record `sdporec_codec.json` (kind, chat prompts, item tokens) and the
+tokenizer saved beside it, or any model's own tokenizer (a GGUF file's included)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sdporec.data.codec import CODEC_FILE, ItemCodec, TextCodec
+from sdporec.data.hybrid import HybridCodec
+from sdporec.errors import warn
+from sdporec.models.sources import is_gguf, load_gguf_tokenizer
+
+
+def load_codec(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:
+    """The codec of a checkpoint (as it was trained: `sdporec_codec.json`) or of any model's tokenizer.
+
+    `chat_template`: `auto` keeps a checkpoint's recorded choice and otherwise uses the tokenizer's chat
+    template where it has one; `on` / `off` decide (a choice that differs from the recorded one is
+    honoured with a warning: the model was trained on the other prompts)."""
+    from transformers import AutoTokenizer
+
+    marker = Path(path) / CODEC_FILE
+    recorded = json.loads(marker.read_text()) if marker.is_file() else {}
+    tokenizer = load_gguf_tokenizer(path) if is_gguf(path) else AutoTokenizer.from_pretrained(path)
+    if recorded.get("kind") == "items":
+        return ItemCodec(tokenizer)
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if chat_template == "auto":
+        chat = recorded.get("chat", has_template if not recorded else False)
+    else:
+        chat = chat_template == "on"
+        if chat and not has_template:
+            from sdporec.errors import ConfigError
+
+            raise ConfigError(f"setting 'chat_template': {path}'s tokenizer has no chat template; use auto or off")
+        if "chat" in recorded and recorded["chat"] != chat:
+            warn_chat(path, recorded, chat_template)
+    if recorded.get("kind") == "hybrid":
+        return HybridCodec(tokenizer, chat, recorded["items"], recorded.get("item_text", "title"))
+    return TextCodec(tokenizer, chat)
+
+
+def warn_chat(path: str, recorded: dict, chat_template: str) -> None:
+
+    warn(f"{path} was trained with chat_template {'on' if recorded['chat'] else 'off'}; "
+         f"using {chat_template} as asked, so its prompts differ from training's")
