@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
     from sdporec.data.samples import read_samples
-    from sdporec.models.checkpoints import recorded_domain
+    from sdporec.models.checkpoints import Checkpoint
     from sdporec.models.loading import load_model
 
     samples = read_samples(args.data, "eval")[:args.limit]
@@ -64,7 +64,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for path in args.models:
         model, codec = load_model(path)
-        r = split(model, codec, samples, recorded_domain(path, None), args.batch_size)
+        r = split(model, codec, samples, Checkpoint.read(path).domain(None), args.batch_size)
         print(f"| {path} | {r['target_title']} | {r['target_eos']} | {r['other_title']} | {r['other_eos']} |")
         print(json.dumps(r), flush=True)
 

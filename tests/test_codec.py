@@ -8,7 +8,6 @@ import re
 import pytest
 
 from sdporec.data.codec import (
-    CODEC_FILE,
     ItemCodec,
     ReservedTitle,
     TextCodec,
@@ -19,6 +18,7 @@ from sdporec.data.codec import (
 from sdporec.data.prompts import TEMPLATES, Prompt, build_prompt
 from sdporec.data.samples import Sample
 from sdporec.errors import ConfigError, DataError
+from sdporec.models.checkpoints import CODEC_FILE, save_codec
 from sdporec.models.codecs import load_codec
 
 IGNORE = -100
@@ -191,7 +191,7 @@ def test_unknown_title_in_a_file_names_its_row_and_field():
 
 def test_item_codec_round_trips_through_its_record(tmp_path):
     codec = build_item_codec(["X", "Y"])
-    codec.save(tmp_path)
+    save_codec(codec, tmp_path)
     assert json.loads((tmp_path / CODEC_FILE).read_text()) == {"kind": "items", "chat": False}
     again = load_codec(str(tmp_path))
     assert isinstance(again, ItemCodec) and again.vocab == codec.vocab
@@ -243,7 +243,7 @@ def test_item_codec_one_token_per_title_even_when_a_title_is_a_template_word(tmp
     assert codec.decode(codec.encode_answer("Air Supply")) == "Air Supply"
     with pytest.raises(UnknownTitle, match="no token"):
         codec.encode_answer("Muse")
-    codec.save(tmp_path)
+    save_codec(codec, tmp_path)
     again = load_codec(str(tmp_path))
     assert again.kind == "items" and again.encode_prompt(prompt) == ids
 

@@ -12,6 +12,7 @@ from sdporec.data.batching import collate, same_answer_count
 from sdporec.data.codec import ReservedTitle, UnknownTitle
 from sdporec.data.hybrid import HybridCodec, add_item_tokens, item_token
 from sdporec.data.prompts import build_prompt
+from sdporec.models.checkpoints import save_codec
 from sdporec.models.codecs import load_codec
 from sdporec.models.families import family_config
 from sdporec.models.item_rows import add_item_rows, title_pieces
@@ -88,7 +89,7 @@ def test_a_saved_codec_loads_back_with_the_same_tokens(tiny_text_model, tmp_path
     d, splits = tiny_text_model
     s = splits["valid"][0]
     codec = hybrid(d, [*s.history, *s.candidates], "token")
-    codec.save(tmp_path)
+    save_codec(codec, tmp_path)
     record = json.loads((tmp_path / "sdporec_codec.json").read_text())
     assert record == {"kind": "hybrid", "chat": False, "item_text": "token", "items": codec.titles}
     again = load_codec(str(tmp_path))

@@ -7,10 +7,12 @@ import pytest
 from conftest import write_small_splits
 
 from sdporec.cli import main
-from sdporec.data.codec import TextCodec, load_codec
+from sdporec.data.codec import TextCodec
 from sdporec.data.prompts import build_prompt
 from sdporec.errors import ConfigError
 from sdporec.models import sources
+from sdporec.models.checkpoints import save_codec
+from sdporec.models.codecs import load_codec
 from sdporec.models.families import build_family, tokenizer_texts
 from sdporec.training.preference import PreferenceConfig
 from sdporec.training.sft import SFTConfig
@@ -74,7 +76,7 @@ def test_chat_prompts_end_with_the_assistant_opening_and_the_answer_follows(text
 def test_a_checkpoint_keeps_its_chat_choice_and_a_differing_flag_warns(text_model, tmp_path, capsys):
     d, _ = text_model
     codec = load_codec(str(d / "model"), "off")
-    codec.save(tmp_path)
+    save_codec(codec, tmp_path)
     assert json.loads((tmp_path / "sdporec_codec.json").read_text()) == {"kind": "text", "chat": False}
     assert not load_codec(str(tmp_path)).chat                # auto keeps what training used
     assert load_codec(str(tmp_path), "on").chat
@@ -87,7 +89,7 @@ def test_chat_on_without_a_template_is_a_config_error(tmp_path, text_model):
     d, _ = text_model
     codec = load_codec(str(d / "model"), "off")
     codec.tokenizer.chat_template = None
-    codec.save(tmp_path)
+    save_codec(codec, tmp_path)
     with pytest.raises(ConfigError, match="chat_template"):
         load_codec(str(tmp_path), "on")
     with pytest.raises(ValueError):

@@ -221,7 +221,7 @@ def test_history_loss_inside_the_prompt_trains_and_needs_a_weight(files, tmp_pat
 
 
 def test_validation_chooses_the_history_readout_with_the_checkpoint_and_evaluate_uses_it(files, tmp_path, capsys):
-    from sdporec.models.checkpoints import checkpoint_meta
+    from sdporec.models.checkpoints import Checkpoint
 
     out = tmp_path / "h"
     assert main(["sft", "--out", str(out), "--history-weight", "1", "--epochs", "2", *files, *SIZE, *TINY[2:]]) == 0
@@ -232,8 +232,8 @@ def test_validation_chooses_the_history_readout_with_the_checkpoint_and_evaluate
         assert row["hr@1"] == max(by.values()) and by[f"{row['history_readout']:g}"] == row["hr@1"]
         assert row["history_readout"] == min(float(w) for w, v in by.items() if v == row["hr@1"])
     best = [r for r in evals if r["best"]][-1]
-    meta = checkpoint_meta(out / "model")
-    assert meta["history_readout"] == best["history_readout"] and meta["history_trained"] is True
+    meta = Checkpoint.read(out / "model").meta
+    assert meta["history_readout"] == best["history_readout"] and meta["learned_history"] is True
     data = files[3]   # the validation file: evaluate at the recorded λ matches training's number
     assert main(["evaluate", "--model", str(out / "model"), "--data", data, "--out", str(tmp_path / "e"),
                  "--no-progress"]) == 0
@@ -248,10 +248,10 @@ def test_validation_chooses_the_history_readout_with_the_checkpoint_and_evaluate
     assert main(["dpo", "--model", str(out / "model"), "--out", str(tmp_path / "d"), "--reference-cache", "none",
                  *files, *TINY]) == 0
     assert "hr@1_by_readout" in (tmp_path / "d" / "eval_log.jsonl").read_text()
-    assert checkpoint_meta(tmp_path / "d" / "model")["history_trained"] is True
+    assert Checkpoint.read(tmp_path / "d" / "model").meta["learned_history"] is True
     assert main(["sft", "--out", str(tmp_path / "a"), *files, *SIZE, *TINY]) == 0
     assert "hr@1_by_readout" not in (tmp_path / "a" / "eval_log.jsonl").read_text()
-    assert checkpoint_meta(tmp_path / "a" / "model")["history_readout"] == 0
+    assert Checkpoint.read(tmp_path / "a" / "model").meta["history_readout"] == 0
 
 
 def test_history_readout_weights_are_checked(files, tmp_path, capsys):

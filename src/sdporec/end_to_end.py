@@ -20,12 +20,12 @@ from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import read_samples, sample_error
 from sdporec.errors import require
 from sdporec.evaluation.baselines import popularity_scorer
-from sdporec.evaluation.evaluate import evaluate_model, evaluate_ranking, format_table, readout_of, write_results
+from sdporec.evaluation.evaluate import evaluate_model, evaluate_ranking, format_table, write_results
 from sdporec.evaluation.report import collect, make_figures, write_markdown
 from sdporec.files import atomic_write_text, read_text, text_lines
 from sdporec.models.builtin import BUILTIN
 from sdporec.models.item_rows import ITEM_INIT
-from sdporec.models.loading import load_model, pick_device
+from sdporec.models.loading import load_for_inference
 from sdporec.models.sources import resolve_model
 from sdporec.outputs import claim_out_dir
 from sdporec.training.preference import DPOConfig, SDPOConfig, run_preference
@@ -170,10 +170,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     results["popularity"] = metrics
     for name in ("sft", "dpo", "sdpo"):
         t0 = time.time()
-        model, codec = load_model(str(out / name / "model"))
-        model.to(pick_device(cfg.device))
-        readout = readout_of(str(out / name / "model"), None) if cfg.protocol == "ranking" else None
-        metrics, rows = evaluate_model(model, codec, test, cfg.protocol, cfg.domain, cfg.batch_size,
+        loaded = load_for_inference(str(out / name / "model"), domain=cfg.domain, device=cfg.device,
+                                    ranking=cfg.protocol == "ranking")
+        readout = loaded.history_readout
+        metrics, rows = evaluate_model(loaded.model, loaded.codec, test, cfg.protocol, loaded.domain, cfg.batch_size,
                                        progress=cfg.progress, history_readout=readout)
         write_results(out / "eval" / name, metrics, rows, {"protocol": cfg.protocol, "history_readout": readout})
         results[name] = metrics

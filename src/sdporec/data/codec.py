@@ -13,14 +13,11 @@ Two kinds share one interface, so training and evaluation never ask which one th
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
 from sdporec.data.prompts import Prompt, split_words, template_words
 from sdporec.data.samples import Sample, sample_error
 
-CODEC_FILE = "sdporec_codec.json"
 SPECIALS = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
 
 
@@ -46,12 +43,9 @@ class _Codec:
     short_answers = False
 
     def record(self) -> dict:
-        """What `sdporec_codec.json` holds for this codec (`load_codec` reads it back)."""
+        """What a checkpoint records of this codec (`models.checkpoints.save_codec` writes it beside the
+        tokenizer, `models.codecs.load_codec` reads it back)."""
         return {"kind": self.kind, "chat": self.chat}
-
-    def save(self, out_dir: str | Path) -> None:
-        self.tokenizer.save_pretrained(str(out_dir))
-        (Path(out_dir) / CODEC_FILE).write_text(json.dumps(self.record()) + "\n")
 
 
 class ItemCodec(_Codec):

@@ -11,7 +11,6 @@ per sample, written by `write_results` as `metrics.json` and `predictions.jsonl`
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from tqdm.auto import tqdm
 
 from sdporec.config import require_cuda_for_4bit, require_device, require_input, save_config, setting
 from sdporec.data.batching import collate, same_answer_count
-from sdporec.data.codec import CHAT_CHOICES, require_known_titles
+from sdporec.data.codec import CHAT_CHOICES
 from sdporec.data.prompts import DOMAINS, build_prompt
 from sdporec.data.samples import Sample, read_samples
 from sdporec.errors import require
@@ -321,35 +320,20 @@ def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domai
     return evaluate_ranking(scorer, samples)
 
 
-def readout_of(model: str, flag: float | None) -> float:
-    """The history readout's weight to rank `model` with: `flag`, else the λ its training chose on validation
-    (`history_readout` in `sdporec_checkpoint.json`; said when above 0), else 0, the prompt alone."""
-    from sdporec.models.checkpoints import checkpoint_meta
-
-    if flag is not None:
-        return flag
-    weight = float(checkpoint_meta(model).get("history_readout") or 0.0)
-    if weight:
-        print(f"ranking with the history readout at λ {weight:g}, chosen on validation in training and recorded in "
-              f"{model} (--history-readout 0: the prompt alone)", file=sys.stderr)
-    return weight
-
-
 def run_evaluate(cfg: EvaluateConfig) -> dict:
-    from sdporec.models.checkpoints import recorded_domain  # local: pulls in transformers
-    from sdporec.models.loading import load_codec_of, load_model, pick_device
+    from sdporec.models.loading import load_for_inference  # local: pulls in transformers
     from sdporec.processes import process_state
 
-    cfg.domain = recorded_domain(cfg.model, cfg.domain)
-    if cfg.protocol == "ranking":
-        cfg.history_readout = readout_of(cfg.model, cfg.history_readout)
     samples = read_samples(cfg.data, "eval")
     samples = samples[:cfg.limit] if cfg.limit else samples
-    codec = load_codec_of(cfg.model, cfg.chat_template)
-    require_known_titles(codec, cfg.model, samples, cfg.data)
     state = process_state(cfg.device)
-    model, codec = load_model(cfg.model, cfg.dtype, cfg.load_in_4bit, cfg.chat_template, codec)
-    model.to(state.device if state.num_processes > 1 else pick_device(cfg.device))
+    loaded = load_for_inference(cfg.model, domain=cfg.domain, history_readout=cfg.history_readout,
+                                ranking=cfg.protocol == "ranking", chat_template=cfg.chat_template, dtype=cfg.dtype,
+                                load_in_4bit=cfg.load_in_4bit, samples=samples, samples_from=cfg.data,
+                                device=state.device if state.num_processes > 1 else cfg.device)
+    model, codec, cfg.domain = loaded.model, loaded.codec, loaded.domain
+    if cfg.protocol == "ranking":
+        cfg.history_readout = loaded.history_readout
     started = time.time()
     metrics, rows = evaluate_sharded(
         lambda part: evaluate_model(model, codec, part, cfg.protocol, cfg.domain, cfg.batch_size,

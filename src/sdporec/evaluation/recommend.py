@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sdporec.config import require_device, require_input, setting
@@ -10,7 +11,7 @@ from sdporec.data.codec import CHAT_CHOICES, require_known_titles
 from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import Sample, split_history
 from sdporec.errors import DataError, require
-from sdporec.evaluation.evaluate import SCORES, LMScorer, readout_of, require_finite
+from sdporec.evaluation.evaluate import SCORES, LMScorer, require_finite
 from sdporec.files import read_json_object
 from sdporec.models.sources import resolve_model
 
@@ -79,13 +80,13 @@ class Recommender:
 
     @classmethod
     def load(cls, path: str, domain: str | None = None, score: str = "sum", chat_template: str = "auto",
-             device: str = "auto", codec=None, history_readout: float | None = None) -> Recommender:
+             device: str = "auto", history_readout: float | None = None, samples: Sequence[Sample] = (),
+             samples_from: str = "") -> Recommender:
         """A checkpoint directory (full model or LoRA adapter) or hub name; `domain`: prompt templates (default:
         those it was trained with); `score`: a candidate's answer log-probs summed or averaged per token;
-        `codec`: the checkpoint's codec where already loaded; `history_readout`: λ, as `evaluate`'s (None: the
-        one its training chose on validation, recorded in the checkpoint, else 0)."""
-        from sdporec.models.checkpoints import recorded_domain
-        from sdporec.models.loading import load_model, pick_device, quiet_transformers
+        `history_readout`: λ, as `evaluate`'s (None: the one its training chose on validation, recorded in the
+        checkpoint, else 0); `samples`: requests whose titles are checked before the weights load."""
+        from sdporec.models.loading import load_for_inference, quiet_transformers
 
         require(score in SCORES, "score", f"one of {', '.join(SCORES)}")
         require(history_readout is None or 0 <= history_readout <= 1, "history_readout", "must be in [0, 1]")
@@ -94,9 +95,10 @@ class Recommender:
         require_device(device)
         path = resolve_model(path)
         quiet_transformers()
-        model, codec = load_model(path, chat_template=chat_template, codec=codec)
-        model.to(pick_device(device))
-        return cls(model, codec, path, recorded_domain(path, domain), score, readout_of(path, history_readout))
+        loaded = load_for_inference(path, domain=domain, history_readout=history_readout,
+                                    chat_template=chat_template, device=device, samples=samples,
+                                    samples_from=samples_from)
+        return cls(loaded.model, loaded.codec, path, loaded.domain, score, loaded.history_readout)
 
     def rank(self, history: list[str], candidates: list[str], top: int = 0) -> list[tuple[str, float]]:
         """(title, score) of each candidate, best first (`top`: only the N best); the score is the model's
@@ -115,13 +117,9 @@ class Recommender:
 
 
 def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
-    from sdporec.models.loading import load_codec_of
-
     request = read_request(cfg)   # checked before the model loads
-    codec = load_codec_of(cfg.model, cfg.chat_template)
-    require_known_titles(codec, cfg.model, [request], cfg.input or "command line")
-    recommender = Recommender.load(cfg.model, cfg.domain, cfg.score, cfg.chat_template, cfg.device, codec,
-                                   cfg.history_readout)
+    recommender = Recommender.load(cfg.model, cfg.domain, cfg.score, cfg.chat_template, cfg.device,
+                                   cfg.history_readout, [request], cfg.input or "command line")
     ranked = recommender.rank_request(request, cfg.top)
     if cfg.json:
         print(json.dumps([{"title": t, "score": s} for t, s in ranked], ensure_ascii=False, indent=2))

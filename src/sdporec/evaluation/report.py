@@ -48,9 +48,9 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _stage_of(run_dir: Path) -> str:
-    from sdporec.models.checkpoints import checkpoint_meta
+    from sdporec.models.checkpoints import Checkpoint
 
-    return checkpoint_meta(run_dir / "model").get("stage", run_dir.name)
+    return Checkpoint.read(run_dir / "model").stage or run_dir.name
 
 
 def collect(run_dirs: list[str]) -> tuple[list[ReportedRun], dict[str, dict]]:

@@ -11,7 +11,9 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdporec.data.codec import ItemCodec, TextCodec
@@ -22,36 +24,83 @@ from sdporec.models.sources import is_gguf
 from sdporec.outputs import not_a_file
 
 META_FILE = "sdporec_checkpoint.json"
+CODEC_FILE = "sdporec_codec.json"
 
 
-def checkpoint_meta(path: str | Path) -> dict:
-    """What `sdporec_checkpoint.json` in `path` records ({} where there is none)."""
-    meta = Path(path) / META_FILE
-    return read_json_object(meta, "the checkpoint's record is damaged") if meta.is_file() else {}
+# Version of the record's layout: 1 adds `format` itself and names `learned_history` (was `history_trained`).
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a model directory records about itself, read once, here and nowhere else: `sdporec_checkpoint.json`
+    (stage, what it was trained from, its training config, the history readout) and `sdporec_codec.json` (the
+    codec). A GGUF file, a hub name or a directory sdporec did not write has empty records."""
+    path: str
+    meta: dict = field(default_factory=dict)     # sdporec_checkpoint.json ({} where there is none)
+    codec: dict = field(default_factory=dict)    # sdporec_codec.json ({} where there is none)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Checkpoint:
+        meta_file, codec_file = Path(path) / META_FILE, Path(path) / CODEC_FILE
+        meta = read_json_object(meta_file, "the checkpoint's record is damaged") if meta_file.is_file() else {}
+        codec = read_json_object(codec_file, "the checkpoint's codec record is damaged") if codec_file.is_file() else {}
+        return cls(str(path), meta, codec)
+
+    @property
+    def own(self) -> bool:
+        """Written by sdporec (training, export, a saved base): every weight it holds must load."""
+        return is_own_checkpoint(self.path)
+
+    @property
+    def format(self) -> int:
+        return int(self.meta.get("format", 0))
+
+    @property
+    def stage(self) -> str | None:
+        return self.meta.get("stage")
+
+    @property
+    def kind(self) -> str | None:
+        """The codec: items (built-in backbone), text or hybrid; None without a record (any model's tokenizer)."""
+        return self.codec.get("kind")
+
+    @property
+    def adapter(self) -> bool:
+        return is_adapter(self.path)
+
+    @property
+    def learned_history(self) -> bool:
+        """Whether this checkpoint, or one it was trained from, learned the history's next-item loss
+        (`--history-weight` above 0): its history readout then means something."""
+        learned = self.meta.get("learned_history", self.meta.get("history_trained"))
+        return bool(learned or (self.meta.get("config") or {}).get("history_weight", 0) > 0)
+
+    def domain(self, flag: str | None) -> str:
+        """The prompt domain for a command that loads this checkpoint: the one its training recorded unless
+        `flag` names one; a flag that disagrees is honoured with a warning. Without either: music."""
+        recorded = (self.meta.get("config") or {}).get("domain")
+        if flag is None:
+            return recorded or "music"
+        if recorded and recorded != flag:
+            warn(f"{self.path} was trained on {recorded} prompts; using --domain {flag} as asked")
+        return flag
+
+    def history_readout(self, flag: float | None) -> float:
+        """The history readout's weight λ to rank with: `flag`, else the one training chose on validation
+        (said when above 0), else 0, the prompt alone."""
+        if flag is not None:
+            return flag
+        weight = float(self.meta.get("history_readout") or 0.0)
+        if weight:
+            print(f"ranking with the history readout at λ {weight:g}, chosen on validation in training and recorded "
+                  f"in {self.path} (--history-readout 0: the prompt alone)", file=sys.stderr)
+        return weight
 
 
 def is_own_checkpoint(path: str | Path) -> bool:
-    """Written by sdporec (training, export, a saved base): every weight it holds must load."""
+    """`Checkpoint.own` without reading the record (a damaged one is still ours)."""
     return (Path(path) / META_FILE).is_file()
-
-
-def recorded_domain(path: str, flag: str | None) -> str:
-    """The prompt domain for a command that loads `path`: the one its training recorded (in
-    `sdporec_checkpoint.json`) unless `flag` names one; a flag that disagrees is honoured with a warning.
-    Without either: music."""
-    recorded = (checkpoint_meta(path).get("config") or {}).get("domain")
-    if flag is None:
-        return recorded or "music"
-    if recorded and recorded != flag:
-        warn(f"{path} was trained on {recorded} prompts; using --domain {flag} as asked")
-    return flag
-
-
-def learned_history(path: str) -> bool:
-    """Whether the checkpoint in `path`, or one it was trained from, learned the history's next-item loss
-    (`--history-weight` above 0): its history readout then means something."""
-    meta = checkpoint_meta(path)
-    return bool(meta.get("history_trained") or (meta.get("config") or {}).get("history_weight", 0) > 0)
 
 
 def is_adapter(path: str | Path) -> bool:
@@ -103,6 +152,12 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def save_codec(codec: ItemCodec | TextCodec, out_dir: str | Path) -> None:
+    """The codec as a checkpoint keeps it: the tokenizer (loadable with `AutoTokenizer`) and its record."""
+    codec.tokenizer.save_pretrained(str(out_dir))
+    (Path(out_dir) / CODEC_FILE).write_text(json.dumps(codec.record()) + "\n")
+
+
 def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, meta: dict,
                     base_dir: str | Path | None = None, state_dict: dict | None = None) -> None:
     """Write to `out_dir.tmp`, then swap it in: an interrupted save never leaves a half checkpoint."""
@@ -120,8 +175,8 @@ def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, me
             shutil.copytree(base_dir, tmp / "base", copy_function=_link_or_copy)
     else:
         model.save_pretrained(str(tmp), state_dict=state_dict)
-    codec.save(tmp)
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    save_codec(codec, tmp)
+    (tmp / META_FILE).write_text(json.dumps({**meta, "format": CHECKPOINT_FORMAT}, indent=2) + "\n")
     swap_in_dir(tmp, out_dir)
 
 

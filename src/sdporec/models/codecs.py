@@ -3,12 +3,10 @@ tokenizer saved beside it, or any model's own tokenizer (a GGUF file's included)
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from sdporec.data.codec import CODEC_FILE, ItemCodec, TextCodec
+from sdporec.data.codec import ItemCodec, TextCodec
 from sdporec.data.hybrid import HybridCodec
-from sdporec.errors import warn
+from sdporec.errors import ConfigError, warn
+from sdporec.models.checkpoints import Checkpoint
 from sdporec.models.sources import is_gguf, load_gguf_tokenizer
 
 
@@ -20,8 +18,7 @@ def load_codec(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:
     honoured with a warning: the model was trained on the other prompts)."""
     from transformers import AutoTokenizer
 
-    marker = Path(path) / CODEC_FILE
-    recorded = json.loads(marker.read_text()) if marker.is_file() else {}
+    recorded = Checkpoint.read(path).codec
     tokenizer = load_gguf_tokenizer(path) if is_gguf(path) else AutoTokenizer.from_pretrained(path)
     if recorded.get("kind") == "items":
         return ItemCodec(tokenizer)
@@ -31,8 +28,6 @@ def load_codec(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:
     else:
         chat = chat_template == "on"
         if chat and not has_template:
-            from sdporec.errors import ConfigError
-
             raise ConfigError(f"setting 'chat_template': {path}'s tokenizer has no chat template; use auto or off")
         if "chat" in recorded and recorded["chat"] != chat:
             warn_chat(path, recorded, chat_template)
@@ -42,6 +37,5 @@ def load_codec(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:
 
 
 def warn_chat(path: str, recorded: dict, chat_template: str) -> None:
-
     warn(f"{path} was trained with chat_template {'on' if recorded['chat'] else 'off'}; "
          f"using {chat_template} as asked, so its prompts differ from training's")

@@ -4,14 +4,17 @@ directory or hub name through the Auto classes, GGUF files, and 4-bit (QLoRA) lo
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from sdporec.config import require_cuda_for_4bit
-from sdporec.data.codec import ItemCodec, TextCodec
+from sdporec.data.codec import ItemCodec, TextCodec, require_known_titles
+from sdporec.data.samples import Sample
 from sdporec.errors import ConfigError
-from sdporec.models.checkpoints import is_adapter, loading, report_weights
+from sdporec.models.checkpoints import Checkpoint, is_adapter, loading, report_weights
 from sdporec.models.codecs import load_codec
 from sdporec.models.lora import attach_adapter
 from sdporec.models.sources import is_gguf, load_gguf_model, require_no_4bit_gguf
@@ -82,6 +85,33 @@ def load_model(path: str, dtype: str = "float32", load_in_4bit: bool = False, ch
         model = load_weights(path, dtype, load_in_4bit)
     model.eval()
     return model, codec
+
+
+@dataclass
+class InferenceModel:
+    """A model loaded for scoring or generation, with what its checkpoint says about using it."""
+    model: object
+    codec: ItemCodec | TextCodec
+    checkpoint: Checkpoint
+    domain: str                     # prompt templates: the flag's, else those training recorded
+    history_readout: float | None   # λ to rank with (None: not ranking)
+
+
+def load_for_inference(path: str, *, domain: str | None = None, history_readout: float | None = None,
+                       ranking: bool = True, chat_template: str = "auto", dtype: str = "float32",
+                       load_in_4bit: bool = False, device: str | torch.device = "auto",
+                       samples: Sequence[Sample] = (), samples_from: str = "") -> InferenceModel:
+    """The one way `evaluate`, `recommend`, `Recommender.load` and `pipeline` load a model: its record read
+    once (domain, history readout), its codec, every title of `samples` (read from `samples_from`) checked
+    against the codec before any weight loads, then the weights, placed on `device`."""
+    checkpoint = Checkpoint.read(path)
+    chosen_domain = checkpoint.domain(domain)
+    readout = checkpoint.history_readout(history_readout) if ranking else None
+    codec = load_codec_of(path, chat_template)
+    require_known_titles(codec, path, samples, samples_from)
+    model, codec = load_model(path, dtype, load_in_4bit, chat_template, codec)
+    model.to(device if isinstance(device, torch.device) else pick_device(device))
+    return InferenceModel(model, codec, checkpoint, chosen_domain, readout)
 
 
 def quiet_transformers() -> None:

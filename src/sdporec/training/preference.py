@@ -16,18 +16,10 @@ import torch
 from sdporec.config import setting
 from sdporec.data.batching import AnswerBatch, collate, same_answer_count, split_chosen_rejected
 from sdporec.data.candidates import NEGATIVE_SOURCES, catalogue, draw_negatives, popular_negatives, top_negatives
-from sdporec.data.codec import CODEC_FILE
 from sdporec.data.prompts import training_prompt
 from sdporec.data.samples import Sample
 from sdporec.errors import require
-from sdporec.files import read_json_object
-from sdporec.models.checkpoints import (
-    is_adapter,
-    learned_history,
-    needs_own_base,
-    recorded_domain,
-    save_checkpoint,
-)
+from sdporec.models.checkpoints import Checkpoint, is_adapter, needs_own_base, save_checkpoint
 from sdporec.models.loading import load_codec_of, load_model
 from sdporec.models.logprobs import IGNORE, history_logprobs
 from sdporec.models.lora import enable_gradient_checkpointing
@@ -81,7 +73,7 @@ class PreferenceConfig(TrainConfig):
     def validate(self) -> None:
         require(bool(self.model), "model", "required: the SFT checkpoint to start from")
         self.model = resolve_model(self.model)
-        self.domain = recorded_domain(self.model, self.domain)
+        self.domain = Checkpoint.read(self.model).domain(self.domain)
         default_lr(self, "preference", _backbone(self.model, self.lora))
         super().validate()
         require_outside(self.model, self.out, self.overwrite)
@@ -94,17 +86,13 @@ class PreferenceConfig(TrainConfig):
 
 def learns_history(cfg: PreferenceConfig) -> bool:
     """The policy learns the history's next-item loss: here (`--history-weight`) or in the SFT it starts from."""
-    return cfg.history_weight > 0 or learned_history(cfg.model)
+    return cfg.history_weight > 0 or Checkpoint.read(cfg.model).learned_history
 
 
 def _backbone(model: str, lora: bool) -> str:
     """What preference training trains: `builtin` (an SFT checkpoint of the built-in backbone, all weights),
     `lora` (a new adapter, or the SFT checkpoint's own adapter) or `full` (all weights of a text model)."""
-    marker = Path(model) / CODEC_FILE
-    kind = (
-        read_json_object(marker, "the checkpoint's codec record is damaged").get("kind") if marker.is_file() else None
-    )
-    if kind == "items" and not lora:
+    if Checkpoint.read(model).kind == "items" and not lora:
         return "builtin"
     return "lora" if lora or is_adapter(model) else "full"
 
@@ -149,7 +137,7 @@ class PreferenceRecipe:
                          "device": run.acc.device.type, "chat": codec.chat, "codec": codec.kind,
                          "reward_tokens": cfg.reward_tokens}
         self.meta = {"stage": cfg.loss, "trained_from": cfg.model, "config": asdict(cfg),
-                     "history_trained": learns_history(cfg)}
+                     "learned_history": learns_history(cfg)}
 
     def units(self, sample: Sample) -> int:
         return 1   # the preference loss is a mean over samples

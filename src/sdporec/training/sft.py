@@ -18,7 +18,7 @@ from sdporec.data.samples import Sample
 from sdporec.errors import ConfigError, DataError, require
 from sdporec.files import read_text, text_lines
 from sdporec.models.builtin import BUILTIN, BuiltinSize, add_hidden_dropout, build_builtin
-from sdporec.models.checkpoints import needs_own_base, recorded_domain, save_checkpoint
+from sdporec.models.checkpoints import Checkpoint, needs_own_base, save_checkpoint
 from sdporec.models.item_rows import ITEM_INIT, add_item_rows
 from sdporec.models.loading import load_codec_of, load_model
 from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, history_logprobs
@@ -62,7 +62,7 @@ class SFTConfig(TrainConfig):
     def validate(self) -> None:
         if self.model != BUILTIN:
             self.model = resolve_model(self.model)
-        self.domain = recorded_domain(self.model, self.domain)
+        self.domain = Checkpoint.read(self.model).domain(self.domain)
         default_lr(self, "sft", "builtin" if self.model == BUILTIN else "lora" if self.lora else "full")
         super().validate()
         require_input(self.titles, "titles")
@@ -95,7 +95,7 @@ class SFTRecipe:
         self.checkpoint, self.base_dir = checkpoint, base_dir
         self.score = scoring_layout(cfg.layout, codec.short_answers)
         self.meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg),
-                     "history_trained": cfg.history_weight > 0}
+                     "learned_history": cfg.history_weight > 0}
 
     def units(self, sample: Sample) -> int:
         """Predicted tokens: the answer's (title + EOS), and with a history loss the history's labelled ones
