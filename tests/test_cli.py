@@ -20,7 +20,21 @@ def run_dir(tmp_path_factory):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "popularity" in proc.stdout and "sdpo" in proc.stdout
+    (out / "stdout.txt").write_text(proc.stdout)
     return out
+
+
+def test_pipeline_ends_with_s_dpo_against_sft_and_dpo_with_intervals(run_dir):
+    stdout = (run_dir / "stdout.txt").read_text()
+    got = json.loads((run_dir / "comparison.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert got["n"] == metrics["sdpo"]["n"] and got["metrics"]["S-DPO"]["hr@1"] == metrics["sdpo"]["hr@1"]
+    pairs = {(d["a"], d["b"]) for d in got["differences"]}
+    assert pairs == {("S-DPO", "SFT"), ("S-DPO", "DPO"), ("SFT", "DPO")}
+    first = next(d for d in got["differences"] if (d["a"], d["b"], d["metric"]) == ("S-DPO", "SFT", "hr@1"))
+    assert first["difference"] == pytest.approx(metrics["sdpo"]["hr@1"] - metrics["sft"]["hr@1"])
+    assert f"S-DPO against SFT and DPO on the same {got['n']} test samples:" in stdout
+    assert "S-DPO - SFT" in stdout and "95% interval" in stdout
 
 
 def test_pipeline_writes_metrics_for_every_stage(run_dir):

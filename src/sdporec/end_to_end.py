@@ -20,6 +20,7 @@ from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import read_samples, sample_error
 from sdporec.errors import require
 from sdporec.evaluation.baselines import popularity_scorer
+from sdporec.evaluation.compare import CompareConfig, run_compare
 from sdporec.evaluation.evaluate import evaluate_model, evaluate_ranking, format_table, write_results
 from sdporec.evaluation.report import collect, make_figures, write_markdown
 from sdporec.files import atomic_write_text, read_text, text_lines
@@ -125,7 +126,8 @@ def require_test_titles(data: Path) -> None:
                            f"{data / 'items.txt'}, so the model gets no token for it; list every title there")
 
 
-PIPELINE_OUTPUTS = ("config.yaml", "metrics.json", "timings.json", "data", "sft", "dpo", "sdpo", "eval", "report")
+PIPELINE_OUTPUTS = ("config.yaml", "metrics.json", "timings.json", "comparison.json", "data", "sft", "dpo", "sdpo",
+                    "eval", "report")
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
@@ -183,6 +185,10 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     atomic_write_text(out / "timings.json", json.dumps(timings, indent=2) + "\n")
     print(f"\nTest split ({cfg.protocol}), {len(test)} samples:\n{format_table(results)}")
     print(f"\nWall time: {timings['total']:.0f} s. Outputs in {out}/ (metrics.json, eval/, sft/, dpo/, sdpo/)")
+    # Whether S-DPO's difference from SFT and DPO is real on these samples, or noise: paired bootstrap intervals.
+    print(f"\nS-DPO against SFT and DPO on the same {len(test)} test samples:")
+    run_compare(CompareConfig(predictions=[str(out / "eval" / n) for n in ("sdpo", "sft", "dpo")],
+                              names=["S-DPO", "SFT", "DPO"], seed=cfg.seed, out=str(out / "comparison.json")))
     runs, finals = collect([str(out)])
     figures = make_figures(runs, finals, out / "report")
     write_markdown(runs, finals, figures, out / "report")
