@@ -97,7 +97,7 @@ def run_baseline(cfg: BaselineConfig) -> dict:
     elif cfg.name == "item-counts":
         scorer, info = item_count_scorer(train), {}
     else:
-        from sdporec.evaluation.sequential import SequentialConfig, train_sequential
+        from sdporec.evaluation.baseline_models import SequentialConfig, train_sequential
 
         valid = read_samples(cfg.valid, "valid") if cfg.valid else []
         scfg = SequentialConfig(kind=cfg.name, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
