@@ -4,9 +4,9 @@ from sdporec.data.candidates import paper_seeded_candidates
 from sdporec.data.prepare import builtin_splits
 from sdporec.data.samples import Sample
 from sdporec.evaluation.audit import audit, candidate_checks, leak_hr1
+from sdporec.evaluation.baseline_models import SequentialConfig, train_sequential
 from sdporec.evaluation.baselines import item_count_scorer, popularity_scorer
 from sdporec.evaluation.evaluate import evaluate_ranking
-from sdporec.evaluation.baseline_models import SequentialConfig, train_sequential
 
 ITEMS = [f"i{k}" for k in range(200)]
 
