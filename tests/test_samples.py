@@ -5,7 +5,6 @@ import pytest
 
 from sdporec.data.samples import Sample, read_samples, split_history, validate_samples, write_samples
 from sdporec.errors import DataError
-from sdporec.files import atomic_write_text, read_json_object, read_text
 
 GOOD = {"historyList": ["A", "B", "C"], "itemList": ["D", "E", "F"], "trueSelection": "E"}
 
@@ -87,21 +86,6 @@ def test_missing_file(tmp_path):
         read_samples(tmp_path / "nope.json")
 
 
-def test_atomic_write_leaves_old_file_on_failure(tmp_path):
-    p = tmp_path / "out.jsonl"
-    atomic_write_text(p, "old\n")
-
-    def rows():
-        yield {"ok": 1}
-        raise RuntimeError("boom")
-
-    from sdporec.files import write_jsonl
-    with pytest.raises(RuntimeError):
-        write_jsonl(p, rows())
-    assert p.read_text() == "old\n"
-    assert [f.name for f in tmp_path.iterdir()] == ["out.jsonl"]
-
-
 def test_titles_with_unicode_line_marks_round_trip(tmp_path):
     # str.splitlines splits at U+0085 and U+2028, which JSON Lines written with ensure_ascii=False keep raw.
     from sdporec.files import text_lines
@@ -172,49 +156,6 @@ def test_jsonl_rows_are_named_by_line_and_keyed_by_position(tmp_path):
     assert [x.row for x in s] == ["line 2", "line 4"] and [x.key for x in s] == ["x:0", "x:1"]
 
 
-def test_read_text_encodings_and_their_errors(tmp_path):
-    p = tmp_path / "t.txt"
-    p.write_bytes("\ufeffh\u00e9".encode("utf-8"))
-    assert read_text(p) == "h\u00e9"
-    p.write_bytes("h\u00e9".encode("utf-16-be").join([b"\xfe\xff", b""]))
-    assert read_text(p) == "h\u00e9"
-    p.write_bytes("ok".encode("utf-16-le").join([b"\xff\xfe", b""]))
-    assert read_text(p) == "ok"
-    p.write_bytes(b"\xff\xfea")   # a UTF-16 mark, then an odd byte
-    with pytest.raises(DataError) as e:
-        read_text(p)
-    assert str(e.value) == f"file {p}: starts like UTF-16 text but byte 2 is not"
-    p.write_bytes(b"ab\ncd\nef\xe9gh")
-    with pytest.raises(DataError) as e:
-        read_text(p)
-    assert str(e.value) == f"file {p}, row line 3: not UTF-8 text (byte 0xe9 at column 3); save the file as UTF-8"
-    p.write_bytes(b"\xe9")
-    with pytest.raises(DataError) as e:
-        read_text(p)
-    assert str(e.value) == f"file {p}, row line 1: not UTF-8 text (byte 0xe9 at column 1); save the file as UTF-8"
-    p.write_bytes(b"a\nb\nc\x00d")
-    with pytest.raises(DataError) as e:
-        read_text(p)
-    assert str(e.value) == f"file {p}, row line 3: holds a NUL character: a binary file, not text"
-    for path, message in ((tmp_path, "is a directory, not a file"), (tmp_path / "none", "no such file")):
-        with pytest.raises(DataError) as e:
-            read_text(path)
-        assert str(e.value) == f"file {path}: {message}"
-
-
-def test_read_json_object_and_its_errors(tmp_path):
-    p = tmp_path / "o.json"
-    p.write_text('{"a": 1}')
-    assert read_json_object(p) == {"a": 1}
-    for text, message in (("[1]", "expected a JSON object"), ("{", "not valid JSON (Expecting property name "
-                                                               "enclosed in double quotes: line 1 column 2 (char 1))")):
-        p.write_text(text)
-        for context, tail in (("", ""), ("the checkpoint is damaged", "; the checkpoint is damaged")):
-            with pytest.raises(DataError) as e:
-                read_json_object(p, context)
-            assert str(e.value) == f"file {p}: {message}{tail}"
-
-
 def test_content_key_is_stable_across_versions():
     # Files written by earlier versions pair with new ones only if the key never changes: a fixed value.
     s = Sample(["Bj\u00f6rk", "A"], ["B", "C"], "C", user="u", key="x:1", row="3")
@@ -228,18 +169,6 @@ def test_to_json_writes_the_paper_fields_and_the_user_only_when_known():
     s = Sample(["A"], ["B", "C"], "B")
     assert s.to_json() == {"historyList": ["A"], "itemList": ["B", "C"], "trueSelection": "B"}
     assert Sample(["A"], ["B", "C"], "B", user="9").to_json()["user"] == "9"
-
-
-def test_written_files_get_the_permissions_open_would_give(tmp_path):
-    import os
-
-    old = os.umask(0o027)
-    try:
-        atomic_write_text(tmp_path / "sub" / "f.txt", "x")
-    finally:
-        os.umask(old)
-    assert (tmp_path / "sub" / "f.txt").stat().st_mode & 0o777 == 0o640
-    assert (tmp_path / "sub" / "f.txt").read_text() == "x" and os.umask(old) == old
 
 
 def test_split_history_without_known_titles_or_a_cover():
@@ -256,8 +185,3 @@ def test_validate_samples_names_where_and_the_index():
     validate_samples([Sample(["A"], ["B", "C"], "B")], "importer")
 
 
-def test_text_lines_by_hand():
-    from sdporec.files import text_lines
-
-    assert text_lines("") == [] and text_lines("\n") == [""] and text_lines("a") == ["a"]
-    assert text_lines("a\r\n\r\nb\r") == ["a", "", "b"] and text_lines("a\rb\n") == ["a\rb"]
