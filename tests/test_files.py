@@ -114,7 +114,6 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         yield {"ok": 1}
         raise RuntimeError("boom")
 
-    from sdporec.files import write_jsonl
     with pytest.raises(RuntimeError):
         write_jsonl(p, rows())
     assert p.read_text() == "old\n"
@@ -165,8 +164,6 @@ def test_read_json_object_and_its_errors(tmp_path):
 
 
 def test_written_files_get_the_permissions_open_would_give(tmp_path):
-    import os
-
     old = os.umask(0o027)
     try:
         atomic_write_text(tmp_path / "sub" / "f.txt", "x")
