@@ -185,3 +185,14 @@ def test_validate_samples_names_where_and_the_index():
     validate_samples([Sample(["A"], ["B", "C"], "B")], "importer")
 
 
+
+
+@pytest.mark.parametrize("where", ["itemList", "historyList"])
+def test_a_joined_history_is_split_by_titles_seen_anywhere_in_the_file(tmp_path, where):
+    # ':wumpscut:' is known only from one list field of another row; the joined history splits by it. (A target
+    # is always among its row's candidates, so `trueSelection` adds no title of its own to a valid file.)
+    other = {"historyList": ["A"], "itemList": ["B", "C"], "trueSelection": "B"}
+    other = {**other, where: other[where] + [":wumpscut:"]}
+    joined = {"historyList": "Boris:::wumpscut:", "itemList": ["D", "E"], "trueSelection": "D"}
+    p = write(tmp_path, [other, joined, {**GOOD, "historyList": ["Boris"]}])
+    assert read_samples(p)[1].history == ["Boris", ":wumpscut:"]
