@@ -193,6 +193,6 @@ def test_a_joined_history_is_split_by_titles_seen_anywhere_in_the_file(tmp_path,
     # is always among its row's candidates, so `trueSelection` adds no title of its own to a valid file.)
     other = {"historyList": ["A"], "itemList": ["B", "C"], "trueSelection": "B"}
     other = {**other, where: other[where] + [":wumpscut:"]}
-    joined = {"historyList": "Boris:::wumpscut:", "itemList": ["D", "E"], "trueSelection": "D"}
+    joined = {"historyList": ":wumpscut:::Boris", "itemList": ["D", "E"], "trueSelection": "D"}
     p = write(tmp_path, [other, joined, {**GOOD, "historyList": ["Boris"]}])
-    assert read_samples(p)[1].history == ["Boris", ":wumpscut:"]
+    assert read_samples(p)[1].history == [":wumpscut:", "Boris"]   # a plain split gives ":wumpscut", ":Boris"
