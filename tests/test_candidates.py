@@ -170,5 +170,6 @@ def test_validation_subset_by_hand():
 
     valid = [Sample(["a"], ["b", "c"], "b", key=f"valid:{i}") for i in range(50)]
     chosen = sorted(random.Random("validation subset:50:7").sample(range(50), 7))
-    assert validation_subset(valid, 7) == [valid[i] for i in chosen]
+    # Keys, not samples: samples compare by content and these all ask the same question.
+    assert [s.key for s in validation_subset(valid, 7)] == [valid[i].key for i in chosen]
     assert validation_subset(valid, 0) == validation_subset(valid, 50) == validation_subset(valid, 80) == valid
