@@ -114,7 +114,8 @@ def train_step(model, ref, codec, samples, layout: str, k: int, args) -> dict:
 
 
 def ranking_vs_generation(model, codec, samples, args) -> dict:
-    from sdporec.evaluation.evaluate import LMScorer, evaluate_generation, evaluate_ranking
+    from sdporec.evaluation.evaluate import evaluate_generation, evaluate_ranking
+    from sdporec.evaluation.scoring import LMScorer
 
     out = {}
     samples = samples[:args.eval_samples]

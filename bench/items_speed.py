@@ -56,7 +56,7 @@ def rows(model, text_codec, titles, args):
 def ranking_rate(model, codec, samples, batch: int) -> tuple[float, float]:
     """(samples/s, mean prompt tokens) of LMScorer over `samples` (after one warm-up batch)."""
     from sdporec.data.prompts import build_prompt
-    from sdporec.evaluation.evaluate import LMScorer
+    from sdporec.evaluation.scoring import LMScorer
 
     scorer = LMScorer(model, codec, "movies", batch_size=batch, progress=False)
     scorer(samples[:batch])

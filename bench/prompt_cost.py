@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from sdporec.data.samples import read_samples
 from sdporec.errors import DataError
-from sdporec.evaluation.evaluate import LMScorer, mix_readouts, ranking_results, write_results  # noqa: E402
+from sdporec.evaluation.evaluate import write_results  # noqa: E402
+from sdporec.evaluation.scoring import LMScorer, mix_readouts, ranking_results  # noqa: E402
 
 WEIGHTS = [0.0, 0.25, 0.5, 0.75, 1.0]
 

@@ -98,7 +98,8 @@ def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
 
 
 def eval_case(args, method: str, codec_kind: str) -> dict:
-    from sdporec.evaluation.evaluate import LMScorer, evaluate_generation, evaluate_ranking
+    from sdporec.evaluation.evaluate import evaluate_generation, evaluate_ranking
+    from sdporec.evaluation.scoring import LMScorer
 
     model, codec, samples = build(codec_kind, args)
     model.eval()

@@ -296,7 +296,7 @@ def test_recommender_ranks_as_the_command_does(run_dir, capsys):
 def test_recommend_mixes_in_the_history_readout_as_evaluate_does(run_dir, capsys):
     import sdporec
     from sdporec.data.samples import Sample
-    from sdporec.evaluation.evaluate import LMScorer
+    from sdporec.evaluation.scoring import LMScorer
 
     sample = json.loads((run_dir / "data" / "test.jsonl").read_text().splitlines()[0])
     model = str(run_dir / "sft" / "model")

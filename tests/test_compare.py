@@ -7,16 +7,11 @@ import random
 import pytest
 
 from sdporec.cli import main
+from sdporec.commands.compare import CompareConfig, run_compare
 from sdporec.data.samples import Sample
 from sdporec.errors import ConfigError, DataError
 from sdporec.evaluation.baselines import popularity_scorer
-from sdporec.evaluation.compare import (
-    CompareConfig,
-    format_comparison,
-    read_predictions,
-    require_same_samples,
-    run_compare,
-)
+from sdporec.evaluation.compare import format_comparison, read_predictions, require_same_samples
 from sdporec.evaluation.evaluate import evaluate_ranking, write_results
 from sdporec.evaluation.metrics import paired_bootstrap
 

@@ -4,11 +4,12 @@ import pytest
 import yaml
 
 from sdporec.cli import COMMANDS, build_parser
-from sdporec.config import resolve, save_config
-from sdporec.data.prepare import PrepareConfig
+from sdporec.commands.preference import DPOConfig, PreferenceConfig, SDPOConfig
+from sdporec.commands.prepare import PrepareConfig
+from sdporec.commands.settings import resolve
+from sdporec.commands.sft import SFTConfig
+from sdporec.config import save_config
 from sdporec.errors import ConfigError
-from sdporec.training.preference import DPOConfig, PreferenceConfig, SDPOConfig
-from sdporec.training.sft import SFTConfig
 
 
 def parse(argv):
@@ -72,7 +73,7 @@ def test_bad_flag_values_are_rejected_by_argparse():
 
 def test_an_omitted_positional_with_choices_takes_its_default_or_the_yaml_value(capsys):
     # Before Python 3.12 argparse checked the omitted positional's SUPPRESS default against its choices and
-    # refused `sdporec prepare --out DIR`; sdporec.config.OneOf checks the choices instead.
+    # refused `sdporec prepare --out DIR`; sdporec.commands.settings.OneOf checks the choices instead.
     assert resolve(PrepareConfig, parse(["prepare", "--out", "d"])).source == "builtin"
     assert parse(["prepare", "csv", "--out", "d"]).source == "csv"
     assert "source" not in vars(parse(["prepare", "--config", "p.yaml"]))   # so a YAML file's source stands

@@ -39,7 +39,7 @@ def test_generation_decodes_its_whole_budget_when_no_eos_comes(tiny_llama, budge
 def test_history_readout_mixes_in_each_candidate_s_log_prob_after_the_history_alone(tiny_llama):
     from conftest import history_readout_reference
 
-    from sdporec.evaluation.evaluate import LMScorer
+    from sdporec.evaluation.scoring import LMScorer
 
     model, codec = tiny_llama
     rows = samples([f"Artist {i}" for i in range(40)])
@@ -53,8 +53,9 @@ def test_history_readout_mixes_in_each_candidate_s_log_prob_after_the_history_al
 
 
 def test_readout_rows_rank_each_sample_as_a_scorer_at_each_weight_does(tiny_llama):
-    from sdporec.evaluation.evaluate import LMScorer, evaluate_ranking, readout_metrics, readout_rows
+    from sdporec.evaluation.evaluate import evaluate_ranking
     from sdporec.evaluation.metrics import ranking_metrics
+    from sdporec.evaluation.scoring import LMScorer, readout_metrics, readout_rows
 
     model, codec = tiny_llama
     rows = samples([f"Artist {i}" for i in range(40)], n=6)

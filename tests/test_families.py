@@ -11,7 +11,7 @@ from sdporec.cli import main
 from sdporec.data.batching import collate
 from sdporec.data.codec import TextCodec
 from sdporec.data.prompts import build_prompt
-from sdporec.evaluation.evaluate import LMScorer
+from sdporec.evaluation.scoring import LMScorer
 from sdporec.models.checkpoints import save_checkpoint
 from sdporec.models.families import FAMILIES, build_family, tokenizer_texts
 from sdporec.models.loading import load_model

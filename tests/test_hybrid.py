@@ -168,7 +168,7 @@ def test_the_history_readout_with_item_tokens_equals_the_plain_whole_row_referen
     from conftest import history_readout_reference
     from transformers import AutoModelForCausalLM
 
-    from sdporec.evaluation.evaluate import LMScorer
+    from sdporec.evaluation.scoring import LMScorer
 
     d, splits = tiny_text_model
     samples = splits["valid"][:2]

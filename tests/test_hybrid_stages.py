@@ -77,7 +77,7 @@ def test_a_lora_checkpoint_loads_in_plain_transformers_and_peft(tiny_text_model,
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sdporec.evaluation.evaluate import LMScorer
+    from sdporec.evaluation.scoring import LMScorer
     from sdporec.models.loading import load_model
     from sdporec.models.lora import peft_quietly
 

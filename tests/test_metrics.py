@@ -3,7 +3,6 @@ import math
 import pytest
 
 from sdporec.data.samples import Sample
-from sdporec.evaluation.evaluate import ranking_results
 from sdporec.evaluation.metrics import (
     NonFiniteError,
     generation_metrics,
@@ -11,6 +10,7 @@ from sdporec.evaluation.metrics import (
     rank_of_target,
     ranking_metrics,
 )
+from sdporec.evaluation.scoring import ranking_results
 
 
 def test_rank_of_target_breaks_ties_by_position():
@@ -146,7 +146,7 @@ def test_generation_metrics_have_every_key_and_no_ranking_numbers():
 def test_paired_bootstrap_defaults_are_compares():
     import random
 
-    from sdporec.evaluation.compare import CompareConfig
+    from sdporec.commands.compare import CompareConfig
     from sdporec.evaluation.metrics import paired_bootstrap
 
     rng = random.Random(2)

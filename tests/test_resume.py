@@ -82,8 +82,8 @@ def test_resume_refuses_other_settings_and_missing_checkpoints(files, tmp_path, 
 
 
 def test_a_log_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
+    from sdporec.commands.train_config import TrainConfig
     from sdporec.training.runlog import RunLog
-    from sdporec.training.trainer import TrainConfig
 
     (tmp_path / "train_log.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "lo')
     RunLog(TrainConfig(train="t", out=str(tmp_path)), tmp_path, keep_until=3)

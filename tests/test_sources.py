@@ -7,6 +7,8 @@ import pytest
 from conftest import write_small_splits
 
 from sdporec.cli import main
+from sdporec.commands.preference import PreferenceConfig
+from sdporec.commands.sft import SFTConfig
 from sdporec.data.codec import TextCodec
 from sdporec.data.prompts import build_prompt
 from sdporec.errors import ConfigError
@@ -14,8 +16,6 @@ from sdporec.models import sources
 from sdporec.models.checkpoints import save_codec
 from sdporec.models.codecs import load_codec
 from sdporec.models.families import build_family, tokenizer_texts
-from sdporec.training.preference import PreferenceConfig
-from sdporec.training.sft import SFTConfig
 
 TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
             "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
@@ -135,7 +135,7 @@ def test_default_learning_rate_follows_stage_and_backbone(text_model, tmp_path):
 
 
 def test_mean_score_is_the_summed_log_prob_over_the_answer_tokens(text_model):
-    from sdporec.evaluation.evaluate import LMScorer
+    from sdporec.evaluation.scoring import LMScorer
     from sdporec.models.loading import load_model
 
     d, splits = text_model
@@ -152,7 +152,7 @@ def test_mean_score_is_the_summed_log_prob_over_the_answer_tokens(text_model):
 def test_text_history_readout_scores_the_title_as_the_history_loss_labels_it(text_model, tmp_path, capsys):
     from conftest import history_readout_reference
 
-    from sdporec.evaluation.evaluate import LMScorer
+    from sdporec.evaluation.scoring import LMScorer
     from sdporec.models.loading import load_model
 
     d, splits = text_model

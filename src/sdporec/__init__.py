@@ -23,8 +23,8 @@ from sdporec._version import __version__ as __version__
 _PUBLIC = {
     "prepare": "api", "sft": "api", "dpo": "api", "sdpo": "api", "evaluate": "api", "pipeline": "api",
     "Recommender": "evaluation.recommend",
-    "PrepareConfig": "data.prepare", "SFTConfig": "training.sft", "DPOConfig": "training.preference",
-    "SDPOConfig": "training.preference", "EvaluateConfig": "evaluation.evaluate", "PipelineConfig": "end_to_end",
+    "PrepareConfig": "commands.prepare", "SFTConfig": "commands.sft", "DPOConfig": "commands.preference",
+    "SDPOConfig": "commands.preference", "EvaluateConfig": "commands.evaluate", "PipelineConfig": "commands.pipeline",
     "ConfigError": "errors", "DataError": "errors",
 }
 __all__ = sorted(_PUBLIC)

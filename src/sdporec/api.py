@@ -7,13 +7,13 @@ field at fault) and returns what the command prints or writes.
 
 from __future__ import annotations
 
-from sdporec.config import configure
-from sdporec.data.prepare import PrepareConfig, run_prepare
-from sdporec.end_to_end import PipelineConfig, run_pipeline
-from sdporec.evaluation.evaluate import EvaluateConfig, run_evaluate
+from sdporec.commands.evaluate import EvaluateConfig, run_evaluate
+from sdporec.commands.pipeline import PipelineConfig, run_pipeline
+from sdporec.commands.preference import DPOConfig, SDPOConfig, run_preference
+from sdporec.commands.prepare import PrepareConfig, run_prepare
+from sdporec.commands.settings import configure
+from sdporec.commands.sft import SFTConfig, run_sft
 from sdporec.models.loading import quiet_transformers
-from sdporec.training.preference import DPOConfig, SDPOConfig, run_preference
-from sdporec.training.sft import SFTConfig, run_sft
 
 
 def prepare(config: PrepareConfig | None = None, **settings) -> dict:

@@ -8,22 +8,22 @@ import sys
 import warnings
 from pathlib import Path
 
-from sdporec.config import add_arguments, resolve
-from sdporec.data.prepare import PrepareConfig, run_prepare
-from sdporec.end_to_end import PipelineConfig, run_pipeline
+from sdporec.commands.audit import AuditConfig, run_audit
+from sdporec.commands.baseline import BaselineConfig, run_baseline
+from sdporec.commands.compare import CompareConfig, run_compare
+from sdporec.commands.evaluate import EvaluateConfig, run_evaluate
+from sdporec.commands.export import ExportConfig, run_export
+from sdporec.commands.init_model import InitModelConfig, run_init_model
+from sdporec.commands.pipeline import PipelineConfig, run_pipeline
+from sdporec.commands.preference import DPOConfig, SDPOConfig, run_preference
+from sdporec.commands.prepare import PrepareConfig, run_prepare
+from sdporec.commands.recommend import RecommendConfig, run_recommend
+from sdporec.commands.report import ReportConfig, run_report
+from sdporec.commands.settings import add_arguments, resolve
+from sdporec.commands.sft import SFTConfig, run_sft
 from sdporec.errors import ConfigError, DataError
-from sdporec.evaluation.audit import AuditConfig, run_audit
-from sdporec.evaluation.baselines import BaselineConfig, run_baseline
-from sdporec.evaluation.compare import CompareConfig, run_compare
-from sdporec.evaluation.evaluate import EvaluateConfig, run_evaluate
 from sdporec.evaluation.metrics import NonFiniteError
-from sdporec.evaluation.recommend import RecommendConfig, run_recommend
-from sdporec.evaluation.report import ReportConfig, run_report
-from sdporec.models.export import ExportConfig, run_export
-from sdporec.models.families import InitModelConfig, run_init_model
 from sdporec.models.loading import quiet_transformers
-from sdporec.training.preference import DPOConfig, SDPOConfig, run_preference
-from sdporec.training.sft import SFTConfig, run_sft
 
 COMMANDS = {
     "prepare": (PrepareConfig, run_prepare, "write train/valid/test samples (built-in, MovieLens-100K, CSV logs)"),

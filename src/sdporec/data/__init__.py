@@ -1,3 +1,3 @@
 """Data: samples and their files (`samples`), candidate lists and negatives (`candidates`), prompts
-(`prompts`), token codecs (`codec`), the batch format (`batching`), importers and the built-in generator
-(`importers`, `synthetic`, `prepare`)."""
+(`prompts`), token codecs (`codec`), the batch format (`batching`), importers, the built-in generator and
+the train / valid / test splits (`importers`, `synthetic`, `prepare`)."""

@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from sdporec.data.candidates import catalogue, sample_rng
 from sdporec.data.samples import Sample
-from sdporec.evaluation.evaluate import Scorer, evaluate_ranking
+from sdporec.evaluation.evaluate import evaluate_ranking
+from sdporec.evaluation.scoring import Scorer
 
 
 @dataclass

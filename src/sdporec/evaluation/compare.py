@@ -4,36 +4,19 @@ interval of every difference, and whether the interval says better, worse or not
 Inputs are `predictions.jsonl` files written by `evaluate` or `baseline` (a run's `eval/` folder works too);
 they must hold the same samples. Samples are paired by what they ask (history, candidates, target: the rows'
 `sample`), not by row number, so files of one data set evaluated in any order pair, files of different
-samples are refused, and the interval reflects only how the models differ on the same questions.
+samples are refused, and the interval reflects only how the models differ on the same questions. The command
+is `sdporec.commands.compare`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
-from sdporec.config import setting
-from sdporec.errors import ConfigError, DataError, require
+from sdporec.errors import ConfigError, DataError
 from sdporec.evaluation.metrics import paired_bootstrap, per_sample_metrics
-from sdporec.files import atomic_write_text, read_text, text_lines
-
-
-@dataclass
-class CompareConfig:
-    predictions: list[str] = setting([], "predictions.jsonl files (or the folders holding them), two or more",
-                                 positional=True)
-    names: list[str] = setting([], "a name per file (default: each file's folder name)")
-    resamples: int = setting(2000, "bootstrap resamples")
-    seed: int = setting(0, "seed of the bootstrap draws")
-    out: str = setting("", "also write the comparison as JSON to this file")
-
-    def validate(self) -> None:
-        require(len(self.predictions) >= 2, "predictions", "give at least two predictions.jsonl files")
-        require(not self.names or len(self.names) == len(self.predictions), "names", "one name per file")
-        require(len(set(self.names)) == len(self.names), "names", "names must differ")
-        require(self.resamples >= 100, "resamples", "must be at least 100")
+from sdporec.files import read_text, text_lines
 
 
 def read_predictions(path: str) -> tuple[str, dict[str, dict]]:
@@ -76,9 +59,12 @@ def require_same_samples(first: tuple[str, dict[str, dict]], other: tuple[str, d
                     "same samples")
 
 
-def run_compare(cfg: CompareConfig) -> dict:
-    files = [read_predictions(p) for p in cfg.predictions]
-    names = cfg.names or [Path(f).parent.name or f for f, _ in files]
+def compare_predictions(predictions: list[str], names: list[str] | None = None, resamples: int = 2000,
+                        seed: int = 0) -> dict:
+    """Every metric of each predictions file (or folder holding one), and the paired bootstrap 95% interval of
+    every pairwise difference with its verdict; `names`: one per file (default: each file's folder name)."""
+    files = [read_predictions(p) for p in predictions]
+    names = names or [Path(f).parent.name or f for f, _ in files]
     if len(set(names)) != len(names):
         names = [f for f, _ in files]
     if len({"sample" in next(iter(rows.values())) for _, rows in files}) > 1:
@@ -90,18 +76,15 @@ def run_compare(cfg: CompareConfig) -> dict:
     per = {name: per_sample_metrics([rows[k] for k in keys]) for name, (_, rows) in zip(names, files)}
     # Both protocols have HR@1, so a ranking and a generation evaluation compare on it (as the paper does).
     metrics = [m for m in per[names[0]] if all(m in per[n] for n in names)]
-    result = {"n": len(keys), "resamples": cfg.resamples, "seed": cfg.seed,
+    result = {"n": len(keys), "resamples": resamples, "seed": seed,
               "metrics": {n: {m: sum(per[n][m]) / len(keys) for m in metrics} for n in names},
               "differences": []}
     for a, b in combinations(names, 2):
         for m in metrics:
-            diff, low, high = paired_bootstrap(per[a][m], per[b][m], cfg.resamples, cfg.seed)
+            diff, low, high = paired_bootstrap(per[a][m], per[b][m], resamples, seed)
             verdict = "better" if low > 0 else "worse" if high < 0 else "not distinguishable"
             result["differences"].append({"a": a, "b": b, "metric": m, "difference": diff, "low": low,
                                           "high": high, "a_is": verdict})
-    print(format_comparison(result))
-    if cfg.out:
-        atomic_write_text(cfg.out, json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -1,7 +1,8 @@
 """`sdporec report`: figures and a markdown summary from the logs every run writes.
 
 A RUN_DIR is either one training run (it has `train_log.jsonl`) or a pipeline directory (its stage runs
-`sft/`, `dpo/`, `sdpo/` and its `metrics.json`). Several RUN_DIRs share axes, with a legend.
+`sft/`, `dpo/`, `sdpo/` and its `metrics.json`). Several RUN_DIRs share axes, with a legend. The command is
+`sdporec.commands.report`.
 """
 
 from __future__ import annotations
@@ -10,26 +11,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdporec.config import setting
-from sdporec.errors import ConfigError, require
-from sdporec.evaluation.evaluate import format_table
+from sdporec.errors import ConfigError
 from sdporec.files import atomic_write_text, text_lines
-from sdporec.outputs import claim_out_dir
 
 BAR_METRICS = ("hr@1", "hr@5", "ndcg@5", "mrr")
-
-
-@dataclass
-class ReportConfig:
-    runs: list[str] = setting([], "run directories: pipeline outputs or single training runs", positional=True)
-    out: str = setting("", "output directory for the PNG figures and report.md")
-
-    def validate(self) -> None:
-        require(bool(self.runs), "runs", "give at least one run directory")
-        require(bool(self.out), "out", "required")
-        for r in self.runs:
-            require(Path(r).is_dir(), "runs", f"{r} is not a directory")
-        claim_out_dir(self.out, (), overwrite=True)
 
 
 @dataclass
@@ -214,14 +199,3 @@ def write_markdown(runs: list[ReportedRun], finals: dict[str, dict], figures: li
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "report.md", text)
     return text
-
-
-def run_report(cfg: ReportConfig) -> dict:
-    out = Path(cfg.out)
-    runs, finals = collect(cfg.runs)
-    figures = make_figures(runs, finals, out)
-    write_markdown(runs, finals, figures, out)
-    if finals:
-        print(format_table(finals))
-    print(f"\nReport: {out / 'report.md'}; figures: {', '.join(str(out / f) for f in figures)}")
-    return {"figures": figures, "runs": [r.label for r in runs]}

@@ -1,32 +1,31 @@
 """Preference recipe: DPO and Softmax-DPO from an SFT checkpoint, which is also the frozen reference.
 
 Each sample's K negatives are drawn (seeded by sample and epoch) from the non-target candidates of the
-prompt the model sees, so they change with every epoch's candidate list.
+prompt the model sees, so they change with every epoch's candidate list. The `sdporec dpo` and `sdporec sdpo`
+commands (their configs and runner) are `sdporec.commands.preference`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
-from sdporec.config import setting
 from sdporec.data.batching import AnswerBatch, collate, same_answer_count, split_chosen_rejected
-from sdporec.data.candidates import NEGATIVE_SOURCES, catalogue, draw_negatives, popular_negatives, top_negatives
+from sdporec.data.candidates import draw_negatives, popular_negatives, top_negatives
 from sdporec.data.prompts import training_prompt
 from sdporec.data.samples import Sample
-from sdporec.errors import require
 from sdporec.models.checkpoints import Checkpoint, is_adapter, needs_own_base, save_checkpoint
-from sdporec.models.loading import load_codec_of, load_model
+from sdporec.models.loading import load_model
 from sdporec.models.logprobs import IGNORE, history_logprobs
 from sdporec.models.lora import enable_gradient_checkpointing
 from sdporec.models.policy import Policy, policy_from_sft
 from sdporec.models.scoring import scoring_layout
-from sdporec.models.sources import is_gguf, require_no_4bit_gguf, resolve_model
-from sdporec.outputs import require_outside
+from sdporec.models.sources import is_gguf
 from sdporec.processes import even_shard, gather
 from sdporec.training.losses import LOSSES, sft_loss
 from sdporec.training.reference import (
@@ -37,88 +36,36 @@ from sdporec.training.reference import (
     reference_identity,
     reference_logps,
 )
-from sdporec.training.train_config import TrainConfig, default_lr, default_readouts
-from sdporec.training.trainer import Trainer, TrainingRun, start_run
-
-REWARD_TOKENS = ("answer", "title")
+from sdporec.training.train_config import TrainOptions
+from sdporec.training.trainer import TrainingRun
 
 
-@dataclass
-class PreferenceConfig(TrainConfig):
-    model: str = setting("", "the SFT checkpoint directory (its 'model' folder); also the frozen reference")
-    loss: str = setting("sdpo", "sdpo: Softmax-DPO over K negatives; dpo: sigmoid DPO, one pair per negative",
-                    choices=tuple(LOSSES))
-    negatives: int = setting(3, "K, negatives per sample, drawn from the prompt's non-target candidates")
-    beta: float = setting(1.0, "beta: scale of the implicit reward")
-    epochs: int = setting(1, "passes over the training samples")
-    reference_pass: str = setting("precompute", "precompute: score each epoch's answers with the reference before "
-                              "the epoch, cached on disk, no reference model held while training; online: "
-                              "score them batch by batch", choices=("precompute", "online"))
-    reference_cache: str = setting("", "directory for cached reference log-probs (default: reference_cache/ "
-                               "beside the SFT checkpoint; 'none' to keep them in memory only)")
-    negatives_from: str = setting("uniform", "how each sample's K negatives are chosen among its prompt's non-target "
-                              "candidates, every epoch: uniform (at random), popular (at random, weighted by how "
-                              "often each is a training target) or model (the K the reference, the SFT model, "
-                              "scores highest: hard negatives)", choices=NEGATIVE_SOURCES)
-    sft_weight: float = setting(0.0, "weight of an SFT term (the chosen answer's per-token loss) added to each "
-                            "sample's preference loss, against the chosen answer's likelihood falling")
-    history_weight: float = setting(0.0, "weight of the history's next-item loss (as `sft --history-weight`, per "
-                                "labelled token) added to each sample's preference loss: keeps what `evaluate "
-                                "--history-readout` reads")
-    reward_tokens: str = setting("answer", "which tokens of an answer its log-prob (and so the implicit reward) sums: "
-                             "answer (title + EOS, the paper's) or title (EOS left out: the loss then no longer "
-                             "pushes EOS down after every negative's title, which makes generation stop less "
-                             "often; bench/answer_split.py measures it)", choices=REWARD_TOKENS)
-
-    def validate(self) -> None:
-        require(bool(self.model), "model", "required: the SFT checkpoint to start from")
-        self.model = resolve_model(self.model)
-        self.domain = Checkpoint.read(self.model).domain(self.domain)
-        default_lr(self, "preference", _backbone(self.model, self.lora))
-        super().validate()
-        require_outside(self.model, self.out, self.overwrite)
-        require_no_4bit_gguf(self.model, self.load_in_4bit)
-        require(self.negatives >= 1, "negatives", "must be at least 1")
-        require(self.beta > 0, "beta", "must be positive")
-        require(self.sft_weight >= 0, "sft_weight", "must not be negative")
-        require(self.history_weight >= 0, "history_weight", "must not be negative")
+class PreferenceOptions(TrainOptions, Protocol):
+    """What preference training reads of its settings beyond the trainer's
+    (`sdporec.commands.preference.PreferenceConfig` has them all)."""
+    model: str
+    loss: str
+    negatives: int
+    beta: float
+    reference_pass: str
+    reference_cache: str
+    negatives_from: str
+    sft_weight: float
+    history_weight: float
+    reward_tokens: str
 
 
-def learns_history(cfg: PreferenceConfig) -> bool:
+def learns_history(cfg: PreferenceOptions) -> bool:
     """The policy learns the history's next-item loss: here (`--history-weight`) or in the SFT it starts from."""
     return cfg.history_weight > 0 or Checkpoint.read(cfg.model).learned_history
 
-
-def _backbone(model: str, lora: bool) -> str:
-    """What preference training trains: `builtin` (an SFT checkpoint of the built-in backbone, all weights),
-    `lora` (a new adapter, or the SFT checkpoint's own adapter) or `full` (all weights of a text model)."""
-    if Checkpoint.read(model).kind == "items" and not lora:
-        return "builtin"
-    return "lora" if lora or is_adapter(model) else "full"
-
-
-@dataclass
-class DPOConfig(PreferenceConfig):
-    """`sdporec dpo`: DPO, one sigmoid term per (chosen, negative) pair; K = 1 by default."""
-    loss: str = setting("dpo", "dpo: sigmoid DPO, one pair per negative (averaged over them); sdpo: Softmax-DPO "
-                        "over K negatives (what `sdporec sdpo` runs)", choices=tuple(LOSSES))
-    negatives: int = setting(1, "K, negatives per sample, drawn from the prompt's non-target candidates")
-
-
-@dataclass
-class SDPOConfig(PreferenceConfig):
-    """`sdporec sdpo`: Softmax-DPO, one softmax over the chosen answer and K negatives; K = 3 by default."""
-    loss: str = setting("sdpo", "sdpo: Softmax-DPO over K negatives; dpo: sigmoid DPO, one pair per negative "
-                        "(what `sdporec dpo` runs)", choices=tuple(LOSSES))
-    negatives: int = setting(3, "K, negatives per sample, drawn from the prompt's non-target candidates "
-                             "(K = 1: DPO's loss)")
 
 
 class PreferenceRecipe:
     """DPO / S-DPO for the `Trainer`: each sample's target and K negatives scored by the policy and the
     reference (precomputed per epoch, or online), the loss over samples."""
 
-    def __init__(self, cfg: PreferenceConfig, run: TrainingRun, policy: Policy, codec, base_dir: Path | None):
+    def __init__(self, cfg: PreferenceOptions, run: TrainingRun, policy: Policy, codec, base_dir: Path | None):
         self.cfg, self.run, self.policy, self.codec, self.base_dir = cfg, run, policy, codec, base_dir
         self.k, self.loss_fn, self.score = cfg.negatives, LOSSES[cfg.loss], \
             scoring_layout(cfg.layout, codec.short_answers)
@@ -230,7 +177,7 @@ class PreferenceRecipe:
                         self.base_dir, state_dict)
 
 
-def preference_policy(cfg: PreferenceConfig, run: TrainingRun) -> tuple[Policy, object, Path | None]:
+def preference_policy(cfg: PreferenceOptions, run: TrainingRun) -> tuple[Policy, object, Path | None]:
     """The policy and its reference from the SFT checkpoint (a GGUF file converted once to a Hugging Face
     checkpoint first), its codec, and where a LoRA's base weights are kept beside the adapter."""
     source = start = cfg.model
@@ -253,17 +200,3 @@ def preference_policy(cfg: PreferenceConfig, run: TrainingRun) -> tuple[Policy, 
     if cfg.lora and needs_own_base(source):   # a new adapter over a GGUF model: its base travels with it
         base_dir = Path(start)
     return policy, codec, base_dir
-
-
-def run_preference(cfg: PreferenceConfig) -> dict:
-    """Set-up (data, policy and reference), then the trainer with the preference recipe."""
-    default_readouts(cfg, learns_history(cfg))
-    run = start_run(cfg, load_codec_of(cfg.model, cfg.chat_template), cfg.model, cfg.negatives)
-    with run.setting_up(cfg):
-        policy, codec, base_dir = preference_policy(cfg, run)
-        recipe = PreferenceRecipe(cfg, run, policy, codec, base_dir)
-        trainer = Trainer(cfg, run, policy.model, codec, catalogue(run.train), recipe)
-    if run.main:
-        print(f"{cfg.loss}: {len(run.train)} training samples, K={cfg.negatives}, beta={cfg.beta}, from {cfg.model}, "
-              f"reference {cfg.reference_pass}; {run.acc.num_processes} process(es) on {run.acc.device}")
-    return trainer.fit()

@@ -14,7 +14,7 @@ import torch
 from sdporec.errors import ConfigError
 
 if TYPE_CHECKING:
-    from sdporec.training.train_config import TrainConfig
+    from sdporec.training.train_config import TrainOptions
 
 
 def _step(log_line: str) -> float:
@@ -38,7 +38,7 @@ class RunLog:
     """`train_log.jsonl` and `eval_log.jsonl` in the run directory, always; tensorboard or wandb as well
     when asked (`report` reads only the JSONL files, so it needs no backend)."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: Path, enabled: bool = True, keep_until: int | None = None):
+    def __init__(self, cfg: TrainOptions, out_dir: Path, enabled: bool = True, keep_until: int | None = None):
         """`keep_until`: resuming at that optimizer step, so later rows (written after the checkpoint by
         the interrupted run) are dropped; None starts empty logs. Only the main process writes."""
         self.paths = {"train": out_dir / "train_log.jsonl", "eval": out_dir / "eval_log.jsonl"}

@@ -1,121 +1,50 @@
-"""The settings every training command shares (`TrainConfig`, which `SFTConfig` and the preference configs
-extend) and the default learning rates."""
+"""What the trainer needs of a run's settings (`TrainOptions`: the training commands' configs, or any
+dataclass with these fields), what a training run writes, and the default learning rates."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
-from dataclasses import dataclass
-
-import torch
-
-from sdporec.config import require_cuda_for_4bit, require_device, require_input, setting
-from sdporec.data.codec import CHAT_CHOICES
-from sdporec.data.prompts import DOMAINS
-from sdporec.errors import require
-from sdporec.models.scoring import LAYOUTS
-from sdporec.outputs import claim_out_dir
+from typing import Protocol
 
 
-@dataclass
-class TrainConfig:
-    train: str = setting("", "training samples: the paper's JSON array or JSON Lines")
-    valid: str = setting("", "validation samples, for HR@1 during training and the best checkpoint")
-    out: str = setting("", "output directory (created)")
-    domain: str | None = setting(None, "prompt templates to use (default: those the starting checkpoint was trained "
-                             "with, else music)", choices=DOMAINS)
-    epochs: int = setting(3, "passes over the training samples")
-    batch_size: int = setting(16, "samples per micro-batch")
-    grad_accum: int = setting(1, "micro-batches per optimizer step (effective batch = batch_size x grad_accum)")
-    lr: float | None = setting(
-        None,
-        "peak learning rate (unset: the default for the stage and backbone, "
-        "DEFAULT_LR in training/train_config.py; the value used is printed and saved in config.yaml)",
-    )
-    warmup_ratio: float = setting(0.05, "share of optimizer steps spent warming up, then cosine decay")
-    weight_decay: float = setting(0.01, "AdamW weight decay")
-    max_grad_norm: float = setting(1.0, "gradient clipping norm")
-    eval_every: int = setting(0, "validate every N optimizer steps (0: at the end of each epoch only)")
-    eval_samples: int = setting(500, "validation samples used during training, a seeded random subset across users, "
-                            "the same for every stage and seed on the same file (0: all)")
-    history_readouts: list[float] = setting(
-        [], "weights λ of the history readout (see `evaluate --history-readout`) tried at every validation: the "
-        "checkpoint is chosen on the best of them, and that λ is saved with the model as the one `evaluate` and "
-        "`recommend` rank with unless told otherwise (default: 0 0.25 0.5 0.75 1 where the model learns the "
-        "history, --history-weight above 0 here or in the SFT it starts from, and --valid is given; else 0, the "
-        "prompt alone)")
-    log_every: int = setting(10, "write a log line every N optimizer steps")
-    keep_candidates: bool = setting(False, "keep the file's candidate lists instead of re-drawing them every epoch")
-    lora: bool = setting(False, "train a LoRA adapter instead of all weights")
-    lora_r: int = setting(16, "LoRA rank")
-    lora_alpha: int = setting(32, "LoRA alpha")
-    lora_dropout: float = setting(0.05, "LoRA dropout")
-    lora_targets: list[str] = setting([], "LoRA target module names (default: every linear layer of the attention "
-                                  "and MLP blocks, found per model)")
-    dtype: str = setting("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
-    mixed_precision: str = setting("no", "autocast compute in bf16 or fp16 (fp16: CUDA only) over the weights' dtype",
-                               choices=("no", "bf16", "fp16"))
-    load_in_4bit: bool = setting(False, "QLoRA: load the base model in 4-bit NF4 (bitsandbytes, CUDA only) with bf16 "
-                             "compute; needs --lora")
-    gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass to save memory (no "
-                                       "key/value cache is kept then, so the cache layout runs packed)")
-    chat_template: str = setting("auto", "text prompts in the tokenizer's chat template: auto (what a checkpoint "
-                             "was trained with; else on where the tokenizer has a template), on or off",
-                             choices=CHAT_CHOICES)
-    layout: str = setting("packed", "packed: each prompt and all its answers in one row under a block mask; cache: "
-                      "each prompt runs once and its answers on copies of its key/value cache; paper: the "
-                      "prompt repeated for every answer (the paper's layout, for comparisons)", choices=LAYOUTS)
-    save_every: int = setting(0, "write a resumable checkpoint every N optimizer steps (0: at each epoch's end only)")
-    resume: bool = setting(False, "continue from the newest checkpoint in OUT/checkpoints")
-    overwrite: bool = setting(False, "replace the outputs of an earlier run in OUT (without it, or --resume, an OUT "
-                          "holding a run is an error)")
-    device: str = setting("auto", "cpu, cuda, cuda:N or auto")
-    threads: int = setting(0, "CPU threads for PyTorch (0: PyTorch's default)")
-    seed: int = setting(0, "seed for initialisation, shuffling, templates, candidates and negatives")
-    progress: bool = setting(True, "show progress bars")
-    report_to: str = setting("none", "also send logs to tensorboard or wandb (our JSONL logs are always written)",
-                         choices=("none", "tensorboard", "wandb"))
-
-    def validate(self) -> None:
-        for name in ("train", "out"):
-            require(bool(getattr(self, name)), name, "required")
-        for name in ("epochs", "batch_size", "grad_accum"):
-            require(getattr(self, name) >= 1, name, "must be at least 1")
-        require(self.lr is not None and self.lr > 0, "lr", "must be positive")
-        require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
-        require(self.eval_samples >= 0 and self.eval_every >= 0, "eval_every", "must not be negative")
-        require(self.save_every >= 0, "save_every", "must not be negative")
-        require(all(0 <= w <= 1 for w in self.history_readouts), "history_readouts", "each must be in [0, 1]")
-        require(len(set(self.history_readouts)) <= 1 or bool(self.valid), "history_readouts",
-                "choosing among several weights needs validation data: add --valid or give one weight")
-        self.history_readouts = sorted(set(self.history_readouts))   # ties go to the smaller λ
-        require(not self.load_in_4bit or self.lora, "load_in_4bit", "4-bit weights cannot be trained: add --lora")
-        # Checked before anything is written or loaded.
-        require_cuda_for_4bit(self.load_in_4bit)
-        require(self.mixed_precision != "fp16" or (torch.cuda.is_available() and self.device != "cpu"),
-                "mixed_precision", "fp16 needs a CUDA GPU; use bf16 on a CPU")
-        require(self.threads >= 0, "threads", "must not be negative (0: PyTorch's default)")
-        for backend, module in (("tensorboard", "tensorboard"), ("wandb", "wandb")):
-            require(self.report_to != backend or importlib.util.find_spec(module) is not None, "report_to",
-                    f"{backend} is not installed (pip install {backend})")
-        require(not (self.resume and self.overwrite), "overwrite", "--resume continues a run, --overwrite "
-                "replaces it: give one of them")
-        require_device(self.device)
-        require_input(self.train, "train")
-        require_input(self.valid, "valid")
-        claim_out_dir(self.out, RUN_OUTPUTS, self.overwrite, self.resume)
-
-
-# The history readout's weights tried at validation, by default, where the model learns the history.
-READOUT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
-
-
-def default_readouts(cfg: TrainConfig, learns_history: bool) -> None:
-    """Fill `cfg.history_readouts` when it was not set: READOUT_GRID where the model learns the history and
-    there is validation data to choose on, else the prompt alone. Called as a run starts (configs built in
-    code, as the pipeline's stages, are not validated), before its config is saved."""
-    if not cfg.history_readouts:
-        cfg.history_readouts = list(READOUT_GRID) if learns_history and cfg.valid else [0.0]
+class TrainOptions(Protocol):
+    """The settings of a training run that the `Trainer`, the run log and the recipes read
+    (`sdporec.commands.train_config.TrainConfig` has them all, with their flags and help). Saved with the run
+    as `config.yaml` (a dataclass)."""
+    train: str
+    valid: str
+    out: str
+    domain: str | None
+    epochs: int
+    batch_size: int
+    grad_accum: int
+    lr: float | None
+    warmup_ratio: float
+    weight_decay: float
+    max_grad_norm: float
+    eval_every: int
+    eval_samples: int
+    history_readouts: list[float]
+    log_every: int
+    keep_candidates: bool
+    lora: bool
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_targets: list[str]
+    dtype: str
+    mixed_precision: str
+    load_in_4bit: bool
+    gradient_checkpointing: bool
+    chat_template: str
+    layout: str
+    save_every: int
+    resume: bool
+    overwrite: bool
+    device: str
+    threads: int
+    seed: int
+    progress: bool
+    report_to: str
 
 
 # What a training run writes in OUT; an earlier run's are replaced only with --overwrite (the reference
@@ -133,14 +62,6 @@ DEFAULT_LR = {
     ("sft", "builtin"): 1e-3, ("sft", "lora"): 1e-3, ("sft", "full"): 2e-5,
     ("preference", "builtin"): 5e-4, ("preference", "lora"): 1e-4, ("preference", "full"): 5e-6,
 }
-
-
-def default_lr(cfg: TrainConfig, stage: str, backbone: str) -> None:
-    """Fill `cfg.lr` from DEFAULT_LR when it was not set, and say so."""
-    if cfg.lr is None:
-        cfg.lr = DEFAULT_LR[(stage, backbone)]
-        if int(os.environ.get("RANK", "0")) == 0:
-            print(f"{stage}: learning rate {cfg.lr:g} (the default for {backbone} training; set --lr to change it)")
 
 
 # Settings that may change between an interrupted run and its resumption.

@@ -38,8 +38,9 @@ from sdporec.data.candidates import redraw, require_negatives, require_redrawabl
 from sdporec.data.codec import require_known_titles
 from sdporec.data.samples import Sample, read_samples
 from sdporec.errors import ConfigError, DataError
-from sdporec.evaluation.evaluate import LMScorer, evaluate_sharded, readout_metrics, readout_rows
+from sdporec.evaluation.evaluate import evaluate_sharded
 from sdporec.evaluation.metrics import NonFiniteError
+from sdporec.evaluation.scoring import LMScorer, readout_metrics, readout_rows
 from sdporec.files import atomic_write_text
 from sdporec.outputs import clear_outputs
 from sdporec.training.distributed import (
@@ -51,7 +52,7 @@ from sdporec.training.distributed import (
 )
 from sdporec.training.losses import window_share
 from sdporec.training.runlog import RunLog, peak_memory_gib
-from sdporec.training.train_config import RESUMABLE, RUN_OUTPUTS, TrainConfig
+from sdporec.training.train_config import RESUMABLE, RUN_OUTPUTS, TrainOptions
 
 
 class Recipe(Protocol):
@@ -90,7 +91,7 @@ class TrainingRun:
         return self.acc.is_main_process
 
     @contextmanager
-    def setting_up(self, cfg: TrainConfig):
+    def setting_up(self, cfg: TrainOptions):
         """Model loading and the trainer's set-up; if they fail, what this run wrote so far is removed (what
         was there before stays), so a failed start leaves nothing a later run would take for its own. Once
         set up, the resolved config is saved."""
@@ -110,7 +111,7 @@ class TrainingRun:
 KILL_AT_STEP = "SDPOREC_DEBUG_KILL_AT_STEP"
 
 
-def start_run(cfg: TrainConfig, codec=None, model: str = "", negatives: int = 0) -> TrainingRun:
+def start_run(cfg: TrainOptions, codec=None, model: str = "", negatives: int = 0) -> TrainingRun:
     """Read and check the splits, then create the accelerator and the run directory (an earlier run's
     outputs removed, with --overwrite): bad data writes nothing. The config is saved once the model is set
     up (`TrainingRun.setting_up`). Checked:
@@ -198,7 +199,7 @@ class Trainer:
     size, accumulation steps and process count may be traded for one another without changing the
     numbers, even where answers differ in length or an epoch's last step is short."""
 
-    def __init__(self, cfg: TrainConfig, run: TrainingRun, model, codec, items: Sequence[str], recipe: Recipe):
+    def __init__(self, cfg: TrainOptions, run: TrainingRun, model, codec, items: Sequence[str], recipe: Recipe):
         self.cfg, self.run, self.recipe, self.items = cfg, run, recipe, items
         self.kill_at = int(os.environ.get(KILL_AT_STEP) or 0)   # 0: never
         self.acc = acc = run.acc

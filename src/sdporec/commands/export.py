@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from sdporec.config import setting
+from sdporec.commands.settings import setting
 from sdporec.errors import ConfigError, require
 from sdporec.models.checkpoints import claim_checkpoint_dir
 from sdporec.models.sources import resolve_model

@@ -11,16 +11,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdporec.config import require_device, require_input, save_config, setting
+from sdporec.commands.compare import CompareConfig, run_compare
+from sdporec.commands.preference import DPOConfig, SDPOConfig, run_preference
+from sdporec.commands.prepare import PrepareConfig, run_prepare
+from sdporec.commands.settings import setting
+from sdporec.commands.sft import SFTConfig, run_sft
+from sdporec.config import require_device, require_input, save_config
 from sdporec.data.candidates import catalogue, require_negatives
 from sdporec.data.codec import first_unknown_title
 from sdporec.data.hybrid import ITEM_TEXT, item_key
-from sdporec.data.prepare import PrepareConfig, run_prepare
 from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import read_samples, sample_error
 from sdporec.errors import require
 from sdporec.evaluation.baselines import popularity_scorer
-from sdporec.evaluation.compare import CompareConfig, run_compare
 from sdporec.evaluation.evaluate import evaluate_model, evaluate_ranking, format_table, write_results
 from sdporec.evaluation.report import collect, make_figures, write_markdown
 from sdporec.files import atomic_write_text, read_text, text_lines
@@ -29,8 +32,6 @@ from sdporec.models.item_rows import ITEM_INIT
 from sdporec.models.loading import load_for_inference
 from sdporec.models.sources import resolve_model
 from sdporec.outputs import claim_out_dir
-from sdporec.training.preference import DPOConfig, SDPOConfig, run_preference
-from sdporec.training.sft import SFTConfig, run_sft
 from sdporec.training.train_config import DEFAULT_LR
 
 

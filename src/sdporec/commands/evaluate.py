@@ -1,0 +1,101 @@
+"""`sdporec evaluate`: a checkpoint's metrics on a sample file (`EvaluateConfig`, `run_evaluate`); the
+evaluation itself is `sdporec.evaluation.evaluate`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sdporec.commands.settings import setting
+from sdporec.config import require_cuda_for_4bit, require_device, require_input, save_config
+from sdporec.data.codec import CHAT_CHOICES
+from sdporec.data.prompts import DOMAINS
+from sdporec.data.samples import read_samples
+from sdporec.errors import require
+from sdporec.evaluation.evaluate import PROTOCOLS, RESULT_FILES, evaluate_model, evaluate_sharded, write_results
+from sdporec.evaluation.scoring import SCORES
+from sdporec.models.scoring import LAYOUTS
+from sdporec.models.sources import require_no_4bit_gguf, resolve_model
+from sdporec.outputs import claim_out_dir
+
+
+@dataclass
+class EvaluateConfig:
+    model: str = setting("", "checkpoint directory (full model or LoRA adapter) or hub name")
+    data: str = setting("", "samples to evaluate: the paper's JSON array or JSON Lines")
+    out: str = setting("", "output directory for metrics.json and predictions.jsonl")
+    protocol: str = setting("ranking", "ranking: score every candidate by its answer log-prob; generation: the "
+                        "paper's greedy decoding, valid when exactly one candidate occurs", choices=PROTOCOLS)
+    domain: str | None = setting(None, "prompt templates to use, template 0 (default: the checkpoint's own, else "
+                             "music)", choices=DOMAINS)
+    batch_size: int = setting(16, "samples per batch")
+    max_new_tokens: int = setting(20, "generation protocol: most tokens to decode (the paper's evaluation: 20)")
+    limit: int = setting(0, "evaluate only the first N samples (0: all)")
+    dtype: str = setting("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
+    load_in_4bit: bool = setting(False, "load the base model in 4-bit NF4 (bitsandbytes, CUDA only)")
+    score: str = setting("sum", "ranking: a candidate's score is the sum of its answer tokens' log-probs (title + "
+                     "EOS) or their mean (per token: no preference for short titles)", choices=SCORES)
+    history_readout: float | None = setting(
+        None, "ranking: weight λ in [0, 1] of the history readout, each candidate's log-prob as the next title "
+        "after the history alone (no prompt; what `sft --history-weight` trains); score = (1 - λ) x answer log-prob "
+        "+ λ x that: 0 the prompt alone (the paper's), 0.5 their product, 1 the history alone (default: the λ "
+        "training chose on validation, recorded in the checkpoint; 0 where none was)")
+    chat_template: str = setting("auto", "text prompts in the tokenizer's chat template: auto (what the checkpoint "
+                             "was trained with; else on where the tokenizer has one), on or off",
+                             choices=CHAT_CHOICES)
+    layout: str = setting("packed", "ranking: packed scores all candidates in one row with the prompt, under a "
+                      "block mask; cache on copies of the prompt's key/value cache; paper runs prompt + "
+                      "candidate 20 times (for comparisons)", choices=LAYOUTS)
+    device: str = setting("auto", "cpu, cuda, cuda:N or auto (one process; under torchrun each process "
+                      "takes its own GPU)")
+    progress: bool = setting(True, "show progress bars")
+    overwrite: bool = setting(False, "replace the results of an earlier evaluation in OUT")
+
+    def validate(self) -> None:
+        for name in ("model", "data", "out"):
+            require(bool(getattr(self, name)), name, "required")
+        require_input(self.data, "data")
+        claim_out_dir(self.out, RESULT_FILES, self.overwrite)
+        require_device(self.device)
+        require(self.batch_size >= 1, "batch_size", "must be at least 1")
+        require(self.limit >= 0, "limit", "must not be negative")
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
+        require(self.history_readout is None or 0 <= self.history_readout <= 1, "history_readout", "must be in [0, 1]")
+        require(not self.history_readout or self.protocol == "ranking", "history_readout",
+                "scores candidates, so it needs --protocol ranking")
+        require_cuda_for_4bit(self.load_in_4bit)
+        self.model = resolve_model(self.model)
+        require_no_4bit_gguf(self.model, self.load_in_4bit)
+
+
+
+def run_evaluate(cfg: EvaluateConfig) -> dict:
+    from sdporec.models.loading import load_for_inference  # local: pulls in transformers
+    from sdporec.processes import process_state
+
+    samples = read_samples(cfg.data, "eval")
+    samples = samples[:cfg.limit] if cfg.limit else samples
+    state = process_state(cfg.device)
+    loaded = load_for_inference(cfg.model, domain=cfg.domain, history_readout=cfg.history_readout,
+                                ranking=cfg.protocol == "ranking", chat_template=cfg.chat_template, dtype=cfg.dtype,
+                                load_in_4bit=cfg.load_in_4bit, samples=samples, samples_from=cfg.data,
+                                device=state.device if state.num_processes > 1 else cfg.device)
+    model, codec, cfg.domain = loaded.model, loaded.codec, loaded.domain
+    if cfg.protocol == "ranking":
+        cfg.history_readout = loaded.history_readout
+    started = time.time()
+    metrics, rows = evaluate_sharded(
+        lambda part: evaluate_model(model, codec, part, cfg.protocol, cfg.domain, cfg.batch_size,
+                                    cfg.max_new_tokens, cfg.progress and state.is_main_process, cfg.layout,
+                                    cfg.score, cfg.history_readout),
+        samples, state.process_index, state.num_processes)
+    ranking = cfg.protocol == "ranking"
+    extra = {"protocol": cfg.protocol, "score": cfg.score if ranking else None,
+             "history_readout": cfg.history_readout if ranking else None,
+             "chat_template": getattr(codec, "chat", False), "model": cfg.model, "data": cfg.data,
+             "seconds": round(time.time() - started, 1), "processes": state.num_processes}
+    if state.is_main_process:
+        save_config(cfg, cfg.out)
+        write_results(cfg.out, metrics, rows, extra)
+    state.wait_for_everyone()
+    return {**metrics, **extra}
