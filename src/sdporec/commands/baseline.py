@@ -7,6 +7,7 @@ import json
 import time
 from dataclasses import dataclass
 
+from sdporec.commands.groups import progress_setting
 from sdporec.commands.settings import setting
 from sdporec.config import require_input, save_config
 from sdporec.data.samples import read_samples
@@ -34,7 +35,7 @@ class BaselineConfig:
     lr: float = setting(1e-3, "sasrec/gru4rec: learning rate")
     batch_size: int = setting(256, "sasrec/gru4rec: sequences per batch")
     seed: int = setting(0, "seed")
-    progress: bool = setting(True, "show progress bars")
+    progress: bool = progress_setting()
     overwrite: bool = setting(False, "replace the results of an earlier run in OUT")
 
     def validate(self) -> None:

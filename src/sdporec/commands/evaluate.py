@@ -6,15 +6,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from sdporec.commands.groups import (
+    chat_template_setting,
+    device_setting,
+    dtype_setting,
+    layout_setting,
+    load_in_4bit_setting,
+    progress_setting,
+)
 from sdporec.commands.settings import setting
 from sdporec.config import require_cuda_for_4bit, require_device, require_input, save_config
-from sdporec.data.codec import CHAT_CHOICES
 from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import read_samples
 from sdporec.errors import require
 from sdporec.evaluation.evaluate import PROTOCOLS, RESULT_FILES, evaluate_model, evaluate_sharded, write_results
-from sdporec.evaluation.scoring import SCORES
-from sdporec.models.scoring import LAYOUTS
+from sdporec.evaluation.scoring import SCORES, require_readout_weight
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 from sdporec.outputs import claim_out_dir
 
@@ -31,8 +37,8 @@ class EvaluateConfig:
     batch_size: int = setting(16, "samples per batch")
     max_new_tokens: int = setting(20, "generation protocol: most tokens to decode (the paper's evaluation: 20)")
     limit: int = setting(0, "evaluate only the first N samples (0: all)")
-    dtype: str = setting("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
-    load_in_4bit: bool = setting(False, "load the base model in 4-bit NF4 (bitsandbytes, CUDA only)")
+    dtype: str = dtype_setting()
+    load_in_4bit: bool = load_in_4bit_setting("load the base model in 4-bit NF4 (bitsandbytes, CUDA only)")
     score: str = setting("sum", "ranking: a candidate's score is the sum of its answer tokens' log-probs (title + "
                      "EOS) or their mean (per token: no preference for short titles)", choices=SCORES)
     history_readout: float | None = setting(
@@ -40,15 +46,12 @@ class EvaluateConfig:
         "after the history alone (no prompt; what `sft --history-weight` trains); score = (1 - λ) x answer log-prob "
         "+ λ x that: 0 the prompt alone (the paper's), 0.5 their product, 1 the history alone (default: the λ "
         "training chose on validation, recorded in the checkpoint; 0 where none was)")
-    chat_template: str = setting("auto", "text prompts in the tokenizer's chat template: auto (what the checkpoint "
-                             "was trained with; else on where the tokenizer has one), on or off",
-                             choices=CHAT_CHOICES)
-    layout: str = setting("packed", "ranking: packed scores all candidates in one row with the prompt, under a "
-                      "block mask; cache on copies of the prompt's key/value cache; paper runs prompt + "
-                      "candidate 20 times (for comparisons)", choices=LAYOUTS)
-    device: str = setting("auto", "cpu, cuda, cuda:N or auto (one process; under torchrun each process "
-                      "takes its own GPU)")
-    progress: bool = setting(True, "show progress bars")
+    chat_template: str = chat_template_setting()
+    layout: str = layout_setting("ranking: packed scores all candidates in one row with the prompt, under a block "
+                                 "mask; cache on copies of the prompt's key/value cache; paper runs prompt + "
+                                 "candidate 20 times (for comparisons)")
+    device: str = device_setting(" (one process; under torchrun each process takes its own GPU)")
+    progress: bool = progress_setting()
     overwrite: bool = setting(False, "replace the results of an earlier evaluation in OUT")
 
     def validate(self) -> None:
@@ -60,7 +63,7 @@ class EvaluateConfig:
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(self.limit >= 0, "limit", "must not be negative")
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
-        require(self.history_readout is None or 0 <= self.history_readout <= 1, "history_readout", "must be in [0, 1]")
+        require_readout_weight(self.history_readout)
         require(not self.history_readout or self.protocol == "ranking", "history_readout",
                 "scores candidates, so it needs --protocol ranking")
         require_cuda_for_4bit(self.load_in_4bit)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from sdporec.commands.groups import dtype_setting
 from sdporec.commands.settings import setting
 from sdporec.errors import ConfigError, require
 from sdporec.models.checkpoints import claim_checkpoint_dir
@@ -22,7 +23,7 @@ class ExportConfig:
                      "dequantised, as an ordinary checkpoint)")
     out: str = setting("", "directory for the exported model")
     merge: bool = setting(False, "fold a LoRA adapter into its base weights and write a full model")
-    dtype: str = setting("float32", "dtype of the written weights", choices=("float32", "bfloat16", "float16"))
+    dtype: str = dtype_setting("dtype of the written weights")
     overwrite: bool = setting(False, "replace an earlier export in OUT")
 
     def validate(self) -> None:

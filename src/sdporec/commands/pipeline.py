@@ -12,6 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdporec.commands.compare import CompareConfig, run_compare
+from sdporec.commands.groups import (
+    check_threads,
+    device_setting,
+    progress_setting,
+    report_to_setting,
+    threads_setting,
+)
 from sdporec.commands.preference import DPOConfig, SDPOConfig, run_preference
 from sdporec.commands.prepare import PrepareConfig, run_prepare
 from sdporec.commands.settings import setting
@@ -69,18 +76,17 @@ class PipelineConfig:
     batch_size: int = setting(16, "samples per batch")
     eval_samples: int = setting(1000, "validation samples used during training (0: all)")
     protocol: str = setting("ranking", "test protocol", choices=("ranking", "generation"))
-    threads: int = setting(0, "CPU threads for PyTorch (0: PyTorch's default)")
-    device: str = setting("auto", "cpu, cuda, cuda:N or auto")
+    threads: int = threads_setting()
+    device: str = device_setting()
     seed: int = setting(0, "seed of everything")
-    progress: bool = setting(True, "show progress bars")
-    report_to: str = setting("none", "also send training logs to tensorboard or wandb",
-                         choices=("none", "tensorboard", "wandb"))
+    progress: bool = progress_setting()
+    report_to: str = report_to_setting("also send training logs to tensorboard or wandb")
     overwrite: bool = setting(False, "replace the outputs of an earlier pipeline run in OUT")
 
     def validate(self) -> None:
         for name in ("sft_epochs", "pref_epochs", "batch_size", "negatives"):
             require(getattr(self, name) >= 1, name, "must be at least 1")
-        require(self.threads >= 0, "threads", "must not be negative (0: PyTorch's default)")
+        check_threads(self.threads)
         require(self.history_weight >= 0, "history_weight", "must not be negative")
         require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
         if self.model != BUILTIN:

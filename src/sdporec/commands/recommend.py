@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from sdporec.commands.groups import chat_template_setting, device_setting
 from sdporec.commands.settings import setting
 from sdporec.config import require_device, require_input
-from sdporec.data.codec import CHAT_CHOICES
 from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import Sample, split_history
 from sdporec.errors import require
 from sdporec.evaluation.recommend import Recommender, make_request
-from sdporec.evaluation.scoring import SCORES
+from sdporec.evaluation.scoring import SCORES, require_readout_weight
 from sdporec.files import read_json_object
 from sdporec.models.sources import resolve_model
 
@@ -34,18 +34,15 @@ class RecommendConfig:
                                             "--history-readout`: score = (1 - λ) x answer log-prob + λ x the title's "
                                             "log-prob after the history alone (default: the λ recorded in the "
                                             "checkpoint, else 0)")
-    chat_template: str = setting("auto", "text prompts in the tokenizer's chat template: auto (what the checkpoint "
-                             "was trained with; else on where the tokenizer has one), on or off",
-                             choices=CHAT_CHOICES)
-    device: str = setting("auto", "cpu, cuda, cuda:N or auto")
+    chat_template: str = chat_template_setting()
+    device: str = device_setting()
 
     def validate(self) -> None:
         require(bool(self.model), "model", "required")
         require(bool(self.input) != bool(self.history or self.candidates), "input",
                 "give either --input or both --history and --candidates")
         require(self.top >= 0, "top", "must not be negative")
-        require(self.history_readout is None or 0 <= self.history_readout <= 1, "history_readout",
-                "must be in [0, 1]")
+        require_readout_weight(self.history_readout)
         require_input(self.input, "input")
         require_device(self.device)
         self.model = resolve_model(self.model)

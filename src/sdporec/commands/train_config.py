@@ -3,18 +3,27 @@ extend), and the defaults filled in as a run's config is made ready (learning ra
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 
 import torch
 
+from sdporec.commands.groups import (
+    chat_template_setting,
+    check_threads,
+    device_setting,
+    dtype_setting,
+    layout_setting,
+    load_in_4bit_setting,
+    progress_setting,
+    report_to_setting,
+    require_backend,
+    threads_setting,
+)
 from sdporec.commands.settings import setting
 from sdporec.config import require_cuda_for_4bit, require_device, require_input
-from sdporec.data.codec import CHAT_CHOICES
 from sdporec.data.prompts import DOMAINS
 from sdporec.errors import require
-from sdporec.models.scoring import LAYOUTS
 from sdporec.outputs import claim_out_dir
 from sdporec.training.train_config import DEFAULT_LR, RUN_OUTPUTS
 
@@ -54,29 +63,26 @@ class TrainConfig:
     lora_dropout: float = setting(0.05, "LoRA dropout")
     lora_targets: list[str] = setting([], "LoRA target module names (default: every linear layer of the attention "
                                   "and MLP blocks, found per model)")
-    dtype: str = setting("float32", "weights' dtype", choices=("float32", "bfloat16", "float16"))
+    dtype: str = dtype_setting()
     mixed_precision: str = setting("no", "autocast compute in bf16 or fp16 (fp16: CUDA only) over the weights' dtype",
                                choices=("no", "bf16", "fp16"))
-    load_in_4bit: bool = setting(False, "QLoRA: load the base model in 4-bit NF4 (bitsandbytes, CUDA only) with bf16 "
-                             "compute; needs --lora")
+    load_in_4bit: bool = load_in_4bit_setting("QLoRA: load the base model in 4-bit NF4 (bitsandbytes, CUDA only) "
+                                              "with bf16 compute; needs --lora")
     gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass to save memory (no "
                                        "key/value cache is kept then, so the cache layout runs packed)")
-    chat_template: str = setting("auto", "text prompts in the tokenizer's chat template: auto (what a checkpoint "
-                             "was trained with; else on where the tokenizer has a template), on or off",
-                             choices=CHAT_CHOICES)
-    layout: str = setting("packed", "packed: each prompt and all its answers in one row under a block mask; cache: "
-                      "each prompt runs once and its answers on copies of its key/value cache; paper: the "
-                      "prompt repeated for every answer (the paper's layout, for comparisons)", choices=LAYOUTS)
+    chat_template: str = chat_template_setting(training=True)
+    layout: str = layout_setting("packed: each prompt and all its answers in one row under a block mask; cache: "
+                                 "each prompt runs once and its answers on copies of its key/value cache; paper: the "
+                                 "prompt repeated for every answer (the paper's layout, for comparisons)")
     save_every: int = setting(0, "write a resumable checkpoint every N optimizer steps (0: at each epoch's end only)")
     resume: bool = setting(False, "continue from the newest checkpoint in OUT/checkpoints")
     overwrite: bool = setting(False, "replace the outputs of an earlier run in OUT (without it, or --resume, an OUT "
                           "holding a run is an error)")
-    device: str = setting("auto", "cpu, cuda, cuda:N or auto")
-    threads: int = setting(0, "CPU threads for PyTorch (0: PyTorch's default)")
+    device: str = device_setting()
+    threads: int = threads_setting()
     seed: int = setting(0, "seed for initialisation, shuffling, templates, candidates and negatives")
-    progress: bool = setting(True, "show progress bars")
-    report_to: str = setting("none", "also send logs to tensorboard or wandb (our JSONL logs are always written)",
-                         choices=("none", "tensorboard", "wandb"))
+    progress: bool = progress_setting()
+    report_to: str = report_to_setting("also send logs to tensorboard or wandb (our JSONL logs are always written)")
 
     def validate(self) -> None:
         for name in ("train", "out"):
@@ -96,10 +102,8 @@ class TrainConfig:
         require_cuda_for_4bit(self.load_in_4bit)
         require(self.mixed_precision != "fp16" or (torch.cuda.is_available() and self.device != "cpu"),
                 "mixed_precision", "fp16 needs a CUDA GPU; use bf16 on a CPU")
-        require(self.threads >= 0, "threads", "must not be negative (0: PyTorch's default)")
-        for backend, module in (("tensorboard", "tensorboard"), ("wandb", "wandb")):
-            require(self.report_to != backend or importlib.util.find_spec(module) is not None, "report_to",
-                    f"{backend} is not installed (pip install {backend})")
+        check_threads(self.threads)
+        require_backend(self.report_to)
         require(not (self.resume and self.overwrite), "overwrite", "--resume continues a run, --overwrite "
                 "replaces it: give one of them")
         require_device(self.device)

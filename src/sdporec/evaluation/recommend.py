@@ -10,7 +10,7 @@ from sdporec.data.codec import CHAT_CHOICES, require_known_titles
 from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import Sample
 from sdporec.errors import DataError, require
-from sdporec.evaluation.scoring import SCORES, LMScorer, require_finite
+from sdporec.evaluation.scoring import SCORES, LMScorer, require_finite, require_readout_weight
 from sdporec.models.sources import resolve_model
 
 
@@ -42,7 +42,7 @@ class Recommender:
         from sdporec.models.loading import load_for_inference, quiet_transformers
 
         require(score in SCORES, "score", f"one of {', '.join(SCORES)}")
-        require(history_readout is None or 0 <= history_readout <= 1, "history_readout", "must be in [0, 1]")
+        require_readout_weight(history_readout)
         require(chat_template in CHAT_CHOICES, "chat_template", f"one of {', '.join(CHAT_CHOICES)}")
         require(domain is None or domain in DOMAINS, "domain", f"one of {', '.join(DOMAINS)}")
         require_device(device)

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from sdporec.data.batching import collate, same_answer_count
 from sdporec.data.prompts import build_prompt
 from sdporec.data.samples import Sample
+from sdporec.errors import require
 from sdporec.evaluation.metrics import NonFiniteError, first_non_finite, rank_of_target, ranking_metrics
 from sdporec.models.logprobs import IGNORE
 from sdporec.models.scoring import scoring_layout
@@ -50,6 +51,11 @@ def require_finite(sample: Sample, scores: Sequence[float]) -> None:
 
 
 SCORES = ("sum", "mean")
+
+
+def require_readout_weight(weight: float | None, name: str = "history_readout") -> None:
+    """A history readout's weight λ as a setting: None (the one the checkpoint records) or in [0, 1]."""
+    require(weight is None or 0 <= weight <= 1, name, "must be in [0, 1]")
 
 
 def mix_readouts(prompt: Sequence[Sequence[float]], history: Sequence[Sequence[float]], w: float) -> list[list[float]]:
