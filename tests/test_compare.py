@@ -8,6 +8,7 @@ import pytest
 
 from sdporec.cli import main
 from sdporec.commands.compare import CompareConfig, run_compare
+from sdporec.commands.settings import ready
 from sdporec.data.samples import Sample
 from sdporec.errors import ConfigError, DataError
 from sdporec.evaluation.baselines import popularity_scorer
@@ -117,13 +118,13 @@ def write_rows(path, rows, blank_after: int | None = None):
 ])
 def test_settings_refused_with_their_message(cfg, message):
     with pytest.raises(ConfigError) as e:
-        CompareConfig(**cfg).validate()
+        ready(CompareConfig(**cfg))
     assert str(e.value) == message
 
 
 def test_settings_at_their_limits_are_accepted():
-    CompareConfig(predictions=["a", "b"], resamples=100).validate()
-    CompareConfig(predictions=["a", "b", "c"], names=["x", "y", "z"]).validate()
+    ready(CompareConfig(predictions=["a", "b"], resamples=100))
+    ready(CompareConfig(predictions=["a", "b", "c"], names=["x", "y", "z"]))
 
 
 def test_a_comparison_by_hand(tmp_path, capsys):

@@ -8,6 +8,7 @@ from conftest import write_small_splits
 
 from sdporec.cli import main
 from sdporec.commands.preference import PreferenceConfig
+from sdporec.commands.settings import ready
 from sdporec.commands.sft import SFTConfig
 from sdporec.data.codec import TextCodec
 from sdporec.data.prompts import build_prompt
@@ -127,10 +128,10 @@ def test_default_learning_rate_follows_stage_and_backbone(text_model, tmp_path):
              (PreferenceConfig(train=train, out=out, model=str(d / "model")), ("preference", "full")),
              (PreferenceConfig(train=train, out=out, model=str(d / "model"), lora=True), ("preference", "lora"))]
     for cfg, key in cases:
-        cfg.validate()
+        ready(cfg)
         assert cfg.lr == DEFAULT_LR[key], key
     explicit = SFTConfig(train=train, out=out, model=str(d / "model"), lora=True, lr=0.123)
-    explicit.validate()
+    ready(explicit)
     assert explicit.lr == 0.123
 
 

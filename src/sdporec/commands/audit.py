@@ -24,8 +24,10 @@ class AuditConfig:
                      "each sample matched against the others)")
     out: str = setting("", "also write the audit as JSON to this file")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         require(bool(self.file), "file", "required")
+
+    def resolve(self) -> None:
         require_input(self.file, "file")
         require_input(self.train, "train")
         require(

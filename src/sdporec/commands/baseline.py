@@ -38,13 +38,15 @@ class BaselineConfig:
     progress: bool = progress_setting()
     overwrite: bool = setting(False, "replace the results of an earlier run in OUT")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         for name in ("train", "eval", "out"):
             require(bool(getattr(self, name)), name, "required")
+        require(self.hidden % self.heads == 0, "hidden", "must be a multiple of heads")
+
+    def resolve(self) -> None:
         for name in ("train", "eval", "valid"):
             require_input(getattr(self, name), name)
         claim_out_dir(self.out, RESULT_FILES, self.overwrite)
-        require(self.hidden % self.heads == 0, "hidden", "must be a multiple of heads")
 
 
 def run_baseline(cfg: BaselineConfig) -> dict:

@@ -21,7 +21,7 @@ class CompareConfig:
     seed: int = setting(0, "seed of the bootstrap draws")
     out: str = setting("", "also write the comparison as JSON to this file")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         require(len(self.predictions) >= 2, "predictions", "give at least two predictions.jsonl files")
         require(not self.names or len(self.names) == len(self.predictions), "names", "one name per file")
         require(len(set(self.names)) == len(self.names), "names", "names must differ")

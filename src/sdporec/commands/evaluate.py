@@ -54,18 +54,20 @@ class EvaluateConfig:
     progress: bool = progress_setting()
     overwrite: bool = setting(False, "replace the results of an earlier evaluation in OUT")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         for name in ("model", "data", "out"):
             require(bool(getattr(self, name)), name, "required")
-        require_input(self.data, "data")
-        claim_out_dir(self.out, RESULT_FILES, self.overwrite)
-        require_device(self.device)
         require(self.batch_size >= 1, "batch_size", "must be at least 1")
         require(self.limit >= 0, "limit", "must not be negative")
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         require_readout_weight(self.history_readout)
         require(not self.history_readout or self.protocol == "ranking", "history_readout",
                 "scores candidates, so it needs --protocol ranking")
+
+    def resolve(self) -> None:
+        require_input(self.data, "data")
+        claim_out_dir(self.out, RESULT_FILES, self.overwrite)
+        require_device(self.device)
         require_cuda_for_4bit(self.load_in_4bit)
         self.model = resolve_model(self.model)
         require_no_4bit_gguf(self.model, self.load_in_4bit)

@@ -26,9 +26,11 @@ class ExportConfig:
     dtype: str = dtype_setting("dtype of the written weights")
     overwrite: bool = setting(False, "replace an earlier export in OUT")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         require(bool(self.model), "model", "required")
         require(bool(self.out), "out", "required")
+
+    def resolve(self) -> None:
         self.model = resolve_model(self.model)
         claim_checkpoint_dir(self.out, self.overwrite)
         require_outside(self.model, self.out, True)

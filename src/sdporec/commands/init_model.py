@@ -29,14 +29,16 @@ class InitModelConfig:
     seed: int = setting(0, "initialisation seed")
     overwrite: bool = setting(False, "replace an earlier checkpoint in OUT")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         require(bool(self.train), "train", "required")
         require(bool(self.out), "out", "required")
-        require_input(self.train, "train")
-        claim_checkpoint_dir(self.out, self.overwrite)
         require(self.hidden % self.heads == 0, "hidden", "must be a multiple of heads")
         require(self.kv_heads == 0 or self.heads % self.kv_heads == 0, "kv_heads", "must divide heads")
         require(self.vocab_size >= 300, "vocab_size", "must be at least 300 (the 256 bytes and the specials)")
+
+    def resolve(self) -> None:
+        require_input(self.train, "train")
+        claim_checkpoint_dir(self.out, self.overwrite)
 
 
 def run_init_model(cfg: InitModelConfig) -> dict:

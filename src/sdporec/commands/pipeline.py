@@ -21,7 +21,7 @@ from sdporec.commands.groups import (
 )
 from sdporec.commands.preference import DPOConfig, SDPOConfig, run_preference
 from sdporec.commands.prepare import PrepareConfig, run_prepare
-from sdporec.commands.settings import setting
+from sdporec.commands.settings import ready, setting
 from sdporec.commands.sft import SFTConfig, run_sft
 from sdporec.config import require_device, require_input, save_config
 from sdporec.data.candidates import catalogue, require_negatives
@@ -83,14 +83,12 @@ class PipelineConfig:
     report_to: str = report_to_setting("also send training logs to tensorboard or wandb")
     overwrite: bool = setting(False, "replace the outputs of an earlier pipeline run in OUT")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         for name in ("sft_epochs", "pref_epochs", "batch_size", "negatives"):
             require(getattr(self, name) >= 1, name, "must be at least 1")
         check_threads(self.threads)
         require(self.history_weight >= 0, "history_weight", "must not be negative")
         require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
-        if self.model != BUILTIN:
-            self.model = resolve_model(self.model)
         builtin = self.model == BUILTIN
         require(not self.dropout or builtin, "dropout", "applies to the built-in backbone only")
         require(not (self.item_tokens or self.lora) or not builtin, "item_tokens" if self.item_tokens else "lora",
@@ -99,19 +97,23 @@ class PipelineConfig:
             require(self.item_tokens or getattr(self, name) == default, name, "applies with --item-tokens only")
         for name in ("sft_lr", "pref_lr"):
             require(getattr(self, name) is None or getattr(self, name) > 0, name, "must be positive")
+        if not self.data:
+            self.prepare_config("-").check()
+        require(self.data or self.negatives <= 19, "negatives", "the built-in data has 20 candidates per sample: "
+                "at most 19 negatives")
+
+    def resolve(self) -> None:
+        if self.model != BUILTIN:
+            self.model = resolve_model(self.model)
         for name in ("train", "valid", "test"):
             require_input(self.data and str(Path(self.data) / f"{name}.jsonl"), "data")
         claim_out_dir(self.out, PIPELINE_OUTPUTS, self.overwrite)
         require_device(self.device)
-        if not self.data:
-            self.prepare_config("-").validate()
         if self.data:
             train = Path(self.data) / "train.jsonl"
             require_negatives(train, read_samples(train, "train"), self.negatives)
             if self.model == BUILTIN or self.item_tokens:
                 require_test_titles(Path(self.data))
-        require(self.data or self.negatives <= 19, "negatives", "the built-in data has 20 candidates per sample: "
-                "at most 19 negatives")
 
     def prepare_config(self, out: str) -> PrepareConfig:
         """The built-in data this pipeline generates (when no --data is given)."""
@@ -145,9 +147,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     started = time.time()
     data = Path(cfg.data) if cfg.data else out / "data"
     if not cfg.data:
-        prep = cfg.prepare_config(str(data))
-        prep.validate()
-        run_prepare(prep)
+        run_prepare(ready(cfg.prepare_config(str(data))))
         timings["prepare"] = round(time.time() - started, 1)
     files = {name: str(data / f"{name}.jsonl") for name in ("train", "valid", "test")}
     titles = str(data / "items.txt") if (data / "items.txt").is_file() else ""
@@ -157,15 +157,16 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     backbone = "builtin" if cfg.model == BUILTIN else "lora" if cfg.lora else "full"
     sft_lr = cfg.sft_lr or DEFAULT_LR[("sft", backbone)]
     pref_lr = cfg.pref_lr or DEFAULT_LR[("preference", backbone)]
-    stages = [("sft", lambda: run_sft(SFTConfig(
+    # Each stage's config becomes ready as the CLI's would, once the stage before it has written its model.
+    stages = [("sft", lambda: run_sft(ready(SFTConfig(
         out=str(out / "sft"), model=cfg.model, titles=titles, hidden=cfg.hidden, layers=cfg.layers,
         heads=cfg.heads, epochs=cfg.sft_epochs, lr=sft_lr, history_weight=cfg.history_weight,
         dropout=cfg.dropout, lora=cfg.lora, item_tokens=cfg.item_tokens, item_init=cfg.item_init,
-        item_text=cfg.item_text, **common)))]
+        item_text=cfg.item_text, **common))))]
     for name, config, k in (("dpo", DPOConfig, 1), ("sdpo", SDPOConfig, cfg.negatives)):
-        stages.append((name, lambda config=config, k=k, name=name: run_preference(config(
+        stages.append((name, lambda config=config, k=k, name=name: run_preference(ready(config(
             out=str(out / name), model=str(out / "sft" / "model"), negatives=k, beta=cfg.beta,
-            epochs=cfg.pref_epochs, lr=pref_lr, eval_every=cfg.pref_eval_every, lora=cfg.lora, **common))))
+            epochs=cfg.pref_epochs, lr=pref_lr, eval_every=cfg.pref_eval_every, lora=cfg.lora, **common)))))
     for name, run in stages:
         print(f"\n== {name} ==")
         t0 = time.time()
@@ -194,8 +195,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     print(f"\nWall time: {timings['total']:.0f} s. Outputs in {out}/ (metrics.json, eval/, sft/, dpo/, sdpo/)")
     # Whether S-DPO's difference from SFT and DPO is real on these samples, or noise: paired bootstrap intervals.
     print(f"\nS-DPO against SFT and DPO on the same {len(test)} test samples:")
-    run_compare(CompareConfig(predictions=[str(out / "eval" / n) for n in ("sdpo", "sft", "dpo")],
-                              names=["S-DPO", "SFT", "DPO"], seed=cfg.seed, out=str(out / "comparison.json")))
+    run_compare(ready(CompareConfig(predictions=[str(out / "eval" / n) for n in ("sdpo", "sft", "dpo")],
+                                    names=["S-DPO", "SFT", "DPO"], seed=cfg.seed, out=str(out / "comparison.json"))))
     runs, finals = collect([str(out)])
     figures = make_figures(runs, finals, out / "report")
     write_markdown(runs, finals, figures, out / "report")

@@ -47,18 +47,22 @@ class PreferenceConfig(TrainConfig):
                              "pushes EOS down after every negative's title, which makes generation stop less "
                              "often; bench/answer_split.py measures it)", choices=REWARD_TOKENS)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         require(bool(self.model), "model", "required: the SFT checkpoint to start from")
-        self.model = resolve_model(self.model)
-        self.domain = Checkpoint.read(self.model).domain(self.domain)
-        default_lr(self, "preference", _backbone(self.model, self.lora))
-        super().validate()
-        require_outside(self.model, self.out, self.overwrite)
-        require_no_4bit_gguf(self.model, self.load_in_4bit)
+        super().check()
         require(self.negatives >= 1, "negatives", "must be at least 1")
         require(self.beta > 0, "beta", "must be positive")
         require(self.sft_weight >= 0, "sft_weight", "must not be negative")
         require(self.history_weight >= 0, "history_weight", "must not be negative")
+
+    def resolve(self) -> None:
+        self.model = resolve_model(self.model)
+        self.domain = Checkpoint.read(self.model).domain(self.domain)
+        default_lr(self, "preference", _backbone(self.model, self.lora))
+        super().resolve()
+        require_outside(self.model, self.out, self.overwrite)
+        require_no_4bit_gguf(self.model, self.load_in_4bit)
+        default_readouts(self, learns_history(self))
 
 
 
@@ -90,7 +94,6 @@ class SDPOConfig(PreferenceConfig):
 
 def run_preference(cfg: PreferenceConfig) -> dict:
     """Set-up (data, policy and reference), then the trainer with the preference recipe."""
-    default_readouts(cfg, learns_history(cfg))
     run = start_run(cfg, load_codec_of(cfg.model, cfg.chat_template), cfg.model, cfg.negatives)
     with run.setting_up(cfg):
         policy, codec, base_dir = preference_policy(cfg, run)

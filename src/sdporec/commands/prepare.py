@@ -63,7 +63,7 @@ class PrepareConfig:
     url: str = setting(ML100K_URL, "movielens-100k --download: where the archive is (a mirror, or a file:// URL)")
     overwrite: bool = setting(False, "replace the files of an earlier prepare in OUT")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         require(bool(self.out), "out", "required")
         require(self.source != "movielens-100k" or bool(self.raw), "raw", "required for movielens-100k")
         require(self.source != "csv" or bool(self.interactions and self.items_file), "interactions",
@@ -78,6 +78,8 @@ class PrepareConfig:
                     f"outside {self.max_history} history items)")
         require(1 <= self.min_history <= self.max_history, "min_history", "must be between 1 and max_history")
         require(self.candidates >= 2, "candidates", "must be at least 2")
+
+    def resolve(self) -> None:
         if self.source == "csv":
             require_input(self.interactions, "interactions")
             require_input(self.items_file, "items_file")

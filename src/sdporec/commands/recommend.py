@@ -37,12 +37,14 @@ class RecommendConfig:
     chat_template: str = chat_template_setting()
     device: str = device_setting()
 
-    def validate(self) -> None:
+    def check(self) -> None:
         require(bool(self.model), "model", "required")
         require(bool(self.input) != bool(self.history or self.candidates), "input",
                 "give either --input or both --history and --candidates")
         require(self.top >= 0, "top", "must not be negative")
         require_readout_weight(self.history_readout)
+
+    def resolve(self) -> None:
         require_input(self.input, "input")
         require_device(self.device)
         self.model = resolve_model(self.model)

@@ -18,9 +18,11 @@ class ReportConfig:
     runs: list[str] = setting([], "run directories: pipeline outputs or single training runs", positional=True)
     out: str = setting("", "output directory for the PNG figures and report.md")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         require(bool(self.runs), "runs", "give at least one run directory")
         require(bool(self.out), "out", "required")
+
+    def resolve(self) -> None:
         for r in self.runs:
             require(Path(r).is_dir(), "runs", f"{r} is not a directory")
         claim_out_dir(self.out, (), overwrite=True)

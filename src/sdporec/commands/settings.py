@@ -2,7 +2,8 @@
 
 A field's metadata carries its help text (`setting(default, "help")`) and, optionally, its choices. Values
 resolve in this order: the dataclass default, then `--config FILE.yaml`, then flags given on the command
-line. `validate()` on each config checks values and names the field at fault. The resolved config is
+line. `ready(config)` checks its values (each config's `check`, which reads nothing) and names the field at
+fault, then resolves what they name (each config's `resolve`). The resolved config is
 written as `config.yaml` next to a run's outputs (`sdporec.config.save_config`).
 """
 
@@ -110,9 +111,19 @@ def configure(cls: type[T], config: T | None = None, settings: dict[str, Any] | 
         config = cls(**settings)
     elif not isinstance(config, cls):
         raise ConfigError(f"expected a {cls.__name__}, got a {type(config).__name__}")
+    return ready(config)
+
+
+def ready(config: T) -> T:
+    """The one way a config becomes ready to run, whether it came from flags, YAML, the Python API or the
+    pipeline (its stages' configs): its values' types, then its own checks, which read nothing (`check`), then
+    the step that reads what it names (`resolve`: model sources and checkpoint records, default learning rate
+    and history readouts, the device, input files, the output directory). The runner then saves it."""
     _check_types(config)
-    if hasattr(config, "validate"):
-        config.validate()
+    if hasattr(config, "check"):
+        config.check()
+    if hasattr(config, "resolve"):
+        config.resolve()
     return config
 
 

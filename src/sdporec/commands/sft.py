@@ -51,15 +51,8 @@ class SFTConfig(TrainConfig):
     item_text: str = setting("title", "with --item-tokens, how the prompt shows each item: title (its title, then "
                              "its token) or token (the token alone: shorter prompts)", choices=ITEM_TEXT)
 
-    def validate(self) -> None:
-        if self.model != BUILTIN:
-            self.model = resolve_model(self.model)
-        self.domain = Checkpoint.read(self.model).domain(self.domain)
-        default_lr(self, "sft", "builtin" if self.model == BUILTIN else "lora" if self.lora else "full")
-        super().validate()
-        require_input(self.titles, "titles")
-        require_no_4bit_gguf(self.model, self.load_in_4bit)
-        require_outside(self.model, self.out, self.overwrite)
+    def check(self) -> None:
+        super().check()
         require(self.hidden % self.heads == 0, "hidden", "must be a multiple of heads")
         require(self.history_weight >= 0, "history_weight", "must not be negative")
         require(self.history_in == "sequence" or self.history_weight > 0, "history_in",
@@ -77,11 +70,21 @@ class SFTConfig(TrainConfig):
         require(not self.dropout or self.model == BUILTIN, "dropout", "applies to the built-in backbone only (a LoRA "
                 "adapter has --lora-dropout)")
 
+    def resolve(self) -> None:
+        if self.model != BUILTIN:
+            self.model = resolve_model(self.model)
+        self.domain = Checkpoint.read(self.model).domain(self.domain)
+        default_lr(self, "sft", "builtin" if self.model == BUILTIN else "lora" if self.lora else "full")
+        super().resolve()
+        require_input(self.titles, "titles")
+        require_no_4bit_gguf(self.model, self.load_in_4bit)
+        require_outside(self.model, self.out, self.overwrite)
+        default_readouts(self, self.history_weight > 0)
+
 
 
 def run_sft(cfg: SFTConfig) -> dict:
     """Set-up (data, model), then the trainer with the SFT recipe."""
-    default_readouts(cfg, cfg.history_weight > 0)
     extra = [t.strip() for t in text_lines(read_text(cfg.titles)) if t.strip()] if cfg.titles else []
     codec = None if cfg.model == BUILTIN else load_codec_of(cfg.model, cfg.chat_template)
     if cfg.item_tokens and codec.kind != "text":

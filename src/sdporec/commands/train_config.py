@@ -84,28 +84,32 @@ class TrainConfig:
     progress: bool = progress_setting()
     report_to: str = report_to_setting("also send logs to tensorboard or wandb (our JSONL logs are always written)")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         for name in ("train", "out"):
             require(bool(getattr(self, name)), name, "required")
         for name in ("epochs", "batch_size", "grad_accum"):
             require(getattr(self, name) >= 1, name, "must be at least 1")
-        require(self.lr is not None and self.lr > 0, "lr", "must be positive")
+        require(self.lr is None or self.lr > 0, "lr", "must be positive")   # None: the default, set in resolve
         require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
         require(self.eval_samples >= 0 and self.eval_every >= 0, "eval_every", "must not be negative")
         require(self.save_every >= 0, "save_every", "must not be negative")
         require(all(0 <= w <= 1 for w in self.history_readouts), "history_readouts", "each must be in [0, 1]")
         require(len(set(self.history_readouts)) <= 1 or bool(self.valid), "history_readouts",
                 "choosing among several weights needs validation data: add --valid or give one weight")
-        self.history_readouts = sorted(set(self.history_readouts))   # ties go to the smaller λ
         require(not self.load_in_4bit or self.lora, "load_in_4bit", "4-bit weights cannot be trained: add --lora")
-        # Checked before anything is written or loaded.
+        check_threads(self.threads)
+        require(not (self.resume and self.overwrite), "overwrite", "--resume continues a run, --overwrite "
+                "replaces it: give one of them")
+
+    def resolve(self) -> None:
+        """After the stage's own resolve has set the learning rate: the machine, the inputs and OUT, checked
+        before anything is written or loaded."""
+        require(self.lr is not None and self.lr > 0, "lr", "must be positive")
+        self.history_readouts = sorted(set(self.history_readouts))   # ties go to the smaller λ
         require_cuda_for_4bit(self.load_in_4bit)
         require(self.mixed_precision != "fp16" or (torch.cuda.is_available() and self.device != "cpu"),
                 "mixed_precision", "fp16 needs a CUDA GPU; use bf16 on a CPU")
-        check_threads(self.threads)
         require_backend(self.report_to)
-        require(not (self.resume and self.overwrite), "overwrite", "--resume continues a run, --overwrite "
-                "replaces it: give one of them")
         require_device(self.device)
         require_input(self.train, "train")
         require_input(self.valid, "valid")
@@ -118,8 +122,8 @@ READOUT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 def default_readouts(cfg: TrainConfig, learns_history: bool) -> None:
     """Fill `cfg.history_readouts` when it was not set: READOUT_GRID where the model learns the history and
-    there is validation data to choose on, else the prompt alone. Called as a run starts (configs built in
-    code, as the pipeline's stages, are not validated), before its config is saved."""
+    there is validation data to choose on, else the prompt alone. Part of the config's `resolve`, so before
+    its config is saved."""
     if not cfg.history_readouts:
         cfg.history_readouts = list(READOUT_GRID) if learns_history and cfg.valid else [0.0]
 
