@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shlex
 import subprocess
 import sys
 import time
@@ -46,6 +47,10 @@ LM_ROWS = ("builtin-sft", "builtin-sdpo", "smollm2-zero", "smollm2-sft", "smollm
 HYBRID_SFT = {"hybrid-sft": ["--lora"], "hybrid-hidden-sft": ["--lora", "--item-init", "hidden"],
               "hybrid-full-sft": []}
 DOMAIN = {"movielens": "movies", "lastfm": "music"}
+# SASRec and GRU4Rec are tuned on each subset's validation samples over bench/sweep.py's grid (hidden, layers,
+# dropout) at two learning rates and a batch that gives small subsets more than a few steps an epoch.
+TUNE_GRID = [(h, n, d, lr) for h, n, d in ((64, 2, 0.2), (128, 2, 0.2), (64, 1, 0.2), (64, 2, 0.5), (128, 2, 0.5),
+                                           (128, 3, 0.5)) for lr in (1e-3, 3e-3)]
 
 
 class Row:
@@ -113,7 +118,7 @@ def run_lm_row(kind: str, row: Row, files: dict, out: Path, domain: str, args) -
     smol = ["--batch-size", str(args.lm_batch)]
     if kind == "builtin-sft":
         row.sdporec("sft", "--out", str(row.out), "--titles", files["titles"], "--epochs",
-                    str(args.builtin_epochs), *common)
+                    str(args.builtin_epochs), *common, *shlex.split(args.builtin_sft_args))
     elif kind == "builtin-sdpo":
         row.sdporec("sdpo", "--model", str(out / "builtin-sft" / "model"), "--out", str(row.out), "--epochs",
                     str(args.pref_epochs), *common)
@@ -123,11 +128,11 @@ def run_lm_row(kind: str, row: Row, files: dict, out: Path, domain: str, args) -
     elif kind in HYBRID_SFT:
         row.sdporec("sft", "--model", "smollm2-135m", "--item-tokens", "--item-text", args.item_text, "--titles",
                     files["titles"], *HYBRID_SFT[kind], "--out", str(row.out), "--epochs", str(args.lm_epochs),
-                    *smol, *common)
+                    *smol, *common, *shlex.split(args.hybrid_sft_args))
     elif kind in ("hybrid-dpo", "hybrid-sdpo"):
         row.sdporec(kind.split("-")[1], "--model", str(out / "hybrid-sft" / "model"), "--negatives",
                     "1" if kind == "hybrid-dpo" else "3", "--out", str(row.out), "--epochs", str(args.pref_epochs),
-                    *smol, *common)
+                    *smol, *common, *shlex.split(args.hybrid_pref_args))
     elif kind in ("smollm2-dpo", "smollm2-sdpo"):
         k = "1" if kind == "smollm2-dpo" else "3"
         row.sdporec(kind.split("-")[1], "--model", str(out / "smollm2-sft" / "model"),
@@ -137,6 +142,26 @@ def run_lm_row(kind: str, row: Row, files: dict, out: Path, domain: str, args) -
     return evaluate(row, model, files, domain, args, scores, kind not in args.skip_generation)
 
 
+def tune_baseline(kind: str, row: Row, files: dict, args) -> dict:
+    """Every TUNE_GRID setting trained with early stopping; the one best on validation HR@1 is the row
+    (its run copied to eval-ranking, the grid's validation scores kept in tuning.json)."""
+    import shutil
+
+    tried = {}
+    for hidden, layers, dropout, lr in TUNE_GRID:
+        name = f"h{hidden}-l{layers}-d{dropout}-lr{lr:g}"
+        row.sdporec("baseline", kind, "--train", files["train"], "--valid", files["valid"], "--eval",
+                    files["eval"], "--out", str(row.out / "grid" / name), "--epochs", str(args.baseline_epochs),
+                    "--hidden", str(hidden), "--layers", str(layers), "--dropout", str(dropout), "--lr", str(lr),
+                    "--batch-size", "64", "--seed", str(args.seed), "--no-progress")
+        tried[name] = json.loads((row.out / "grid" / name / "metrics.json").read_text())
+    best = max(tried, key=lambda n: tried[n]["best_valid_hr@1"])   # first of equals: the grid's order
+    shutil.copytree(row.out / "grid" / best, row.out / "eval-ranking", dirs_exist_ok=True)
+    (row.out / "tuning.json").write_text(json.dumps({"chosen": best, "valid_hr@1": {
+        n: m["best_valid_hr@1"] for n, m in tried.items()}}, indent=1) + "\n")
+    return {**tried[best], "chosen": best}
+
+
 def run_row(kind: str, files: dict, out: Path, domain: str, args) -> dict:
     done = out / kind / "row.json"
     if done.is_file():
@@ -144,7 +169,9 @@ def run_row(kind: str, files: dict, out: Path, domain: str, args) -> dict:
     row = Row(out / kind, out / f"{kind}.log")
     row.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    if kind in BASELINES:
+    if kind in ("sasrec", "gru4rec") and args.tune:
+        got = {"eval-ranking": tune_baseline(kind, row, files, args)}
+    elif kind in BASELINES:
         row.sdporec("baseline", kind, "--train", files["train"], "--valid", files["valid"], "--eval", files["eval"],
                     "--out", str(row.out / "eval-ranking"), "--epochs", str(args.baseline_epochs), "--no-progress")
         got = {"eval-ranking": json.loads((row.out / "eval-ranking" / "metrics.json").read_text())}
@@ -155,6 +182,8 @@ def run_row(kind: str, files: dict, out: Path, domain: str, args) -> dict:
               "peak_rss_gib": round(row.peak_kib / 2**20, 2)}
     if kind in LM_ROWS:   # the baselines' evaluation is not timed apart from their training
         result["ranking_samples_per_s"] = round(rank["n"] / max(rank["seconds"], 1e-9), 3)
+    if "chosen" in rank:
+        result["chosen"] = rank["chosen"]
     if "eval-ranking-mean" in got:
         result["mean_hr@1"] = got["eval-ranking-mean"]["hr@1"]
     if "eval-generation" in got:
@@ -203,6 +232,12 @@ def main() -> None:
     ap.add_argument("--mean-scores", action=argparse.BooleanOptionalAction, default=True,
                     help="also rank SmolLM2 zero-shot and text SFT by per-token mean scores (a second ranking pass)")
     ap.add_argument("--item-text", default="title", choices=("title", "token"), help="hybrid rows' prompts")
+    ap.add_argument("--hybrid-sft-args", default="", help="more flags for the hybrid SFT rows (e.g. "
+                    "'--history-weight 1 --history-in prompt')")
+    ap.add_argument("--builtin-sft-args", default="", help="more flags for the built-in backbone's SFT row")
+    ap.add_argument("--hybrid-pref-args", default="", help="more flags for the hybrid DPO / S-DPO rows")
+    ap.add_argument("--tune", action=argparse.BooleanOptionalAction, default=True,
+                    help="SASRec and GRU4Rec tuned on the subset's validation samples (TUNE_GRID)")
     args = ap.parse_args()
     tables = []
     for name in args.data:

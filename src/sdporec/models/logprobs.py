@@ -1,8 +1,8 @@
 """Answer log-probabilities.
 
 Labels meet logits in two forms: `sequence_logprobs` shifts labels against whole-row logits (the cache path,
-SFT's prompt labels), and `label_logprobs` scores each answer token at the column before it, which the packed
-and paper layouts compute from their row layouts. The N answers of each
+the history run as its own sequence), and `label_logprobs` scores each label at the column before it, which
+the packed and paper layouts and SFT's prompt labels compute from their row layouts. The N answers of each
 prompt in an `AnswerBatch` (format in `data/batching.py`) are scored with the prompt computed once (a prompt of
 ~100 tokens and answers of a few are the usual case, so this avoids most of the compute), in one of two
 ways that give the same numbers (to 1e-5, tested):
@@ -48,16 +48,24 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch
 
 def answer_and_prompt_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """SFT with labels inside the prompt (one answer per prompt): one row per sample, [prompt (left-padded) |
-    answer (right-padded)], one forward pass -> (answer log-probs (B,), prompt-label log-probs (B,))."""
+    answer (right-padded)], one forward pass -> (answer log-probs (B,), prompt-label log-probs (B,)).
+    Logits are formed only at the columns that predict a label (a history has ~10 in a prompt of ~100+
+    tokens, and whole-row logits over a 50k vocabulary cost more than the model's forward pass)."""
     assert batch.n_answers == 1 and batch.prompt_labels is not None, "one answer per prompt, with prompt labels"
     answer, answer_mask = batch.answer_ids[:, 0], batch.answer_mask[:, 0]
     ids = torch.cat([batch.prompt_ids, answer], 1)
     mask = torch.cat([batch.prompt_mask, answer_mask], 1)
-    unlabelled_prompt, unlabelled_answer = torch.full_like(batch.prompt_ids, IGNORE), torch.full_like(answer, IGNORE)
-    answer_labels = torch.cat([unlabelled_prompt, answer.masked_fill(answer_mask == 0, IGNORE)], 1)
-    prompt_labels = torch.cat([batch.prompt_labels, unlabelled_answer], 1)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
-    return sequence_logprobs(logits, answer_labels)[0], sequence_logprobs(logits, prompt_labels)[0]
+    labels = torch.cat([batch.prompt_labels, answer.masked_fill(answer_mask == 0, IGNORE)], 1)[:, 1:]
+    in_answer = torch.cat([torch.zeros_like(batch.prompt_mask, dtype=torch.bool), answer_mask.bool()], 1)[:, 1:]
+    sample, column = (labels != IGNORE).nonzero(as_tuple=True)   # column t predicts the label at t + 1
+    inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": _positions(mask)}
+    first = int(column.min()) if column.numel() else ids.shape[1] - 1
+    head = HiddenHead.run(model, inputs) or KeptLogits.run(model, inputs, first)
+    tokens = label_logprobs(head, sample, column, labels[sample, column])
+    of_answer = in_answer[sample, column]
+    zeros = torch.zeros(ids.shape[0], device=ids.device, dtype=tokens.dtype)
+    return (zeros.index_add(0, sample[of_answer], tokens[of_answer]),
+            zeros.index_add(0, sample[~of_answer], tokens[~of_answer]))
 
 
 def history_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
