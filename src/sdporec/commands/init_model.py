@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 from sdporec.commands.settings import setting
 from sdporec.config import require_input
 from sdporec.data.samples import read_samples
 from sdporec.errors import require
-from sdporec.models.checkpoints import claim_checkpoint_dir
+from sdporec.models.checkpoints import claim_checkpoint_dir, save_initial_model
 from sdporec.models.families import FAMILIES, build_family, tokenizer_texts
 
 
@@ -42,17 +40,9 @@ class InitModelConfig:
 
 
 def run_init_model(cfg: InitModelConfig) -> dict:
-    from dataclasses import asdict
-
-    from sdporec.models.checkpoints import META_FILE
-
     samples = read_samples(cfg.train, "train")
     model, tokenizer = build_family(cfg.family, tokenizer_texts(samples), cfg.hidden, cfg.layers, cfg.heads,
                                     cfg.seed, cfg.vocab_size, cfg.kv_heads, cfg.intermediate)
-    out = Path(cfg.out)
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
     n_params = sum(p.numel() for p in model.parameters())
-    (out / META_FILE).write_text(json.dumps({"stage": "init", "config": asdict(cfg), "parameters": n_params},
-                                            indent=2) + "\n")
-    return {"family": cfg.family, "parameters": n_params, "vocab": len(tokenizer), "out": str(out)}
+    save_initial_model(model, tokenizer, cfg.out, {"stage": "init", "config": asdict(cfg), "parameters": n_params})
+    return {"family": cfg.family, "parameters": n_params, "vocab": len(tokenizer), "out": str(cfg.out)}

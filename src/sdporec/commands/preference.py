@@ -14,7 +14,7 @@ from sdporec.models.loading import load_codec_of
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 from sdporec.outputs import require_outside
 from sdporec.training.losses import LOSSES
-from sdporec.training.preference import PreferenceRecipe, learns_history, preference_policy
+from sdporec.training.preference import PreferenceRecipe, preference_policy
 from sdporec.training.trainer import Trainer, start_run
 
 REWARD_TOKENS = ("answer", "title")
@@ -57,19 +57,20 @@ class PreferenceConfig(TrainConfig):
 
     def resolve(self) -> None:
         self.model = resolve_model(self.model)
-        self.domain = Checkpoint.read(self.model).domain(self.domain)
-        default_lr(self, "preference", _backbone(self.model, self.lora))
+        record = Checkpoint.read(self.model)   # the starting checkpoint's record, read once here
+        self.domain = record.domain(self.domain)
+        default_lr(self, "preference", _backbone(record, self.model, self.lora))
         super().resolve()
         require_outside(self.model, self.out, self.overwrite)
         require_no_4bit_gguf(self.model, self.load_in_4bit)
-        default_readouts(self, learns_history(self))
+        default_readouts(self, self.history_weight > 0 or record.learned_history)   # as learns_history
 
 
 
-def _backbone(model: str, lora: bool) -> str:
+def _backbone(record: Checkpoint, model: str, lora: bool) -> str:
     """What preference training trains: `builtin` (an SFT checkpoint of the built-in backbone, all weights),
     `lora` (a new adapter, or the SFT checkpoint's own adapter) or `full` (all weights of a text model)."""
-    if Checkpoint.read(model).kind == "items" and not lora:
+    if record.kind == "items" and not lora:
         return "builtin"
     return "lora" if lora or is_adapter(model) else "full"
 

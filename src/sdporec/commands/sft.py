@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sdporec.commands.settings import setting
 from sdporec.commands.train_config import TrainConfig, default_lr, default_readouts
 from sdporec.config import require_input
+from sdporec.data.batching import IGNORE
 from sdporec.data.candidates import catalogue
 from sdporec.data.hybrid import ITEM_TEXT
 from sdporec.data.prompts import build_prompt
@@ -16,7 +17,6 @@ from sdporec.models.builtin import BUILTIN
 from sdporec.models.checkpoints import Checkpoint
 from sdporec.models.item_rows import ITEM_INIT
 from sdporec.models.loading import load_codec_of
-from sdporec.models.logprobs import IGNORE
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 from sdporec.outputs import require_outside
 from sdporec.training.sft import SFTRecipe, sft_model

@@ -37,6 +37,9 @@ from dataclasses import dataclass
 
 import torch
 
+# The label of a position that is not scored (the value torch's cross-entropy ignores by default).
+IGNORE = -100
+
 
 @dataclass
 class AnswerBatch:

@@ -10,12 +10,11 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from sdporec.data.batching import collate, same_answer_count
+from sdporec.data.batching import IGNORE, collate, same_answer_count
 from sdporec.data.prompts import build_prompt
 from sdporec.data.samples import Sample
 from sdporec.errors import require
 from sdporec.evaluation.metrics import NonFiniteError, first_non_finite, rank_of_target, ranking_metrics
-from sdporec.models.logprobs import IGNORE
 from sdporec.models.scoring import scoring_layout
 
 Scorer = Callable[[Sequence[Sample]], list[list[float]]]

@@ -158,15 +158,26 @@ def save_codec(codec: ItemCodec | TextCodec, out_dir: str | Path) -> None:
     (Path(out_dir) / CODEC_FILE).write_text(json.dumps(codec.record()) + "\n")
 
 
-def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, meta: dict,
-                    base_dir: str | Path | None = None, state_dict: dict | None = None) -> None:
-    """Write to `out_dir.tmp`, then swap it in: an interrupted save never leaves a half checkpoint."""
-    out_dir = Path(out_dir)
+def _fresh_tmp(out_dir: Path) -> Path:
+    """`out_dir.tmp`, empty: a checkpoint is written there, then swapped in whole (`_finish`)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} is a file; a checkpoint is written as a directory there (nothing was changed)")
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    return tmp
+
+
+def _finish(tmp: Path, out_dir: Path, meta: dict) -> None:
+    (tmp / META_FILE).write_text(json.dumps({**meta, "format": CHECKPOINT_FORMAT}, indent=2) + "\n")
+    swap_in_dir(tmp, out_dir)
+
+
+def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, meta: dict,
+                    base_dir: str | Path | None = None, state_dict: dict | None = None) -> None:
+    """Write to `out_dir.tmp`, then swap it in: an interrupted save never leaves a half checkpoint."""
+    out_dir = Path(out_dir)
+    tmp = _fresh_tmp(out_dir)
     if hasattr(model, "peft_config"):
         # Under FSDP / ZeRO-3 `state_dict` is the gathered full one (this process's parameters are shards):
         # peft picks the adapter's weights out of it.
@@ -176,8 +187,17 @@ def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, me
     else:
         model.save_pretrained(str(tmp), state_dict=state_dict)
     save_codec(codec, tmp)
-    (tmp / META_FILE).write_text(json.dumps({**meta, "format": CHECKPOINT_FORMAT}, indent=2) + "\n")
-    swap_in_dir(tmp, out_dir)
+    _finish(tmp, out_dir, meta)
+
+
+def save_initial_model(model, tokenizer, out_dir: str | Path, meta: dict) -> None:
+    """A model built from a config (`init-model`), before any training: weights, tokenizer and the record,
+    swapped in whole as a trained checkpoint is."""
+    out_dir = Path(out_dir)
+    tmp = _fresh_tmp(out_dir)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    _finish(tmp, out_dir, meta)
 
 
 def claim_checkpoint_dir(path: str, overwrite: bool, name: str = "out") -> None:

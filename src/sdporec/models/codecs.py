@@ -10,15 +10,16 @@ from sdporec.models.checkpoints import Checkpoint
 from sdporec.models.sources import is_gguf, load_gguf_tokenizer
 
 
-def load_codec(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:
+def load_codec(path: str, chat_template: str = "auto", checkpoint: Checkpoint | None = None) -> ItemCodec | TextCodec:
     """The codec of a checkpoint (as it was trained: `sdporec_codec.json`) or of any model's tokenizer.
 
     `chat_template`: `auto` keeps a checkpoint's recorded choice and otherwise uses the tokenizer's chat
     template where it has one; `on` / `off` decide (a choice that differs from the recorded one is
-    honoured with a warning: the model was trained on the other prompts)."""
+    honoured with a warning: the model was trained on the other prompts). `checkpoint`: `path`'s record where
+    the caller has read it already."""
     from transformers import AutoTokenizer
 
-    recorded = Checkpoint.read(path).codec
+    recorded = (checkpoint or Checkpoint.read(path)).codec
     tokenizer = load_gguf_tokenizer(path) if is_gguf(path) else AutoTokenizer.from_pretrained(path)
     if recorded.get("kind") == "items":
         return ItemCodec(tokenizer)

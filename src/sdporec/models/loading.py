@@ -68,10 +68,11 @@ def adapter_base(path: str | Path) -> str:
         return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
 
 
-def load_codec_of(path: str, chat_template: str = "auto") -> ItemCodec | TextCodec:
+def load_codec_of(path: str, chat_template: str = "auto",
+                  checkpoint: Checkpoint | None = None) -> ItemCodec | TextCodec:
     """The codec of a checkpoint or model (`codecs.load_codec`), load errors as one `ConfigError`."""
     with loading(path):
-        return load_codec(path, chat_template)
+        return load_codec(path, chat_template, checkpoint)
 
 
 def load_model(path: str, dtype: str = "float32", load_in_4bit: bool = False, chat_template: str = "auto",
@@ -107,7 +108,7 @@ def load_for_inference(path: str, *, domain: str | None = None, history_readout:
     checkpoint = Checkpoint.read(path)
     chosen_domain = checkpoint.domain(domain)
     readout = checkpoint.history_readout(history_readout) if ranking else None
-    codec = load_codec_of(path, chat_template)
+    codec = load_codec_of(path, chat_template, checkpoint)
     require_known_titles(codec, path, samples, samples_from)
     model, codec = load_model(path, dtype, load_in_4bit, chat_template, codec)
     model.to(device if isinstance(device, torch.device) else pick_device(device))

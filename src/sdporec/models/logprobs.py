@@ -29,9 +29,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sdporec.data.batching import AnswerBatch
+from sdporec.data.batching import IGNORE, AnswerBatch
 
-IGNORE = -100
 _warned = False
 
 

@@ -15,13 +15,13 @@ from typing import Protocol
 
 import torch
 
-from sdporec.data.batching import AnswerBatch, collate, same_answer_count, split_chosen_rejected
+from sdporec.data.batching import IGNORE, AnswerBatch, collate, same_answer_count, split_chosen_rejected
 from sdporec.data.candidates import draw_negatives, popular_negatives, top_negatives
 from sdporec.data.prompts import training_prompt
 from sdporec.data.samples import Sample
 from sdporec.models.checkpoints import Checkpoint, is_adapter, needs_own_base, save_checkpoint
 from sdporec.models.loading import load_model
-from sdporec.models.logprobs import IGNORE, history_logprobs
+from sdporec.models.logprobs import history_logprobs
 from sdporec.models.lora import enable_gradient_checkpointing
 from sdporec.models.policy import Policy, policy_from_sft
 from sdporec.models.scoring import scoring_layout

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from accelerate.utils import DistributedType
 
-from sdporec.data.batching import AnswerBatch, collate
+from sdporec.data.batching import IGNORE, AnswerBatch, collate
 from sdporec.data.candidates import catalogue
 from sdporec.data.codec import ReservedTitle
 from sdporec.data.hybrid import HybridCodec, add_item_tokens
@@ -21,7 +21,7 @@ from sdporec.models.builtin import BUILTIN, BuiltinSize, add_hidden_dropout, bui
 from sdporec.models.checkpoints import needs_own_base, save_checkpoint
 from sdporec.models.item_rows import add_item_rows
 from sdporec.models.loading import load_model
-from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, history_logprobs
+from sdporec.models.logprobs import answer_and_prompt_logprobs, history_logprobs
 from sdporec.models.lora import add_lora, enable_gradient_checkpointing
 from sdporec.models.scoring import scoring_layout
 from sdporec.training.losses import sft_loss
