@@ -27,6 +27,7 @@ import argparse
 import json
 import random
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -145,8 +146,6 @@ def run_lm_row(kind: str, row: Row, files: dict, out: Path, domain: str, args) -
 def tune_baseline(kind: str, row: Row, files: dict, args) -> dict:
     """Every TUNE_GRID setting trained with early stopping; the one best on validation HR@1 is the row
     (its run copied to eval-ranking, the grid's validation scores kept in tuning.json)."""
-    import shutil
-
     tried = {}
     for hidden, layers, dropout, lr in TUNE_GRID:
         name = f"h{hidden}-l{layers}-d{dropout}-lr{lr:g}"

@@ -93,3 +93,26 @@ def test_help_shows_each_default_once_and_none_for_empty_values(command, capsys)
     if command == "sft":
         assert "--epochs EPOCHS passes over the training samples (default: 3) " in text
         assert "--train TRAIN training samples: the paper's JSON array or JSON Lines --" in text
+
+
+@pytest.mark.parametrize("protocol, configs", [
+    ("sdporec.training.train_config:TrainOptions", (SFTConfig, DPOConfig, SDPOConfig)),
+    ("sdporec.training.sft:SFTOptions", (SFTConfig,)),
+    ("sdporec.training.preference:PreferenceOptions", (PreferenceConfig, DPOConfig, SDPOConfig)),
+])
+def test_the_library_reads_settings_the_commands_configs_have(protocol, configs):
+    """The trainer and recipes are typed on protocols so that the library never imports the commands; each
+    protocol's every setting must be a field of the command configs that are passed in, with the same type
+    (nothing else checks it: no static type checker runs in `make test`)."""
+    import dataclasses
+    import importlib
+    import typing
+
+    module, name = protocol.split(":")
+    wanted = typing.get_type_hints(getattr(importlib.import_module(module), name))
+    assert len(wanted) > 8
+    for cls in configs:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        assert set(wanted) <= fields, f"{cls.__name__} lacks {sorted(set(wanted) - fields)}"
+        assert {k: hints[k] for k in wanted} == wanted

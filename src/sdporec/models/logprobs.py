@@ -48,20 +48,19 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch
 def answer_and_prompt_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """SFT with labels inside the prompt (one answer per prompt): one row per sample, [prompt (left-padded) |
     answer (right-padded)], one forward pass -> (answer log-probs (B,), prompt-label log-probs (B,)).
-    Logits are formed only at the columns that predict a label (a history has ~10 in a prompt of ~100+
-    tokens, and whole-row logits over a 50k vocabulary cost more than the model's forward pass)."""
+    Logits are formed only at the columns that predict a label, as in the scoring layouts (a history has ~10
+    labels in a prompt of ~100+ tokens; whole-row logits would be ten times more rows of the vocabulary)."""
     assert batch.n_answers == 1 and batch.prompt_labels is not None, "one answer per prompt, with prompt labels"
     answer, answer_mask = batch.answer_ids[:, 0], batch.answer_mask[:, 0]
     ids = torch.cat([batch.prompt_ids, answer], 1)
     mask = torch.cat([batch.prompt_mask, answer_mask], 1)
     labels = torch.cat([batch.prompt_labels, answer.masked_fill(answer_mask == 0, IGNORE)], 1)[:, 1:]
-    in_answer = torch.cat([torch.zeros_like(batch.prompt_mask, dtype=torch.bool), answer_mask.bool()], 1)[:, 1:]
     sample, column = (labels != IGNORE).nonzero(as_tuple=True)   # column t predicts the label at t + 1
     inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": _positions(mask)}
     first = int(column.min()) if column.numel() else ids.shape[1] - 1
     head = HiddenHead.run(model, inputs) or KeptLogits.run(model, inputs, first)
     tokens = label_logprobs(head, sample, column, labels[sample, column])
-    of_answer = in_answer[sample, column]
+    of_answer = column >= batch.prompt_ids.shape[1] - 1   # the answer's labels stand after the prompt
     zeros = torch.zeros(ids.shape[0], device=ids.device, dtype=tokens.dtype)
     return (zeros.index_add(0, sample[of_answer], tokens[of_answer]),
             zeros.index_add(0, sample[~of_answer], tokens[~of_answer]))
