@@ -269,8 +269,8 @@ def test_reserved_clash_lists_five():
 def test_a_slow_tokenizer_refuses_a_history_loss_in_the_prompt(text):
     codec, _ = text
 
-    class Slow:   # a tokenizer without character offsets (no `is_fast`)
-        pass
+    class Slow:   # a tokenizer without character offsets, as transformers' Python tokenizers say of themselves
+        is_fast = False
 
     codec.tokenizer = Slow()
     with pytest.raises(ValueError) as e:

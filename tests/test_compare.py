@@ -279,3 +279,15 @@ def test_the_bootstrap_uses_the_given_seed_and_resamples(tmp_path):
         runs[seed, resamples] = (d["difference"], d["low"], d["high"])
         assert runs[seed, resamples] == pytest.approx(paired_bootstrap(*mrr, resamples, seed))
     assert len(set(runs.values())) == 3   # each seed and each number of resamples draws its own interval
+
+
+def test_the_library_defaults_are_the_commands(tmp_path):
+    # A Python user calling compare_predictions without settings gets the interval `sdporec compare` prints.
+    from sdporec.evaluation.compare import compare_predictions
+
+    a = write_rows(tmp_path / "a.jsonl", [(f"s{i}", r) for i, r in enumerate([0, 3, 1, 0, 7])])
+    b = write_rows(tmp_path / "b.jsonl", [(f"s{i}", r) for i, r in enumerate([1, 0, 0, 4, 2])])
+    got = compare_predictions([str(a), str(b)], ["a", "b"])
+    cfg = CompareConfig(predictions=[str(a), str(b)], names=["a", "b"])
+    assert (got["resamples"], got["seed"]) == (cfg.resamples, cfg.seed) == (2000, 0)
+    assert got == run_compare(cfg)

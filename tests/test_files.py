@@ -159,7 +159,7 @@ def test_read_json_object_and_its_errors(tmp_path):
         p.write_text(text)
         for context, tail in (("", ""), ("the checkpoint is damaged", "; the checkpoint is damaged")):
             with pytest.raises(DataError) as e:
-                read_json_object(p, context)
+                read_json_object(p, context) if context else read_json_object(p)   # the default: no tail
             assert str(e.value) == f"file {p}: {message}{tail}"
 
 
@@ -177,3 +177,19 @@ def test_text_lines_by_hand():
 
     assert text_lines("") == [] and text_lines("\n") == [""] and text_lines("a") == ["a"]
     assert text_lines("a\r\n\r\nb\r") == ["a", "", "b"] and text_lines("a\rb\n") == ["a\rb"]
+
+
+def test_files_are_written_as_utf8_whatever_the_locale(tmp_path):
+    # A server in the C locale (no UTF-8 coercion, no UTF-8 mode) still writes titles as UTF-8 JSON Lines.
+    import subprocess
+    import sys
+
+    import sdporec
+
+    out = tmp_path / "o.jsonl"
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONPATH": str(Path(sdporec.__file__).parents[1])}
+    code = f"from sdporec.files import write_jsonl; write_jsonl({str(out)!r}, [{{'t': 'Sigur R\\u00f3s'}}])"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == '{"t": "Sigur Rós"}\n'.encode()   # UTF-8

@@ -178,6 +178,19 @@ def test_split_history_without_known_titles_or_a_cover():
     assert split_history("A", {"B"}) == ["A"]
 
 
+def test_a_trailing_separator_is_an_empty_title_never_dropped():
+    # "a:::" is "a" + "::" + ":", or "a:" + "::" + "" (an empty title): never "a:" alone.
+    assert split_history("a:::", {"a", ":", "a:"}) == ["a", ":"]
+    assert split_history("X::", {"X"}) == ["X", ""]
+
+
+def test_a_joined_history_ending_in_the_separator_is_refused(tmp_path):
+    p = write(tmp_path, [GOOD, {**GOOD, "historyList": "A::"}])
+    with pytest.raises(DataError) as e:
+        read_samples(p)
+    assert str(e.value) == f"file {p}, row 1, field 'historyList': item 1 is an empty title"
+
+
 def test_validate_samples_names_where_and_the_index():
     with pytest.raises(DataError) as e:
         validate_samples([Sample(["A"], ["B", "C"], "B"), Sample(["A"], ["B", "C"], "Z")], "importer")

@@ -127,7 +127,7 @@ class TextCodec(_Codec):
     kind = "text"
 
     def __init__(self, tokenizer, chat: bool = False):
-        if chat and not getattr(tokenizer, "chat_template", None):
+        if chat and not tokenizer.chat_template:
             raise ValueError("the tokenizer has no chat template")
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no EOS token; answers must end with one")
@@ -145,7 +145,7 @@ class TextCodec(_Codec):
         """The prompt's ids (`encode_prompt`) and labels: the tokens wholly inside every history title after the
         first, with the separator before it (as `encode_history`), `ignore` elsewhere. The prompt is tokenized
         whole, as everywhere else, and the titles found through the tokenizer's character offsets."""
-        if not getattr(self.tokenizer, "is_fast", False):
+        if not self.tokenizer.is_fast:
             raise ValueError("a history loss inside the prompt needs a fast tokenizer (character offsets); "
                              "use --history-in sequence")
         text, specials = self._prompt_string(prompt)
@@ -209,7 +209,8 @@ def build_item_codec(titles: Sequence[str]) -> ItemCodec:
         clash = sorted(t for t in set(titles) if t in SPECIALS.values() or t.startswith("<|w:"))
         raise ReservedTitle(f"titles clash with the built-in backbone's reserved token names: {clash[:5]}; "
                             "rename them in the data")
-    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token=SPECIALS["unk"]))
+    # PreTrainedTokenizerFast sets the model's unknown token from its own unk_token (the saved file has it).
+    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=SPECIALS["pad"], bos_token=SPECIALS["bos"],
                                  eos_token=SPECIALS["eos"], unk_token=SPECIALS["unk"])

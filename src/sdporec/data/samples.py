@@ -91,15 +91,14 @@ def _parse_rows(path: Path, text: str) -> list[tuple[str, object]]:
 
 
 def _known_titles(rows: list[tuple[str, object]]) -> set[str]:
-    """Titles seen as whole strings in the file; used to split `::`-joined histories unambiguously."""
+    """Titles seen as whole strings in the file's lists; used to split `::`-joined histories unambiguously.
+    (A target is among its row's candidates in every valid file, so it adds no title.)"""
     known: set[str] = set()
     for _, obj in rows:
         if isinstance(obj, dict):
             for key in ("itemList", "historyList"):
                 if isinstance(obj.get(key), list):
                     known.update(t for t in obj[key] if isinstance(t, str))
-            if isinstance(obj.get("trueSelection"), str):
-                known.add(obj["trueSelection"])
     return known
 
 
@@ -110,7 +109,8 @@ def split_history(joined: str, known: set[str]) -> list[str]:
     if all(p in known for p in plain) or not known:
         return plain
     n = len(joined)
-    cuts = [i for i in range(n - 1) if joined.startswith(SEP, i)]
+    # A '::' ending the string would start an empty title: it is no cut (an empty title is refused later).
+    cuts = [i for i in range(n - 2) if joined.startswith(SEP, i)]
     # seg[start] = titles that exactly cover joined[:start], where a next title may begin.
     seg: dict[int, list[str]] = {0: []}
     for end in cuts + [n]:

@@ -23,7 +23,7 @@ def load_codec(path: str, chat_template: str = "auto", checkpoint: Checkpoint | 
     tokenizer = load_gguf_tokenizer(path) if is_gguf(path) else AutoTokenizer.from_pretrained(path)
     if recorded.get("kind") == "items":
         return ItemCodec(tokenizer)
-    has_template = bool(getattr(tokenizer, "chat_template", None))
+    has_template = bool(tokenizer.chat_template)
     if chat_template == "auto":
         chat = recorded.get("chat", has_template if not recorded else False)
     else:
