@@ -193,3 +193,5 @@ def test_files_are_written_as_utf8_whatever_the_locale(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes() == '{"t": "Sigur Rós"}\n'.encode()   # UTF-8
+    write_jsonl(tmp_path / "here.jsonl", [{"t": "Sigur Rós"}])      # and the same bytes in this process's locale
+    assert (tmp_path / "here.jsonl").read_bytes() == out.read_bytes()
