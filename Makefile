@@ -26,7 +26,8 @@ demo: install
 test: install
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/lint-imports   # the layers and no cycles ([tool.importlinter] in pyproject.toml)
-	$(BIN)/python -m pytest -q -rs tests   # -rs: the reason of every skip; random order (pytest-randomly)
+	# -rs: the reason of every skip; random order (pytest-randomly); -n 2: two workers (pytest-xdist), a file each.
+	$(BIN)/python -m pytest -q -rs -n 2 --dist loadfile tests
 
 # Mutation testing of the numerical core ([tool.mutmut] in pyproject.toml); scores in docs/development.md.
 mutation: install

@@ -7,6 +7,23 @@ import torch
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def pytest_configure(config):
+    # Under pytest-xdist (`make test`) each worker gets its share of the cores, and so do the runs it starts:
+    # torch's default of one thread per core in every worker would make them fight over the same cores.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    # `-q` hides pytest-randomly's header: the seed goes at the end, so a failing order can be repeated.
+    seed = getattr(config.option, "randomly_seed", None)
+    if seed is not None and getattr(config.option, "randomly_reorganize", True):
+        terminalreporter.write_line(f"random order: repeat with -p randomly --randomly-seed={seed}")
+
+
 @pytest.fixture(scope="session")
 def tiny_llama():
     """A 2-layer Llama over the built-in item vocabulary, for numerical tests."""
