@@ -175,6 +175,10 @@ def test_label_logprobs_by_hand():
     table[0, 1] = torch.tensor([math.log(2.0), 0.0, 0.0])    # column 1: p = 1/2, 1/4, 1/4
     got = label_logprobs(Table(table), torch.tensor([0, 0, 0]), torch.tensor([0, 1, 1]), torch.tensor([2, 0, 2]))
     torch.testing.assert_close(got, torch.tensor([math.log(1 / 3), math.log(1 / 2), math.log(1 / 4)]))
+    # No position to score (a batch whose prompts hold no labels): an empty float32 result, no logits formed.
+    none = torch.zeros(0, dtype=torch.long)
+    empty = label_logprobs(Table(table), none, none, none)
+    assert empty.shape == (0,) and empty.dtype == torch.float32
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 1 << 24], ids=["one-position", "ragged-chunks", "one-chunk"])
