@@ -61,7 +61,7 @@ def test_evaluate_generation_protocol(run_dir, tmp_path, capsys):
                  "--out", str(tmp_path), "--protocol", "generation", "--limit", "20", "--no-progress"])
     assert code == 0
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["n"] == 20 and 0 <= m["hr@1"] <= m["valid_ratio"] <= 1
+    assert m["n"] == 20 and 0 <= m["hr@1"] <= m["valid_ratio"] <= 1 and m["layout"] is None
     rows = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert all(r["valid"] == (r["answer"] is not None) for r in rows)
     assert (tmp_path / "config.yaml").is_file()
@@ -73,6 +73,14 @@ def test_ranking_evaluate_matches_pipeline(run_dir, tmp_path):
     again = json.loads((tmp_path / "metrics.json").read_text())
     pipeline = json.loads((run_dir / "metrics.json").read_text())["sdpo"]
     assert again["hr@1"] == pipeline["hr@1"] and again["mrr"] == pytest.approx(pipeline["mrr"])
+    assert again["layout"] == "packed"          # auto on a CPU; generation names none
+    assert main(["evaluate", "--model", str(run_dir / "sdpo" / "model"), "--data", str(run_dir / "data" / "test.jsonl"),
+                 "--out", str(tmp_path / "flex"), "--no-progress", "--layout", "flex", "--limit", "30"]) == 0
+    flex = json.loads((tmp_path / "flex" / "metrics.json").read_text())
+    assert flex["layout"] == "flex"
+    first = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()[:30]]
+    assert [json.loads(x)["rank"] for x in (tmp_path / "flex" / "predictions.jsonl").read_text().splitlines()] == \
+        [r["rank"] for r in first]
 
 
 def test_recommend_ranks_every_candidate(run_dir, capsys):

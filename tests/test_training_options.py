@@ -70,14 +70,17 @@ def test_what_needs_cuda_says_so(files, tmp_path, capsys):
 def test_every_layout_trains_to_the_same_losses(files, tmp_path):
     assert main(["sft", "--out", str(tmp_path / "sft"), *files, *SIZE, *TINY]) == 0
     losses = {}
-    for layout in ("packed", "cache", "paper"):
+    for layout in ("packed", "flex", "cache", "paper", "auto"):
         assert main(["dpo", "--out", str(tmp_path / layout), "--model", str(tmp_path / "sft" / "model"), "--layout",
                      layout, "--reference-cache", "none", "--log-every", "1", *files, *TINY]) == 0
         losses[layout] = [
             json.loads(x)["loss"] for x in (tmp_path / layout / "train_log.jsonl").read_text().splitlines()
         ]
+        used = json.loads((tmp_path / layout / "summary.json").read_text())["layout"]
+        assert used == ("packed" if layout == "auto" else layout)      # auto on a CPU: the packed layout
     assert len(losses["paper"]) == 4
-    assert losses["paper"] == pytest.approx(losses["packed"], abs=1e-5) == losses["cache"]
+    for layout in ("packed", "flex", "cache", "auto"):
+        assert losses[layout] == pytest.approx(losses["paper"], abs=1e-5), layout
 
 
 def test_a_lora_checkpoint_saves_the_gathered_state_dict_it_is_given(tiny_llama, tmp_path):

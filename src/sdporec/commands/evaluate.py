@@ -21,6 +21,7 @@ from sdporec.data.samples import read_samples
 from sdporec.errors import require
 from sdporec.evaluation.evaluate import PROTOCOLS, RESULT_FILES, evaluate_model, evaluate_sharded, write_results
 from sdporec.evaluation.scoring import SCORES, require_readout_weight
+from sdporec.models.scoring import resolve_layout
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 from sdporec.outputs import claim_out_dir
 
@@ -47,9 +48,10 @@ class EvaluateConfig:
         "+ λ x that: 0 the prompt alone (the paper's), 0.5 their product, 1 the history alone (default: the λ "
         "training chose on validation, recorded in the checkpoint; 0 where none was)")
     chat_template: str = chat_template_setting()
-    layout: str = layout_setting("ranking: packed scores all candidates in one row with the prompt, under a block "
-                                 "mask; cache on copies of the prompt's key/value cache; paper runs prompt + "
-                                 "candidate 20 times (for comparisons)")
+    layout: str = layout_setting("ranking: auto takes the layout measured fastest on this device type (CPU: packed; "
+                                 "CUDA: paper); packed scores all candidates in one row with the prompt, under a "
+                                 "block mask; flex the same under a FlexAttention block mask; cache on copies of the "
+                                 "prompt's key/value cache; paper runs prompt + candidate 20 times")
     device: str = device_setting(" (one process; under torchrun each process takes its own GPU)")
     progress: bool = progress_setting()
     overwrite: bool = setting(False, "replace the results of an earlier evaluation in OUT")
@@ -96,6 +98,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         samples, state.process_index, state.num_processes)
     ranking = cfg.protocol == "ranking"
     extra = {"protocol": cfg.protocol, "score": cfg.score if ranking else None,
+             "layout": resolve_layout(cfg.layout, next(model.parameters()).device) if ranking else None,
              "history_readout": cfg.history_readout if ranking else None,
              "chat_template": getattr(codec, "chat", False), "model": cfg.model, "data": cfg.data,
              "seconds": round(time.time() - started, 1), "processes": state.num_processes}

@@ -53,7 +53,7 @@ def chat_template_setting(training: bool = False):
 
 
 def layout_setting(help: str):
-    return setting("packed", help, choices=LAYOUTS)
+    return setting("auto", help, choices=LAYOUTS)
 
 
 # -- reports

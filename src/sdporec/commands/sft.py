@@ -98,7 +98,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     run = start_run(cfg, codec, cfg.model)   # checks the data, then writes the run directory
     with run.setting_up(cfg):
         model, codec, base_dir = sft_model(cfg, run, codec, extra)
-        recipe = SFTRecipe(cfg, codec, run.out / "model", base_dir)
+        recipe = SFTRecipe(cfg, codec, run.out / "model", base_dir, run.acc.device)
         trainer = Trainer(cfg, run, model, codec, catalogue(run.train), recipe)
     if run.main:
         n_params = sum(p.numel() for p in model.parameters())

@@ -71,9 +71,11 @@ class TrainConfig:
     gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass to save memory (no "
                                        "key/value cache is kept then, so the cache layout runs packed)")
     chat_template: str = chat_template_setting(training=True)
-    layout: str = layout_setting("packed: each prompt and all its answers in one row under a block mask; cache: "
+    layout: str = layout_setting("auto: the layout measured fastest on this device type (CPU: packed; CUDA: paper), "
+                                 "named in summary.json; packed: each prompt and all its answers in one row under a "
+                                 "block mask; flex: the same rows, the mask as a FlexAttention block mask; cache: "
                                  "each prompt runs once and its answers on copies of its key/value cache; paper: the "
-                                 "prompt repeated for every answer (the paper's layout, for comparisons)")
+                                 "prompt repeated for every answer (the paper's layout)")
     save_every: int = setting(0, "write a resumable checkpoint every N optimizer steps (0: at each epoch's end only)")
     resume: bool = setting(False, "continue from the newest checkpoint in OUT/checkpoints")
     overwrite: bool = setting(False, "replace the outputs of an earlier run in OUT (without it, or --resume, an OUT "

@@ -125,7 +125,7 @@ def format_table(results: dict[str, dict]) -> str:
 
 
 def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domain: str, batch_size: int = 16,
-                   max_new_tokens: int = 20, progress: bool = True, layout: str = "packed",
+                   max_new_tokens: int = 20, progress: bool = True, layout: str = "auto",
                    score: str = "sum", history_readout: float = 0.0) -> tuple[dict, list[dict]]:
     """The one evaluation entry point for language models, for both protocols."""
     if protocol == "generation":

@@ -15,7 +15,7 @@ from sdporec.data.prompts import build_prompt
 from sdporec.data.samples import Sample
 from sdporec.errors import require
 from sdporec.evaluation.metrics import NonFiniteError, first_non_finite, rank_of_target, ranking_metrics
-from sdporec.models.scoring import scoring_layout
+from sdporec.models.scoring import resolve_layout, scoring_layout
 
 Scorer = Callable[[Sequence[Sample]], list[list[float]]]
 
@@ -73,7 +73,7 @@ class LMScorer:
     alone, 0.5 ranks by the product of the two probabilities, 1 is the history alone."""
 
     def __init__(self, model, codec, domain: str, batch_size: int = 16, template: int = 0, progress: bool = True,
-                 layout: str = "packed", score: str = "sum", history_readout: float = 0.0):
+                 layout: str = "auto", score: str = "sum", history_readout: float = 0.0):
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         if not 0 <= history_readout <= 1:
@@ -81,7 +81,8 @@ class LMScorer:
         self.model, self.codec, self.domain, self.template = model, codec, domain, template
         self.batch_size, self.progress, self.score = batch_size, progress, score
         self.history_readout = history_readout
-        self.logprobs = scoring_layout(layout, codec.short_answers)
+        self.layout = resolve_layout(layout, next(model.parameters()).device)
+        self.logprobs = scoring_layout(self.layout, codec.short_answers)
 
     def __call__(self, samples: Sequence[Sample]) -> list[list[float]]:
         w = self.history_readout

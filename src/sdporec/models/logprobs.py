@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from sdporec.data.batching import IGNORE, AnswerBatch
+from sdporec.models.flex import FLEX, flex_inputs
 
 _warned = False
 
@@ -135,9 +136,9 @@ def _answer_labels(batch: AnswerBatch) -> torch.Tensor:
                       answers.masked_fill(batch.answer_mask.reshape(b * n, a) == 0, IGNORE)], 1)
 
 
-# Attention implementations that apply a float 4D mask as given (flash attention ignores it, flex
-# attention wants a BlockMask), so the packed row is only used with these.
-_MASKABLE = ("eager", "sdpa")
+# Attention implementations that apply the packed rows' mask: a float 4D mask as given (flash attention ignores
+# it, transformers' flex attention wants its own BlockMask), or ours, which takes the pattern as a BlockMask.
+_MASKABLE = ("eager", "sdpa", FLEX)
 
 
 def _unwrapped(model):
@@ -220,7 +221,10 @@ def packed_mask(real: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
 
 def packed_inputs(model, rows: PackedRows) -> dict:
     """The model's inputs for packed rows: ids, position ids and `packed_mask` in additive form (eager
-    attention adds the mask to the scores; SDPA takes either form), in the model's dtype."""
+    attention adds the mask to the scores; SDPA takes either form), in the model's dtype; under `FLEX`
+    attention the same pattern as a BlockMask (`flex.flex_inputs`)."""
+    if _attention(model) == FLEX:
+        return flex_inputs(rows)
     dtype = next(model.parameters()).dtype
     dtype = dtype if dtype.is_floating_point else torch.float32
     allowed = packed_mask(rows.real, rows.block)
@@ -293,7 +297,7 @@ def label_logprobs(head, sample: torch.Tensor, column: torch.Tensor, labels: tor
     return torch.cat(out) if out else torch.zeros(0, device=labels.device)
 
 
-def _causal_lm(model):
+def causal_lm(model):
     """The transformers model inside DDP-style (`.module`) and peft (`get_base_model`) wrappers."""
     model = _unwrapped(model)
     return model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -321,7 +325,7 @@ class HiddenHead:
 
     @classmethod
     def run(cls, model, inputs: dict) -> HiddenHead | None:
-        lm = _causal_lm(model)
+        lm = causal_lm(model)
         decoder = getattr(lm, "base_model", lm)
         embedding = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
         if decoder is lm or embedding is None or _sharded(model) or \

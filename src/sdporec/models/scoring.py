@@ -1,5 +1,6 @@
-"""Which function scores an `AnswerBatch` (format in data/batching.py): the three layouts of `logprobs`, and
-the short-answer path that item tokens allow.
+"""Which function scores an `AnswerBatch` (format in data/batching.py): the layouts of `logprobs` (`flex` is the
+packed layout with its mask as a FlexAttention BlockMask, `models/flex.py`), the short-answer path that item
+tokens allow, and `auto`, the layout measured fastest on the device type.
 
 With item tokens every answer is one token then EOS, so a candidate list needs only the prompt and each
 candidate's one token in a row: the candidate's token is scored from the prompt's last position (one
@@ -9,15 +10,19 @@ log-softmax for all N of them) and its EOS from the token's own position. The EO
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from sdporec.data.batching import AnswerBatch
+from sdporec.models import flex
 from sdporec.models.logprobs import (
     HiddenHead,
     KeptLogits,
     answer_logprobs_cached,
     answer_logprobs_full,
     answer_logprobs_packed,
+    causal_lm,
     label_logprobs,
     maskable,
     pack_rows,
@@ -25,7 +30,12 @@ from sdporec.models.logprobs import (
     right_padded_answers,
 )
 
-LAYOUTS = ("packed", "cache", "paper")
+LAYOUTS = ("auto", "packed", "flex", "cache", "paper")
+
+# `auto`'s choice per device type, each the fastest measured there (docs/speed.md for CPUs; for CUDA the 1B
+# checks in docs/gpu/, where the paper layout ran 3-5x the dense-mask packed one at batch 8). Device types
+# never measured take the paper layout, which needs no custom mask from any attention kernel.
+FASTEST = {"cpu": "packed", "cuda": "paper"}
 
 
 def answer_logprobs_short(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,10 +65,60 @@ def answer_logprobs_short(model, batch: AnswerBatch) -> tuple[torch.Tensor, torc
     return logps, amask.sum(-1)
 
 
-def scoring_layout(name: str, short_answers: bool = False):
-    """`packed` (each prompt once, its answers in the same row under a block mask), `cache` (each prompt
-    once, its answers on copies of its key/value cache) or `paper` (the prompt repeated for every answer).
-    `short_answers` (item tokens: every answer one token then EOS): `packed` runs `answer_logprobs_short`."""
-    if name == "packed" and short_answers:
-        return answer_logprobs_short
-    return {"packed": answer_logprobs_packed, "cache": answer_logprobs_cached, "paper": answer_logprobs_full}[name]
+def resolve_layout(name: str, device: torch.device | str) -> str:
+    """`auto` -> the layout `FASTEST` names for the device's type; any other name as it is."""
+    if name != "auto":
+        return name
+    return FASTEST.get(torch.device(device).type, "paper")
+
+
+_warned: set[str] = set()
+
+
+def use_flex(model) -> bool:
+    """Set the model's attention to `flex.FLEX` (FlexAttention for the packed rows' BlockMask, SDPA for every
+    other call) -> whether it runs; where it cannot, says why once and the packed layout runs as it would."""
+    lm = causal_lm(model)
+    current = getattr(lm.config, "_attn_implementation", None)
+    if current == flex.FLEX:
+        return True
+    why = None if flex.available() else "this torch has no FlexAttention"
+    if why is None and current not in ("sdpa", "eager"):
+        why = f"the model's attention is '{current}', not sdpa or eager"
+    if why is None and getattr(lm.config, "attention_dropout", 0.0) and model.training:
+        why = "the model has attention dropout, which FlexAttention does not apply"
+    if why is None and not hasattr(lm, "set_attn_implementation"):
+        why = "the model cannot change its attention implementation"
+    if why is not None:
+        if why not in _warned:
+            _warned.add(why)
+            warnings.warn(f"layout flex: {why}; scoring with the packed layout's dense mask", stacklevel=3)
+        return False
+    flex.register()
+    lm.set_attn_implementation(flex.FLEX)
+    return True
+
+
+def answer_logprobs_flex(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """`answer_logprobs_packed` with the model's attention set to FlexAttention (`use_flex`)."""
+    use_flex(model)
+    return answer_logprobs_packed(model, batch)
+
+
+def answer_logprobs_flex_short(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """`answer_logprobs_short` with the model's attention set to FlexAttention (`use_flex`)."""
+    use_flex(model)
+    return answer_logprobs_short(model, batch)
+
+
+def scoring_layout(name: str, short_answers: bool = False, device: torch.device | str = "cpu"):
+    """`packed` (each prompt once, its answers in the same row under a block mask), `flex` (the same rows, the
+    mask as a FlexAttention BlockMask), `cache` (each prompt once, its answers on copies of its key/value cache),
+    `paper` (the prompt repeated for every answer), or `auto` (`resolve_layout` for `device`).
+    `short_answers` (item tokens: every answer one token then EOS): `packed` and `flex` run
+    `answer_logprobs_short`."""
+    name = resolve_layout(name, device)
+    if short_answers and name in ("packed", "flex"):
+        return answer_logprobs_short if name == "packed" else answer_logprobs_flex_short
+    return {"packed": answer_logprobs_packed, "flex": answer_logprobs_flex, "cache": answer_logprobs_cached,
+            "paper": answer_logprobs_full}[name]

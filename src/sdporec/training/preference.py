@@ -24,7 +24,7 @@ from sdporec.models.loading import load_model
 from sdporec.models.logprobs import history_logprobs
 from sdporec.models.lora import enable_gradient_checkpointing
 from sdporec.models.policy import Policy, policy_from_sft
-from sdporec.models.scoring import scoring_layout
+from sdporec.models.scoring import resolve_layout, scoring_layout
 from sdporec.models.sources import is_gguf
 from sdporec.processes import even_shard, gather
 from sdporec.training.losses import LOSSES, sft_loss
@@ -68,7 +68,7 @@ class PreferenceRecipe:
     def __init__(self, cfg: PreferenceOptions, run: TrainingRun, policy: Policy, codec, base_dir: Path | None):
         self.cfg, self.run, self.policy, self.codec, self.base_dir = cfg, run, policy, codec, base_dir
         self.k, self.loss_fn, self.score = cfg.negatives, LOSSES[cfg.loss], \
-            scoring_layout(cfg.layout, codec.short_answers)
+            scoring_layout(cfg.layout, codec.short_answers, run.acc.device)
         self.precompute = cfg.reference_pass == "precompute"
         self.cut = -1 if cfg.reward_tokens == "title" else None   # the EOS is the answer's last token
         self.popularity = Counter(s.target for s in run.train)
@@ -80,7 +80,8 @@ class PreferenceRecipe:
         self.settings = {"data": file_digest(cfg.train), "model": model_fingerprint(cfg.model), "seed": cfg.seed,
                          "k": self.k, "domain": cfg.domain, "keep_candidates": cfg.keep_candidates,
                          "dtype": cfg.dtype, "load_in_4bit": cfg.load_in_4bit,
-                         "mixed_precision": cfg.mixed_precision, "layout": cfg.layout,
+                         "mixed_precision": cfg.mixed_precision,
+                         "layout": resolve_layout(cfg.layout, run.acc.device),
                          "device": run.acc.device.type, "chat": codec.chat, "codec": codec.kind,
                          "reward_tokens": cfg.reward_tokens}
         self.meta = {"stage": cfg.loss, "trained_from": cfg.model, "config": asdict(cfg),

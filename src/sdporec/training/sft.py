@@ -8,6 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
+import torch
 from accelerate.utils import DistributedType
 
 from sdporec.data.batching import IGNORE, AnswerBatch, collate
@@ -47,10 +48,10 @@ class SFTRecipe:
     """SFT for the `Trainer`: each sample's summed answer-token loss (and, with `history_weight`, its
     history's next-item loss), over predicted tokens."""
 
-    def __init__(self, cfg: SFTOptions, codec, checkpoint: Path, base_dir: Path | None):
+    def __init__(self, cfg: SFTOptions, codec, checkpoint: Path, base_dir: Path | None, device: str | torch.device):
         self.cfg, self.codec = cfg, codec
         self.checkpoint, self.base_dir = checkpoint, base_dir
-        self.score = scoring_layout(cfg.layout, codec.short_answers)
+        self.score = scoring_layout(cfg.layout, codec.short_answers, device)
         self.meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg),
                      "learned_history": cfg.history_weight > 0}
 

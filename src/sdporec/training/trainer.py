@@ -412,7 +412,7 @@ class Trainer:
                    "processes": self.world, "distributed": str(self.acc.distributed_type.value),
                    "grad_accum": self.cfg.grad_accum, "samples_per_second": round(seen / span, 2),
                    "tokens_per_second": round(tokens / span, 1),
-                   "peak_memory_gib": round(peak_memory_gib(self.acc.device), 3)}
+                   "peak_memory_gib": round(peak_memory_gib(self.acc.device), 3), "layout": self.scorer.layout}
         if self.run.main:
             atomic_write_text(self.run.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary

@@ -1,0 +1,199 @@
+"""The flex layout (models/flex.py, scoring.use_flex): the packed rows' pattern as a FlexAttention BlockMask gives the
+paper layout's numbers; FlexAttention runs for real here without gradients (it has no CPU backward), and with them
+the same pattern runs dense on SDPA."""
+
+import json
+import warnings
+
+import pytest
+import torch
+from test_logprobs import random_batch
+from torch.nn.attention.flex_attention import create_block_mask, create_mask
+
+from sdporec.data.batching import collate
+from sdporec.models import flex
+from sdporec.models.builtin import BuiltinSize, build_builtin
+from sdporec.models.logprobs import answer_logprobs_full, answer_logprobs_packed, pack_rows, packed_mask
+from sdporec.models.scoring import (
+    FASTEST,
+    answer_logprobs_flex,
+    answer_logprobs_flex_short,
+    answer_logprobs_short,
+    resolve_layout,
+    scoring_layout,
+    use_flex,
+)
+
+TITLES = [f"Artist {i}" for i in range(40)] + ["Air", "Air Supply", "Answer"]
+# Text answers of 3, 2, 2 and 4 tokens after prompts of 4 and 2 (left-padded): padding inside and after rows.
+UNEVEN = dict(prompts=[[1, 5, 6, 7], [1, 8]], answers=[[[9, 10, 2], [11, 2]], [[12, 2], [13, 14, 15, 2]]])
+
+
+def fresh_model(heads=4, kv_heads=None):
+    """A tiny Llama of its own: `use_flex` changes a model's attention, so no model is shared between tests."""
+    model, codec = build_builtin(TITLES, BuiltinSize(hidden=48, layers=2, heads=heads), seed=0)
+    if kv_heads:   # grouped-query attention: fewer key/value heads, the same weights otherwise re-drawn
+        from transformers import LlamaForCausalLM
+
+        model.config.num_key_value_heads = kv_heads
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(model.config)
+    return model.float(), codec
+
+
+def uneven_batch(codec):
+    return collate(UNEVEN["prompts"], UNEVEN["answers"], codec.pad_id)
+
+
+def test_the_pattern_is_the_packed_mask_and_bucket_padding_sees_only_itself():
+    _, codec = fresh_model()
+    for batch in (uneven_batch(codec), random_batch(codec)):
+        rows = pack_rows(batch)
+        b, length = rows.ids.shape
+        inputs = flex.flex_inputs(rows)
+        padded = inputs["input_ids"].shape[1]
+        assert padded == flex.BUCKET and padded > length
+        dense = create_mask(inputs["attention_mask"].mask_mod, b, 1, padded, padded, device="cpu")
+        assert torch.equal(dense[..., :length, :length], packed_mask(rows.real, rows.block))
+        assert not dense[..., :length, length:].any()                        # nobody attends to the bucket padding
+        assert torch.equal(dense[0, 0, length:, length:], torch.eye(padded - length, dtype=torch.bool))
+        assert torch.equal(inputs["input_ids"][:, :length], rows.ids) and not inputs["input_ids"][:, length:].any()
+        assert torch.equal(inputs["position_ids"][:, :length], rows.positions)
+
+
+def test_bucketed_rounds_up_to_whole_tiles():
+    assert [flex.bucketed(n) for n in (1, 127, 128, 129, 400)] == [128, 128, 128, 256, 512]
+
+
+@pytest.mark.parametrize("make", [uneven_batch, random_batch], ids=["uneven", "random"])
+def test_flex_attention_gives_the_paper_layouts_numbers(make):
+    model, codec = fresh_model()
+    batch = make(codec)
+    with torch.no_grad():
+        paper = answer_logprobs_full(model, batch)
+        got = answer_logprobs_flex(model, batch)
+    assert model.config._attn_implementation == flex.FLEX
+    torch.testing.assert_close(got[0], paper[0], atol=1e-5, rtol=0)
+    assert torch.equal(got[1], paper[1])
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(4, 2), (6, 2)], ids=["gqa", "gqa-non-power-of-two"])
+def test_flex_attention_with_grouped_query_heads(heads, kv_heads):
+    model, codec = fresh_model(heads, kv_heads)
+    batch = uneven_batch(codec)
+    with torch.no_grad():
+        paper = answer_logprobs_full(model, batch)[0]
+        got = answer_logprobs_flex(model, batch)[0]
+    torch.testing.assert_close(got, paper, atol=1e-5, rtol=0)
+
+
+def test_short_answers_under_flex_equal_the_paper_layout():
+    model, codec = fresh_model()
+    batch = random_batch(codec)          # item tokens: every answer one token then EOS
+    with torch.no_grad():
+        paper = answer_logprobs_full(model, batch)[0]
+        got = answer_logprobs_flex_short(model, batch)[0]
+    torch.testing.assert_close(got, paper, atol=1e-5, rtol=0)
+
+
+def test_flex_gradients_equal_the_paper_layouts():
+    model, codec = fresh_model()
+    batch = uneven_batch(codec)
+    weights = torch.tensor([[1.0, -0.5], [0.3, 2.0]])
+    grads = []
+    for fn in (answer_logprobs_flex, answer_logprobs_full):
+        model.zero_grad()
+        (fn(model, batch)[0] * weights).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert model.config._attn_implementation == flex.FLEX
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_every_other_call_of_a_flex_model_is_unchanged():
+    """Generation, the paper layout and plain forward passes run on SDPA as before the switch."""
+    model, codec = fresh_model()
+    batch = uneven_batch(codec)
+    ids = torch.tensor([[1, 5, 6, 7, 9]])
+    with torch.no_grad():
+        before = (answer_logprobs_full(model, batch)[0], model(input_ids=ids).logits,
+                  model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0))
+        use_flex(model)
+        after = (answer_logprobs_full(model, batch)[0], model(input_ids=ids).logits,
+                 model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0))
+    assert model.config._attn_implementation == flex.FLEX
+    torch.testing.assert_close(after[0], before[0], atol=0, rtol=0)
+    torch.testing.assert_close(after[1], before[1], atol=0, rtol=0)
+    assert torch.equal(after[2], before[2])
+
+
+def test_flex_softcap_and_scale_match_a_hand_computed_attention():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 5, 4, generator=g) * 3 for _ in range(3))
+    real, block = torch.ones(1, 5, dtype=torch.bool), torch.full((1, 5), -1)
+    mask = create_block_mask(flex.PackedPattern(real, block), 1, None, 5, 5, device="cpu")
+    with torch.no_grad():
+        out, weights = flex.flex_or_sdpa(torch.nn.Module(), q, k, v, mask, scaling=0.7, softcap=2.0)
+    scores = torch.tanh(q @ k.transpose(-1, -2) * 0.7 / 2.0) * 2.0
+    scores = scores.masked_fill(~torch.ones(5, 5, dtype=torch.bool).tril(), float("-inf"))
+    torch.testing.assert_close(out, (scores.softmax(-1) @ v).transpose(1, 2), atol=1e-5, rtol=1e-5)
+    assert weights is None
+
+
+def test_attention_dropout_is_refused_under_a_block_mask():
+    q = torch.zeros(1, 1, 2, 4)
+    mask = create_block_mask(flex.PackedPattern(torch.ones(1, 2, dtype=torch.bool), torch.full((1, 2), -1)),
+                             1, None, 2, 2, device="cpu")
+    with pytest.raises(ValueError, match="dropout"):
+        flex.flex_or_sdpa(torch.nn.Module(), q, q, q, mask, dropout=0.1)
+
+
+@pytest.mark.parametrize("attention,training,dropout,why", [
+    ("flash_attention_2", False, 0.0, "attention is 'flash_attention_2'"),
+    ("sdpa", True, 0.1, "attention dropout"),
+], ids=["flash", "dropout"])
+def test_flex_where_it_cannot_run_says_why_and_scores_packed(attention, training, dropout, why, monkeypatch):
+    model, codec = fresh_model()
+    model.config._attn_implementation_internal = attention
+    model.config.attention_dropout = dropout
+    model.train(training)
+    monkeypatch.setattr("sdporec.models.scoring._warned", set())
+    called = []
+    monkeypatch.setattr("sdporec.models.scoring.answer_logprobs_packed", lambda m, b: called.append(b) or "packed")
+    with pytest.warns(UserWarning, match=why):
+        assert answer_logprobs_flex(model, uneven_batch(codec)) == "packed"
+    assert called and model.config._attn_implementation == attention
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # said once
+        answer_logprobs_flex(model, uneven_batch(codec))
+
+
+def test_a_model_saved_after_flex_loads_in_plain_transformers(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model, codec = fresh_model()
+    use_flex(model)
+    model.save_pretrained(tmp_path)
+    assert flex.FLEX not in (tmp_path / "config.json").read_text()
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert loaded.config._attn_implementation in ("sdpa", "eager")
+    ids = torch.tensor([[1, 5, 6]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "llama"
+
+
+def test_auto_resolves_to_the_fastest_measured_layout_per_device():
+    assert resolve_layout("auto", "cpu") == FASTEST["cpu"] == "packed"
+    assert resolve_layout("auto", torch.device("cuda", 1)) == FASTEST["cuda"]
+    assert resolve_layout("auto", "mps") == "paper"                      # never measured: no custom mask needed
+    assert [resolve_layout(n, "cuda") for n in ("packed", "flex", "cache", "paper")] == \
+        ["packed", "flex", "cache", "paper"]
+
+
+def test_scoring_layout_names():
+    assert scoring_layout("flex") is answer_logprobs_flex
+    assert scoring_layout("flex", short_answers=True) is answer_logprobs_flex_short
+    assert scoring_layout("auto", device="cpu") is answer_logprobs_packed
+    assert scoring_layout("auto", short_answers=True, device="cpu") is answer_logprobs_short
+    assert scoring_layout("auto", device="cuda") is answer_logprobs_full
