@@ -1,8 +1,10 @@
 """The checks a lent GPU should answer, in one process under a time budget, written as one small JSON.
 
+- `flex_equivalence`: the flex layout's values and gradients against the paper layout's on this device;
+- `layouts` (bench/gpu_layouts.py): Llama-3.2-1B- and SmolLM2-shaped models, ~400-token prompts, SFT, S-DPO K = 3
+  and ranking 20 candidates, full fine-tuning and LoRA, each layout at its fastest micro-batch: samples/s,
+  tokens/s, peak memory, the attention kernel, MFU with attention FLOPs (formula in that file);
 On a ~1B Llama built from a config (no download) in bf16, with text prompts from the built-in data:
-- one SFT step and one S-DPO step (K = 3, reference forward included) in the packed and the paper layout:
-  tokens/s, peak memory, model FLOPs utilisation (6 x parameters x tokens/s over the card's peak);
 - ranking (packed) against the paper's generation protocol: samples/s;
 - which SDPA kernel accepts the packed layout's 4D mask (flash, memory-efficient, math), each timed;
 - flex attention with the packed pattern as a block mask against SDPA with the dense 4D mask (one
@@ -12,7 +14,8 @@ Each part is skipped, with the reason recorded, once the budget (`--budget-s`) w
 
     python bench/gpu_check.py --out runs/gpu/check.json                       # a GPU: ~1B, bf16
     python bench/gpu_check.py --device cpu --hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 \\
-        --vocab 2000 --dtype float32 --batch-size 2 --eval-samples 4 --out /tmp/check.json   # dry run on a CPU
+        --vocab 2000 --dtype float32 --batch-size 2 --eval-samples 4 --shapes tiny --batch-sizes 2 4 \\
+        --prompt-tokens 40 --out /tmp/check.json                               # dry run on a CPU
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import warnings
 from pathlib import Path
 
 import torch
+from gpu_layouts import flex_equivalence, layouts
 from speed import sync
 
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}   # dense bf16
+# Dense bf16 peaks; the PCIe H100 before the SXM one, whose name it contains.
+PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
 
 class Budget:
@@ -70,47 +75,6 @@ def batch_of(codec, samples, k: int, device):
     ]
     return collate([codec.encode_prompt(build_prompt(s.history, s.candidates)) for s in samples], answers,
                    codec.pad_id).to(device)
-
-
-def train_step(model, ref, codec, samples, layout: str, k: int, args) -> dict:
-    """`--steps` timed optimizer steps after `--warmup` untimed ones: SFT (k = 0) or S-DPO with K = k."""
-    from sdporec.data.batching import split_chosen_rejected
-    from sdporec.models.scoring import scoring_layout
-    from sdporec.training.losses import sdpo_loss, sft_loss
-
-    fn, b = scoring_layout(layout), args.batch_size
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
-    batches = [batch_of(codec, samples[i * b:(i + 1) * b], k, args.device) for i in range(args.warmup + args.steps)]
-    answers = 1 + k
-    # Tokens the step's forward passes compute in this layout (the paper's repeats the prompt per answer).
-    repeats = answers if layout == "paper" else 1
-    timed = batches[args.warmup:]
-    tokens = sum(int(x.prompt_mask.sum()) * repeats + int(x.answer_mask.sum()) for x in timed)
-    _reset_peak(args.device)
-    for i, batch in enumerate(batches):
-        if i == args.warmup:
-            sync(args.device)
-            start = time.perf_counter()
-        logps, _ = fn(model, batch)
-        if k:
-            with torch.no_grad():
-                ref_logps, _ = fn(ref, batch)
-            loss = sdpo_loss(*split_chosen_rejected(logps, k), *split_chosen_rejected(ref_logps, k), 1.0)[0].mean()
-        else:
-            loss = sft_loss(logps[:, 0]).mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    sync(args.device)
-    seconds = time.perf_counter() - start
-    n_params = sum(p.numel() for p in model.parameters())
-    tps = tokens / seconds
-    samples_per_s = sum(x.prompt_ids.shape[0] for x in timed) / seconds
-    peak = args.peak_tflops
-    # Forward and backward of the policy (6 N per token); S-DPO adds the reference's forward (2 N per token).
-    flops_per_token = (6 + (2 if k else 0)) * n_params
-    return {"samples_per_s": round(samples_per_s, 2), "tokens_per_s": round(tps, 1), "peak_gib": _peak_gib(args.device),
-            "mfu": round(flops_per_token * tps / (peak * 1e12), 4) if peak else None}
 
 
 def ranking_vs_generation(model, codec, samples, args) -> dict:
@@ -200,7 +164,9 @@ def qlora_step(model, codec, samples, args) -> dict:
     model.save_pretrained(str(path))
     codec.tokenizer.save_pretrained(str(path))
     qmodel = add_lora(load_weights(str(path), "bfloat16", load_in_4bit=True), 16, 32, 0.0)
-    return train_step(qmodel, None, codec, samples, "packed", 0, args)
+    from gpu_layouts import Case, search
+
+    return search(Case(qmodel, None, "sft", "paper", True, args), args.batch_sizes)
 
 
 def main() -> None:
@@ -215,8 +181,15 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--eval-samples", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=8, help="timed optimizer steps per training case")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps before them")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per case and micro-batch")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed steps before them (flex compiles in the first)")
+    ap.add_argument("--shapes", nargs="+", default=["llama-1b", "smollm2-135m"], help="bench/gpu_layouts.py SHAPES")
+    ap.add_argument("--modes", nargs="+", default=["full", "lora"], choices=("full", "lora"))
+    ap.add_argument("--stages", nargs="+", default=["sdpo", "sft", "ranking"], choices=("sdpo", "sft", "ranking"))
+    ap.add_argument("--layouts", nargs="+", default=["paper", "flex"], help="flex last: it switches the attention")
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=[8, 16, 32, 64, 128], help="micro-batches tried")
+    ap.add_argument("--prompt-tokens", type=int, default=400)
+    ap.add_argument("--case-s", type=float, default=25.0, help="time a layouts case needs (skipped when not left)")
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="the card's dense bf16 peak (0: by its name)")
     ap.add_argument("--budget-s", type=float, default=420.0)
     ap.add_argument("--work", default="/tmp/gpu-check")
@@ -229,19 +202,17 @@ def main() -> None:
     if not args.peak_tflops:
         args.peak_tflops = next((v for k, v in PEAK_TFLOPS.items() if k in card), 0.0)
     model, codec, samples = build(args)
-    import copy
-
-    ref = copy.deepcopy(model).eval().requires_grad_(False)
     result = {"card": card, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
               "parameters": sum(p.numel() for p in model.parameters()), "dtype": args.dtype,
               "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
               "peak_tflops": args.peak_tflops or None}
-    parts = [("train", lambda: {f"{stage}-{layout}": train_step(model, ref, codec, samples, layout, k, args)
-                                for stage, k in (("sft", 0), ("sdpo", 3)) for layout in ("packed", "paper")}, 120),
-             ("ranking_vs_generation", lambda: ranking_vs_generation(model, codec, samples, args), 90),
-             ("sdpa_kernels", lambda: sdpa_kernels(model, codec, samples, args), 30),
-             ("flex_vs_sdpa", lambda: flex_vs_sdpa(args), 60),
-             ("qlora", lambda: qlora_step(model, codec, samples, args), 90)]
+    parts = [("flex_equivalence", lambda: flex_equivalence(args), 20),
+             ("sdpa_kernels", lambda: sdpa_kernels(model, codec, samples, args), 20),
+             ("flex_vs_sdpa", lambda: flex_vs_sdpa(args), 30),
+             # The layouts leave 60 s for the two parts after them.
+             ("layouts", lambda: layouts(args, Budget(budget.end - time.time() - 60)), 60),
+             ("ranking_vs_generation", lambda: ranking_vs_generation(model, codec, samples, args), 30),
+             ("qlora", lambda: qlora_step(model, codec, samples, args), 30)]
     for name, part, need_s in parts:
         if not budget.allows(need_s):
             result[name] = {"skipped": f"time budget ({args.budget_s:.0f} s) would be exceeded"}
@@ -254,7 +225,7 @@ def main() -> None:
         result[name + "_seconds"] = round(time.time() - started, 1)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-        print(name, json.dumps(result[name]), flush=True)
+        print(name, json.dumps(result[name])[:400], flush=True)
 
 
 if __name__ == "__main__":

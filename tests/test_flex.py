@@ -197,3 +197,30 @@ def test_scoring_layout_names():
     assert scoring_layout("auto", device="cpu") is answer_logprobs_packed
     assert scoring_layout("auto", short_answers=True, device="cpu") is answer_logprobs_short
     assert scoring_layout("auto", device="cuda") is answer_logprobs_full
+
+
+@pytest.mark.parametrize("wrap", ["lora", "checkpointing"])
+def test_flex_under_lora_and_gradient_checkpointing_gives_the_paper_layouts_gradients(wrap):
+    from sdporec.models.lora import add_lora, enable_gradient_checkpointing
+
+    model, codec = fresh_model()
+    if wrap == "lora":
+        model = add_lora(model, 4, 8, 0.0)
+        torch.manual_seed(1)
+        for name, p in model.named_parameters():   # B starts at zero, which would leave A without a gradient
+            if "lora_B" in name:
+                p.data.normal_(0, 0.1)
+    else:
+        enable_gradient_checkpointing(model)
+    model.train()
+    batch = uneven_batch(codec)
+    grads = []
+    for fn in (answer_logprobs_flex, answer_logprobs_full):
+        model.zero_grad()
+        (fn(model, batch)[0] * torch.tensor([[1.0, -0.5], [0.3, 2.0]])).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+    assert model.get_base_model().config._attn_implementation == flex.FLEX if wrap == "lora" else \
+        model.config._attn_implementation == flex.FLEX
+    assert grads[0] and all(g.abs().sum() > 0 for g in grads[0])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
