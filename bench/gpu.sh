@@ -24,6 +24,11 @@ else
   SIZE=""
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 fi
+# bitsandbytes is not on the GPU machine's image and it cannot reach the internet: a wheel carried in .wheels/
+# (pip download bitsandbytes==0.50.2 --no-deps -d .wheels; 43 MB, run with carry [".wheels"]) is installed first.
+if [ "${DRY_RUN:-0}" != 1 ] && ls .wheels/bitsandbytes-*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-deps .wheels/bitsandbytes-*.whl 2>&1 | tail -2 | tee -a "$OUT/gpu.txt"
+fi
 $PY -c "import torch, transformers, peft, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)" | tee -a "$OUT/gpu.txt"
 timeout 80 $PY -m pytest -q -p no:cacheprovider tests/test_logprobs.py tests/test_flex.py tests/test_families.py \
   -k "not round_trips" 2>&1 | tail -5 | tee "$OUT/tests.txt"

@@ -288,3 +288,70 @@ def test_paper_layout_equals_whole_row_logits_values_and_gradients(tiny_llama, m
         assert got[0][1] == got[1][1]
         for a, b in zip(*grads):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def own_tiny_llama():
+    """A tiny Llama of this test's own (the session's `tiny_llama` must not be put into training or checkpointing)."""
+    from sdporec.models.builtin import BuiltinSize, build_builtin
+
+    titles = [f"Artist {i}" for i in range(40)] + ["Air", "Air Supply", "Answer"]
+    model, codec = build_builtin(titles, BuiltinSize(hidden=32, layers=2, heads=4), seed=0)
+    return model.float(), codec
+
+
+def test_under_gradient_checkpointing_the_cache_layout_runs_one_packed_pass():
+    """No cache is kept under checkpointing: the cache layout runs the packed row at once (one forward pass, no
+    prompt pass whose cache would be thrown away), with the paper layout's numbers and no warning."""
+    from sdporec.models.lora import enable_gradient_checkpointing
+
+    model, codec = own_tiny_llama()
+    batch = random_batch(codec, n_samples=3, n_answers=3, seed=3)
+    full = answer_logprobs_full(model, batch)[0].detach()
+    enable_gradient_checkpointing(model)
+    model.train()
+    calls = []
+    model.register_forward_pre_hook(lambda _m, _a: calls.append(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = answer_logprobs_cached(model, batch)[0]
+    assert len(calls) == 1
+    torch.testing.assert_close(got, full, atol=1e-5, rtol=0)
+    got.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+class OddCache(torch.nn.Module):
+    """A model whose cache cannot be copied per answer (no `batch_repeat_interleave`), kept as `.module` the way
+    DDP keeps it, so its config (and so its attention) is still found."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.module = inner
+
+    def forward(self, **kw):
+        out = self.module(**kw)
+        out.cache = out.past_key_values = object()
+        return out
+
+
+def test_a_cache_that_cannot_be_copied_runs_packed_where_masks_apply_else_the_paper_layout(monkeypatch):
+    import sdporec.models.logprobs as lp
+
+    model, codec = own_tiny_llama()
+    batch = random_batch(codec, n_samples=3, n_answers=3, seed=4)
+    full = answer_logprobs_full(model, batch)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # packed is as fast: nothing to say
+        torch.testing.assert_close(answer_logprobs_cached(OddCache(model), batch)[0], full, atol=1e-5, rtol=0)
+    monkeypatch.setattr(lp, "_attention", lambda model: "flash_attention_2")
+    monkeypatch.setattr(lp, "_warned", False)
+    with pytest.warns(UserWarning) as said:
+        got = answer_logprobs_cached(OddCache(model), batch)[0]
+    torch.testing.assert_close(got, full, atol=1e-5, rtol=0)
+    assert [str(w.message) for w in said] == [
+        "OddCache returned no reusable key/value cache; scoring with the paper's layout (each answer after its own "
+        "copy of the prompt), which is slower"]
+    assert said[0].filename == __file__                 # points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # said once
+        answer_logprobs_cached(OddCache(model), batch)
