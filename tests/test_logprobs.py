@@ -355,3 +355,80 @@ def test_a_cache_that_cannot_be_copied_runs_packed_where_masks_apply_else_the_pa
     with warnings.catch_warnings():
         warnings.simplefilter("error")                   # said once
         answer_logprobs_cached(OddCache(model), batch)
+
+
+def test_one_pass_gives_the_answer_logprobs_of_the_scoring_layouts_and_the_prompt_labels(tiny_llama):
+    """`answer_and_prompt_logprobs` against the paper layout for the answer, and against a hand-made sum of
+    log-softmax over each unpadded row for the labels inside the prompt."""
+    from sdporec.data.prompts import build_prompt
+    from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, answer_logprobs_full
+
+    model, codec = tiny_llama
+    rows = [(["Artist 1", "Air", "Air Supply", "Artist 3"], ["Artist 9", "Answer"], "Artist 9"),
+            (["Artist 4", "Artist 2"], ["Air", "Artist 8", "Artist 11"], "Artist 11")]
+    labelled = [codec.encode_prompt_history(build_prompt(h, c, "music", i), IGNORE) for i, (h, c, _) in enumerate(rows)]
+    batch = collate([ids for ids, _ in labelled], [[codec.encode_answer(t)] for *_, t in rows], codec.pad_id)
+    batch.with_prompt_labels([labels for _, labels in labelled], IGNORE)
+    with torch.no_grad():
+        answer, history = answer_and_prompt_logprobs(model.eval(), batch)
+        torch.testing.assert_close(answer, answer_logprobs_full(model, batch)[0][:, 0], atol=1e-5, rtol=1e-5)
+        for i, (ids, labels) in enumerate(labelled):
+            logps = model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+            expected = sum(logps[j - 1, label] for j, label in enumerate(labels) if label != IGNORE)
+            assert history[i].item() == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_prompt_labels_give_the_whole_row_values_and_gradients(tiny_llama):
+    """Logits formed only where a label is predicted: the same log-probs and gradients as whole-row logits
+    shifted against the labels (`sequence_logprobs`), with left-padded prompts of different lengths."""
+    from sdporec.data.prompts import build_prompt
+    from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, sequence_logprobs
+
+    model, codec = tiny_llama
+    rows = [(["Artist 1", "Air", "Air Supply", "Artist 3", "Artist 5"], ["Artist 9", "Answer"], "Artist 9"),
+            (["Artist 4", "Artist 2"], ["Air", "Artist 8", "Artist 11"], "Artist 11")]
+    labelled = [codec.encode_prompt_history(build_prompt(h, c, "music", i), IGNORE) for i, (h, c, _) in enumerate(rows)]
+    batch = collate([ids for ids, _ in labelled], [[codec.encode_answer(t)] for *_, t in rows], codec.pad_id)
+    batch.with_prompt_labels([labels for _, labels in labelled], IGNORE)
+    model.train()   # dropout is 0 in the fixture: train mode only makes autograd keep what it needs
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    answer, history = answer_and_prompt_logprobs(model, batch)
+    fast = grads((2 * answer + 3 * history).sum())
+    a, m = batch.answer_ids[:, 0], batch.answer_mask[:, 0]
+    ids, mask = torch.cat([batch.prompt_ids, a], 1), torch.cat([batch.prompt_mask, m], 1)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    unlabelled = torch.full_like(batch.prompt_ids, IGNORE)
+    ref_answer = sequence_logprobs(logits, torch.cat([unlabelled, a.masked_fill(m == 0, IGNORE)], 1))[0]
+    ref_history = sequence_logprobs(logits, torch.cat([batch.prompt_labels, torch.full_like(a, IGNORE)], 1))[0]
+    torch.testing.assert_close(answer, ref_answer, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(history, ref_history, atol=1e-5, rtol=1e-5)
+    assert (history < 0).all() and (answer < 0).all()
+    slow = grads((2 * ref_answer + 3 * ref_history).sum())
+    assert len(fast) == len(slow) > 0
+    for f, s in zip(fast, slow):
+        torch.testing.assert_close(f, s, atol=1e-5, rtol=1e-4)
+    model.eval()
+
+
+def test_history_logprobs_sum_each_histories_labelled_next_titles_by_hand(tiny_llama):
+    """Histories of different lengths (right-padded): each sample's summed log-prob of its titles after the first,
+    against a log-softmax over its own unpadded row, and the count of those titles."""
+    from sdporec.models.logprobs import history_logprobs
+
+    model, codec = tiny_llama
+    histories = [["Artist 1", "Air", "Air Supply", "Artist 3"], ["Artist 4", "Artist 2"], ["Answer", "Artist 7", "Air"]]
+    encoded = [codec.encode_history(h, IGNORE) for h in histories]
+    batch = collate([[1, 5], [1, 6], [1, 7]], [[[9, 2]]] * 3, codec.pad_id)
+    batch.with_histories(encoded, codec.pad_id, IGNORE)
+    with torch.no_grad():
+        logps, counts = history_logprobs(model.eval(), batch)
+        assert counts.tolist() == [3, 1, 2]
+        for i, (ids, labels) in enumerate(encoded):
+            row = model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
+            expected = sum(row[j - 1, label] for j, label in enumerate(labels) if label != IGNORE)
+            assert logps[i].item() == pytest.approx(float(expected), abs=1e-5)
