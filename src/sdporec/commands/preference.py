@@ -15,7 +15,8 @@ from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 from sdporec.outputs import require_outside
 from sdporec.training.losses import LOSSES
 from sdporec.training.preference import PreferenceRecipe, preference_policy
-from sdporec.training.trainer import Trainer, start_run
+from sdporec.training.run import start_run
+from sdporec.training.trainer import Trainer
 
 REWARD_TOKENS = ("answer", "title")
 

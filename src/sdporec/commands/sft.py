@@ -19,8 +19,9 @@ from sdporec.models.item_rows import ITEM_INIT
 from sdporec.models.loading import load_codec_of
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 from sdporec.outputs import require_outside
+from sdporec.training.run import start_run
 from sdporec.training.sft import SFTRecipe, sft_model
-from sdporec.training.trainer import Trainer, start_run
+from sdporec.training.trainer import Trainer
 
 HISTORY_IN = ("sequence", "prompt")
 

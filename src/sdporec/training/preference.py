@@ -36,8 +36,8 @@ from sdporec.training.reference import (
     reference_identity,
     reference_logps,
 )
+from sdporec.training.run import TrainingRun
 from sdporec.training.train_config import TrainOptions
-from sdporec.training.trainer import TrainingRun
 
 
 class PreferenceOptions(TrainOptions, Protocol):

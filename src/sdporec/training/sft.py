@@ -26,8 +26,8 @@ from sdporec.models.logprobs import answer_and_prompt_logprobs, history_logprobs
 from sdporec.models.lora import add_lora, enable_gradient_checkpointing
 from sdporec.models.scoring import scoring_layout
 from sdporec.training.losses import sft_loss
+from sdporec.training.run import TrainingRun
 from sdporec.training.train_config import TrainOptions
-from sdporec.training.trainer import TrainingRun
 
 
 class SFTOptions(TrainOptions, Protocol):
