@@ -81,10 +81,10 @@ def ranking_vs_generation(model, codec, samples, args) -> dict:
     from sdporec.evaluation.evaluate import evaluate_generation, evaluate_ranking
     from sdporec.evaluation.scoring import LMScorer
 
-    out = {}
+    scorer = LMScorer(model, codec, "music", args.batch_size, progress=False)   # --layout auto's choice here
+    out = {"ranking_layout": scorer.layout}
     samples = samples[:args.eval_samples]
-    for name, run in (("ranking", lambda xs: evaluate_ranking(LMScorer(model, codec, "music", args.batch_size,
-                                                                        progress=False), xs)),
+    for name, run in (("ranking", lambda xs: evaluate_ranking(scorer, xs)),
                       ("generation", lambda xs: evaluate_generation(model, codec, xs, "music", args.batch_size,
                                                                     progress=False))):
         run(samples[:args.batch_size])
@@ -166,7 +166,14 @@ def qlora_step(model, codec, samples, args) -> dict:
     qmodel = add_lora(load_weights(str(path), "bfloat16", load_in_4bit=True), 16, 32, 0.0)
     from gpu_layouts import Case, search
 
-    return search(Case(qmodel, None, "sft", "paper", True, args), args.batch_sizes)
+    return search(Case(qmodel, None, "sft", "paper", True, args), [args.batch_size])
+
+
+def write(result: dict, path: str, **parts) -> None:
+    """The JSON as it stands (after each part, and after each case of the long one)."""
+    result.update(parts)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=2) + "\n")
 
 
 def main() -> None:
@@ -210,7 +217,8 @@ def main() -> None:
              ("sdpa_kernels", lambda: sdpa_kernels(model, codec, samples, args), 20),
              ("flex_vs_sdpa", lambda: flex_vs_sdpa(args), 30),
              # The layouts leave 60 s for the two parts after them.
-             ("layouts", lambda: layouts(args, Budget(budget.end - time.time() - 60)), 60),
+             ("layouts", lambda: layouts(args, Budget(budget.end - time.time() - 60),
+                                         lambda out: write(result, args.out, layouts=out)), 60),
              ("ranking_vs_generation", lambda: ranking_vs_generation(model, codec, samples, args), 30),
              ("qlora", lambda: qlora_step(model, codec, samples, args), 30)]
     for name, part, need_s in parts:
@@ -223,8 +231,7 @@ def main() -> None:
         except Exception as e:   # a part that fails is recorded, and the others still run
             result[name] = {"failed": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
         result[name + "_seconds"] = round(time.time() - started, 1)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write(result, args.out)
         print(name, json.dumps(result[name])[:400], flush=True)
 
 

@@ -13,8 +13,9 @@ MFU counts the FLOPs each layout executes (the paper layout's repeated prompts i
   forward F = 2 P T + 4 d L pairs + 2 h V M
   P: parameters of the decoder layers; T: tokens computed; d: heads x head dim; L: layers; pairs: (query, key)
   pairs the mask lets attend, padding excluded; h: hidden size; V: vocabulary; M: answer tokens scored (logits are
-  formed only there). Full fine-tuning 3F, LoRA 2F (no weight gradients for the frozen base), ranking F; S-DPO
-  adds F for the reference. MFU = FLOPs / (seconds x the card's dense bf16 peak).
+  formed only there). Training triples the forward (backward: gradients of inputs and weights), except that LoRA
+  computes no weight gradients for the frozen base: 2x for its weight terms, 3x for attention (which has no
+  weights); ranking 1x; S-DPO adds 1x for the reference. MFU = FLOPs / (seconds x the card's dense bf16 peak).
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def make_batch(prompts: int, answers: int, prompt_tokens: int, vocab: int, seed:
     return collate(rows, ans, PAD).to(device)
 
 
-def executed_flops(model, batch, layout: str, multiplier: int) -> float:
-    """`multiplier` x F of the module docstring for one batch in `layout`."""
+def forward_flops(model, batch, layout: str) -> tuple[float, float]:
+    """F of the module docstring for one batch in `layout`, as (weight terms, attention term)."""
     cfg = model.config
     layers = model.get_base_model().model.layers if hasattr(model, "get_base_model") else model.model.layers
     p_layers = sum(p.numel() for n, p in layers.named_parameters() if "lora_" not in n)
@@ -74,9 +75,17 @@ def executed_flops(model, batch, layout: str, multiplier: int) -> float:
         tokens = prompt.sum() + ans.sum()
         pairs = (prompt * (prompt + 1) / 2).sum() + (ans * prompt + ans * (ans + 1) / 2).sum()
     d = cfg.num_attention_heads * getattr(cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads)
-    forward = 2 * p_layers * tokens + 4 * d * cfg.num_hidden_layers * pairs + \
-        2 * cfg.hidden_size * cfg.vocab_size * ans.sum()
-    return multiplier * float(forward)
+    weights = 2 * p_layers * tokens + 2 * cfg.hidden_size * cfg.vocab_size * ans.sum()
+    return float(weights), float(4 * d * cfg.num_hidden_layers * pairs)
+
+
+def executed_flops(model, batch, layout: str, stage: str, lora: bool) -> float:
+    """The FLOPs one step of `stage` executes on `batch` (module docstring)."""
+    weights, attention = forward_flops(model, batch, layout)
+    if stage == "ranking":
+        return weights + attention
+    policy = (2 if lora else 3) * weights + 3 * attention
+    return policy + (weights + attention if stage == "sdpo" else 0.0)
 
 
 class Case:
@@ -130,8 +139,7 @@ class Case:
         sync(a.device)
         seconds = time.perf_counter() - start
         timed = batches[a.warmup:]
-        mult = {"ranking": 1, "sft": 2 if self.lora else 3, "sdpo": 3 if self.lora else 4}[self.stage]
-        flops = sum(executed_flops(self.model, b, self.layout, mult) for b in timed)
+        flops = sum(executed_flops(self.model, b, self.layout, self.stage, self.lora) for b in timed)
         tokens = sum(self.tokens(b) for b in timed)
         peak = torch.cuda.max_memory_allocated() / 2 ** 30 if torch.device(a.device).type == "cuda" else None
         return {"batch": batch_size, "samples_per_s": round(batch_size * a.steps / seconds, 2),
@@ -147,10 +155,15 @@ def out_of_memory(e: Exception) -> bool:
     return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e)
 
 
-def search(case: Case, sizes: list[int]) -> dict:
-    """The fastest micro-batch of `sizes` (tried in order until samples/s stops rising by 3% or memory runs out)."""
-    tried, best = [], None
+def search(case: Case, sizes: list[int], budget=None) -> dict:
+    """The fastest micro-batch of `sizes` (tried in order until samples/s stops rising by 3%, memory runs out or
+    the budget would be passed: a size is tried only with twice the last one's time left)."""
+    tried, best, last_s = [], None, 0.0
     for size in sizes:
+        if budget is not None and tried and not budget.allows(2 * last_s):
+            tried.append({"batch": size, "skipped": "time budget"})
+            break
+        started = time.time()
         try:
             row = case.measure(size)
         except RuntimeError as e:
@@ -164,6 +177,7 @@ def search(case: Case, sizes: list[int]) -> dict:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         tried.append(row)
+        last_s = time.time() - started
         if best is not None and row["samples_per_s"] < best["samples_per_s"] * 1.03:
             best = max(best, row, key=lambda r: r["samples_per_s"])
             break
@@ -191,14 +205,19 @@ def attention_kernel(model, layout: str, device: str) -> str:
     return "none ran"
 
 
-def layouts(args, budget) -> dict:
-    """Every shape x mode x stage x layout asked for, in that order, while the budget lasts."""
+def layouts(args, budget, save=lambda out: None) -> dict:
+    """Every shape x mode x stage x layout asked for, in that order, while the budget lasts; `save(out)` after
+    each case, so a run cut short keeps what it measured."""
     from sdporec.models.lora import add_lora
 
     out = {"formula": __doc__.split("MFU counts")[1].strip(), "prompt_tokens": args.prompt_tokens}
     dtype = getattr(torch, args.dtype)
     for shape in args.shapes:
         for mode in args.modes:
+            if not budget.allows(args.case_s):
+                out[f"{shape}/{mode}"] = {"skipped": "time budget"}
+                continue
+            torch._dynamo.reset()   # each model compiles afresh: no case runs past torch's recompile limit
             base = build_shape(shape, dtype, args.device)
             model = add_lora(base, 16, 32, 0.0) if mode == "lora" else base
             ref = None if mode == "lora" else copy.deepcopy(base).eval().requires_grad_(False)
@@ -210,12 +229,14 @@ def layouts(args, budget) -> dict:
                         continue
                     started = time.time()
                     try:
-                        row = search(Case(model, ref, stage, layout, mode == "lora", args), args.batch_sizes)
+                        row = search(Case(model, ref, stage, layout, mode == "lora", args), args.batch_sizes,
+                                     budget)
                         row["kernel"] = attention_kernel(model, layout, args.device)
                     except Exception as e:   # recorded; the other cases still run
                         row = {"failed": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
                     row["seconds"] = round(time.time() - started, 1)
                     out[key] = row
+                    save(out)
                     print(key, row.get("best") or row, flush=True)
             del model, ref, base
             gc.collect()

@@ -2,6 +2,7 @@
 paper layout's numbers; FlexAttention runs for real here without gradients (it has no CPU backward), and with them
 the same pattern runs dense on SDPA."""
 
+import functools
 import json
 import warnings
 
@@ -131,7 +132,7 @@ def test_flex_softcap_and_scale_match_a_hand_computed_attention():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 5, 4, generator=g) * 3 for _ in range(3))
     real, block = torch.ones(1, 5, dtype=torch.bool), torch.full((1, 5), -1)
-    mask = create_block_mask(flex.PackedPattern(real, block), 1, None, 5, 5, device="cpu")
+    mask = create_block_mask(functools.partial(flex.packed_pattern, real, block), 1, None, 5, 5, device="cpu")
     with torch.no_grad():
         out, weights = flex.flex_or_sdpa(torch.nn.Module(), q, k, v, mask, scaling=0.7, softcap=2.0)
     scores = torch.tanh(q @ k.transpose(-1, -2) * 0.7 / 2.0) * 2.0
@@ -140,18 +141,30 @@ def test_flex_softcap_and_scale_match_a_hand_computed_attention():
     assert weights is None
 
 
-def test_attention_dropout_is_refused_under_a_block_mask():
+@pytest.mark.parametrize("kwargs", [{"dropout": 0.1}, {"s_aux": torch.zeros(1)}], ids=["dropout", "sinks"])
+def test_attention_dropout_and_sinks_are_refused_under_a_block_mask(kwargs):
     q = torch.zeros(1, 1, 2, 4)
-    mask = create_block_mask(flex.PackedPattern(torch.ones(1, 2, dtype=torch.bool), torch.full((1, 2), -1)),
-                             1, None, 2, 2, device="cpu")
-    with pytest.raises(ValueError, match="dropout"):
-        flex.flex_or_sdpa(torch.nn.Module(), q, q, q, mask, dropout=0.1)
+    pattern = functools.partial(flex.packed_pattern, torch.ones(1, 2, dtype=torch.bool), torch.full((1, 2), -1))
+    mask = create_block_mask(pattern, 1, None, 2, 2, device="cpu")
+    with pytest.raises(ValueError, match="neither attention dropout nor attention sinks"):
+        flex.flex_or_sdpa(torch.nn.Module(), q, q, q, mask, **kwargs)
+
+
+def test_a_model_that_keeps_its_attention_is_not_taken_for_flex(monkeypatch):
+    """transformers only logs when a model cannot change its attention: `use_flex` checks what it got."""
+    model, codec = fresh_model()
+    monkeypatch.setattr(type(model), "set_attn_implementation", lambda self, name: None)
+    monkeypatch.setattr("sdporec.models.scoring._warned", set())
+    with pytest.warns(UserWarning, match="cannot change its attention implementation"):
+        assert not use_flex(model)
+    assert model.config._attn_implementation == "sdpa"
 
 
 @pytest.mark.parametrize("attention,training,dropout,why", [
-    ("flash_attention_2", False, 0.0, "attention is 'flash_attention_2'"),
+    ("flash_attention_2", False, 0.0, "attention is 'flash_attention_2', not sdpa"),
+    ("eager", False, 0.0, "attention is 'eager', not sdpa"),   # Gemma-2's soft-capping is eager-only
     ("sdpa", True, 0.1, "attention dropout"),
-], ids=["flash", "dropout"])
+], ids=["flash", "eager", "dropout"])
 def test_flex_where_it_cannot_run_says_why_and_scores_packed(attention, training, dropout, why, monkeypatch):
     model, codec = fresh_model()
     model.config._attn_implementation_internal = attention
@@ -189,6 +202,9 @@ def test_auto_resolves_to_the_fastest_measured_layout_per_device():
     assert resolve_layout("auto", "mps") == "paper"                      # never measured: no custom mask needed
     assert [resolve_layout(n, "cuda") for n in ("packed", "flex", "cache", "paper")] == \
         ["packed", "flex", "cache", "paper"]
+    # Item tokens: one row of the prompt and a token per candidate beats N rows of the prompt everywhere.
+    assert resolve_layout("auto", "cuda", short_answers=True) == resolve_layout("auto", "mps", True) == "packed"
+    assert resolve_layout("paper", "cuda", short_answers=True) == "paper"
 
 
 def test_scoring_layout_names():
@@ -197,6 +213,9 @@ def test_scoring_layout_names():
     assert scoring_layout("auto", device="cpu") is answer_logprobs_packed
     assert scoring_layout("auto", short_answers=True, device="cpu") is answer_logprobs_short
     assert scoring_layout("auto", device="cuda") is answer_logprobs_full
+    assert scoring_layout("auto", short_answers=True, device="cuda") is answer_logprobs_short
+    with pytest.raises(ValueError, match="needs the device"):
+        scoring_layout("auto")
 
 
 @pytest.mark.parametrize("wrap", ["lora", "checkpointing"])

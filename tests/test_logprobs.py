@@ -432,3 +432,16 @@ def test_history_logprobs_sum_each_histories_labelled_next_titles_by_hand(tiny_l
             row = model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
             expected = sum(row[j - 1, label] for j, label in enumerate(labels) if label != IGNORE)
             assert logps[i].item() == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_a_bfloat16_model_scores_packed_as_the_paper_layout_does():
+    """The packed mask is made in the model's dtype (SDPA refuses a float mask of another dtype than its
+    queries)."""
+    model, codec = own_tiny_llama()
+    model = model.to(torch.bfloat16)
+    batch = random_batch(codec, n_samples=3, n_answers=3, seed=5)
+    with torch.no_grad():
+        packed = answer_logprobs_packed(model, batch)[0]
+        full = answer_logprobs_full(model, batch)[0]
+    assert packed.dtype == full.dtype == torch.float32
+    torch.testing.assert_close(packed, full, atol=0.05, rtol=0.01)

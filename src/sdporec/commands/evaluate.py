@@ -98,7 +98,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         samples, state.process_index, state.num_processes)
     ranking = cfg.protocol == "ranking"
     extra = {"protocol": cfg.protocol, "score": cfg.score if ranking else None,
-             "layout": resolve_layout(cfg.layout, next(model.parameters()).device) if ranking else None,
+             "layout": resolve_layout(cfg.layout, next(model.parameters()).device, codec.short_answers)
+             if ranking else None,
              "history_readout": cfg.history_readout if ranking else None,
              "chat_template": getattr(codec, "chat", False), "model": cfg.model, "data": cfg.data,
              "seconds": round(time.time() - started, 1), "processes": state.num_processes}

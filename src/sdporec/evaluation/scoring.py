@@ -81,7 +81,7 @@ class LMScorer:
         self.model, self.codec, self.domain, self.template = model, codec, domain, template
         self.batch_size, self.progress, self.score = batch_size, progress, score
         self.history_readout = history_readout
-        self.layout = resolve_layout(layout, next(model.parameters()).device)
+        self.layout = resolve_layout(layout, next(model.parameters()).device, codec.short_answers)
         self.logprobs = scoring_layout(self.layout, codec.short_answers)
 
     def __call__(self, samples: Sequence[Sample]) -> list[list[float]]:

@@ -44,17 +44,13 @@ def register() -> None:
     AttentionMaskInterface.register(FLEX, sdpa_mask)   # 2D masks become what SDPA takes
 
 
-@dataclass
-class PackedPattern:
+def packed_pattern(real: torch.Tensor, block: torch.Tensor, b, h, q, kv):
     """Who may attend to whom in packed rows (`logprobs.PackedRows.real` and `.block`, both (B, L)), the rule of
     `logprobs.packed_mask`: a prompt token sees the real prompt tokens up to itself, a token of answer j the whole
-    real prompt and answer j up to itself; every token sees itself."""
-    real: torch.Tensor
-    block: torch.Tensor
-
-    def __call__(self, b, h, q, kv):   # FlexAttention's mask_mod signature
-        same = (self.block[b, kv] == self.block[b, q]) | (self.block[b, kv] == -1)
-        return ((kv <= q) & self.real[b, kv] & same) | (q == kv)
+    real prompt and answer j up to itself; every token sees itself. With `real` and `block` bound
+    (`functools.partial`, whose tensors torch.compile lifts as inputs), FlexAttention's mask_mod."""
+    same = (block[b, kv] == block[b, q]) | (block[b, kv] == -1)
+    return ((kv <= q) & real[b, kv] & same) | (q == kv)
 
 
 def bucketed(length: int) -> int:
@@ -66,8 +62,8 @@ def block_mask(real: torch.Tensor, block: torch.Tensor):
     from torch.nn.attention.flex_attention import create_block_mask
 
     b, length = real.shape
-    return create_block_mask(PackedPattern(real, block), b, None, length, length, device=real.device,
-                             _compile=real.device.type == "cuda")
+    return create_block_mask(functools.partial(packed_pattern, real, block), b, None, length, length,
+                             device=real.device)
 
 
 def dense_mask(mask) -> torch.Tensor:
@@ -99,27 +95,30 @@ def _kernel(device_type: str):
     return torch.compile(flex_attention) if device_type == "cuda" else flex_attention
 
 
-def flex_or_sdpa(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
+def flex_or_sdpa(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers' attention-function contract ((B, H, T, D) query, key and value -> ((B, T, H, D) output,
-    no weights)): FlexAttention for a `BlockMask`, SDPA for anything else."""
+    no weights)): FlexAttention for a `BlockMask`, SDPA, given every argument as transformers passes it, for
+    anything else."""
     from torch.nn.attention.flex_attention import BlockMask
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if not isinstance(attention_mask, BlockMask):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    if dropout:
-        raise ValueError("FlexAttention applies no attention dropout: use another layout with this model's "
-                         "attention_dropout")
+    if dropout or kwargs.get("s_aux") is not None:
+        raise ValueError("the flex layout applies neither attention dropout nor attention sinks: use --layout "
+                         "packed with this model")
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
     if grad and query.device.type in ("cpu", "mps"):   # no FlexAttention backward there
         return sdpa_attention_forward(module, query, key, value, dense_mask(attention_mask), scaling=scaling,
                                       **kwargs)
+    softcap = kwargs.get("softcap")
     score_mod = None if softcap is None else SoftCap(softcap)
     if query.shape[1] & (query.shape[1] - 1):   # FlexAttention's GQA wants power-of-two head counts
         key, value = (t.repeat_interleave(query.shape[1] // t.shape[1], 1) for t in (key, value))
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        if query.device.type != "cuda":   # uncompiled by design there; on CUDA the warning must show
+            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
         out = _kernel(query.device.type)(query, key, value, score_mod=score_mod, block_mask=attention_mask,
                                          scale=scaling, enable_gqa=key.shape[1] != query.shape[1])
     return out.transpose(1, 2).contiguous(), None

@@ -65,11 +65,13 @@ def answer_logprobs_short(model, batch: AnswerBatch) -> tuple[torch.Tensor, torc
     return logps, amask.sum(-1)
 
 
-def resolve_layout(name: str, device: torch.device | str) -> str:
-    """`auto` -> the layout `FASTEST` names for the device's type; any other name as it is."""
+def resolve_layout(name: str, device: torch.device | str, short_answers: bool = False) -> str:
+    """`auto` -> the layout `FASTEST` names for the device's type, or `packed` for short answers (item tokens) on
+    every device: one row of the prompt and one token per candidate against N rows of the whole prompt. Any other
+    name as it is."""
     if name != "auto":
         return name
-    return FASTEST.get(torch.device(device).type, "paper")
+    return "packed" if short_answers else FASTEST.get(torch.device(device).type, "paper")
 
 
 _warned: set[str] = set()
@@ -83,19 +85,20 @@ def use_flex(model) -> bool:
     if current == flex.FLEX:
         return True
     why = None if flex.available() else "this torch has no FlexAttention"
-    if why is None and current not in ("sdpa", "eager"):
-        why = f"the model's attention is '{current}', not sdpa or eager"
+    if why is None and current != "sdpa":   # every other call goes to SDPA: only a model already on it is unchanged
+        why = f"the model's attention is '{current}', not sdpa"
     if why is None and getattr(lm.config, "attention_dropout", 0.0) and model.training:
         why = "the model has attention dropout, which FlexAttention does not apply"
-    if why is None and not hasattr(lm, "set_attn_implementation"):
+    if why is None and hasattr(lm, "set_attn_implementation"):
+        flex.register()
+        lm.set_attn_implementation(flex.FLEX)
+    if why is None and getattr(lm.config, "_attn_implementation", None) != flex.FLEX:
         why = "the model cannot change its attention implementation"
     if why is not None:
         if why not in _warned:
             _warned.add(why)
             warnings.warn(f"layout flex: {why}; scoring with the packed layout's dense mask", stacklevel=3)
         return False
-    flex.register()
-    lm.set_attn_implementation(flex.FLEX)
     return True
 
 
@@ -111,13 +114,15 @@ def answer_logprobs_flex_short(model, batch: AnswerBatch) -> tuple[torch.Tensor,
     return answer_logprobs_short(model, batch)
 
 
-def scoring_layout(name: str, short_answers: bool = False, device: torch.device | str = "cpu"):
+def scoring_layout(name: str, short_answers: bool = False, device: torch.device | str | None = None):
     """`packed` (each prompt once, its answers in the same row under a block mask), `flex` (the same rows, the
     mask as a FlexAttention BlockMask), `cache` (each prompt once, its answers on copies of its key/value cache),
     `paper` (the prompt repeated for every answer), or `auto` (`resolve_layout` for `device`).
     `short_answers` (item tokens: every answer one token then EOS): `packed` and `flex` run
     `answer_logprobs_short`."""
-    name = resolve_layout(name, device)
+    if name == "auto" and device is None:
+        raise ValueError("layout 'auto' needs the device it runs on")
+    name = resolve_layout(name, device, short_answers)
     if short_answers and name in ("packed", "flex"):
         return answer_logprobs_short if name == "packed" else answer_logprobs_flex_short
     return {"packed": answer_logprobs_packed, "flex": answer_logprobs_flex, "cache": answer_logprobs_cached,

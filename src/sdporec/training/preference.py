@@ -81,7 +81,7 @@ class PreferenceRecipe:
                          "k": self.k, "domain": cfg.domain, "keep_candidates": cfg.keep_candidates,
                          "dtype": cfg.dtype, "load_in_4bit": cfg.load_in_4bit,
                          "mixed_precision": cfg.mixed_precision,
-                         "layout": resolve_layout(cfg.layout, run.acc.device),
+                         "layout": resolve_layout(cfg.layout, run.acc.device, codec.short_answers),
                          "device": run.acc.device.type, "chat": codec.chat, "codec": codec.kind,
                          "reward_tokens": cfg.reward_tokens}
         self.meta = {"stage": cfg.loss, "trained_from": cfg.model, "config": asdict(cfg),

@@ -64,10 +64,10 @@ CACHE_FORMAT = 2
 def code_digest() -> str:
     """The source of the modules that turn samples into token ids and token ids into log-probs."""
     from sdporec.data import batching, codec, hybrid, prompts
-    from sdporec.models import logprobs, scoring
+    from sdporec.models import flex, logprobs, scoring
 
     h = hashlib.sha256()
-    for module in (batching, codec, hybrid, logprobs, prompts, scoring):
+    for module in (batching, codec, flex, hybrid, logprobs, prompts, scoring):
         h.update(Path(module.__file__).read_bytes())
     return h.hexdigest()[:16]
 

@@ -39,6 +39,7 @@ from sdporec.evaluation.evaluate import evaluate_sharded
 from sdporec.evaluation.metrics import NonFiniteError
 from sdporec.evaluation.scoring import LMScorer, readout_metrics, readout_rows
 from sdporec.files import atomic_write_text
+from sdporec.models.scoring import resolve_layout
 from sdporec.training.distributed import (
     deepspeed_settings,
     global_micro_batch,
@@ -158,7 +159,7 @@ class Trainer:
         self.val_subset = validation_subset(run.valid, cfg.eval_samples)
         self.sample_units = [recipe.units(s) for s in run.train]
         self.scorer = LMScorer(self.model, codec, cfg.domain, batch_size=cfg.batch_size, progress=False,
-                                layout=cfg.layout)
+                                layout=resolve_layout(cfg.layout, acc.device, codec.short_answers))
         self.ckpt_root = run.out / "checkpoints"
         self.state = self.resume() if cfg.resume else TrainState(readout=cfg.history_readouts[0])
         self.log = RunLog(cfg, run.out, enabled=run.main, keep_until=self.state.opt_step if cfg.resume else None)
