@@ -8,6 +8,7 @@ from sdporec.data.batching import collate, split_chosen_rejected
 from sdporec.data.prompts import build_prompt
 from sdporec.models.logprobs import (
     IGNORE,
+    HiddenHead,
     answer_logprobs_cached,
     answer_logprobs_full,
     answer_logprobs_packed,
@@ -445,3 +446,71 @@ def test_a_bfloat16_model_scores_packed_as_the_paper_layout_does():
         full = answer_logprobs_full(model, batch)[0]
     assert packed.dtype == full.dtype == torch.float32
     torch.testing.assert_close(packed, full, atol=0.05, rtol=0.01)
+
+
+def test_under_checkpointing_with_attention_that_takes_no_4d_mask_the_paper_layout_runs_and_says_why(monkeypatch):
+    import sdporec.models.logprobs as lp
+    from sdporec.models.lora import enable_gradient_checkpointing
+
+    model, codec = own_tiny_llama()
+    batch = random_batch(codec, n_samples=2, n_answers=3, seed=6)
+    full = answer_logprobs_full(model, batch)[0].detach()
+    enable_gradient_checkpointing(model)
+    model.train()
+    # As if this model were loaded with flash attention (which needs a GPU): it reports it, and runs SDPA here.
+    monkeypatch.setattr(lp, "_attention", lambda m: "flash_attention_2" if m is model else None)
+    monkeypatch.setattr(lp, "_warned", False)
+    with pytest.warns(UserWarning) as said:
+        got = answer_logprobs_packed(model, batch)[0]
+    assert [str(w.message) for w in said] == [
+        "LlamaForCausalLM trains with gradient checkpointing (no key/value cache) and uses attention "
+        "'flash_attention_2', which does not apply a custom 4D mask; scoring with the paper's layout (each answer "
+        "after its own copy of the prompt), which is slower"]
+    torch.testing.assert_close(got, full, atol=1e-5, rtol=0)
+
+
+def test_a_lora_model_scores_through_its_base_models_head_as_the_paper_layout_does():
+    """peft wraps the model twice (PeftModel, LoraModel): the hidden states are read from the decoder inside."""
+    from sdporec.models.lora import add_lora
+
+    model, codec = own_tiny_llama()
+    model = add_lora(model, 4, 8, 0.0)
+    torch.manual_seed(2)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:   # B starts at zero: make the adapter change the numbers
+            p.data.normal_(0, 0.2)
+    batch = random_batch(codec, n_samples=3, n_answers=3, seed=7)
+    with torch.no_grad():
+        with model.disable_adapter():
+            base = answer_logprobs_full(model, batch)[0]
+            torch.testing.assert_close(answer_logprobs_packed(model, batch)[0], base, atol=1e-5, rtol=0)
+        full = answer_logprobs_full(model, batch)[0]
+        packed = answer_logprobs_packed(model, batch)[0]
+    assert not torch.allclose(full, base, atol=1e-3)
+    torch.testing.assert_close(packed, full, atol=1e-5, rtol=0)
+    assert HiddenHead.run(model, dict(input_ids=batch.prompt_ids)) is not None
+
+
+class FullyShardedDataParallelStandIn(torch.nn.Module):
+    """Named as FSDP's wrapper is: parameters sharded outside the forward, so no head may be applied by hand."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.module = inner
+
+    def forward(self, **kw):
+        return self.module(**kw)
+
+
+def test_sharded_models_get_their_logits_from_the_model_itself():
+    model, codec = own_tiny_llama()
+    ids = dict(input_ids=torch.tensor([[1, 5, 6]]))
+    with torch.no_grad():
+        assert HiddenHead.run(model, ids) is not None
+        assert HiddenHead.run(FullyShardedDataParallelStandIn(model), ids) is None
+        model.model.layers[0].mlp.up_proj.weight.ds_id = 3          # a DeepSpeed ZeRO-3 parameter
+        assert HiddenHead.run(model, ids) is None
+        del model.model.layers[0].mlp.up_proj.weight.ds_id
+        batch = random_batch(codec, n_samples=2, n_answers=3, seed=8)
+        torch.testing.assert_close(answer_logprobs_packed(FullyShardedDataParallelStandIn(model), batch)[0],
+                                   answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)
