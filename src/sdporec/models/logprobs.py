@@ -382,8 +382,9 @@ def answer_logprobs_full(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch
         ids[i, :, :k] = batch.prompt_ids[i, p - k:]
         width = min(a, length - k)
         ids[i, :, k:k + width] = batch.answer_ids[i, :, :width]
-    mask = (torch.arange(length, device=dev) < ends[..., None]).long()                  # (B, N, L)
-    inputs = dict(input_ids=ids.view(b * n, length), attention_mask=mask.view(b * n, length))
+    # No attention mask: each row is unpadded up to its end and right-padded after it, so causal attention alone
+    # keeps every scored position off the padding, and SDPA may take its flash kernel (a padding mask rules it out).
+    inputs = dict(input_ids=ids.view(b * n, length))
     rows = torch.arange(b * n, device=dev).view(b, n, 1).expand(b, n, a)[amask]         # (M,)
     column = (start[:, None, None] - 1 + t).expand(b, n, a)[amask]                      # predicts token t
     head = HiddenHead.run(model, inputs) or KeptLogits.run(model, inputs, int(start.min()) - 1)
