@@ -341,6 +341,7 @@ def test_a_cache_that_cannot_be_copied_runs_packed_where_masks_apply_else_the_pa
     model, codec = own_tiny_llama()
     batch = random_batch(codec, n_samples=3, n_answers=3, seed=4)
     full = answer_logprobs_full(model, batch)[0]
+    monkeypatch.setattr(lp, "_warned", False)              # a fall-back would now be said
     with warnings.catch_warnings():
         warnings.simplefilter("error")                   # packed is as fast: nothing to say
         torch.testing.assert_close(answer_logprobs_cached(OddCache(model), batch)[0], full, atol=1e-5, rtol=0)
@@ -378,13 +379,17 @@ def test_one_pass_gives_the_answer_logprobs_of_the_scoring_layouts_and_the_promp
             assert history[i].item() == pytest.approx(float(expected), abs=1e-5)
 
 
-def test_prompt_labels_give_the_whole_row_values_and_gradients(tiny_llama):
+@pytest.mark.parametrize("hidden_path", [True, False], ids=["hidden-head", "kept-logits"])
+def test_prompt_labels_give_the_whole_row_values_and_gradients(tiny_llama, monkeypatch, hidden_path):
     """Logits formed only where a label is predicted: the same log-probs and gradients as whole-row logits
     shifted against the labels (`sequence_logprobs`), with left-padded prompts of different lengths."""
+    import sdporec.models.logprobs as lp
     from sdporec.data.prompts import build_prompt
     from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, sequence_logprobs
 
     model, codec = tiny_llama
+    if not hidden_path:   # the model's own logits from the first labelled column on
+        monkeypatch.setattr(lp.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
     rows = [(["Artist 1", "Air", "Air Supply", "Artist 3", "Artist 5"], ["Artist 9", "Answer"], "Artist 9"),
             (["Artist 4", "Artist 2"], ["Air", "Artist 8", "Artist 11"], "Artist 11")]
     labelled = [codec.encode_prompt_history(build_prompt(h, c, "music", i), IGNORE) for i, (h, c, _) in enumerate(rows)]
@@ -490,8 +495,9 @@ def test_a_lora_model_scores_through_its_base_models_head_as_the_paper_layout_do
     assert HiddenHead.run(model, dict(input_ids=batch.prompt_ids)) is not None
 
 
-class FullyShardedDataParallelStandIn(torch.nn.Module):
-    """Named as FSDP's wrapper is: parameters sharded outside the forward, so no head may be applied by hand."""
+class ShardingWrapper(torch.nn.Module):
+    """Stands in for FSDP's and DeepSpeed's wrappers (made with their class names below): parameters sharded outside
+    the forward, so no head may be applied by hand."""
 
     def __init__(self, inner):
         super().__init__()
@@ -501,15 +507,32 @@ class FullyShardedDataParallelStandIn(torch.nn.Module):
         return self.module(**kw)
 
 
-def test_sharded_models_get_their_logits_from_the_model_itself():
+# FSDP 1's wrapper, FSDP 2's class made by fully_shard ("FSDP" + the module's own), DeepSpeed's engine.
+@pytest.mark.parametrize("wrapper", ["FullyShardedDataParallel", "FSDPLlamaForCausalLM", "DeepSpeedEngine"])
+def test_sharded_models_get_their_logits_from_the_model_itself(monkeypatch, wrapper):
+    import sdporec.models.logprobs as lp
+
     model, codec = own_tiny_llama()
+    wrapped = type(wrapper, (ShardingWrapper,), {})(model)
     ids = dict(input_ids=torch.tensor([[1, 5, 6]]))
-    with torch.no_grad():
+    monkeypatch.setattr(lp, "_warned", False)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")                   # the wrapped model's attention is found: no fall-back
         assert HiddenHead.run(model, ids) is not None
-        assert HiddenHead.run(FullyShardedDataParallelStandIn(model), ids) is None
+        assert HiddenHead.run(wrapped, ids) is None
         model.model.layers[0].mlp.up_proj.weight.ds_id = 3          # a DeepSpeed ZeRO-3 parameter
         assert HiddenHead.run(model, ids) is None
         del model.model.layers[0].mlp.up_proj.weight.ds_id
         batch = random_batch(codec, n_samples=2, n_answers=3, seed=8)
-        torch.testing.assert_close(answer_logprobs_packed(FullyShardedDataParallelStandIn(model), batch)[0],
+        torch.testing.assert_close(answer_logprobs_packed(wrapped, batch)[0],
                                    answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)
+
+
+def test_prompt_labels_need_one_answer_per_prompt(tiny_llama):
+    from sdporec.models.logprobs import answer_and_prompt_logprobs
+
+    model, codec = tiny_llama
+    batch = collate([[1, 5, 6], [1, 7]], [[[9, 2], [10, 2]], [[11, 2], [12, 2]]], codec.pad_id)
+    batch.with_prompt_labels([[IGNORE, IGNORE, 6], [IGNORE, 7]], IGNORE)
+    with pytest.raises(AssertionError, match="one answer per prompt, with prompt labels"):
+        answer_and_prompt_logprobs(model, batch)
