@@ -536,3 +536,23 @@ def test_prompt_labels_need_one_answer_per_prompt(tiny_llama):
     batch.with_prompt_labels([[IGNORE, IGNORE, 6], [IGNORE, 7]], IGNORE)
     with pytest.raises(AssertionError, match="one answer per prompt, with prompt labels"):
         answer_and_prompt_logprobs(model, batch)
+
+
+def test_final_logit_softcapping_is_applied_where_logits_are_formed_by_hand(monkeypatch):
+    """Gemma-2 caps its logits (tanh(x / c) * c): the hidden-state head must give the model's own logits' numbers."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    import sdporec.models.logprobs as lp
+
+    torch.manual_seed(0)
+    cfg = Gemma2Config(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       num_key_value_heads=1, head_dim=8, final_logit_softcapping=0.5, attn_implementation="eager")
+    model = Gemma2ForCausalLM(cfg).eval()
+    batch = collate([[2, 5, 6, 7], [2, 8]], [[[9, 10, 1], [11, 1]], [[12, 1], [13, 14, 15, 1]]], 0)
+    with torch.no_grad():
+        by_hand, counts = answer_logprobs_full(model, batch)
+        monkeypatch.setattr(lp.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
+        own = answer_logprobs_full(model, batch)[0]
+    # Logits within +-0.5: no token's log-prob is more than 1 below the uniform one.
+    assert (by_hand / counts).min() > -math.log(40) - 1.0
+    torch.testing.assert_close(by_hand, own, atol=1e-5, rtol=0)
