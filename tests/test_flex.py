@@ -46,6 +46,15 @@ def uneven_batch(codec):
     return collate(UNEVEN["prompts"], UNEVEN["answers"], codec.pad_id)
 
 
+def assert_values_equal_the_paper_layouts(fn, model, batch):
+    """`fn`'s log-probs and token counts, without gradients (FlexAttention itself on a CPU), against the paper's."""
+    with torch.no_grad():
+        paper = answer_logprobs_full(model, batch)
+        got = fn(model, batch)
+    torch.testing.assert_close(got[0], paper[0], atol=1e-5, rtol=0)
+    assert torch.equal(got[1], paper[1])
+
+
 def test_the_pattern_is_the_packed_mask_and_bucket_padding_sees_only_itself():
     _, codec = fresh_model()
     for batch in (uneven_batch(codec), random_batch(codec)):
@@ -69,43 +78,36 @@ def test_bucketed_rounds_up_to_whole_tiles():
 @pytest.mark.parametrize("make", [uneven_batch, random_batch], ids=["uneven", "random"])
 def test_flex_attention_gives_the_paper_layouts_numbers(make):
     model, codec = fresh_model()
-    batch = make(codec)
-    with torch.no_grad():
-        paper = answer_logprobs_full(model, batch)
-        got = answer_logprobs_flex(model, batch)
+    assert_values_equal_the_paper_layouts(answer_logprobs_flex, model, make(codec))
     assert model.config._attn_implementation == flex.FLEX
-    torch.testing.assert_close(got[0], paper[0], atol=1e-5, rtol=0)
-    assert torch.equal(got[1], paper[1])
 
 
 @pytest.mark.parametrize("heads,kv_heads", [(4, 2), (6, 2)], ids=["gqa", "gqa-non-power-of-two"])
 def test_flex_attention_with_grouped_query_heads(heads, kv_heads):
     model, codec = fresh_model(heads, kv_heads)
-    batch = uneven_batch(codec)
-    with torch.no_grad():
-        paper = answer_logprobs_full(model, batch)[0]
-        got = answer_logprobs_flex(model, batch)[0]
-    torch.testing.assert_close(got, paper, atol=1e-5, rtol=0)
+    assert_values_equal_the_paper_layouts(answer_logprobs_flex, model, uneven_batch(codec))
 
 
 def test_short_answers_under_flex_equal_the_paper_layout():
     model, codec = fresh_model()
-    batch = random_batch(codec)          # item tokens: every answer one token then EOS
-    with torch.no_grad():
-        paper = answer_logprobs_full(model, batch)[0]
-        got = answer_logprobs_flex_short(model, batch)[0]
-    torch.testing.assert_close(got, paper, atol=1e-5, rtol=0)
+    # Item tokens: every answer one token then EOS.
+    assert_values_equal_the_paper_layouts(answer_logprobs_flex_short, model, random_batch(codec))
 
 
-def test_flex_gradients_equal_the_paper_layouts():
-    model, codec = fresh_model()
-    batch = uneven_batch(codec)
-    weights = torch.tensor([[1.0, -0.5], [0.3, 2.0]])
+def flex_and_paper_gradients(model, codec) -> list[list[torch.Tensor]]:
+    """The trainable parameters' gradients of a weighted sum of `uneven_batch`'s log-probs, flex then paper."""
+    batch, weights = uneven_batch(codec), torch.tensor([[1.0, -0.5], [0.3, 2.0]])
     grads = []
     for fn in (answer_logprobs_flex, answer_logprobs_full):
         model.zero_grad()
         (fn(model, batch)[0] * weights).sum().backward()
-        grads.append([p.grad.clone() for p in model.parameters()])
+        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+    return grads
+
+
+def test_flex_gradients_equal_the_paper_layouts():
+    model, codec = fresh_model()
+    grads = flex_and_paper_gradients(model, codec)
     assert model.config._attn_implementation == flex.FLEX
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
@@ -232,12 +234,7 @@ def test_flex_under_lora_and_gradient_checkpointing_gives_the_paper_layouts_grad
     else:
         enable_gradient_checkpointing(model)
     model.train()
-    batch = uneven_batch(codec)
-    grads = []
-    for fn in (answer_logprobs_flex, answer_logprobs_full):
-        model.zero_grad()
-        (fn(model, batch)[0] * torch.tensor([[1.0, -0.5], [0.3, 2.0]])).sum().backward()
-        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+    grads = flex_and_paper_gradients(model, codec)
     assert model.get_base_model().config._attn_implementation == flex.FLEX if wrap == "lora" else \
         model.config._attn_implementation == flex.FLEX
     assert grads[0] and all(g.abs().sum() > 0 for g in grads[0])

@@ -58,7 +58,7 @@ def bucketed(length: int) -> int:
 
 
 def block_mask(real: torch.Tensor, block: torch.Tensor):
-    """-> the `BlockMask` of `PackedPattern(real, block)`; (B, L) inputs, L a multiple of `BUCKET`."""
+    """-> the `BlockMask` of `packed_pattern` over `real` and `block`; (B, L) inputs, L a multiple of `BUCKET`."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     b, length = real.shape
