@@ -30,7 +30,7 @@ if [ "${DRY_RUN:-0}" != 1 ] && ls .wheels/bitsandbytes-*.whl >/dev/null 2>&1; th
   $PY -m pip install -q --no-deps .wheels/bitsandbytes-*.whl 2>&1 | tail -2 | tee -a "$OUT/gpu.txt"
 fi
 $PY -c "import torch, transformers, peft, accelerate; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)" | tee -a "$OUT/gpu.txt"
-timeout 80 $PY -m pytest -q -p no:cacheprovider tests/test_logprobs.py tests/test_flex.py tests/test_families.py \
+timeout 80 $PY -m pytest -q -p no:cacheprovider tests/test_logprobs.py tests/test_logprobs_paths.py tests/test_flex.py tests/test_families.py \
   -k "not round_trips" 2>&1 | tail -5 | tee "$OUT/tests.txt"
 timeout 370 $PY bench/gpu_check.py $SIZE --budget-s 340 --out "$OUT/check.json" 2>&1 | tee "$OUT/check.txt" | tail -40
 if [ "${FULL:-0}" = 1 ]; then

@@ -1,5 +1,4 @@
 import math
-import warnings
 
 import pytest
 import torch
@@ -8,7 +7,6 @@ from sdporec.data.batching import collate, split_chosen_rejected
 from sdporec.data.prompts import build_prompt
 from sdporec.models.logprobs import (
     IGNORE,
-    HiddenHead,
     answer_logprobs_cached,
     answer_logprobs_full,
     answer_logprobs_packed,
@@ -109,55 +107,11 @@ def test_packed_mask_by_hand():
     assert torch.equal(allowed, expected)
 
 
-def test_without_4d_masks_packed_runs_the_cache_path_and_under_checkpointing_the_paper_layout(tiny_llama, monkeypatch):
-    model, codec = tiny_llama
-    batch = random_batch(codec, n_samples=2, n_answers=3, seed=2)
-    import sdporec.models.logprobs as lp
-
-    full = answer_logprobs_full(model, batch)[0]
-    # Flash attention would ignore the mask (and needs a GPU): pretend the model was loaded with it.
-    monkeypatch.setattr(lp, "_attention", lambda model: "flash_attention_2")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")                   # the cache path is as fast: no warning
-        torch.testing.assert_close(answer_logprobs_packed(model, batch)[0], full, atol=1e-5, rtol=0)
-    # Gradient checkpointing keeps no cache either: only the paper's layout is left, and the log says so.
-    monkeypatch.setattr(lp, "_checkpointing", lambda model: True)
-    lp._warned = False
-    with pytest.warns(UserWarning, match="flash_attention_2.*paper's layout"):
-        got = answer_logprobs_packed(model, batch)[0]
-    torch.testing.assert_close(got, full, atol=1e-5, rtol=0)
-
-
 def test_split_chosen_rejected_asserts_layout():
     chosen, rejected = split_chosen_rejected(torch.arange(8.0).view(2, 4), 3)
     assert chosen.tolist() == [0.0, 4.0] and rejected.shape == (2, 3)
     with pytest.raises(AssertionError):
         split_chosen_rejected(torch.zeros(2, 4), 2)
-
-
-def test_models_without_a_cache_fall_back_to_the_paper_layout(tiny_llama):
-    model, codec = tiny_llama
-
-    class NoCache(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, **kw):
-            kw.pop("use_cache", None)
-            kw.pop("logits_to_keep", None)
-            out = self.inner(**kw, use_cache=False)
-            out.cache = None
-            out.past_key_values = None
-            return out
-
-    batch = random_batch(codec, n_samples=3, n_answers=3, seed=1)
-    import sdporec.models.logprobs as lp
-
-    lp._warned = False
-    with pytest.warns(UserWarning, match="paper's layout"):
-        got = answer_logprobs_packed(NoCache(model), batch)[0]
-    torch.testing.assert_close(got, answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)
 
 
 def test_label_logprobs_by_hand():
@@ -291,73 +245,6 @@ def test_paper_layout_equals_whole_row_logits_values_and_gradients(tiny_llama, m
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-def own_tiny_llama():
-    """A tiny Llama of this test's own (the session's `tiny_llama` must not be put into training or checkpointing)."""
-    from sdporec.models.builtin import BuiltinSize, build_builtin
-
-    titles = [f"Artist {i}" for i in range(40)] + ["Air", "Air Supply", "Answer"]
-    model, codec = build_builtin(titles, BuiltinSize(hidden=32, layers=2, heads=4), seed=0)
-    return model.float(), codec
-
-
-def test_under_gradient_checkpointing_the_cache_layout_runs_one_packed_pass():
-    """No cache is kept under checkpointing: the cache layout runs the packed row at once (one forward pass, no
-    prompt pass whose cache would be thrown away), with the paper layout's numbers and no warning."""
-    from sdporec.models.lora import enable_gradient_checkpointing
-
-    model, codec = own_tiny_llama()
-    batch = random_batch(codec, n_samples=3, n_answers=3, seed=3)
-    full = answer_logprobs_full(model, batch)[0].detach()
-    enable_gradient_checkpointing(model)
-    model.train()
-    calls = []
-    model.register_forward_pre_hook(lambda _m, _a: calls.append(1))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        got = answer_logprobs_cached(model, batch)[0]
-    assert len(calls) == 1
-    torch.testing.assert_close(got, full, atol=1e-5, rtol=0)
-    got.sum().backward()
-    assert all(p.grad is not None for p in model.parameters())
-
-
-class OddCache(torch.nn.Module):
-    """A model whose cache cannot be copied per answer (no `batch_repeat_interleave`), kept as `.module` the way
-    DDP keeps it, so its config (and so its attention) is still found."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.module = inner
-
-    def forward(self, **kw):
-        out = self.module(**kw)
-        out.cache = out.past_key_values = object()
-        return out
-
-
-def test_a_cache_that_cannot_be_copied_runs_packed_where_masks_apply_else_the_paper_layout(monkeypatch):
-    import sdporec.models.logprobs as lp
-
-    model, codec = own_tiny_llama()
-    batch = random_batch(codec, n_samples=3, n_answers=3, seed=4)
-    full = answer_logprobs_full(model, batch)[0]
-    monkeypatch.setattr(lp, "_warned", False)              # a fall-back would now be said
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")                   # packed is as fast: nothing to say
-        torch.testing.assert_close(answer_logprobs_cached(OddCache(model), batch)[0], full, atol=1e-5, rtol=0)
-    monkeypatch.setattr(lp, "_attention", lambda model: "flash_attention_2")
-    monkeypatch.setattr(lp, "_warned", False)
-    with pytest.warns(UserWarning) as said:
-        got = answer_logprobs_cached(OddCache(model), batch)[0]
-    torch.testing.assert_close(got, full, atol=1e-5, rtol=0)
-    assert [str(w.message) for w in said] == [
-        "OddCache returned no reusable key/value cache; scoring with the paper's layout (each answer after its own "
-        "copy of the prompt), which is slower"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")                   # said once
-        answer_logprobs_cached(OddCache(model), batch)
-
-
 def test_one_pass_gives_the_answer_logprobs_of_the_scoring_layouts_and_the_prompt_labels(tiny_llama):
     """`answer_and_prompt_logprobs` against the paper layout for the answer, and against a hand-made sum of
     log-softmax over each unpadded row for the labels inside the prompt."""
@@ -437,95 +324,6 @@ def test_history_logprobs_sum_each_histories_labelled_next_titles_by_hand(tiny_l
             row = model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)
             expected = sum(row[j - 1, label] for j, label in enumerate(labels) if label != IGNORE)
             assert logps[i].item() == pytest.approx(float(expected), abs=1e-5)
-
-
-def test_a_bfloat16_model_scores_packed_as_the_paper_layout_does():
-    """The packed mask is made in the model's dtype (SDPA refuses a float mask of another dtype than its
-    queries)."""
-    model, codec = own_tiny_llama()
-    model = model.to(torch.bfloat16)
-    batch = random_batch(codec, n_samples=3, n_answers=3, seed=5)
-    with torch.no_grad():
-        packed = answer_logprobs_packed(model, batch)[0]
-        full = answer_logprobs_full(model, batch)[0]
-    assert packed.dtype == full.dtype == torch.float32
-    torch.testing.assert_close(packed, full, atol=0.05, rtol=0.01)
-
-
-def test_under_checkpointing_with_attention_that_takes_no_4d_mask_the_paper_layout_runs_and_says_why(monkeypatch):
-    import sdporec.models.logprobs as lp
-    from sdporec.models.lora import enable_gradient_checkpointing
-
-    model, codec = own_tiny_llama()
-    batch = random_batch(codec, n_samples=2, n_answers=3, seed=6)
-    full = answer_logprobs_full(model, batch)[0].detach()
-    enable_gradient_checkpointing(model)
-    model.train()
-    # As if this model were loaded with flash attention (which needs a GPU): it reports it, and runs SDPA here.
-    monkeypatch.setattr(lp, "_attention", lambda m: "flash_attention_2" if m is model else None)
-    monkeypatch.setattr(lp, "_warned", False)
-    with pytest.warns(UserWarning) as said:
-        got = answer_logprobs_packed(model, batch)[0]
-    assert [str(w.message) for w in said] == [
-        "LlamaForCausalLM trains with gradient checkpointing (no key/value cache) and uses attention "
-        "'flash_attention_2', which does not apply a custom 4D mask; scoring with the paper's layout (each answer "
-        "after its own copy of the prompt), which is slower"]
-    torch.testing.assert_close(got, full, atol=1e-5, rtol=0)
-
-
-def test_a_lora_model_scores_through_its_base_models_head_as_the_paper_layout_does():
-    """peft wraps the model twice (PeftModel, LoraModel): the hidden states are read from the decoder inside."""
-    from sdporec.models.lora import add_lora
-
-    model, codec = own_tiny_llama()
-    model = add_lora(model, 4, 8, 0.0)
-    torch.manual_seed(2)
-    for name, p in model.named_parameters():
-        if "lora_B" in name:   # B starts at zero: make the adapter change the numbers
-            p.data.normal_(0, 0.2)
-    batch = random_batch(codec, n_samples=3, n_answers=3, seed=7)
-    with torch.no_grad():
-        with model.disable_adapter():
-            base = answer_logprobs_full(model, batch)[0]
-            torch.testing.assert_close(answer_logprobs_packed(model, batch)[0], base, atol=1e-5, rtol=0)
-        full = answer_logprobs_full(model, batch)[0]
-        packed = answer_logprobs_packed(model, batch)[0]
-    assert not torch.allclose(full, base, atol=1e-3)
-    torch.testing.assert_close(packed, full, atol=1e-5, rtol=0)
-    assert HiddenHead.run(model, dict(input_ids=batch.prompt_ids)) is not None
-
-
-class ShardingWrapper(torch.nn.Module):
-    """Stands in for FSDP's and DeepSpeed's wrappers (made with their class names below): parameters sharded outside
-    the forward, so no head may be applied by hand."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.module = inner
-
-    def forward(self, **kw):
-        return self.module(**kw)
-
-
-# FSDP 1's wrapper, FSDP 2's class made by fully_shard ("FSDP" + the module's own), DeepSpeed's engine.
-@pytest.mark.parametrize("wrapper", ["FullyShardedDataParallel", "FSDPLlamaForCausalLM", "DeepSpeedEngine"])
-def test_sharded_models_get_their_logits_from_the_model_itself(monkeypatch, wrapper):
-    import sdporec.models.logprobs as lp
-
-    model, codec = own_tiny_llama()
-    wrapped = type(wrapper, (ShardingWrapper,), {})(model)
-    ids = dict(input_ids=torch.tensor([[1, 5, 6]]))
-    monkeypatch.setattr(lp, "_warned", False)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("error")                   # the wrapped model's attention is found: no fall-back
-        assert HiddenHead.run(model, ids) is not None
-        assert HiddenHead.run(wrapped, ids) is None
-        model.model.layers[0].mlp.up_proj.weight.ds_id = 3          # a DeepSpeed ZeRO-3 parameter
-        assert HiddenHead.run(model, ids) is None
-        del model.model.layers[0].mlp.up_proj.weight.ds_id
-        batch = random_batch(codec, n_samples=2, n_answers=3, seed=8)
-        torch.testing.assert_close(answer_logprobs_packed(wrapped, batch)[0],
-                                   answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)
 
 
 def test_prompt_labels_need_one_answer_per_prompt(tiny_llama):
