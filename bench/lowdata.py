@@ -8,10 +8,11 @@ Data sets (from ../shared/data, never copied into the repository):
 Checkpoints are chosen on a further seeded subset of validation samples (MovieLens: its valid split;
 LastFM: training rows outside the training subset).
 
-Rows: popularity, item counts, SASRec, GRU4Rec (each trained on the subset), the built-in backbone (SFT,
-then S-DPO K = 3), SmolLM2-135M-Instruct zero-shot, SmolLM2 + LoRA SFT, then DPO (K = 1) and S-DPO (K = 3)
-from that SFT checkpoint, and the same with item tokens (`hybrid-*`: `sft --item-tokens`, `--item-text` as
-given here; LoRA with the new rows from the title's token mean or its hidden state, and all weights).
+Rows: popularity, item counts, item-kNN (co-occurrence vectors of the subset, no training), SASRec and GRU4Rec
+(each trained on the subset), the built-in backbone (SFT, then S-DPO K = 3), SmolLM2-135M-Instruct zero-shot,
+SmolLM2 + LoRA SFT, then DPO (K = 1) and S-DPO (K = 3) from that SFT checkpoint, and the same with item tokens
+(`hybrid-*`: `sft --item-tokens`, `--item-text` as given here; LoRA with the new rows from the title's token
+mean, its hidden state or the mean plus co-occurrence vectors (`--item-init cooc`), and all weights).
 Ranking (HR@1, NDCG@5, MRR; SmolLM2 zero-shot and SFT also with per-token mean
 scores), the paper's generation protocol for LM rows (HR@1, ValidRatio), wall time (training and
 evaluation), ranking samples/s and the row's peak resident memory. Finished rows are kept (row.json), so
@@ -40,13 +41,14 @@ SHARED = ROOT.parent / "shared" / "data"
 # Runs the CLI and reports the process's peak resident memory (KiB) on its last line.
 MEASURED = ("import resource, sys; from sdporec.cli import main; code = main(sys.argv[1:]); "
             "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
-BASELINES = ("popularity", "item-counts", "sasrec", "gru4rec")
+BASELINES = ("popularity", "item-counts", "item-knn", "sasrec", "gru4rec")
 LM_ROWS = ("builtin-sft", "builtin-sdpo", "smollm2-zero", "smollm2-sft", "smollm2-dpo", "smollm2-sdpo",
-           "hybrid-sft", "hybrid-hidden-sft", "hybrid-dpo", "hybrid-sdpo", "hybrid-full-sft")
+           "hybrid-sft", "hybrid-hidden-sft", "hybrid-cooc-sft", "hybrid-dpo", "hybrid-sdpo", "hybrid-full-sft")
 # SmolLM2 with item tokens (`sft --item-tokens`): LoRA with the rows started from the title's token mean, or
-# from its hidden state; DPO / S-DPO from the mean-initialised SFT; all weights trained (full).
+# from its hidden state, or from the mean plus the training data's co-occurrence vectors; DPO / S-DPO from the
+# SFT row `--hybrid-pref-from` names (the mean-initialised one by default); all weights trained (full).
 HYBRID_SFT = {"hybrid-sft": ["--lora"], "hybrid-hidden-sft": ["--lora", "--item-init", "hidden"],
-              "hybrid-full-sft": []}
+              "hybrid-cooc-sft": ["--lora", "--item-init", "cooc"], "hybrid-full-sft": []}
 DOMAIN = {"movielens": "movies", "lastfm": "music"}
 # SASRec and GRU4Rec are tuned on each subset's validation samples over bench/sweep.py's grid (hidden, layers,
 # dropout) at two learning rates and a batch that gives small subsets more than a few steps an epoch.
@@ -131,7 +133,7 @@ def run_lm_row(kind: str, row: Row, files: dict, out: Path, domain: str, args) -
                     files["titles"], *HYBRID_SFT[kind], "--out", str(row.out), "--epochs", str(args.lm_epochs),
                     *smol, *common, *shlex.split(args.hybrid_sft_args))
     elif kind in ("hybrid-dpo", "hybrid-sdpo"):
-        row.sdporec(kind.split("-")[1], "--model", str(out / "hybrid-sft" / "model"), "--negatives",
+        row.sdporec(kind.split("-")[1], "--model", str(out / args.hybrid_pref_from / "model"), "--negatives",
                     "1" if kind == "hybrid-dpo" else "3", "--out", str(row.out), "--epochs", str(args.pref_epochs),
                     *smol, *common, *shlex.split(args.hybrid_pref_args))
     elif kind in ("smollm2-dpo", "smollm2-sdpo"):
@@ -234,6 +236,8 @@ def main() -> None:
     ap.add_argument("--hybrid-sft-args", default="", help="more flags for the hybrid SFT rows (e.g. "
                     "'--history-weight 1 --history-in prompt')")
     ap.add_argument("--builtin-sft-args", default="", help="more flags for the built-in backbone's SFT row")
+    ap.add_argument("--hybrid-pref-from", default="hybrid-sft", choices=tuple(HYBRID_SFT),
+                    help="the hybrid SFT row the hybrid DPO / S-DPO rows start from")
     ap.add_argument("--hybrid-pref-args", default="", help="more flags for the hybrid DPO / S-DPO rows")
     ap.add_argument("--tune", action=argparse.BooleanOptionalAction, default=True,
                     help="SASRec and GRU4Rec tuned on the subset's validation samples (TUNE_GRID)")

@@ -8,6 +8,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def pytest_configure(config):
+    if "MUTANT_UNDER_TEST" in os.environ:   # set by mutmut in every run it makes, stats included
+        _untraced_mutmut_stats()
     # Under pytest-xdist (`make test`) each worker gets its share of the cores, and so do the runs it starts:
     # torch's default of one thread per core in every worker would make them fight over the same cores.
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
@@ -15,6 +17,39 @@ def pytest_configure(config):
         threads = max(1, (os.cpu_count() or 1) // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
+
+
+def _untraced_mutmut_stats() -> None:
+    """mutmut's stats run (which tests reach which function) keeps its call stack in a ContextVar, which torch.compile
+    cannot trace, and FlexAttention traces its mask and score functions even uncompiled. While tracing, the
+    trampoline's bookkeeping is skipped: the eager calls of the same functions (create_block_mask) record the hits.
+    Installed in every process mutmut runs tests in (it may import this file before its stats run), and only there."""
+    try:
+        import mutmut.mutation.trampoline as trampoline
+    except ImportError:   # the variable without mutmut: nothing to patch
+        return
+    if getattr(trampoline, "_sdporec_untraced", False):
+        return
+    trampoline._sdporec_untraced = True
+    stack, hit = trampoline.MutmutCallStack, trampoline.record_trampoline_hit
+
+    class UntracedStack:
+        @staticmethod
+        def get():
+            return (None, 0) if torch.compiler.is_compiling() else stack.get()
+
+        @staticmethod
+        def set(value):
+            return None if torch.compiler.is_compiling() else stack.set(value)
+
+        @staticmethod
+        def reset(token):
+            if token is not None:
+                stack.reset(token)
+
+    trampoline.MutmutCallStack = UntracedStack
+    trampoline.record_trampoline_hit = lambda name, caller=None: None if torch.compiler.is_compiling() else hit(
+        name, caller=caller)
 
 
 def pytest_terminal_summary(terminalreporter, config):

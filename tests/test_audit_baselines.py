@@ -70,3 +70,20 @@ def test_sequential_baselines_learn_the_builtin_world():
         hr1 = evaluate_ranking(scorer, splits["test"])[0]["hr@1"]
         assert hr1 > pop + 0.1, (kind, hr1, pop)
         assert info["epochs_run"] >= 1 and info["best_valid_hr@1"] is not None
+
+
+def test_item_knn_ranks_by_cosine_with_the_history_and_breaks_ties_by_popularity():
+    from sdporec.evaluation.baselines import item_knn_scorer
+
+    # A shares training sequences with B (twice) and C; E with F. The positive part of their PMI has one direction
+    # per group: A, B and C point one way, E and F another, orthogonal to it.
+    train = [Sample(["A"], ["B", "D"], "B"), Sample(["A"], ["B", "D"], "B"), Sample(["A"], ["C", "D"], "C"),
+             Sample(["E"], ["F", "D"], "F")]
+    scores = item_knn_scorer(train)([Sample(["B"], ["C", "A", "F", "D", "Z"], "C")])[0]
+    tie = 1e-6 / 3                                     # B is the most frequent target (2)
+    assert scores == pytest.approx([1 + tie, 1.0, tie, 0.0, 0.0], abs=1e-7)
+    assert scores[0] > scores[1]                       # C and A alike: C has been a target, A never
+    assert item_knn_scorer(train)([Sample(["Z"], ["C", "A"], "C")])[0] == [tie, 0.0]    # unknown history
+    # Two history items from the two groups: the normalised mean is as close to both.
+    both = item_knn_scorer(train)([Sample(["B", "E"], ["C", "F", "D"], "C")])[0]
+    assert both == pytest.approx([0.5 ** 0.5 + tie, 0.5 ** 0.5 + tie, 0.0], abs=1e-7)

@@ -141,6 +141,9 @@ def test_flex_softcap_and_scale_match_a_hand_computed_attention():
     scores = scores.masked_fill(~torch.ones(5, 5, dtype=torch.bool).tril(), float("-inf"))
     torch.testing.assert_close(out, (scores.softmax(-1) @ v).transpose(1, 2), atol=1e-5, rtol=1e-5)
     assert weights is None
+    # The score_mod by hand, called as FlexAttention calls it (score, batch, head, query, key).
+    capped = flex.SoftCap(2.0)(torch.tensor([3.0, -1.0, 0.0]), 0, 0, 0, 0)
+    torch.testing.assert_close(capped, 2.0 * torch.tanh(torch.tensor([1.5, -0.5, 0.0])), atol=1e-7, rtol=0)
 
 
 @pytest.mark.parametrize("kwargs", [{"dropout": 0.1}, {"s_aux": torch.zeros(1)}], ids=["dropout", "sinks"])

@@ -4,6 +4,7 @@ against the packed and paper layouts, and shared titles. Every stage through the
 real model: test_real_model.py."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -199,3 +200,62 @@ def test_item_ids_sharing_a_title_share_one_token_and_audit_counts_them(tiny_tex
     sample = Sample(history=["Muse", "Chasing Amy (1997)"], candidates=["Chasing Amy (1997) [item 268]", "Muse [item]"],
                     target="Muse [item]", key="s0")
     assert audit([sample])["shared_titles"] == 1
+
+
+def test_cooccurrence_rows_by_hand():
+    """Positive PMI of items sharing a sequence, counted once per sequence: A-B twice, A-C once among 3 pair
+    counts (6 with both directions), so PMI(A,B) = log(2·6/(3·2)) = log 2 = PMI(A,C); its positive part
+    log 2 · (1, 1, 1)(1, 1, 1)ᵀ-like on A, B, C has the one positive eigenvalue √2·log 2 with (√2, 1, 1)/2."""
+    from sdporec.models.item_rows import cooccurrence_rows, placed
+
+    titles = ["A", "B", "C", "D", "E"]
+    rows = cooccurrence_rows([["A", "B"], ["A", "B", "B"], ["C", "A", "Z"], ["D"]], titles)
+    assert rows.shape == (5, 5)
+    expected = (2 ** 0.5 * math.log(2)) ** 0.5 * torch.tensor([2 ** 0.5, 1, 1, 0, 0]) / 2
+    gram = rows @ rows.T
+    torch.testing.assert_close(gram, torch.outer(expected, expected), atol=1e-6, rtol=0)
+    # With D-E, 8 pair counts: A-B-C's positive eigenvalue √2·log(8/3) ≈ 1.39 is below D-E's log 8 ≈ 2.08, so rank 1
+    # keeps D-E's direction only.
+    two = cooccurrence_rows([["A", "B"], ["A", "B", "B"], ["C", "A", "Z"], ["D", "E"]], titles, dim=1)
+    assert two.shape == (5, 1) and two[:3].abs().sum() == 0 and (two[3:].abs() > 0).all()
+    assert not cooccurrence_rows([["D"], ["E", "E"]], titles).any()              # nothing shared: no vector
+    torch.testing.assert_close(placed(rows, 32) @ placed(rows, 32).T, gram, atol=1e-6, rtol=0)
+
+
+def test_cooc_rows_are_the_mean_rows_moved_towards_items_that_share_users(tiny_text_model):
+    from transformers import AutoModelForCausalLM
+
+    from sdporec.models.item_rows import cooccurrence_rows, placed
+
+    d, _ = tiny_text_model
+    titles = ["Air Supply", "Muse", "The Nouthdos Mirrors", "Zed", "Yes"]
+    # Two pairs that share sequences; "Yes" shares none.
+    sequences = [["Air Supply", "Muse"], ["Muse", "Air Supply"], ["The Nouthdos Mirrors", "Zed"], ["Yes"]]
+    got = {}
+    for init in ("mean", "cooc"):
+        codec = hybrid(d, titles)
+        model = AutoModelForCausalLM.from_pretrained(str(d / "model"))
+        norm = model.get_input_embeddings().weight.detach().norm(dim=-1).mean()
+        add_item_rows(model, codec.tokenizer, codec.titles, codec.token_ids, init, sequences=sequences)
+        got[init] = model.get_input_embeddings().weight[torch.tensor(codec.token_ids)].detach()
+        torch.testing.assert_close(got[init].norm(dim=-1), norm.expand(5), atol=1e-4, rtol=0)
+    at = {t: codec.titles.index(t) for t in titles}
+    unit = {k: torch.nn.functional.normalize(v, dim=-1) for k, v in got.items()}
+    # The unit mean row plus the unit co-occurrence vector (centred on the items that have one) in the model's
+    # width, at the mean row's norm.
+    cooc = cooccurrence_rows(sequences, codec.titles)
+    has = torch.tensor([t != "Yes" for t in codec.titles])
+    cooc[has] -= cooc[has].mean(0)
+    cooc = torch.nn.functional.normalize(placed(cooc, got["mean"].shape[1]), dim=-1)
+    expected = torch.nn.functional.normalize(unit["mean"] + cooc, dim=-1) * norm
+    torch.testing.assert_close(got["cooc"], expected, atol=1e-4, rtol=0)
+
+    def cosine(init, a, b):
+        return float(unit[init][at[a]] @ unit[init][at[b]])
+
+    # Air Supply and Muse share every sequence, so one co-occurrence vector, opposite to the other pair's.
+    assert cosine("cooc", "Air Supply", "Muse") > cosine("mean", "Air Supply", "Muse") + 0.2
+    assert cosine("cooc", "Air Supply", "Zed") < cosine("mean", "Air Supply", "Zed") - 0.2
+    torch.testing.assert_close(got["cooc"][at["Yes"]], got["mean"][at["Yes"]], atol=1e-5, rtol=0)   # text only
+    with pytest.raises(ValueError, match="needs the training sequences"):
+        add_item_rows(model, codec.tokenizer, codec.titles, codec.token_ids, "cooc")

@@ -203,3 +203,36 @@ def test_pipeline_with_item_tokens_and_a_test_title_it_would_not_know(tiny_text_
     assert main([*run, "--out", str(tmp_path / "again")]) == 2
     err = capsys.readouterr().err
     assert "test.jsonl" in err and "'Unheard Of'" in err and not (tmp_path / "again").exists()
+
+
+def test_cooc_rows_read_the_training_histories_by_the_names_of_the_item_tokens(tiny_text_model, tmp_path):
+    """`sft --item-init cooc` starts the rows from the training file's co-occurrence, with an id that shares a title
+    ('Title [item N]', as `prepare` names it) counted as the title's one token: the saved base rows are those of
+    `add_item_rows` on the histories read that way, and not those of the histories read as spelled."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sdporec.data.hybrid import item_key
+    from sdporec.data.samples import read_samples
+    from sdporec.models.item_rows import add_item_rows
+
+    d, splits = tiny_text_model
+    shared = splits["train"][0].history[0]
+    rows = open(d / "train.jsonl").read().splitlines()
+    renamed = [r.replace(f'"{shared}"', f'"{shared} [item 99]"') if i % 2 else r for i, r in enumerate(rows)]
+    assert renamed != rows
+    (tmp_path / "train.jsonl").write_text("\n".join(renamed) + "\n")
+    assert main(["sft", "--model", str(d / "model"), "--item-tokens", "--item-init", "cooc", "--lora", "--out",
+                 str(tmp_path / "sft"), "--train", str(tmp_path / "train.jsonl"), *CLI_FAST]) == 0
+    path = tmp_path / "sft" / "model"
+    titles = json.loads((path / "sdporec_codec.json").read_text())["items"]
+    assert shared in titles and f"{shared} [item 99]" not in titles
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    ids = tokenizer.convert_tokens_to_ids([item_token(n) for n in range(len(titles))])
+    saved = AutoModelForCausalLM.from_pretrained(str(path / "base")).get_input_embeddings().weight[ids]
+    train = read_samples(tmp_path / "train.jsonl", "train")
+    for name, read in (("tokens", item_key), ("spelled", str)):
+        model = AutoModelForCausalLM.from_pretrained(str(d / "model"))
+        add_item_rows(model, tokenizer, titles, ids, "cooc", "music",
+                      [[read(t) for t in s.history + [s.target]] for s in train])
+        rows = model.get_input_embeddings().weight[ids]
+        assert torch.allclose(rows, saved, atol=1e-6) == (name == "tokens"), name

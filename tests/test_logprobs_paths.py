@@ -2,6 +2,7 @@
 so), models wrapped by peft, DDP-style wrappers, FSDP and DeepSpeed, and bf16 weights. Values against the paper layout,
 as in test_logprobs.py."""
 
+import functools
 import warnings
 
 import pytest
@@ -209,3 +210,66 @@ def test_sharded_models_get_their_logits_from_the_model_itself(monkeypatch, wrap
         batch = random_batch(codec, n_samples=2, n_answers=3, seed=8)
         torch.testing.assert_close(answer_logprobs_packed(wrapped, batch)[0],
                                    answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)
+
+
+def every_scorer(model, codec):
+    """{name: call -> tensors} for each layout and each labelled pass, with batches that reach their branches: item
+    answers of two tokens, text answers of different lengths, prompt labels, histories. The flex layout runs on a
+    copy of `model` (`use_flex` changes its attention)."""
+    import copy
+
+    from sdporec.data.batching import IGNORE, collate
+    from sdporec.data.prompts import build_prompt
+    from sdporec.models.logprobs import answer_and_prompt_logprobs, history_logprobs
+    from sdporec.models.scoring import answer_logprobs_flex, answer_logprobs_short, use_flex
+
+    items = random_batch(codec, n_samples=3, n_answers=3, seed=9)
+    text = collate([[1, 5, 6, 7], [1, 8]], [[[9, 10, 2], [11, 2]], [[12, 2], [13, 14, 15, 2]]], codec.pad_id)
+    rows = [(["Artist 1", "Air", "Artist 3"], ["Artist 9", "Answer"], "Artist 9"), (["Artist 4"], ["Air"], "Air")]
+    labelled = [codec.encode_prompt_history(build_prompt(h, c, "music", i), IGNORE) for i, (h, c, _) in enumerate(rows)]
+    prompt_labels = collate([ids for ids, _ in labelled], [[codec.encode_answer(t)] for *_, t in rows], codec.pad_id)
+    prompt_labels.with_prompt_labels([labels for _, labels in labelled], IGNORE)
+    histories = collate([[1, 5], [1, 6]], [[[9, 2]]] * 2, codec.pad_id)
+    histories.with_histories([codec.encode_history(h, IGNORE) for h, *_ in rows], codec.pad_id, IGNORE)
+    flexed = copy.deepcopy(model)
+    assert use_flex(flexed)
+    scorers = {"prompt labels": functools.partial(answer_and_prompt_logprobs, model, prompt_labels),
+               "history": functools.partial(history_logprobs, model, histories),
+               "short": functools.partial(answer_logprobs_short, model, items),
+               "flex": functools.partial(answer_logprobs_flex, flexed, text)}
+    for fn in (answer_logprobs_packed, answer_logprobs_cached, answer_logprobs_full):
+        scorers[fn.__name__] = functools.partial(fn, model, items)
+        scorers[fn.__name__ + " text"] = functools.partial(fn, model, text)
+    return scorers
+
+
+@pytest.mark.parametrize("head", ["hidden", "kept logits"])
+@pytest.mark.parametrize("default", ["device", "dtype"])
+def test_every_layout_makes_its_tensors_on_the_batchs_device_in_the_models_dtype(monkeypatch, default, head):
+    """With torch's default device or dtype set to something else (a user's `torch.set_default_device("cuda")` with
+    a model on another device, or float64), every index, mask and sum is made where the batch is and in the
+    model's dtype: the numbers made under torch's defaults, on the same device and dtype. A tensor left on the
+    default device would be on the wrong device on a GPU; here `meta` stands in for it."""
+    import sdporec.models.logprobs as lp
+
+    model, codec = own_tiny_llama()
+    if head == "kept logits":
+        monkeypatch.setattr(lp.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
+    scorers = every_scorer(model, codec)
+    assert lp._attention(model) == "sdpa"
+    with torch.no_grad():
+        expected = {name: fn() for name, fn in scorers.items()}
+        for name, fn in scorers.items():
+            if default == "device":
+                with torch.device("meta"):
+                    got = fn()
+            else:
+                before = torch.get_default_dtype()
+                torch.set_default_dtype(torch.float64)
+                try:
+                    got = fn()
+                finally:
+                    torch.set_default_dtype(before)
+            for g, e in zip(got, expected[name], strict=True):
+                assert (g.device, g.dtype) == (e.device, e.dtype), name
+                torch.testing.assert_close(g, e, atol=1e-6, rtol=0, msg=name)

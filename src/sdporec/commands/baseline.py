@@ -12,11 +12,11 @@ from sdporec.commands.settings import setting
 from sdporec.config import require_input, save_config
 from sdporec.data.samples import read_samples
 from sdporec.errors import require
-from sdporec.evaluation.baselines import item_count_scorer, popularity_scorer
+from sdporec.evaluation.baselines import item_count_scorer, item_knn_scorer, popularity_scorer
 from sdporec.evaluation.evaluate import RESULT_FILES, evaluate_ranking, write_results
 from sdporec.outputs import claim_out_dir
 
-BASELINES = ("popularity", "item-counts", "sasrec", "gru4rec")
+BASELINES = ("popularity", "item-counts", "item-knn", "sasrec", "gru4rec")
 
 
 @dataclass
@@ -56,6 +56,8 @@ def run_baseline(cfg: BaselineConfig) -> dict:
         scorer, info = popularity_scorer(train), {}
     elif cfg.name == "item-counts":
         scorer, info = item_count_scorer(train), {}
+    elif cfg.name == "item-knn":
+        scorer, info = item_knn_scorer(train), {}
     else:
         from sdporec.evaluation.baseline_models import SequentialConfig, train_sequential
 

@@ -47,8 +47,10 @@ class SFTConfig(TrainConfig):
                                 "--valid and --titles) to the tokenizer and the embeddings; answers become the "
                                 "item's token then EOS, and a candidate list is scored from one position")
     item_init: str = setting("mean", "with --item-tokens, each new embedding row starts as: mean (the mean of the "
-                             "title's own token embeddings) or hidden (the model's last hidden state of the title "
-                             "in a short sentence, scaled to the embeddings' norm)", choices=ITEM_INIT)
+                             "title's own token embeddings), hidden (the model's last hidden state of the title "
+                             "in a short sentence, scaled to the embeddings' norm) or cooc (the mean row plus the "
+                             "item's co-occurrence vector from the training histories: items that share users "
+                             "start close)", choices=ITEM_INIT)
     item_text: str = setting("title", "with --item-tokens, how the prompt shows each item: title (its title, then "
                              "its token) or token (the token alone: shorter prompts)", choices=ITEM_TEXT)
 

@@ -4,6 +4,9 @@ language models, on the same candidate lists.
 - popularity: how often a candidate is a training target.
 - item counts: how often the candidate followed the history's last item (transition), then how often it
   followed any history item (co-occurrence), then popularity, as one score in that order of weight.
+- item-kNN: a candidate's cosine with the history in the item vectors of `models.item_rows.cooccurrence_rows`
+  (a rank-64 factoring of the positive PMI of items sharing a training sequence), the vectors `sft --item-init cooc`
+  starts item tokens from: how far co-occurrence alone goes, with no training.
 - SASRec and GRU4Rec: see `baseline_models.py`.
 
 The `sdporec baseline` command is `sdporec.commands.baseline`.
@@ -14,8 +17,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
+import torch
+
+from sdporec.data.candidates import catalogue
 from sdporec.data.samples import Sample
 from sdporec.evaluation.scoring import Scorer
+from sdporec.models.item_rows import COOC_DIM, cooccurrence_rows
 
 
 def popularity_scorer(train: Sequence[Sample]) -> Scorer:
@@ -51,5 +58,27 @@ def item_count_scorer(
             last, hist = trans.get(s.history[-1], Counter()), [cooc[h] for h in set(s.history) if h in cooc]
             out.append([transition_weight * last[c] + cooccurrence_weight * sum(h[c] for h in hist) + tie * pop[c]
                         for c in s.candidates])
+        return out
+    return score
+
+
+def item_knn_scorer(train: Sequence[Sample], dim: int = COOC_DIM) -> Scorer:
+    """score = cosine of the candidate's co-occurrence vector with the mean of the history items' unit vectors,
+    plus popularity scaled to break ties only (items that share no training sequence have no vector)."""
+    titles = catalogue(train)
+    index = {t: i for i, t in enumerate(titles)}
+    vectors = torch.nn.functional.normalize(cooccurrence_rows([s.history + [s.target] for s in train], titles, dim),
+                                            dim=-1)
+    pop = Counter(s.target for s in train)
+    tie = 1e-6 / (1 + max(pop.values(), default=0))
+
+    def score(samples: Sequence[Sample]) -> list[list[float]]:
+        out = []
+        for s in samples:
+            known = [index[h] for h in s.history if h in index]
+            centre = (torch.nn.functional.normalize(vectors[known].mean(0), dim=0) if known
+                      else torch.zeros(vectors.shape[1], dtype=vectors.dtype))
+            cosine = {c: float(vectors[index[c]] @ centre) if c in index else 0.0 for c in s.candidates}
+            out.append([cosine[c] + tie * pop[c] for c in s.candidates])
         return out
     return score

@@ -2,8 +2,13 @@
 
 A new row starts from what the model already knows of the title, not from noise:
 - `mean`: the mean of the title's own token embeddings (as it reads mid-sentence, after a space);
-- `hidden`: the model's last hidden state at the title's last token in a short sentence ("{noun}: {title}").
-Either way the part every title shares is taken out (the rows are centred on their mean) and each row is
+- `hidden`: the model's last hidden state at the title's last token in a short sentence ("{noun}: {title}");
+- `cooc`: the `mean` row plus what the training data says of the item (`cooccurrence_rows`): the item's row of a
+  rank-64 factoring of the positive PMI of items sharing a training sequence (history and target), the word2vec-like
+  embedding of item-kNN, placed in the model's width by a fixed orthonormal map. Items that share a user start
+  close, so a model that attends to its history items starts near item-kNN's ranking (these vectors alone are the
+  `item-knn` baseline, measured beside SASRec in docs/accuracy.md).
+In every case the part every title shares is taken out (the rows are centred on their mean) and each row is
 scaled to the mean norm of the existing rows. Uncentred, the rows are nearly one vector: on MovieLens's
 1,682 titles with SmolLM2 their mean pairwise cosine is 0.84 (`mean`, the "(1995)" tokens dominate) and
 0.96 (`hidden`), about 0 once centred. One LoRA SFT epoch on 1,024 MovieLens samples from uncentred rows
@@ -19,8 +24,9 @@ from collections.abc import Sequence
 
 import torch
 
-ITEM_INIT = ("mean", "hidden")
+ITEM_INIT = ("mean", "hidden", "cooc")
 NOUNS = {"music": "Artist", "movies": "Movie", "books": "Book"}
+COOC_DIM = 64   # the factoring's rank: the width SASRec tuned on 1,024 MovieLens samples chose (docs/accuracy.md)
 
 
 def _tied(model) -> bool:
@@ -67,6 +73,52 @@ def hidden_rows(model, tokenizer, titles: Sequence[str], domain: str, batch_size
     return torch.cat(out)
 
 
+def cooccurrence_rows(sequences: Sequence[Sequence[str]], titles: Sequence[str], dim: int = COOC_DIM) -> torch.Tensor:
+    """(n, min(dim, n)), row i for `titles[i]`: the positive PMI between items that share a sequence (each sequence
+    counts a pair once; every training sample is a sequence, so a user's pairs count once per sample), factored on
+    its `dim` largest positive eigenvalues, Q·sqrt(λ), so that a row's dot product with another is the PMI matrix's
+    best positive semi-definite approximation of that rank (items with the same PMI row get the same row). An item
+    that shares no sequence with another is zeros. Dense (n × n, float64): the time grows as n³."""
+    index = {t: i for i, t in enumerate(titles)}
+    n = len(titles)
+    counts = torch.zeros(n, n, dtype=torch.float64)
+    for seq in sequences:
+        ids = torch.tensor(sorted({index[t] for t in seq if t in index}), dtype=torch.long)
+        counts[ids[:, None], ids[None, :]] += 1
+    counts.fill_diagonal_(0)
+    seen = counts.sum(1, keepdim=True)
+    pmi = torch.log(counts * counts.sum() / (seen * seen.T))
+    ppmi = torch.where(counts > 0, pmi.clamp(min=0), torch.zeros((), dtype=torch.float64))
+    values, vectors = torch.linalg.eigh(ppmi)
+    top = values.argsort(descending=True)[:min(dim, n)]
+    return (vectors[:, top] * values[top].clamp(min=0).sqrt()).float()
+
+
+def placed(vectors: torch.Tensor, width: int) -> torch.Tensor:
+    """(n, d) -> (n, width) by a fixed seeded map with orthonormal columns: dot products and norms are kept (a
+    model narrower than d keeps the first `width` components)."""
+    vectors = vectors[:, :width].float().cpu()
+    g = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(width, vectors.shape[1], generator=g, dtype=torch.float32, device="cpu"))
+    return vectors @ basis.T
+
+
+def _unit(rows: torch.Tensor) -> torch.Tensor:
+    return rows / rows.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+
+
+def with_cooccurrence(text: torch.Tensor, cooc: torch.Tensor) -> torch.Tensor:
+    """Rows of `text` (scaled by `distinct_rows`) plus the unit co-occurrence rows, centred first on the mean of the
+    items that have one (positive PMI has an all-positive leading direction, shared by every item), rescaled to
+    `text`'s norms: two near-orthogonal parts of equal weight. An item with no co-occurrence keeps its text row."""
+    has = cooc.norm(dim=-1) > 0
+    cooc = cooc.clone()
+    if int(has.sum()) > 1:
+        cooc[has] -= cooc[has].mean(0)
+    norm = text.norm(dim=-1, keepdim=True)
+    return _unit(_unit(text) + _unit(placed(cooc, text.shape[1])).to(text.device)) * norm
+
+
 def distinct_rows(rows: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """`rows` (n, H) centred on their mean (where n > 1) and each scaled to the mean row norm of `reference`."""
     rows = rows.float()
@@ -77,11 +129,15 @@ def distinct_rows(rows: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 def add_item_rows(model, tokenizer, titles: Sequence[str], token_ids: Sequence[int], init: str,
-                  domain: str = "music") -> None:
+                  domain: str = "music", sequences: Sequence[Sequence[str]] = ()) -> None:
     """Make room in `model`'s embeddings (and an untied head) for `token_ids`, the item tokens of `titles`
-    (already added to `tokenizer`), and initialise their rows by `init` (ITEM_INIT)."""
+    (already added to `tokenizer`), and initialise their rows by `init` (ITEM_INIT; `cooc` reads the training
+    `sequences`, each a history and its target)."""
     if init not in ITEM_INIT:
         raise ValueError(f"item init must be one of {ITEM_INIT}, got {init!r}")
+    if init == "cooc" and not sequences:
+        raise ValueError("item init 'cooc' needs the training sequences")
+    cooc = cooccurrence_rows(sequences, titles) if init == "cooc" else None
     embedding = model.get_input_embeddings()
     old = embedding.weight.shape[0]
     if init == "hidden":   # read with the model as it was, before any row changes
@@ -97,7 +153,9 @@ def add_item_rows(model, tokenizer, titles: Sequence[str], token_ids: Sequence[i
         weights = [model.get_input_embeddings().weight] + ([] if tied else [model.get_output_embeddings().weight])
         for w in weights:
             known = w[:old]
-            new = distinct_rows(mean_rows(known, pieces) if init == "mean" else states, known)
+            new = distinct_rows(states if init == "hidden" else mean_rows(known, pieces), known)
+            if cooc is not None:
+                new = with_cooccurrence(new, cooc)
             w[index.to(w.device)] = new.to(w.device, w.dtype)
     model.config.vocab_size = rows
 

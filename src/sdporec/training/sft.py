@@ -14,7 +14,7 @@ from accelerate.utils import DistributedType
 from sdporec.data.batching import IGNORE, AnswerBatch, collate
 from sdporec.data.candidates import catalogue
 from sdporec.data.codec import ReservedTitle
-from sdporec.data.hybrid import HybridCodec, add_item_tokens
+from sdporec.data.hybrid import HybridCodec, add_item_tokens, item_key
 from sdporec.data.prompts import build_prompt, training_prompt
 from sdporec.data.samples import Sample
 from sdporec.errors import DataError, require
@@ -146,5 +146,6 @@ def item_codec(cfg: SFTOptions, run: TrainingRun, model, codec, extra: list[str]
     except ReservedTitle as e:
         raise DataError(cfg.train, None, "titles", str(e)) from None
     hybrid = HybridCodec(codec.tokenizer, codec.chat, titles, cfg.item_text)
-    add_item_rows(model, hybrid.tokenizer, titles, hybrid.token_ids, cfg.item_init, cfg.domain)
+    sequences = [[item_key(t) for t in s.history + [s.target]] for s in run.train]   # as the tokens are named
+    add_item_rows(model, hybrid.tokenizer, titles, hybrid.token_ids, cfg.item_init, cfg.domain, sequences)
     return hybrid
