@@ -78,7 +78,7 @@ def item_knn_scorer(train: Sequence[Sample], dim: int = COOC_DIM) -> Scorer:
             known = [index[h] for h in s.history if h in index]
             centre = (torch.nn.functional.normalize(vectors[known].mean(0), dim=0) if known
                       else torch.zeros(vectors.shape[1], dtype=vectors.dtype))
-            cosine = {c: float(vectors[index[c]] @ centre) if c in index else 0.0 for c in s.candidates}
-            out.append([cosine[c] + tie * pop[c] for c in s.candidates])
+            out.append([(float(vectors[index[c]] @ centre) if c in index else 0.0) + tie * pop[c]
+                        for c in s.candidates])
         return out
     return score

@@ -104,7 +104,7 @@ def placed(vectors: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def _unit(rows: torch.Tensor) -> torch.Tensor:
-    return rows / rows.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    return torch.nn.functional.normalize(rows, dim=-1, eps=1e-6)
 
 
 def with_cooccurrence(text: torch.Tensor, cooc: torch.Tensor) -> torch.Tensor:
