@@ -26,8 +26,9 @@ demo: install
 test: install
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/lint-imports   # the layers and no cycles ([tool.importlinter] in pyproject.toml)
-	# -rs: the reason of every skip; random order (pytest-randomly); -n 2: two workers (pytest-xdist), a file each.
-	$(BIN)/python -m pytest -q -rs -n 2 --dist loadfile tests
+	# -rs: the reason of every skip; random order (pytest-randomly); -n 2: two workers (pytest-xdist), a file each,
+	# the longest files first (tests/conftest.py's LONGEST_FIRST, kept by --no-loadscope-reorder).
+	$(BIN)/python -m pytest -q -rs -n 2 --dist loadfile --no-loadscope-reorder tests
 
 # Mutation testing of the numerical core ([tool.mutmut] in pyproject.toml); scores in docs/development.md.
 mutation: install

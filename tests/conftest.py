@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,11 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 def pytest_configure(config):
     if "MUTANT_UNDER_TEST" in os.environ:   # set by mutmut in every run it makes, stats included
         _untraced_mutmut_stats()
+    # Converted GGUF files (models/sources.py) go to a cache this run owns, never the user's: the first SmolLM2
+    # test converts, the others read it. pytest-xdist's workers start after this and inherit the variable.
+    if "SDPOREC_CACHE" not in os.environ:
+        config.sdporec_cache = tempfile.mkdtemp(prefix="sdporec-test-cache-")
+        os.environ["SDPOREC_CACHE"] = config.sdporec_cache
     # Under pytest-xdist (`make test`) each worker gets its share of the cores, and so do the runs it starts:
     # torch's default of one thread per core in every worker would make them fight over the same cores.
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
@@ -17,6 +24,12 @@ def pytest_configure(config):
         threads = max(1, (os.cpu_count() or 1) // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "sdporec_cache", None):
+        shutil.rmtree(config.sdporec_cache, ignore_errors=True)
+        del os.environ["SDPOREC_CACHE"]
 
 
 def _untraced_mutmut_stats() -> None:
@@ -50,6 +63,19 @@ def _untraced_mutmut_stats() -> None:
     trampoline.MutmutCallStack = UntracedStack
     trampoline.record_trampoline_hit = lambda name, caller=None: None if torch.compiler.is_compiling() else hit(
         name, caller=caller)
+
+
+# The longest files first (about 400, 100, 75, 65 and 50 s on 2 cores), each a work unit of pytest-xdist's
+# `--dist loadfile`: started last, one of them keeps a worker busy minutes after the other has finished. `make test`
+# passes --no-loadscope-reorder so xdist keeps this order; within these files and among all others the order stays
+# pytest-randomly's (its shuffle runs before this hook).
+LONGEST_FIRST = ("test_real_model.py", "test_importers.py", "test_distributed.py", "test_accumulation.py",
+                 "test_api.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))   # stable
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -114,20 +114,27 @@ def test_flex_gradients_equal_the_paper_layouts():
 
 
 def test_every_other_call_of_a_flex_model_is_unchanged():
-    """Generation, the paper layout and plain forward passes run on SDPA as before the switch."""
+    """Generation, the paper layout and plain forward passes run on SDPA as before the switch, a left-padded
+    batch's 2D attention mask included (made into SDPA's mask by the mask function `flex.register` names)."""
     model, codec = fresh_model()
     batch = uneven_batch(codec)
     ids = torch.tensor([[1, 5, 6, 7, 9]])
+    padded, mask = torch.tensor([[0, 0, 1, 5, 6], [1, 8, 9, 10, 11]]), torch.tensor([[0, 0, 1, 1, 1], [1] * 5])
+
+    def calls():
+        return (answer_logprobs_full(model, batch)[0], model(input_ids=ids).logits,
+                model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0),
+                model(input_ids=padded, attention_mask=mask).logits[:, 2:],
+                model.generate(padded, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=0))
+
     with torch.no_grad():
-        before = (answer_logprobs_full(model, batch)[0], model(input_ids=ids).logits,
-                  model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0))
+        before = calls()
+        assert not torch.allclose(model(input_ids=padded).logits[:, 2:], before[3])   # the mask matters here
         use_flex(model)
-        after = (answer_logprobs_full(model, batch)[0], model(input_ids=ids).logits,
-                 model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0))
+        after = calls()
     assert model.config._attn_implementation == flex.FLEX
-    torch.testing.assert_close(after[0], before[0], atol=0, rtol=0)
-    torch.testing.assert_close(after[1], before[1], atol=0, rtol=0)
-    assert torch.equal(after[2], before[2])
+    for got, expected in zip(after, before):
+        torch.testing.assert_close(got, expected, atol=0, rtol=0)
 
 
 def test_flex_softcap_and_scale_match_a_hand_computed_attention():

