@@ -250,3 +250,29 @@ def test_flex_under_lora_and_gradient_checkpointing_gives_the_paper_layouts_grad
     assert grads[0] and all(g.abs().sum() > 0 for g in grads[0])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_anything_but_a_block_mask_goes_to_sdpa_with_every_argument():
+    """Without a BlockMask the call is transformers' SDPA function's, argument for argument: the module (grouped
+    heads, causality), the scale, attention dropout and the keywords (`is_causal`), each of which changes the output
+    here (checked), so none may be dropped on the way."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 2, False
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 4, 5, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
+    mask = torch.ones(1, 1, 5, 5, dtype=torch.bool).tril()
+    mask[..., 1] = False
+    cases = [dict(attention_mask=mask), dict(attention_mask=None), dict(attention_mask=None, is_causal=True),
+             dict(attention_mask=mask, scaling=0.7), dict(attention_mask=mask, dropout=0.5)]
+    outputs = []
+    for kwargs in cases:
+        torch.manual_seed(1)
+        got = flex.flex_or_sdpa(module, q, k, v, **kwargs)
+        torch.manual_seed(1)
+        want = sdpa_attention_forward(module, q, k, v, **kwargs)
+        assert got[1] is None and want[1] is None
+        torch.testing.assert_close(got[0], want[0], atol=0, rtol=0)
+        outputs.append(got[0])
+    assert all(not torch.allclose(a, b) for i, a in enumerate(outputs) for b in outputs[i + 1:])
