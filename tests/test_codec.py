@@ -350,5 +350,5 @@ def test_a_gguf_file_loads_its_own_tokenizer_and_the_cached_one_encodes_the_same
     assert cached.tokenizer.chat_template == codec.tokenizer.chat_template
     assert (cached.pad_id, cached.tokenizer.eos_token_id) == (codec.pad_id, codec.tokenizer.eos_token_id)
     assert cached.encode_prompt(prompt) == codec.encode_prompt(prompt)
-    assert [cached.encode_answer(t) for t in ("Muse", "Sigur Rós")] == [codec.encode_answer(t) for t in ("Muse",
-                                                                                                        "Sigur Rós")]
+    answers = ("Muse", "Sigur Rós")
+    assert [cached.encode_answer(t) for t in answers] == [codec.encode_answer(t) for t in answers]

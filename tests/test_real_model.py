@@ -21,8 +21,6 @@ def _smollm2():
 FAST = ["--batch-size", "3", "--eval-samples", "3", "--epochs", "1", "--no-progress"]
 
 
-
-
 def assert_the_cached_conversion_is_the_checkpoints_base(sft, monkeypatch) -> None:
     """The GGUF conversion `sft` cached (in this test run's cache, tests/conftest.py) reads back, without the GGUF
     file, as the base the checkpoint carries (with item tokens, their rows appended to the embedding). Both tests
