@@ -173,3 +173,30 @@ def test_validation_subset_by_hand():
     # Keys, not samples: samples compare by content and these all ask the same question.
     assert [s.key for s in validation_subset(valid, 7)] == [valid[i].key for i in chosen]
     assert validation_subset(valid, 0) == validation_subset(valid, 50) == validation_subset(valid, 80) == valid
+
+
+def test_a_repeated_title_in_the_catalogue_is_drawn_and_counted_once():
+    import signal
+
+    import pytest
+
+    from sdporec.data.synthetic import sequences_to_samples
+
+    def hang(*_):
+        raise TimeoutError("the draw did not stop: the repeated title was counted twice")
+
+    signal.signal(signal.SIGALRM, hang)
+    signal.alarm(20)
+    try:
+        samples = [Sample(ITEMS[:3], ITEMS[3:23], "item7", None, f"train:{i}") for i in range(20)]
+        repeated = ITEMS + ["item50"] * 900                  # would be in nearly every list if drawn per copy
+        assert redraw(samples, repeated, 0, 0) == redraw(samples, ITEMS, 0, 0)
+        seqs = {"u": ITEMS[:12]}
+        assert (sequences_to_samples(seqs, ["u"], repeated, "train", 0)
+                == sequences_to_samples(seqs, ["u"], ITEMS, "train", 0))
+        # 4 distinct titles outside history and target: 5 negatives cannot be drawn, however often "d" repeats.
+        few = [Sample(["a", "b"], list("cdefgh"), "c", None, "train:0")]
+        with pytest.raises(ValueError, match=r"^only 4 items outside the history; cannot draw 5 negatives$"):
+            redraw(few, list("abcdefg") + ["d"] * 3, 0, 0)
+    finally:
+        signal.alarm(0)

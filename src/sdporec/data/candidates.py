@@ -61,8 +61,15 @@ def paper_seeded_candidates(history: Sequence[str], target: str, target_id: int,
     return out
 
 
+def distinct(items: Sequence[str]) -> list[str]:
+    """The titles once each, in their first order: a repeated title would be drawn more often, and
+    `draw_candidates` counts its pool as if none repeats (it would never stop drawing)."""
+    return list(dict.fromkeys(items))
+
+
 def redraw(samples: Sequence[Sample], items: Sequence[str], seed: int, epoch: int) -> list[Sample]:
     """Fresh candidate lists for one training epoch, same size as each sample's own list."""
+    items = distinct(items)
     out = []
     for s in samples:
         rng = sample_rng(seed, "candidates", s.key, epoch)

@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sdporec.data.candidates import draw_candidates, paper_seeded_candidates, sample_rng
+from sdporec.data.candidates import distinct, draw_candidates, paper_seeded_candidates, sample_rng
 from sdporec.data.samples import Sample
 
 _ONSETS = ["b", "br", "c", "d", "dr", "f", "g", "k", "l", "m", "n", "p", "r", "s", "st", "t", "v", "z"]
@@ -127,6 +127,7 @@ def sequences_to_samples(sequences: dict[str, list[str]], user_ids: Sequence[str
     `only_last`); history = the most recent `max_history`. Candidates are seeded per sample, or by the
     target's id when `item_ids` is given (the paper's leaky scheme)."""
     out: list[Sample] = []
+    items = distinct(items)
     for user in user_ids:
         seq = sequences[user]
         for t in range(max(min_history, len(seq) - 1) if only_last else min_history, len(seq)):
