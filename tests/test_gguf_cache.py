@@ -119,3 +119,28 @@ def test_a_second_load_reads_the_cache_and_gives_the_same_model_and_tokenizer(fa
     assert again.get_vocab() == tokenizer.get_vocab()
     text = "a tiny vocabulary, and more words"
     assert again(text)["input_ids"] == tokenizer(text)["input_ids"]
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_damaged_entry_warns_once_and_is_converted_again(fake_gguf, tmp_path, monkeypatch, capsys, damage):
+    from sdporec.models.families import build_family
+
+    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
+    model, _ = build_family("llama", ["a tiny vocabulary of words"], 32, 1, 2, seed=0, vocab_size=300)
+    conversions = []
+    monkeypatch.setattr(sources, "dequantised_gguf_model",
+                        lambda path, dtype: conversions.append(path) or copy.deepcopy(model))
+    sources.load_gguf_model(fake_gguf, torch.float32)
+    weights = sources.gguf_cache_dir(fake_gguf, "model-float32") / "model.safetensors"
+    if damage == "delete":
+        weights.unlink()
+    else:
+        weights.write_bytes(weights.read_bytes()[:1000])
+    capsys.readouterr()
+    again = sources.load_gguf_model(fake_gguf, torch.float32)
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sdporec:")]
+    assert len(warned) == 1 and "could not be read" in warned[0] and f"converting {fake_gguf} again" in warned[0]
+    assert len(conversions) == 2 and weights.is_file()                                     # converted and stored again
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
+    sources.load_gguf_model(fake_gguf, torch.float32)
+    assert len(conversions) == 2 and "sdporec:" not in capsys.readouterr().err               # the new entry is read

@@ -167,16 +167,28 @@ def store_converted(target: Path | None, save: Callable[[str], object]) -> None:
             shutil.rmtree(partial, ignore_errors=True)
 
 
+def cached_conversion(path: Path, what: str, load: Callable[[str], object], convert: Callable[[], object]):
+    """`load` the cached conversion of the GGUF file, else `convert()` it and cache it. An entry that cannot be
+    read (files deleted or damaged by hand) is dropped with one warning and converted again."""
+    cached = gguf_cache_dir(path, what)
+    if cached is not None and cached.is_dir():
+        try:
+            return load(str(cached))
+        except Exception as e:  # noqa: BLE001 - whatever from_pretrained raises (OSError, ValueError, SafetensorError)
+            warn(f"the cached conversion {cached} could not be read ({str(e).splitlines()[0]}); "
+                 f"converting {path} again")
+            shutil.rmtree(cached, ignore_errors=True)
+    converted = convert()
+    store_converted(cached, converted.save_pretrained)
+    return converted
+
+
 def load_gguf_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
     path = Path(path)
-    cached = gguf_cache_dir(path, "tokenizer")
-    if cached is not None and cached.is_dir():
-        return AutoTokenizer.from_pretrained(str(cached))
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    store_converted(cached, tokenizer.save_pretrained)
-    return tokenizer
+    return cached_conversion(path, "tokenizer", AutoTokenizer.from_pretrained,
+                             lambda: AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name))
 
 
 def load_gguf_model(path: str | Path, dtype):
@@ -184,12 +196,9 @@ def load_gguf_model(path: str | Path, dtype):
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
-    cached = gguf_cache_dir(path, f"model-{str(dtype).removeprefix('torch.')}")
-    if cached is not None and cached.is_dir():
-        model = AutoModelForCausalLM.from_pretrained(str(cached), dtype=dtype)
-    else:
-        model = dequantised_gguf_model(path, dtype)
-        store_converted(cached, model.save_pretrained)
+    model = cached_conversion(path, f"model-{str(dtype).removeprefix('torch.')}",
+                              lambda d: AutoModelForCausalLM.from_pretrained(d, dtype=dtype),
+                              lambda: dequantised_gguf_model(path, dtype))
     model.name_or_path = str(path)
     return model
 
