@@ -158,8 +158,35 @@ def test_attention_dropout_and_sinks_are_refused_under_a_block_mask(kwargs):
     q = torch.zeros(1, 1, 2, 4)
     pattern = functools.partial(flex.packed_pattern, torch.ones(1, 2, dtype=torch.bool), torch.full((1, 2), -1))
     mask = create_block_mask(pattern, 1, None, 2, 2, device="cpu")
-    with pytest.raises(ValueError, match="neither attention dropout nor attention sinks"):
+    with pytest.raises(ValueError, match=r"^the flex layout applies neither attention dropout nor attention sinks: "
+                                         r"use --layout packed with this model$"):
         flex.flex_or_sdpa(torch.nn.Module(), q, q, q, mask, **kwargs)
+
+
+def test_a_block_mask_with_gradients_on_the_cpu_goes_to_sdpa_with_every_argument():
+    """FlexAttention has no CPU backward: with gradients the BlockMask becomes its dense pattern and the call is
+    transformers' SDPA function's with the module (grouped heads), the scale and the keywords (a position bias),
+    each of which changes the output here (checked)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module = torch.nn.Module()
+    module.num_key_value_groups = 2
+    torch.manual_seed(0)
+    q = torch.randn(1, 4, 5, 8, requires_grad=True)
+    k, v = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
+    real, block = torch.ones(1, 5, dtype=torch.bool), torch.tensor([[-1, -1, 0, 0, 1]])
+    mask = create_block_mask(functools.partial(flex.packed_pattern, real, block), 1, None, 5, 5, device="cpu")
+    dense = flex.dense_mask(mask)
+    assert not dense[0, 0, 4, 2] and dense[0, 0, 3, 2]              # answer 1 does not see answer 0
+    outputs = []
+    for kwargs in ({}, {"scaling": 0.7}, {"position_bias": torch.randn(1, 4, 5, 5)}):
+        got = flex.flex_or_sdpa(module, q, k, v, mask, **kwargs)
+        want = sdpa_attention_forward(module, q, k, v, dense, **kwargs)
+        assert got[1] is None and want[1] is None
+        torch.testing.assert_close(got[0], want[0], atol=0, rtol=0)
+        assert got[0].requires_grad
+        outputs.append(got[0])
+    assert all(not torch.allclose(a, b) for i, a in enumerate(outputs) for b in outputs[i + 1:])
 
 
 def test_a_model_that_keeps_its_attention_is_not_taken_for_flex(monkeypatch):
