@@ -153,6 +153,26 @@ def test_flex_softcap_and_scale_match_a_hand_computed_attention():
     torch.testing.assert_close(capped, 2.0 * torch.tanh(torch.tensor([1.5, -0.5, 0.0])), atol=1e-7, rtol=0)
 
 
+def test_flex_on_the_cpu_runs_uncompiled_without_telling_the_user_to_compile(monkeypatch):
+    """torch warns once a process on an uncompiled FlexAttention call; on a CPU that is the design (no fused kernel
+    there), so the warning is for CUDA only. torch's once-a-process record is emptied before each call."""
+    from torch.nn.attention import flex_attention as module
+
+    real, block = torch.ones(1, 5, dtype=torch.bool), torch.full((1, 5), -1)
+    mask = create_block_mask(functools.partial(flex.packed_pattern, real, block), 1, None, 5, 5, device="cpu")
+    q = torch.randn(1, 2, 5, 4)
+    monkeypatch.setattr(module, "_WARNINGS_SHOWN", set())
+    with warnings.catch_warnings(record=True) as seen, torch.no_grad():
+        warnings.simplefilter("always")
+        flex.flex_or_sdpa(torch.nn.Module(), q, q, q, mask)
+    assert [str(w.message) for w in seen] == []
+    monkeypatch.setattr(module, "_WARNINGS_SHOWN", set())
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        module.flex_attention(q, q, q, block_mask=mask)
+    assert any("without torch.compile" in str(w.message) for w in seen)     # what torch says, called directly
+
+
 @pytest.mark.parametrize("kwargs", [{"dropout": 0.1}, {"s_aux": torch.zeros(1)}], ids=["dropout", "sinks"])
 def test_attention_dropout_and_sinks_are_refused_under_a_block_mask(kwargs):
     q = torch.zeros(1, 1, 2, 4)
