@@ -71,6 +71,20 @@ def test_the_pattern_is_the_packed_mask_and_bucket_padding_sees_only_itself():
         assert torch.equal(inputs["position_ids"][:, :length], rows.positions)
 
 
+def test_masks_are_made_on_the_batchs_device_on_a_machine_with_an_accelerator(monkeypatch):
+    """torch makes masks on the current accelerator unless told otherwise: a batch on the CPU of a GPU machine
+    (`--device cpu`) must get its masks on the CPU. The accelerator is faked as the `meta` device."""
+    _, codec = fresh_model()
+    inputs = flex.flex_inputs(pack_rows(uneven_batch(codec)))
+    want = flex.dense_mask(inputs["attention_mask"])
+    real, block = inputs["attention_mask"].mask_mod.args[:2]
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a, **k: torch.device("meta"))
+    mask = flex.block_mask(real, block)
+    assert mask.kv_num_blocks.device.type == "cpu"
+    dense = flex.dense_mask(mask)
+    assert dense.device.type == "cpu" and torch.equal(dense, want)
+
+
 def test_bucketed_rounds_up_to_whole_tiles():
     assert [flex.bucketed(n) for n in (1, 127, 128, 129, 400)] == [128, 128, 128, 256, 512]
 
