@@ -20,12 +20,13 @@ def test_without_4d_masks_packed_runs_the_cache_path_and_under_checkpointing_the
     full = answer_logprobs_full(model, batch)[0]
     # Flash attention would ignore the mask (and needs a GPU): pretend the model was loaded with it.
     monkeypatch.setattr(lp, "_attention", lambda model: "flash_attention_2")
+    monkeypatch.setattr(lp, "_warned", False)              # a fall-back would now be said, whatever ran before
     with warnings.catch_warnings():
         warnings.simplefilter("error")                   # the cache path is as fast: no warning
         torch.testing.assert_close(answer_logprobs_packed(model, batch)[0], full, atol=1e-5, rtol=0)
     # Gradient checkpointing keeps no cache either: only the paper's layout is left, and the log says so.
     monkeypatch.setattr(lp, "_checkpointing", lambda model: True)
-    lp._warned = False
+    monkeypatch.setattr(lp, "_warned", False)
     with pytest.warns(UserWarning, match="flash_attention_2.*paper's layout"):
         got = answer_logprobs_packed(model, batch)[0]
     torch.testing.assert_close(got, full, atol=1e-5, rtol=0)
