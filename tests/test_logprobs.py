@@ -354,3 +354,40 @@ def test_final_logit_softcapping_is_applied_where_logits_are_formed_by_hand(monk
     # Logits within +-0.5: no token's log-prob is more than 1 below the uniform one.
     assert (by_hand / counts).min() > -math.log(40) - 1.0
     torch.testing.assert_close(by_hand, own, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("layout", [answer_logprobs_full, answer_logprobs_packed], ids=["paper", "packed"])
+def test_a_head_that_scales_its_logits_is_scored_with_the_models_own_logits(layout):
+    """Granite divides its logits by `logits_scaling`, a step the hidden-state head does not apply: such models
+    are scored from their own logits, equal to the whole-row reference (and not to the unscaled head's)."""
+    from transformers import GraniteConfig, GraniteForCausalLM
+
+    torch.manual_seed(0)
+    cfg = GraniteConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, num_key_value_heads=1, logits_scaling=0.1)
+    model = GraniteForCausalLM(cfg).eval()
+    batch = collate([[2, 5, 6, 7], [2, 8]], [[[9, 10, 1], [11, 1]], [[12, 1], [13, 14, 15, 1]]], 0)
+    with torch.no_grad():
+        got = layout(model, batch)[0]
+        want = whole_row_reference(model, batch)[0]
+        model.config.logits_scaling = 1.0                  # the same weights, logits not scaled
+        unscaled = whole_row_reference(model, batch)[0]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert (got - unscaled).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("hidden_path", [True, False], ids=["hidden-head", "kept-logits"])
+def test_the_paper_layout_fits_answers_longer_than_the_list_is_long(tiny_llama, monkeypatch, hidden_path):
+    """Two answers of up to four tokens after prompts of four and two: every row as long as its own prompt and
+    answer, whatever the number of answers, as the whole-row reference has it."""
+    import sdporec.models.logprobs as lp
+
+    model, _ = tiny_llama
+    if not hidden_path:
+        monkeypatch.setattr(lp.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
+    batch = collate([[2, 5, 6, 7], [2, 8]], [[[9, 10, 11, 1], [11, 1]], [[12, 1], [13, 14, 15, 1]]], 0)
+    with torch.no_grad():
+        got, counts = answer_logprobs_full(model, batch)
+        want, want_counts = whole_row_reference(model, batch)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert counts.tolist() == want_counts.tolist() == [[4, 2], [2, 4]]

@@ -32,7 +32,7 @@ def test_without_4d_masks_packed_runs_the_cache_path_and_under_checkpointing_the
     torch.testing.assert_close(got, full, atol=1e-5, rtol=0)
 
 
-def test_models_without_a_cache_fall_back_to_the_paper_layout(tiny_llama):
+def test_models_without_a_cache_fall_back_to_the_paper_layout(tiny_llama, monkeypatch):
     model, codec = tiny_llama
 
     class NoCache(torch.nn.Module):
@@ -51,7 +51,7 @@ def test_models_without_a_cache_fall_back_to_the_paper_layout(tiny_llama):
     batch = random_batch(codec, n_samples=3, n_answers=3, seed=1)
     import sdporec.models.logprobs as lp
 
-    lp._warned = False
+    monkeypatch.setattr(lp, "_warned", False)
     with pytest.warns(UserWarning, match="paper's layout"):
         got = answer_logprobs_packed(NoCache(model), batch)[0]
     torch.testing.assert_close(got, answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)
