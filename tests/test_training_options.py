@@ -24,14 +24,14 @@ def files(tmp_path_factory):
     return ["--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl")]
 
 
-def test_gradient_checkpointing_gives_the_same_logprobs_and_gradients(tiny_llama):
+def test_gradient_checkpointing_gives_the_same_logprobs_and_gradients(tiny_llama, monkeypatch):
     model, codec = tiny_llama
     plain, ckpt = copy.deepcopy(model).train(), copy.deepcopy(model).train()
     enable_gradient_checkpointing(ckpt)
     ids = [codec.title_id(f"Artist {i}") for i in range(6)]
     batch = collate([[codec.bos_id, *ids[:4]], [codec.bos_id, *ids[2:5]]],
                     [[[ids[0], codec.eos_id], [ids[5], codec.eos_id]]] * 2, codec.pad_id)
-    logprobs._warned = False
+    monkeypatch.setattr(logprobs, "_warned", False)
     with warnings.catch_warnings():
         # No cache under checkpointing, yet no fall back to the paper's layout: the packed row shares the prompt.
         warnings.filterwarnings("error", message=".*paper's layout")
