@@ -185,7 +185,7 @@ def test_a_repeated_title_in_the_catalogue_is_drawn_and_counted_once():
     def hang(*_):
         raise TimeoutError("the draw did not stop: the repeated title was counted twice")
 
-    signal.signal(signal.SIGALRM, hang)
+    previous = signal.signal(signal.SIGALRM, hang)
     signal.alarm(20)
     try:
         samples = [Sample(ITEMS[:3], ITEMS[3:23], "item7", None, f"train:{i}") for i in range(20)]
@@ -200,3 +200,4 @@ def test_a_repeated_title_in_the_catalogue_is_drawn_and_counted_once():
             redraw(few, list("abcdefg") + ["d"] * 3, 0, 0)
     finally:
         signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -42,6 +42,13 @@ def fresh_model(heads=4, kv_heads=None):
     return model.float(), codec
 
 
+def small_block_mask(real, block):
+    """`packed_pattern`'s BlockMask over rows of any length (`flex.block_mask` wants whole tiles), on the CPU."""
+    b, length = real.shape
+    return create_block_mask(functools.partial(flex.packed_pattern, real, block), b, None, length, length,
+                             device="cpu")
+
+
 def uneven_batch(codec):
     return collate(UNEVEN["prompts"], UNEVEN["answers"], codec.pad_id)
 
@@ -155,7 +162,7 @@ def test_flex_softcap_and_scale_match_a_hand_computed_attention():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 5, 4, generator=g) * 3 for _ in range(3))
     real, block = torch.ones(1, 5, dtype=torch.bool), torch.full((1, 5), -1)
-    mask = create_block_mask(functools.partial(flex.packed_pattern, real, block), 1, None, 5, 5, device="cpu")
+    mask = small_block_mask(real, block)
     with torch.no_grad():
         out, weights = flex.flex_or_sdpa(torch.nn.Module(), q, k, v, mask, scaling=0.7, softcap=2.0)
     scores = torch.tanh(q @ k.transpose(-1, -2) * 0.7 / 2.0) * 2.0
@@ -173,7 +180,7 @@ def test_flex_on_the_cpu_runs_uncompiled_without_telling_the_user_to_compile(mon
     from torch.nn.attention import flex_attention as module
 
     real, block = torch.ones(1, 5, dtype=torch.bool), torch.full((1, 5), -1)
-    mask = create_block_mask(functools.partial(flex.packed_pattern, real, block), 1, None, 5, 5, device="cpu")
+    mask = small_block_mask(real, block)
     q = torch.randn(1, 2, 5, 4)
     monkeypatch.setattr(module, "_WARNINGS_SHOWN", set())
     with warnings.catch_warnings(record=True) as seen, torch.no_grad():
@@ -190,8 +197,7 @@ def test_flex_on_the_cpu_runs_uncompiled_without_telling_the_user_to_compile(mon
 @pytest.mark.parametrize("kwargs", [{"dropout": 0.1}, {"s_aux": torch.zeros(1)}], ids=["dropout", "sinks"])
 def test_attention_dropout_and_sinks_are_refused_under_a_block_mask(kwargs):
     q = torch.zeros(1, 1, 2, 4)
-    pattern = functools.partial(flex.packed_pattern, torch.ones(1, 2, dtype=torch.bool), torch.full((1, 2), -1))
-    mask = create_block_mask(pattern, 1, None, 2, 2, device="cpu")
+    mask = small_block_mask(torch.ones(1, 2, dtype=torch.bool), torch.full((1, 2), -1))
     with pytest.raises(ValueError, match=r"^the flex layout applies neither attention dropout nor attention sinks: "
                                          r"use --layout packed with this model$"):
         flex.flex_or_sdpa(torch.nn.Module(), q, q, q, mask, **kwargs)
@@ -209,7 +215,7 @@ def test_a_block_mask_with_gradients_on_the_cpu_goes_to_sdpa_with_every_argument
     q = torch.randn(1, 4, 5, 8, requires_grad=True)
     k, v = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
     real, block = torch.ones(1, 5, dtype=torch.bool), torch.tensor([[-1, -1, 0, 0, 1]])
-    mask = create_block_mask(functools.partial(flex.packed_pattern, real, block), 1, None, 5, 5, device="cpu")
+    mask = small_block_mask(real, block)
     dense = flex.dense_mask(mask)
     assert not dense[0, 0, 4, 2] and dense[0, 0, 3, 2]              # answer 1 does not see answer 0
     outputs = []

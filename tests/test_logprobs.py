@@ -336,6 +336,11 @@ def test_prompt_labels_need_one_answer_per_prompt(tiny_llama):
         answer_and_prompt_logprobs(model, batch)
 
 
+def small_vocabulary_batch():
+    """Prompts of 4 and 2 tokens, answers of 3, 2, 2 and 4 (EOS 1, padding 0), for models of 40 tokens."""
+    return collate([[2, 5, 6, 7], [2, 8]], [[[9, 10, 1], [11, 1]], [[12, 1], [13, 14, 15, 1]]], 0)
+
+
 def test_final_logit_softcapping_is_applied_where_logits_are_formed_by_hand(monkeypatch):
     """Gemma-2 caps its logits (tanh(x / c) * c): the hidden-state head must give the model's own logits' numbers."""
     from transformers import Gemma2Config, Gemma2ForCausalLM
@@ -346,7 +351,7 @@ def test_final_logit_softcapping_is_applied_where_logits_are_formed_by_hand(monk
     cfg = Gemma2Config(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                        num_key_value_heads=1, head_dim=8, final_logit_softcapping=0.5, attn_implementation="eager")
     model = Gemma2ForCausalLM(cfg).eval()
-    batch = collate([[2, 5, 6, 7], [2, 8]], [[[9, 10, 1], [11, 1]], [[12, 1], [13, 14, 15, 1]]], 0)
+    batch = small_vocabulary_batch()
     with torch.no_grad():
         by_hand, counts = answer_logprobs_full(model, batch)
         monkeypatch.setattr(lp.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
@@ -366,7 +371,7 @@ def test_a_head_that_scales_its_logits_is_scored_with_the_models_own_logits(layo
     cfg = GraniteConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                         num_attention_heads=2, num_key_value_heads=1, logits_scaling=0.1)
     model = GraniteForCausalLM(cfg).eval()
-    batch = collate([[2, 5, 6, 7], [2, 8]], [[[9, 10, 1], [11, 1]], [[12, 1], [13, 14, 15, 1]]], 0)
+    batch = small_vocabulary_batch()
     with torch.no_grad():
         got = layout(model, batch)[0]
         want = whole_row_reference(model, batch)[0]

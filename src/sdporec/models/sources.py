@@ -175,7 +175,8 @@ def cached_conversion(path: Path, what: str, load: Callable[[str], object], conv
         try:
             return load(str(cached))
         except Exception as e:  # noqa: BLE001 - whatever from_pretrained raises (OSError, ValueError, SafetensorError)
-            warn(f"the cached conversion {cached} could not be read ({str(e).splitlines()[0]}); "
+            why = (str(e).splitlines() or [type(e).__name__])[0]   # some errors carry no message
+            warn(f"the cached conversion {cached} could not be read ({why}); "
                  f"converting {path} again")
             shutil.rmtree(cached, ignore_errors=True)
     converted = convert()
