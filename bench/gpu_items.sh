@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# SmolLM2-135M-Instruct with item tokens (`sft --item-tokens`, all weights) on the whole LastFM training file on
-# one GPU: SFT, then S-DPO (K = 3) from its best checkpoint, each cut at its WALL seconds (the best checkpoint on
-# validation is kept, so a cut run still leaves a model), then ranked on resampled/lastfm-val.json and measured
-# by the generation protocol on its first GEN samples. Validation: 500 seeded training rows held out (not trained
-# on), every 200 optimizer steps. Fits 10 minutes on one H100/H200 with the defaults.
+# SmolLM2-135M-Instruct with item tokens (`sft --item-tokens --item-init cooc`, all weights) on the whole LastFM
+# training file on one GPU: SFT, then S-DPO (K = 3) from its best checkpoint, each cut at its WALL seconds (the
+# best checkpoint on validation is kept, so a cut run still leaves a model), then ranked on
+# resampled/lastfm-val.json and measured by the generation protocol on its first GEN samples. Validation: 500
+# seeded training rows held out (not trained on), every 200 optimizer steps. Fits 10 minutes on one H100/H200
+# with the defaults.
 #   GGUF=path/to/SmolLM2-135M-Instruct.Q4_1.gguf LASTFM=../shared/data/lastfm/resampled bash bench/gpu_items.sh OUT
+# (on a lent GPU, whose calls carry at most 64 MiB: bench/gpu_items_parts.sh gets GGUF and LASTFM there in two calls)
 # On a CPU, a check of the script end to end on a few rows (what runs on the GPU, minus the time):
 #   DRY_RUN=1 GGUF=... LASTFM=... bash bench/gpu_items.sh OUT
 set -euo pipefail
@@ -12,6 +14,9 @@ if [ $# -ne 1 ] || [ -z "${GGUF:-}" ] || [ -z "${LASTFM:-}" ]; then
   echo "usage: GGUF=FILE LASTFM=DIR bash bench/gpu_items.sh OUT" >&2; exit 2
 fi
 OUT=$1; PY=${PY:-python3}; ITEM_TEXT=${ITEM_TEXT:-token}
+# Item rows from the title's mean row plus co-occurrence vectors: with the same SFT on 1,024 MovieLens samples
+# they lifted the hybrid from 0.193 (`mean`) to 0.277 HR@1 (docs/accuracy.md). ITEM_INIT=mean|hidden for the others.
+ITEM_INIT=${ITEM_INIT:-cooc}
 # The history's next-item loss inside the prompt (possible with item tokens alone in prompts): it lifted the
 # 1,024-sample MovieLens hybrid from 0.136 to 0.193 HR@1 (docs/accuracy.md). SFT_ARGS= (empty) turns it off.
 if [ "$ITEM_TEXT" = token ]; then SFT_ARGS=${SFT_ARGS---history-weight 1 --history-in prompt}; else SFT_ARGS=${SFT_ARGS-}; fi
@@ -49,7 +54,7 @@ COMMON="--train $D/train.jsonl --valid $D/valid.jsonl --domain music --epochs 1 
   --no-progress --overwrite"
 start=$(date +%s)
 # All weights at 1e-4, as bench/gpu_smollm2.sh's full row (the 2e-5 default is not measured with new item rows).
-timeout -s INT "$SFT_WALL" $PY -m sdporec sft --model "$GGUF" --item-tokens --item-text "$ITEM_TEXT" --titles "$D/titles.txt" --lr "${SFT_LR:-1e-4}" $SFT_ARGS $COMMON \
+timeout -s INT "$SFT_WALL" $PY -m sdporec sft --model "$GGUF" --item-tokens --item-text "$ITEM_TEXT" --item-init "$ITEM_INIT" --titles "$D/titles.txt" --lr "${SFT_LR:-1e-4}" $SFT_ARGS $COMMON \
   --out "$OUT/sft" > "$OUT/sft.log" 2>&1 || echo "sft stopped at its wall ($SFT_WALL s) or failed: see $OUT/sft.log"
 test -d "$OUT/sft/model"
 echo "sft wall $(( $(date +%s) - start )) s"
