@@ -67,7 +67,7 @@ def test_evaluate_generation_protocol(run_dir, tmp_path, capsys):
     assert (tmp_path / "config.yaml").is_file()
 
 
-def test_ranking_evaluate_matches_pipeline(run_dir, tmp_path):
+def test_ranking_evaluate_matches_pipeline(run_dir, tmp_path, monkeypatch):
     assert main(["evaluate", "--model", str(run_dir / "sdpo" / "model"), "--data",
                  str(run_dir / "data" / "test.jsonl"), "--out", str(tmp_path), "--no-progress"]) == 0
     again = json.loads((tmp_path / "metrics.json").read_text())
@@ -78,6 +78,13 @@ def test_ranking_evaluate_matches_pipeline(run_dir, tmp_path):
                  "--out", str(tmp_path / "flex"), "--no-progress", "--layout", "flex", "--limit", "30"]) == 0
     flex = json.loads((tmp_path / "flex" / "metrics.json").read_text())
     assert flex["layout"] == "flex"
+    monkeypatch.setattr("sdporec.models.flex.available", lambda: False)   # a torch without FlexAttention
+    monkeypatch.setattr("sdporec.models.scoring._warned", set())
+    with pytest.warns(UserWarning, match="no FlexAttention; scoring with the packed layout"):
+        assert main(["evaluate", "--model", str(run_dir / "sdpo" / "model"), "--data",
+                     str(run_dir / "data" / "test.jsonl"), "--out", str(tmp_path / "no-flex"), "--no-progress",
+                     "--layout", "flex", "--limit", "30"]) == 0
+    assert json.loads((tmp_path / "no-flex" / "metrics.json").read_text())["layout"] == "packed"   # what ran
     first = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()[:30]]
     assert [json.loads(x)["rank"] for x in (tmp_path / "flex" / "predictions.jsonl").read_text().splitlines()] == \
         [r["rank"] for r in first]

@@ -260,6 +260,27 @@ def test_flex_where_it_cannot_run_says_why_and_scores_packed(attention, training
         answer_logprobs_flex(model, uneven_batch(codec))
 
 
+@pytest.mark.parametrize("attention,dropout,ran", [("eager", 0.0, "packed"), ("sdpa", 0.1, "flex")],
+                         ids=["eager", "dropout-in-training"])
+def test_the_scorer_names_the_layout_that_scored(attention, dropout, ran, monkeypatch):
+    """Asked for flex, the scorer records packed where flex fell back; a model with attention dropout left in
+    training mode still scores flex, since scoring runs in eval mode."""
+    from sdporec.data.samples import Sample
+    from sdporec.evaluation.scoring import LMScorer
+
+    model, codec = fresh_model()
+    model.config._attn_implementation_internal = attention
+    model.config.attention_dropout = dropout
+    model.train()
+    monkeypatch.setattr("sdporec.models.scoring._warned", set())
+    scorer = LMScorer(model, codec, "music", progress=False, layout="flex")
+    assert scorer.layout == "flex"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = scorer([Sample(TITLES[:3], TITLES[3:8], TITLES[5])])
+    assert scorer.layout == ran and len(scores[0]) == 5 and model.training
+
+
 def test_a_model_saved_after_flex_loads_in_plain_transformers(tmp_path):
     from transformers import AutoModelForCausalLM
 

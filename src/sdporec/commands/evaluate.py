@@ -21,7 +21,7 @@ from sdporec.data.samples import read_samples
 from sdporec.errors import require
 from sdporec.evaluation.evaluate import PROTOCOLS, RESULT_FILES, evaluate_model, evaluate_sharded, write_results
 from sdporec.evaluation.scoring import SCORES, require_readout_weight
-from sdporec.models.scoring import resolve_layout
+from sdporec.models.scoring import running_layout
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 from sdporec.outputs import claim_out_dir
 
@@ -98,8 +98,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         samples, state.process_index, state.num_processes)
     ranking = cfg.protocol == "ranking"
     extra = {"protocol": cfg.protocol, "score": cfg.score if ranking else None,
-             "layout": resolve_layout(cfg.layout, next(model.parameters()).device, codec.short_answers)
-             if ranking else None,
+             "layout": running_layout(cfg.layout, model, codec.short_answers) if ranking else None,
              "history_readout": cfg.history_readout if ranking else None,
              "chat_template": getattr(codec, "chat", False), "model": cfg.model, "data": cfg.data,
              "seconds": round(time.time() - started, 1), "processes": state.num_processes}

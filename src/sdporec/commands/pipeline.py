@@ -37,7 +37,7 @@ from sdporec.files import atomic_write_text, read_text, text_lines
 from sdporec.models.builtin import BUILTIN
 from sdporec.models.item_rows import ITEM_INIT
 from sdporec.models.loading import load_for_inference
-from sdporec.models.scoring import resolve_layout
+from sdporec.models.scoring import running_layout
 from sdporec.models.sources import resolve_model
 from sdporec.outputs import claim_out_dir
 from sdporec.training.train_config import DEFAULT_LR
@@ -186,7 +186,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         readout = loaded.history_readout
         metrics, rows = evaluate_model(loaded.model, loaded.codec, test, cfg.protocol, loaded.domain, cfg.batch_size,
                                        progress=cfg.progress, history_readout=readout)
-        layout = resolve_layout("auto", next(loaded.model.parameters()).device, loaded.codec.short_answers)
+        layout = running_layout("auto", loaded.model, loaded.codec.short_answers)
         write_results(out / "eval" / name, metrics, rows, {"protocol": cfg.protocol, "history_readout": readout,
                                                            "layout": layout if cfg.protocol == "ranking" else None})
         results[name] = metrics

@@ -15,7 +15,7 @@ from sdporec.data.prompts import build_prompt
 from sdporec.data.samples import Sample
 from sdporec.errors import require
 from sdporec.evaluation.metrics import NonFiniteError, first_non_finite, rank_of_target, ranking_metrics
-from sdporec.models.scoring import resolve_layout, scoring_layout
+from sdporec.models.scoring import resolve_layout, running_layout, scoring_layout
 
 Scorer = Callable[[Sequence[Sample]], list[list[float]]]
 
@@ -109,6 +109,7 @@ class LMScorer:
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
+        self.layout = running_layout(self.layout, model, self.codec.short_answers)   # flex may fall back
         # Batches of similar length waste less on padding; the scores go back in the samples' order.
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + sum(map(len, answers[i])))
         out: list[list[float]] = [[] for _ in prompts]

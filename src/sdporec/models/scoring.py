@@ -102,6 +102,13 @@ def use_flex(model) -> bool:
     return True
 
 
+def running_layout(name: str, model, short_answers: bool = False) -> str:
+    """The layout that scores on `model`: `resolve_layout` for its device, and `packed` where `flex` cannot run
+    on it (`use_flex`, which sets its attention where it can). Records name this, not the layout asked for."""
+    layout = resolve_layout(name, next(model.parameters()).device, short_answers)
+    return "packed" if layout == "flex" and not use_flex(model) else layout
+
+
 def answer_logprobs_flex(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """`answer_logprobs_packed` with the model's attention set to FlexAttention (`use_flex`)."""
     use_flex(model)
