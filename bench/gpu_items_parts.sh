@@ -32,7 +32,8 @@ case "${1:-}" in
     cat "$C/a/model.part" "$C/b/model.part" > "$C/model.gguf"
     [ "$(sha256sum < "$C/model.gguf" | cut -d' ' -f1)" = "$(cat "$C/b/model.sha256")" ] || {
       echo "joined GGUF differs from the one split" >&2; exit 1; }
-    python3 -c "import gguf" 2>/dev/null || python3 -m pip install -q --no-deps "$C"/a/gguf-*.whl
+    PY=${PY:-python3}   # the interpreter bench/gpu_items.sh runs (its PY)
+    $PY -c "import gguf" 2>/dev/null || $PY -m pip install -q --no-deps "$C"/a/gguf-*.whl
     mkdir -p "$C/lastfm"
     for f in "$C"/b/lastfm/*.gz; do gunzip -c "$f" > "$C/lastfm/$(basename "$f" .gz)"; done
     ls -la "$C/model.gguf" "$C/lastfm"
