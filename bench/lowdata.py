@@ -16,7 +16,7 @@ mean, its hidden state or the mean plus co-occurrence vectors (`--item-init cooc
 Ranking (HR@1, NDCG@5, MRR; SmolLM2 zero-shot and SFT also with per-token mean
 scores), the paper's generation protocol for LM rows (HR@1, ValidRatio), wall time (training and
 evaluation), ranking samples/s and the row's peak resident memory. Finished rows are kept (row.json), so
-an interrupted run resumes.
+an interrupted run resumes, and `<out>/tables.md` lists every finished row of each subset, from earlier calls too.
 
     .venv/bin/python bench/lowdata.py                                   # the full grid (many hours on 2 cores)
     .venv/bin/python bench/lowdata.py --data movielens --train-sizes 128 --eval-samples 200   # what ran here
@@ -197,6 +197,12 @@ def run_row(kind: str, files: dict, out: Path, domain: str, args) -> dict:
     return result
 
 
+def finished_rows(out: Path) -> dict[str, dict]:
+    """Every row finished under `out`, by earlier calls too, in the bench's row order (one table per subset)."""
+    return {kind: json.loads((out / kind / "row.json").read_text())
+            for kind in BASELINES + LM_ROWS if (out / kind / "row.json").is_file()}
+
+
 def table(title: str, rows: dict[str, dict]) -> str:
     lines = [f"**{title}**", "", "| row | HR@1 | NDCG@5 | MRR | HR@1, mean score | HR@1 (generation) | ValidRatio | "
              "wall time | ranking samples/s | peak RSS GiB |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -248,9 +254,10 @@ def main() -> None:
             out = Path(args.out) / name / f"train{size}"
             files = subsets(name, Path(args.out) / name / f"data{size}", size, args.eval_samples,
                             args.valid_samples, args.seed)
-            rows = {kind: run_row(kind, files, out, DOMAIN[name], args) for kind in args.rows}
+            for kind in args.rows:
+                run_row(kind, files, out, DOMAIN[name], args)
             tables.append(table(f"{name}: {size} training samples, {args.eval_samples} held-out samples "
-                                f"(seed {args.seed})", rows))
+                                f"(seed {args.seed})", finished_rows(out)))
     text = "\n\n".join(tables)
     Path(args.out, "tables.md").write_text(text + "\n")
     print("\n" + text)
