@@ -117,7 +117,7 @@ def evaluate(row: Row, model: str, files: dict, domain: str, args, scores=("sum"
 
 def run_lm_row(kind: str, row: Row, files: dict, out: Path, domain: str, args) -> dict:
     common = ["--train", files["train"], "--valid", files["valid"], "--domain", domain, "--no-progress",
-              "--eval-samples", str(args.valid_samples)]
+              "--eval-samples", str(args.valid_samples), "--seed", str(args.seed)]   # seed 0: the commands' default
     smol = ["--batch-size", str(args.lm_batch)]
     if kind == "builtin-sft":
         row.sdporec("sft", "--out", str(row.out), "--titles", files["titles"], "--epochs",
