@@ -53,17 +53,17 @@ def rows(model, text_codec, titles, args):
     return out
 
 
-def ranking_rate(model, codec, samples, batch: int) -> tuple[float, float]:
-    """(samples/s, mean prompt tokens) of LMScorer over `samples` (after one warm-up batch)."""
+def ranking_rate(model, codec, samples, batch: int, domain: str = "movies") -> tuple[float, float]:
+    """(samples/s, mean prompt tokens) of LMScorer (the prompt alone) over `samples` (after one warm-up batch)."""
     from sdporec.data.prompts import build_prompt
     from sdporec.evaluation.scoring import LMScorer
 
-    scorer = LMScorer(model, codec, "movies", batch_size=batch, progress=False)
+    scorer = LMScorer(model, codec, domain, batch_size=batch, progress=False)
     scorer(samples[:batch])
     started = time.perf_counter()
     scorer(samples)
     rate = len(samples) / (time.perf_counter() - started)
-    tokens = sum(len(codec.encode_prompt(build_prompt(s.history, s.candidates, "movies"))) for s in samples)
+    tokens = sum(len(codec.encode_prompt(build_prompt(s.history, s.candidates, domain))) for s in samples)
     return rate, tokens / len(samples)
 
 

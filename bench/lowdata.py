@@ -163,10 +163,15 @@ def tune_baseline(kind: str, row: Row, files: dict, args) -> dict:
     return {**tried[best], "chosen": best}
 
 
-def run_row(kind: str, files: dict, out: Path, domain: str, args) -> dict:
+def finished_row(out: Path, kind: str) -> dict | None:
+    """The row's row.json, written when it finished (None: not finished)."""
     done = out / kind / "row.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    return json.loads(done.read_text()) if done.is_file() else None
+
+
+def run_row(kind: str, files: dict, out: Path, domain: str, args) -> dict:
+    if (finished := finished_row(out, kind)) is not None:
+        return finished
     row = Row(out / kind, out / f"{kind}.log")
     row.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -192,15 +197,15 @@ def run_row(kind: str, files: dict, out: Path, domain: str, args) -> dict:
             got["eval-generation"]["hr@1"],
             got["eval-generation"]["valid_ratio"],
         )
-    done.write_text(json.dumps(result) + "\n")
+    (out / kind / "row.json").write_text(json.dumps(result) + "\n")
     print(f"{out.name} {kind}: {json.dumps(result)}", flush=True)
     return result
 
 
 def finished_rows(out: Path) -> dict[str, dict]:
     """Every row finished under `out`, by earlier calls too, in the bench's row order (one table per subset)."""
-    return {kind: json.loads((out / kind / "row.json").read_text())
-            for kind in BASELINES + LM_ROWS if (out / kind / "row.json").is_file()}
+    rows = {kind: finished_row(out, kind) for kind in BASELINES + LM_ROWS}
+    return {kind: row for kind, row in rows.items() if row is not None}
 
 
 def table(title: str, rows: dict[str, dict]) -> str:
