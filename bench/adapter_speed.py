@@ -1,7 +1,8 @@
 """Where a trained LoRA checkpoint's ranking time goes: samples/s of `LMScorer` (the prompt alone, λ 0; the
-`ranking_rate` of bench/items_speed.py) on the checkpoint as `evaluate` loads it (peft adapter unmerged), a
-profile of one pass by operator, and the same checkpoint with its adapter merged into the weights
-(`merge_and_unload`). Speed only; one process.
+`ranking_rate` of bench/items_speed.py) on the checkpoint with its peft adapter unmerged (`load_model`, as
+`evaluate` loaded it before 2026-12-06), a profile of one pass by operator, and the same checkpoint as
+`evaluate` loads it now (`load_for_inference`: a float32 adapter merged into the weights). Speed only; one
+process.
 
     .venv/bin/python bench/adapter_speed.py runs/cooc/lastfm/train1024/hybrid-sdpo/model \\
         runs/cooc/lastfm/data1024/eval.jsonl --samples 48
@@ -17,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from sdporec.data.samples import read_samples
 from sdporec.evaluation.scoring import LMScorer
-from sdporec.models.loading import load_for_inference
+from sdporec.models.loading import load_for_inference, load_model
 
 
 def main() -> None:
@@ -31,18 +32,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     samples = read_samples(args.data, "eval")[:args.samples]
     inf = load_for_inference(args.model, device="cpu")
-    model, codec, domain = inf.model, inf.codec, inf.domain
+    codec, domain = inf.codec, inf.domain
+    model, _ = load_model(args.model, codec=codec)
     rate, tokens = ranking_rate(model, codec, samples, args.batch_size, domain)
     print(f"{type(model).__name__}; prompt tokens (mean) {tokens:.1f}; "
           f"answer tokens {len(codec.encode_answer(samples[0].candidates[0]))}")
-    print(f"as loaded: {rate:.2f} samples/s", flush=True)
+    print(f"adapter unmerged: {rate:.2f} samples/s", flush=True)
     scorer = LMScorer(model, codec, domain, batch_size=args.batch_size, progress=False)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         scorer(samples[:2 * args.batch_size])
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
-    if hasattr(model, "merge_and_unload"):
-        merged = model.merge_and_unload().eval()
-        print(f"adapter merged: {ranking_rate(merged, codec, samples, args.batch_size, domain)[0]:.2f} samples/s")
+    rate = ranking_rate(inf.model, codec, samples, args.batch_size, domain)[0]
+    print(f"as evaluate loads it ({type(inf.model).__name__}): {rate:.2f} samples/s")
 
 
 if __name__ == "__main__":

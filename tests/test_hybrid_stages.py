@@ -73,12 +73,12 @@ def test_every_stage_on_item_tokens_through_the_cli(tiny_text_model, tmp_path, c
         assert dict(merged[key]) == pytest.approx(dict(rows), abs=1e-4)
 
 
-def test_a_lora_checkpoint_loads_in_plain_transformers_and_peft(tiny_text_model, tmp_path):
+def test_a_lora_checkpoint_loads_in_plain_transformers_and_peft_and_merges_for_inference(tiny_text_model, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sdporec.evaluation.scoring import LMScorer
-    from sdporec.models.loading import load_model
+    from sdporec.models.loading import load_for_inference, load_model
     from sdporec.models.lora import peft_quietly
 
     d, splits = tiny_text_model
@@ -95,6 +95,14 @@ def test_a_lora_checkpoint_loads_in_plain_transformers_and_peft(tiny_text_model,
     assert ids[0, -1].item() == codec.token_ids[0]                # the saved tokenizer knows the item tokens
     with torch.no_grad():
         assert torch.allclose(plain(input_ids=ids).logits, ours(input_ids=ids).logits, atol=1e-5)
+    # Inference merges a float32 adapter (a plain transformers model scoring as the adapter) and leaves a
+    # bfloat16 one unmerged.
+    unmerged = LMScorer(ours, codec, "music", progress=False)(splits["valid"][:2])
+    inference = load_for_inference(str(path), device="cpu")
+    assert not hasattr(inference.model, "peft_config")
+    merged_scores = LMScorer(inference.model, codec, "music", progress=False)(splits["valid"][:2])
+    assert torch.allclose(torch.tensor(merged_scores), torch.tensor(unmerged), atol=1e-5)
+    assert hasattr(load_for_inference(str(path), device="cpu", dtype="bfloat16").model, "peft_config")
     merged = ours.merge_and_unload()
     trained = merged.get_input_embeddings().weight
     base = AutoModelForCausalLM.from_pretrained(str(path / "base")).get_input_embeddings().weight

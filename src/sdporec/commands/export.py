@@ -39,13 +39,14 @@ class ExportConfig:
 def run_export(cfg: ExportConfig) -> dict:
     from sdporec.models.checkpoints import is_adapter, save_checkpoint
     from sdporec.models.loading import load_model
+    from sdporec.models.lora import merge_adapter
 
     adapter = is_adapter(cfg.model)
     if adapter and not cfg.merge:
         raise ConfigError(f"setting 'merge': {cfg.model} is a LoRA adapter; add --merge to write a full model")
     model, codec = load_model(cfg.model, cfg.dtype)
     if adapter:
-        model = model.merge_and_unload()
+        model = merge_adapter(model)
     save_checkpoint(model, codec, cfg.out, {"stage": "export", "exported_from": cfg.model, "merged": adapter,
                                             "config": asdict(cfg)})
     return {"out": cfg.out, "merged": adapter, "parameters": sum(p.numel() for p in model.parameters())}

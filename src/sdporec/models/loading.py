@@ -16,7 +16,7 @@ from sdporec.data.samples import Sample
 from sdporec.errors import ConfigError
 from sdporec.models.checkpoints import Checkpoint, is_adapter, loading, report_weights
 from sdporec.models.codecs import load_codec
-from sdporec.models.lora import attach_adapter
+from sdporec.models.lora import attach_adapter, for_inference
 from sdporec.models.sources import is_gguf, load_gguf_model, require_no_4bit_gguf
 
 
@@ -104,13 +104,15 @@ def load_for_inference(path: str, *, domain: str | None = None, history_readout:
                        samples: Sequence[Sample] = (), samples_from: str = "") -> InferenceModel:
     """The one way `evaluate`, `recommend`, `Recommender.load` and `pipeline` load a model: its record read
     once (domain, history readout), its codec, every title of `samples` (read from `samples_from`) checked
-    against the codec before any weight loads, then the weights, placed on `device`."""
+    against the codec before any weight loads, then the weights (a float32 adapter merged into them,
+    `lora.for_inference`), placed on `device`."""
     checkpoint = Checkpoint.read(path)
     chosen_domain = checkpoint.domain(domain)
     readout = checkpoint.history_readout(history_readout) if ranking else None
     codec = load_codec_of(path, chat_template, checkpoint)
     require_known_titles(codec, path, samples, samples_from)
     model, codec = load_model(path, dtype, load_in_4bit, chat_template, codec)
+    model = for_inference(model, dtype, load_in_4bit)
     model.to(device if isinstance(device, torch.device) else pick_device(device))
     return InferenceModel(model, codec, checkpoint, chosen_domain, readout)
 
