@@ -1,8 +1,8 @@
 """Where a trained LoRA checkpoint's ranking time goes: samples/s of `LMScorer` (the prompt alone, λ 0; the
 `ranking_rate` of bench/items_speed.py) on the checkpoint with its peft adapter unmerged (`load_model`, as
 `evaluate` loaded it before 2026-12-06), a profile of one pass by operator, and the same checkpoint as
-`evaluate` loads it now (`load_for_inference`: a float32 adapter merged into the weights). Speed only; one
-process.
+`evaluate` loads it now (`lora.for_inference`, which `load_for_inference` calls: a float32 adapter merged).
+Speed only; one process.
 
     .venv/bin/python bench/adapter_speed.py runs/cooc/lastfm/train1024/hybrid-sdpo/model \\
         runs/cooc/lastfm/data1024/eval.jsonl --samples 48
@@ -18,7 +18,9 @@ from torch.profiler import ProfilerActivity, profile
 
 from sdporec.data.samples import read_samples
 from sdporec.evaluation.scoring import LMScorer
-from sdporec.models.loading import load_for_inference, load_model
+from sdporec.models.checkpoints import Checkpoint
+from sdporec.models.loading import load_model
+from sdporec.models.lora import for_inference
 
 
 def main() -> None:
@@ -31,9 +33,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     samples = read_samples(args.data, "eval")[:args.samples]
-    inf = load_for_inference(args.model, device="cpu")
-    codec, domain = inf.codec, inf.domain
-    model, _ = load_model(args.model, codec=codec)
+    model, codec = load_model(args.model)   # loaded once: unmerged first, then merged as evaluate merges it
+    domain = Checkpoint.read(args.model).domain(None)
     rate, tokens = ranking_rate(model, codec, samples, args.batch_size, domain)
     print(f"{type(model).__name__}; prompt tokens (mean) {tokens:.1f}; "
           f"answer tokens {len(codec.encode_answer(samples[0].candidates[0]))}")
@@ -42,8 +43,9 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         scorer(samples[:2 * args.batch_size])
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
-    rate = ranking_rate(inf.model, codec, samples, args.batch_size, domain)[0]
-    print(f"as evaluate loads it ({type(inf.model).__name__}): {rate:.2f} samples/s")
+    merged = for_inference(model, "float32", False)
+    rate = ranking_rate(merged, codec, samples, args.batch_size, domain)[0]
+    print(f"as evaluate loads it ({type(merged).__name__}): {rate:.2f} samples/s")
 
 
 if __name__ == "__main__":
