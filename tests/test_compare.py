@@ -112,7 +112,7 @@ def write_rows(path, rows, blank_after: int | None = None):
 
 @pytest.mark.parametrize("cfg,message", [
     (dict(predictions=["a"]), "setting 'predictions': give at least two predictions.jsonl files"),
-    (dict(predictions=["a", "b"], names=["x"]), "setting 'names': one name per file"),
+    (dict(predictions=["a", "b"], names=["x"]), "setting 'names': one name per model"),
     (dict(predictions=["a", "b"], names=["x", "x"]), "setting 'names': names must differ"),
     (dict(predictions=["a", "b"], resamples=99), "setting 'resamples': must be at least 100"),
 ])
@@ -291,3 +291,38 @@ def test_the_library_defaults_are_the_commands(tmp_path):
     cfg = CompareConfig(predictions=[str(a), str(b)], names=["a", "b"])
     assert (got["resamples"], got["seed"]) == (cfg.resamples, cfg.seed) == (2000, 0)
     assert got == run_compare(cfg)
+
+
+def test_seeds_joined_by_commas_pool_sample_by_sample_and_draw_within_each_set(tmp_path, capsys):
+    # Two sets of samples (two seeds), each model measured on both; keys sort as written (s* and t*).
+    ranks = {"a": ([0, 0, 1, 4], [0, 2, 0]), "b": ([1, 0, 0, 9], [5, 0, 0])}
+    files = {m: [write_rows(tmp_path / m / f"seed{i}.jsonl", [(f"{p}{j}", r) for j, r in enumerate(rs)])
+                 for i, (p, rs) in enumerate(zip("st", ranks[m]))] for m in ranks}
+    joined = [",".join(str(f) for f in files[m]) for m in ("a", "b")]
+    got = run_compare(CompareConfig(predictions=joined, names=["a", "b"], resamples=300, seed=2))
+    assert got["n"] == 7 and got["sets"] == [4, 3]
+    assert got["metrics"]["a"]["hr@1"] == 4 / 7 and got["metrics"]["b"]["hr@1"] == 4 / 7
+    assert got["metrics"]["b"]["mrr"] == pytest.approx((1 / 2 + 1 + 1 + 1 / 10 + 1 / 6 + 1 + 1) / 7)
+    mrr = {m: [1 / (r + 1) for rs in ranks[m] for r in rs] for m in ranks}
+    d = next(d for d in got["differences"] if d["metric"] == "mrr")
+    assert (d["difference"], d["low"], d["high"]) == pytest.approx(paired_bootstrap(mrr["a"], mrr["b"], 300, 2,
+                                                                                    sets=[4, 3]))
+    assert "7 samples in 2 sets (4, 3), drawn within each set," in capsys.readouterr().out
+    from sdporec.evaluation.compare import compare_predictions
+
+    as_lists = [[str(f) for f in files[m]] for m in ("a", "b")]   # a Python user passes lists of paths
+    assert compare_predictions(as_lists, ["a", "b"], 300, 2) == got
+
+
+def test_pooled_sets_must_match_in_number_and_order(tmp_path, capsys):
+    a = [write_rows(tmp_path / f"a{i}.jsonl", [(f"{p}{j}", j) for j in range(3)]) for i, p in enumerate("st")]
+    b = [write_rows(tmp_path / f"b{i}.jsonl", [(f"{p}{j}", 0) for j in range(3)]) for i, p in enumerate("st")]
+    assert main(["compare", f"{a[0]},{a[1]}", str(b[0])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "setting 'predictions'" in err and "(got 2, 1)" in err
+    assert main(["compare", f"{a[0]},{a[1]}", f"{b[1]},{b[0]}"]) == 2   # the sets in another order do not pair
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(b[1]) in err and "3 of 3 samples" in err
+    assert main(["compare", f"{a[0]},,{a[1]}", f"{b[0]},{b[1]}"]) == 2
+    assert "has an empty path" in capsys.readouterr().err
+    assert main(["compare", f"{a[0]},{a[1]}", f"{b[0]},{b[1]}", "--resamples", "100"]) == 0

@@ -88,6 +88,30 @@ def test_paired_bootstrap_by_hand_and_against_the_normal_approximation():
         paired_bootstrap([1.0], [1.0, 2.0])
 
 
+def test_a_stratified_bootstrap_draws_within_each_set():
+    from sdporec.evaluation.metrics import paired_bootstrap
+
+    # Within each set the gap is constant (1, then 0): every stratified resample's mean is 2/5 exactly.
+    a, b = [1.0, 1.0, 0.0, 0.0, 0.0], [0.0] * 5
+    assert paired_bootstrap(a, b, 300, 1, sets=[2, 3]) == pytest.approx((0.4, 0.4, 0.4))
+    diff, low, high = paired_bootstrap(a, b, 300, 1)   # one set: the draws mix the two gaps
+    assert diff == pytest.approx(0.4) and low < 0.4 < high
+    assert paired_bootstrap(a, b, 300, 1, sets=[5]) == (diff, low, high)
+    import random
+    rng = random.Random(2)   # two seeds whose gaps differ in mean and spread
+    sets = [3000, 2000]
+    d = [float(rng.random() < 0.6) - float(rng.random() < 0.3) for _ in range(sets[0])]
+    d += [float(rng.random() < 0.4) - float(rng.random() < 0.45) for _ in range(sets[1])]
+    diff, low, high = paired_bootstrap(d, [0.0] * len(d), resamples=4000, seed=5, sets=sets)
+    parts = [d[:sets[0]], d[sets[0]:]]
+    var = sum(len(p) * (sum((x - sum(p) / len(p)) ** 2 for x in p) / (len(p) - 1)) for p in parts) / len(d) ** 2
+    half = 1.959964 * var ** 0.5    # normal approximation of a stratified mean, an independent reference
+    assert diff == pytest.approx(sum(d) / len(d)) and (high - low) / 2 == pytest.approx(half, rel=0.1)
+    for bad in ([2, 2], [5, 0], [6, -1]):
+        with pytest.raises(ValueError, match=r"^paired_bootstrap's sets \[.*\] must be positive sizes that add up"):
+            paired_bootstrap(a, b, sets=bad)
+
+
 def test_per_sample_shares_are_exact_at_the_cut_offs():
     from sdporec.evaluation.metrics import per_sample_metrics
 

@@ -6,11 +6,16 @@ they must hold the same samples. Samples are paired by what they ask (history, c
 `sample`), not by row number, so files of one data set evaluated in any order pair, files of different
 samples are refused, and the interval reflects only how the models differ on the same questions. The command
 is `sdporec.commands.compare`.
+
+Several files joined by commas are one model measured on several sets of samples (seeds, say): the i-th file
+of every model holds the same samples, the sets are pooled sample by sample and every bootstrap resample draws
+within each set, so a difference's interval uses all the seeds at once.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 
@@ -59,29 +64,59 @@ def require_same_samples(first: tuple[str, dict[str, dict]], other: tuple[str, d
                     "same samples")
 
 
-def compare_predictions(predictions: list[str], names: list[str] | None = None, resamples: int = 2000,
-                        seed: int = 0) -> dict:
-    """Every metric of each predictions file (or folder holding one), and the paired bootstrap 95% interval of
-    every pairwise difference with its verdict; `names`: one per file (default: each file's folder name)."""
-    files = [read_predictions(p) for p in predictions]
-    names = names or [Path(f).parent.name or f for f, _ in files]
-    if len(set(names)) != len(names):
-        names = [f for f, _ in files]
-    if len({"sample" in next(iter(rows.values())) for _, rows in files}) > 1:
+def model_files(entry: str | Sequence[str]) -> list[str]:
+    """One model's predictions files: a path, paths joined by commas (one per set of samples, e.g. per seed),
+    or a list of paths."""
+    paths = entry.split(",") if isinstance(entry, str) else list(entry)
+    if not paths or any(not p.strip() for p in paths):
+        raise ConfigError(f"setting 'predictions': {entry!r} has an empty path (join one model's files by commas, "
+                          "with no empty parts)")
+    return [p.strip() for p in paths]
+
+
+def read_models(predictions: Sequence[str | Sequence[str]]) -> list[list[tuple[str, dict[str, dict]]]]:
+    """Each model's predictions, one per set of samples; the i-th file of every model must hold the same samples."""
+    models = [[read_predictions(p) for p in model_files(entry)] for entry in predictions]
+    if len({len(m) for m in models}) > 1:
+        raise ConfigError("setting 'predictions': every model needs as many files as the others, one per set of "
+                          f"samples in the same order (got {', '.join(str(len(m)) for m in models)})")
+    if len({"sample" in next(iter(rows.values())) for m in models for _, rows in m}) > 1:
         raise ConfigError("setting 'predictions': some files key samples by content and some by row number "
                           "(written by an older sdporec): evaluate them again with this version")
-    keys = sorted(files[0][1])
-    for other in files[1:]:
-        require_same_samples(files[0], other)
-    per = {name: per_sample_metrics([rows[k] for k in keys]) for name, (_, rows) in zip(names, files)}
+    for i, first in enumerate(models[0]):
+        for other in models[1:]:
+            require_same_samples(first, other[i])
+    return models
+
+
+def pooled_metrics(files: list[tuple[str, dict[str, dict]]], keys: list[list[str]]) -> dict[str, list[float]]:
+    """Each sample's contribution to every metric, the sets one after another (metrics every set has)."""
+    per = [per_sample_metrics([rows[k] for k in ks]) for (_, rows), ks in zip(files, keys)]
+    return {m: [x for p in per for x in p[m]] for m in per[0] if all(m in p for p in per)}
+
+
+def compare_predictions(predictions: Sequence[str | Sequence[str]], names: list[str] | None = None,
+                        resamples: int = 2000, seed: int = 0) -> dict:
+    """Every metric of each model's predictions, and the paired bootstrap 95% interval of every pairwise
+    difference with its verdict. An entry of `predictions` is one predictions file (or folder holding one), or
+    several joined by commas: one model measured on several sets of samples (e.g. seeds), pooled sample by sample
+    and resampled within each set. `names`: one per entry (default: each first file's folder name)."""
+    models = read_models(predictions)
+    names = names or [Path(m[0][0]).parent.name or m[0][0] for m in models]
+    if len(set(names)) != len(names):
+        names = [",".join(f for f, _ in m) for m in models]
+    keys = [sorted(rows) for _, rows in models[0]]
+    sets = [len(k) for k in keys]
+    per = {name: pooled_metrics(files, keys) for name, files in zip(names, models)}
     # Both protocols have HR@1, so a ranking and a generation evaluation compare on it (as the paper does).
     metrics = [m for m in per[names[0]] if all(m in per[n] for n in names)]
-    result = {"n": len(keys), "resamples": resamples, "seed": seed,
-              "metrics": {n: {m: sum(per[n][m]) / len(keys) for m in metrics} for n in names},
+    n = sum(sets)
+    result = {"n": n, "sets": sets, "resamples": resamples, "seed": seed,
+              "metrics": {name: {m: sum(per[name][m]) / n for m in metrics} for name in names},
               "differences": []}
     for a, b in combinations(names, 2):
         for m in metrics:
-            diff, low, high = paired_bootstrap(per[a][m], per[b][m], resamples, seed)
+            diff, low, high = paired_bootstrap(per[a][m], per[b][m], resamples, seed, sets=sets)
             verdict = "better" if low > 0 else "worse" if high < 0 else "not distinguishable"
             result["differences"].append({"a": a, "b": b, "metric": m, "difference": diff, "low": low,
                                           "high": high, "a_is": verdict})
@@ -91,7 +126,9 @@ def compare_predictions(predictions: list[str], names: list[str] | None = None, 
 def format_comparison(result: dict) -> str:
     names = list(result["metrics"])
     metrics = list(result["metrics"][names[0]])
-    lines = [f"{result['n']} samples, paired bootstrap ({result['resamples']} resamples), 95% intervals", "",
+    sets = result.get("sets", [result["n"]])
+    pooled = f" in {len(sets)} sets ({', '.join(map(str, sets))}), drawn within each set" if len(sets) > 1 else ""
+    lines = [f"{result['n']} samples{pooled}, paired bootstrap ({result['resamples']} resamples), 95% intervals", "",
              f"{'':<14}" + "".join(f"{m:>10}" for m in metrics)]
     lines += [f"{n:<14}" + "".join(f"{result['metrics'][n][m]:>10.4f}" for m in metrics) for n in names]
     width = max(len(f"{d['a']} - {d['b']}") for d in result["differences"]) + 2

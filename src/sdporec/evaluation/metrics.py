@@ -79,16 +79,26 @@ def per_sample_metrics(rows: Sequence[dict]) -> dict[str, list[float]]:
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0,
-                     level: float = 0.95) -> tuple[float, float, float]:
+                     level: float = 0.95, sets: Sequence[int] | None = None) -> tuple[float, float, float]:
     """mean(a) - mean(b) over paired samples, and its percentile bootstrap interval at `level`: the samples
-    are drawn with replacement `resamples` times, the same draw for both (they are paired)."""
+    are drawn with replacement `resamples` times, the same draw for both (they are paired). `sets`: the sizes
+    of consecutive blocks of the lists (e.g. one per seed) that are each drawn within themselves, so every
+    resample keeps each block's size (a stratified bootstrap); None is one block."""
     import torch
 
     if len(a) != len(b) or not a:
         raise ValueError("paired_bootstrap needs two equally long, non-empty lists")
+    sets = list(sets) if sets is not None else [len(a)]
+    if sum(sets) != len(a) or min(sets) < 1:
+        raise ValueError(f"paired_bootstrap's sets {sets} must be positive sizes that add up to {len(a)}")
     diffs = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
-    n, generator = len(diffs), torch.Generator().manual_seed(seed)
-    means = torch.cat([diffs[torch.randint(n, (min(200, resamples - start), n), generator=generator)].mean(1)
+    starts, generator = [sum(sets[:i]) for i in range(len(sets))], torch.Generator().manual_seed(seed)
+
+    def draw(count: int) -> torch.Tensor:   # (count, len(a)) indices, each block's drawn within the block
+        return torch.cat([start + torch.randint(n, (count, n), generator=generator)
+                          for start, n in zip(starts, sets)], dim=1)
+
+    means = torch.cat([diffs[draw(min(200, resamples - start))].mean(1)
                        for start in range(0, resamples, 200)]).sort().values
     tail = (1 - level) / 2
     low, high = means[int(tail * resamples)], means[min(resamples - 1, int((1 - tail) * resamples))]
