@@ -111,7 +111,8 @@ def write_rows(path, rows, blank_after: int | None = None):
 
 
 @pytest.mark.parametrize("cfg,message", [
-    (dict(predictions=["a"]), "setting 'predictions': give at least two predictions.jsonl files"),
+    (dict(predictions=["a"]), "setting 'predictions': give at least two models' predictions.jsonl files "
+                              "(one model's files on several sets of samples are joined by commas)"),
     (dict(predictions=["a", "b"], names=["x"]), "setting 'names': one name per model"),
     (dict(predictions=["a", "b"], names=["x", "x"]), "setting 'names': names must differ"),
     (dict(predictions=["a", "b"], resamples=99), "setting 'resamples': must be at least 100"),
@@ -200,8 +201,8 @@ def test_old_and_new_files_do_not_mix(tmp_path):
     old.write_text(json.dumps({"key": "eval:0", "rank": 0}) + "\n")
     with pytest.raises(ConfigError) as e:
         run_compare(CompareConfig(predictions=[str(a), str(old)], resamples=100))
-    assert str(e.value) == ("setting 'predictions': some files key samples by content and some by row number "
-                            "(written by an older sdporec): evaluate them again with this version")
+    assert str(e.value) == (f"setting 'predictions': {old} keys samples by row number (written by an older "
+                            f"sdporec) and {a} by content: evaluate the older again")
     # Two old files pair by row key, as they always did.
     got = run_compare(CompareConfig(predictions=[str(old), str(old)], names=["p", "q"], resamples=100))
     assert got["n"] == 1 and got["metrics"]["p"]["hr@1"] == 1.0
@@ -326,3 +327,55 @@ def test_pooled_sets_must_match_in_number_and_order(tmp_path, capsys):
     assert main(["compare", f"{a[0]},,{a[1]}", f"{b[0]},{b[1]}"]) == 2
     assert "has an empty path" in capsys.readouterr().err
     assert main(["compare", f"{a[0]},{a[1]}", f"{b[0]},{b[1]}", "--resamples", "100"]) == 0
+
+
+def test_sets_of_the_same_samples_average_each_sample_over_them(tmp_path, capsys):
+    # Seeds evaluated on one test file: each sample's metric is its mean over the seeds, drawn once per sample.
+    seeds = {"a": ([0, 3, 1, 0], [2, 0, 1, 0]), "b": ([1, 0, 0, 4], [1, 1, 0, 9])}
+    files = {m: [write_rows(tmp_path / f"s{i}" / m / "predictions.jsonl", [(f"s{j}", r) for j, r in enumerate(rs)])
+                 for i, rs in enumerate(seeds[m])] for m in seeds}
+    got = run_compare(CompareConfig(predictions=[",".join(str(f.parent) for f in files[m]) for m in seeds],
+                                    resamples=200, seed=4))
+    assert list(got["metrics"]) == ["a", "b"]   # each first file's folder name
+    assert got["n"] == 4 and got["sets"] == [4, 4] and got["same_samples"]
+    mrr = {m: [(1 / (x + 1) + 1 / (y + 1)) / 2 for x, y in zip(*seeds[m])] for m in seeds}
+    assert got["metrics"]["a"]["mrr"] == pytest.approx(sum(mrr["a"]) / 4)
+    d = next(d for d in got["differences"] if d["metric"] == "mrr")
+    assert (d["difference"], d["low"], d["high"]) == pytest.approx(paired_bootstrap(mrr["a"], mrr["b"], 200, 4))
+    assert "4 samples, each the mean of 2 evaluations of it," in capsys.readouterr().out
+
+
+def test_joined_sets_that_share_some_samples_or_mix_protocols_are_refused(tmp_path, capsys):
+    a0 = write_rows(tmp_path / "a0.jsonl", [("s0", 0), ("s1", 1), ("s2", 2)])
+    a1 = write_rows(tmp_path / "a1.jsonl", [("s2", 0), ("t1", 1), ("t2", 2)])   # shares s2 with a0
+    b0 = write_rows(tmp_path / "b0.jsonl", [("s0", 1), ("s1", 1), ("s2", 1)])
+    b1 = write_rows(tmp_path / "b1.jsonl", [("s2", 1), ("t1", 1), ("t2", 1)])
+    assert main(["compare", f"{a0},{a1}", f"{b0},{b1}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"file {a1}, field 'sample': shares 1 of its 3 samples with {a0}: files joined by commas "
+                        "must hold different samples (seeds with their own test samples), or all the same samples "
+                        "(each sample is then averaged over them)")
+    gen = write_rows(tmp_path / "gen.jsonl", [("t0", True, True), ("t1", False, True), ("t2", False, False)])
+    t0 = write_rows(tmp_path / "t0.jsonl", [("t0", 0), ("t1", 1), ("t2", 2)])
+    assert main(["compare", f"{a0},{gen}", f"{b0},{t0}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"file {gen}, field 'rank': a generation evaluation joined to {a0}, a ranking one: one "
+                        "model's files must be of one protocol")
+
+
+def test_a_later_set_that_differs_between_models_is_refused_by_name(tmp_path, capsys):
+    a = [write_rows(tmp_path / f"a{i}.jsonl", [(f"{p}{j}", j) for j in range(3)]) for i, p in enumerate("st")]
+    b1 = write_rows(tmp_path / "b1.jsonl", [("u0", 0), ("u1", 0), ("u2", 0)])   # set 1 matches, set 2 does not
+    assert main(["compare", f"{a[0]},{a[1]}", f"{a[0]},{b1}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"file {b1}" in err and f"3 of 3 samples of {a[1]}" in err
+
+
+def test_a_path_with_a_comma_that_exists_is_one_file(tmp_path):
+    odd = write_rows(tmp_path / "lr=1e-4,bs=8" / "predictions.jsonl", [("s0", 0), ("s1", 3)])
+    other = write_rows(tmp_path / "other" / "predictions.jsonl", [("s0", 1), ("s1", 0)])
+    got = run_compare(CompareConfig(predictions=[str(odd.parent), str(other)], resamples=100))
+    assert got["sets"] == [2] and list(got["metrics"]) == ["lr=1e-4,bs=8", "other"]
+    from sdporec.evaluation.compare import compare_predictions
+
+    assert compare_predictions([odd, other], resamples=100) == got   # Path objects, as read_predictions takes

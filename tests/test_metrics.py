@@ -98,15 +98,16 @@ def test_a_stratified_bootstrap_draws_within_each_set():
     assert diff == pytest.approx(0.4) and low < 0.4 < high
     assert paired_bootstrap(a, b, 300, 1, sets=[5]) == (diff, low, high)
     import random
-    rng = random.Random(2)   # two seeds whose gaps differ in mean and spread
+    rng = random.Random(2)   # two seeds whose gaps are far apart in mean: most of the spread is between them
     sets = [3000, 2000]
-    d = [float(rng.random() < 0.6) - float(rng.random() < 0.3) for _ in range(sets[0])]
-    d += [float(rng.random() < 0.4) - float(rng.random() < 0.45) for _ in range(sets[1])]
+    d = [float(rng.random() < 0.9) for _ in range(sets[0])] + [-float(rng.random() < 0.9) for _ in range(sets[1])]
     diff, low, high = paired_bootstrap(d, [0.0] * len(d), resamples=4000, seed=5, sets=sets)
     parts = [d[:sets[0]], d[sets[0]:]]
     var = sum(len(p) * (sum((x - sum(p) / len(p)) ** 2 for x in p) / (len(p) - 1)) for p in parts) / len(d) ** 2
     half = 1.959964 * var ** 0.5    # normal approximation of a stratified mean, an independent reference
     assert diff == pytest.approx(sum(d) / len(d)) and (high - low) / 2 == pytest.approx(half, rel=0.1)
+    _, low1, high1 = paired_bootstrap(d, [0.0] * len(d), resamples=4000, seed=5)   # one set: far wider
+    assert high1 - low1 > 2.5 * (high - low)
     for bad in ([2, 2], [5, 0], [6, -1]):
         with pytest.raises(ValueError, match=r"^paired_bootstrap's sets \[.*\] must be positive sizes that add up"):
             paired_bootstrap(a, b, sets=bad)

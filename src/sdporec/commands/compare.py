@@ -23,7 +23,8 @@ class CompareConfig:
     out: str = setting("", "also write the comparison as JSON to this file")
 
     def check(self) -> None:
-        require(len(self.predictions) >= 2, "predictions", "give at least two predictions.jsonl files")
+        require(len(self.predictions) >= 2, "predictions", "give at least two models' predictions.jsonl files "
+                "(one model's files on several sets of samples are joined by commas)")
         require(not self.names or len(self.names) == len(self.predictions), "names", "one name per model")
         require(len(set(self.names)) == len(self.names), "names", "names must differ")
         require(self.resamples >= 100, "resamples", "must be at least 100")

@@ -7,14 +7,16 @@ they must hold the same samples. Samples are paired by what they ask (history, c
 samples are refused, and the interval reflects only how the models differ on the same questions. The command
 is `sdporec.commands.compare`.
 
-Several files joined by commas are one model measured on several sets of samples (seeds, say): the i-th file
-of every model holds the same samples, the sets are pooled sample by sample and every bootstrap resample draws
-within each set, so a difference's interval uses all the seeds at once.
+Several files joined by commas are one model measured on several sets of samples (seeds, say), in the same
+order for every model. Sets of different samples are pooled sample by sample and every bootstrap resample draws
+within each set; sets of the same samples (seeds evaluated on one test file) average each sample over them first.
+Sets that share only some samples are refused.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
@@ -64,59 +66,99 @@ def require_same_samples(first: tuple[str, dict[str, dict]], other: tuple[str, d
                     "same samples")
 
 
-def model_files(entry: str | Sequence[str]) -> list[str]:
-    """One model's predictions files: a path, paths joined by commas (one per set of samples, e.g. per seed),
-    or a list of paths."""
-    paths = entry.split(",") if isinstance(entry, str) else list(entry)
+def model_files(entry: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """One model's predictions files: a path (one that exists is never split), paths joined by commas (one per
+    set of samples, e.g. per seed), or a list of paths."""
+    if isinstance(entry, os.PathLike) or (isinstance(entry, str) and Path(entry).exists()):
+        return [os.fspath(entry)]
+    paths = entry.split(",") if isinstance(entry, str) else [os.fspath(p) for p in entry]
     if not paths or any(not p.strip() for p in paths):
         raise ConfigError(f"setting 'predictions': {entry!r} has an empty path (join one model's files by commas, "
                           "with no empty parts)")
     return [p.strip() for p in paths]
 
 
-def read_models(predictions: Sequence[str | Sequence[str]]) -> list[list[tuple[str, dict[str, dict]]]]:
+def require_one_protocol(files: list[tuple[str, dict[str, dict]]]) -> None:
+    """One model's files are all ranking or all generation evaluations (else its HR@1 would mix the two)."""
+    def ranks(rows: dict[str, dict]) -> bool:
+        return "rank" in next(iter(rows.values()))
+
+    first, ranking = files[0][0], ranks(files[0][1])
+    for file, rows in files[1:]:
+        if ranks(rows) != ranking:
+            raise DataError(file, None, "rank", f"a {'generation' if ranking else 'ranking'} evaluation joined to "
+                            f"{first}, a {'ranking' if ranking else 'generation'} one: one model's files must be "
+                            "of one protocol")
+
+
+def require_new_keys(models: list[list[tuple[str, dict[str, dict]]]]) -> None:
+    by_content = {"sample" in next(iter(rows.values())): file for m in models for file, rows in m}
+    if len(by_content) > 1:
+        raise ConfigError(f"setting 'predictions': {by_content[False]} keys samples by row number (written by an "
+                          f"older sdporec) and {by_content[True]} by content: evaluate the older again")
+
+
+def require_distinct_sets(files: list[tuple[str, dict[str, dict]]]) -> None:
+    """Pooled sets must not share samples (a shared one would count as two independent samples)."""
+    for i, (file_a, a) in enumerate(files):
+        for file_b, b in files[i + 1:]:
+            if shared := sum(k in a for k in b):
+                raise DataError(file_b, None, "sample", f"shares {shared} of its {len(b)} samples with {file_a}: "
+                                "files joined by commas must hold different samples (seeds with their own test "
+                                "samples), or all the same samples (each sample is then averaged over them)")
+
+
+def read_models(predictions: Sequence) -> list[list[tuple[str, dict[str, dict]]]]:
     """Each model's predictions, one per set of samples; the i-th file of every model must hold the same samples."""
     models = [[read_predictions(p) for p in model_files(entry)] for entry in predictions]
     if len({len(m) for m in models}) > 1:
         raise ConfigError("setting 'predictions': every model needs as many files as the others, one per set of "
                           f"samples in the same order (got {', '.join(str(len(m)) for m in models)})")
-    if len({"sample" in next(iter(rows.values())) for m in models for _, rows in m}) > 1:
-        raise ConfigError("setting 'predictions': some files key samples by content and some by row number "
-                          "(written by an older sdporec): evaluate them again with this version")
+    require_new_keys(models)
+    for m in models:
+        require_one_protocol(m)
     for i, first in enumerate(models[0]):
         for other in models[1:]:
             require_same_samples(first, other[i])
     return models
 
 
-def pooled_metrics(files: list[tuple[str, dict[str, dict]]], keys: list[list[str]]) -> dict[str, list[float]]:
-    """Each sample's contribution to every metric, the sets one after another (metrics every set has)."""
+def per_sample(files: list[tuple[str, dict[str, dict]]], keys: list[list[str]], same: bool) -> dict[str, list[float]]:
+    """Each sample's contribution to every metric: the sets one after another, or (`same`: every set holds the
+    same samples) each sample's mean over the sets."""
     per = [per_sample_metrics([rows[k] for k in ks]) for (_, rows), ks in zip(files, keys)]
-    return {m: [x for p in per for x in p[m]] for m in per[0] if all(m in p for p in per)}
+    if same:
+        return {m: [sum(p[m][i] for p in per) / len(per) for i in range(len(keys[0]))] for m in per[0]}
+    return {m: [x for p in per for x in p[m]] for m in per[0]}
 
 
-def compare_predictions(predictions: Sequence[str | Sequence[str]], names: list[str] | None = None,
-                        resamples: int = 2000, seed: int = 0) -> dict:
+def compare_predictions(predictions: Sequence, names: list[str] | None = None, resamples: int = 2000,
+                        seed: int = 0) -> dict:
     """Every metric of each model's predictions, and the paired bootstrap 95% interval of every pairwise
     difference with its verdict. An entry of `predictions` is one predictions file (or folder holding one), or
-    several joined by commas: one model measured on several sets of samples (e.g. seeds), pooled sample by sample
-    and resampled within each set. `names`: one per entry (default: each first file's folder name)."""
+    several (joined by commas, or a list): one model measured on several sets of samples, in the same order for
+    every model. Sets of different samples (seeds with their own test samples) are pooled and resampled within
+    each set; sets of the same samples (seeds on one test file) average each sample over them. `names`: one per
+    entry (default: each first file's folder name)."""
     models = read_models(predictions)
     names = names or [Path(m[0][0]).parent.name or m[0][0] for m in models]
     if len(set(names)) != len(names):
         names = [",".join(f for f, _ in m) for m in models]
     keys = [sorted(rows) for _, rows in models[0]]
-    sets = [len(k) for k in keys]
-    per = {name: pooled_metrics(files, keys) for name, files in zip(names, models)}
+    same = len(keys) > 1 and all(k == keys[0] for k in keys[1:])
+    if not same:
+        require_distinct_sets(models[0])
+    per = {name: per_sample(files, keys, same) for name, files in zip(names, models)}
     # Both protocols have HR@1, so a ranking and a generation evaluation compare on it (as the paper does).
     metrics = [m for m in per[names[0]] if all(m in per[n] for n in names)]
-    n = sum(sets)
-    result = {"n": n, "sets": sets, "resamples": resamples, "seed": seed,
+    n = len(per[names[0]]["hr@1"])
+    result = {"n": n, "sets": [len(k) for k in keys], "same_samples": same, "resamples": resamples, "seed": seed,
               "metrics": {name: {m: sum(per[name][m]) / n for m in metrics} for name in names},
               "differences": []}
     for a, b in combinations(names, 2):
         for m in metrics:
-            diff, low, high = paired_bootstrap(per[a][m], per[b][m], resamples, seed, sets=sets)
+            diff, low, high = paired_bootstrap(per[a][m], per[b][m], resamples, seed,
+                                               sets=None if same else result["sets"])
             verdict = "better" if low > 0 else "worse" if high < 0 else "not distinguishable"
             result["differences"].append({"a": a, "b": b, "metric": m, "difference": diff, "low": low,
                                           "high": high, "a_is": verdict})
@@ -128,6 +170,8 @@ def format_comparison(result: dict) -> str:
     metrics = list(result["metrics"][names[0]])
     sets = result.get("sets", [result["n"]])
     pooled = f" in {len(sets)} sets ({', '.join(map(str, sets))}), drawn within each set" if len(sets) > 1 else ""
+    if result.get("same_samples"):
+        pooled = f", each the mean of {len(sets)} evaluations of it"
     lines = [f"{result['n']} samples{pooled}, paired bootstrap ({result['resamples']} resamples), 95% intervals", "",
              f"{'':<14}" + "".join(f"{m:>10}" for m in metrics)]
     lines += [f"{n:<14}" + "".join(f"{result['metrics'][n][m]:>10.4f}" for m in metrics) for n in names]
