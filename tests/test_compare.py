@@ -294,21 +294,24 @@ def test_the_library_defaults_are_the_commands(tmp_path):
     assert got == run_compare(cfg)
 
 
-def test_seeds_joined_by_commas_pool_sample_by_sample_and_draw_within_each_set(tmp_path, capsys):
-    # Two sets of samples (two seeds), each model measured on both; keys sort as written (s* and t*).
-    ranks = {"a": ([0, 0, 1, 4], [0, 2, 0]), "b": ([1, 0, 0, 9], [5, 0, 0])}
-    files = {m: [write_rows(tmp_path / m / f"seed{i}.jsonl", [(f"{p}{j}", r) for j, r in enumerate(rs)])
-                 for i, (p, rs) in enumerate(zip("st", ranks[m]))] for m in ranks}
+def test_seeds_joined_by_commas_pool_evaluations_and_draw_samples_whole(tmp_path, capsys):
+    # Two seeds' test sets: s0..s3, and t0, t1 plus s1 again (drawn by both seeds), in key order.
+    ranks = {"a": ([0, 0, 1, 4], [2, 0, 1]), "b": ([1, 0, 0, 9], [0, 5, 0])}
+    keys = (["s0", "s1", "s2", "s3"], ["s1", "t0", "t1"])
+    files = {m: [write_rows(tmp_path / m / f"seed{i}.jsonl", list(zip(ks, rs)))
+                 for i, (ks, rs) in enumerate(zip(keys, ranks[m]))] for m in ranks}
     joined = [",".join(str(f) for f in files[m]) for m in ("a", "b")]
     got = run_compare(CompareConfig(predictions=joined, names=["a", "b"], resamples=300, seed=2))
-    assert got["n"] == 7 and got["sets"] == [4, 3]
-    assert got["metrics"]["a"]["hr@1"] == 4 / 7 and got["metrics"]["b"]["hr@1"] == 4 / 7
-    assert got["metrics"]["b"]["mrr"] == pytest.approx((1 / 2 + 1 + 1 + 1 / 10 + 1 / 6 + 1 + 1) / 7)
+    assert got["n"] == 7 and got["sets"] == [4, 3] and got["distinct_samples"] == 6
+    assert got["metrics"]["a"]["hr@1"] == 3 / 7 and got["metrics"]["b"]["hr@1"] == 4 / 7
+    assert got["metrics"]["b"]["mrr"] == pytest.approx((1 / 2 + 1 + 1 + 1 / 10 + 1 + 1 / 6 + 1) / 7)
     mrr = {m: [1 / (r + 1) for rs in ranks[m] for r in rs] for m in ranks}
+    labels = [k for ks in keys for k in ks]
     d = next(d for d in got["differences"] if d["metric"] == "mrr")
     assert (d["difference"], d["low"], d["high"]) == pytest.approx(paired_bootstrap(mrr["a"], mrr["b"], 300, 2,
-                                                                                    sets=[4, 3]))
-    assert "7 samples in 2 sets (4, 3), drawn within each set," in capsys.readouterr().out
+                                                                                    clusters=labels))
+    assert "7 evaluations of 6 samples in 2 sets (4, 3), each sample drawn with all its evaluations," in (
+        capsys.readouterr().out)
     from sdporec.evaluation.compare import compare_predictions
 
     as_lists = [[str(f) for f in files[m]] for m in ("a", "b")]   # a Python user passes lists of paths
@@ -329,32 +332,27 @@ def test_pooled_sets_must_match_in_number_and_order(tmp_path, capsys):
     assert main(["compare", f"{a[0]},{a[1]}", f"{b[0]},{b[1]}", "--resamples", "100"]) == 0
 
 
-def test_sets_of_the_same_samples_average_each_sample_over_them(tmp_path, capsys):
-    # Seeds evaluated on one test file: each sample's metric is its mean over the seeds, drawn once per sample.
+def test_sets_of_the_same_samples_count_each_sample_once_in_the_draws(tmp_path, capsys):
+    # Seeds evaluated on one test file: the mean is each sample's mean over the seeds, drawn once per sample.
     seeds = {"a": ([0, 3, 1, 0], [2, 0, 1, 0]), "b": ([1, 0, 0, 4], [1, 1, 0, 9])}
     files = {m: [write_rows(tmp_path / f"s{i}" / m / "predictions.jsonl", [(f"s{j}", r) for j, r in enumerate(rs)])
                  for i, rs in enumerate(seeds[m])] for m in seeds}
     got = run_compare(CompareConfig(predictions=[",".join(str(f.parent) for f in files[m]) for m in seeds],
                                     resamples=200, seed=4))
     assert list(got["metrics"]) == ["a", "b"]   # each first file's folder name
-    assert got["n"] == 4 and got["sets"] == [4, 4] and got["same_samples"]
-    mrr = {m: [(1 / (x + 1) + 1 / (y + 1)) / 2 for x, y in zip(*seeds[m])] for m in seeds}
-    assert got["metrics"]["a"]["mrr"] == pytest.approx(sum(mrr["a"]) / 4)
+    assert got["n"] == 8 and got["sets"] == [4, 4] and got["distinct_samples"] == 4
+    averaged = {m: [(1 / (x + 1) + 1 / (y + 1)) / 2 for x, y in zip(*seeds[m])] for m in seeds}
+    assert got["metrics"]["a"]["mrr"] == pytest.approx(sum(averaged["a"]) / 4)
     d = next(d for d in got["differences"] if d["metric"] == "mrr")
-    assert (d["difference"], d["low"], d["high"]) == pytest.approx(paired_bootstrap(mrr["a"], mrr["b"], 200, 4))
-    assert "4 samples, each the mean of 2 evaluations of it," in capsys.readouterr().out
+    # Equal cluster sizes: the cluster bootstrap is the bootstrap of the per-sample means.
+    assert (d["difference"], d["low"], d["high"]) == pytest.approx(paired_bootstrap(averaged["a"], averaged["b"],
+                                                                                    200, 4))
+    assert "8 evaluations of 4 samples in 2 sets (4, 4)," in capsys.readouterr().out
 
 
-def test_joined_sets_that_share_some_samples_or_mix_protocols_are_refused(tmp_path, capsys):
+def test_one_models_files_of_two_protocols_are_refused(tmp_path, capsys):
     a0 = write_rows(tmp_path / "a0.jsonl", [("s0", 0), ("s1", 1), ("s2", 2)])
-    a1 = write_rows(tmp_path / "a1.jsonl", [("s2", 0), ("t1", 1), ("t2", 2)])   # shares s2 with a0
     b0 = write_rows(tmp_path / "b0.jsonl", [("s0", 1), ("s1", 1), ("s2", 1)])
-    b1 = write_rows(tmp_path / "b1.jsonl", [("s2", 1), ("t1", 1), ("t2", 1)])
-    assert main(["compare", f"{a0},{a1}", f"{b0},{b1}"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.endswith(f"file {a1}, field 'sample': shares 1 of its 3 samples with {a0}: files joined by commas "
-                        "must hold different samples (seeds with their own test samples), or all the same samples "
-                        "(each sample is then averaged over them)")
     gen = write_rows(tmp_path / "gen.jsonl", [("t0", True, True), ("t1", False, True), ("t2", False, False)])
     t0 = write_rows(tmp_path / "t0.jsonl", [("t0", 0), ("t1", 1), ("t2", 2)])
     assert main(["compare", f"{a0},{gen}", f"{b0},{t0}"]) == 2

@@ -88,29 +88,28 @@ def test_paired_bootstrap_by_hand_and_against_the_normal_approximation():
         paired_bootstrap([1.0], [1.0, 2.0])
 
 
-def test_a_stratified_bootstrap_draws_within_each_set():
+def test_a_cluster_bootstrap_draws_each_cluster_whole():
     from sdporec.evaluation.metrics import paired_bootstrap
 
-    # Within each set the gap is constant (1, then 0): every stratified resample's mean is 2/5 exactly.
-    a, b = [1.0, 1.0, 0.0, 0.0, 0.0], [0.0] * 5
-    assert paired_bootstrap(a, b, 300, 1, sets=[2, 3]) == pytest.approx((0.4, 0.4, 0.4))
-    diff, low, high = paired_bootstrap(a, b, 300, 1)   # one set: the draws mix the two gaps
-    assert diff == pytest.approx(0.4) and low < 0.4 < high
-    assert paired_bootstrap(a, b, 300, 1, sets=[5]) == (diff, low, high)
+    # Two clusters, each with mean gap 0.5 and two elements: every resample's mean is 0.5 exactly.
+    a, b = [1.0, 0.0, 1.0, 0.0], [0.0] * 4
+    assert paired_bootstrap(a, b, 300, 1, clusters=["x", "x", "y", "y"]) == pytest.approx((0.5, 0.5, 0.5))
+    diff, low, high = paired_bootstrap(a, b, 300, 1)   # elements drawn alone: the draws spread
+    assert diff == 0.5 and low < 0.5 < high
     import random
-    rng = random.Random(2)   # two seeds whose gaps are far apart in mean: most of the spread is between them
-    sets = [3000, 2000]
-    d = [float(rng.random() < 0.9) for _ in range(sets[0])] + [-float(rng.random() < 0.9) for _ in range(sets[1])]
-    diff, low, high = paired_bootstrap(d, [0.0] * len(d), resamples=4000, seed=5, sets=sets)
-    parts = [d[:sets[0]], d[sets[0]:]]
-    var = sum(len(p) * (sum((x - sum(p) / len(p)) ** 2 for x in p) / (len(p) - 1)) for p in parts) / len(d) ** 2
-    half = 1.959964 * var ** 0.5    # normal approximation of a stratified mean, an independent reference
-    assert diff == pytest.approx(sum(d) / len(d)) and (high - low) / 2 == pytest.approx(half, rel=0.1)
-    _, low1, high1 = paired_bootstrap(d, [0.0] * len(d), resamples=4000, seed=5)   # one set: far wider
-    assert high1 - low1 > 2.5 * (high - low)
-    for bad in ([2, 2], [5, 0], [6, -1]):
-        with pytest.raises(ValueError, match=r"^paired_bootstrap's sets \[.*\] must be positive sizes that add up"):
-            paired_bootstrap(a, b, sets=bad)
+    rng = random.Random(2)   # 2,000 test samples, each measured twice with nearly the same gap (two seeds)
+    gaps = [float(rng.random() < 0.55) - float(rng.random() < 0.45) for _ in range(2000)]
+    d = [g if rng.random() < 0.9 else 0.0 for g in gaps for _ in range(2)]
+    labels = [i for i in range(2000) for _ in range(2)]
+    diff, low, high = paired_bootstrap(d, [0.0] * len(d), resamples=4000, seed=5, clusters=labels)
+    mean = sum(d) / len(d)
+    sums = [d[2 * i] + d[2 * i + 1] - 2 * mean for i in range(2000)]
+    half = 1.959964 * (sum(x * x for x in sums) * 2000 / 1999) ** 0.5 / len(d)   # cluster-robust normal approx.
+    assert diff == pytest.approx(mean) and (high - low) / 2 == pytest.approx(half, rel=0.1)
+    _, low1, high1 = paired_bootstrap(d, [0.0] * len(d), resamples=4000, seed=5)   # as if independent: narrower
+    assert (high - low) / (high1 - low1) == pytest.approx(2 ** 0.5, rel=0.12)
+    with pytest.raises(ValueError, match=r"^paired_bootstrap's clusters has 3 labels for 4 elements$"):
+        paired_bootstrap(a, b, clusters=[1, 2, 3])
 
 
 def test_per_sample_shares_are_exact_at_the_cut_offs():

@@ -8,9 +8,9 @@ samples are refused, and the interval reflects only how the models differ on the
 is `sdporec.commands.compare`.
 
 Several files joined by commas are one model measured on several sets of samples (seeds, say), in the same
-order for every model. Sets of different samples are pooled sample by sample and every bootstrap resample draws
-within each set; sets of the same samples (seeds evaluated on one test file) average each sample over them first.
-Sets that share only some samples are refused.
+order for every model. The sets are pooled evaluation by evaluation, and the bootstrap draws samples, each with
+every evaluation of it (a cluster bootstrap): sets may hold different samples, the same samples (seeds on one
+test file) or some of each, and a sample that two seeds measured never counts as two independent ones.
 """
 
 from __future__ import annotations
@@ -98,16 +98,6 @@ def require_new_keys(models: list[list[tuple[str, dict[str, dict]]]]) -> None:
                           f"older sdporec) and {by_content[True]} by content: evaluate the older again")
 
 
-def require_distinct_sets(files: list[tuple[str, dict[str, dict]]]) -> None:
-    """Pooled sets must not share samples (a shared one would count as two independent samples)."""
-    for i, (file_a, a) in enumerate(files):
-        for file_b, b in files[i + 1:]:
-            if shared := sum(k in a for k in b):
-                raise DataError(file_b, None, "sample", f"shares {shared} of its {len(b)} samples with {file_a}: "
-                                "files joined by commas must hold different samples (seeds with their own test "
-                                "samples), or all the same samples (each sample is then averaged over them)")
-
-
 def read_models(predictions: Sequence) -> list[list[tuple[str, dict[str, dict]]]]:
     """Each model's predictions, one per set of samples; the i-th file of every model must hold the same samples."""
     models = [[read_predictions(p) for p in model_files(entry)] for entry in predictions]
@@ -123,42 +113,33 @@ def read_models(predictions: Sequence) -> list[list[tuple[str, dict[str, dict]]]
     return models
 
 
-def per_sample(files: list[tuple[str, dict[str, dict]]], keys: list[list[str]], same: bool) -> dict[str, list[float]]:
-    """Each sample's contribution to every metric: the sets one after another, or (`same`: every set holds the
-    same samples) each sample's mean over the sets."""
-    per = [per_sample_metrics([rows[k] for k in ks]) for (_, rows), ks in zip(files, keys)]
-    if same:
-        return {m: [sum(p[m][i] for p in per) / len(per) for i in range(len(keys[0]))] for m in per[0]}
-    return {m: [x for p in per for x in p[m]] for m in per[0]}
-
-
 def compare_predictions(predictions: Sequence, names: list[str] | None = None, resamples: int = 2000,
                         seed: int = 0) -> dict:
     """Every metric of each model's predictions, and the paired bootstrap 95% interval of every pairwise
     difference with its verdict. An entry of `predictions` is one predictions file (or folder holding one), or
-    several (joined by commas, or a list): one model measured on several sets of samples, in the same order for
-    every model. Sets of different samples (seeds with their own test samples) are pooled and resampled within
-    each set; sets of the same samples (seeds on one test file) average each sample over them. `names`: one per
-    entry (default: each first file's folder name)."""
+    several (joined by commas, or a list): one model measured on several sets of samples (seeds), in the same
+    order for every model. The sets are pooled evaluation by evaluation, and the bootstrap draws samples: a
+    sample that several sets hold is drawn with all its evaluations. `names`: one per entry (default: each
+    first file's folder name)."""
     models = read_models(predictions)
     names = names or [Path(m[0][0]).parent.name or m[0][0] for m in models]
     if len(set(names)) != len(names):
         names = [",".join(f for f, _ in m) for m in models]
     keys = [sorted(rows) for _, rows in models[0]]
-    same = len(keys) > 1 and all(k == keys[0] for k in keys[1:])
-    if not same:
-        require_distinct_sets(models[0])
-    per = {name: per_sample(files, keys, same) for name, files in zip(names, models)}
+    labels = [k for ks in keys for k in ks]
+    per = {name: [per_sample_metrics([rows[k] for k in ks]) for (_, rows), ks in zip(files, keys)]
+           for name, files in zip(names, models)}
     # Both protocols have HR@1, so a ranking and a generation evaluation compare on it (as the paper does).
-    metrics = [m for m in per[names[0]] if all(m in per[n] for n in names)]
-    n = len(per[names[0]]["hr@1"])
-    result = {"n": n, "sets": [len(k) for k in keys], "same_samples": same, "resamples": resamples, "seed": seed,
-              "metrics": {name: {m: sum(per[name][m]) / n for m in metrics} for name in names},
+    metrics = [m for m in per[names[0]][0] if all(m in per[n][0] for n in names)]
+    per = {name: {m: [x for part in parts for x in part[m]] for m in metrics} for name, parts in per.items()}
+    n = len(labels)
+    result = {"n": n, "sets": [len(k) for k in keys], "distinct_samples": len(set(labels)), "resamples": resamples,
+              "seed": seed, "metrics": {name: {m: sum(per[name][m]) / n for m in metrics} for name in names},
               "differences": []}
     for a, b in combinations(names, 2):
         for m in metrics:
             diff, low, high = paired_bootstrap(per[a][m], per[b][m], resamples, seed,
-                                               sets=None if same else result["sets"])
+                                               clusters=labels if len(keys) > 1 else None)
             verdict = "better" if low > 0 else "worse" if high < 0 else "not distinguishable"
             result["differences"].append({"a": a, "b": b, "metric": m, "difference": diff, "low": low,
                                           "high": high, "a_is": verdict})
@@ -169,10 +150,11 @@ def format_comparison(result: dict) -> str:
     names = list(result["metrics"])
     metrics = list(result["metrics"][names[0]])
     sets = result.get("sets", [result["n"]])
-    pooled = f" in {len(sets)} sets ({', '.join(map(str, sets))}), drawn within each set" if len(sets) > 1 else ""
-    if result.get("same_samples"):
-        pooled = f", each the mean of {len(sets)} evaluations of it"
-    lines = [f"{result['n']} samples{pooled}, paired bootstrap ({result['resamples']} resamples), 95% intervals", "",
+    head = f"{result['n']} samples"
+    if len(sets) > 1:
+        head = (f"{result['n']} evaluations of {result['distinct_samples']} samples in {len(sets)} sets "
+                f"({', '.join(map(str, sets))}), each sample drawn with all its evaluations")
+    lines = [f"{head}, paired bootstrap ({result['resamples']} resamples), 95% intervals", "",
              f"{'':<14}" + "".join(f"{m:>10}" for m in metrics)]
     lines += [f"{n:<14}" + "".join(f"{result['metrics'][n][m]:>10.4f}" for m in metrics) for n in names]
     width = max(len(f"{d['a']} - {d['b']}") for d in result["differences"]) + 2

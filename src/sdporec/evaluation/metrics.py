@@ -9,7 +9,7 @@ when that title is the target; HR@1 = hits / all samples, ValidRatio = valid / a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 METRIC_KEYS = ("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr", "valid_ratio", "n")
 
@@ -79,27 +79,32 @@ def per_sample_metrics(rows: Sequence[dict]) -> dict[str, list[float]]:
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0,
-                     level: float = 0.95, sets: Sequence[int] | None = None) -> tuple[float, float, float]:
+                     level: float = 0.95, clusters: Sequence[Hashable] | None = None) -> tuple[float, float, float]:
     """mean(a) - mean(b) over paired samples, and its percentile bootstrap interval at `level`: the samples
-    are drawn with replacement `resamples` times, the same draw for both (they are paired). `sets`: the sizes
-    of consecutive blocks of the lists (e.g. one per seed) that are each drawn within themselves, so every
-    resample keeps each block's size (a stratified bootstrap); None is one block."""
+    are drawn with replacement `resamples` times, the same draw for both (they are paired). `clusters`: a label
+    per element; elements of one label (one test sample measured under several seeds) are drawn together, and
+    each resample's mean is over the elements drawn (a cluster bootstrap)."""
     import torch
 
     if len(a) != len(b) or not a:
         raise ValueError("paired_bootstrap needs two equally long, non-empty lists")
-    sets = list(sets) if sets is not None else [len(a)]
-    if sum(sets) != len(a) or min(sets) < 1:
-        raise ValueError(f"paired_bootstrap's sets {sets} must be positive sizes that add up to {len(a)}")
+    if clusters is not None and len(clusters) != len(a):
+        raise ValueError(f"paired_bootstrap's clusters has {len(clusters)} labels for {len(a)} elements")
     diffs = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
-    starts, generator = [sum(sets[:i]) for i in range(len(sets))], torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    sums = sizes = None
+    if clusters is not None:
+        index = {c: i for i, c in enumerate(dict.fromkeys(clusters))}
+        which = torch.tensor([index[c] for c in clusters])
+        sums = torch.zeros(len(index), dtype=torch.float64).index_add_(0, which, diffs)
+        sizes = torch.zeros(len(index), dtype=torch.float64).index_add_(0, which, torch.ones_like(diffs))
+    n = len(diffs) if sums is None else len(sums)
 
-    def draw(count: int) -> torch.Tensor:   # (count, len(a)) indices, each block's drawn within the block
-        return torch.cat([start + torch.randint(n, (count, n), generator=generator)
-                          for start, n in zip(starts, sets)], dim=1)
+    def means(count: int) -> torch.Tensor:
+        picked = torch.randint(n, (count, n), generator=generator)
+        return diffs[picked].mean(1) if sums is None else sums[picked].sum(1) / sizes[picked].sum(1)
 
-    means = torch.cat([diffs[draw(min(200, resamples - start))].mean(1)
-                       for start in range(0, resamples, 200)]).sort().values
+    drawn = torch.cat([means(min(200, resamples - start)) for start in range(0, resamples, 200)]).sort().values
     tail = (1 - level) / 2
-    low, high = means[int(tail * resamples)], means[min(resamples - 1, int((1 - tail) * resamples))]
+    low, high = drawn[int(tail * resamples)], drawn[min(resamples - 1, int((1 - tail) * resamples))]
     return diffs.mean().item(), low.item(), high.item()
