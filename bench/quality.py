@@ -191,27 +191,17 @@ def summarise(rows: dict[str, list[Path]]) -> dict[str, dict]:
 
 
 def differences(rows: dict[str, list[Path]], pairs: list[tuple[str, str]]) -> list[dict]:
-    """Paired bootstrap 95% intervals of HR@1 and MRR differences, each sample's metric averaged over the
-    seeds of its row first (sdporec's `per_sample_metrics` and `paired_bootstrap`, as `sdporec compare`)."""
-    from sdporec.evaluation.compare import read_predictions
-    from sdporec.evaluation.metrics import paired_bootstrap, per_sample_metrics
-
-    def averaged(name: str) -> dict[str, list[float]]:
-        per_seed = []
-        for run in rows[name]:
-            _, preds = read_predictions(str(ranking_dir(run)))
-            per_seed.append(per_sample_metrics([preds[k] for k in sorted(preds)]))
-        return {m: [sum(p[m][i] for p in per_seed) / len(per_seed) for i in range(len(per_seed[0][m]))]
-                for m in ("hr@1", "mrr")}
+    """Paired bootstrap 95% intervals of HR@1 and MRR differences over every seed of both rows, each test sample
+    drawn with all its seeds' evaluations (`sdporec compare` with the seeds joined, `compare_predictions`)."""
+    from sdporec.evaluation.compare import compare_predictions
 
     out = []
     for a, b in pairs:
         if a in rows and b in rows:
-            pa, pb = averaged(a), averaged(b)
-            for m in ("hr@1", "mrr"):
-                diff, low, high = paired_bootstrap(pa[m], pb[m])
-                verdict = "better" if low > 0 else "worse" if high < 0 else "not distinguishable"
-                out.append({"a": a, "b": b, "metric": m, "diff": diff, "low": low, "high": high, "a_is": verdict})
+            got = compare_predictions([[str(ranking_dir(r)) for r in rows[n]] for n in (a, b)], [a, b])
+            out += [{"a": a, "b": b, "metric": d["metric"], "diff": d["difference"], "low": d["low"],
+                     "high": d["high"], "a_is": d["a_is"]}
+                    for d in got["differences"] if d["metric"] in ("hr@1", "mrr")]
     return out
 
 
