@@ -162,3 +162,27 @@ def ranked(path) -> dict:
     import json
 
     return {json.loads(line)["key"]: json.loads(line)["ranked"] for line in open(path)}
+
+
+class _Marker:
+    """Unpickling this object creates the file `path`: proof that a pickle ran code."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def crafted_pickle(marker: Path) -> bytes:
+    """A pickle (as torch.save's zip or as plain pickle bytes, both are what `torch.load` reads) that creates
+    `marker` when unpickled."""
+    import pickle
+
+    return pickle.dumps(_Marker(str(marker)))
+
+
+def crafted_torch_file(marker: Path, path: Path) -> None:
+    """A torch.save file at `path` whose unpickling creates `marker` (what a crafted optimizer.bin or
+    pytorch_model.bin would be)."""
+    torch.save({"state": _Marker(str(marker))}, path)

@@ -223,18 +223,18 @@ def test_precomputed_reference_equals_online_and_is_reused(run_dir, tmp_path):
     cache = tmp_path / "cache"
     assert main([*common, "--out", str(tmp_path / "online"), "--reference-pass", "online"]) == 0
     assert main([*common, "--out", str(tmp_path / "pre"), "--reference-cache", str(cache)]) == 0
-    assert len(list(cache.glob("*.pt"))) == 2          # one per epoch: candidate lists change per epoch
-    stamps = {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")}
+    assert len(list(cache.glob("*.safetensors"))) == 2          # one per epoch: candidate lists change per epoch
+    stamps = {p: p.stat().st_mtime_ns for p in cache.glob("*.safetensors")}
     assert main([*common, "--out", str(tmp_path / "again"), "--reference-cache", str(cache)]) == 0
-    assert {p: p.stat().st_mtime_ns for p in cache.glob("*.pt")} == stamps   # read, not recomputed
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*.safetensors")} == stamps   # read, not recomputed
     online, pre, again = (_losses(tmp_path / n) for n in ("online", "pre", "again"))
     assert online == pytest.approx(pre, abs=1e-5) and pre == again
     # Settings that change the reference's numbers get their own entries, never the float32 ones.
     assert main([*common, "--out", str(tmp_path / "bf16"), "--reference-cache", str(cache),
                  "--mixed-precision", "bf16"]) == 0
-    assert len(list(cache.glob("*.pt"))) == 4 and {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert len(list(cache.glob("*.safetensors"))) == 4 and {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert main([*common, "--out", str(tmp_path / "layout"), "--reference-cache", str(cache), "--layout", "paper"]) == 0
-    assert len(list(cache.glob("*.pt"))) == 6
+    assert len(list(cache.glob("*.safetensors"))) == 6
 
 
 def test_precompute_holds_no_reference_model(run_dir):

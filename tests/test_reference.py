@@ -1,10 +1,18 @@
 """The reference cache's key: every setting that changes the reference log-probs changes it."""
 
 import torch
+from conftest import crafted_pickle
 
 from sdporec.data.samples import Sample
 from sdporec.training import reference
-from sdporec.training.reference import CACHE_FORMAT, cache_key, inputs_digest, reference_identity, reference_logps
+from sdporec.training.reference import (
+    CACHE_FORMAT,
+    cache_key,
+    inputs_digest,
+    read_cache,
+    reference_identity,
+    reference_logps,
+)
 
 BASE = {"data": "d" * 64, "model": "m" * 64, "seed": 0, "k": 3, "domain": "music", "keep_candidates": False,
         "dtype": "float32", "load_in_4bit": False, "mixed_precision": "no", "layout": "packed", "device": "cpu",
@@ -55,11 +63,17 @@ def test_a_cache_file_of_another_format_or_damaged_is_recomputed(tmp_path):
 
     import contextlib
     ref = contextlib.nullcontext
-    path = tmp_path / "k.pt"
-    torch.save({"keys": [s.key for s in samples], "logps": torch.zeros(3, 2)}, path)   # no format: old
+    path = tmp_path / "k.safetensors"
+    marker = tmp_path / "marker"
+    path.write_bytes(crafted_pickle(marker))   # a crafted pickle: never unpickled, a miss
     out = reference_logps(ref, samples, Batch, 2, "cpu", path, progress=False, logprobs=scorer)
-    assert calls == [2, 1] and float(out["train:0"][0]) == -1.0
-    assert torch.load(path)["format"] == CACHE_FORMAT
+    assert calls == [2, 1] and float(out["train:0"][0]) == -1.0 and not marker.exists()
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata()["format"] == str(CACHE_FORMAT)
+    cached = read_cache(path)
+    assert sorted(cached) == [s.key for s in samples]
+    assert all(torch.equal(cached[s.key], torch.tensor([-1.0, -1.0])) for s in samples)
     reference_logps(ref, samples, Batch, 2, "cpu", path, progress=False, logprobs=scorer)
     assert calls == [2, 1]                                                                # now a hit
     path.write_bytes(b"damaged")

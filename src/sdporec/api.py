@@ -11,6 +11,7 @@ from sdporec.commands.evaluate import EvaluateConfig, run_evaluate
 from sdporec.commands.pipeline import PipelineConfig, run_pipeline
 from sdporec.commands.preference import DPOConfig, SDPOConfig, run_preference
 from sdporec.commands.prepare import PrepareConfig, run_prepare
+from sdporec.commands.runner import run_command
 from sdporec.commands.settings import configure
 from sdporec.commands.sft import SFTConfig, run_sft
 from sdporec.models.loading import quiet_transformers
@@ -57,4 +58,4 @@ def _run(command, cls, config, settings: dict):
     """What each function does: the config checked as the CLI checks it, transformers' notices off, the command."""
     checked = configure(cls, config, settings)
     quiet_transformers()
-    return command(checked)
+    return run_command(command, checked)

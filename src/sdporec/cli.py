@@ -19,9 +19,10 @@ from sdporec.commands.preference import DPOConfig, SDPOConfig, run_preference
 from sdporec.commands.prepare import PrepareConfig, run_prepare
 from sdporec.commands.recommend import RecommendConfig, run_recommend
 from sdporec.commands.report import ReportConfig, run_report
+from sdporec.commands.runner import run_command
 from sdporec.commands.settings import add_arguments, resolve
 from sdporec.commands.sft import SFTConfig, run_sft
-from sdporec.errors import ConfigError, DataError
+from sdporec.errors import BusyError, ConfigError, DataError, OutputError
 from sdporec.evaluation.metrics import NonFiniteError
 from sdporec.models.loading import quiet_transformers
 
@@ -60,7 +61,7 @@ def _error_line(e: BaseException) -> tuple[str, int]:
     """One line for an error that ends a command, and the exit status."""
     import torch
 
-    if isinstance(e, (ConfigError, DataError, NonFiniteError)):
+    if isinstance(e, (ConfigError, DataError, NonFiniteError, OutputError, BusyError)):
         return str(e), 2
     if isinstance(e, KeyboardInterrupt):
         return "interrupted; files already written are complete (a training run continues with --resume)", 130
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     cls, run, _ = COMMANDS[args.command]
     try:
         cfg = resolve(cls, args)
-        result = run(cfg)
+        result = run_command(run, cfg)
     except (Exception, KeyboardInterrupt) as e:
         if args.debug:
             raise

@@ -11,27 +11,53 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sdporec.errors import DataError
+from sdporec.errors import DataError, OutputError, warn
+
+
+def _write_failure(e: BaseException) -> str | None:
+    """What went wrong, where `e` is a failed write (an OSError, or safetensors' own error for one); else None."""
+    if isinstance(e, OSError):
+        return e.strerror or str(e) or type(e).__name__
+    if type(e).__name__ == "SafetensorError":
+        return " ".join(str(e).split())[:200]
+    return None
+
+
+@contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """A failed write inside the block (disk full, a file size limit, permissions) becomes one `OutputError`
+    naming `path`."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except Exception as e:
+        problem = _write_failure(e)
+        if problem is None:
+            raise
+        raise OutputError(path, problem) from e
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary file beside `path` for the block to write; renamed onto `path` when the block ends, removed
-    if it raises: a failure never leaves half a file. The file gets the permissions `open()` would give."""
+    if it raises: a failure never leaves half a file. The file gets the permissions `open()` would give. A
+    failed write is an `OutputError` naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
+            yield tmp
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -53,6 +79,38 @@ def swap_in_dir(tmp: Path, out: Path) -> None:
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"holds {name}, which is not a number JSON allows")
+
+
+def parse_json(text: str, finite: bool = True) -> object:
+    """`json.loads`, refusing NaN and Infinity (Python's json module accepts them) unless `finite` is False."""
+    return json.loads(text, parse_constant=_no_constant) if finite else json.loads(text)
+
+
+def read_jsonl(path: str | os.PathLike, finite: bool = True) -> list[tuple[int, object]]:
+    """(line number, value) of every non-empty line of a JSON Lines file (`read_text` decoding). A last line
+    that does not parse and has no line break after it was cut short by a kill or a full disk: it is left out
+    with a warning naming the file. Any other line that does not parse, or holds NaN or Infinity (unless
+    `finite` is False), is a `DataError` naming the file and line."""
+    text = read_text(path)
+    lines = text_lines(text)
+    rows = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((n, parse_json(line, finite)))
+        except json.JSONDecodeError as e:
+            if n == len(lines) and not text.endswith("\n"):
+                warn(f"file {path}: line {n} is cut short (the writer was stopped); it is left out")
+                continue
+            raise DataError(path, f"line {n}", None, f"not valid JSON ({e})") from None
+        except ValueError as e:
+            raise DataError(path, f"line {n}", None, str(e)) from None
+    return rows
 
 
 def text_lines(text: str) -> list[str]:
@@ -99,9 +157,11 @@ def read_json_object(path: str | os.PathLike, context: str = "") -> dict:
     ending in `context` (what a damaged file means) where given."""
     tail = f"; {context}" if context else ""
     try:
-        obj = json.loads(read_text(path))
+        obj = parse_json(read_text(path))
     except json.JSONDecodeError as e:
         raise DataError(path, None, None, f"not valid JSON ({e}){tail}") from None
+    except ValueError as e:
+        raise DataError(path, None, None, f"{e}{tail}") from None
     if not isinstance(obj, dict):
         raise DataError(path, None, None, f"expected a JSON object{tail}")
     return obj

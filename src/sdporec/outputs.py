@@ -1,12 +1,16 @@
 """Output directories: before a command runs, whether it may write there (never into a file, never over an
-earlier run's outputs without `--overwrite`), and removing an earlier run's outputs when told to."""
+earlier run's outputs without `--overwrite`, never into or over one of its inputs), the lock that makes a
+command the folder's only writer, and removing an earlier run's outputs when told to."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
+import time
 from pathlib import Path
 
-from sdporec.errors import ConfigError, require
+from sdporec.errors import BusyError, ConfigError, require
 
 
 def not_a_file(path: str, name: str) -> Path:
@@ -45,3 +49,75 @@ def require_outside(model: str, out: str, overwrite: bool) -> None:
     require(not (overwrite and model_path.exists() and model_path.is_relative_to(out_path)), "overwrite",
             f"the model to start from, {model}, lies inside --out {out}, whose outputs --overwrite removes; "
             "choose another --out")
+
+
+def require_apart(out: str, inputs: dict[str, str | list[str]], name: str = "out") -> None:
+    """An output (file or folder) that is, contains, or lies inside one of the command's inputs (setting name
+    -> path or paths; hub names and empty settings are skipped) would overwrite or mix with what it reads."""
+    if not out:
+        return
+    target = Path(out).resolve()
+    for setting_name, paths in inputs.items():
+        for path in [paths] if isinstance(paths, str) else paths:
+            for one in str(path).split(","):   # compare's seeds of one model, joined by commas
+                source = Path(one).resolve() if one else None
+                if source is None or not source.exists():
+                    continue
+                if target == source or target.is_relative_to(source) or source.is_relative_to(target):
+                    how = "is" if target == source else "lies inside" if target.is_relative_to(source) else "holds"
+                    raise ConfigError(f"setting '{name}': {out} {how} the input {one} (setting '{setting_name}'); "
+                                      "an output must be apart from what the command reads: choose another --out")
+
+
+class OutputLock:
+    """One writer per output: an advisory lock (`flock`) on `.NAME.lock` beside the output file or folder NAME,
+    taken before anything is written and held until the command ends. A second command into the same output
+    is refused at once, naming the process that holds it; the lock dies with its holder, so a killed run
+    never blocks the next. The lock file is removed on release."""
+
+    def __init__(self, out: str | os.PathLike, setting: str = "out"):
+        self.out, self.setting = Path(out), setting
+        self.path = self.out.parent / f".{self.out.name}.lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._holder(fd)
+                os.close(fd)
+                raise BusyError(f"setting '{self.setting}': {self.out} is being written by another sdporec process "
+                                f"({holder}); wait for it to end, or choose another --{self.setting}") from None
+            try:   # the holder before us may have removed the file it locked: lock the one at the path
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                     f"{' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300]}".encode())
+        self.fd = fd
+        return self
+
+    @staticmethod
+    def _holder(fd: int) -> str:
+        try:
+            return os.pread(fd, 400, 0).decode("utf-8", "replace").strip() or "pid unknown"
+        except OSError:
+            return "pid unknown"
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            try:
+                os.unlink(self.path)   # while still locked: a process that opened it re-checks the inode
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None

@@ -13,6 +13,7 @@ from sdporec.commands.groups import (
     layout_setting,
     load_in_4bit_setting,
     progress_setting,
+    trust_remote_code_setting,
 )
 from sdporec.commands.settings import setting
 from sdporec.config import require_cuda_for_4bit, require_device, require_input, save_config
@@ -48,6 +49,7 @@ class EvaluateConfig:
         "+ λ x that: 0 the prompt alone (the paper's), 0.5 their product, 1 the history alone (default: the λ "
         "training chose on validation, recorded in the checkpoint; 0 where none was)")
     chat_template: str = chat_template_setting()
+    trust_remote_code: bool = trust_remote_code_setting()
     layout: str = layout_setting("ranking: auto takes the layout measured fastest on this device type (CPU: packed; "
                                  "CUDA: paper); packed scores all candidates in one row with the prompt, under a "
                                  "block mask; flex the same under a FlexAttention block mask; cache on copies of the "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from sdporec.commands.groups import dtype_setting
+from sdporec.commands.groups import dtype_setting, trust_remote_code_setting
 from sdporec.commands.settings import setting
 from sdporec.errors import ConfigError, require
 from sdporec.models.checkpoints import claim_checkpoint_dir
@@ -24,6 +24,7 @@ class ExportConfig:
     out: str = setting("", "directory for the exported model")
     merge: bool = setting(False, "fold a LoRA adapter into its base weights and write a full model")
     dtype: str = dtype_setting("dtype of the written weights")
+    trust_remote_code: bool = trust_remote_code_setting()
     overwrite: bool = setting(False, "replace an earlier export in OUT")
 
     def check(self) -> None:

@@ -46,6 +46,12 @@ def load_in_4bit_setting(help: str):
     return setting(False, help)
 
 
+def trust_remote_code_setting():
+    return setting(False, "let a model or tokenizer run its own Python code (a model type transformers does not "
+                   "know, from the hub or a folder): only for models from sources you trust; without it such a "
+                   "model is refused, never asked about")
+
+
 def chat_template_setting(training: bool = False):
     words = {"checkpoint": "a checkpoint", "one": "a template"} if training else \
         {"checkpoint": "the checkpoint", "one": "one"}

@@ -18,6 +18,7 @@ from sdporec.commands.groups import (
     progress_setting,
     report_to_setting,
     threads_setting,
+    trust_remote_code_setting,
 )
 from sdporec.commands.preference import DPOConfig, SDPOConfig, run_preference
 from sdporec.commands.prepare import PrepareConfig, run_prepare
@@ -39,7 +40,7 @@ from sdporec.models.item_rows import ITEM_INIT
 from sdporec.models.loading import load_for_inference
 from sdporec.models.scoring import running_layout
 from sdporec.models.sources import resolve_model
-from sdporec.outputs import claim_out_dir
+from sdporec.outputs import claim_out_dir, clear_outputs
 from sdporec.training.train_config import DEFAULT_LR
 
 
@@ -52,6 +53,7 @@ class PipelineConfig:
     items: int = setting(300, "built-in data: number of items")
     model: str = setting(BUILTIN, "'builtin' (a small item-token Llama built here), or a pretrained model to fine-tune "
                          "(a model directory, hub name, .gguf file or smollm2-135m)")
+    trust_remote_code: bool = trust_remote_code_setting()
     lora: bool = setting(False, "pretrained models: train a LoRA adapter instead of all weights (every stage)")
     item_tokens: bool = setting(False, "pretrained models: one added token per item (as `sft --item-tokens`)")
     item_init: str = setting("mean", "with --item-tokens: how new rows start (as `sft --item-init`)",
@@ -136,6 +138,7 @@ def require_test_titles(data: Path) -> None:
                            f"{data / 'items.txt'}, so the model gets no token for it; list every title there")
 
 
+SUMMARIES = ("config.yaml", "metrics.json", "timings.json", "comparison.json")
 PIPELINE_OUTPUTS = ("config.yaml", "metrics.json", "timings.json", "comparison.json", "data", "sft", "dpo", "sdpo",
                     "eval", "report")
 
@@ -143,7 +146,9 @@ PIPELINE_OUTPUTS = ("config.yaml", "metrics.json", "timings.json", "comparison.j
 def run_pipeline(cfg: PipelineConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out)
+    # The summaries of an earlier run (--overwrite) go first, and this run's config is saved last: they never
+    # describe stages that are not there.
+    clear_outputs(cfg.out, SUMMARIES)
     timings: dict[str, float] = {}
     started = time.time()
     data = Path(cfg.data) if cfg.data else out / "data"
@@ -154,7 +159,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     titles = str(data / "items.txt") if (data / "items.txt").is_file() else ""
     common = dict(train=files["train"], valid=files["valid"], domain=cfg.domain, batch_size=cfg.batch_size,
                   eval_samples=cfg.eval_samples, device=cfg.device, threads=cfg.threads, seed=cfg.seed,
-                  progress=cfg.progress, report_to=cfg.report_to, overwrite=cfg.overwrite)
+                  progress=cfg.progress, report_to=cfg.report_to, overwrite=cfg.overwrite,
+                  trust_remote_code=cfg.trust_remote_code)
     backbone = "builtin" if cfg.model == BUILTIN else "lora" if cfg.lora else "full"
     sft_lr = cfg.sft_lr or DEFAULT_LR[("sft", backbone)]
     pref_lr = cfg.pref_lr or DEFAULT_LR[("preference", backbone)]
@@ -204,4 +210,5 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     figures = make_figures(runs, finals, out / "report")
     write_markdown(runs, finals, figures, out / "report")
     print(f"Report: {out / 'report' / 'report.md'} with figures {', '.join(figures)}")
+    save_config(cfg, out)
     return results

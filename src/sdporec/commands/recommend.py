@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sdporec.commands.groups import chat_template_setting, device_setting
+from sdporec.commands.groups import chat_template_setting, device_setting, trust_remote_code_setting
 from sdporec.commands.settings import setting
 from sdporec.config import require_device, require_input
 from sdporec.data.prompts import DOMAINS
@@ -35,6 +35,7 @@ class RecommendConfig:
                                             "log-prob after the history alone (default: the λ recorded in the "
                                             "checkpoint, else 0)")
     chat_template: str = chat_template_setting()
+    trust_remote_code: bool = trust_remote_code_setting()
     device: str = device_setting()
 
     def check(self) -> None:
@@ -65,7 +66,7 @@ def read_request(cfg: RecommendConfig) -> Sample:
 def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
     request = read_request(cfg)   # checked before the model loads
     recommender = Recommender.load(cfg.model, cfg.domain, cfg.score, cfg.chat_template, cfg.device,
-                                   cfg.history_readout, [request], cfg.input or "command line")
+                                   cfg.history_readout, [request], cfg.input or "command line", cfg.trust_remote_code)
     ranked = recommender.rank_request(request, cfg.top)
     if cfg.json:
         print(json.dumps([{"title": t, "score": s} for t, s in ranked], ensure_ascii=False, indent=2))

@@ -19,6 +19,7 @@ from sdporec.commands.groups import (
     report_to_setting,
     require_backend,
     threads_setting,
+    trust_remote_code_setting,
 )
 from sdporec.commands.settings import setting
 from sdporec.config import require_cuda_for_4bit, require_device, require_input
@@ -71,6 +72,7 @@ class TrainConfig:
     gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass to save memory (no "
                                        "key/value cache is kept then, so the cache layout runs packed)")
     chat_template: str = chat_template_setting(training=True)
+    trust_remote_code: bool = trust_remote_code_setting()
     layout: str = layout_setting("auto: the layout measured fastest on this device type (CPU: packed; CUDA: paper), "
                                  "named in summary.json; packed: each prompt and all its answers in one row under a "
                                  "block mask; flex: the same rows, the mask as a FlexAttention block mask; cache: "

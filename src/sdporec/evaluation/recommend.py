@@ -11,7 +11,7 @@ from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import Sample
 from sdporec.errors import DataError, require
 from sdporec.evaluation.scoring import SCORES, LMScorer, require_finite, require_readout_weight
-from sdporec.models.sources import resolve_model
+from sdporec.models.sources import remote_code, resolve_model
 
 
 def make_request(history, candidates, where: str) -> Sample:
@@ -34,11 +34,12 @@ class Recommender:
     @classmethod
     def load(cls, path: str, domain: str | None = None, score: str = "sum", chat_template: str = "auto",
              device: str = "auto", history_readout: float | None = None, samples: Sequence[Sample] = (),
-             samples_from: str = "") -> Recommender:
+             samples_from: str = "", trust_remote_code: bool = False) -> Recommender:
         """A checkpoint directory (full model or LoRA adapter) or hub name; `domain`: prompt templates (default:
         those it was trained with); `score`: a candidate's answer log-probs summed or averaged per token;
         `history_readout`: λ, as `evaluate`'s (None: the one its training chose on validation, recorded in the
-        checkpoint, else 0); `samples`: requests whose titles are checked before the weights load."""
+        checkpoint, else 0); `samples`: requests whose titles are checked before the weights load;
+        `trust_remote_code`: let a model of a type transformers does not know run its own code (never by default)."""
         from sdporec.models.loading import load_for_inference, quiet_transformers
 
         require(score in SCORES, "score", f"one of {', '.join(SCORES)}")
@@ -48,9 +49,10 @@ class Recommender:
         require_device(device)
         path = resolve_model(path)
         quiet_transformers()
-        loaded = load_for_inference(path, domain=domain, history_readout=history_readout,
-                                    chat_template=chat_template, device=device, samples=samples,
-                                    samples_from=samples_from)
+        with remote_code(trust_remote_code):
+            loaded = load_for_inference(path, domain=domain, history_readout=history_readout,
+                                        chat_template=chat_template, device=device, samples=samples,
+                                        samples_from=samples_from)
         return cls(loaded.model, loaded.codec, path, loaded.domain, score, loaded.history_readout)
 
     def rank(self, history: list[str], candidates: list[str], top: int = 0) -> list[tuple[str, float]]:

@@ -124,19 +124,41 @@ def report_weights(path: str | Path, missing, unexpected) -> None:
     warn(f"{path}: {detail}")
 
 
+def _pickles(path: str) -> str:
+    """The pickled weight files of a model directory, for a message."""
+    found = sorted(p.name for p in Path(path).glob("*.bin")) if Path(path).is_dir() else []
+    return f"{', '.join(found[:3])} in {path}" if found else path
+
+
 @contextlib.contextmanager
 def loading(path: str, setting: str = "model") -> Iterator[None]:
     """Errors that transformers, peft or safetensors raise while reading a model or tokenizer become one
-    `ConfigError` naming the setting and the path."""
+    `ConfigError` naming the setting and the path: a pickled `.bin` that holds more than tensors (refused by
+    `torch.load(weights_only=True)`: it could run code) and a model that needs its own code included."""
+    import pickle
+
     try:
         yield
     except ConfigError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as e:
-        text = " ".join(str(e).split()) or type(e).__name__
+    except pickle.UnpicklingError:
         raise ConfigError(
-            f"setting '{setting}': cannot load {path}: {text[:300]}{'...' if len(text) > 300 else ''}"
-        ) from e
+            f"setting '{setting}': {_pickles(path)} is a pickle that holds more than plain tensors, so loading it "
+            "could run code; sdporec loads pickled weights only as plain tensors and refused it. Use the model's "
+            "safetensors files from a source you trust") from None
+    except ValueError as e:
+        if "trust_remote_code" not in str(e):
+            raise _cannot_load(path, setting, e) from e
+        raise ConfigError(f"setting '{setting}': {path} needs its own Python code to load (a model type transformers "
+                          "does not know); sdporec runs no code from a model unless you add --trust-remote-code "
+                          "(trust_remote_code=True in Python)") from None
+    except (OSError, KeyError, RuntimeError, TypeError) as e:
+        raise _cannot_load(path, setting, e) from e
+
+
+def _cannot_load(path: str, setting: str, e: BaseException) -> ConfigError:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return ConfigError(f"setting '{setting}': cannot load {path}: {text[:300]}{'...' if len(text) > 300 else ''}")
 
 
 def needs_own_base(source: str) -> bool:

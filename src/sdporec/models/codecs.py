@@ -7,7 +7,7 @@ from sdporec.data.codec import ItemCodec, TextCodec
 from sdporec.data.hybrid import HybridCodec
 from sdporec.errors import ConfigError, warn
 from sdporec.models.checkpoints import Checkpoint
-from sdporec.models.sources import is_gguf, load_gguf_tokenizer
+from sdporec.models.sources import is_gguf, load_gguf_tokenizer, tokenizer_kwargs
 
 
 def load_codec(path: str, chat_template: str = "auto", checkpoint: Checkpoint | None = None) -> ItemCodec | TextCodec:
@@ -20,7 +20,7 @@ def load_codec(path: str, chat_template: str = "auto", checkpoint: Checkpoint | 
     from transformers import AutoTokenizer
 
     recorded = (checkpoint or Checkpoint.read(path)).codec
-    tokenizer = load_gguf_tokenizer(path) if is_gguf(path) else AutoTokenizer.from_pretrained(path)
+    tokenizer = load_gguf_tokenizer(path) if is_gguf(path) else AutoTokenizer.from_pretrained(path, **tokenizer_kwargs())
     if recorded.get("kind") == "items":
         return ItemCodec(tokenizer)
     has_template = bool(tokenizer.chat_template)

