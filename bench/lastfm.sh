@@ -33,5 +33,5 @@ for s in ranking:
     print(f"{s:<6} ranking hr@1 {ranking[s]['hr@1']:.4f} ndcg@5 {ranking[s]['ndcg@5']:.4f} mrr {ranking[s]['mrr']:.4f}"
           f" | generation hr@1 {generation[s]['hr@1']:.4f} valid {generation[s]['valid_ratio']:.4f}")
 PY
-$BIN/sdporec report "$OUT" --out "$OUT/report"
+$BIN/sdporec report "$OUT" --out "${OUT%/}-report"   # apart from the run it reads
 echo "wall time: $(( $(date +%s) - start )) s"

@@ -21,8 +21,13 @@ def require_cuda_for_4bit(load_in_4bit: bool) -> None:
             "4-bit NF4 loading (bitsandbytes) needs a CUDA GPU; none is available here")
 
 
+def config_text(cfg) -> str:
+    """The resolved config as the YAML saved beside a run's outputs."""
+    return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
+
+
 def save_config(cfg, out_dir: str | Path, name: str = "config.yaml") -> None:
-    atomic_write_text(Path(out_dir) / name, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    atomic_write_text(Path(out_dir) / name, config_text(cfg))
 
 
 def require_input(path: str, name: str) -> None:

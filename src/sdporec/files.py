@@ -66,6 +66,31 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+@contextmanager
+def output_set(out_dir: str | os.PathLike, last: str) -> Iterator[Path]:
+    """A command's outputs written as one set: the block writes them into a temporary folder inside `out_dir`;
+    when it ends they replace their namesakes there, `last` (the file that describes the set, such as
+    config.yaml) removed first and put in place last, so it never describes files that are not there. A
+    failure inside the block leaves `out_dir` as it was; a failed write is an `OutputError`."""
+    out = Path(out_dir)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(dir=out, prefix=".writing-"))
+    try:
+        with writing(out):
+            yield stage
+        names = sorted((p.name for p in stage.iterdir()), key=lambda name: name == last)
+        with writing(out / last):
+            (out / last).unlink(missing_ok=True)
+            for name in names:
+                target = out / name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                os.replace(stage / name, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def swap_in_dir(tmp: Path, out: Path) -> None:
     """Put the finished directory `tmp` in place of `out`: the old one is renamed aside first and removed last,
     so at every moment `out` is either the old directory or the new one (or, for an instant, absent)."""
@@ -90,12 +115,12 @@ def parse_json(text: str, finite: bool = True) -> object:
     return json.loads(text, parse_constant=_no_constant) if finite else json.loads(text)
 
 
-def read_jsonl(path: str | os.PathLike, finite: bool = True) -> list[tuple[int, object]]:
-    """(line number, value) of every non-empty line of a JSON Lines file (`read_text` decoding). A last line
-    that does not parse and has no line break after it was cut short by a kill or a full disk: it is left out
-    with a warning naming the file. Any other line that does not parse, or holds NaN or Infinity (unless
-    `finite` is False), is a `DataError` naming the file and line."""
-    text = read_text(path)
+def read_jsonl(path: str | os.PathLike, finite: bool = True, text: str | None = None) -> list[tuple[int, object]]:
+    """(line number, value) of every non-empty line of a JSON Lines file (`read_text` decoding, unless its
+    `text` is given). A last line that does not parse and has no line break after it was cut short by a kill or
+    a full disk: it is left out with a warning naming the file. Any other line that does not parse, or holds
+    NaN or Infinity (unless `finite` is False), is a `DataError` naming the file and line."""
+    text = read_text(path) if text is None else text
     lines = text_lines(text)
     rows = []
     for n, line in enumerate(lines, start=1):

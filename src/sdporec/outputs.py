@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from sdporec.errors import BusyError, ConfigError, require
+from sdporec.errors import BusyError, ConfigError
 
 
 def not_a_file(path: str, name: str) -> Path:
@@ -43,12 +43,37 @@ def clear_outputs(path: str, outputs: tuple[str, ...]) -> None:
             target.unlink()
 
 
-def require_outside(model: str, out: str, overwrite: bool) -> None:
-    """`--overwrite` clears OUT's earlier outputs, so the model a run starts from must not lie among them."""
-    model_path, out_path = Path(model).resolve(), Path(out).resolve()
-    require(not (overwrite and model_path.exists() and model_path.is_relative_to(out_path)), "overwrite",
-            f"the model to start from, {model}, lies inside --out {out}, whose outputs --overwrite removes; "
-            "choose another --out")
+# Where `--overwrite` keeps an earlier run's outputs until the new run has finished (`SetAside`).
+REPLACED = ".replaced"
+
+
+class SetAside:
+    """An earlier run's outputs in `path`, moved into `path/.replaced` while a new run (`--overwrite`) writes
+    its own: they come back if the new run fails (`restore`) and go once it has finished (`drop`). One left by
+    a killed run is removed when the next `--overwrite` run starts."""
+
+    def __init__(self, path: str | os.PathLike, outputs: tuple[str, ...]):
+        self.out, self.outputs = Path(path), outputs
+        self.aside = self.out / REPLACED
+        shutil.rmtree(self.aside, ignore_errors=True)
+        found = [o for o in outputs if (self.out / o).exists() or (self.out / o).is_symlink()]
+        if found:
+            self.aside.mkdir(parents=True)
+            for o in found:
+                os.replace(self.out / o, self.aside / o)
+
+    def restore(self) -> bool:
+        """This run's outputs removed and the earlier run's put back; whether there were any."""
+        clear_outputs(str(self.out), self.outputs)
+        if not self.aside.is_dir():
+            return False
+        for p in self.aside.iterdir():
+            os.replace(p, self.out / p.name)
+        self.aside.rmdir()
+        return True
+
+    def drop(self) -> None:
+        shutil.rmtree(self.aside, ignore_errors=True)
 
 
 def require_apart(out: str, inputs: dict[str, str | list[str]], name: str = "out") -> None:

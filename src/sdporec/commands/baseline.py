@@ -9,12 +9,12 @@ from dataclasses import dataclass
 
 from sdporec.commands.groups import progress_setting
 from sdporec.commands.settings import setting
-from sdporec.config import require_input, save_config
+from sdporec.config import config_text, require_input
 from sdporec.data.samples import read_samples
 from sdporec.errors import require
 from sdporec.evaluation.baselines import item_count_scorer, item_knn_scorer, popularity_scorer
 from sdporec.evaluation.evaluate import RESULT_FILES, evaluate_ranking, write_results
-from sdporec.outputs import claim_out_dir
+from sdporec.outputs import claim_out_dir, require_apart
 
 BASELINES = ("popularity", "item-counts", "item-knn", "sasrec", "gru4rec")
 
@@ -46,6 +46,7 @@ class BaselineConfig:
     def resolve(self) -> None:
         for name in ("train", "eval", "valid"):
             require_input(getattr(self, name), name)
+        require_apart(self.out, {name: getattr(self, name) for name in ("train", "eval", "valid")})
         claim_out_dir(self.out, RESULT_FILES, self.overwrite)
 
 
@@ -69,7 +70,6 @@ def run_baseline(cfg: BaselineConfig) -> dict:
     metrics, rows = evaluate_ranking(scorer, samples)
     extra = {"protocol": "ranking", "model": cfg.name, "data": cfg.eval, "seconds": round(time.time() - started, 1),
              **info}
-    save_config(cfg, cfg.out)
-    write_results(cfg.out, metrics, rows, extra)
+    write_results(cfg.out, metrics, rows, extra, config_text(cfg))
     print(json.dumps({**metrics, **extra}, indent=2))
     return {**metrics, **extra}

@@ -10,6 +10,7 @@ from sdporec.commands.settings import setting
 from sdporec.errors import require
 from sdporec.evaluation.compare import compare_predictions, format_comparison
 from sdporec.files import atomic_write_text
+from sdporec.outputs import require_apart
 
 
 @dataclass
@@ -28,6 +29,9 @@ class CompareConfig:
         require(not self.names or len(self.names) == len(self.predictions), "names", "one name per model")
         require(len(set(self.names)) == len(self.names), "names", "names must differ")
         require(self.resamples >= 100, "resamples", "must be at least 100")
+
+    def resolve(self) -> None:
+        require_apart(self.out, {"predictions": self.predictions})
 
 
 def run_compare(cfg: CompareConfig) -> dict:

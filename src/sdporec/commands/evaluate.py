@@ -16,7 +16,7 @@ from sdporec.commands.groups import (
     trust_remote_code_setting,
 )
 from sdporec.commands.settings import setting
-from sdporec.config import require_cuda_for_4bit, require_device, require_input, save_config
+from sdporec.config import config_text, require_cuda_for_4bit, require_device, require_input
 from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import read_samples
 from sdporec.errors import require
@@ -24,7 +24,7 @@ from sdporec.evaluation.evaluate import PROTOCOLS, RESULT_FILES, evaluate_model,
 from sdporec.evaluation.scoring import SCORES, require_readout_weight
 from sdporec.models.scoring import running_layout
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
-from sdporec.outputs import claim_out_dir
+from sdporec.outputs import claim_out_dir, require_apart
 
 
 @dataclass
@@ -70,10 +70,11 @@ class EvaluateConfig:
 
     def resolve(self) -> None:
         require_input(self.data, "data")
+        self.model = resolve_model(self.model)
+        require_apart(self.out, {"model": self.model, "data": self.data})
         claim_out_dir(self.out, RESULT_FILES, self.overwrite)
         require_device(self.device)
         require_cuda_for_4bit(self.load_in_4bit)
-        self.model = resolve_model(self.model)
         require_no_4bit_gguf(self.model, self.load_in_4bit)
 
 
@@ -105,7 +106,6 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
              "chat_template": getattr(codec, "chat", False), "model": cfg.model, "data": cfg.data,
              "seconds": round(time.time() - started, 1), "processes": state.num_processes}
     if state.is_main_process:
-        save_config(cfg, cfg.out)
-        write_results(cfg.out, metrics, rows, extra)
+        write_results(cfg.out, metrics, rows, extra, config_text(cfg))
     state.wait_for_everyone()
     return {**metrics, **extra}

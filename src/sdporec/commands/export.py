@@ -14,7 +14,7 @@ from sdporec.commands.settings import setting
 from sdporec.errors import ConfigError, require
 from sdporec.models.checkpoints import claim_checkpoint_dir
 from sdporec.models.sources import resolve_model
-from sdporec.outputs import require_outside
+from sdporec.outputs import require_apart
 
 
 @dataclass
@@ -33,8 +33,8 @@ class ExportConfig:
 
     def resolve(self) -> None:
         self.model = resolve_model(self.model)
+        require_apart(self.out, {"model": self.model})
         claim_checkpoint_dir(self.out, self.overwrite)
-        require_outside(self.model, self.out, True)
 
 
 def run_export(cfg: ExportConfig) -> dict:

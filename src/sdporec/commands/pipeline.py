@@ -33,7 +33,7 @@ from sdporec.data.samples import read_samples, sample_error
 from sdporec.errors import require
 from sdporec.evaluation.baselines import popularity_scorer
 from sdporec.evaluation.evaluate import evaluate_model, evaluate_ranking, format_table, write_results
-from sdporec.evaluation.report import collect, make_figures, write_markdown
+from sdporec.evaluation.report import collect, write_report
 from sdporec.files import atomic_write_text, read_text, text_lines
 from sdporec.models.builtin import BUILTIN
 from sdporec.models.item_rows import ITEM_INIT
@@ -207,8 +207,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     run_compare(ready(CompareConfig(predictions=[str(out / "eval" / n) for n in ("sdpo", "sft", "dpo")],
                                     names=["S-DPO", "SFT", "DPO"], seed=cfg.seed, out=str(out / "comparison.json"))))
     runs, finals = collect([str(out)])
-    figures = make_figures(runs, finals, out / "report")
-    write_markdown(runs, finals, figures, out / "report")
+    figures = write_report(runs, finals, out / "report")
     print(f"Report: {out / 'report' / 'report.md'} with figures {', '.join(figures)}")
     save_config(cfg, out)
     return results

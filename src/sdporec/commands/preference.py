@@ -12,7 +12,7 @@ from sdporec.errors import require
 from sdporec.models.checkpoints import Checkpoint, is_adapter
 from sdporec.models.loading import load_codec_of
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
-from sdporec.outputs import require_outside
+from sdporec.outputs import require_apart
 from sdporec.training.losses import LOSSES
 from sdporec.training.preference import PreferenceRecipe, preference_policy
 from sdporec.training.run import start_run
@@ -62,7 +62,7 @@ class PreferenceConfig(TrainConfig):
         self.domain = record.domain(self.domain)
         default_lr(self, "preference", _backbone(record, self.model, self.lora))
         super().resolve()
-        require_outside(self.model, self.out, self.overwrite)
+        require_apart(self.out, {"model": self.model})
         require_no_4bit_gguf(self.model, self.load_in_4bit)
         default_readouts(self, self.history_weight > 0 or record.learned_history)   # as learns_history
 
@@ -104,4 +104,4 @@ def run_preference(cfg: PreferenceConfig) -> dict:
     if run.main:
         print(f"{cfg.loss}: {len(run.train)} training samples, K={cfg.negatives}, beta={cfg.beta}, from {cfg.model}, "
               f"reference {cfg.reference_pass}; {run.acc.num_processes} process(es) on {run.acc.device}")
-    return trainer.fit()
+    return run.fit(trainer.fit)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sdporec.commands.settings import setting
-from sdporec.config import require_input, save_config
+from sdporec.config import config_text, require_input
 from sdporec.data.importers import (
     ML100K_URL,
     Interactions,
@@ -27,7 +27,7 @@ from sdporec.data.prepare import SPLITS, builtin_interactions, make_splits
 from sdporec.data.samples import Sample, validate_samples, write_samples
 from sdporec.data.synthetic import WorldSpec
 from sdporec.errors import require
-from sdporec.files import atomic_write_text
+from sdporec.files import atomic_write_text, output_set
 from sdporec.outputs import claim_out_dir
 
 SOURCES = ("builtin", "movielens-100k", "csv")
@@ -122,11 +122,8 @@ def run_prepare(cfg: PrepareConfig) -> dict:
     require(not empty, "kcore" if cfg.kcore else "min_history", f"no samples in the {' and '.join(empty)} "
             f"split(s): too few users or too short histories are left (users: {len(inter.sequences)}; "
             f"kcore {cfg.kcore}, min_history {cfg.min_history})")
-    out.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
         validate_samples(splits[name], f"{cfg.source}:{name}")
-        write_samples(out / f"{name}.jsonl", splits[name])
-    atomic_write_text(out / "items.txt", "".join(t + "\n" for t in sorted(inter.item_ids, key=inter.item_ids.get)))
     summary = {"source": cfg.source, "paper_seeding": cfg.paper_seeding,
                "interactions": sum(len(s) for s in inter.sequences.values()),
                "samples": {name: len(splits[name]) for name in SPLITS},
@@ -136,6 +133,11 @@ def run_prepare(cfg: PrepareConfig) -> dict:
     if inter.renamed:
         print(f"{len(inter.renamed)} titles are shared by several item ids and were made distinct, e.g. "
               + "; ".join(f"{new!r}" for new in list(inter.renamed)[:3]))
-    save_config(cfg, out, "prepare_config.yaml")
-    atomic_write_text(out / "prepare.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    with output_set(out, "prepare_config.yaml") as stage:   # the files as one set, the config last
+        for name in SPLITS:
+            write_samples(stage / f"{name}.jsonl", splits[name])
+        atomic_write_text(stage / "items.txt",
+                          "".join(t + "\n" for t in sorted(inter.item_ids, key=inter.item_ids.get)))
+        atomic_write_text(stage / "prepare.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(stage / "prepare_config.yaml", config_text(cfg))
     return {k: v for k, v in summary.items() if k not in ("config", "renamed_titles")}

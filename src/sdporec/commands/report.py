@@ -9,8 +9,8 @@ from pathlib import Path
 from sdporec.commands.settings import setting
 from sdporec.errors import require
 from sdporec.evaluation.evaluate import format_table
-from sdporec.evaluation.report import collect, make_figures, write_markdown
-from sdporec.outputs import claim_out_dir
+from sdporec.evaluation.report import collect, write_report
+from sdporec.outputs import claim_out_dir, require_apart
 
 
 @dataclass
@@ -25,14 +25,14 @@ class ReportConfig:
     def resolve(self) -> None:
         for r in self.runs:
             require(Path(r).is_dir(), "runs", f"{r} is not a directory")
+        require_apart(self.out, {"runs": self.runs})
         claim_out_dir(self.out, (), overwrite=True)
 
 
 def run_report(cfg: ReportConfig) -> dict:
     out = Path(cfg.out)
     runs, finals = collect(cfg.runs)
-    figures = make_figures(runs, finals, out)
-    write_markdown(runs, finals, figures, out)
+    figures = write_report(runs, finals, out)
     if finals:
         print(format_table(finals))
     print(f"\nReport: {out / 'report.md'}; figures: {', '.join(str(out / f) for f in figures)}")

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from sdporec.errors import ConfigError, DataError
+from sdporec.errors import ConfigError, DataError, brief
 from sdporec.files import read_text
 
 T = TypeVar("T")
@@ -127,10 +127,23 @@ def ready(config: T) -> T:
     return config
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases (`*name`): a few lines of them expand to gigabytes ("billion laughs"), and a
+    config has no need of them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted in a config: write the "
+                                              "value out", self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
 def _read_yaml(path: str) -> object:
     text = read_text(path)
     try:
-        return yaml.safe_load(text) or {}
+        return yaml.load(text, Loader=_NoAliasLoader) or {}   # noqa: S506 - a SafeLoader
+    except RecursionError:
+        raise DataError(path, None, None, "not valid YAML (nested too deeply)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         row = f"line {mark.line + 1}" if mark is not None else None
@@ -150,13 +163,13 @@ def _check_types(cfg) -> None:
             continue
         items = value if is_list else [value]
         if is_list and not isinstance(value, list):
-            raise ConfigError(f"setting '{f.name}': expected a list, got {value!r}")
+            raise ConfigError(f"setting '{f.name}': expected a list, got {brief(value)}")
         for v in items:
             ok = isinstance(v, tp) and not (tp is not bool and isinstance(v, bool))
             if tp is float and isinstance(v, int) and not isinstance(v, bool):
                 ok = True
             if not ok:
-                raise ConfigError(f"setting '{f.name}': expected {tp.__name__}, got {v!r}")
+                raise ConfigError(f"setting '{f.name}': expected {tp.__name__}, got {brief(v)}")
         choices = f.metadata.get("choices")
         if choices and value not in choices:
-            raise ConfigError(f"setting '{f.name}': {value!r} is not one of {', '.join(map(str, choices))}")
+            raise ConfigError(f"setting '{f.name}': {brief(value)} is not one of {', '.join(map(str, choices))}")

@@ -18,7 +18,7 @@ from sdporec.models.checkpoints import Checkpoint
 from sdporec.models.item_rows import ITEM_INIT
 from sdporec.models.loading import load_codec_of
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
-from sdporec.outputs import require_outside
+from sdporec.outputs import require_apart
 from sdporec.training.run import start_run
 from sdporec.training.sft import SFTRecipe, sft_model
 from sdporec.training.trainer import Trainer
@@ -82,7 +82,7 @@ class SFTConfig(TrainConfig):
         super().resolve()
         require_input(self.titles, "titles")
         require_no_4bit_gguf(self.model, self.load_in_4bit)
-        require_outside(self.model, self.out, self.overwrite)
+        require_apart(self.out, {"model": self.model, "titles": self.titles})
         default_readouts(self, self.history_weight > 0)
 
 
@@ -110,4 +110,4 @@ def run_sft(cfg: SFTConfig) -> dict:
         print(f"sft: {len(run.train)} training samples, {len(run.valid)} validation; {n_params:,} parameters "
               f"({n_train:,} trained); codec {codec.kind}{' (chat template)' if codec.chat else ''}; "
               f"{run.acc.num_processes} process(es) on {run.acc.device}, mixed precision {cfg.mixed_precision}")
-    return trainer.fit()
+    return run.fit(trainer.fit)

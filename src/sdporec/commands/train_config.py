@@ -25,7 +25,7 @@ from sdporec.commands.settings import setting
 from sdporec.config import require_cuda_for_4bit, require_device, require_input
 from sdporec.data.prompts import DOMAINS
 from sdporec.errors import require
-from sdporec.outputs import claim_out_dir
+from sdporec.outputs import claim_out_dir, require_apart
 from sdporec.training.train_config import DEFAULT_LR, RUN_OUTPUTS
 
 
@@ -117,6 +117,7 @@ class TrainConfig:
         require_device(self.device)
         require_input(self.train, "train")
         require_input(self.valid, "valid")
+        require_apart(self.out, {name: getattr(self, name) for name in ("train", "valid")})
         claim_out_dir(self.out, RUN_OUTPUTS, self.overwrite, self.resume)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdporec.data.samples import SEP
-from sdporec.errors import DataError
+from sdporec.errors import DataError, brief
 from sdporec.files import read_text
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
@@ -174,7 +174,10 @@ def read_interaction_log(interactions: str | Path, items: str | Path, user_col: 
         if not title:
             raise DataError(tpath, f"line {n}", title_col, "empty title")
         if SEP in title:
-            raise DataError(tpath, f"line {n}", title_col, f"title {title!r} contains '::'")
+            raise DataError(tpath, f"line {n}", title_col, f"title {brief(title)} contains '::'")
+        if "\n" in title or "\r" in title:   # quoted CSV allows them; items.txt holds one title per line
+            raise DataError(tpath, f"line {n}", title_col, f"title {brief(title)} holds a line break, which the "
+                            "catalogue file items.txt (one title per line) cannot hold; put the title on one line")
         if item in titles:
             raise DataError(tpath, f"line {n}", item_col, f"item {item!r} is listed twice")
         titles[item] = title

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdporec.errors import DataError
-from sdporec.files import read_text, text_lines, write_jsonl
+from sdporec.files import parse_json, read_jsonl, read_text, write_jsonl
 
 SEP = "::"
 
@@ -73,21 +73,15 @@ def _parse_rows(path: Path, text: str) -> list[tuple[str, object]]:
         raise DataError(path, None, None, "the file is empty")
     if stripped[0] == "[":
         try:
-            data = json.loads(text)
+            data = parse_json(text)
         except json.JSONDecodeError as e:
             raise DataError(path, None, None, f"not valid JSON ({e})") from None
+        except ValueError as e:
+            raise DataError(path, None, None, str(e)) from None
         return [(str(i), obj) for i, obj in enumerate(data)]
     if stripped[0] != "{":
         raise DataError(path, None, None, "not a JSON array nor JSON Lines of objects")
-    rows = []
-    for n, line in enumerate(text_lines(text), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((f"line {n}", json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise DataError(path, f"line {n}", None, f"not valid JSON ({e})") from None
-    return rows
+    return [(f"line {n}", obj) for n, obj in read_jsonl(path, text=text)]
 
 
 def _known_titles(rows: list[tuple[str, object]]) -> set[str]:

@@ -15,15 +15,14 @@ test file) or some of each, and a sample that two seeds measured never counts as
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 
-from sdporec.errors import ConfigError, DataError
+from sdporec.errors import ConfigError, DataError, brief
 from sdporec.evaluation.metrics import paired_bootstrap, per_sample_metrics
-from sdporec.files import read_text, text_lines
+from sdporec.files import read_jsonl
 
 
 def read_predictions(path: str) -> tuple[str, dict[str, dict]]:
@@ -32,16 +31,13 @@ def read_predictions(path: str) -> tuple[str, dict[str, dict]]:
     file = Path(path) / "predictions.jsonl" if Path(path).is_dir() else Path(path)
     rows: dict[str, dict] = {}
     lines: dict[str, int] = {}
-    for n, line in enumerate(text_lines(read_text(file)), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(file, f"line {n}", None, f"not valid JSON ({e})") from None
+    for n, row in read_jsonl(file):   # NaN or Infinity anywhere in a row is refused there
         if not isinstance(row, dict) or "key" not in row or not ("rank" in row or "hit" in row):
             raise DataError(file, f"line {n}", "key", "not a row of sdporec's predictions.jsonl (key and rank, "
                             "or key and hit)")
+        rank = row.get("rank", 1)
+        if isinstance(rank, bool) or not isinstance(rank, (int, float)) or rank < 1:
+            raise DataError(file, f"line {n}", "rank", f"{brief(rank)} is not a rank (a number from 1)")
         field = "sample" if "sample" in row else "key"
         key = str(row[field])
         if key in lines:

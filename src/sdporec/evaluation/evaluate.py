@@ -23,7 +23,7 @@ from sdporec.data.prompts import build_prompt
 from sdporec.data.samples import Sample
 from sdporec.evaluation.metrics import generation_metrics, parse_generation, ranking_metrics
 from sdporec.evaluation.scoring import LMScorer, Scorer, ranking_results, row_head
-from sdporec.files import atomic_write_text, write_jsonl
+from sdporec.files import atomic_write_text, output_set, write_jsonl
 
 PROTOCOLS = ("ranking", "generation")
 
@@ -95,10 +95,15 @@ def generated_answer(codec, ids: Sequence[int], text: str, candidates: Sequence[
 RESULT_FILES = ("metrics.json", "predictions.jsonl", "config.yaml")
 
 
-def write_results(out_dir: str | Path, metrics: dict, rows: list[dict], extra: dict | None = None) -> None:
-    out_dir = Path(out_dir)
-    write_jsonl(out_dir / "predictions.jsonl", number_repeats(rows))
-    atomic_write_text(out_dir / "metrics.json", json.dumps({**metrics, **(extra or {})}, indent=2) + "\n")
+def write_results(out_dir: str | Path, metrics: dict, rows: list[dict], extra: dict | None = None,
+                  config: str | None = None) -> None:
+    """predictions.jsonl, metrics.json and (given its YAML text) config.yaml, written as one set (`output_set`):
+    a failure leaves the earlier set in `out_dir` whole, and config.yaml goes in last."""
+    with output_set(out_dir, "config.yaml" if config is not None else "metrics.json") as stage:
+        write_jsonl(stage / "predictions.jsonl", number_repeats(rows))
+        atomic_write_text(stage / "metrics.json", json.dumps({**metrics, **(extra or {})}, indent=2) + "\n")
+        if config is not None:
+            atomic_write_text(stage / "config.yaml", config)
 
 
 def number_repeats(rows: list[dict]) -> list[dict]:

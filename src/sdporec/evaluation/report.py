@@ -7,12 +7,11 @@ A RUN_DIR is either one training run (it has `train_log.jsonl`) or a pipeline di
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdporec.errors import ConfigError
-from sdporec.files import atomic_write_text, text_lines
+from sdporec.errors import ConfigError, DataError
+from sdporec.files import atomic_write_text, output_set, read_json_object, read_jsonl
 
 BAR_METRICS = ("hr@1", "hr@5", "ndcg@5", "mrr")
 
@@ -26,10 +25,16 @@ class ReportedRun:
     summary: dict
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_log(path: Path) -> list[dict]:
+    """A run's log rows; a last line cut short (a kill, a full disk) is left out with a warning."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in text_lines(path.read_text(encoding="utf-8")) if line.strip()]
+    rows = []
+    for line, row in read_jsonl(path, finite=False):
+        if not isinstance(row, dict):
+            raise DataError(path, f"line {line}", None, "expected a JSON object (a log row)")
+        rows.append(row)
+    return rows
 
 
 def _stage_of(run_dir: Path) -> str:
@@ -52,11 +57,11 @@ def collect(run_dirs: list[str]) -> tuple[list[ReportedRun], dict[str, dict]]:
                               "pipeline's metrics.json")
         for s in stage_dirs:
             label = prefix + (s.name if s != d else d.name)
-            summary = json.loads((s / "summary.json").read_text()) if (s / "summary.json").is_file() else {}
-            runs.append(ReportedRun(label, _stage_of(s), _read_jsonl(s / "train_log.jsonl"),
-                            _read_jsonl(s / "eval_log.jsonl"), summary))
+            summary = read_json_object(s / "summary.json") if (s / "summary.json").is_file() else {}
+            runs.append(ReportedRun(label, _stage_of(s), _read_log(s / "train_log.jsonl"),
+                            _read_log(s / "eval_log.jsonl"), summary))
         if (d / "metrics.json").is_file():
-            metrics = json.loads((d / "metrics.json").read_text())
+            metrics = read_json_object(d / "metrics.json")
             if "hr@1" in metrics:           # an `evaluate` output: one model
                 finals[d.name] = metrics
             else:
@@ -82,7 +87,8 @@ def _plot_lines(ax, runs: list[ReportedRun], key: str, x: str = "step", source: 
     prefixes = _prefixes([r.label for r in runs])
     drawn = False
     for r in runs:
-        rows = [row for row in (r.train_log if source == "train" else r.eval_log) if key in row]
+        rows = [row for row in (r.train_log if source == "train" else r.eval_log)
+                if row.get(key) is not None and row.get(x) is not None]
         if rows:
             ax.plot([row[x] for row in rows], [row[key] for row in rows], label=r.label,
                     marker="o" if len(rows) < 15 else None, **_style(r.label, prefixes))
@@ -174,6 +180,14 @@ def _final_metrics_figure(plt, finals: dict[str, dict], path: Path) -> None:
     ax.set(title="Final metrics", ylabel="value", ylim=(0, 1.05))
     _finish(fig, [ax], path)
     plt.close(fig)
+
+
+def write_report(runs: list[ReportedRun], finals: dict[str, dict], out: Path) -> list[str]:
+    """The figures and report.md in `out`, written as one set (report.md last); returns the figures' names."""
+    with output_set(out, "report.md") as stage:
+        figures = make_figures(runs, finals, stage)
+        write_markdown(runs, finals, figures, stage)
+    return figures
 
 
 def write_markdown(runs: list[ReportedRun], finals: dict[str, dict], figures: list[str], out: Path) -> str:

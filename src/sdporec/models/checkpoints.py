@@ -13,12 +13,13 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdporec.data.codec import ItemCodec, TextCodec
 from sdporec.errors import ConfigError, require, warn
-from sdporec.files import read_json_object, swap_in_dir
+from sdporec.files import read_json_object, swap_in_dir, writing
 from sdporec.models.builtin import BUILTIN
 from sdporec.models.sources import is_gguf
 from sdporec.outputs import not_a_file
@@ -180,46 +181,47 @@ def save_codec(codec: ItemCodec | TextCodec, out_dir: str | Path) -> None:
     (Path(out_dir) / CODEC_FILE).write_text(json.dumps(codec.record()) + "\n")
 
 
-def _fresh_tmp(out_dir: Path) -> Path:
-    """`out_dir.tmp`, empty: a checkpoint is written there, then swapped in whole (`_finish`)."""
+@contextmanager
+def _checkpoint_tmp(out_dir: Path, meta: dict) -> Iterator[Path]:
+    """`out_dir.tmp`, empty, for the block to write a checkpoint into; then the record is added and it is swapped
+    in whole. A failed write is an `OutputError` naming `out_dir`, the half-written `.tmp` removed and the
+    earlier checkpoint left as it was."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} is a file; a checkpoint is written as a directory there (nothing was changed)")
     tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def _finish(tmp: Path, out_dir: Path, meta: dict) -> None:
-    (tmp / META_FILE).write_text(json.dumps({**meta, "format": CHECKPOINT_FORMAT}, indent=2) + "\n")
-    swap_in_dir(tmp, out_dir)
+    with writing(out_dir):
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            yield tmp
+            (tmp / META_FILE).write_text(json.dumps({**meta, "format": CHECKPOINT_FORMAT}, indent=2) + "\n")
+            swap_in_dir(tmp, out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, meta: dict,
                     base_dir: str | Path | None = None, state_dict: dict | None = None) -> None:
     """Write to `out_dir.tmp`, then swap it in: an interrupted save never leaves a half checkpoint."""
-    out_dir = Path(out_dir)
-    tmp = _fresh_tmp(out_dir)
-    if hasattr(model, "peft_config"):
-        # Under FSDP / ZeRO-3 `state_dict` is the gathered full one (this process's parameters are shards):
-        # peft picks the adapter's weights out of it.
-        model.save_pretrained(str(tmp), selected_adapters=["default"], state_dict=state_dict)
-        if base_dir is not None:   # hard links where the file system allows: the base is the same every save
-            shutil.copytree(base_dir, tmp / "base", copy_function=_link_or_copy)
-    else:
-        model.save_pretrained(str(tmp), state_dict=state_dict)
-    save_codec(codec, tmp)
-    _finish(tmp, out_dir, meta)
+    with _checkpoint_tmp(Path(out_dir), meta) as tmp:
+        if hasattr(model, "peft_config"):
+            # Under FSDP / ZeRO-3 `state_dict` is the gathered full one (this process's parameters are shards):
+            # peft picks the adapter's weights out of it.
+            model.save_pretrained(str(tmp), selected_adapters=["default"], state_dict=state_dict)
+            if base_dir is not None:   # hard links where the file system allows: the base is the same every save
+                shutil.copytree(base_dir, tmp / "base", copy_function=_link_or_copy)
+        else:
+            model.save_pretrained(str(tmp), state_dict=state_dict)
+        save_codec(codec, tmp)
 
 
 def save_initial_model(model, tokenizer, out_dir: str | Path, meta: dict) -> None:
     """A model built from a config (`init-model`), before any training: weights, tokenizer and the record,
     swapped in whole as a trained checkpoint is."""
-    out_dir = Path(out_dir)
-    tmp = _fresh_tmp(out_dir)
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    _finish(tmp, out_dir, meta)
+    with _checkpoint_tmp(Path(out_dir), meta) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
 
 
 def claim_checkpoint_dir(path: str, overwrite: bool, name: str = "out") -> None:

@@ -20,7 +20,10 @@ def load_codec(path: str, chat_template: str = "auto", checkpoint: Checkpoint | 
     from transformers import AutoTokenizer
 
     recorded = (checkpoint or Checkpoint.read(path)).codec
-    tokenizer = load_gguf_tokenizer(path) if is_gguf(path) else AutoTokenizer.from_pretrained(path, **tokenizer_kwargs())
+    if is_gguf(path):
+        tokenizer = load_gguf_tokenizer(path)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path, **tokenizer_kwargs())
     if recorded.get("kind") == "items":
         return ItemCodec(tokenizer)
     has_template = bool(tokenizer.chat_template)

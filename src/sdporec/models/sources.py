@@ -30,7 +30,6 @@ from pathlib import Path
 
 from sdporec.errors import ConfigError, warn
 
-
 # Whether a model's own Python code (a hub repository's or a directory's modeling files) may run: only where the
 # user said so (`--trust-remote-code`, `remote_code(True)`); every from_pretrained call is told explicitly, so
 # transformers never asks on the terminal.

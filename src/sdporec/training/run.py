@@ -3,6 +3,7 @@ and the clean-up of a start that fails (`TrainingRun.setting_up`). The loop is `
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,8 @@ from sdporec.config import save_config
 from sdporec.data.candidates import require_negatives, require_redrawable
 from sdporec.data.codec import require_known_titles
 from sdporec.data.samples import Sample, read_samples
-from sdporec.outputs import clear_outputs
+from sdporec.errors import warn
+from sdporec.outputs import SetAside, clear_outputs
 from sdporec.training.distributed import make_accelerator, set_seed
 from sdporec.training.train_config import RUN_OUTPUTS, TrainOptions
 
@@ -27,6 +29,7 @@ class TrainingRun:
     acc: object  # accelerate.Accelerator
     kept: frozenset[str] = frozenset()   # run outputs already there (a run being resumed): never removed here
     created: bool = False                # whether this run created `out`
+    replaced: SetAside | None = None     # an earlier run's outputs (--overwrite), back in place if this run fails
 
     @property
     def main(self) -> bool:
@@ -42,11 +45,30 @@ class TrainingRun:
         except BaseException:
             if self.main:
                 clear_outputs(str(self.out), tuple(name for name in RUN_OUTPUTS if name not in self.kept))
+                self._put_back()
                 if self.created and not any(self.out.iterdir()):
                     self.out.rmdir()
             raise
         if self.main:
             save_config(cfg, self.out)
+
+    def fit(self, fit: Callable[[], dict]) -> dict:
+        """The training loop `fit`; with --overwrite, the earlier run's outputs come back if it fails (an
+        error, Ctrl-C) and are removed once it has finished. After a kill they stay in OUT/.replaced."""
+        try:
+            summary = fit()
+        except BaseException:
+            if self.main:
+                self._put_back()
+            raise
+        if self.main and self.replaced is not None:
+            self.replaced.drop()
+        return summary
+
+    def _put_back(self) -> None:
+        if self.replaced is not None and self.replaced.restore():
+            warn(f"the run did not finish: the earlier run's outputs in {self.out} are back in place, and what "
+                 "this run wrote there was removed")
 
 
 def start_run(cfg: TrainOptions, codec=None, model: str = "", negatives: int = 0) -> TrainingRun:
@@ -69,10 +91,11 @@ def start_run(cfg: TrainOptions, codec=None, model: str = "", negatives: int = 0
     set_seed(cfg.seed)   # model creation and LoRA initialisation draw from these generators
     out = Path(cfg.out)
     created = not out.exists()
+    replaced = None
     if acc.is_main_process:
-        if cfg.overwrite:
-            clear_outputs(cfg.out, RUN_OUTPUTS)
         out.mkdir(parents=True, exist_ok=True)
+        if cfg.overwrite:
+            replaced = SetAside(out, RUN_OUTPUTS)
     acc.wait_for_everyone()
     kept = frozenset(name for name in RUN_OUTPUTS if (out / name).exists())
-    return TrainingRun(out, train, valid, acc, kept, created)
+    return TrainingRun(out, train, valid, acc, kept, created, replaced)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from sdporec.errors import ConfigError
+from sdporec.files import writing
 
 if TYPE_CHECKING:
     from sdporec.training.train_config import TrainOptions
@@ -49,7 +50,8 @@ class RunLog:
         for p in self.paths.values():
             kept = [] if keep_until is None or not p.is_file() else \
                 [line for line in p.read_text().splitlines() if _step(line) <= keep_until]
-            p.write_text("".join(line + "\n" for line in kept))
+            with writing(p):
+                p.write_text("".join(line + "\n" for line in kept))
         if cfg.report_to == "tensorboard":
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -68,7 +70,9 @@ class RunLog:
     def write(self, kind: str, row: dict) -> None:
         if not self.enabled:
             return
-        with open(self.paths[kind], "a", encoding="utf-8") as f:
+        # NaN (a gradient norm DeepSpeed does not report) is written as null: the logs stay strict JSON
+        row = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+        with writing(self.paths[kind]), open(self.paths[kind], "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         scalars = {f"{kind}/{k}": v for k, v in row.items() if isinstance(v, (int, float)) and k != "step"}
         if self._tb is not None:

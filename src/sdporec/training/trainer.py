@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from sdporec.data.batching import AnswerBatch
 from sdporec.data.candidates import redraw, sample_rng, validation_subset
 from sdporec.data.samples import Sample
-from sdporec.errors import ConfigError, DataError, warn
+from sdporec.errors import ConfigError, DataError, brief, warn
 from sdporec.evaluation.evaluate import evaluate_sharded
 from sdporec.evaluation.metrics import NonFiniteError
 from sdporec.evaluation.scoring import LMScorer, readout_metrics, readout_rows
@@ -182,9 +182,9 @@ class Trainer:
             saved = json.loads((latest / "trainer_state.json").read_text())
             config = saved.pop("config")
             state = TrainState(**saved)
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise DataError(latest / "trainer_state.json", None, None, f"unreadable ({e}); remove {latest} to "
-                            "resume from the checkpoint before it") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise DataError(latest / "trainer_state.json", None, None, f"unreadable ({brief(e)}); remove {latest} "
+                            "to resume from the checkpoint before it, or start again with --overwrite") from None
         changed = sorted(k for k, v in asdict(self.cfg).items() if k not in RESUMABLE and config.get(k) != v)
         if changed:
             raise ConfigError(f"setting 'resume': {latest} was written with other values of {', '.join(changed)}")
