@@ -35,9 +35,9 @@ def read_predictions(path: str) -> tuple[str, dict[str, dict]]:
         if not isinstance(row, dict) or "key" not in row or not ("rank" in row or "hit" in row):
             raise DataError(file, f"line {n}", "key", "not a row of sdporec's predictions.jsonl (key and rank, "
                             "or key and hit)")
-        rank = row.get("rank", 1)
-        if isinstance(rank, bool) or not isinstance(rank, (int, float)) or rank < 1:
-            raise DataError(file, f"line {n}", "rank", f"{brief(rank)} is not a rank (a number from 1)")
+        rank = row.get("rank", 0)   # the target's 0-based rank
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+            raise DataError(file, f"line {n}", "rank", f"{brief(rank)} is not a rank (a whole number from 0)")
         field = "sample" if "sample" in row else "key"
         key = str(row[field])
         if key in lines:

@@ -64,5 +64,5 @@ DEFAULT_LR = {
 }
 
 
-# Settings that may change between an interrupted run and its resumption.
-RESUMABLE = {"resume", "overwrite", "progress", "threads", "report_to", "device", "trust_remote_code"}
+# Settings that may change between an interrupted run and its resumption (out: a run folder may be moved or copied).
+RESUMABLE = {"resume", "overwrite", "progress", "threads", "report_to", "device", "trust_remote_code", "out"}
