@@ -185,7 +185,8 @@ def test_report_compares_several_runs(run_dir, tmp_path, capsys):
 
 
 def test_report_on_a_directory_without_logs_is_an_error(tmp_path, capsys):
-    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
     assert "neither a training run's train_log.jsonl" in capsys.readouterr().err
 
 
