@@ -210,7 +210,7 @@ def test_a_yaml_alias_bomb_is_refused_at_once(ws, capsys):
 
 
 def test_a_long_setting_is_cut_short_in_its_message(ws, capsys):
-    Path("long.yaml").write_text("names: [" + ", ".join(["[1, 2, 3]"] * 100_000) + "]\n")
+    Path("long.yaml").write_text("names: [[" + ", ".join(["12345"] * 100_000) + "]]\n")
     assert main(["compare", "eval", "eval", "--config", "long.yaml"]) == 2
     assert len(one_line_error(capsys, "setting 'names'")) < 400
 
