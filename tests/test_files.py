@@ -5,11 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from sdporec.errors import DataError
+from sdporec.errors import DataError, OutputError
 from sdporec.files import (
     atomic_path,
     atomic_write_text,
+    output_set,
     read_json_object,
+    read_jsonl,
     read_text,
     swap_in_dir,
     text_lines,
@@ -195,3 +197,51 @@ def test_files_are_written_as_utf8_whatever_the_locale(tmp_path):
     assert out.read_bytes() == '{"t": "Sigur Rós"}\n'.encode()   # UTF-8
     write_jsonl(tmp_path / "here.jsonl", [{"t": "Sigur Rós"}])      # and the same bytes in this process's locale
     assert (tmp_path / "here.jsonl").read_bytes() == out.read_bytes()
+
+
+def test_an_output_set_replaces_all_its_files_or_none(tmp_path):
+    for name, text in (("a.txt", "old a"), ("config.yaml", "old config"), ("mine.txt", "not ours")):
+        (tmp_path / name).write_text(text)
+    with pytest.raises(RuntimeError), output_set(tmp_path, "config.yaml") as stage:
+        (stage / "a.txt").write_text("new a")
+        raise RuntimeError("half-way")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == \
+        {"a.txt": "old a", "config.yaml": "old config", "mine.txt": "not ours"}
+    order = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        order.append(Path(dst).name)
+        real_replace(src, dst)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(os, "replace", replace)
+        with output_set(tmp_path, "config.yaml") as stage:
+            for name in ("config.yaml", "a.txt", "b.txt"):
+                (stage / name).write_text(f"new {name}")
+    assert order == ["a.txt", "b.txt", "config.yaml"]   # the record last
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.txt": "new a.txt", "b.txt": "new b.txt",
+                                                                   "config.yaml": "new config.yaml",
+                                                                   "mine.txt": "not ours"}
+
+
+def test_an_output_set_whose_write_fails_is_one_error_naming_the_folder(tmp_path):
+    (tmp_path / "metrics.json").write_text("old")
+    with pytest.raises(OutputError, match=f"cannot write {tmp_path}: No space left"), \
+            output_set(tmp_path, "metrics.json") as stage:
+        (stage / "metrics.json").write_text("new")
+        raise OSError(28, "No space left on device")
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"] and (tmp_path / "metrics.json").read_text() == "old"
+
+
+def test_json_lines_a_cut_last_line_is_left_out_and_nan_refused(tmp_path, capsys):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"a": 1}\n\n{"a": 2}\n{"a": 3, "b')
+    assert read_jsonl(path) == [(1, {"a": 1}), (3, {"a": 2})]
+    assert "line 4 is cut short" in capsys.readouterr().err
+    path.write_text('{"a": 1}\n{"a": 3, "b\n{"a": 2}\n')   # cut, but not last: an error
+    with pytest.raises(DataError, match="line 2"):
+        read_jsonl(path)
+    path.write_text('{"a": 1}\n{"a": NaN}\n')
+    with pytest.raises(DataError, match="line 2.*NaN"):
+        read_jsonl(path)
+    assert read_jsonl(path, finite=False)[1][1]["a"] != 1   # NaN, read where allowed

@@ -79,7 +79,7 @@ def output_set(out_dir: str | os.PathLike, last: str) -> Iterator[Path]:
     try:
         with writing(out):
             yield stage
-        names = sorted((p.name for p in stage.iterdir()), key=lambda name: name == last)
+        names = sorted((p.name for p in stage.iterdir()), key=lambda name: (name == last, name))
         with writing(out / last):
             (out / last).unlink(missing_ok=True)
             for name in names:
