@@ -169,6 +169,7 @@ def test_a_second_writer_is_refused_and_a_killed_ones_lock_does_not_block(ws, ca
     (["evaluate", "--model", "run/model", "--data", "data/test.jsonl", "--out", "run/model/eval"], "'out'"),
     (["export", "--model", "run/model", "--out", "run/model/exported"], "'out'"),
     (["baseline", "popularity", "--train", "data/train.jsonl", "--eval", "data/test.jsonl", "--out", "data"], "'out'"),
+    (["audit", "data/test.jsonl", "--out", "data/test.jsonl"], "'out'"),
     (["dpo", "--model", "run/model", "--train", "data/train.jsonl", "--out", "run", "--overwrite"], "'out'"),
 ])
 def test_an_output_apart_from_its_inputs(ws, capsys, args, setting):

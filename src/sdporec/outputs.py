@@ -102,7 +102,8 @@ class OutputLock:
 
     def __init__(self, out: str | os.PathLike, setting: str = "out"):
         self.out, self.setting = Path(out), setting
-        self.path = self.out.parent / f".{self.out.name}.lock"
+        where = self.out.resolve()   # `--out .` has no name of its own
+        self.path = where.parent / f".{where.name}.lock"
         self.fd: int | None = None
 
     def __enter__(self) -> OutputLock:

@@ -13,6 +13,7 @@ from sdporec.data.samples import read_samples
 from sdporec.errors import require
 from sdporec.evaluation.audit import audit
 from sdporec.files import atomic_write_text
+from sdporec.outputs import require_apart
 
 LEAK_WARNING = 0.10
 
@@ -35,6 +36,7 @@ class AuditConfig:
             "out",
             f"{self.out} is a directory; give a file name for the JSON",
         )
+        require_apart(self.out, {"file": self.file, "train": self.train})
 
 
 def run_audit(cfg: AuditConfig) -> dict:
