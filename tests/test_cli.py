@@ -325,3 +325,19 @@ def test_recommend_mixes_in_the_history_readout_as_evaluate_does(run_dir, capsys
     assert main(["recommend", "--model", model, "--history", *sample["historyList"], "--candidates",
                  *sample["itemList"], "--history-readout", "2"]) == 2
     assert "history_readout" in capsys.readouterr().err
+
+
+def test_a_pipeline_that_fails_puts_the_earlier_run_back(run_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    copy = tmp_path / "again"
+    shutil.copytree(run_dir, copy)
+    before = {str(p.relative_to(copy)): p.read_bytes() for p in sorted(copy.rglob("*")) if p.is_file()}
+
+    def fail(cfg):
+        raise RuntimeError("the machine went away")
+    monkeypatch.setattr("sdporec.commands.pipeline.run_preference", fail)   # SFT has finished, DPO fails
+    assert main(["pipeline", "--out", str(copy), "--overwrite", *TINY]) == 1
+    assert "back in place" in capsys.readouterr().err
+    after = {str(p.relative_to(copy)): p.read_bytes() for p in sorted(copy.rglob("*")) if p.is_file()}
+    assert after == before and not (copy / ".replaced").exists()

@@ -30,7 +30,7 @@ from sdporec.data.codec import first_unknown_title
 from sdporec.data.hybrid import ITEM_TEXT, item_key
 from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import read_samples, sample_error
-from sdporec.errors import require
+from sdporec.errors import require, warn
 from sdporec.evaluation.baselines import popularity_scorer
 from sdporec.evaluation.evaluate import evaluate_model, evaluate_ranking, format_table, write_results
 from sdporec.evaluation.report import collect, write_report
@@ -40,7 +40,7 @@ from sdporec.models.item_rows import ITEM_INIT
 from sdporec.models.loading import load_for_inference
 from sdporec.models.scoring import running_layout
 from sdporec.models.sources import resolve_model
-from sdporec.outputs import claim_out_dir, clear_outputs
+from sdporec.outputs import SetAside, claim_out_dir
 from sdporec.training.train_config import DEFAULT_LR
 
 
@@ -138,17 +138,31 @@ def require_test_titles(data: Path) -> None:
                            f"{data / 'items.txt'}, so the model gets no token for it; list every title there")
 
 
-SUMMARIES = ("config.yaml", "metrics.json", "timings.json", "comparison.json")
 PIPELINE_OUTPUTS = ("config.yaml", "metrics.json", "timings.json", "comparison.json", "data", "sft", "dpo", "sdpo",
                     "eval", "report")
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
+    """Every stage; with --overwrite the earlier run's outputs wait in OUT/.replaced and come back if a stage
+    fails, so OUT holds one whole run. The config is saved last: it never describes stages that are not there."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    # The summaries of an earlier run (--overwrite) go first, and this run's config is saved last: they never
-    # describe stages that are not there.
-    clear_outputs(cfg.out, SUMMARIES)
+    data = Path(cfg.data).resolve() if cfg.data else None   # --data inside OUT stays where it is
+    outputs = tuple(o for o in PIPELINE_OUTPUTS if data is None or not data.is_relative_to((out / o).resolve()))
+    replaced = SetAside(out, outputs) if cfg.overwrite else None
+    try:
+        results = _stages(cfg, out)
+    except BaseException:
+        if replaced is not None and replaced.restore():
+            warn(f"the pipeline did not finish: the earlier run's outputs in {out} are back in place")
+        raise
+    if replaced is not None:
+        replaced.drop()
+    save_config(cfg, out)
+    return results
+
+
+def _stages(cfg: PipelineConfig, out: Path) -> dict:
     timings: dict[str, float] = {}
     started = time.time()
     data = Path(cfg.data) if cfg.data else out / "data"
@@ -209,5 +223,4 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     runs, finals = collect([str(out)])
     figures = write_report(runs, finals, out / "report")
     print(f"Report: {out / 'report' / 'report.md'} with figures {', '.join(figures)}")
-    save_config(cfg, out)
     return results
