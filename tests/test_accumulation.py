@@ -13,6 +13,7 @@ from test_distributed import torchrun
 
 from sdporec.cli import main
 from sdporec.models.families import build_family, tokenizer_texts
+from sdporec.runs import TRAIN_LOG
 
 COMMON = ["--threads", "1", "--device", "cpu", "--no-progress", "--log-every", "1", "--epochs", "2",
           "--warmup-ratio", "0", "--lr", "1e-3"]
@@ -37,7 +38,7 @@ def text_setup(tmp_path_factory):
 
 
 def _losses(run):
-    return [json.loads(x)["loss"] for x in (run / "train_log.jsonl").read_text().splitlines()]
+    return [json.loads(x)["loss"] for x in (run / TRAIN_LOG).read_text().splitlines()]
 
 
 def _weights(run):

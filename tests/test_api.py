@@ -3,7 +3,6 @@ as the CLI checks them, and the recommender ranks as `sdporec recommend` does.""
 
 import importlib
 import inspect
-import json
 import pydoc
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import sdporec
+from sdporec.runs import read_evaluation_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,5 +48,5 @@ def test_the_readme_example_is_examples_quickstart_and_runs(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "test HR@1:" in done.stdout and "the user's next item was:" in done.stdout
-    metrics = json.loads((tmp_path / "runs" / "eval" / "metrics.json").read_text())
+    metrics = read_evaluation_metrics(tmp_path / "runs" / "eval")
     assert 0 <= metrics["hr@1"] <= 1 and metrics["n"] > 0

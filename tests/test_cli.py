@@ -8,6 +8,16 @@ import pytest
 
 from sdporec.cli import main
 from sdporec.evaluation.metrics import METRIC_KEYS
+from sdporec.runs import (
+    COMPARISON,
+    CONFIG,
+    METRICS,
+    PREDICTIONS,
+    REPORT,
+    TRAIN_LOG,
+    read_evaluation_metrics,
+    read_pipeline_metrics,
+)
 
 TINY = ["--users", "40", "--items", "80", "--hidden", "32", "--layers", "1", "--heads", "2", "--sft-epochs", "1",
         "--pref-epochs", "1", "--eval-samples", "40", "--batch-size", "16", "--no-progress"]
@@ -26,8 +36,8 @@ def run_dir(tmp_path_factory):
 
 def test_pipeline_ends_with_s_dpo_against_sft_and_dpo_with_intervals(run_dir):
     stdout = (run_dir / "stdout.txt").read_text()
-    got = json.loads((run_dir / "comparison.json").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    got = json.loads((run_dir / COMPARISON).read_text())
+    metrics = read_pipeline_metrics(run_dir / METRICS)
     assert got["n"] == metrics["sdpo"]["n"] and got["metrics"]["S-DPO"]["hr@1"] == metrics["sdpo"]["hr@1"]
     pairs = {(d["a"], d["b"]) for d in got["differences"]}
     assert pairs == {("S-DPO", "SFT"), ("S-DPO", "DPO"), ("SFT", "DPO")}
@@ -38,20 +48,20 @@ def test_pipeline_ends_with_s_dpo_against_sft_and_dpo_with_intervals(run_dir):
 
 
 def test_pipeline_writes_metrics_for_every_stage(run_dir):
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = read_pipeline_metrics(run_dir / METRICS)
     assert list(metrics) == ["popularity", "sft", "dpo", "sdpo"]
     for m in metrics.values():
         assert set(m) == set(METRIC_KEYS)
         assert 0 <= m["hr@1"] <= m["hr@5"] <= 1 and m["valid_ratio"] == 1.0 and m["n"] > 0
     for stage in ("sft", "dpo", "sdpo"):
-        assert (run_dir / stage / "config.yaml").is_file()
+        assert (run_dir / stage / CONFIG).is_file()
         assert (run_dir / stage / "model" / "config.json").is_file()
         assert (run_dir / stage / "model" / "sdporec_codec.json").is_file()
         # Answer-only SFT: validation tries the prompt alone, and every stage is ranked by it.
-        assert json.loads((run_dir / "eval" / stage / "metrics.json").read_text())["history_readout"] == 0
-    rows = [json.loads(x) for x in (run_dir / "eval" / "sdpo" / "predictions.jsonl").read_text().splitlines()]
+        assert read_evaluation_metrics(run_dir / "eval" / stage)["history_readout"] == 0
+    rows = [json.loads(x) for x in (run_dir / "eval" / "sdpo" / PREDICTIONS).read_text().splitlines()]
     assert len(rows) == metrics["sdpo"]["n"] and len(rows[0]["ranked"]) == 20
-    log = [json.loads(x) for x in (run_dir / "sdpo" / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(x) for x in (run_dir / "sdpo" / TRAIN_LOG).read_text().splitlines()]
     for key in ("reward_chosen", "reward_rejected", "reward_margin", "accuracy", "logp_chosen", "loss"):
         assert key in log[-1]
 
@@ -60,23 +70,23 @@ def test_evaluate_generation_protocol(run_dir, tmp_path, capsys):
     code = main(["evaluate", "--model", str(run_dir / "sft" / "model"), "--data", str(run_dir / "data" / "test.jsonl"),
                  "--out", str(tmp_path), "--protocol", "generation", "--limit", "20", "--no-progress"])
     assert code == 0
-    m = json.loads((tmp_path / "metrics.json").read_text())
+    m = read_evaluation_metrics(tmp_path)
     assert m["n"] == 20 and 0 <= m["hr@1"] <= m["valid_ratio"] <= 1 and m["layout"] is None
-    rows = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / PREDICTIONS).read_text().splitlines()]
     assert all(r["valid"] == (r["answer"] is not None) for r in rows)
-    assert (tmp_path / "config.yaml").is_file()
+    assert (tmp_path / CONFIG).is_file()
 
 
 def test_ranking_evaluate_matches_pipeline(run_dir, tmp_path, monkeypatch):
     assert main(["evaluate", "--model", str(run_dir / "sdpo" / "model"), "--data",
                  str(run_dir / "data" / "test.jsonl"), "--out", str(tmp_path), "--no-progress"]) == 0
-    again = json.loads((tmp_path / "metrics.json").read_text())
-    pipeline = json.loads((run_dir / "metrics.json").read_text())["sdpo"]
+    again = read_evaluation_metrics(tmp_path)
+    pipeline = read_pipeline_metrics(run_dir / METRICS)["sdpo"]
     assert again["hr@1"] == pipeline["hr@1"] and again["mrr"] == pytest.approx(pipeline["mrr"])
     assert again["layout"] == "packed"          # auto on a CPU; generation names none
     assert main(["evaluate", "--model", str(run_dir / "sdpo" / "model"), "--data", str(run_dir / "data" / "test.jsonl"),
                  "--out", str(tmp_path / "flex"), "--no-progress", "--layout", "flex", "--limit", "30"]) == 0
-    flex = json.loads((tmp_path / "flex" / "metrics.json").read_text())
+    flex = read_evaluation_metrics(tmp_path / "flex")
     assert flex["layout"] == "flex"
     monkeypatch.setattr("sdporec.models.flex.available", lambda: False)   # a torch without FlexAttention
     monkeypatch.setattr("sdporec.models.scoring._warned", set())
@@ -84,9 +94,9 @@ def test_ranking_evaluate_matches_pipeline(run_dir, tmp_path, monkeypatch):
         assert main(["evaluate", "--model", str(run_dir / "sdpo" / "model"), "--data",
                      str(run_dir / "data" / "test.jsonl"), "--out", str(tmp_path / "no-flex"), "--no-progress",
                      "--layout", "flex", "--limit", "30"]) == 0
-    assert json.loads((tmp_path / "no-flex" / "metrics.json").read_text())["layout"] == "packed"   # what ran
-    first = [json.loads(x) for x in (tmp_path / "predictions.jsonl").read_text().splitlines()[:30]]
-    assert [json.loads(x)["rank"] for x in (tmp_path / "flex" / "predictions.jsonl").read_text().splitlines()] == \
+    assert read_evaluation_metrics(tmp_path / "no-flex")["layout"] == "packed"   # what ran
+    first = [json.loads(x) for x in (tmp_path / PREDICTIONS).read_text().splitlines()[:30]]
+    assert [json.loads(x)["rank"] for x in (tmp_path / "flex" / PREDICTIONS).read_text().splitlines()] == \
         [r["rank"] for r in first]
 
 
@@ -107,7 +117,7 @@ def test_bad_input_exits_with_file_row_field(run_dir, tmp_path, capsys):
                  str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and str(bad) in err and "row line 2" in err and "'trueSelection'" in err
-    assert not (tmp_path / "o" / "metrics.json").exists()
+    assert not (tmp_path / "o" / METRICS).exists()
 
 
 def test_lora_sft_then_sdpo_from_the_adapter(run_dir, tmp_path):
@@ -164,7 +174,7 @@ def test_pipeline_ends_with_a_report(run_dir):
     report = run_dir / "report"
     for name in ("loss.png", "valid_hr1.png", "rewards.png", "chosen_logp.png", "final_metrics.png"):
         assert (report / name).read_bytes()[:8] == PNG_MAGIC, name
-    assert "| sdpo |" in (report / "report.md").read_text()
+    assert "| sdpo |" in (report / REPORT).read_text()
 
 
 def test_report_compares_several_runs(run_dir, tmp_path, capsys):
@@ -176,7 +186,7 @@ def test_report_compares_several_runs(run_dir, tmp_path, capsys):
     shutil.copytree(run_dir, second, ignore=shutil.ignore_patterns("model", "base", "data"))
     out = tmp_path / "report"
     assert main(["report", str(run_dir), str(second), "--out", str(out)]) == 0
-    text = (out / "report.md").read_text()
+    text = (out / REPORT).read_text()
     assert f"| {run_dir.name}/sdpo |" in text and "| second/popularity |" in text
     for name in ("loss.png", "valid_hr1.png", "rewards.png", "chosen_logp.png", "final_metrics.png"):
         image = matplotlib.image.imread(out / name)
@@ -214,7 +224,7 @@ def test_report_to_tensorboard_without_the_package_says_so(run_dir, tmp_path, ca
 
 
 def _losses(run):
-    return [json.loads(x)["loss"] for x in (run / "train_log.jsonl").read_text().splitlines()]
+    return [json.loads(x)["loss"] for x in (run / TRAIN_LOG).read_text().splitlines()]
 
 
 def test_precomputed_reference_equals_online_and_is_reused(run_dir, tmp_path):
@@ -265,7 +275,7 @@ def test_compare_pairs_the_samples_and_names_a_mismatch(run_dir, tmp_path, capsy
                 "compare",
                 str(run_dir / "eval" / "sdpo"),
                 str(run_dir / "eval" / "popularity"),
-                str(run_dir / "eval" / "sdpo" / "predictions.jsonl"),
+                str(run_dir / "eval" / "sdpo" / PREDICTIONS),
                 "--names",
                 "a",
                 "b",
@@ -277,7 +287,7 @@ def test_compare_pairs_the_samples_and_names_a_mismatch(run_dir, tmp_path, capsy
         == 0
     )
     result = json.loads(out.read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = read_pipeline_metrics(run_dir / METRICS)
     assert result["metrics"]["a"]["hr@1"] == pytest.approx(metrics["sdpo"]["hr@1"])
     assert result["metrics"]["b"]["mrr"] == pytest.approx(metrics["popularity"]["mrr"])
     same = [d for d in result["differences"] if d["a"] == "a" and d["b"] == "a2"]
@@ -285,7 +295,7 @@ def test_compare_pairs_the_samples_and_names_a_mismatch(run_dir, tmp_path, capsy
                         for d in same)
     assert "95% interval" in capsys.readouterr().out
     short = tmp_path / "short.jsonl"
-    short.write_text("".join((run_dir / "eval" / "sdpo" / "predictions.jsonl").read_text().splitlines(True)[:-1]))
+    short.write_text("".join((run_dir / "eval" / "sdpo" / PREDICTIONS).read_text().splitlines(True)[:-1]))
     assert main(["compare", str(run_dir / "eval" / "sdpo"), str(short)]) == 2
     err = capsys.readouterr().err
     assert str(short) in err and "same samples" in err

@@ -15,6 +15,7 @@ from sdporec.evaluation.baselines import popularity_scorer
 from sdporec.evaluation.compare import format_comparison, read_predictions, require_same_samples
 from sdporec.evaluation.evaluate import evaluate_ranking, write_results
 from sdporec.evaluation.metrics import paired_bootstrap
+from sdporec.runs import PREDICTIONS
 
 TITLES = [f"Item {i}" for i in range(30)]
 
@@ -34,7 +35,7 @@ TRAIN = samples(99, 40)
 def evaluated(path, data, train=TRAIN):
     metrics, rows = evaluate_ranking(popularity_scorer(train), data)
     write_results(path, metrics, rows)
-    return path / "predictions.jsonl"
+    return path / PREDICTIONS
 
 
 def test_evaluations_of_different_samples_are_refused(tmp_path, capsys):
@@ -130,9 +131,9 @@ def test_settings_at_their_limits_are_accepted():
 
 def test_a_comparison_by_hand(tmp_path, capsys):
     # a: ranks 0, 0, 1, 4; b: ranks 1, 0, 0, 9 (0-based). Means by hand from the metric definitions.
-    a = write_rows(tmp_path / "alpha" / "predictions.jsonl", [("s1", 0), ("s2", 0), ("s3", 1), ("s4", 4)],
+    a = write_rows(tmp_path / "alpha" / PREDICTIONS, [("s1", 0), ("s2", 0), ("s3", 1), ("s4", 4)],
                    blank_after=1)
-    b = write_rows(tmp_path / "beta" / "predictions.jsonl", [("s4", 9), ("s3", 0), ("s2", 0), ("s1", 1)])
+    b = write_rows(tmp_path / "beta" / PREDICTIONS, [("s4", 9), ("s3", 0), ("s2", 0), ("s1", 1)])
     out = tmp_path / "cmp.json"
     got = run_compare(CompareConfig(predictions=[str(a.parent), str(b)], resamples=100, seed=3, out=str(out)))
     assert got["n"] == 4 and got["resamples"] == 100 and got["seed"] == 3
@@ -174,8 +175,8 @@ def test_three_files_compare_every_pair_in_order(tmp_path):
 
 
 def test_files_in_folders_of_one_name_are_named_by_path(tmp_path):
-    a = write_rows(tmp_path / "one" / "eval" / "predictions.jsonl", [("s1", 0)])
-    b = write_rows(tmp_path / "two" / "eval" / "predictions.jsonl", [("s1", 1)])
+    a = write_rows(tmp_path / "one" / "eval" / PREDICTIONS, [("s1", 0)])
+    b = write_rows(tmp_path / "two" / "eval" / PREDICTIONS, [("s1", 1)])
     got = run_compare(CompareConfig(predictions=[str(a), str(b)], resamples=100))
     assert list(got["metrics"]) == [str(a), str(b)]
 
@@ -228,9 +229,9 @@ def test_unreadable_rows_are_named(tmp_path, text, message):
 
 
 def test_a_folder_reads_its_predictions_file(tmp_path):
-    write_rows(tmp_path / "predictions.jsonl", [("s1", True, False), ("s2", False, False)])
+    write_rows(tmp_path / PREDICTIONS, [("s1", True, False), ("s2", False, False)])
     file, rows = read_predictions(str(tmp_path))
-    assert file == str(tmp_path / "predictions.jsonl") and list(rows) == ["s1", "s2"] and rows["s1"]["hit"] is True
+    assert file == str(tmp_path / PREDICTIONS) and list(rows) == ["s1", "s2"] and rows["s1"]["hit"] is True
 
 
 def test_different_samples_message_in_full(tmp_path):
@@ -335,7 +336,7 @@ def test_pooled_sets_must_match_in_number_and_order(tmp_path, capsys):
 def test_sets_of_the_same_samples_count_each_sample_once_in_the_draws(tmp_path, capsys):
     # Seeds evaluated on one test file: the mean is each sample's mean over the seeds, drawn once per sample.
     seeds = {"a": ([0, 3, 1, 0], [2, 0, 1, 0]), "b": ([1, 0, 0, 4], [1, 1, 0, 9])}
-    files = {m: [write_rows(tmp_path / f"s{i}" / m / "predictions.jsonl", [(f"s{j}", r) for j, r in enumerate(rs)])
+    files = {m: [write_rows(tmp_path / f"s{i}" / m / PREDICTIONS, [(f"s{j}", r) for j, r in enumerate(rs)])
                  for i, rs in enumerate(seeds[m])] for m in seeds}
     got = run_compare(CompareConfig(predictions=[",".join(str(f.parent) for f in files[m]) for m in seeds],
                                     resamples=200, seed=4))
@@ -370,8 +371,8 @@ def test_a_later_set_that_differs_between_models_is_refused_by_name(tmp_path, ca
 
 
 def test_a_path_with_a_comma_that_exists_is_one_file(tmp_path):
-    odd = write_rows(tmp_path / "lr=1e-4,bs=8" / "predictions.jsonl", [("s0", 0), ("s1", 3)])
-    other = write_rows(tmp_path / "other" / "predictions.jsonl", [("s0", 1), ("s1", 0)])
+    odd = write_rows(tmp_path / "lr=1e-4,bs=8" / PREDICTIONS, [("s0", 0), ("s1", 3)])
+    other = write_rows(tmp_path / "other" / PREDICTIONS, [("s0", 1), ("s1", 0)])
     got = run_compare(CompareConfig(predictions=[str(odd.parent), str(other)], resamples=100))
     assert got["sets"] == [2] and list(got["metrics"]) == ["lr=1e-4,bs=8", "other"]
     from sdporec.evaluation.compare import compare_predictions

@@ -10,6 +10,7 @@ from sdporec.commands.settings import resolve
 from sdporec.commands.sft import SFTConfig
 from sdporec.config import save_config
 from sdporec.errors import ConfigError
+from sdporec.runs import CONFIG
 
 
 def parse(argv):
@@ -45,7 +46,7 @@ def test_yaml_then_flags_override(tmp_path, monkeypatch):
     cfg = resolve(SFTConfig, parse(["sft", "--config", str(f), "--epochs", "2"]))
     assert cfg.epochs == 2 and cfg.lr == 0.01 and cfg.train == "a.json"
     save_config(cfg, tmp_path / "run")
-    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    saved = yaml.safe_load((tmp_path / "run" / CONFIG).read_text())
     assert saved["epochs"] == 2 and saved["lr"] == 0.01 and saved["model"] == "builtin"
 
 

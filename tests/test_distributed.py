@@ -11,6 +11,7 @@ from conftest import write_small_splits
 
 from sdporec.cli import main
 from sdporec.processes import even_shard, shard
+from sdporec.runs import EVAL_LOG, PREDICTIONS, SUMMARY, TRAIN_LOG, read_evaluation_metrics
 from sdporec.training.distributed import micro_batch
 
 COMMON = ["--threads", "1", "--device", "cpu", "--no-progress", "--log-every", "1", "--eval-samples", "16"]
@@ -28,7 +29,7 @@ def torchrun(*args: str) -> None:
 
 
 def losses(run):
-    return [json.loads(x)["loss"] for x in (run / "train_log.jsonl").read_text().splitlines()]
+    return [json.loads(x)["loss"] for x in (run / TRAIN_LOG).read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +59,15 @@ def test_two_processes_match_one(files, tmp_path):
     assert main(["sft", "--out", str(one / "sft"), "--batch-size", "8", "--epochs", "2", *data, *SIZE, *COMMON]) == 0
     torchrun("sft", "--out", str(two / "sft"), "--batch-size", "4", "--epochs", "2", *data, *SIZE, *COMMON)
     assert losses(two / "sft") == pytest.approx(losses(one / "sft"), abs=1e-4)
-    assert json.loads((two / "sft" / "summary.json").read_text())["processes"] == 2
+    assert json.loads((two / "sft" / SUMMARY).read_text())["processes"] == 2
 
     sft = str(one / "sft" / "model")
     pref = ["--negatives", "3", "--model", sft, "--reference-cache", "none", *data, *COMMON]
     assert main(["sdpo", "--out", str(one / "sdpo"), "--batch-size", "8", *pref]) == 0
     torchrun("sdpo", "--out", str(two / "sdpo"), "--batch-size", "4", *pref)
     assert losses(two / "sdpo") == pytest.approx(losses(one / "sdpo"), abs=1e-4)
-    evals = [json.loads(x)["hr@1"] for x in (two / "sdpo" / "eval_log.jsonl").read_text().splitlines()]
-    assert evals == [json.loads(x)["hr@1"] for x in (one / "sdpo" / "eval_log.jsonl").read_text().splitlines()]
+    evals = [json.loads(x)["hr@1"] for x in (two / "sdpo" / EVAL_LOG).read_text().splitlines()]
+    assert evals == [json.loads(x)["hr@1"] for x in (one / "sdpo" / EVAL_LOG).read_text().splitlines()]
 
     for protocol in ("ranking", "generation"):
         ev = ["evaluate", "--model", sft, "--data", str(files / "valid.jsonl"), "--protocol", protocol,
@@ -74,10 +75,10 @@ def test_two_processes_match_one(files, tmp_path):
         assert main([*ev, "--out", str(one / protocol)]) == 0
         torchrun(*ev, "--out", str(two / protocol))
         rows = [
-            [json.loads(x) for x in (d / protocol / "predictions.jsonl").read_text().splitlines()] for d in (one, two)
+            [json.loads(x) for x in (d / protocol / PREDICTIONS).read_text().splitlines()] for d in (one, two)
         ]
         assert [r["key"] for r in rows[1]] == [r["key"] for r in rows[0]] and len(rows[1]) == 13
-        m1, m2 = (json.loads((d / protocol / "metrics.json").read_text()) for d in (one, two))
+        m1, m2 = (read_evaluation_metrics(d / protocol) for d in (one, two))
         assert m2["processes"] == 2 and m2["n"] == 13
         assert {k: m2[k] for k in ("hr@1", "mrr", "valid_ratio")} == pytest.approx(
             {k: m1[k] for k in ("hr@1", "mrr", "valid_ratio")}, abs=1e-6, nan_ok=True)

@@ -17,6 +17,7 @@ from sdporec.models.families import FAMILIES, build_family, tokenizer_texts
 from sdporec.models.loading import load_model
 from sdporec.models.logprobs import answer_logprobs_cached, answer_logprobs_full, answer_logprobs_packed
 from sdporec.models.lora import lora_targets
+from sdporec.runs import PREDICTIONS, TRAIN_LOG, read_evaluation_metrics
 
 SIZE = ["--hidden", "32", "--layers", "2", "--heads", "4", "--kv-heads", "2", "--vocab-size", "400"]
 TRAIN = ["--epochs", "1", "--batch-size", "8", "--eval-samples", "8", "--no-progress", "--domain", "music"]
@@ -61,7 +62,7 @@ def test_family_trains_evaluates_exports_and_round_trips(family, data, tmp_path)
     assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "sdpo"),
                  "--negatives", "3", "--lora", "--lora-r", "4", "--lora-dropout", "0", *files, *TRAIN]) == 0
     for stage in ("sft", "sdpo"):
-        log = [json.loads(x) for x in (tmp_path / stage / "train_log.jsonl").read_text().splitlines()]
+        log = [json.loads(x) for x in (tmp_path / stage / TRAIN_LOG).read_text().splitlines()]
         assert log and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
     adapter = tmp_path / "sdpo" / "model"
     assert (adapter / "adapter_config.json").is_file()
@@ -70,7 +71,7 @@ def test_family_trains_evaluates_exports_and_round_trips(family, data, tmp_path)
         out = tmp_path / f"eval-{name}"
         assert main(["evaluate", "--model", str(model_dir), "--data", str(d / "valid.jsonl"), "--out", str(out),
                      "--protocol", protocol, "--no-progress"]) == 0
-        results[name] = json.loads((out / "metrics.json").read_text())
+        results[name] = read_evaluation_metrics(out)
         assert results[name]["n"] == 8
     assert 0 <= results["gen"]["hr@1"] <= results["gen"]["valid_ratio"] <= 1
 
@@ -87,7 +88,7 @@ def test_family_trains_evaluates_exports_and_round_trips(family, data, tmp_path)
 
     adapter_scores = score(adapter_model)
     torch.testing.assert_close(score(merged_model), adapter_scores, atol=1e-4, rtol=1e-4)
-    ranked = [json.loads(x) for x in (tmp_path / "eval-rank" / "predictions.jsonl").read_text().splitlines()]
+    ranked = [json.loads(x) for x in (tmp_path / "eval-rank" / PREDICTIONS).read_text().splitlines()]
     assert ranked[0]["ranked"][0][1] == pytest.approx(float(adapter_scores[0].max()), abs=1e-4)
 
     # save -> load round trip of the full SFT model: equal scores

@@ -11,6 +11,7 @@ from conftest import ranked
 from sdporec.cli import main
 from sdporec.data.hybrid import item_token
 from sdporec.data.prompts import build_prompt
+from sdporec.runs import PREDICTIONS, SUMMARY, read_evaluation_metrics
 
 CLI_FAST = ["--epochs", "1", "--batch-size", "8", "--eval-samples", "4", "--no-progress"]
 
@@ -41,13 +42,13 @@ def test_every_stage_on_item_tokens_through_the_cli(tiny_text_model, tmp_path, c
     evaluate = ["evaluate", "--model", model, "--data", str(d / "valid.jsonl"), "--no-progress"]
     assert main([*evaluate, "--out", str(tmp_path / "rank")]) == 0
     assert main([*evaluate, "--out", str(tmp_path / "rank-paper"), "--layout", "paper"]) == 0
-    first = ranked(tmp_path / "rank" / "predictions.jsonl")
-    paper = ranked(tmp_path / "rank-paper" / "predictions.jsonl")
+    first = ranked(tmp_path / "rank" / PREDICTIONS)
+    paper = ranked(tmp_path / "rank-paper" / PREDICTIONS)
     for key, rows in first.items():
         assert dict(paper[key]) == pytest.approx(dict(rows), abs=1e-4)
     assert main([*evaluate, "--protocol", "generation", "--out", str(tmp_path / "gen")]) == 0
-    gen = [json.loads(line) for line in open(tmp_path / "gen" / "predictions.jsonl")]
-    metrics = json.loads((tmp_path / "gen" / "metrics.json").read_text())
+    gen = [json.loads(line) for line in open(tmp_path / "gen" / PREDICTIONS)]
+    metrics = read_evaluation_metrics(tmp_path / "gen")
     for r, line in zip(gen, open(d / "valid.jsonl")):
         candidates = json.loads(line)["itemList"]
         if r["answer"] is not None:    # the decoded answer is the title of a candidate's item token
@@ -68,7 +69,7 @@ def test_every_stage_on_item_tokens_through_the_cli(tiny_text_model, tmp_path, c
     assert json.loads((tmp_path / "merged" / "sdporec_codec.json").read_text()) == record
     assert main(["evaluate", "--model", str(tmp_path / "merged"), "--data", str(d / "valid.jsonl"), "--no-progress",
                  "--out", str(tmp_path / "rank-merged")]) == 0
-    merged = ranked(tmp_path / "rank-merged" / "predictions.jsonl")
+    merged = ranked(tmp_path / "rank-merged" / PREDICTIONS)
     for key, rows in first.items():
         assert dict(merged[key]) == pytest.approx(dict(rows), abs=1e-4)
 
@@ -178,7 +179,7 @@ def test_resume_of_an_item_token_lora_run_equals_the_uninterrupted_run(tiny_text
     assert main([*args, "--out", str(cut)]) == 0
     assert sorted(p.name for p in (cut / "checkpoints").glob("step-*")) == ["step-00000003", "step-00000004"]
     shutil.rmtree(cut / "checkpoints" / "step-00000004")
-    (cut / "summary.json").unlink()
+    (cut / SUMMARY).unlink()
     assert main([*args, "--out", str(cut), "--resume"]) == 0
     for log in ("train_log.jsonl", "eval_log.jsonl"):
         rows = [[{k: v for k, v in json.loads(x).items() if k != "elapsed_s"}
@@ -187,7 +188,7 @@ def test_resume_of_an_item_token_lora_run_equals_the_uninterrupted_run(tiny_text
     for run in (whole, cut):
         assert main(["evaluate", "--model", str(run / "model"), "--data", str(d / "valid.jsonl"), "--no-progress",
                      "--out", str(run / "eval")]) == 0
-    assert ranked(whole / "eval" / "predictions.jsonl") == ranked(cut / "eval" / "predictions.jsonl")
+    assert ranked(whole / "eval" / PREDICTIONS) == ranked(cut / "eval" / PREDICTIONS)
 
 
 def test_pipeline_with_item_tokens_and_a_test_title_it_would_not_know(tiny_text_model, tmp_path, capsys):
@@ -202,7 +203,7 @@ def test_pipeline_with_item_tokens_and_a_test_title_it_would_not_know(tiny_text_
     run = ["pipeline", "--model", str(d / "model"), "--lora", "--item-tokens", "--data", str(data), "--sft-epochs",
            "1", "--batch-size", "8", "--eval-samples", "4", "--pref-eval-every", "0", "--no-progress"]
     assert main([*run, "--out", str(tmp_path / "run")]) == 0
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = read_evaluation_metrics(tmp_path / "run")
     assert set(metrics) == {"popularity", "sft", "dpo", "sdpo"} and all(m["n"] == 4 for m in metrics.values())
     assert json.loads((tmp_path / "run" / "sdpo" / "model" / "sdporec_codec.json").read_text())["kind"] == "hybrid"
     test = (data / "test.jsonl").read_text().replace('"itemList": ["', '"itemList": ["Unheard Of", "', 1)

@@ -16,6 +16,7 @@ from sdporec.data.importers import (
 )
 from sdporec.data.samples import read_samples
 from sdporec.errors import DataError
+from sdporec.runs import PREPARE_SUMMARY
 
 
 def write(path, text):
@@ -131,7 +132,7 @@ def test_prepare_csv_leave_last_out(log_files, tmp_path):
     train, valid, test = (read_samples(out / f"{n}.jsonl") for n in ("train", "valid", "test"))
     assert len(valid) == len(test) == 12 and len(train) == 12 * 3
     assert all(len(s.candidates) == 10 and s.target in s.candidates for s in train + valid + test)
-    summary = json.loads((out / "prepare.json").read_text())
+    summary = json.loads((out / PREPARE_SUMMARY).read_text())
     assert summary["samples"] == {"train": 36, "valid": 12, "test": 12}
 
 
@@ -146,7 +147,7 @@ def test_prepare_movielens_100k_and_audit(tmp_path, capsys):
     raw = shared_file("ml-100k", "u.data").parent
     out = tmp_path / "ml"
     assert main(["prepare", "movielens-100k", "--raw", str(raw), "--out", str(out)]) == 0
-    summary = json.loads((out / "prepare.json").read_text())
+    summary = json.loads((out / PREPARE_SUMMARY).read_text())
     assert sum(summary["samples"].values()) == 97171
     assert sum(summary["users"].values()) == 943
     capsys.readouterr()
@@ -188,7 +189,7 @@ def test_prepare_downloads_from_a_file_url_and_refuses_a_corrupted_archive(tmp_p
     assert main(["prepare", "movielens-100k", "--download", "--url", archive.as_uri(), "--raw", str(tmp_path / "raw"),
                  "--out", str(tmp_path / "ml")]) == 0
     assert (tmp_path / "raw" / "u.item").read_bytes() == (raw / "u.item").read_bytes()
-    assert json.loads((tmp_path / "ml" / "prepare.json").read_text())["items"] == 1682
+    assert json.loads((tmp_path / "ml" / PREPARE_SUMMARY).read_text())["items"] == 1682
     (tmp_path / "truncated.zip").write_bytes(archive.read_bytes()[:40000])
     capsys.readouterr()
     code = main(["prepare", "movielens-100k", "--download", "--url", (tmp_path / "truncated.zip").as_uri(),

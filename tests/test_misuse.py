@@ -10,6 +10,7 @@ import pytest
 
 from sdporec.cli import main
 from sdporec.errors import DataError
+from sdporec.runs import TRAINER_STATE
 
 
 @pytest.fixture(scope="module")
@@ -319,7 +320,7 @@ def test_missing_adapter_weights_are_an_error(ws, capsys):
 
 def test_an_unreadable_checkpoint_state_is_named_on_resume(ws, capsys):
     shutil.copytree("run", "run_copy")
-    state = next(Path("run_copy/checkpoints").glob("step-*")) / "trainer_state.json"
+    state = next(Path("run_copy/checkpoints").glob("step-*")) / TRAINER_STATE
     state.write_text('{"epoch": 1, "mic')
     capsys.readouterr()
     assert main(["sft", "--train", "data/train.jsonl", "--out", "run_copy", "--resume", "--no-progress"]) == 2

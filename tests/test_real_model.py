@@ -9,6 +9,7 @@ from conftest import missing, ranked, write_small_splits
 
 from sdporec.cli import main
 from sdporec.models import sources
+from sdporec.runs import PREDICTIONS, TRAIN_LOG, read_evaluation_metrics
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +48,7 @@ def recommend_and_export_score_as_evaluate(model: str, first: dict, tmp_path, ca
     assert main(["export", "--model", model, "--merge", "--out", str(tmp_path / "merged")]) == 0
     assert main(["evaluate", "--model", str(tmp_path / "merged"), "--data", str(tmp_path / "valid.jsonl"),
                  "--no-progress", "--out", str(tmp_path / "rank-merged")]) == 0
-    merged = ranked(tmp_path / "rank-merged" / "predictions.jsonl")
+    merged = ranked(tmp_path / "rank-merged" / PREDICTIONS)
     for key, rows in first.items():
         assert dict(merged[key]) == pytest.approx(dict(rows), abs=1e-3)
 
@@ -66,7 +67,7 @@ def test_smollm2_sft_sdpo_evaluate_recommend_export(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(sources, "load_gguf_model", lambda *a: pytest.fail("a checkpoint loaded the GGUF file"))
     assert main(["sdpo", "--model", str(sft), "--negatives", "3", "--out", str(tmp_path / "sdpo"),
                  *data, *FAST]) == 0
-    log = [json.loads(line) for line in open(tmp_path / "sdpo" / "train_log.jsonl")]
+    log = [json.loads(line) for line in open(tmp_path / "sdpo" / TRAIN_LOG)]
     assert log and all(abs(row["loss"]) < 100 for row in log if "loss" in row)
     model = str(tmp_path / "sdpo" / "model")
     evaluate = ["evaluate", "--model", model, "--data", str(tmp_path / "valid.jsonl"), "--no-progress",
@@ -74,12 +75,12 @@ def test_smollm2_sft_sdpo_evaluate_recommend_export(tmp_path, capsys, monkeypatc
     assert main([*evaluate, "--out", str(tmp_path / "rank")]) == 0
     assert main([*evaluate, "--out", str(tmp_path / "rank-again")]) == 0
     first, again = (
-        ranked(tmp_path / "rank" / "predictions.jsonl"),
-        ranked(tmp_path / "rank-again" / "predictions.jsonl"),
+        ranked(tmp_path / "rank" / PREDICTIONS),
+        ranked(tmp_path / "rank-again" / PREDICTIONS),
     )
     assert first == again and len(first) == 3 and all(len(r) == 20 for r in first.values())
     assert main([*evaluate, "--protocol", "generation", "--max-new-tokens", "12", "--out", str(tmp_path / "gen")]) == 0
-    metrics = json.loads((tmp_path / "gen" / "metrics.json").read_text())
+    metrics = read_evaluation_metrics(tmp_path / "gen")
     assert metrics["n"] == 3 and 0 <= metrics["valid_ratio"] <= 1
 
     recommend_and_export_score_as_evaluate(model, first, tmp_path, capsys)
@@ -112,10 +113,10 @@ def test_smollm2_with_item_tokens_every_stage_and_single_token_scoring(tmp_path,
                 "--batch-size", "3"]
     assert main([*evaluate, "--out", str(tmp_path / "rank")]) == 0
     assert main([*evaluate, "--out", str(tmp_path / "rank-again")]) == 0
-    first = ranked(tmp_path / "rank" / "predictions.jsonl")
-    assert first == ranked(tmp_path / "rank-again" / "predictions.jsonl") and len(first) == 3
+    first = ranked(tmp_path / "rank" / PREDICTIONS)
+    assert first == ranked(tmp_path / "rank-again" / PREDICTIONS) and len(first) == 3
     assert main([*evaluate, "--protocol", "generation", "--max-new-tokens", "4", "--out", str(tmp_path / "gen")]) == 0
-    assert json.loads((tmp_path / "gen" / "metrics.json").read_text())["n"] == 3
+    assert read_evaluation_metrics(tmp_path / "gen")["n"] == 3
 
     recommend_and_export_score_as_evaluate(model, first, tmp_path, capsys)
     assert json.loads((tmp_path / "merged" / "sdporec_codec.json").read_text()) == record

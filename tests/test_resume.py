@@ -10,6 +10,7 @@ import pytest
 from conftest import write_small_splits
 
 from sdporec.cli import main
+from sdporec.runs import EVAL_LOG, PREDICTIONS, SUMMARY, TRAIN_LOG
 from sdporec.training.trainer import KILL_AT_STEP
 
 SIZE = ["--hidden", "32", "--layers", "1", "--heads", "2"]
@@ -50,16 +51,16 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(stage, files, sft_model
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300,
                           env={**os.environ, KILL_AT_STEP: "18"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-    assert [r["step"] for r in log_rows(killed / "train_log.jsonl")] == [10]
-    assert [r["step"] for r in log_rows(killed / "eval_log.jsonl")] == [6, 12, 18]
+    assert [r["step"] for r in log_rows(killed / TRAIN_LOG)] == [10]
+    assert [r["step"] for r in log_rows(killed / EVAL_LOG)] == [6, 12, 18]
     kept = sorted(p.name for p in (killed / "checkpoints").glob("step-*"))
     assert kept == ["step-00000012", "step-00000016"]
-    assert not (killed / "summary.json").exists()
+    assert not (killed / SUMMARY).exists()
 
     assert main([*command, "--out", str(killed), "--resume", *files, *ARGS]) == 0
-    assert log_rows(killed / "train_log.jsonl") == log_rows(whole / "train_log.jsonl")
-    assert log_rows(killed / "eval_log.jsonl") == log_rows(whole / "eval_log.jsonl")
-    a, b = (json.loads((d / "summary.json").read_text()) for d in (whole, killed))
+    assert log_rows(killed / TRAIN_LOG) == log_rows(whole / TRAIN_LOG)
+    assert log_rows(killed / EVAL_LOG) == log_rows(whole / EVAL_LOG)
+    a, b = (json.loads((d / SUMMARY).read_text()) for d in (whole, killed))
     assert a["best_valid_hr@1"] == b["best_valid_hr@1"] and a["optimizer_steps"] == b["optimizer_steps"] == 80
     kept = sorted(p.name for p in (killed / "checkpoints").glob("step-*"))
     assert kept == ["step-00000076", "step-00000080"]
@@ -67,7 +68,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(stage, files, sft_model
     for run in (whole, killed):
         assert main(["evaluate", "--model", str(run / "model"), "--data", files[3], "--out", str(run / "eval"),
                      "--no-progress"]) == 0
-    preds = [(d / "eval" / "predictions.jsonl").read_text() for d in (whole, killed)]
+    preds = [(d / "eval" / PREDICTIONS).read_text() for d in (whole, killed)]
     assert preds[0] == preds[1]
 
 
@@ -85,9 +86,9 @@ def test_a_log_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
     from sdporec.commands.train_config import TrainConfig
     from sdporec.training.runlog import RunLog
 
-    (tmp_path / "train_log.jsonl").write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "lo')
+    (tmp_path / TRAIN_LOG).write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"step": 4, "lo')
     RunLog(TrainConfig(train="t", out=str(tmp_path)), tmp_path, keep_until=3)
-    assert (tmp_path / "train_log.jsonl").read_text() == '{"step": 1}\n{"step": 2}\n{"step": 3}\n'
+    assert (tmp_path / TRAIN_LOG).read_text() == '{"step": 1}\n{"step": 2}\n{"step": 3}\n'
 
 
 def test_the_training_state_round_trips_through_safetensors_and_json(tmp_path):

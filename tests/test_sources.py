@@ -17,6 +17,7 @@ from sdporec.models import sources
 from sdporec.models.checkpoints import save_codec
 from sdporec.models.codecs import load_codec
 from sdporec.models.families import build_family, tokenizer_texts
+from sdporec.runs import CONFIG, read_evaluation_metrics
 
 TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
             "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
@@ -105,16 +106,16 @@ def test_sft_dpo_evaluate_keep_the_chat_prompt_and_the_domain_throughout(text_mo
     assert json.loads((tmp_path / "sft" / "model" / "sdporec_codec.json").read_text())["chat"] is True
     assert main(["dpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "dpo"), *common]) == 0
     assert json.loads((tmp_path / "dpo" / "model" / "sdporec_codec.json").read_text())["chat"] is True
-    assert "domain: books" in (tmp_path / "dpo" / "config.yaml").read_text()    # dpo took the SFT's domain
+    assert "domain: books" in (tmp_path / "dpo" / CONFIG).read_text()    # dpo took the SFT's domain
     assert main(["evaluate", "--model", str(tmp_path / "dpo" / "model"), "--data", str(d / "valid.jsonl"),
                  "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
-    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["chat_template"] is True
-    assert "domain: books" in (tmp_path / "ev" / "config.yaml").read_text()     # the checkpoint's own domain
+    assert read_evaluation_metrics(tmp_path / "ev")["chat_template"] is True
+    assert "domain: books" in (tmp_path / "ev" / CONFIG).read_text()     # the checkpoint's own domain
     capsys.readouterr()
     assert main(["evaluate", "--model", str(tmp_path / "dpo" / "model"), "--data", str(d / "valid.jsonl"),
                  "--out", str(tmp_path / "ev2"), "--no-progress", "--domain", "music"]) == 0
     assert "warning:" in (err := capsys.readouterr().err) and "trained on books prompts; using --domain music" in err
-    assert "domain: music" in (tmp_path / "ev2" / "config.yaml").read_text()
+    assert "domain: music" in (tmp_path / "ev2" / CONFIG).read_text()
 
 
 def test_default_learning_rate_follows_stage_and_backbone(text_model, tmp_path):
@@ -169,7 +170,7 @@ def test_text_history_readout_scores_the_title_as_the_history_loss_labels_it(tex
         assert main([*base, *bad, "--out", str(tmp_path / "bad")]) == 2
         assert "history_readout" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert main([*base, "--history-readout", "0.5", "--out", str(tmp_path / "r")]) == 0
-    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["history_readout"] == 0.5
+    assert read_evaluation_metrics(tmp_path / "r")["history_readout"] == 0.5
 
 
 def test_text_history_sequences_label_the_later_titles(text_model):

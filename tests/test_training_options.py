@@ -12,6 +12,7 @@ from sdporec.cli import main
 from sdporec.data.batching import collate
 from sdporec.models import logprobs
 from sdporec.models.lora import enable_gradient_checkpointing
+from sdporec.runs import CONFIG, EVAL_LOG, SUMMARY, TRAIN_LOG, read_evaluation_metrics
 
 SIZE = ["--hidden", "32", "--layers", "1", "--heads", "2"]
 TINY = ["--epochs", "1", "--batch-size", "8", "--no-progress", "--eval-samples", "8"]
@@ -50,7 +51,7 @@ def test_bf16_autocast_and_checkpointing_train_on_cpu(files, tmp_path):
     assert main(["dpo", "--out", str(tmp_path / "lora"), "--model", str(tmp_path / "bf16" / "model"), "--lora",
                  "--gradient-checkpointing", "--mixed-precision", "bf16", *files, *TINY]) == 0
     for run in ("bf16", "lora"):
-        rows = [json.loads(x) for x in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
+        rows = [json.loads(x) for x in (tmp_path / run / TRAIN_LOG).read_text().splitlines()]
         assert rows and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
     saved = json.loads((tmp_path / "bf16" / "model" / "config.json").read_text())
     assert saved.get("dtype", saved.get("torch_dtype")) == "float32"   # autocast leaves fp32 weights
@@ -74,9 +75,9 @@ def test_every_layout_trains_to_the_same_losses(files, tmp_path):
         assert main(["dpo", "--out", str(tmp_path / layout), "--model", str(tmp_path / "sft" / "model"), "--layout",
                      layout, "--reference-cache", "none", "--log-every", "1", *files, *TINY]) == 0
         losses[layout] = [
-            json.loads(x)["loss"] for x in (tmp_path / layout / "train_log.jsonl").read_text().splitlines()
+            json.loads(x)["loss"] for x in (tmp_path / layout / TRAIN_LOG).read_text().splitlines()
         ]
-        used = json.loads((tmp_path / layout / "summary.json").read_text())["layout"]
+        used = json.loads((tmp_path / layout / SUMMARY).read_text())["layout"]
         assert used == ("packed" if layout == "auto" else layout)      # auto on a CPU: the packed layout
     assert len(losses["paper"]) == 4
     for layout in ("packed", "flex", "cache", "auto"):
@@ -111,12 +112,12 @@ def test_history_sequences_label_every_title_after_the_first(tiny_llama):
 
 def test_history_loss_trains_and_is_reported(files, tmp_path):
     assert main(["sft", "--out", str(tmp_path / "h"), "--history-weight", "0.5", *files, *SIZE, *TINY]) == 0
-    rows = [json.loads(x) for x in (tmp_path / "h" / "train_log.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / "h" / TRAIN_LOG).read_text().splitlines()]
     assert all("answer_loss" in r and r["loss"] > 0 for r in rows)
     # The logged loss is (answer loss + 0.5 x history loss) over answer and history tokens: with the history
     # term it differs from the answer loss per answer token.
     assert main(["sft", "--out", str(tmp_path / "a"), *files, *SIZE, *TINY]) == 0
-    plain = [json.loads(x)["loss"] for x in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    plain = [json.loads(x)["loss"] for x in (tmp_path / "a" / TRAIN_LOG).read_text().splitlines()]
     assert plain[0] != pytest.approx(rows[0]["loss"])
 
 
@@ -146,18 +147,18 @@ def test_negatives_from_the_model_are_harder_and_the_sft_and_history_terms_are_a
     for source in ("uniform", "popular", "model"):
         assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / source),
                      "--negatives-from", source, "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
-        first[source] = json.loads((tmp_path / source / "train_log.jsonl").read_text().splitlines()[0])
+        first[source] = json.loads((tmp_path / source / TRAIN_LOG).read_text().splitlines()[0])
     # At the first step the policy is the SFT model: the model's own top-K negatives have the highest log-probs.
     assert first["model"]["logp_rejected"] > first["uniform"]["logp_rejected"]
     assert first["model"]["logp_rejected"] > first["popular"]["logp_rejected"]
     assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "w"), "--sft-weight", "1",
                  "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
-    weighted = json.loads((tmp_path / "w" / "train_log.jsonl").read_text().splitlines()[0])
+    weighted = json.loads((tmp_path / "w" / TRAIN_LOG).read_text().splitlines()[0])
     # The SFT term: the chosen answer's per-token loss; item tokens: 2 per answer (title + EOS).
     assert weighted["loss"] == pytest.approx(first["uniform"]["loss"] - weighted["logp_chosen"] / 2, rel=1e-4)
     assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "h"),
                  "--history-weight", "0.5", "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
-    history = json.loads((tmp_path / "h" / "train_log.jsonl").read_text().splitlines()[0])
+    history = json.loads((tmp_path / "h" / TRAIN_LOG).read_text().splitlines()[0])
     # The history term: the history's next-item loss per labelled title, weighted; the preference part unchanged.
     assert history["history_loss"] > 0
     assert history["loss"] == pytest.approx(first["uniform"]["loss"] + 0.5 * history["history_loss"], rel=1e-4)
@@ -170,7 +171,7 @@ def test_title_rewards_leave_the_eos_out(files, tmp_path):
     for tokens in ("answer", "title"):
         assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / tokens),
                      "--reward-tokens", tokens, "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
-        first[tokens] = json.loads((tmp_path / tokens / "train_log.jsonl").read_text().splitlines()[0])
+        first[tokens] = json.loads((tmp_path / tokens / TRAIN_LOG).read_text().splitlines()[0])
     # Same first batch and weights: the title's log-prob alone is the answer's minus its (negative) EOS term.
     assert first["title"]["logp_chosen"] > first["answer"]["logp_chosen"]
     assert first["title"]["reward_chosen"] == pytest.approx(0.0, abs=1e-5)   # policy = reference at step 1
@@ -196,9 +197,9 @@ def test_history_loss_inside_the_prompt_trains_and_needs_a_weight(files, tmp_pat
     out = tmp_path / "p"
     assert main(["sft", "--out", str(out), "--history-weight", "0.5", "--history-in", "prompt", *files, *SIZE,
                  *TINY]) == 0
-    rows = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (out / TRAIN_LOG).read_text().splitlines()]
     assert all(r["loss"] > 0 and r["answer_loss"] > 0 for r in rows)
-    assert "history_in: prompt" in (out / "config.yaml").read_text()
+    assert "history_in: prompt" in (out / CONFIG).read_text()
     assert main(["sft", "--out", str(tmp_path / "q"), "--history-in", "prompt", *files, *SIZE, *TINY]) == 2
 
 
@@ -207,7 +208,7 @@ def test_validation_chooses_the_history_readout_with_the_checkpoint_and_evaluate
 
     out = tmp_path / "h"
     assert main(["sft", "--out", str(out), "--history-weight", "1", "--epochs", "2", *files, *SIZE, *TINY[2:]]) == 0
-    evals = [json.loads(x) for x in (out / "eval_log.jsonl").read_text().splitlines()]
+    evals = [json.loads(x) for x in (out / EVAL_LOG).read_text().splitlines()]
     for row in evals:   # every default weight tried; the row's HR@1 is the best of them, the smaller λ on ties
         by = row["hr@1_by_readout"]
         assert list(by) == ["0", "0.25", "0.5", "0.75", "1"]
@@ -220,19 +221,19 @@ def test_validation_chooses_the_history_readout_with_the_checkpoint_and_evaluate
     assert main(["evaluate", "--model", str(out / "model"), "--data", data, "--out", str(tmp_path / "e"),
                  "--no-progress"]) == 0
     assert "recorded in" in capsys.readouterr().err or best["history_readout"] == 0
-    recorded = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    recorded = read_evaluation_metrics(tmp_path / "e")
     assert recorded["history_readout"] == best["history_readout"] and recorded["hr@1"] == pytest.approx(best["hr@1"])
     assert main(["evaluate", "--model", str(out / "model"), "--data", data, "--out", str(tmp_path / "p"),
                  "--history-readout", "0", "--no-progress"]) == 0
-    prompt = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    prompt = read_evaluation_metrics(tmp_path / "p")
     assert prompt["history_readout"] == 0 and prompt["hr@1"] == pytest.approx(best["hr@1_by_readout"]["0"])
     # DPO from it tries the weights too (its SFT learned the history); an answer-only SFT tries the prompt alone.
     assert main(["dpo", "--model", str(out / "model"), "--out", str(tmp_path / "d"), "--reference-cache", "none",
                  *files, *TINY]) == 0
-    assert "hr@1_by_readout" in (tmp_path / "d" / "eval_log.jsonl").read_text()
+    assert "hr@1_by_readout" in (tmp_path / "d" / EVAL_LOG).read_text()
     assert Checkpoint.read(tmp_path / "d" / "model").meta["learned_history"] is True
     assert main(["sft", "--out", str(tmp_path / "a"), *files, *SIZE, *TINY]) == 0
-    assert "hr@1_by_readout" not in (tmp_path / "a" / "eval_log.jsonl").read_text()
+    assert "hr@1_by_readout" not in (tmp_path / "a" / EVAL_LOG).read_text()
     assert Checkpoint.read(tmp_path / "a" / "model").meta["history_readout"] == 0
 
 

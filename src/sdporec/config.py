@@ -11,6 +11,7 @@ import yaml
 
 from sdporec.errors import ConfigError, require
 from sdporec.files import atomic_write_text
+from sdporec.runs import CONFIG
 
 
 def require_cuda_for_4bit(load_in_4bit: bool) -> None:
@@ -26,7 +27,7 @@ def config_text(cfg) -> str:
     return yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False)
 
 
-def save_config(cfg, out_dir: str | Path, name: str = "config.yaml") -> None:
+def save_config(cfg, out_dir: str | Path, name: str = CONFIG) -> None:
     atomic_write_text(Path(out_dir) / name, config_text(cfg))
 
 

@@ -20,7 +20,7 @@ def not_a_file(path: str, name: str) -> Path:
     return out
 
 
-def claim_out_dir(path: str, outputs: tuple[str, ...], overwrite: bool, resume: bool = False,
+def claim_out_dir(path: str, outputs: tuple[str, ...], overwrite: bool, resume: bool | None = None,
                   name: str = "out") -> None:
     """Check `path` may receive a command's `outputs` (names inside it) before anything runs: it must not be
     a file, and outputs of an earlier run there are replaced only with `--overwrite` (or continued with
@@ -28,7 +28,7 @@ def claim_out_dir(path: str, outputs: tuple[str, ...], overwrite: bool, resume: 
     out = not_a_file(path, name)
     found = [o for o in outputs if (out / o).exists()] if out.is_dir() else []
     if found and not (overwrite or resume):
-        hint = "--resume to continue it, or " if "checkpoints" in outputs else ""
+        hint = "--resume to continue it, or " if resume is not None else ""   # None: the command cannot resume
         raise ConfigError(f"setting '{name}': {path} already holds outputs of an earlier run "
                           f"({', '.join(found[:4])}); add {hint}--overwrite to replace them, or choose another --out")
 

@@ -13,8 +13,9 @@ from sdporec.config import config_text, require_input
 from sdporec.data.samples import read_samples
 from sdporec.errors import require
 from sdporec.evaluation.baselines import item_count_scorer, item_knn_scorer, popularity_scorer
-from sdporec.evaluation.evaluate import RESULT_FILES, evaluate_ranking, write_results
+from sdporec.evaluation.evaluate import evaluate_ranking, write_results
 from sdporec.outputs import claim_out_dir, require_apart
+from sdporec.runs import EVALUATION_FILES
 
 BASELINES = ("popularity", "item-counts", "item-knn", "sasrec", "gru4rec")
 
@@ -47,7 +48,7 @@ class BaselineConfig:
         for name in ("train", "eval", "valid"):
             require_input(getattr(self, name), name)
         require_apart(self.out, {name: getattr(self, name) for name in ("train", "eval", "valid")})
-        claim_out_dir(self.out, RESULT_FILES, self.overwrite)
+        claim_out_dir(self.out, EVALUATION_FILES, self.overwrite)
 
 
 def run_baseline(cfg: BaselineConfig) -> dict:

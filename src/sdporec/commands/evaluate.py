@@ -20,11 +20,12 @@ from sdporec.config import config_text, require_cuda_for_4bit, require_device, r
 from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import read_samples
 from sdporec.errors import require
-from sdporec.evaluation.evaluate import PROTOCOLS, RESULT_FILES, evaluate_model, evaluate_sharded, write_results
+from sdporec.evaluation.evaluate import PROTOCOLS, evaluate_model, evaluate_sharded, write_results
 from sdporec.evaluation.scoring import SCORES, require_readout_weight
 from sdporec.models.scoring import running_layout
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 from sdporec.outputs import claim_out_dir, require_apart
+from sdporec.runs import EVALUATION_FILES
 
 
 @dataclass
@@ -72,7 +73,7 @@ class EvaluateConfig:
         require_input(self.data, "data")
         self.model = resolve_model(self.model)
         require_apart(self.out, {"model": self.model, "data": self.data})
-        claim_out_dir(self.out, RESULT_FILES, self.overwrite)
+        claim_out_dir(self.out, EVALUATION_FILES, self.overwrite)
         require_device(self.device)
         require_cuda_for_4bit(self.load_in_4bit)
         require_no_4bit_gguf(self.model, self.load_in_4bit)

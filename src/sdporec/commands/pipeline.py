@@ -6,7 +6,6 @@ hr@1, hr@5, ndcg@5, ndcg@10, mrr, valid_ratio and n, and prints them as a table.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +33,14 @@ from sdporec.errors import require, warn
 from sdporec.evaluation.baselines import popularity_scorer
 from sdporec.evaluation.evaluate import evaluate_model, evaluate_ranking, format_table, write_results
 from sdporec.evaluation.report import collect, write_report
-from sdporec.files import atomic_write_text, read_text, text_lines
+from sdporec.files import read_text, text_lines
 from sdporec.models.builtin import BUILTIN
 from sdporec.models.item_rows import ITEM_INIT
 from sdporec.models.loading import load_for_inference
 from sdporec.models.scoring import running_layout
 from sdporec.models.sources import resolve_model
 from sdporec.outputs import SetAside, claim_out_dir
+from sdporec.runs import COMPARISON, CONFIG, METRICS, MODEL, REPORT, TIMINGS, pipeline_metrics, write_json
 from sdporec.training.train_config import DEFAULT_LR
 
 
@@ -138,7 +138,7 @@ def require_test_titles(data: Path) -> None:
                            f"{data / 'items.txt'}, so the model gets no token for it; list every title there")
 
 
-PIPELINE_OUTPUTS = ("config.yaml", "metrics.json", "timings.json", "comparison.json", "data", "sft", "dpo", "sdpo",
+PIPELINE_OUTPUTS = (CONFIG, METRICS, TIMINGS, COMPARISON, "data", "sft", "dpo", "sdpo",
                     "eval", "report")
 
 
@@ -186,7 +186,7 @@ def _stages(cfg: PipelineConfig, out: Path) -> dict:
         item_text=cfg.item_text, **common))))]
     for name, config, k in (("dpo", DPOConfig, 1), ("sdpo", SDPOConfig, cfg.negatives)):
         stages.append((name, lambda config=config, k=k, name=name: run_preference(ready(config(
-            out=str(out / name), model=str(out / "sft" / "model"), negatives=k, beta=cfg.beta,
+            out=str(out / name), model=str(out / "sft" / MODEL), negatives=k, beta=cfg.beta,
             epochs=cfg.pref_epochs, lr=pref_lr, eval_every=cfg.pref_eval_every, lora=cfg.lora, **common)))))
     for name, run in stages:
         print(f"\n== {name} ==")
@@ -201,7 +201,7 @@ def _stages(cfg: PipelineConfig, out: Path) -> dict:
     results["popularity"] = metrics
     for name in ("sft", "dpo", "sdpo"):
         t0 = time.time()
-        loaded = load_for_inference(str(out / name / "model"), domain=cfg.domain, device=cfg.device,
+        loaded = load_for_inference(str(out / name / MODEL), domain=cfg.domain, device=cfg.device,
                                     ranking=cfg.protocol == "ranking")
         readout = loaded.history_readout
         metrics, rows = evaluate_model(loaded.model, loaded.codec, test, cfg.protocol, loaded.domain, cfg.batch_size,
@@ -212,15 +212,15 @@ def _stages(cfg: PipelineConfig, out: Path) -> dict:
         results[name] = metrics
         timings[f"evaluate_{name}"] = round(time.time() - t0, 1)
     timings["total"] = round(time.time() - started, 1)
-    atomic_write_text(out / "metrics.json", json.dumps(results, indent=2) + "\n")
-    atomic_write_text(out / "timings.json", json.dumps(timings, indent=2) + "\n")
+    write_json(out / METRICS, pipeline_metrics(results))
+    write_json(out / TIMINGS, timings)
     print(f"\nTest split ({cfg.protocol}), {len(test)} samples:\n{format_table(results)}")
     print(f"\nWall time: {timings['total']:.0f} s. Outputs in {out}/ (metrics.json, eval/, sft/, dpo/, sdpo/)")
     # Whether S-DPO's difference from SFT and DPO is real on these samples, or noise: paired bootstrap intervals.
     print(f"\nS-DPO against SFT and DPO on the same {len(test)} test samples:")
     run_compare(ready(CompareConfig(predictions=[str(out / "eval" / n) for n in ("sdpo", "sft", "dpo")],
-                                    names=["S-DPO", "SFT", "DPO"], seed=cfg.seed, out=str(out / "comparison.json"))))
+                                    names=["S-DPO", "SFT", "DPO"], seed=cfg.seed, out=str(out / COMPARISON))))
     runs, finals = collect([str(out)])
     figures = write_report(runs, finals, out / "report")
-    print(f"Report: {out / 'report' / 'report.md'} with figures {', '.join(figures)}")
+    print(f"Report: {out / 'report' / REPORT} with figures {', '.join(figures)}")
     return results

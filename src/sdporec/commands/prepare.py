@@ -10,7 +10,6 @@ which leaks the target and is for comparisons only). The splits themselves are `
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from sdporec.data.synthetic import WorldSpec
 from sdporec.errors import require
 from sdporec.files import atomic_write_text, output_set
 from sdporec.outputs import claim_out_dir
+from sdporec.runs import PREPARE_CONFIG, PREPARE_SUMMARY, write_json
 
 SOURCES = ("builtin", "movielens-100k", "csv")
 
@@ -89,7 +89,7 @@ class PrepareConfig:
             claim_out_dir(self.out, PREPARED_FILES, self.overwrite)
 
 
-PREPARED_FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "items.txt", "prepare.json", "prepare_config.yaml")
+PREPARED_FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "items.txt", PREPARE_SUMMARY, PREPARE_CONFIG)
 
 
 def load_interactions(cfg: PrepareConfig) -> Interactions:
@@ -133,11 +133,11 @@ def run_prepare(cfg: PrepareConfig) -> dict:
     if inter.renamed:
         print(f"{len(inter.renamed)} titles are shared by several item ids and were made distinct, e.g. "
               + "; ".join(f"{new!r}" for new in list(inter.renamed)[:3]))
-    with output_set(out, "prepare_config.yaml") as stage:   # the files as one set, the config last
+    with output_set(out, PREPARE_CONFIG) as stage:   # the files as one set, the config last
         for name in SPLITS:
             write_samples(stage / f"{name}.jsonl", splits[name])
         atomic_write_text(stage / "items.txt",
                           "".join(t + "\n" for t in sorted(inter.item_ids, key=inter.item_ids.get)))
-        atomic_write_text(stage / "prepare.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-        atomic_write_text(stage / "prepare_config.yaml", config_text(cfg))
+        write_json(stage / PREPARE_SUMMARY, summary)
+        atomic_write_text(stage / PREPARE_CONFIG, config_text(cfg))
     return {k: v for k, v in summary.items() if k not in ("config", "renamed_titles")}

@@ -19,6 +19,7 @@ from sdporec.models.item_rows import ITEM_INIT
 from sdporec.models.loading import load_codec_of
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 from sdporec.outputs import require_apart
+from sdporec.runs import MODEL
 from sdporec.training.run import start_run
 from sdporec.training.sft import SFTRecipe, sft_model
 from sdporec.training.trainer import Trainer
@@ -102,7 +103,7 @@ def run_sft(cfg: SFTConfig) -> dict:
     run = start_run(cfg, codec, cfg.model)   # checks the data, then writes the run directory
     with run.setting_up(cfg):
         model, codec, base_dir = sft_model(cfg, run, codec, extra)
-        recipe = SFTRecipe(cfg, codec, run.out / "model", base_dir, run.acc.device)
+        recipe = SFTRecipe(cfg, codec, run.out / MODEL, base_dir, run.acc.device)
         trainer = Trainer(cfg, run, model, codec, catalogue(run.train), recipe)
     if run.main:
         n_params = sum(p.numel() for p in model.parameters())

@@ -26,7 +26,8 @@ from sdporec.config import require_cuda_for_4bit, require_device, require_input
 from sdporec.data.prompts import DOMAINS
 from sdporec.errors import require
 from sdporec.outputs import claim_out_dir, require_apart
-from sdporec.training.train_config import DEFAULT_LR, RUN_OUTPUTS
+from sdporec.runs import TRAINING_FILES
+from sdporec.training.train_config import DEFAULT_LR
 
 
 @dataclass
@@ -118,7 +119,7 @@ class TrainConfig:
         require_input(self.train, "train")
         require_input(self.valid, "valid")
         require_apart(self.out, {name: getattr(self, name) for name in ("train", "valid")})
-        claim_out_dir(self.out, RUN_OUTPUTS, self.overwrite, self.resume)
+        claim_out_dir(self.out, TRAINING_FILES, self.overwrite, self.resume)
 
 
 # The history readout's weights tried at validation, by default, where the model learns the history.

@@ -20,33 +20,9 @@ from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 
-from sdporec.errors import ConfigError, DataError, brief
+from sdporec.errors import ConfigError, DataError
 from sdporec.evaluation.metrics import paired_bootstrap, per_sample_metrics
-from sdporec.files import read_jsonl
-
-
-def read_predictions(path: str) -> tuple[str, dict[str, dict]]:
-    """(the file read, sample -> row) from a predictions.jsonl file or a folder holding one. Rows are keyed by
-    their `sample` (what the sample asks, `Sample.content_key`); files written before it existed by `key`."""
-    file = Path(path) / "predictions.jsonl" if Path(path).is_dir() else Path(path)
-    rows: dict[str, dict] = {}
-    lines: dict[str, int] = {}
-    for n, row in read_jsonl(file):   # NaN or Infinity anywhere in a row is refused there
-        if not isinstance(row, dict) or "key" not in row or not ("rank" in row or "hit" in row):
-            raise DataError(file, f"line {n}", "key", "not a row of sdporec's predictions.jsonl (key and rank, "
-                            "or key and hit)")
-        rank = row.get("rank", 0)   # the target's 0-based rank
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
-            raise DataError(file, f"line {n}", "rank", f"{brief(rank)} is not a rank (a whole number from 0)")
-        field = "sample" if "sample" in row else "key"
-        key = str(row[field])
-        if key in lines:
-            raise DataError(file, f"line {n}", field, f"sample {key!r} repeats line {lines[key]}: a predictions file "
-                            "holds each sample once")
-        rows[key], lines[key] = row, n
-    if not rows:
-        raise DataError(file, None, None, "holds no predictions")
-    return str(file), rows
+from sdporec.runs import read_predictions
 
 
 def require_same_samples(first: tuple[str, dict[str, dict]], other: tuple[str, dict[str, dict]]) -> None:

@@ -11,7 +11,6 @@ is `scoring.py`; the `sdporec evaluate` command is `sdporec.commands.evaluate`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from sdporec.data.samples import Sample
 from sdporec.evaluation.metrics import generation_metrics, parse_generation, ranking_metrics
 from sdporec.evaluation.scoring import LMScorer, Scorer, ranking_results, row_head
 from sdporec.files import atomic_write_text, output_set, write_jsonl
+from sdporec.runs import CONFIG, METRICS, PREDICTIONS, evaluation_metrics, write_json
 
 PROTOCOLS = ("ranking", "generation")
 
@@ -92,18 +92,15 @@ def generated_answer(codec, ids: Sequence[int], text: str, candidates: Sequence[
     return parse_generation(text, candidates)
 
 
-RESULT_FILES = ("metrics.json", "predictions.jsonl", "config.yaml")
-
-
 def write_results(out_dir: str | Path, metrics: dict, rows: list[dict], extra: dict | None = None,
                   config: str | None = None) -> None:
     """predictions.jsonl, metrics.json and (given its YAML text) config.yaml, written as one set (`output_set`):
     a failure leaves the earlier set in `out_dir` whole, and config.yaml goes in last."""
-    with output_set(out_dir, "config.yaml" if config is not None else "metrics.json") as stage:
-        write_jsonl(stage / "predictions.jsonl", number_repeats(rows))
-        atomic_write_text(stage / "metrics.json", json.dumps({**metrics, **(extra or {})}, indent=2) + "\n")
+    with output_set(out_dir, CONFIG if config is not None else METRICS) as stage:
+        write_jsonl(stage / PREDICTIONS, number_repeats(rows))
+        write_json(stage / METRICS, evaluation_metrics(metrics, extra))
         if config is not None:
-            atomic_write_text(stage / "config.yaml", config)
+            atomic_write_text(stage / CONFIG, config)
 
 
 def number_repeats(rows: list[dict]) -> list[dict]:

@@ -1,8 +1,8 @@
 """`sdporec report`: figures and a markdown summary from the logs every run writes.
 
-A RUN_DIR is either one training run (it has `train_log.jsonl`) or a pipeline directory (its stage runs
-`sft/`, `dpo/`, `sdpo/` and its `metrics.json`). Several RUN_DIRs share axes, with a legend. The command is
-`sdporec.commands.report`.
+A RUN_DIR is one training run (it has a train log), a pipeline directory (its stage runs `sft/`, `dpo/`,
+`sdpo/` and its metrics) or an evaluation (its metrics); `sdporec.runs` names and reads the files. Several
+RUN_DIRs share axes, with a legend. The command is `sdporec.commands.report`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdporec.errors import ConfigError, DataError
-from sdporec.files import atomic_write_text, output_set, read_json_object, read_jsonl
+from sdporec.errors import ConfigError
+from sdporec.files import atomic_write_text, output_set
+from sdporec.runs import EVAL_LOG, METRICS, MODEL, REPORT, SUMMARY, TRAIN_LOG, read_log, read_metrics, read_summary
 
 BAR_METRICS = ("hr@1", "hr@5", "ndcg@5", "mrr")
 
@@ -25,22 +26,10 @@ class ReportedRun:
     summary: dict
 
 
-def _read_log(path: Path) -> list[dict]:
-    """A run's log rows; a last line cut short (a kill, a full disk) is left out with a warning."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line, row in read_jsonl(path, finite=False):
-        if not isinstance(row, dict):
-            raise DataError(path, f"line {line}", None, "expected a JSON object (a log row)")
-        rows.append(row)
-    return rows
-
-
 def _stage_of(run_dir: Path) -> str:
     from sdporec.models.checkpoints import Checkpoint
 
-    return Checkpoint.read(run_dir / "model").stage or run_dir.name
+    return Checkpoint.read(run_dir / MODEL).stage or run_dir.name
 
 
 def collect(run_dirs: list[str]) -> tuple[list[ReportedRun], dict[str, dict]]:
@@ -50,22 +39,21 @@ def collect(run_dirs: list[str]) -> tuple[list[ReportedRun], dict[str, dict]]:
     several = len(run_dirs) > 1
     for d in map(Path, run_dirs):
         prefix = f"{d.name}/" if several else ""
-        stage_dirs = [d] if (d / "train_log.jsonl").is_file() else \
-            sorted(p for p in d.iterdir() if (p / "train_log.jsonl").is_file())
-        if not stage_dirs and not (d / "metrics.json").is_file():
-            raise ConfigError(f"setting 'runs': {d} holds neither a training run's train_log.jsonl nor a "
-                              "pipeline's metrics.json")
+        stage_dirs = [d] if (d / TRAIN_LOG).is_file() else \
+            sorted(p for p in d.iterdir() if (p / TRAIN_LOG).is_file())
+        if not stage_dirs and not (d / METRICS).is_file():
+            raise ConfigError(f"setting 'runs': {d} holds neither a training run's {TRAIN_LOG} nor a "
+                              f"pipeline's {METRICS}")
         for s in stage_dirs:
             label = prefix + (s.name if s != d else d.name)
-            summary = read_json_object(s / "summary.json") if (s / "summary.json").is_file() else {}
-            runs.append(ReportedRun(label, _stage_of(s), _read_log(s / "train_log.jsonl"),
-                            _read_log(s / "eval_log.jsonl"), summary))
-        if (d / "metrics.json").is_file():
-            metrics = read_json_object(d / "metrics.json")
-            if "hr@1" in metrics:           # an `evaluate` output: one model
-                finals[d.name] = metrics
-            else:
+            runs.append(ReportedRun(label, _stage_of(s), read_log(s / TRAIN_LOG), read_log(s / EVAL_LOG),
+                                    read_summary(s / SUMMARY)))
+        if (d / METRICS).is_file():
+            pipeline, metrics = read_metrics(d / METRICS)
+            if pipeline:
                 finals.update({prefix + name: m for name, m in metrics.items()})
+            else:                           # an `evaluate` output: one model
+                finals[d.name] = metrics
     order = {"sft": 0, "dpo": 1, "sdpo": 2}
     # sft first so that colours line up across figures
     runs.sort(key=lambda r: (order.get(r.stage, 3), r.label))
@@ -184,7 +172,7 @@ def _final_metrics_figure(plt, finals: dict[str, dict], path: Path) -> None:
 
 def write_report(runs: list[ReportedRun], finals: dict[str, dict], out: Path) -> list[str]:
     """The figures and report.md in `out`, written as one set (report.md last); returns the figures' names."""
-    with output_set(out, "report.md") as stage:
+    with output_set(out, REPORT) as stage:
         figures = make_figures(runs, finals, stage)
         write_markdown(runs, finals, figures, stage)
     return figures
@@ -211,5 +199,5 @@ def write_markdown(runs: list[ReportedRun], finals: dict[str, dict], figures: li
         lines.append("")
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures]
     text = "\n".join(lines) + "\n"
-    atomic_write_text(out / "report.md", text)
+    atomic_write_text(out / REPORT, text)
     return text

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdporec.errors import ConfigError, warn
+from sdporec.runs import BASE_MODEL, MODEL
 
 # Whether a model's own Python code (a hub repository's or a directory's modeling files) may run: only where the
 # user said so (`--trust-remote-code`, `remote_code(True)`); every from_pretrained call is told explicitly, so
@@ -132,7 +133,7 @@ def _check_model_dir(name: str, setting: str) -> None:
     if path.is_dir():
         if any((path / f).is_file() for f in MODEL_FILES):
             return
-        inner = next((path / d for d in ("model", "base_model") if (path / d / "config.json").is_file()
+        inner = next((path / d for d in (MODEL, BASE_MODEL) if (path / d / "config.json").is_file()
                       or (path / d / "adapter_config.json").is_file()), None)
         hint = f"; did you mean {inner}?" if inner else " (a run directory keeps its model in model/)"
         raise ConfigError(f"setting '{setting}': {name} is a directory without a model (no config.json or "

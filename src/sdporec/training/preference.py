@@ -27,6 +27,7 @@ from sdporec.models.policy import Policy, policy_from_sft
 from sdporec.models.scoring import resolve_layout, scoring_layout
 from sdporec.models.sources import is_gguf
 from sdporec.processes import even_shard, gather
+from sdporec.runs import BASE_MODEL, MODEL
 from sdporec.training.losses import LOSSES, sft_loss
 from sdporec.training.reference import (
     cache_key,
@@ -174,7 +175,7 @@ class PreferenceRecipe:
         return losses, stats
 
     def save(self, model, state_dict: dict | None, readout: float) -> None:
-        save_checkpoint(model, self.codec, self.run.out / "model", {**self.meta, "history_readout": readout},
+        save_checkpoint(model, self.codec, self.run.out / MODEL, {**self.meta, "history_readout": readout},
                         self.base_dir, state_dict)
 
 
@@ -183,7 +184,7 @@ def preference_policy(cfg: PreferenceOptions, run: TrainingRun) -> tuple[Policy,
     checkpoint first), its codec, and where a LoRA's base weights are kept beside the adapter."""
     source = start = cfg.model
     if is_gguf(source):   # converted once to a Hugging Face checkpoint, which the policy and reference load
-        start = str(run.out / "base_model")
+        start = str(run.out / BASE_MODEL)
         if run.main:
             model, codec = load_model(source, cfg.dtype, chat_template=cfg.chat_template)
             save_checkpoint(model, codec, start, {"stage": "base", "trained_from": source})

@@ -16,8 +16,9 @@ from sdporec.data.codec import require_known_titles
 from sdporec.data.samples import Sample, read_samples
 from sdporec.errors import warn
 from sdporec.outputs import SetAside, clear_outputs
+from sdporec.runs import TRAINING_FILES
 from sdporec.training.distributed import make_accelerator, set_seed
-from sdporec.training.train_config import RUN_OUTPUTS, TrainOptions
+from sdporec.training.train_config import TrainOptions
 
 
 @dataclass
@@ -44,7 +45,7 @@ class TrainingRun:
             yield
         except BaseException:
             if self.main:
-                clear_outputs(str(self.out), tuple(name for name in RUN_OUTPUTS if name not in self.kept))
+                clear_outputs(str(self.out), tuple(name for name in TRAINING_FILES if name not in self.kept))
                 self._put_back()
                 if self.created and not any(self.out.iterdir()):
                     self.out.rmdir()
@@ -95,7 +96,7 @@ def start_run(cfg: TrainOptions, codec=None, model: str = "", negatives: int = 0
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         if cfg.overwrite:
-            replaced = SetAside(out, RUN_OUTPUTS)
+            replaced = SetAside(out, TRAINING_FILES)
     acc.wait_for_everyone()
-    kept = frozenset(name for name in RUN_OUTPUTS if (out / name).exists())
+    kept = frozenset(name for name in TRAINING_FILES if (out / name).exists())
     return TrainingRun(out, train, valid, acc, kept, created, replaced)

@@ -13,6 +13,7 @@ import torch
 
 from sdporec.errors import ConfigError
 from sdporec.files import writing
+from sdporec.runs import EVAL_LOG, TENSORBOARD, TRAIN_LOG
 
 if TYPE_CHECKING:
     from sdporec.training.train_config import TrainOptions
@@ -42,7 +43,7 @@ class RunLog:
     def __init__(self, cfg: TrainOptions, out_dir: Path, enabled: bool = True, keep_until: int | None = None):
         """`keep_until`: resuming at that optimizer step, so later rows (written after the checkpoint by
         the interrupted run) are dropped; None starts empty logs. Only the main process writes."""
-        self.paths = {"train": out_dir / "train_log.jsonl", "eval": out_dir / "eval_log.jsonl"}
+        self.paths = {"train": out_dir / TRAIN_LOG, "eval": out_dir / EVAL_LOG}
         self.enabled = enabled
         self._tb = self._wandb = None
         if not enabled:
@@ -59,7 +60,7 @@ class RunLog:
                 raise ConfigError(
                     "setting 'report_to': tensorboard is not installed (pip install tensorboard)"
                 ) from None
-            self._tb = SummaryWriter(str(out_dir / "tensorboard"))
+            self._tb = SummaryWriter(str(out_dir / TENSORBOARD))
         elif cfg.report_to == "wandb":
             try:
                 import wandb

@@ -25,6 +25,7 @@ from sdporec.models.loading import load_model
 from sdporec.models.logprobs import answer_and_prompt_logprobs, history_logprobs
 from sdporec.models.lora import add_lora, enable_gradient_checkpointing
 from sdporec.models.scoring import scoring_layout
+from sdporec.runs import BASE_MODEL
 from sdporec.training.losses import sft_loss
 from sdporec.training.run import TrainingRun
 from sdporec.training.train_config import TrainOptions
@@ -128,7 +129,7 @@ def sft_model(cfg: SFTOptions, run: TrainingRun, codec, extra: list[str]):
     if cfg.lora:
         # Keep the base weights beside the adapter where they exist nowhere else (new item rows included).
         if needs_own_base(cfg.model) or cfg.item_tokens:
-            base_dir = run.out / "base_model"
+            base_dir = run.out / BASE_MODEL
             if run.main:
                 save_checkpoint(model, codec, base_dir, {"stage": "base", "trained_from": cfg.model})
             model.name_or_path = str(base_dir)   # what the adapter's config names as its base

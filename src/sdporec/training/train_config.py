@@ -47,12 +47,6 @@ class TrainOptions(Protocol):
     report_to: str
 
 
-# What a training run writes in OUT; an earlier run's are replaced only with --overwrite (the reference
-# cache is kept: its entries are keyed by everything that changes them).
-RUN_OUTPUTS = ("config.yaml", "model", "checkpoints", "summary.json", "train_log.jsonl", "eval_log.jsonl",
-               "base_model", "tensorboard", "model.tmp", "model.old")
-
-
 # Peak learning rates when `--lr` is not given, by stage and by what is trained: the built-in backbone
 # (all weights), a LoRA adapter on a pretrained model, or all weights of a pretrained model. The built-in
 # values were chosen on LastFM and MovieLens, LoRA SFT's on SmolLM2-135M (README, "Little data"); LoRA

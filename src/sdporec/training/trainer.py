@@ -39,8 +39,9 @@ from sdporec.errors import ConfigError, DataError, brief, warn
 from sdporec.evaluation.evaluate import evaluate_sharded
 from sdporec.evaluation.metrics import NonFiniteError
 from sdporec.evaluation.scoring import LMScorer, readout_metrics, readout_rows
-from sdporec.files import atomic_write_text, writing
+from sdporec.files import writing
 from sdporec.models.scoring import resolve_layout
+from sdporec.runs import CHECKPOINTS, SUMMARY, TRAINER_STATE, training_summary, write_json
 from sdporec.training.distributed import (
     deepspeed_settings,
     global_micro_batch,
@@ -111,7 +112,7 @@ def require_finite_training(what: str, value: float, state: TrainState, micro: i
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.json").is_file()) if root.is_dir() else []
+    done = sorted(p for p in root.glob("step-*") if (p / TRAINER_STATE).is_file()) if root.is_dir() else []
     return done[-1] if done else None
 
 
@@ -167,7 +168,7 @@ class Trainer:
         self.sample_units = [recipe.units(s) for s in run.train]
         self.scorer = LMScorer(self.model, codec, cfg.domain, batch_size=cfg.batch_size, progress=False,
                                 layout=resolve_layout(cfg.layout, acc.device, codec.short_answers))
-        self.ckpt_root = run.out / "checkpoints"
+        self.ckpt_root = run.out / CHECKPOINTS
         self.state = self.resume() if cfg.resume else TrainState(readout=cfg.history_readouts[0])
         self.log = RunLog(cfg, run.out, enabled=run.main, keep_until=self.state.opt_step if cfg.resume else None)
         self.started = time.time() - self.state.elapsed
@@ -179,11 +180,11 @@ class Trainer:
         if latest is None:
             raise ConfigError(f"setting 'resume': no complete checkpoint in {self.ckpt_root}")
         try:
-            saved = json.loads((latest / "trainer_state.json").read_text())
+            saved = json.loads((latest / TRAINER_STATE).read_text())
             config = saved.pop("config")
             state = TrainState(**saved)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise DataError(latest / "trainer_state.json", None, None, f"unreadable ({brief(e)}); remove {latest} "
+            raise DataError(latest / TRAINER_STATE, None, None, f"unreadable ({brief(e)}); remove {latest} "
                             "to resume from the checkpoint before it, or start again with --overwrite") from None
         changed = sorted(k for k, v in asdict(self.cfg).items() if k not in RESUMABLE and config.get(k) != v)
         if changed:
@@ -343,8 +344,8 @@ class Trainer:
             if self.run.main:
                 saved = {**asdict(self.state), "epoch": epoch, "micro": micro,
                          "elapsed": time.time() - self.started, "config": asdict(self.cfg)}
-                with writing(tmp / "trainer_state.json"):
-                    (tmp / "trainer_state.json").write_text(json.dumps(saved, indent=1))
+                with writing(tmp / TRAINER_STATE):
+                    (tmp / TRAINER_STATE).write_text(json.dumps(saved, indent=1))
         except BaseException:
             if self.run.main:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -370,5 +371,5 @@ class Trainer:
                    "tokens_per_second": round(tokens / span, 1),
                    "peak_memory_gib": round(peak_memory_gib(self.acc.device), 3), "layout": self.scorer.layout}
         if self.run.main:
-            atomic_write_text(self.run.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            write_json(self.run.out / SUMMARY, training_summary(summary))
         return summary
