@@ -11,7 +11,7 @@ from conftest import ranked
 from sdporec.cli import main
 from sdporec.data.hybrid import item_token
 from sdporec.data.prompts import build_prompt
-from sdporec.runs import PREDICTIONS, SUMMARY, read_evaluation_metrics
+from sdporec.runs import METRICS, PREDICTIONS, SUMMARY, read_evaluation_metrics, read_pipeline_metrics
 
 CLI_FAST = ["--epochs", "1", "--batch-size", "8", "--eval-samples", "4", "--no-progress"]
 
@@ -203,7 +203,7 @@ def test_pipeline_with_item_tokens_and_a_test_title_it_would_not_know(tiny_text_
     run = ["pipeline", "--model", str(d / "model"), "--lora", "--item-tokens", "--data", str(data), "--sft-epochs",
            "1", "--batch-size", "8", "--eval-samples", "4", "--pref-eval-every", "0", "--no-progress"]
     assert main([*run, "--out", str(tmp_path / "run")]) == 0
-    metrics = read_evaluation_metrics(tmp_path / "run")
+    metrics = read_pipeline_metrics(tmp_path / "run" / METRICS)
     assert set(metrics) == {"popularity", "sft", "dpo", "sdpo"} and all(m["n"] == 4 for m in metrics.values())
     assert json.loads((tmp_path / "run" / "sdpo" / "model" / "sdporec_codec.json").read_text())["kind"] == "hybrid"
     test = (data / "test.jsonl").read_text().replace('"itemList": ["', '"itemList": ["Unheard Of", "', 1)
