@@ -24,6 +24,7 @@ demo: install
 	$(BIN)/sdporec pipeline --out runs/default --overwrite
 
 test: install
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/lint-imports   # the layers and no cycles ([tool.importlinter] in pyproject.toml)
 	# -rs: the reason of every skip; random order (pytest-randomly); -n 2: two workers (pytest-xdist), a file each,

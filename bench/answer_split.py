@@ -26,7 +26,7 @@ def split(model, codec, samples, domain: str, batch_size: int) -> dict[str, floa
 
     sums = {"target_title": 0.0, "target_eos": 0.0, "other_title": 0.0, "other_eos": 0.0}
     for start in range(0, len(samples), batch_size):
-        chunk = samples[start:start + batch_size]
+        chunk = samples[start : start + batch_size]
         for role in ("target", "other"):
             rows, titles, eos = [], [], []
             for s in chunk:
@@ -59,7 +59,7 @@ def main() -> None:
     from sdporec.models.checkpoints import Checkpoint
     from sdporec.models.loading import load_model
 
-    samples = read_samples(args.data, "eval")[:args.limit]
+    samples = read_samples(args.data, "eval")[: args.limit]
     print("| model | target title | target EOS | other title | other EOS |")
     print("|---|---|---|---|---|")
     for path in args.models:

@@ -48,15 +48,22 @@ def quartile(counts: list[int]) -> tuple[list[int], list[str]]:
 
 def table(title: str, groups: list[int], labels: list[str], models: dict[str, list[float]]) -> str:
     names = list(models)
-    lines = [f"**{title}**", "", f"| {title} | samples | " + " | ".join(names) + f" | {names[0]} − {names[-1]} |",
-             "|---|---|" + "---|" * (len(names) + 1)]
+    lines = [
+        f"**{title}**",
+        "",
+        f"| {title} | samples | " + " | ".join(names) + f" | {names[0]} − {names[-1]} |",
+        "|---|---|" + "---|" * (len(names) + 1),
+    ]
     for g, label in enumerate(labels):
         idx = [i for i, x in enumerate(groups) if x == g]
         if not idx:
             continue
         rate = {n: sum(models[n][i] for i in idx) / len(idx) for n in names}
-        lines.append(f"| {label} | {len(idx)} | " + " | ".join(f"{rate[n]:.4f}" for n in names)
-                     + f" | {rate[names[0]] - rate[names[-1]]:+.4f} |")
+        lines.append(
+            f"| {label} | {len(idx)} | "
+            + " | ".join(f"{rate[n]:.4f}" for n in names)
+            + f" | {rate[names[0]] - rate[names[-1]]:+.4f} |"
+        )
     return "\n".join(lines)
 
 
@@ -84,5 +91,5 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except DataError as e:   # a missing or malformed file: one line naming it
+    except DataError as e:  # a missing or malformed file: one line naming it
         sys.exit(f"by_popularity: {e}")

@@ -45,7 +45,7 @@ class Budget:
 def _peak_gib(device) -> float | None:
     if torch.device(device).type != "cuda":
         return None
-    return round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2)
 
 
 def _reset_peak(device) -> None:
@@ -59,8 +59,17 @@ def build(args):
     from sdporec.models.families import build_family, tokenizer_texts
 
     samples = builtin_splits(users=200, items=300, genres=10, seed=0)["train"]
-    model, tokenizer = build_family("llama", tokenizer_texts(samples), args.hidden, args.layers, args.heads, 0,
-                                    args.vocab, args.kv_heads, args.intermediate)
+    model, tokenizer = build_family(
+        "llama",
+        tokenizer_texts(samples),
+        args.hidden,
+        args.layers,
+        args.heads,
+        0,
+        args.vocab,
+        args.kv_heads,
+        args.intermediate,
+    )
     dtype = getattr(torch, args.dtype)
     return model.to(args.device, dtype), TextCodec(tokenizer), samples
 
@@ -73,21 +82,23 @@ def batch_of(codec, samples, k: int, device):
     answers = [
         [codec.encode_answer(t) for t in [s.target] + (draw_negatives(s, k, 0, 0) if k else [])] for s in samples
     ]
-    return collate([codec.encode_prompt(build_prompt(s.history, s.candidates)) for s in samples], answers,
-                   codec.pad_id).to(device)
+    return collate(
+        [codec.encode_prompt(build_prompt(s.history, s.candidates)) for s in samples], answers, codec.pad_id
+    ).to(device)
 
 
 def ranking_vs_generation(model, codec, samples, args) -> dict:
     from sdporec.evaluation.evaluate import evaluate_generation, evaluate_ranking
     from sdporec.evaluation.scoring import LMScorer
 
-    scorer = LMScorer(model, codec, "music", args.batch_size, progress=False)   # --layout auto's choice here
+    scorer = LMScorer(model, codec, "music", args.batch_size, progress=False)  # --layout auto's choice here
     out = {"ranking_layout": scorer.layout}
-    samples = samples[:args.eval_samples]
-    for name, run in (("ranking", lambda xs: evaluate_ranking(scorer, xs)),
-                      ("generation", lambda xs: evaluate_generation(model, codec, xs, "music", args.batch_size,
-                                                                    progress=False))):
-        run(samples[:args.batch_size])
+    samples = samples[: args.eval_samples]
+    for name, run in (
+        ("ranking", lambda xs: evaluate_ranking(scorer, xs)),
+        ("generation", lambda xs: evaluate_generation(model, codec, xs, "music", args.batch_size, progress=False)),
+    ):
+        run(samples[: args.batch_size])
         sync(args.device)
         start = time.perf_counter()
         run(samples)
@@ -102,10 +113,13 @@ def sdpa_kernels(model, codec, samples, args) -> dict:
 
     from sdporec.models.scoring import scoring_layout
 
-    batch = batch_of(codec, samples[:args.batch_size], 19, args.device)
+    batch = batch_of(codec, samples[: args.batch_size], 19, args.device)
     out = {}
-    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("efficient", SDPBackend.EFFICIENT_ATTENTION),
-                          ("math", SDPBackend.MATH)):
+    for name, backend in (
+        ("flash", SDPBackend.FLASH_ATTENTION),
+        ("efficient", SDPBackend.EFFICIENT_ATTENTION),
+        ("math", SDPBackend.MATH),
+    ):
         try:
             with sdpa_kernel([backend]), torch.no_grad():
                 scoring_layout("packed")(model, batch)
@@ -138,8 +152,10 @@ def flex_vs_sdpa(args) -> dict:
     block_mask = create_block_mask(mask_mod, None, None, length, length, device=args.device)
     flex = torch.compile(flex_attention) if torch.device(args.device).type == "cuda" else flex_attention
     timings = {}
-    for name, call in (("sdpa_dense_mask", lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, dense)),
-                       ("flex_block_mask", lambda: flex(q, k, v, block_mask=block_mask))):
+    for name, call in (
+        ("sdpa_dense_mask", lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, dense)),
+        ("flex_block_mask", lambda: flex(q, k, v, block_mask=block_mask)),
+    ):
         result = call()
         sync(args.device)
         start = time.perf_counter()
@@ -147,8 +163,9 @@ def flex_vs_sdpa(args) -> dict:
             call()
         sync(args.device)
         timings[name] = {"ms": round((time.perf_counter() - start) / 5 * 1000, 3), "check": float(result.float().sum())}
-    same = abs(timings["sdpa_dense_mask"]["check"] - timings["flex_block_mask"]["check"]) <= \
-        1e-2 * max(1.0, abs(timings["sdpa_dense_mask"]["check"]))
+    same = abs(timings["sdpa_dense_mask"]["check"] - timings["flex_block_mask"]["check"]) <= 1e-2 * max(
+        1.0, abs(timings["sdpa_dense_mask"]["check"])
+    )
     return {**timings, "same_output": same, "shape": {"prompt": P, "answers": N, "answer_tokens": A}}
 
 
@@ -203,24 +220,38 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     budget = Budget(args.budget_s)
-    warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")   # CPU dry runs
+    warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")  # CPU dry runs
     Path(args.work).mkdir(parents=True, exist_ok=True)
     card = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else "cpu"
     if not args.peak_tflops:
         args.peak_tflops = next((v for k, v in PEAK_TFLOPS.items() if k in card), 0.0)
     model, codec, samples = build(args)
-    result = {"card": card, "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
-              "parameters": sum(p.numel() for p in model.parameters()), "dtype": args.dtype,
-              "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
-              "peak_tflops": args.peak_tflops or None}
-    parts = [("flex_equivalence", lambda: flex_equivalence(args), 20),
-             ("sdpa_kernels", lambda: sdpa_kernels(model, codec, samples, args), 20),
-             ("flex_vs_sdpa", lambda: flex_vs_sdpa(args), 30),
-             # The layouts leave 60 s for the two parts after them.
-             ("layouts", lambda: layouts(args, Budget(budget.end - time.time() - 60),
-                                         lambda out: write(result, args.out, layouts=out)), 60),
-             ("ranking_vs_generation", lambda: ranking_vs_generation(model, codec, samples, args), 30),
-             ("qlora", lambda: qlora_step(model, codec, samples, args), 30)]
+    result = {
+        "card": card,
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "peak_tflops": args.peak_tflops or None,
+    }
+    parts = [
+        ("flex_equivalence", lambda: flex_equivalence(args), 20),
+        ("sdpa_kernels", lambda: sdpa_kernels(model, codec, samples, args), 20),
+        ("flex_vs_sdpa", lambda: flex_vs_sdpa(args), 30),
+        # The layouts leave 60 s for the two parts after them.
+        (
+            "layouts",
+            lambda: layouts(
+                args, Budget(budget.end - time.time() - 60), lambda out: write(result, args.out, layouts=out)
+            ),
+            60,
+        ),
+        ("ranking_vs_generation", lambda: ranking_vs_generation(model, codec, samples, args), 30),
+        ("qlora", lambda: qlora_step(model, codec, samples, args), 30),
+    ]
     for name, part, need_s in parts:
         if not budget.allows(need_s):
             result[name] = {"skipped": f"time budget ({args.budget_s:.0f} s) would be exceeded"}
@@ -228,7 +259,7 @@ def main() -> None:
         started = time.time()
         try:
             result[name] = part()
-        except Exception as e:   # a part that fails is recorded, and the others still run
+        except Exception as e:  # a part that fails is recorded, and the others still run
             result[name] = {"failed": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
         result[name + "_seconds"] = round(time.time() - started, 1)
         write(result, args.out)

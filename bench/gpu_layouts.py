@@ -28,12 +28,32 @@ import torch
 from speed import sync
 
 SHAPES = {
-    "llama-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                     intermediate_size=8192, vocab_size=128256, rope_theta=500000.0),
-    "smollm2-135m": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                         intermediate_size=1536, vocab_size=49152, rope_theta=100000.0),
-    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=128, vocab_size=2000),
+    "llama-1b": dict(
+        hidden_size=2048,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=8192,
+        vocab_size=128256,
+        rope_theta=500000.0,
+    ),
+    "smollm2-135m": dict(
+        hidden_size=576,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        intermediate_size=1536,
+        vocab_size=49152,
+        rope_theta=100000.0,
+    ),
+    "tiny": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        vocab_size=2000,
+    ),
 }
 ANSWERS = {"sft": 1, "sdpo": 4, "ranking": 20}
 EOS, PAD = 2, 0
@@ -42,8 +62,15 @@ EOS, PAD = 2, 0
 def build_shape(name: str, dtype: torch.dtype, device: str):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(**SHAPES[name], tie_word_embeddings=True, max_position_embeddings=4096, bos_token_id=1,
-                      eos_token_id=EOS, pad_token_id=PAD, attn_implementation="sdpa")
+    cfg = LlamaConfig(
+        **SHAPES[name],
+        tie_word_embeddings=True,
+        max_position_embeddings=4096,
+        bos_token_id=1,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        attn_implementation="sdpa",
+    )
     torch.manual_seed(0)
     return LlamaForCausalLM(cfg).to(device, dtype)
 
@@ -67,8 +94,8 @@ def forward_flops(model, batch, layout: str) -> tuple[float, float]:
     cfg = model.config
     layers = model.get_base_model().model.layers if hasattr(model, "get_base_model") else model.model.layers
     p_layers = sum(p.numel() for n, p in layers.named_parameters() if "lora_" not in n)
-    prompt = batch.prompt_mask.sum(-1).double()[:, None]                                # (B, 1)
-    ans = batch.answer_mask.sum(-1).double()                                            # (B, N)
+    prompt = batch.prompt_mask.sum(-1).double()[:, None]  # (B, 1)
+    ans = batch.answer_mask.sum(-1).double()  # (B, N)
     if layout == "paper":
         tokens, pairs = (prompt + ans).sum(), ((prompt + ans) * (prompt + ans + 1) / 2).sum()
     else:
@@ -126,25 +153,31 @@ class Case:
 
     def measure(self, batch_size: int) -> dict:
         a = self.args
-        batches = [make_batch(batch_size, ANSWERS[self.stage], a.prompt_tokens, self.model.config.vocab_size, i,
-                              a.device) for i in range(a.warmup + a.steps)]
+        batches = [
+            make_batch(batch_size, ANSWERS[self.stage], a.prompt_tokens, self.model.config.vocab_size, i, a.device)
+            for i in range(a.warmup + a.steps)
+        ]
         if torch.device(a.device).type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        for b in batches[:a.warmup]:
+        for b in batches[: a.warmup]:
             self.step(b)
         sync(a.device)
         start = time.perf_counter()
-        for b in batches[a.warmup:]:
+        for b in batches[a.warmup :]:
             self.step(b)
         sync(a.device)
         seconds = time.perf_counter() - start
-        timed = batches[a.warmup:]
+        timed = batches[a.warmup :]
         flops = sum(executed_flops(self.model, b, self.layout, self.stage, self.lora) for b in timed)
         tokens = sum(self.tokens(b) for b in timed)
-        peak = torch.cuda.max_memory_allocated() / 2 ** 30 if torch.device(a.device).type == "cuda" else None
-        return {"batch": batch_size, "samples_per_s": round(batch_size * a.steps / seconds, 2),
-                "tokens_per_s": round(tokens / seconds, 1), "peak_gib": None if peak is None else round(peak, 2),
-                "mfu": round(flops / seconds / (a.peak_tflops * 1e12), 4) if a.peak_tflops else None}
+        peak = torch.cuda.max_memory_allocated() / 2**30 if torch.device(a.device).type == "cuda" else None
+        return {
+            "batch": batch_size,
+            "samples_per_s": round(batch_size * a.steps / seconds, 2),
+            "tokens_per_s": round(tokens / seconds, 1),
+            "peak_gib": None if peak is None else round(peak, 2),
+            "mfu": round(flops / seconds / (a.peak_tflops * 1e12), 4) if a.peak_tflops else None,
+        }
 
     def tokens(self, batch) -> float:
         prompt, ans = batch.prompt_mask.sum(-1)[:, None], batch.answer_mask.sum(-1)
@@ -217,22 +250,21 @@ def layouts(args, budget, save=lambda out: None) -> dict:
             if not budget.allows(args.case_s):
                 out[f"{shape}/{mode}"] = {"skipped": "time budget"}
                 continue
-            torch._dynamo.reset()   # each model compiles afresh: no case runs past torch's recompile limit
+            torch._dynamo.reset()  # each model compiles afresh: no case runs past torch's recompile limit
             base = build_shape(shape, dtype, args.device)
             model = add_lora(base, 16, 32, 0.0) if mode == "lora" else base
             ref = None if mode == "lora" else copy.deepcopy(base).eval().requires_grad_(False)
             for stage in args.stages:
-                for layout in args.layouts:   # flex last: it switches the model's attention (`use_flex`)
+                for layout in args.layouts:  # flex last: it switches the model's attention (`use_flex`)
                     key = f"{shape}/{mode}/{stage}/{layout}"
                     if not budget.allows(args.case_s):
                         out[key] = {"skipped": "time budget"}
                         continue
                     started = time.time()
                     try:
-                        row = search(Case(model, ref, stage, layout, mode == "lora", args), args.batch_sizes,
-                                     budget)
+                        row = search(Case(model, ref, stage, layout, mode == "lora", args), args.batch_sizes, budget)
                         row["kernel"] = attention_kernel(model, layout, args.device)
-                    except Exception as e:   # recorded; the other cases still run
+                    except Exception as e:  # recorded; the other cases still run
                         row = {"failed": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"}
                     row["seconds"] = round(time.time() - started, 1)
                     out[key] = row
@@ -263,5 +295,9 @@ def flex_equivalence(args) -> dict:
         result[name] = (logps.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None])
     values = float((result["flex"][0] - result["paper"][0]).abs().max())
     grads = max(float((a - b).abs().max()) for a, b in zip(result["flex"][1], result["paper"][1]))
-    return {"max_value_diff": values, "max_grad_diff": grads, "same": values <= 1e-4 and grads <= 1e-4,
-            "attention": model.config._attn_implementation}
+    return {
+        "max_value_diff": values,
+        "max_grad_diff": grads,
+        "same": values <= 1e-4 and grads <= 1e-4,
+        "attention": model.config._attn_implementation,
+    }

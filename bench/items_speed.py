@@ -31,8 +31,21 @@ def movielens(work: Path, n: int):
 
     prepared = work / "prepared"
     if not (prepared / "test.jsonl").is_file():
-        subprocess.run([sys.executable, "-m", "sdporec", "prepare", "movielens-100k", "--raw", str(SHARED / "ml-100k"),
-                        "--out", str(prepared)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sdporec",
+                "prepare",
+                "movielens-100k",
+                "--raw",
+                str(SHARED / "ml-100k"),
+                "--out",
+                str(prepared),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     train = read_samples(prepared / "train.jsonl", "train")
     return train, read_samples(prepared / "test.jsonl", "test")[:n]
 
@@ -82,8 +95,11 @@ def sft_rate(model, codec, samples, batch: int, steps: int) -> float:
 
     def step(i: int) -> None:
         chunk = [samples[(i * batch + j) % len(samples)] for j in range(batch)]
-        b = collate([codec.encode_prompt(training_prompt(s, "movies", 0, 0)) for s in chunk],
-                    [[codec.encode_answer(s.target)] for s in chunk], codec.pad_id)
+        b = collate(
+            [codec.encode_prompt(training_prompt(s, "movies", 0, 0)) for s in chunk],
+            [[codec.encode_answer(s.target)] for s in chunk],
+            codec.pad_id,
+        )
         logps, counts = score(lora, b)
         (sft_loss(logps[:, 0]).sum() / counts.sum()).backward()
         opt.step()
@@ -117,22 +133,33 @@ def main() -> None:
     results = {}
     for name, m, c in rows(model, codec, catalogue(train + samples), args):
         rank, tokens = ranking_rate(m, c, samples, args.batch_size)
-        results[name] = {"ranking_samples_per_s": round(rank, 3), "prompt_tokens": round(tokens, 1),
-                         "sft_samples_per_s": round(sft_rate(m, c, train, args.batch_size, args.sft_steps), 3)}
+        results[name] = {
+            "ranking_samples_per_s": round(rank, 3),
+            "prompt_tokens": round(tokens, 1),
+            "sft_samples_per_s": round(sft_rate(m, c, train, args.batch_size, args.sft_steps), 3),
+        }
         print(name, json.dumps(results[name]), flush=True)
     base = results["text"]
     for r in results.values():
         r["ranking_vs_text"] = round(r["ranking_samples_per_s"] / base["ranking_samples_per_s"], 2)
         r["sft_vs_text"] = round(r["sft_samples_per_s"] / base["sft_samples_per_s"], 2)
-    record = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-              "torch": torch.__version__, "command": "bench/items_speed.py " + " ".join(sys.argv[1:]),
-              "samples": len(samples), "batch_size": args.batch_size, "rows": results}
+    record = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "command": "bench/items_speed.py " + " ".join(sys.argv[1:]),
+        "samples": len(samples),
+        "batch_size": args.batch_size,
+        "rows": results,
+    }
     (out / "speed.json").write_text(json.dumps(record, indent=2) + "\n")
     print("| row | prompt tokens | ranking samples/s | × text | LoRA SFT samples/s | × text |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['prompt_tokens']:.0f} | {r['ranking_samples_per_s']:.2f} | {r['ranking_vs_text']:.2f} | "
-              f"{r['sft_samples_per_s']:.2f} | {r['sft_vs_text']:.2f} |")
+        print(
+            f"| {name} | {r['prompt_tokens']:.0f} | {r['ranking_samples_per_s']:.2f} | {r['ranking_vs_text']:.2f} | "
+            f"{r['sft_samples_per_s']:.2f} | {r['sft_vs_text']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

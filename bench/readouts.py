@@ -25,13 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prompt_cost import WEIGHTS, sweep  # noqa: E402
 from quality import SHARED, differences, metrics, ranking_dir  # noqa: E402
 
-DATA = {"lastfm": ("music", lambda d: str(SHARED / "lastfm" / "resampled" / "lastfm-val.json")),
-        "movielens": ("movies", lambda d: str(d / "data" / "test.jsonl"))}
+DATA = {
+    "lastfm": ("music", lambda d: str(SHARED / "lastfm" / "resampled" / "lastfm-val.json")),
+    "movielens": ("movies", lambda d: str(d / "data" / "test.jsonl")),
+}
 STAGES = {"sft": "SFT", "dpo": "DPO (K=1)", "sdpo": "S-DPO (K=3)"}
 
 
-def model_sweeps(root: Path, seeds: list[int], stages: list[str], weights: list[float], domain: str,
-                 eval_file: str) -> dict[tuple[int, str], dict]:
+def model_sweeps(
+    root: Path, seeds: list[int], stages: list[str], weights: list[float], domain: str, eval_file: str
+) -> dict[tuple[int, str], dict]:
     """(seed, stage) -> its selection record, swept where not kept already."""
     out = {}
     for seed in seeds:
@@ -40,8 +43,14 @@ def model_sweeps(root: Path, seeds: list[int], stages: list[str], weights: list[
             kept = run / "readout" / "selection.json"
             if not kept.is_file():
                 print(f"$ sweep {run / 'model'}", flush=True)
-                sweep(str(run / "model"), eval_file, str(root / "data" / "valid.jsonl"), domain, weights,
-                      str(run / "readout"))
+                sweep(
+                    str(run / "model"),
+                    eval_file,
+                    str(root / "data" / "valid.jsonl"),
+                    domain,
+                    weights,
+                    str(run / "readout"),
+                )
             out[seed, stage] = json.loads(kept.read_text())
     return out
 
@@ -53,8 +62,9 @@ def readout_rows(root: Path, seeds: list[int], stages: list[str], sweeps: dict) 
         label = STAGES[stage]
         for w in ("0", "0.5", "1"):
             rows[f"{label}, λ {w}"] = [root / f"seed{s}" / stage / "readout" / f"w{w}" for s in seeds]
-        rows[f"{label}, λ chosen"] = [root / f"seed{s}" / stage / "readout" / f"w{sweeps[s, stage]['chosen']}"
-                                      for s in seeds]
+        rows[f"{label}, λ chosen"] = [
+            root / f"seed{s}" / stage / "readout" / f"w{sweeps[s, stage]['chosen']}" for s in seeds
+        ]
     return rows
 
 
@@ -70,15 +80,17 @@ def table(rows: dict[str, list[Path]], sweeps: dict, stages: list[str]) -> str:
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     chosen = {stage: [sweeps[s, st]["chosen"] for (s, st) in sorted(sweeps) if st == stage] for stage in stages}
     lines.append("")
-    lines.append("λ chosen on the validation rows, by seed: " +
-                 "; ".join(f"{STAGES[st]} {', '.join(ws)}" for st, ws in chosen.items()))
-    pairs = [(a, b) for a in rows if "λ" in a for b in ("SASRec", "GRU4Rec", a.split(",")[0] + ", λ 0")
-             if a != b]
+    lines.append(
+        "λ chosen on the validation rows, by seed: "
+        + "; ".join(f"{STAGES[st]} {', '.join(ws)}" for st, ws in chosen.items())
+    )
+    pairs = [(a, b) for a in rows if "λ" in a for b in ("SASRec", "GRU4Rec", a.split(",")[0] + ", λ 0") if a != b]
     lines += ["", "| a − b | HR@1 difference | 95% interval | a is |", "|---|---|---|---|"]
     for d in differences(rows, pairs):
         if d["metric"] == "hr@1":
-            lines.append(f"| {d['a']} − {d['b']} | {d['diff']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] | "
-                         f"{d['a_is']} |")
+            lines.append(
+                f"| {d['a']} − {d['b']} | {d['diff']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] | {d['a_is']} |"
+            )
     return "\n".join(lines)
 
 
@@ -92,13 +104,18 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(args.runs) / args.only
     domain, eval_file = DATA[args.only][0], DATA[args.only][1](root)
-    missing = [str(root / f"seed{s}" / st / "model") for s in args.seeds for st in args.stages
-               if not (root / f"seed{s}" / st / "model").is_dir()]
+    missing = [
+        str(root / f"seed{s}" / st / "model")
+        for s in args.seeds
+        for st in args.stages
+        if not (root / f"seed{s}" / st / "model").is_dir()
+    ]
     if missing:
         sys.exit("readouts: no model at " + ", ".join(missing))
     sweeps = model_sweeps(root, args.seeds, args.stages, args.weights, domain, eval_file)
-    text = f"**{args.only}: readouts, {eval_file}**\n\n" + table(readout_rows(root, args.seeds, args.stages, sweeps),
-                                                                sweeps, args.stages)
+    text = f"**{args.only}: readouts, {eval_file}**\n\n" + table(
+        readout_rows(root, args.seeds, args.stages, sweeps), sweeps, args.stages
+    )
     (root / "readouts.md").write_text(text + "\n")
     print("\n" + text)
 

@@ -29,14 +29,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
-MEASURED = ("import resource, sys, torch; from sdporec.cli import main; code = main(sys.argv[1:]); "
-            "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-            "torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0); sys.exit(code)")
+MEASURED = (
+    "import resource, sys, torch; from sdporec.cli import main; code = main(sys.argv[1:]); "
+    "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+    "torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0); sys.exit(code)"
+)
 
 
 def sdporec(src: Path, *args: str, measured: bool = False) -> str:
     env = {**os.environ, "PYTHONPATH": str(src)}
-    if src == ROOT / "src":   # this checkout's commands refuse to replace earlier outputs without it
+    if src == ROOT / "src":  # this checkout's commands refuse to replace earlier outputs without it
         args = (*args, "--overwrite")
     cmd = [sys.executable, "-c", MEASURED, *args] if measured else [sys.executable, "-m", "sdporec", *args]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -50,8 +52,9 @@ def baseline_src(args, work: Path) -> Path:
         return Path(args.baseline_src).resolve()
     dest = work / "baseline"
     dest.mkdir(exist_ok=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "src"], check=True,
-                             capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", args.baseline, "src"], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return dest / "src"
 
@@ -70,10 +73,26 @@ def wide_case(work: Path, args) -> tuple[str, str, list[str]]:
     if not (data / "test.jsonl").is_file():
         sdporec(ROOT / "src", "prepare", "builtin", "--out", str(data), "--users", "200")
     if not model.is_dir():
-        sdporec(ROOT / "src", "init-model", "--family", "llama", "--train", str(data / "train.jsonl"),
-                "--out", str(model), "--hidden", "64", "--layers", "2", "--heads", "4")
-        code = ("import sys; from transformers import AutoModelForCausalLM as M; m = M.from_pretrained(sys.argv[1]); "
-                "m.resize_token_embeddings(128256, mean_resizing=False); m.save_pretrained(sys.argv[1])")
+        sdporec(
+            ROOT / "src",
+            "init-model",
+            "--family",
+            "llama",
+            "--train",
+            str(data / "train.jsonl"),
+            "--out",
+            str(model),
+            "--hidden",
+            "64",
+            "--layers",
+            "2",
+            "--heads",
+            "4",
+        )
+        code = (
+            "import sys; from transformers import AutoModelForCausalLM as M; m = M.from_pretrained(sys.argv[1]); "
+            "m.resize_token_embeddings(128256, mean_resizing=False); m.save_pretrained(sys.argv[1])"
+        )
         subprocess.run([sys.executable, "-c", code, str(model)], check=True, capture_output=True)
     return str(model), str(data / "test.jsonl"), []
 
@@ -82,15 +101,36 @@ CASES = {"smollm2": smollm2_case, "wide": wide_case}
 
 
 def run_case(src: Path, model: str, data: str, extra: list[str], args, out: Path) -> dict:
-    flags = ["evaluate", "--model", model, "--data", data, "--out", str(out), "--batch-size", str(args.batch_size),
-             "--limit", str(args.samples), "--device", args.device, "--no-progress", *extra]
+    flags = [
+        "evaluate",
+        "--model",
+        model,
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--batch-size",
+        str(args.batch_size),
+        "--limit",
+        str(args.samples),
+        "--device",
+        args.device,
+        "--no-progress",
+        *extra,
+    ]
     if "chat" in (src / "sdporec" / "codec.py").read_text():
-        flags += ["--chat-template", "off"]   # the baseline knows no chat templates: plain prompts for both
+        flags += ["--chat-template", "off"]  # the baseline knows no chat templates: plain prompts for both
     peak = sdporec(src, *flags, measured=True).split("PEAK")[-1].split()
     metrics = json.loads((out / "metrics.json").read_text())
     scores = {json.loads(line)["key"]: dict(json.loads(line)["ranked"]) for line in open(out / "predictions.jsonl")}
-    return {"samples_per_s": metrics["n"] / metrics["seconds"], "seconds": metrics["seconds"], "hr@1": metrics["hr@1"],
-            "peak_rss_mb": int(peak[0]) / 1024, "peak_cuda_mb": int(peak[1]) / 2**20, "scores": scores}
+    return {
+        "samples_per_s": metrics["n"] / metrics["seconds"],
+        "seconds": metrics["seconds"],
+        "hr@1": metrics["hr@1"],
+        "peak_rss_mb": int(peak[0]) / 1024,
+        "peak_cuda_mb": int(peak[1]) / 2**20,
+        "scores": scores,
+    }
 
 
 def main() -> None:
@@ -110,19 +150,26 @@ def main() -> None:
     results = {}
     for case in args.cases:
         model, data, extra = CASES[case](work, args)
-        got = {name: run_case(src, model, data, extra, args, work / f"eval-{case}-{name}")
-               for name, src in (("baseline", old_src), ("current", ROOT / "src"))}
+        got = {
+            name: run_case(src, model, data, extra, args, work / f"eval-{case}-{name}")
+            for name, src in (("baseline", old_src), ("current", ROOT / "src"))
+        }
         old, new = got["baseline"].pop("scores"), got["current"].pop("scores")
         diff = max(abs(old[k][t] - new[k][t]) for k in old for t in old[k])
-        results[case] = {**got, "speedup": got["current"]["samples_per_s"] / got["baseline"]["samples_per_s"],
-                         "max_score_diff": diff}
+        results[case] = {
+            **got,
+            "speedup": got["current"]["samples_per_s"] / got["baseline"]["samples_per_s"],
+            "max_score_diff": diff,
+        }
         print(f"{case}: " + json.dumps(results[case]), flush=True)
     print("\n| case | version | samples/s | HR@1 | peak RSS MB | peak CUDA MB |\n|---|---|---|---|---|---|")
     for case, r in results.items():
         for name in ("baseline", "current"):
             m = r[name]
-            print(f"| {case} | {name} | {m['samples_per_s']:.3f} | {m['hr@1']:.4f} | {m['peak_rss_mb']:.0f} | "
-                  f"{m['peak_cuda_mb']:.0f} |")
+            print(
+                f"| {case} | {name} | {m['samples_per_s']:.3f} | {m['hr@1']:.4f} | {m['peak_rss_mb']:.0f} | "
+                f"{m['peak_cuda_mb']:.0f} |"
+            )
         print(f"| {case} | current / baseline | {r['speedup']:.2f}x | max score diff {r['max_score_diff']:.2g} | | |")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -27,7 +27,7 @@ import torch
 # Real artist names as BPE text, whose lengths vary far more than the built-in titles': used if present.
 LASTFM = Path(__file__).resolve().parents[2] / "shared" / "data" / "lastfm" / "resampled" / "lastfm-train.json"
 
-KINDS = ("text", "items", "lastfm-text")   # prompt kinds: built-in titles as BPE text or item tokens, LastFM as text
+KINDS = ("text", "items", "lastfm-text")  # prompt kinds: built-in titles as BPE text or item tokens, LastFM as text
 
 
 def build(codec_kind: str, args):
@@ -67,7 +67,7 @@ def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
     b = args.batch_size
     batches = []
     for i in range(args.steps + args.warmup):
-        chunk = samples[i * b:(i + 1) * b]
+        chunk = samples[i * b : (i + 1) * b]
         batches.append(
             collate(
                 [codec.encode_prompt(build_prompt(s.history, s.candidates)) for s in chunk],
@@ -75,7 +75,7 @@ def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
                 codec.pad_id,
             ).to(args.device)
         )
-    tokens = sum(int(x.prompt_mask.sum() * (1 + k) + x.answer_mask.sum()) for x in batches[args.warmup:])
+    tokens = sum(int(x.prompt_mask.sum() * (1 + k) + x.answer_mask.sum()) for x in batches[args.warmup :])
     losses = []
     for i, batch in enumerate(batches):
         if i == args.warmup:
@@ -93,8 +93,13 @@ def train_case(args, layout: str, codec_kind: str, k: int) -> dict:
         losses.append(loss.mean().item())
     sync(args.device)
     seconds = time.perf_counter() - start
-    return {"samples_per_s": b * args.steps / seconds, "tokens_per_s": tokens / seconds,
-            "first_loss": losses[0], "first_logps": first_logps, "peak_mem_mb": _peak_mb(args.device)}
+    return {
+        "samples_per_s": b * args.steps / seconds,
+        "tokens_per_s": tokens / seconds,
+        "first_loss": losses[0],
+        "first_logps": first_logps,
+        "peak_mem_mb": _peak_mb(args.device),
+    }
 
 
 def eval_case(args, method: str, codec_kind: str) -> dict:
@@ -103,12 +108,17 @@ def eval_case(args, method: str, codec_kind: str) -> dict:
 
     model, codec, samples = build(codec_kind, args)
     model.eval()
-    samples = samples[:args.eval_samples]
-    warm = samples[:args.batch_size]
-    run = (lambda xs: evaluate_generation(model, codec, xs, "music", args.batch_size, progress=False)) \
-        if method == "generation" else \
-        (lambda xs: evaluate_ranking(LMScorer(model, codec, "music", args.batch_size, progress=False,
-                                               layout=method), xs))
+    samples = samples[: args.eval_samples]
+    warm = samples[: args.batch_size]
+    run = (
+        (lambda xs: evaluate_generation(model, codec, xs, "music", args.batch_size, progress=False))
+        if method == "generation"
+        else (
+            lambda xs: evaluate_ranking(
+                LMScorer(model, codec, "music", args.batch_size, progress=False, layout=method), xs
+            )
+        )
+    )
     run(warm)
     sync(args.device)
     start = time.perf_counter()
@@ -126,13 +136,15 @@ def sync(device: str | torch.device) -> None:
 
 def _peak_mb(device: str) -> float:
     if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2 ** 20
+        return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def print_tables(results: list[dict]) -> None:
-    print("\n| step | prompts | paper layout samples/s | cache | packed | cache / paper | packed / paper "
-          "| peak MB paper / cache / packed | same log-probs and loss |")
+    print(
+        "\n| step | prompts | paper layout samples/s | cache | packed | cache / paper | packed / paper "
+        "| peak MB paper / cache / packed | same log-probs and loss |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     kinds = [c for c in KINDS if any(r["codec_kind"] == c for r in results)]
     for c in kinds:
@@ -140,21 +152,29 @@ def print_tables(results: list[dict]) -> None:
             r = {x["layout"]: x for x in results if x.get("k") == k and x["codec_kind"] == c}
             p = r["paper"]
             # Same weights, same batch: the summed answer log-probs and the loss must agree.
-            same = all(abs(p["first_loss"] - x["first_loss"]) < 1e-5 and
-                       abs(p["first_logps"] - x["first_logps"]) < 1e-5 * max(1.0, abs(p["first_logps"]))
-                       for x in r.values())
+            same = all(
+                abs(p["first_loss"] - x["first_loss"]) < 1e-5
+                and abs(p["first_logps"] - x["first_logps"]) < 1e-5 * max(1.0, abs(p["first_logps"]))
+                for x in r.values()
+            )
             sps = {lay: r[lay]["samples_per_s"] for lay in r}
             peak = " / ".join(f"{r[lay]['peak_mem_mb']:.0f}" for lay in ("paper", "cache", "packed"))
-            print(f"| S-DPO K={k} | {c} | {sps['paper']:.1f} | {sps['cache']:.1f} | {sps['packed']:.1f} | "
-                  f"{sps['cache'] / sps['paper']:.2f}x | {sps['packed'] / sps['paper']:.2f}x | {peak} | "
-                  f"{'yes' if same else 'NO'} |")
-    print("\n| evaluation | prompts | packed ranking samples/s | cache ranking | plain ranking | generation "
-          "| packed / plain | packed / generation |")
+            print(
+                f"| S-DPO K={k} | {c} | {sps['paper']:.1f} | {sps['cache']:.1f} | {sps['packed']:.1f} | "
+                f"{sps['cache'] / sps['paper']:.2f}x | {sps['packed'] / sps['paper']:.2f}x | {peak} | "
+                f"{'yes' if same else 'NO'} |"
+            )
+    print(
+        "\n| evaluation | prompts | packed ranking samples/s | cache ranking | plain ranking | generation "
+        "| packed / plain | packed / generation |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for c in kinds:
         e = {r["method"]: r["samples_per_s"] for r in results if r.get("method") and r["codec_kind"] == c}
-        print(f"| 20 candidates | {c} | {e['packed']:.1f} | {e['cache']:.1f} | {e['paper']:.1f} | "
-              f"{e['generation']:.1f} | {e['packed'] / e['paper']:.1f}x | {e['packed'] / e['generation']:.1f}x |")
+        print(
+            f"| 20 candidates | {c} | {e['packed']:.1f} | {e['cache']:.1f} | {e['paper']:.1f} | "
+            f"{e['generation']:.1f} | {e['packed'] / e['paper']:.1f}x | {e['packed'] / e['generation']:.1f}x |"
+        )
 
 
 def main() -> None:
@@ -185,13 +205,20 @@ def main() -> None:
     if not LASTFM.is_file():
         kinds = KINDS[:2]
         print(f"no {LASTFM}: the LastFM-titles rows are left out", flush=True)
-    cases = [{"layout": lay, "codec_kind": c, "k": k} for c in kinds for k in (1, 3, 7)
-             for lay in ("paper", "cache", "packed")]
-    cases += [{"method": m, "codec_kind": c} for c in kinds
-              for m in ("packed", "cache", "paper", "generation")]
+    cases = [
+        {"layout": lay, "codec_kind": c, "k": k}
+        for c in kinds
+        for k in (1, 3, 7)
+        for lay in ("paper", "cache", "packed")
+    ]
+    cases += [{"method": m, "codec_kind": c} for c in kinds for m in ("packed", "cache", "paper", "generation")]
     for case in cases:
-        proc = subprocess.run([sys.executable, __file__, *passthrough, "--case", json.dumps(case)],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, *passthrough, "--case", json.dumps(case)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results.append({**case, **json.loads(proc.stdout.strip().splitlines()[-1])})
         print(json.dumps(results[-1]), flush=True)
     print_tables(results)

@@ -25,8 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT.parent / "shared" / "data" / "lastfm" / "resampled" / "lastfm-val.json"
 GRID = [(64, 2, 0.2), (128, 2, 0.2), (64, 1, 0.2), (64, 2, 0.5), (128, 2, 0.5), (128, 3, 0.5)]
 LM_DEFAULT = (128, 2, 0.0)
-HEADER = ["| hidden | layers | dropout | lr | validation HR@1 | LastFM HR@1 | MRR | epochs | wall time |",
-          "|---|---|---|---|---|---|---|---|---|"]
+HEADER = [
+    "| hidden | layers | dropout | lr | validation HR@1 | LastFM HR@1 | MRR | epochs | wall time |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
 RUN_NAME = re.compile(r"h(\d+)-l(\d+)-d([0-9.]+)(?:-lr(.+))?")
 
 
@@ -52,29 +54,60 @@ def sweep_files(data: Path) -> dict[str, str]:
     return {"train": str(data / "train.jsonl"), "valid": str(data / "valid.jsonl"), "eval": str(EVAL)}
 
 
-def run_baseline(model: str, data: Path, run: Path, hidden: int, layers: int, dropout: float, epochs: int,
-                 lr: float | None = None) -> None:
+def run_baseline(
+    model: str, data: Path, run: Path, hidden: int, layers: int, dropout: float, epochs: int, lr: float | None = None
+) -> None:
     if not (run / "metrics.json").is_file():
-        train_baseline(model, sweep_files(data), run, epochs, "--hidden", str(hidden), "--layers", str(layers),
-                       "--dropout", str(dropout), *lr_flags(lr))
+        train_baseline(
+            model,
+            sweep_files(data),
+            run,
+            epochs,
+            "--hidden",
+            str(hidden),
+            "--layers",
+            str(layers),
+            "--dropout",
+            str(dropout),
+            *lr_flags(lr),
+        )
 
 
 def baseline_row(run: Path) -> dict | None:
     if not (run / "metrics.json").is_file():
         return None
     m = metrics(run)
-    return {"valid": m["best_valid_hr@1"], "hr@1": m["hr@1"], "mrr": m["mrr"], "epochs": m["epochs_run"],
-            "seconds": m["seconds"]}
+    return {
+        "valid": m["best_valid_hr@1"],
+        "hr@1": m["hr@1"],
+        "mrr": m["mrr"],
+        "epochs": m["epochs_run"],
+        "seconds": m["seconds"],
+    }
 
 
-def run_sft(data: Path, run: Path, hidden: int, layers: int, dropout: float, epochs: int,
-            lr: float | None = None) -> None:
+def run_sft(
+    data: Path, run: Path, hidden: int, layers: int, dropout: float, epochs: int, lr: float | None = None
+) -> None:
     """SFT with bench/quality.py's settings (1,000 validation rows, seed 0), then its best checkpoint ranked."""
     files = sweep_files(data)
 
     def go() -> None:
-        sh("sft", "--epochs", str(epochs), "--hidden", str(hidden), "--layers", str(layers), "--dropout",
-           str(dropout), "--out", str(run), *lr_flags(lr), *lm_flags(files, "music", seed=0))
+        sh(
+            "sft",
+            "--epochs",
+            str(epochs),
+            "--hidden",
+            str(hidden),
+            "--layers",
+            str(layers),
+            "--dropout",
+            str(dropout),
+            "--out",
+            str(run),
+            *lr_flags(lr),
+            *lm_flags(files, "music", seed=0),
+        )
         evaluate_run(run, files["eval"], "music", "ranking")
 
     timed(run, go)
@@ -87,9 +120,14 @@ def sft_row(run: Path) -> dict | None:
     m = metrics(run / "eval-ranking")
     summary = json.loads((run / "summary.json").read_text())
     valid = [json.loads(x) for x in (run / "eval_log.jsonl").read_text().splitlines()]
-    kept = [r for r in valid if r["best"]][-1]   # the checkpoint the trainer kept
-    return {"valid": summary["best_valid_hr@1"], "hr@1": m["hr@1"], "mrr": m["mrr"],
-            "epochs": f"{kept['epoch']:g} of {len(valid)}", "seconds": seconds}
+    kept = [r for r in valid if r["best"]][-1]  # the checkpoint the trainer kept
+    return {
+        "valid": summary["best_valid_hr@1"],
+        "hr@1": m["hr@1"],
+        "mrr": m["mrr"],
+        "epochs": f"{kept['epoch']:g} of {len(valid)}",
+        "seconds": seconds,
+    }
 
 
 def finished_rows(model: str, out: Path) -> list[tuple[tuple, dict]]:
@@ -109,21 +147,35 @@ def table(model: str, rows: list[tuple[tuple, dict]]) -> str:
     lines = list(HEADER)
     for (hidden, layers, dropout, lr), m in rows:
         mark = " (chosen)" if m is best[1] else ""
-        lines.append(f"| {hidden} | {layers} | {dropout} | {lr} | {m['valid']:.4f}{mark} | {m['hr@1']:.4f} "
-                     f"| {m['mrr']:.4f} | {m['epochs']} | {m['seconds']:.0f} s |")
+        lines.append(
+            f"| {hidden} | {layers} | {dropout} | {lr} | {m['valid']:.4f}{mark} | {m['hr@1']:.4f} "
+            f"| {m['mrr']:.4f} | {m['epochs']} | {m['seconds']:.0f} s |"
+        )
     return f"{model}, LastFM\n\n" + "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=("sasrec", "gru4rec", "sft"), default="sasrec")
-    ap.add_argument("--data", default=str(ROOT / "runs" / "quality" / "lastfm" / "data"),
-                    help="train.jsonl and valid.jsonl as bench/quality.py writes them")
+    ap.add_argument(
+        "--data",
+        default=str(ROOT / "runs" / "quality" / "lastfm" / "data"),
+        help="train.jsonl and valid.jsonl as bench/quality.py writes them",
+    )
     ap.add_argument("--out", default=None, help="default: runs/<model>-sweep")
-    ap.add_argument("--epochs", type=int, default=None, help="baselines: at most this many (default 20); sft: "
-                    "exactly this many (default 10, bench/quality.py's LastFM setting)")
-    ap.add_argument("--sizes", type=parse_sizes, default=None,
-                    help="HIDDENxLAYERSxDROPOUT,... to run instead of the grid, e.g. 256x2x0,128x4x0")
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="baselines: at most this many (default 20); sft: "
+        "exactly this many (default 10, bench/quality.py's LastFM setting)",
+    )
+    ap.add_argument(
+        "--sizes",
+        type=parse_sizes,
+        default=None,
+        help="HIDDENxLAYERSxDROPOUT,... to run instead of the grid, e.g. 256x2x0,128x4x0",
+    )
     ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the command's own)")
     args = ap.parse_args()
     data = Path(args.data)

@@ -15,11 +15,11 @@ import sdporec
 sdporec.prepare(out="data", users=60, items=40, genres=4)
 common = dict(train="data/train.jsonl", valid="data/valid.jsonl", progress=False)
 sdporec.sft(sdporec.SFTConfig(out="runs/sft", titles="data/items.txt", epochs=2, **common))
-sdporec.sdpo(model="runs/sft/model", out="runs/sdpo", **common)           # sdporec.dpo(...): DPO, K = 1
+sdporec.sdpo(model="runs/sft/model", out="runs/sdpo", **common)  # sdporec.dpo(...): DPO, K = 1
 metrics = sdporec.evaluate(model="runs/sdpo/model", data="data/test.jsonl", out="runs/eval")
 sample = json.loads(open("data/test.jsonl").readline())
 recommender = sdporec.Recommender.load("runs/sdpo/model")
-ranked = recommender.rank(sample["historyList"], sample["itemList"], top=3)   # [(title, score), ...], best first
+ranked = recommender.rank(sample["historyList"], sample["itemList"], top=3)  # [(title, score), ...], best first
 
 print("test HR@1:", round(metrics["hr@1"], 4), "MRR:", round(metrics["mrr"], 4))
 for title, score in ranked:

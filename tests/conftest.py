@@ -10,7 +10,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def pytest_configure(config):
-    if "MUTANT_UNDER_TEST" in os.environ:   # set by mutmut in every run it makes, stats included
+    if "MUTANT_UNDER_TEST" in os.environ:  # set by mutmut in every run it makes, stats included
         _untraced_mutmut_stats()
     # Converted GGUF files (models/sources.py) go to a cache this run owns, never the user's: the first SmolLM2
     # test converts, the others read it. pytest-xdist's workers start after this and inherit the variable.
@@ -39,7 +39,7 @@ def _untraced_mutmut_stats() -> None:
     Installed in every process mutmut runs tests in (it may import this file before its stats run), and only there."""
     try:
         import mutmut.mutation.trampoline as trampoline
-    except ImportError:   # the variable without mutmut: nothing to patch
+    except ImportError:  # the variable without mutmut: nothing to patch
         return
     if getattr(trampoline, "_sdporec_untraced", False):
         return
@@ -61,21 +61,27 @@ def _untraced_mutmut_stats() -> None:
                 stack.reset(token)
 
     trampoline.MutmutCallStack = UntracedStack
-    trampoline.record_trampoline_hit = lambda name, caller=None: None if torch.compiler.is_compiling() else hit(
-        name, caller=caller)
+    trampoline.record_trampoline_hit = lambda name, caller=None: (
+        None if torch.compiler.is_compiling() else hit(name, caller=caller)
+    )
 
 
 # The longest files first (about 400, 100, 75, 65 and 50 s on 2 cores), each a work unit of pytest-xdist's
 # `--dist loadfile`: started last, one of them keeps a worker busy minutes after the other has finished. `make test`
 # passes --no-loadscope-reorder so xdist keeps this order; within these files and among all others the order stays
 # pytest-randomly's (its shuffle runs before this hook).
-LONGEST_FIRST = ("test_real_model.py", "test_importers.py", "test_distributed.py", "test_accumulation.py",
-                 "test_api.py")
+LONGEST_FIRST = (
+    "test_real_model.py",
+    "test_importers.py",
+    "test_distributed.py",
+    "test_accumulation.py",
+    "test_api.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))   # stable
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable
 
 
 def pytest_terminal_summary(terminalreporter, config):
@@ -135,7 +141,7 @@ def history_readout_reference(model, codec, sample) -> list[float]:
     for title in sample.candidates:
         ids, labels = codec.encode_history([*sample.history, title], IGNORE)
         answer = codec.encode_next_title(title)
-        assert ids[-len(answer):] == labels[-len(answer):] == answer    # what the history loss trains on
+        assert ids[-len(answer) :] == labels[-len(answer) :] == answer  # what the history loss trains on
         scored = [IGNORE] * (len(ids) - len(answer)) + answer
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([ids])).logits

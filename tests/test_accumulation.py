@@ -15,9 +15,22 @@ from sdporec.cli import main
 from sdporec.models.families import build_family, tokenizer_texts
 from sdporec.runs import TRAIN_LOG
 
-COMMON = ["--threads", "1", "--device", "cpu", "--no-progress", "--log-every", "1", "--epochs", "2",
-          "--warmup-ratio", "0", "--lr", "1e-3"]
-SHAPES = {"1x16": (16, 1), "1x8x2": (8, 2), "1x4x4": (4, 4)}     # batch size, accumulation steps
+COMMON = [
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--log-every",
+    "1",
+    "--epochs",
+    "2",
+    "--warmup-ratio",
+    "0",
+    "--lr",
+    "1e-3",
+]
+SHAPES = {"1x16": (16, 1), "1x8x2": (8, 2), "1x4x4": (4, 4)}  # batch size, accumulation steps
 # Measured, 2026-11-26: float noise through Adam (which divides by the root of tiny squared gradients) moves
 # S-DPO's weights by up to 1.1e-5 between 1 x 16 and 1 x 8 x 2, which the old hand-rolled accumulation
 # already computed alike; the defects this test guards against (per-micro-batch token means, a short last
@@ -49,8 +62,17 @@ def _train(stage, out, data, extra):
     if stage == "sft":
         args = ["sft", "--model", str(data / "model"), "--train", str(data / "train.jsonl"), "--chat-template", "off"]
     else:
-        args = ["sdpo", "--model", str(data / "sft1x16" / "model"), "--train", str(data / "train.jsonl"),
-                "--negatives", "3", "--reference-cache", "none"]
+        args = [
+            "sdpo",
+            "--model",
+            str(data / "sft1x16" / "model"),
+            "--train",
+            str(data / "train.jsonl"),
+            "--negatives",
+            "3",
+            "--reference-cache",
+            "none",
+        ]
     return [*args, "--out", str(out), *COMMON, *extra]
 
 
@@ -76,13 +98,15 @@ def test_batch_accumulation_and_processes_are_interchangeable(text_setup, sft_1x
     torchrun(*_train(stage, tmp_path / "2x8", data, ["--batch-size", "8"]))
     runs["2x8"] = tmp_path / "2x8"
     reference = _losses(runs["1x16"])
-    assert len(reference) == 10                                      # 5 steps an epoch, the last one short
+    assert len(reference) == 10  # 5 steps an epoch, the last one short
     weights = _weights(runs["1x16"])
-    moved = max((w - load_file(str(data / "model" / "model.safetensors"))[k]).abs().max().item()
-                for k, w in weights.items() if k in load_file(str(data / "model" / "model.safetensors")))
-    assert moved > 1e-3                                             # training changed the weights
+    moved = max(
+        (w - load_file(str(data / "model" / "model.safetensors"))[k]).abs().max().item()
+        for k, w in weights.items()
+        if k in load_file(str(data / "model" / "model.safetensors"))
+    )
+    assert moved > 1e-3  # training changed the weights
     for name in ("1x8x2", "1x4x4", "2x8"):
         assert _losses(runs[name]) == pytest.approx(reference, abs=1e-5), name
         other = _weights(runs[name])
         assert max((other[k] - w).abs().max().item() for k, w in weights.items()) < WEIGHTS_TOLERANCE, name
-

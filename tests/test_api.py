@@ -18,13 +18,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_help_lists_the_public_names():
     text = pydoc.render_doc(sdporec, renderer=pydoc.plaintext)
-    for name in ("prepare", "sft", "dpo", "sdpo", "evaluate", "pipeline", "Recommender", "SFTConfig", "DPOConfig",
-                 "SDPOConfig", "EvaluateConfig", "PrepareConfig"):
+    for name in (
+        "prepare",
+        "sft",
+        "dpo",
+        "sdpo",
+        "evaluate",
+        "pipeline",
+        "Recommender",
+        "SFTConfig",
+        "DPOConfig",
+        "SDPOConfig",
+        "EvaluateConfig",
+        "PrepareConfig",
+    ):
         assert name in sdporec.__all__ and name in text, name
-    importlib.import_module("sdporec.cli")   # imports every submodule
+    importlib.import_module("sdporec.cli")  # imports every submodule
 
     for name in ("prepare", "sft", "dpo", "sdpo", "evaluate", "pipeline"):
-        assert inspect.isfunction(getattr(sdporec, name)), name   # not a submodule of the same name
+        assert inspect.isfunction(getattr(sdporec, name)), name  # not a submodule of the same name
 
 
 def test_settings_are_checked_like_the_cli(tmp_path):
@@ -44,8 +56,13 @@ def test_the_readme_example_is_examples_quickstart_and_runs(tmp_path):
     block = readme.split("## From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     example = (ROOT / "examples" / "quickstart.py").read_text()
     assert block.strip() and block.strip() in example
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "test HR@1:" in done.stdout and "the user's next item was:" in done.stdout
     metrics = read_evaluation_metrics(tmp_path / "runs" / "eval")

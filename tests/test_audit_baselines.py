@@ -13,15 +13,20 @@ ITEMS = [f"i{k}" for k in range(200)]
 
 def test_candidate_checks_count_failures():
     good = Sample(["a"], ["b", "c"], "b")
-    assert candidate_checks([good]) == {"duplicate_candidates": 0, "target_not_in_candidates": 0,
-                                        "history_item_among_negatives": 0}
+    assert candidate_checks([good]) == {
+        "duplicate_candidates": 0,
+        "target_not_in_candidates": 0,
+        "history_item_among_negatives": 0,
+    }
     bad = Sample(["c"], ["b", "c", "b"], "z")
     assert set(candidate_checks([good, bad]).values()) == {1}
 
 
 def test_leak_check_finds_paper_seeding_and_not_per_sample_draws():
     import random
+
     rng = random.Random(0)
+
     def make(paper):
         out = []
         for n in range(300):
@@ -35,10 +40,11 @@ def test_leak_check_finds_paper_seeding_and_not_per_sample_draws():
                 rng.shuffle(cands)
             out.append(Sample(hist, cands, target, None, f"s:{n}"))
         return out
+
     leaky, clean = make(True), make(False)
     assert leak_hr1(leaky[:100], leaky[100:], same_file=False) > 0.9
     assert leak_hr1(clean[:100], clean[100:], same_file=False) < 0.1
-    assert leak_hr1(leaky, leaky, same_file=True) > 0.9   # a sample never matches itself
+    assert leak_hr1(leaky, leaky, same_file=True) > 0.9  # a sample never matches itself
 
 
 def test_audit_summary():
@@ -49,8 +55,12 @@ def test_audit_summary():
 
 
 def test_item_counts_hand_computed():
-    train = [Sample(["a", "b"], ["c", "x"], "c"), Sample(["x", "b"], ["c", "y"], "c"), Sample(["b"], ["y", "c"], "y"),
-             Sample(["a"], ["y", "c"], "y")]
+    train = [
+        Sample(["a", "b"], ["c", "x"], "c"),
+        Sample(["x", "b"], ["c", "y"], "c"),
+        Sample(["b"], ["y", "c"], "y"),
+        Sample(["a"], ["y", "c"], "y"),
+    ]
     scores = item_count_scorer(train)([Sample(["a", "b"], ["c", "y"], "c")])[0]
     # c: transition b->c twice (2) + cooccurrence a->c 1, b->c 2 (0.1 * 3); y: b->y once (1) + a->y, b->y (0.2);
     # both are training targets twice: tie term 2 * 0.5 * 0.1 / (1 + 2) each.
@@ -64,8 +74,9 @@ def test_sequential_baselines_learn_the_builtin_world():
     splits = builtin_splits(users=300, items=100, genres=5, seed=1)
     pop = evaluate_ranking(popularity_scorer(splits["train"]), splits["test"])[0]["hr@1"]
     for kind in ("sasrec", "gru4rec"):
-        cfg = SequentialConfig(kind=kind, hidden=32, layers=1, heads=2, epochs=10, patience=3, batch_size=32, lr=3e-3,
-                               progress=False)
+        cfg = SequentialConfig(
+            kind=kind, hidden=32, layers=1, heads=2, epochs=10, patience=3, batch_size=32, lr=3e-3, progress=False
+        )
         scorer, info = train_sequential(cfg, splits["train"], splits["valid"], splits["test"])
         hr1 = evaluate_ranking(scorer, splits["test"])[0]["hr@1"]
         assert hr1 > pop + 0.1, (kind, hr1, pop)
@@ -77,13 +88,17 @@ def test_item_knn_ranks_by_cosine_with_the_history_and_breaks_ties_by_popularity
 
     # A shares training sequences with B (twice) and C; E with F. The positive part of their PMI has one direction
     # per group: A, B and C point one way, E and F another, orthogonal to it.
-    train = [Sample(["A"], ["B", "D"], "B"), Sample(["A"], ["B", "D"], "B"), Sample(["A"], ["C", "D"], "C"),
-             Sample(["E"], ["F", "D"], "F")]
+    train = [
+        Sample(["A"], ["B", "D"], "B"),
+        Sample(["A"], ["B", "D"], "B"),
+        Sample(["A"], ["C", "D"], "C"),
+        Sample(["E"], ["F", "D"], "F"),
+    ]
     scores = item_knn_scorer(train)([Sample(["B"], ["C", "A", "F", "D", "Z"], "C")])[0]
-    tie = 1e-6 / 3                                     # B is the most frequent target (2)
+    tie = 1e-6 / 3  # B is the most frequent target (2)
     assert scores == pytest.approx([1 + tie, 1.0, tie, 0.0, 0.0], abs=1e-7)
-    assert scores[0] > scores[1]                       # C and A alike: C has been a target, A never
-    assert item_knn_scorer(train)([Sample(["Z"], ["C", "A"], "C")])[0] == [tie, 0.0]    # unknown history
+    assert scores[0] > scores[1]  # C and A alike: C has been a target, A never
+    assert item_knn_scorer(train)([Sample(["Z"], ["C", "A"], "C")])[0] == [tie, 0.0]  # unknown history
     # Two history items from the two groups: the normalised mean is as close to both.
     both = item_knn_scorer(train)([Sample(["B", "E"], ["C", "F", "D"], "C")])[0]
-    assert both == pytest.approx([0.5 ** 0.5 + tie, 0.5 ** 0.5 + tie, 0.0], abs=1e-7)
+    assert both == pytest.approx([0.5**0.5 + tie, 0.5**0.5 + tie, 0.0], abs=1e-7)

@@ -24,7 +24,7 @@ def test_draw_candidates_properties():
 
 def test_target_position_is_uniform():
     pos = Counter(draw_candidates([], "item0", ITEMS, 20, sample_rng(i)).index("item0") for i in range(4000))
-    assert len(pos) == 20 and min(pos.values()) > 120   # expected 200 each
+    assert len(pos) == 20 and min(pos.values()) > 120  # expected 200 each
 
 
 def test_paper_seeding_leaks_the_target_and_per_sample_seeding_does_not():
@@ -60,7 +60,7 @@ def test_catalogue_is_sorted_union():
 def test_top_negatives_by_hand():
     from sdporec.data.candidates import top_negatives
 
-    assert top_negatives(["a", "b", "c", "d"], [0.1, 0.9, 0.5, 0.9], 2) == [1, 3]   # ties: list order
+    assert top_negatives(["a", "b", "c", "d"], [0.1, 0.9, 0.5, 0.9], 2) == [1, 3]  # ties: list order
     assert top_negatives(["a", "b"], [-1.0, -2.0], 1) == [0]
 
 
@@ -73,7 +73,7 @@ def test_popular_negatives_are_seeded_distinct_and_lean_to_popular_items():
     assert all(len(set(d)) == 2 and "t" not in d and set(d) <= set(s.candidates) for d in draws)
     assert popular_negatives(s, 2, popularity, 0, 3) == draws[3]
     counts = Counter(c for d in draws for c in d)
-    assert counts["pop"] > 390 and all(counts[c] < 250 for c in "abcd")   # uniform would give 160 each
+    assert counts["pop"] > 390 and all(counts[c] < 250 for c in "abcd")  # uniform would give 160 each
 
 
 def test_validation_subset_is_spread_over_users_and_the_same_for_every_run():
@@ -82,8 +82,8 @@ def test_validation_subset_is_spread_over_users_and_the_same_for_every_run():
     valid = [Sample(["h"], ["a", "b"], "a", user=f"u{i // 100}", key=f"valid:{i}") for i in range(1000)]
     subset = validation_subset(valid, 100)
     assert len(subset) == 100 and len({s.key for s in subset}) == 100
-    assert len({s.user for s in subset}) == 10                      # every user, not the first file rows' one
-    assert [int(s.key[6:]) for s in subset] == sorted(int(s.key[6:]) for s in subset)   # file order kept
+    assert len({s.user for s in subset}) == 10  # every user, not the first file rows' one
+    assert [int(s.key[6:]) for s in subset] == sorted(int(s.key[6:]) for s in subset)  # file order kept
     assert [s.key for s in validation_subset(valid, 100)] == [s.key for s in subset]  # same on every call
     assert validation_subset(valid, 0) == valid and validation_subset(valid, 5000) == valid
 
@@ -108,7 +108,7 @@ def test_popular_negatives_are_efraimidis_spirakis_keys_by_hand():
     from sdporec.data.candidates import popular_negatives
 
     s = Sample(["item1"], [f"item{i}" for i in range(10, 20)], "item12", key="train:5")
-    popularity = {"item10": 9, "item11": 3, "item13": 0, "item14": 40}      # the rest: never a target (0)
+    popularity = {"item10": 9, "item11": 3, "item13": 0, "item14": 40}  # the rest: never a target (0)
     rng = random.Random("1:popular negatives:train:5:0")
     pool = [c for c in s.candidates if c != s.target]
     keys = {c: rng.random() ** (1.0 / (1 + popularity.get(c, 0))) for c in pool}
@@ -120,9 +120,9 @@ def test_pool_sizes_at_the_boundary():
 
     from sdporec.data.candidates import popular_negatives
 
-    history, items = ["a", "b"], list("abcdefg")        # 4 titles outside the history and target "c"
+    history, items = ["a", "b"], list("abcdefg")  # 4 titles outside the history and target "c"
     got = draw_candidates(history, "c", items, 5, sample_rng(0))
-    assert sorted(got) == list("cdefg")               # exactly enough: all of them
+    assert sorted(got) == list("cdefg")  # exactly enough: all of them
     with pytest.raises(ValueError, match=r"^only 4 items outside the history; cannot draw 5 negatives$"):
         draw_candidates(history, "c", items, 6, sample_rng(0))
     s = Sample(["a"], ["b", "c", "d"], "c", key="train:9")
@@ -151,15 +151,21 @@ def test_require_redrawable_and_require_negatives_name_file_row_and_field():
     from sdporec.errors import DataError
 
     train = [Sample(["a", "b"], ["c", "d", "e"], "c", row="line 1"), Sample(["e"], ["a", "b", "d"], "d", row="line 2")]
-    require_redrawable("t.jsonl", train)            # 5 titles: 2 outside each list's history and target, as needed
+    require_redrawable("t.jsonl", train)  # 5 titles: 2 outside each list's history and target, as needed
     long = Sample(["a", "b"], ["c", "d", "e", "a"], "c", row="line 3")
-    with pytest.raises(DataError, match=r"^file t\.jsonl, row line 3, field 'itemList': 4 candidates, but only 2 "
-                                        r"titles of the training file lie outside this history to re-draw them from; "
-                                        r"add --keep-candidates to train on the file's lists as they are$"):
+    with pytest.raises(
+        DataError,
+        match=r"^file t\.jsonl, row line 3, field 'itemList': 4 candidates, but only 2 "
+        r"titles of the training file lie outside this history to re-draw them from; "
+        r"add --keep-candidates to train on the file's lists as they are$",
+    ):
         require_redrawable("t.jsonl", [*train, long])
     require_negatives("t.jsonl", train, 2)
-    with pytest.raises(DataError, match=r"^file t\.jsonl, row line 1, field 'itemList': 2 non-target candidates, "
-                                        r"fewer than the 3 negatives asked for \(--negatives\)$"):
+    with pytest.raises(
+        DataError,
+        match=r"^file t\.jsonl, row line 1, field 'itemList': 2 non-target candidates, "
+        r"fewer than the 3 negatives asked for \(--negatives\)$",
+    ):
         require_negatives("t.jsonl", train, 3)
 
 
@@ -189,11 +195,12 @@ def test_a_repeated_title_in_the_catalogue_is_drawn_and_counted_once():
     signal.alarm(20)
     try:
         samples = [Sample(ITEMS[:3], ITEMS[3:23], "item7", None, f"train:{i}") for i in range(20)]
-        repeated = ITEMS + ["item50"] * 900                  # would be in nearly every list if drawn per copy
+        repeated = ITEMS + ["item50"] * 900  # would be in nearly every list if drawn per copy
         assert redraw(samples, repeated, 0, 0) == redraw(samples, ITEMS, 0, 0)
         seqs = {"u": ITEMS[:12]}
-        assert (sequences_to_samples(seqs, ["u"], repeated, "train", 0)
-                == sequences_to_samples(seqs, ["u"], ITEMS, "train", 0))
+        assert sequences_to_samples(seqs, ["u"], repeated, "train", 0) == sequences_to_samples(
+            seqs, ["u"], ITEMS, "train", 0
+        )
         # 4 distinct titles outside history and target: 5 negatives cannot be drawn, however often "d" repeats.
         few = [Sample(["a", "b"], list("cdefgh"), "c", None, "train:0")]
         with pytest.raises(ValueError, match=r"^only 4 items outside the history; cannot draw 5 negatives$"):

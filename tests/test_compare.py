@@ -44,7 +44,7 @@ def test_evaluations_of_different_samples_are_refused(tmp_path, capsys):
     assert main(["compare", str(a), str(b)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(b) in err and "12 of 12 samples" in err and "same samples" in err
-    assert "eval:0" in err   # an example, named by its row key and target
+    assert "eval:0" in err  # an example, named by its row key and target
 
 
 def test_one_file_in_any_row_order_pairs_with_itself(tmp_path):
@@ -54,7 +54,7 @@ def test_one_file_in_any_row_order_pairs_with_itself(tmp_path):
     lines = a.read_text().splitlines(True)
     random.Random(0).shuffle(lines)
     shuffled.write_text("".join(lines))
-    other = evaluated(tmp_path / "other", data, samples(98, 40))   # another model on the same samples
+    other = evaluated(tmp_path / "other", data, samples(98, 40))  # another model on the same samples
     got = run_compare(CompareConfig(predictions=[str(a), str(shuffled), str(other)], names=["a", "s", "o"]))
     same = [d for d in got["differences"] if (d["a"], d["b"]) == ("a", "s")]
     assert same and all(d["difference"] == d["low"] == d["high"] == 0 for d in same)
@@ -90,9 +90,11 @@ def test_a_sample_asked_twice_is_numbered_and_pairs(tmp_path):
 @pytest.mark.parametrize("field", ["history", "candidates", "target"])
 def test_the_content_key_changes_with_every_field(field):
     s = Sample(["Item 1", "Item 2"], ["Item 3", "Item 4"], "Item 3", key="train:0")
-    changed = {"history": Sample(["Item 2", "Item 1"], s.candidates, s.target),
-               "candidates": Sample(s.history, ["Item 4", "Item 3"], s.target),
-               "target": Sample(s.history, s.candidates, "Item 4")}[field]
+    changed = {
+        "history": Sample(["Item 2", "Item 1"], s.candidates, s.target),
+        "candidates": Sample(s.history, ["Item 4", "Item 3"], s.target),
+        "target": Sample(s.history, s.candidates, "Item 4"),
+    }[field]
     assert changed.content_key() != s.content_key()
     assert Sample(list(s.history), list(s.candidates), s.target, key="other:7").content_key() == s.content_key()
 
@@ -111,13 +113,19 @@ def write_rows(path, rows, blank_after: int | None = None):
     return path
 
 
-@pytest.mark.parametrize("cfg,message", [
-    (dict(predictions=["a"]), "setting 'predictions': give at least two models' predictions.jsonl files "
-                              "(one model's files on several sets of samples are joined by commas)"),
-    (dict(predictions=["a", "b"], names=["x"]), "setting 'names': one name per model"),
-    (dict(predictions=["a", "b"], names=["x", "x"]), "setting 'names': names must differ"),
-    (dict(predictions=["a", "b"], resamples=99), "setting 'resamples': must be at least 100"),
-])
+@pytest.mark.parametrize(
+    "cfg,message",
+    [
+        (
+            dict(predictions=["a"]),
+            "setting 'predictions': give at least two models' predictions.jsonl files "
+            "(one model's files on several sets of samples are joined by commas)",
+        ),
+        (dict(predictions=["a", "b"], names=["x"]), "setting 'names': one name per model"),
+        (dict(predictions=["a", "b"], names=["x", "x"]), "setting 'names': names must differ"),
+        (dict(predictions=["a", "b"], resamples=99), "setting 'resamples': must be at least 100"),
+    ],
+)
 def test_settings_refused_with_their_message(cfg, message):
     with pytest.raises(ConfigError) as e:
         ready(CompareConfig(**cfg))
@@ -131,13 +139,12 @@ def test_settings_at_their_limits_are_accepted():
 
 def test_a_comparison_by_hand(tmp_path, capsys):
     # a: ranks 0, 0, 1, 4; b: ranks 1, 0, 0, 9 (0-based). Means by hand from the metric definitions.
-    a = write_rows(tmp_path / "alpha" / PREDICTIONS, [("s1", 0), ("s2", 0), ("s3", 1), ("s4", 4)],
-                   blank_after=1)
+    a = write_rows(tmp_path / "alpha" / PREDICTIONS, [("s1", 0), ("s2", 0), ("s3", 1), ("s4", 4)], blank_after=1)
     b = write_rows(tmp_path / "beta" / PREDICTIONS, [("s4", 9), ("s3", 0), ("s2", 0), ("s1", 1)])
     out = tmp_path / "cmp.json"
     got = run_compare(CompareConfig(predictions=[str(a.parent), str(b)], resamples=100, seed=3, out=str(out)))
     assert got["n"] == 4 and got["resamples"] == 100 and got["seed"] == 3
-    assert list(got["metrics"]) == ["alpha", "beta"]   # each file's folder name
+    assert list(got["metrics"]) == ["alpha", "beta"]  # each file's folder name
     ma, mb = got["metrics"]["alpha"], got["metrics"]["beta"]
     assert ma["hr@1"] == 0.5 and mb["hr@1"] == 0.5
     assert ma["hr@5"] == 1.0 and mb["hr@5"] == 0.75
@@ -149,7 +156,7 @@ def test_a_comparison_by_hand(tmp_path, capsys):
     assert list(diffs) == ["hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr"]
     assert all((d["a"], d["b"]) == ("alpha", "beta") for d in diffs.values())
     assert diffs["hr@5"]["difference"] == 0.25 and diffs["hr@1"]["difference"] == 0.0
-    assert out.read_text() == json.dumps(got, indent=2) + "\n"   # indented, as the docs show it
+    assert out.read_text() == json.dumps(got, indent=2) + "\n"  # indented, as the docs show it
     assert capsys.readouterr().out.strip() == format_comparison(got)
 
 
@@ -202,23 +209,35 @@ def test_old_and_new_files_do_not_mix(tmp_path):
     old.write_text(json.dumps({"key": "eval:0", "rank": 0}) + "\n")
     with pytest.raises(ConfigError) as e:
         run_compare(CompareConfig(predictions=[str(a), str(old)], resamples=100))
-    assert str(e.value) == (f"setting 'predictions': {old} keys samples by row number (written by an older "
-                            f"sdporec) and {a} by content: evaluate the older again")
+    assert str(e.value) == (
+        f"setting 'predictions': {old} keys samples by row number (written by an older "
+        f"sdporec) and {a} by content: evaluate the older again"
+    )
     # Two old files pair by row key, as they always did.
     got = run_compare(CompareConfig(predictions=[str(old), str(old)], names=["p", "q"], resamples=100))
     assert got["n"] == 1 and got["metrics"]["p"]["hr@1"] == 1.0
 
 
-@pytest.mark.parametrize("text,message", [
-    ('{"key": "eval:0", "sample": "s", "rank": 0}\n\n{"key": \n',
-     "row line 3: not valid JSON (Expecting value: line 1 column 9 (char 8))"),
-    ('[1, 2]\n', "row line 1, field 'key': not a row of sdporec's predictions.jsonl (key and rank, or key and hit)"),
-    ('{"sample": "s", "rank": 0}\n', "row line 1, field 'key': not a row of sdporec's predictions.jsonl"),
-    ('{"key": "eval:0", "sample": "s"}\n', "row line 1, field 'key': not a row of sdporec's predictions.jsonl"),
-    ('\n  \n', "holds no predictions"),
-    ('{"key": "eval:0", "rank": 0}\n{"key": "eval:0", "rank": 1}\n',
-     "row line 2, field 'key': sample 'eval:0' repeats line 1: a predictions file holds each sample once"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (
+            '{"key": "eval:0", "sample": "s", "rank": 0}\n\n{"key": \n',
+            "row line 3: not valid JSON (Expecting value: line 1 column 9 (char 8))",
+        ),
+        (
+            "[1, 2]\n",
+            "row line 1, field 'key': not a row of sdporec's predictions.jsonl (key and rank, or key and hit)",
+        ),
+        ('{"sample": "s", "rank": 0}\n', "row line 1, field 'key': not a row of sdporec's predictions.jsonl"),
+        ('{"key": "eval:0", "sample": "s"}\n', "row line 1, field 'key': not a row of sdporec's predictions.jsonl"),
+        ("\n  \n", "holds no predictions"),
+        (
+            '{"key": "eval:0", "rank": 0}\n{"key": "eval:0", "rank": 1}\n',
+            "row line 2, field 'key': sample 'eval:0' repeats line 1: a predictions file holds each sample once",
+        ),
+    ],
+)
 def test_unreadable_rows_are_named(tmp_path, text, message):
     path = tmp_path / "p.jsonl"
     path.write_text(text)
@@ -239,22 +258,46 @@ def test_different_samples_message_in_full(tmp_path):
     b = write_rows(tmp_path / "b.jsonl", [("s2", 0), ("s3", 0), ("s4", 0), ("s5", 0)])
     with pytest.raises(DataError) as e:
         require_same_samples(read_predictions(str(a)), read_predictions(str(b)))
-    assert str(e.value) == (f"file {b}, field 'sample': 1 of 3 samples of {a} are not in it and 2 of its 4 not in "
-                            f"{a}, e.g. {a}'s eval:0 (target 'Ts1'): compare evaluations of the same samples")
-    with pytest.raises(DataError) as e:   # only the second file has extra samples: the example comes from it
-        require_same_samples(read_predictions(str(a)), read_predictions(str(write_rows(
-            tmp_path / "c.jsonl", [("s1", 0), ("s2", 0), ("s3", 0), ("s9", 0)]))))
+    assert str(e.value) == (
+        f"file {b}, field 'sample': 1 of 3 samples of {a} are not in it and 2 of its 4 not in "
+        f"{a}, e.g. {a}'s eval:0 (target 'Ts1'): compare evaluations of the same samples"
+    )
+    with pytest.raises(DataError) as e:  # only the second file has extra samples: the example comes from it
+        require_same_samples(
+            read_predictions(str(a)),
+            read_predictions(str(write_rows(tmp_path / "c.jsonl", [("s1", 0), ("s2", 0), ("s3", 0), ("s9", 0)]))),
+        )
     message = str(e.value)
     assert "0 of 3 samples" in message and "1 of its 4" in message and "c.jsonl's eval:3 (target 'Ts9')" in message
 
 
 def test_the_printed_table_by_hand():
     metrics = {"sft": {"hr@1": 0.5, "mrr": 0.625}, "s-dpo": {"hr@1": 0.75, "mrr": 0.8}}
-    result = {"n": 4, "resamples": 100, "metrics": metrics,
-              "differences": [{"a": "sft", "b": "s-dpo", "metric": "hr@1", "difference": -0.25, "low": -0.5,
-                               "high": 0.0, "a_is": "not distinguishable"},
-                              {"a": "sft", "b": "s-dpo", "metric": "mrr", "difference": -0.175, "low": -0.3,
-                               "high": -0.05, "a_is": "worse"}]}
+    result = {
+        "n": 4,
+        "resamples": 100,
+        "metrics": metrics,
+        "differences": [
+            {
+                "a": "sft",
+                "b": "s-dpo",
+                "metric": "hr@1",
+                "difference": -0.25,
+                "low": -0.5,
+                "high": 0.0,
+                "a_is": "not distinguishable",
+            },
+            {
+                "a": "sft",
+                "b": "s-dpo",
+                "metric": "mrr",
+                "difference": -0.175,
+                "low": -0.3,
+                "high": -0.05,
+                "a_is": "worse",
+            },
+        ],
+    }
     assert format_comparison(result).splitlines() == [
         "4 samples, paired bootstrap (100 resamples), 95% intervals",
         "",
@@ -275,12 +318,11 @@ def test_the_bootstrap_uses_the_given_seed_and_resamples(tmp_path):
     mrr = [[1 / (r + 1) for r in ranks] for ranks in (ranks_a, ranks_b)]
     runs = {}
     for seed, resamples in ((0, 100), (5, 100), (5, 300)):
-        got = run_compare(CompareConfig(predictions=[str(a), str(b)], names=["a", "b"], resamples=resamples,
-                                        seed=seed))
+        got = run_compare(CompareConfig(predictions=[str(a), str(b)], names=["a", "b"], resamples=resamples, seed=seed))
         d = next(d for d in got["differences"] if d["metric"] == "mrr")
         runs[seed, resamples] = (d["difference"], d["low"], d["high"])
         assert runs[seed, resamples] == pytest.approx(paired_bootstrap(*mrr, resamples, seed))
-    assert len(set(runs.values())) == 3   # each seed and each number of resamples draws its own interval
+    assert len(set(runs.values())) == 3  # each seed and each number of resamples draws its own interval
 
 
 def test_the_library_defaults_are_the_commands(tmp_path):
@@ -299,8 +341,13 @@ def test_seeds_joined_by_commas_pool_evaluations_and_draw_samples_whole(tmp_path
     # Two seeds' test sets: s0..s3, and t0, t1 plus s1 again (drawn by both seeds), in key order.
     ranks = {"a": ([0, 0, 1, 4], [2, 0, 1]), "b": ([1, 0, 0, 9], [0, 5, 0])}
     keys = (["s0", "s1", "s2", "s3"], ["s1", "t0", "t1"])
-    files = {m: [write_rows(tmp_path / m / f"seed{i}.jsonl", list(zip(ks, rs)))
-                 for i, (ks, rs) in enumerate(zip(keys, ranks[m]))] for m in ranks}
+    files = {
+        m: [
+            write_rows(tmp_path / m / f"seed{i}.jsonl", list(zip(ks, rs)))
+            for i, (ks, rs) in enumerate(zip(keys, ranks[m]))
+        ]
+        for m in ranks
+    }
     joined = [",".join(str(f) for f in files[m]) for m in ("a", "b")]
     got = run_compare(CompareConfig(predictions=joined, names=["a", "b"], resamples=300, seed=2))
     assert got["n"] == 7 and got["sets"] == [4, 3] and got["distinct_samples"] == 6
@@ -309,13 +356,15 @@ def test_seeds_joined_by_commas_pool_evaluations_and_draw_samples_whole(tmp_path
     mrr = {m: [1 / (r + 1) for rs in ranks[m] for r in rs] for m in ranks}
     labels = [k for ks in keys for k in ks]
     d = next(d for d in got["differences"] if d["metric"] == "mrr")
-    assert (d["difference"], d["low"], d["high"]) == pytest.approx(paired_bootstrap(mrr["a"], mrr["b"], 300, 2,
-                                                                                    clusters=labels))
+    assert (d["difference"], d["low"], d["high"]) == pytest.approx(
+        paired_bootstrap(mrr["a"], mrr["b"], 300, 2, clusters=labels)
+    )
     assert "7 evaluations of 6 samples in 2 sets (4, 3), each sample drawn with all its evaluations," in (
-        capsys.readouterr().out)
+        capsys.readouterr().out
+    )
     from sdporec.evaluation.compare import compare_predictions
 
-    as_lists = [[str(f) for f in files[m]] for m in ("a", "b")]   # a Python user passes lists of paths
+    as_lists = [[str(f) for f in files[m]] for m in ("a", "b")]  # a Python user passes lists of paths
     assert compare_predictions(as_lists, ["a", "b"], 300, 2) == got
 
 
@@ -325,7 +374,7 @@ def test_pooled_sets_must_match_in_number_and_order(tmp_path, capsys):
     assert main(["compare", f"{a[0]},{a[1]}", str(b[0])]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "setting 'predictions'" in err and "(got 2, 1)" in err
-    assert main(["compare", f"{a[0]},{a[1]}", f"{b[1]},{b[0]}"]) == 2   # the sets in another order do not pair
+    assert main(["compare", f"{a[0]},{a[1]}", f"{b[1]},{b[0]}"]) == 2  # the sets in another order do not pair
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(b[1]) in err and "3 of 3 samples" in err
     assert main(["compare", f"{a[0]},,{a[1]}", f"{b[0]},{b[1]}"]) == 2
@@ -336,18 +385,25 @@ def test_pooled_sets_must_match_in_number_and_order(tmp_path, capsys):
 def test_sets_of_the_same_samples_count_each_sample_once_in_the_draws(tmp_path, capsys):
     # Seeds evaluated on one test file: the mean is each sample's mean over the seeds, drawn once per sample.
     seeds = {"a": ([0, 3, 1, 0], [2, 0, 1, 0]), "b": ([1, 0, 0, 4], [1, 1, 0, 9])}
-    files = {m: [write_rows(tmp_path / f"s{i}" / m / PREDICTIONS, [(f"s{j}", r) for j, r in enumerate(rs)])
-                 for i, rs in enumerate(seeds[m])] for m in seeds}
-    got = run_compare(CompareConfig(predictions=[",".join(str(f.parent) for f in files[m]) for m in seeds],
-                                    resamples=200, seed=4))
-    assert list(got["metrics"]) == ["a", "b"]   # each first file's folder name
+    files = {
+        m: [
+            write_rows(tmp_path / f"s{i}" / m / PREDICTIONS, [(f"s{j}", r) for j, r in enumerate(rs)])
+            for i, rs in enumerate(seeds[m])
+        ]
+        for m in seeds
+    }
+    got = run_compare(
+        CompareConfig(predictions=[",".join(str(f.parent) for f in files[m]) for m in seeds], resamples=200, seed=4)
+    )
+    assert list(got["metrics"]) == ["a", "b"]  # each first file's folder name
     assert got["n"] == 8 and got["sets"] == [4, 4] and got["distinct_samples"] == 4
     averaged = {m: [(1 / (x + 1) + 1 / (y + 1)) / 2 for x, y in zip(*seeds[m])] for m in seeds}
     assert got["metrics"]["a"]["mrr"] == pytest.approx(sum(averaged["a"]) / 4)
     d = next(d for d in got["differences"] if d["metric"] == "mrr")
     # Equal cluster sizes: the cluster bootstrap is the bootstrap of the per-sample means.
-    assert (d["difference"], d["low"], d["high"]) == pytest.approx(paired_bootstrap(averaged["a"], averaged["b"],
-                                                                                    200, 4))
+    assert (d["difference"], d["low"], d["high"]) == pytest.approx(
+        paired_bootstrap(averaged["a"], averaged["b"], 200, 4)
+    )
     assert "8 evaluations of 4 samples in 2 sets (4, 4)," in capsys.readouterr().out
 
 
@@ -358,13 +414,15 @@ def test_one_models_files_of_two_protocols_are_refused(tmp_path, capsys):
     t0 = write_rows(tmp_path / "t0.jsonl", [("t0", 0), ("t1", 1), ("t2", 2)])
     assert main(["compare", f"{a0},{gen}", f"{b0},{t0}"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.endswith(f"file {gen}, field 'rank': a generation evaluation joined to {a0}, a ranking one: one "
-                        "model's files must be of one protocol")
+    assert err.endswith(
+        f"file {gen}, field 'rank': a generation evaluation joined to {a0}, a ranking one: one "
+        "model's files must be of one protocol"
+    )
 
 
 def test_a_later_set_that_differs_between_models_is_refused_by_name(tmp_path, capsys):
     a = [write_rows(tmp_path / f"a{i}.jsonl", [(f"{p}{j}", j) for j in range(3)]) for i, p in enumerate("st")]
-    b1 = write_rows(tmp_path / "b1.jsonl", [("u0", 0), ("u1", 0), ("u2", 0)])   # set 1 matches, set 2 does not
+    b1 = write_rows(tmp_path / "b1.jsonl", [("u0", 0), ("u1", 0), ("u2", 0)])  # set 1 matches, set 2 does not
     assert main(["compare", f"{a[0]},{a[1]}", f"{a[0]},{b1}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"file {b1}" in err and f"3 of 3 samples of {a[1]}" in err
@@ -377,4 +435,4 @@ def test_a_path_with_a_comma_that_exists_is_one_file(tmp_path):
     assert got["sets"] == [2] and list(got["metrics"]) == ["lr=1e-4,bs=8", "other"]
     from sdporec.evaluation.compare import compare_predictions
 
-    assert compare_predictions([odd, other], resamples=100) == got   # Path objects, as read_predictions takes
+    assert compare_predictions([odd, other], resamples=100) == got  # Path objects, as read_predictions takes

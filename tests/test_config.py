@@ -6,7 +6,7 @@ import yaml
 from sdporec.cli import COMMANDS, build_parser
 from sdporec.commands.preference import DPOConfig, PreferenceConfig, SDPOConfig
 from sdporec.commands.prepare import PrepareConfig
-from sdporec.commands.settings import resolve
+from sdporec.commands.settings import from_arguments
 from sdporec.commands.sft import SFTConfig
 from sdporec.config import save_config
 from sdporec.errors import ConfigError
@@ -20,9 +20,25 @@ def parse(argv):
 def test_flags_come_from_the_dataclass(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "t.json").write_text("[]")
-    args = parse(["dpo", "--train", "t.json", "--out", "o", "--model", "m", "--loss", "dpo", "--negatives", "1",
-                  "--beta", "0.5", "--no-progress"])
-    cfg = resolve(PreferenceConfig, args)
+    args = parse(
+        [
+            "dpo",
+            "--train",
+            "t.json",
+            "--out",
+            "o",
+            "--model",
+            "m",
+            "--loss",
+            "dpo",
+            "--negatives",
+            "1",
+            "--beta",
+            "0.5",
+            "--no-progress",
+        ]
+    )
+    cfg = from_arguments(PreferenceConfig, args)
     assert (cfg.loss, cfg.negatives, cfg.beta, cfg.progress, cfg.epochs) == ("dpo", 1, 0.5, False, 1)
 
 
@@ -30,11 +46,11 @@ def test_dpo_runs_dpo_and_sdpo_is_asked_for_by_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "t.json").write_text("[]")
     common = ["--train", "t.json", "--out", "o", "--model", "m"]
-    dpo, sdpo = resolve(DPOConfig, parse(["dpo", *common])), resolve(SDPOConfig, parse(["sdpo", *common]))
+    dpo, sdpo = from_arguments(DPOConfig, parse(["dpo", *common])), from_arguments(SDPOConfig, parse(["sdpo", *common]))
     assert (dpo.loss, dpo.negatives) == ("dpo", 1)
     assert (sdpo.loss, sdpo.negatives) == ("sdpo", 3)
     # The old spelling of S-DPO keeps working.
-    old = resolve(DPOConfig, parse(["dpo", *common, "--loss", "sdpo", "--negatives", "3"]))
+    old = from_arguments(DPOConfig, parse(["dpo", *common, "--loss", "sdpo", "--negatives", "3"]))
     assert (old.loss, old.negatives) == ("sdpo", 3)
 
 
@@ -43,27 +59,30 @@ def test_yaml_then_flags_override(tmp_path, monkeypatch):
     (tmp_path / "a.json").write_text("[]")
     f = tmp_path / "c.yaml"
     f.write_text(yaml.safe_dump({"train": "a.json", "out": "o", "epochs": 7, "lr": 0.01}))
-    cfg = resolve(SFTConfig, parse(["sft", "--config", str(f), "--epochs", "2"]))
+    cfg = from_arguments(SFTConfig, parse(["sft", "--config", str(f), "--epochs", "2"]))
     assert cfg.epochs == 2 and cfg.lr == 0.01 and cfg.train == "a.json"
     save_config(cfg, tmp_path / "run")
     saved = yaml.safe_load((tmp_path / "run" / CONFIG).read_text())
     assert saved["epochs"] == 2 and saved["lr"] == 0.01 and saved["model"] == "builtin"
 
 
-@pytest.mark.parametrize("content, message", [
-    ({"train": "a", "out": "o", "epoch": 3}, "unknown setting"),
-    ({"train": "a", "out": "o", "epochs": "three"}, "setting 'epochs': expected int"),
-    ({"train": "a", "out": "o", "epochs": 0}, "setting 'epochs': must be at least 1"),
-    ({"train": "a", "out": "o", "domain": "podcasts"}, "setting 'domain'"),
-    ({"out": "o"}, "setting 'train': required"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"train": "a", "out": "o", "epoch": 3}, "unknown setting"),
+        ({"train": "a", "out": "o", "epochs": "three"}, "setting 'epochs': expected int"),
+        ({"train": "a", "out": "o", "epochs": 0}, "setting 'epochs': must be at least 1"),
+        ({"train": "a", "out": "o", "domain": "podcasts"}, "setting 'domain'"),
+        ({"out": "o"}, "setting 'train': required"),
+    ],
+)
 def test_bad_configs_name_the_setting(tmp_path, monkeypatch, content, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a").write_text("[]")
     f = tmp_path / "c.yaml"
     f.write_text(yaml.safe_dump(content))
     with pytest.raises(ConfigError, match=message):
-        resolve(SFTConfig, parse(["sft", "--config", str(f)]))
+        from_arguments(SFTConfig, parse(["sft", "--config", str(f)]))
 
 
 def test_bad_flag_values_are_rejected_by_argparse():
@@ -75,9 +94,9 @@ def test_bad_flag_values_are_rejected_by_argparse():
 def test_an_omitted_positional_with_choices_takes_its_default_or_the_yaml_value(capsys):
     # Before Python 3.12 argparse checked the omitted positional's SUPPRESS default against its choices and
     # refused `sdporec prepare --out DIR`; sdporec.commands.settings.OneOf checks the choices instead.
-    assert resolve(PrepareConfig, parse(["prepare", "--out", "d"])).source == "builtin"
+    assert from_arguments(PrepareConfig, parse(["prepare", "--out", "d"])).source == "builtin"
     assert parse(["prepare", "csv", "--out", "d"]).source == "csv"
-    assert "source" not in vars(parse(["prepare", "--config", "p.yaml"]))   # so a YAML file's source stands
+    assert "source" not in vars(parse(["prepare", "--config", "p.yaml"]))  # so a YAML file's source stands
     with pytest.raises(SystemExit):
         parse(["prepare", "bogus"])
     assert "argument source: invalid choice: 'bogus'" in capsys.readouterr().err
@@ -87,7 +106,7 @@ def test_an_omitted_positional_with_choices_takes_its_default_or_the_yaml_value(
 def test_help_shows_each_default_once_and_none_for_empty_values(command, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([command, "--help"])
-    text = " ".join(capsys.readouterr().out.split())   # argparse wraps lines; compare the words
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines; compare the words
     assert "(default: )" not in text and "(default: [])" not in text and "(default: None)" not in text
     for flag in text.split(" --")[1:]:
         assert flag.count("(default:") <= 1, flag
@@ -96,11 +115,14 @@ def test_help_shows_each_default_once_and_none_for_empty_values(command, capsys)
         assert "--train TRAIN training samples: the paper's JSON array or JSON Lines --" in text
 
 
-@pytest.mark.parametrize("protocol, configs", [
-    ("sdporec.training.train_config:TrainOptions", (SFTConfig, DPOConfig, SDPOConfig)),
-    ("sdporec.training.sft:SFTOptions", (SFTConfig,)),
-    ("sdporec.training.preference:PreferenceOptions", (PreferenceConfig, DPOConfig, SDPOConfig)),
-])
+@pytest.mark.parametrize(
+    "protocol, configs",
+    [
+        ("sdporec.training.train_config:TrainOptions", (SFTConfig, DPOConfig, SDPOConfig)),
+        ("sdporec.training.sft:SFTOptions", (SFTConfig,)),
+        ("sdporec.training.preference:PreferenceOptions", (PreferenceConfig, DPOConfig, SDPOConfig)),
+    ],
+)
 def test_the_library_reads_settings_the_commands_configs_have(protocol, configs):
     """The trainer and recipes are typed on protocols so that the library never imports the commands; each
     protocol's every setting must be a field of the command configs that are passed in, with the same type

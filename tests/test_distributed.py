@@ -21,11 +21,27 @@ SIZE = ["--hidden", "32", "--layers", "1", "--heads", "2"]
 def torchrun(*args: str) -> None:
     # PYTHONFAULTHANDLER: a rank that dies on a signal prints where it was.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "sdporec", *args], capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "sdporec",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     # The ranks' own messages come first, the launcher's summary last: show both ends, and how far rank 0 got.
-    assert proc.returncode == 0, (proc.stderr[:4000] + "\n[...]\n" + proc.stderr[-2000:] +
-                                  "\n[stdout]\n" + proc.stdout[-2000:])
+    assert proc.returncode == 0, (
+        proc.stderr[:4000] + "\n[...]\n" + proc.stderr[-2000:] + "\n[stdout]\n" + proc.stdout[-2000:]
+    )
 
 
 def losses(run):
@@ -45,11 +61,11 @@ def test_shards_cover_every_item_once():
             parts = [list(shard(list(range(n)), r, world)) for r in range(world)]
             assert [x for p in parts for x in p] == list(range(n))
             padded = [even_shard(list(range(n)), r, world) for r in range(world)]
-            assert len({len(p) for p, _ in padded}) == 1                       # every process runs as many
+            assert len({len(p) for p, _ in padded}) == 1  # every process runs as many
             assert [x for p, real in padded for x in p[:real]] == list(range(n))
     order = list(range(10))
     assert micro_batch(order, 0, 2, 0, 2) + micro_batch(order, 0, 2, 1, 2) == [0, 1, 2, 3]
-    assert micro_batch(order, 2, 2, 0, 2) == [8, 9] and micro_batch(order, 2, 2, 1, 2) == []   # no repeats
+    assert micro_batch(order, 2, 2, 0, 2) == [8, 9] and micro_batch(order, 2, 2, 1, 2) == []  # no repeats
     assert micro_batch(order, 1, 4, 1, 2) == [] and micro_batch(order, 1, 4, 0, 2) == [8, 9]
 
 
@@ -70,15 +86,24 @@ def test_two_processes_match_one(files, tmp_path):
     assert evals == [json.loads(x)["hr@1"] for x in (one / "sdpo" / EVAL_LOG).read_text().splitlines()]
 
     for protocol in ("ranking", "generation"):
-        ev = ["evaluate", "--model", sft, "--data", str(files / "valid.jsonl"), "--protocol", protocol,
-              "--device", "cpu", "--no-progress"]
+        ev = [
+            "evaluate",
+            "--model",
+            sft,
+            "--data",
+            str(files / "valid.jsonl"),
+            "--protocol",
+            protocol,
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
         assert main([*ev, "--out", str(one / protocol)]) == 0
         torchrun(*ev, "--out", str(two / protocol))
-        rows = [
-            [json.loads(x) for x in (d / protocol / PREDICTIONS).read_text().splitlines()] for d in (one, two)
-        ]
+        rows = [[json.loads(x) for x in (d / protocol / PREDICTIONS).read_text().splitlines()] for d in (one, two)]
         assert [r["key"] for r in rows[1]] == [r["key"] for r in rows[0]] and len(rows[1]) == 13
         m1, m2 = (read_evaluation_metrics(d / protocol) for d in (one, two))
         assert m2["processes"] == 2 and m2["n"] == 13
         assert {k: m2[k] for k in ("hr@1", "mrr", "valid_ratio")} == pytest.approx(
-            {k: m1[k] for k in ("hr@1", "mrr", "valid_ratio")}, abs=1e-6, nan_ok=True)
+            {k: m1[k] for k in ("hr@1", "mrr", "valid_ratio")}, abs=1e-6, nan_ok=True
+        )

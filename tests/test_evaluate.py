@@ -7,14 +7,16 @@ from sdporec.evaluation.evaluate import evaluate_generation
 
 
 def samples(titles, n=3):
-    return [Sample(history=titles[i:i + 3], candidates=titles[10:30], target=titles[10 + i], key=f"s{i}")
-            for i in range(n)]
+    return [
+        Sample(history=titles[i : i + 3], candidates=titles[10:30], target=titles[10 + i], key=f"s{i}")
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("budget", [3, 11])
 def test_generation_decodes_its_whole_budget_when_no_eos_comes(tiny_llama, budget):
     model, codec = tiny_llama
-    model.generation_config.suppress_tokens = [codec.eos_id]   # this model never ends an answer
+    model.generation_config.suppress_tokens = [codec.eos_id]  # this model never ends an answer
     lengths = []
     generate = model.generate
 
@@ -25,15 +27,15 @@ def test_generation_decodes_its_whole_budget_when_no_eos_comes(tiny_llama, budge
 
     model.generate = spy
     try:
-        evaluate_generation(model, codec, samples([f"Artist {i}" for i in range(40)]), "music", 2,
-                            max_new_tokens=budget, progress=False)
+        evaluate_generation(
+            model, codec, samples([f"Artist {i}" for i in range(40)]), "music", 2, max_new_tokens=budget, progress=False
+        )
     finally:
         del model.generate
         model.generation_config.suppress_tokens = None
     # No shorter cap (such as the longest candidate + a few tokens): a second title decoded later can make
     # an answer invalid, so every token of the budget is decoded.
     assert lengths == [budget, budget]
-
 
 
 def test_history_readout_mixes_in_each_candidate_s_log_prob_after_the_history_alone(tiny_llama):
@@ -62,8 +64,9 @@ def test_readout_rows_rank_each_sample_as_a_scorer_at_each_weight_does(tiny_llam
     weights = [0.0, 0.3, 1.0]
     metrics, found = readout_rows(LMScorer(model, codec, "music", batch_size=4, progress=False), rows, weights)
     for i, w in enumerate(weights):
-        _, alone = evaluate_ranking(LMScorer(model, codec, "music", batch_size=4, progress=False,
-                                             history_readout=w), rows)
+        _, alone = evaluate_ranking(
+            LMScorer(model, codec, "music", batch_size=4, progress=False, history_readout=w), rows
+        )
         assert [r["ranks"][i] for r in found] == [r["rank"] for r in alone]
     assert [r["rank"] for r in found] == [r["ranks"][0] for r in found]
     by_weight = readout_metrics(found, weights)

@@ -34,11 +34,15 @@ def data(tmp_path_factory):
 def test_shared_and_packed_scores_equal_the_paper_layout(family, data):
     _, splits = data
     samples = splits["train"][:3]
-    model, tokenizer = build_family(family, tokenizer_texts(splits["train"]), 32, 2, 4, seed=0, vocab_size=400,
-                                    kv_heads=2)
+    model, tokenizer = build_family(
+        family, tokenizer_texts(splits["train"]), 32, 2, 4, seed=0, vocab_size=400, kv_heads=2
+    )
     codec = TextCodec(tokenizer)
-    batch = collate([codec.encode_prompt(build_prompt(s.history, s.candidates, "music", 0)) for s in samples],
-                    [[codec.encode_answer(c) for c in s.candidates[:4]] for s in samples], codec.pad_id)
+    batch = collate(
+        [codec.encode_prompt(build_prompt(s.history, s.candidates, "music", 0)) for s in samples],
+        [[codec.encode_answer(c) for c in s.candidates[:4]] for s in samples],
+        codec.pad_id,
+    )
     model.eval()
     with torch.no_grad():
         shared, counts = answer_logprobs_cached(model, batch)
@@ -59,8 +63,27 @@ def test_family_trains_evaluates_exports_and_round_trips(family, data, tmp_path)
     assert json.loads((init / "config.json").read_text())["model_type"] == family
     files = ["--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl")]
     assert main(["sft", "--model", str(init), "--out", str(tmp_path / "sft"), "--lr", "3e-3", *files, *TRAIN]) == 0
-    assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "sdpo"),
-                 "--negatives", "3", "--lora", "--lora-r", "4", "--lora-dropout", "0", *files, *TRAIN]) == 0
+    assert (
+        main(
+            [
+                "sdpo",
+                "--model",
+                str(tmp_path / "sft" / "model"),
+                "--out",
+                str(tmp_path / "sdpo"),
+                "--negatives",
+                "3",
+                "--lora",
+                "--lora-r",
+                "4",
+                "--lora-dropout",
+                "0",
+                *files,
+                *TRAIN,
+            ]
+        )
+        == 0
+    )
     for stage in ("sft", "sdpo"):
         log = [json.loads(x) for x in (tmp_path / stage / TRAIN_LOG).read_text().splitlines()]
         assert log and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
@@ -69,8 +92,23 @@ def test_family_trains_evaluates_exports_and_round_trips(family, data, tmp_path)
     results = {}
     for name, model_dir, protocol in (("rank", adapter, "ranking"), ("gen", adapter, "generation")):
         out = tmp_path / f"eval-{name}"
-        assert main(["evaluate", "--model", str(model_dir), "--data", str(d / "valid.jsonl"), "--out", str(out),
-                     "--protocol", protocol, "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--model",
+                    str(model_dir),
+                    "--data",
+                    str(d / "valid.jsonl"),
+                    "--out",
+                    str(out),
+                    "--protocol",
+                    protocol,
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         results[name] = read_evaluation_metrics(out)
         assert results[name]["n"] == 8
     assert 0 <= results["gen"]["hr@1"] <= results["gen"]["valid_ratio"] <= 1
@@ -83,6 +121,7 @@ def test_family_trains_evaluates_exports_and_round_trips(family, data, tmp_path)
     adapter_model, codec = load_model(str(adapter))
     merged_model, _ = load_model(str(merged))
     assert type(merged_model).__module__.startswith("transformers.")
+
     def score(m):
         return torch.tensor(LMScorer(m, codec, "music", progress=False)(valid))
 

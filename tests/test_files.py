@@ -19,19 +19,23 @@ from sdporec.files import (
 )
 
 
-@pytest.mark.parametrize("data,line,column,byte", [
-    (b"ab\ncd\xe9\nef\n", 2, 3, "e9"),        # newlines after the bad byte do not count
-    (b"\nab\xe9", 2, 3, "e9"),                 # a newline at the very start does
-    (b"\xff", 1, 1, "ff"),
-    (b"ok\n\n\x80x\n", 3, 1, "80"),
-])
+@pytest.mark.parametrize(
+    "data,line,column,byte",
+    [
+        (b"ab\ncd\xe9\nef\n", 2, 3, "e9"),  # newlines after the bad byte do not count
+        (b"\nab\xe9", 2, 3, "e9"),  # a newline at the very start does
+        (b"\xff", 1, 1, "ff"),
+        (b"ok\n\n\x80x\n", 3, 1, "80"),
+    ],
+)
 def test_the_first_byte_that_is_not_utf8_is_named_by_line_and_column(tmp_path, data, line, column, byte):
     p = tmp_path / "t.txt"
     p.write_bytes(data)
     with pytest.raises(DataError) as e:
         read_text(p)
-    assert str(e.value) == (f"file {p}, row line {line}: not UTF-8 text (byte 0x{byte} at column {column}); save the "
-                            "file as UTF-8")
+    assert str(e.value) == (
+        f"file {p}, row line {line}: not UTF-8 text (byte 0x{byte} at column {column}); save the file as UTF-8"
+    )
 
 
 @pytest.mark.parametrize("text,line", [("a\nb\x00c\nd\n", 2), ("\x00\n\n", 1), ("\na\nb\x00\nc\x00", 3)])
@@ -46,9 +50,11 @@ def test_a_nul_is_named_by_its_first_line(tmp_path, text, line):
 def test_an_unreadable_file_says_why(tmp_path, monkeypatch):
     p = tmp_path / "t.txt"
     p.write_text("x")
+
     def refuse(error):
         def read_bytes(self):
             raise error
+
         return read_bytes
 
     monkeypatch.setattr(Path, "read_bytes", refuse(PermissionError(13, "Permission denied")))
@@ -90,11 +96,11 @@ def test_swap_in_dir_replaces_the_directory_whole(tmp_path):
     tmp.mkdir()
     (tmp / "new.txt").write_text("new")
     swap_in_dir(tmp, out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]          # no .tmp, no .old left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no .tmp, no .old left
     assert [p.name for p in out.iterdir()] == ["new.txt"]
     tmp.mkdir()
     (tmp / "third.txt").write_text("3")
-    (tmp_path / "model.old").mkdir()                                           # a leftover of a killed swap
+    (tmp_path / "model.old").mkdir()  # a leftover of a killed swap
     (tmp_path / "model.old" / "stale").write_text("x")
     swap_in_dir(tmp, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and [p.name for p in out.iterdir()] == ["third.txt"]
@@ -130,7 +136,7 @@ def test_read_text_encodings_and_their_errors(tmp_path):
     assert read_text(p) == "h\u00e9"
     p.write_bytes("ok".encode("utf-16-le").join([b"\xff\xfe", b""]))
     assert read_text(p) == "ok"
-    p.write_bytes(b"\xff\xfea")   # a UTF-16 mark, then an odd byte
+    p.write_bytes(b"\xff\xfea")  # a UTF-16 mark, then an odd byte
     with pytest.raises(DataError) as e:
         read_text(p)
     assert str(e.value) == f"file {p}: starts like UTF-16 text but byte 2 is not"
@@ -156,12 +162,14 @@ def test_read_json_object_and_its_errors(tmp_path):
     p = tmp_path / "o.json"
     p.write_text('{"a": 1}')
     assert read_json_object(p) == {"a": 1}
-    for text, message in (("[1]", "expected a JSON object"), ("{", "not valid JSON (Expecting property name "
-                                                               "enclosed in double quotes: line 1 column 2 (char 1))")):
+    for text, message in (
+        ("[1]", "expected a JSON object"),
+        ("{", "not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"),
+    ):
         p.write_text(text)
         for context, tail in (("", ""), ("the checkpoint is damaged", "; the checkpoint is damaged")):
             with pytest.raises(DataError) as e:
-                read_json_object(p, context) if context else read_json_object(p)   # the default: no tail
+                read_json_object(p, context) if context else read_json_object(p)  # the default: no tail
             assert str(e.value) == f"file {p}: {message}{tail}"
 
 
@@ -189,13 +197,19 @@ def test_files_are_written_as_utf8_whatever_the_locale(tmp_path):
     import sdporec
 
     out = tmp_path / "o.jsonl"
-    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
-           "PYTHONPATH": str(Path(sdporec.__file__).parents[1])}
+    env = {
+        **os.environ,
+        "LC_ALL": "C",
+        "LANG": "C",
+        "PYTHONUTF8": "0",
+        "PYTHONCOERCECLOCALE": "0",
+        "PYTHONPATH": str(Path(sdporec.__file__).parents[1]),
+    }
     code = f"from sdporec.files import write_jsonl; write_jsonl({str(out)!r}, [{{'t': 'Sigur R\\u00f3s'}}])"
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert out.read_bytes() == '{"t": "Sigur Rós"}\n'.encode()   # UTF-8
-    write_jsonl(tmp_path / "here.jsonl", [{"t": "Sigur Rós"}])      # and the same bytes in this process's locale
+    assert out.read_bytes() == '{"t": "Sigur Rós"}\n'.encode()  # UTF-8
+    write_jsonl(tmp_path / "here.jsonl", [{"t": "Sigur Rós"}])  # and the same bytes in this process's locale
     assert (tmp_path / "here.jsonl").read_bytes() == out.read_bytes()
 
 
@@ -205,29 +219,38 @@ def test_an_output_set_replaces_all_its_files_or_none(tmp_path):
     with pytest.raises(RuntimeError), output_set(tmp_path, "config.yaml") as stage:
         (stage / "a.txt").write_text("new a")
         raise RuntimeError("half-way")
-    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == \
-        {"a.txt": "old a", "config.yaml": "old config", "mine.txt": "not ours"}
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {
+        "a.txt": "old a",
+        "config.yaml": "old config",
+        "mine.txt": "not ours",
+    }
     order = []
     real_replace = os.replace
 
     def replace(src, dst):
         order.append(Path(dst).name)
         real_replace(src, dst)
+
     with pytest.MonkeyPatch.context() as m:
         m.setattr(os, "replace", replace)
         with output_set(tmp_path, "config.yaml") as stage:
             for name in ("config.yaml", "a.txt", "b.txt"):
                 (stage / name).write_text(f"new {name}")
-    assert order == ["a.txt", "b.txt", "config.yaml"]   # the record last
-    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.txt": "new a.txt", "b.txt": "new b.txt",
-                                                                   "config.yaml": "new config.yaml",
-                                                                   "mine.txt": "not ours"}
+    assert order == ["a.txt", "b.txt", "config.yaml"]  # the record last
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {
+        "a.txt": "new a.txt",
+        "b.txt": "new b.txt",
+        "config.yaml": "new config.yaml",
+        "mine.txt": "not ours",
+    }
 
 
 def test_an_output_set_whose_write_fails_is_one_error_naming_the_folder(tmp_path):
     (tmp_path / "metrics.json").write_text("old")
-    with pytest.raises(OutputError, match=f"cannot write {tmp_path}: No space left"), \
-            output_set(tmp_path, "metrics.json") as stage:
+    with (
+        pytest.raises(OutputError, match=f"cannot write {tmp_path}: No space left"),
+        output_set(tmp_path, "metrics.json") as stage,
+    ):
         (stage / "metrics.json").write_text("new")
         raise OSError(28, "No space left on device")
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"] and (tmp_path / "metrics.json").read_text() == "old"
@@ -238,10 +261,10 @@ def test_json_lines_a_cut_last_line_is_left_out_and_nan_refused(tmp_path, capsys
     path.write_text('{"a": 1}\n\n{"a": 2}\n{"a": 3, "b')
     assert read_jsonl(path) == [(1, {"a": 1}), (3, {"a": 2})]
     assert "line 4 is cut short" in capsys.readouterr().err
-    path.write_text('{"a": 1}\n{"a": 3, "b\n{"a": 2}\n')   # cut, but not last: an error
+    path.write_text('{"a": 1}\n{"a": 3, "b\n{"a": 2}\n')  # cut, but not last: an error
     with pytest.raises(DataError, match="line 2"):
         read_jsonl(path)
     path.write_text('{"a": 1}\n{"a": NaN}\n')
     with pytest.raises(DataError, match="line 2.*NaN"):
         read_jsonl(path)
-    assert read_jsonl(path, finite=False)[1][1]["a"] != 1   # NaN, read where allowed
+    assert read_jsonl(path, finite=False)[1][1]["a"] != 1  # NaN, read where allowed

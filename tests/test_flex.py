@@ -33,7 +33,7 @@ UNEVEN = dict(prompts=[[1, 5, 6, 7], [1, 8]], answers=[[[9, 10, 2], [11, 2]], [[
 def fresh_model(heads=4, kv_heads=None):
     """A tiny Llama of its own: `use_flex` changes a model's attention, so no model is shared between tests."""
     model, codec = build_builtin(TITLES, BuiltinSize(hidden=48, layers=2, heads=heads), seed=0)
-    if kv_heads:   # grouped-query attention: fewer key/value heads, the same weights otherwise re-drawn
+    if kv_heads:  # grouped-query attention: fewer key/value heads, the same weights otherwise re-drawn
         from transformers import LlamaForCausalLM
 
         model.config.num_key_value_heads = kv_heads
@@ -45,8 +45,7 @@ def fresh_model(heads=4, kv_heads=None):
 def small_block_mask(real, block):
     """`packed_pattern`'s BlockMask over rows of any length (`flex.block_mask` wants whole tiles), on the CPU."""
     b, length = real.shape
-    return create_block_mask(functools.partial(flex.packed_pattern, real, block), b, None, length, length,
-                             device="cpu")
+    return create_block_mask(functools.partial(flex.packed_pattern, real, block), b, None, length, length, device="cpu")
 
 
 def uneven_batch(codec):
@@ -72,7 +71,7 @@ def test_the_pattern_is_the_packed_mask_and_bucket_padding_sees_only_itself():
         assert padded == flex.BUCKET and padded > length
         dense = create_mask(inputs["attention_mask"].mask_mod, b, 1, padded, padded, device="cpu")
         assert torch.equal(dense[..., :length, :length], packed_mask(rows.real, rows.block))
-        assert not dense[..., :length, length:].any()                        # nobody attends to the bucket padding
+        assert not dense[..., :length, length:].any()  # nobody attends to the bucket padding
         assert torch.equal(dense[0, 0, length:, length:], torch.eye(padded - length, dtype=torch.bool))
         assert torch.equal(inputs["input_ids"][:, :length], rows.ids) and not inputs["input_ids"][:, length:].any()
         assert torch.equal(inputs["position_ids"][:, :length], rows.positions)
@@ -143,14 +142,17 @@ def test_every_other_call_of_a_flex_model_is_unchanged():
     padded, mask = torch.tensor([[0, 0, 1, 5, 6], [1, 8, 9, 10, 11]]), torch.tensor([[0, 0, 1, 1, 1], [1] * 5])
 
     def calls():
-        return (answer_logprobs_full(model, batch)[0], model(input_ids=ids).logits,
-                model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0),
-                model(input_ids=padded, attention_mask=mask).logits[:, 2:],
-                model.generate(padded, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=0))
+        return (
+            answer_logprobs_full(model, batch)[0],
+            model(input_ids=ids).logits,
+            model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0),
+            model(input_ids=padded, attention_mask=mask).logits[:, 2:],
+            model.generate(padded, attention_mask=mask, max_new_tokens=4, do_sample=False, pad_token_id=0),
+        )
 
     with torch.no_grad():
         before = calls()
-        assert not torch.allclose(model(input_ids=padded).logits[:, 2:], before[3])   # the mask matters here
+        assert not torch.allclose(model(input_ids=padded).logits[:, 2:], before[3])  # the mask matters here
         use_flex(model)
         after = calls()
     assert model.config._attn_implementation == flex.FLEX
@@ -191,15 +193,18 @@ def test_flex_on_the_cpu_runs_uncompiled_without_telling_the_user_to_compile(mon
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         module.flex_attention(q, q, q, block_mask=mask)
-    assert any("without torch.compile" in str(w.message) for w in seen)     # what torch says, called directly
+    assert any("without torch.compile" in str(w.message) for w in seen)  # what torch says, called directly
 
 
 @pytest.mark.parametrize("kwargs", [{"dropout": 0.1}, {"s_aux": torch.zeros(1)}], ids=["dropout", "sinks"])
 def test_attention_dropout_and_sinks_are_refused_under_a_block_mask(kwargs):
     q = torch.zeros(1, 1, 2, 4)
     mask = small_block_mask(torch.ones(1, 2, dtype=torch.bool), torch.full((1, 2), -1))
-    with pytest.raises(ValueError, match=r"^the flex layout applies neither attention dropout nor attention sinks: "
-                                         r"use --layout packed with this model$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^the flex layout applies neither attention dropout nor attention sinks: "
+        r"use --layout packed with this model$",
+    ):
         flex.flex_or_sdpa(torch.nn.Module(), q, q, q, mask, **kwargs)
 
 
@@ -217,7 +222,7 @@ def test_a_block_mask_with_gradients_on_the_cpu_goes_to_sdpa_with_every_argument
     real, block = torch.ones(1, 5, dtype=torch.bool), torch.tensor([[-1, -1, 0, 0, 1]])
     mask = small_block_mask(real, block)
     dense = flex.dense_mask(mask)
-    assert not dense[0, 0, 4, 2] and dense[0, 0, 3, 2]              # answer 1 does not see answer 0
+    assert not dense[0, 0, 4, 2] and dense[0, 0, 3, 2]  # answer 1 does not see answer 0
     outputs = []
     for kwargs in ({}, {"scaling": 0.7}, {"position_bias": torch.randn(1, 4, 5, 5)}):
         got = flex.flex_or_sdpa(module, q, k, v, mask, **kwargs)
@@ -226,7 +231,7 @@ def test_a_block_mask_with_gradients_on_the_cpu_goes_to_sdpa_with_every_argument
         torch.testing.assert_close(got[0], want[0], atol=0, rtol=0)
         assert got[0].requires_grad
         outputs.append(got[0])
-    assert all(not torch.allclose(a, b) for i, a in enumerate(outputs) for b in outputs[i + 1:])
+    assert all(not torch.allclose(a, b) for i, a in enumerate(outputs) for b in outputs[i + 1 :])
 
 
 def test_a_model_that_keeps_its_attention_is_not_taken_for_flex(monkeypatch):
@@ -239,11 +244,15 @@ def test_a_model_that_keeps_its_attention_is_not_taken_for_flex(monkeypatch):
     assert model.config._attn_implementation == "sdpa"
 
 
-@pytest.mark.parametrize("attention,training,dropout,why", [
-    ("flash_attention_2", False, 0.0, "attention is 'flash_attention_2', not sdpa"),
-    ("eager", False, 0.0, "attention is 'eager', not sdpa"),   # Gemma-2's soft-capping is eager-only
-    ("sdpa", True, 0.1, "attention dropout"),
-], ids=["flash", "eager", "dropout"])
+@pytest.mark.parametrize(
+    "attention,training,dropout,why",
+    [
+        ("flash_attention_2", False, 0.0, "attention is 'flash_attention_2', not sdpa"),
+        ("eager", False, 0.0, "attention is 'eager', not sdpa"),  # Gemma-2's soft-capping is eager-only
+        ("sdpa", True, 0.1, "attention dropout"),
+    ],
+    ids=["flash", "eager", "dropout"],
+)
 def test_flex_where_it_cannot_run_says_why_and_scores_packed(attention, training, dropout, why, monkeypatch):
     model, codec = fresh_model()
     model.config._attn_implementation_internal = attention
@@ -256,12 +265,13 @@ def test_flex_where_it_cannot_run_says_why_and_scores_packed(attention, training
         assert answer_logprobs_flex(model, uneven_batch(codec)) == "packed"
     assert called and model.config._attn_implementation == attention
     with warnings.catch_warnings():
-        warnings.simplefilter("error")          # said once
+        warnings.simplefilter("error")  # said once
         answer_logprobs_flex(model, uneven_batch(codec))
 
 
-@pytest.mark.parametrize("attention,dropout,ran", [("eager", 0.0, "packed"), ("sdpa", 0.1, "flex")],
-                         ids=["eager", "dropout-in-training"])
+@pytest.mark.parametrize(
+    "attention,dropout,ran", [("eager", 0.0, "packed"), ("sdpa", 0.1, "flex")], ids=["eager", "dropout-in-training"]
+)
 def test_the_scorer_names_the_layout_that_scored(attention, dropout, ran, monkeypatch):
     """Asked for flex, the scorer records packed where flex fell back; a model with attention dropout left in
     training mode still scores flex, since scoring runs in eval mode."""
@@ -299,9 +309,13 @@ def test_a_model_saved_after_flex_loads_in_plain_transformers(tmp_path):
 def test_auto_resolves_to_the_fastest_measured_layout_per_device():
     assert resolve_layout("auto", "cpu") == FASTEST["cpu"] == "packed"
     assert resolve_layout("auto", torch.device("cuda", 1)) == FASTEST["cuda"]
-    assert resolve_layout("auto", "mps") == "paper"                      # never measured: no custom mask needed
-    assert [resolve_layout(n, "cuda") for n in ("packed", "flex", "cache", "paper")] == \
-        ["packed", "flex", "cache", "paper"]
+    assert resolve_layout("auto", "mps") == "paper"  # never measured: no custom mask needed
+    assert [resolve_layout(n, "cuda") for n in ("packed", "flex", "cache", "paper")] == [
+        "packed",
+        "flex",
+        "cache",
+        "paper",
+    ]
     # Item tokens: one row of the prompt and a token per candidate beats N rows of the prompt everywhere.
     assert resolve_layout("auto", "cuda", short_answers=True) == resolve_layout("auto", "mps", True) == "packed"
     assert resolve_layout("paper", "cuda", short_answers=True) == "paper"
@@ -326,15 +340,18 @@ def test_flex_under_lora_and_gradient_checkpointing_gives_the_paper_layouts_grad
     if wrap == "lora":
         model = add_lora(model, 4, 8, 0.0)
         torch.manual_seed(1)
-        for name, p in model.named_parameters():   # B starts at zero, which would leave A without a gradient
+        for name, p in model.named_parameters():  # B starts at zero, which would leave A without a gradient
             if "lora_B" in name:
                 p.data.normal_(0, 0.1)
     else:
         enable_gradient_checkpointing(model)
     model.train()
     grads = flex_and_paper_gradients(model, codec)
-    assert model.get_base_model().config._attn_implementation == flex.FLEX if wrap == "lora" else \
-        model.config._attn_implementation == flex.FLEX
+    assert (
+        model.get_base_model().config._attn_implementation == flex.FLEX
+        if wrap == "lora"
+        else model.config._attn_implementation == flex.FLEX
+    )
     assert grads[0] and all(g.abs().sum() > 0 for g in grads[0])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
@@ -352,8 +369,13 @@ def test_anything_but_a_block_mask_goes_to_sdpa_with_every_argument():
     q, k, v = torch.randn(1, 4, 5, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
     mask = torch.ones(1, 1, 5, 5, dtype=torch.bool).tril()
     mask[..., 1] = False
-    cases = [dict(attention_mask=mask), dict(attention_mask=None), dict(attention_mask=None, is_causal=True),
-             dict(attention_mask=mask, scaling=0.7), dict(attention_mask=mask, dropout=0.5)]
+    cases = [
+        dict(attention_mask=mask),
+        dict(attention_mask=None),
+        dict(attention_mask=None, is_causal=True),
+        dict(attention_mask=mask, scaling=0.7),
+        dict(attention_mask=mask, dropout=0.5),
+    ]
     outputs = []
     for kwargs in cases:
         torch.manual_seed(1)
@@ -363,4 +385,4 @@ def test_anything_but_a_block_mask_goes_to_sdpa_with_every_argument():
         assert got[1] is None and want[1] is None
         torch.testing.assert_close(got[0], want[0], atol=0, rtol=0)
         outputs.append(got[0])
-    assert all(not torch.allclose(a, b) for i, a in enumerate(outputs) for b in outputs[i + 1:])
+    assert all(not torch.allclose(a, b) for i, a in enumerate(outputs) for b in outputs[i + 1 :])

@@ -38,18 +38,18 @@ def test_a_rewritten_file_another_dtype_or_another_file_gets_its_own_entry(fake_
     monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
     first = sources.gguf_cache_dir(fake_gguf, "model-float32")
     assert first.parent == tmp_path / "cache" / "gguf" and first.name.startswith("tiny.model-float32.")
-    assert sources.gguf_cache_dir(fake_gguf, "model-float32") == first                 # stable
+    assert sources.gguf_cache_dir(fake_gguf, "model-float32") == first  # stable
     assert sources.gguf_cache_dir(fake_gguf, "model-bfloat16") != first
     assert sources.gguf_cache_dir(fake_gguf, "tokenizer") != first
     stat = fake_gguf.stat()
-    os.utime(fake_gguf, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))                 # rewritten in place
+    os.utime(fake_gguf, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten in place
     assert sources.gguf_cache_dir(fake_gguf, "model-float32") != first
     os.utime(fake_gguf, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert sources.gguf_cache_dir(fake_gguf, "model-float32") == first
-    fake_gguf.write_bytes(fake_gguf.read_bytes() + b"!")                                  # another size
+    fake_gguf.write_bytes(fake_gguf.read_bytes() + b"!")  # another size
     os.utime(fake_gguf, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert sources.gguf_cache_dir(fake_gguf, "model-float32") != first
-    twin = tmp_path / "elsewhere" / "tiny.gguf"                                            # same name, same bytes
+    twin = tmp_path / "elsewhere" / "tiny.gguf"  # same name, same bytes
     twin.parent.mkdir()
     twin.write_bytes(fake_gguf.read_bytes())
     os.utime(twin, ns=(stat.st_atime_ns, stat.st_mtime_ns))
@@ -66,7 +66,7 @@ def test_an_entry_is_whole_or_absent_and_a_failed_write_only_warns(tmp_path, cap
     sources.store_converted(target, save)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No space left on device" in err and sources.CACHE_ENV in err
-    assert list(target.parent.iterdir()) == []                                            # no partial entry
+    assert list(target.parent.iterdir()) == []  # no partial entry
 
     sources.store_converted(target, lambda d: Path(d, "a").write_text("whole"))
     assert [p.name for p in target.parent.iterdir()] == ["entry"] and (target / "a").read_text() == "whole"
@@ -85,8 +85,9 @@ def test_a_second_load_reads_the_cache_and_gives_the_same_model_and_tokenizer(fa
     from sdporec.models.families import build_family
 
     monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
-    model, tokenizer = build_family("llama", ["a tiny vocabulary of words", "and a few more"], 32, 1, 2, seed=0,
-                                    vocab_size=300)
+    model, tokenizer = build_family(
+        "llama", ["a tiny vocabulary of words", "and a few more"], 32, 1, 2, seed=0, vocab_size=300
+    )
     conversions = []
 
     def convert(path, dtype):
@@ -101,7 +102,7 @@ def test_a_second_load_reads_the_cache_and_gives_the_same_model_and_tokenizer(fa
     assert second.state_dict().keys() == model.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(second.state_dict().values(), model.state_dict().values()))
     assert next(sources.load_gguf_model(fake_gguf, torch.bfloat16).parameters()).dtype == torch.bfloat16
-    assert len(conversions) == 2                                                            # another dtype
+    assert len(conversions) == 2  # another dtype
 
     plain = AutoTokenizer.from_pretrained
     read = []
@@ -128,8 +129,9 @@ def test_a_damaged_entry_warns_once_and_is_converted_again(fake_gguf, tmp_path, 
     monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
     model, _ = build_family("llama", ["a tiny vocabulary of words"], 32, 1, 2, seed=0, vocab_size=300)
     conversions = []
-    monkeypatch.setattr(sources, "dequantised_gguf_model",
-                        lambda path, dtype: conversions.append(path) or copy.deepcopy(model))
+    monkeypatch.setattr(
+        sources, "dequantised_gguf_model", lambda path, dtype: conversions.append(path) or copy.deepcopy(model)
+    )
     sources.load_gguf_model(fake_gguf, torch.float32)
     weights = sources.gguf_cache_dir(fake_gguf, "model-float32") / "model.safetensors"
     if damage == "delete":
@@ -140,7 +142,7 @@ def test_a_damaged_entry_warns_once_and_is_converted_again(fake_gguf, tmp_path, 
     again = sources.load_gguf_model(fake_gguf, torch.float32)
     warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("sdporec:")]
     assert len(warned) == 1 and "could not be read" in warned[0] and f"converting {fake_gguf} again" in warned[0]
-    assert len(conversions) == 2 and weights.is_file()                                     # converted and stored again
+    assert len(conversions) == 2 and weights.is_file()  # converted and stored again
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), model.state_dict().values()))
     sources.load_gguf_model(fake_gguf, torch.float32)
-    assert len(conversions) == 2 and "sdporec:" not in capsys.readouterr().err               # the new entry is read
+    assert len(conversions) == 2 and "sdporec:" not in capsys.readouterr().err  # the new entry is read

@@ -35,11 +35,11 @@ def test_prompt_shows_each_title_then_its_token_and_the_answer_is_the_token_then
     codec = hybrid(d, [*s.history, *s.candidates, "Spare"])
     assert codec.titles == sorted({*s.history, *s.candidates, "Spare"})
     base = len(codec.tokenizer) - len(codec.titles)
-    assert codec.token_ids == list(range(base, base + len(codec.titles)))          # consecutive, after the vocabulary
+    assert codec.token_ids == list(range(base, base + len(codec.titles)))  # consecutive, after the vocabulary
     prompt = build_prompt(s.history, s.candidates, "music")
     ids = codec.encode_prompt(prompt)
     items = [i for i in ids if i >= base]
-    assert items == [codec.title_id(t) for t in [*s.history, *s.candidates]]      # one token per listed title, in order
+    assert items == [codec.title_id(t) for t in [*s.history, *s.candidates]]  # one token per listed title, in order
     text = codec.prompt_text(prompt)
     assert f"{s.history[0]} {item_token(codec.titles.index(s.history[0]))}, " in text
     # The space before a token is the token's (lstrip): a title then its token costs one token more than the title.
@@ -72,8 +72,8 @@ def test_generation_reads_the_first_item_token_and_unknown_or_reserved_titles_ar
     codec = hybrid(d, ["Air", "Air Supply", "Muse"])
     air, supply = codec.title_id("Air"), codec.title_id("Air Supply")
     words = codec.tokenizer("hello", add_special_tokens=False)["input_ids"]
-    assert codec.generated_title([*words, supply, air, codec.eos_id]) == "Air Supply"   # the first one decides
-    assert codec.generated_title([*words, codec.eos_id, air]) is None                 # nothing after EOS counts
+    assert codec.generated_title([*words, supply, air, codec.eos_id]) == "Air Supply"  # the first one decides
+    assert codec.generated_title([*words, codec.eos_id, air]) is None  # nothing after EOS counts
     assert codec.decode([supply, codec.eos_id]) == "Air Supply"
     assert codec.knows("Muse") and not codec.knows("Blur")
     with pytest.raises(UnknownTitle, match="Blur"):
@@ -109,24 +109,26 @@ def test_new_rows_start_from_the_title_mean_or_its_hidden_state_and_an_untied_he
     old = model.get_input_embeddings().weight.detach().clone()
     add_item_rows(model, codec.tokenizer, codec.titles, codec.token_ids, "mean")
     new = model.get_input_embeddings().weight
-    assert new.shape[0] == len(codec.tokenizer) and torch.equal(new[:old.shape[0]], old)
+    assert new.shape[0] == len(codec.tokenizer) and torch.equal(new[: old.shape[0]], old)
     means = torch.stack([old[p].mean(0) for p in title_pieces(codec.tokenizer, codec.titles)])
-    centred = means - means.mean(0)                   # what every title shares taken out, then the usual norm
+    centred = means - means.mean(0)  # what every title shares taken out, then the usual norm
     expected = centred / centred.norm(dim=-1, keepdim=True) * old.norm(dim=-1).mean()
     assert torch.allclose(new[torch.tensor(codec.token_ids)], expected, atol=1e-5)
-    assert model.get_output_embeddings().weight is new                                # still tied
+    assert model.get_output_embeddings().weight is new  # still tied
 
     cfg = family_config("llama", 400, 32, 1, 2, special_ids={"pad": 0, "bos": 1, "eos": 2})
     cfg.tie_word_embeddings = False
     untied = AutoModelForCausalLM.from_config(cfg)
-    emb, head = (untied.get_input_embeddings().weight.detach().clone(),
-                 untied.get_output_embeddings().weight.detach().clone())
+    emb, head = (
+        untied.get_input_embeddings().weight.detach().clone(),
+        untied.get_output_embeddings().weight.detach().clone(),
+    )
     codec = hybrid(d, titles)
     add_item_rows(untied, codec.tokenizer, codec.titles, codec.token_ids, "hidden")
     rows = torch.tensor(codec.token_ids)
     for w in (untied.get_input_embeddings().weight, untied.get_output_embeddings().weight):
         unit = torch.nn.functional.normalize(w[rows].detach(), dim=-1)
-        assert (unit @ unit.T)[~torch.eye(3, dtype=torch.bool)].mean() < 0     # centred: three rows spread apart
+        assert (unit @ unit.T)[~torch.eye(3, dtype=torch.bool)].mean() < 0  # centred: three rows spread apart
     for w, known in ((untied.get_input_embeddings().weight, emb), (untied.get_output_embeddings().weight, head)):
         norms = w[rows].detach().norm(dim=-1)
         assert torch.allclose(norms, known.norm(dim=-1).mean().expand(len(rows)), rtol=1e-4)
@@ -147,11 +149,14 @@ def test_single_token_scoring_equals_the_packed_and_paper_layouts_values_and_gra
     codec = hybrid(d, [t for s in samples for t in (*s.history, *s.candidates)])
     model = AutoModelForCausalLM.from_pretrained(str(d / "model"))
     add_item_rows(model, codec.tokenizer, codec.titles, codec.token_ids, "mean")
-    batch = short_batch(codec, samples, [20, 7, 12])     # fewer answers: padding answers of one token
+    batch = short_batch(codec, samples, [20, 7, 12])  # fewer answers: padding answers of one token
     assert batch.answer_ids.shape[-1] == 2 and not bool(batch.answer_mask[1, 7:, 1].any())
     grads = {}
-    for name, fn in (("short", answer_logprobs_short), ("packed", answer_logprobs_packed),
-                     ("paper", answer_logprobs_full)):
+    for name, fn in (
+        ("short", answer_logprobs_short),
+        ("packed", answer_logprobs_packed),
+        ("paper", answer_logprobs_full),
+    ):
         model.zero_grad()
         logps, counts = fn(model, batch)
         logps.sum().backward()
@@ -187,9 +192,19 @@ def test_item_ids_sharing_a_title_share_one_token_and_audit_counts_them(tiny_tex
 
     d, _ = tiny_text_model
     # `prepare` names the second id of a shared title 'Title [item N]' (importers.distinct_titles).
-    codec = hybrid(d, ["Chasing Amy (1997)", "Chasing Amy (1997) [item 268]", "Muse", "Muse [item]", "X",
-                       "X [item 007]", "X [item a-1]"])
-    assert codec.titles == ["Chasing Amy (1997)", "Muse", "Muse [item]", "X"]     # only the importer's mark merges
+    codec = hybrid(
+        d,
+        [
+            "Chasing Amy (1997)",
+            "Chasing Amy (1997) [item 268]",
+            "Muse",
+            "Muse [item]",
+            "X",
+            "X [item 007]",
+            "X [item a-1]",
+        ],
+    )
+    assert codec.titles == ["Chasing Amy (1997)", "Muse", "Muse [item]", "X"]  # only the importer's mark merges
     assert codec.title_id("Chasing Amy (1997) [item 268]") == codec.title_id("Chasing Amy (1997)")
     assert codec.title_id("X [item 007]") == codec.title_id("X [item a-1]") == codec.title_id("X")  # ids as spelled
     amy = codec.title_id("Chasing Amy (1997)")
@@ -197,8 +212,12 @@ def test_item_ids_sharing_a_title_share_one_token_and_audit_counts_them(tiny_tex
     assert codec.generated_candidate([amy, codec.eos_id], candidates) == "Chasing Amy (1997) [item 268]"
     assert codec.generated_candidate([codec.title_id("Muse [item]"), codec.eos_id], candidates) is None
     assert codec.generated_candidate([codec.eos_id, amy], candidates) is None
-    sample = Sample(history=["Muse", "Chasing Amy (1997)"], candidates=["Chasing Amy (1997) [item 268]", "Muse [item]"],
-                    target="Muse [item]", key="s0")
+    sample = Sample(
+        history=["Muse", "Chasing Amy (1997)"],
+        candidates=["Chasing Amy (1997) [item 268]", "Muse [item]"],
+        target="Muse [item]",
+        key="s0",
+    )
     assert audit([sample])["shared_titles"] == 1
 
 
@@ -211,14 +230,14 @@ def test_cooccurrence_rows_by_hand():
     titles = ["A", "B", "C", "D", "E"]
     rows = cooccurrence_rows([["A", "B"], ["A", "B", "B"], ["C", "A", "Z"], ["D"]], titles)
     assert rows.shape == (5, 5)
-    expected = (2 ** 0.5 * math.log(2)) ** 0.5 * torch.tensor([2 ** 0.5, 1, 1, 0, 0]) / 2
+    expected = (2**0.5 * math.log(2)) ** 0.5 * torch.tensor([2**0.5, 1, 1, 0, 0]) / 2
     gram = rows @ rows.T
     torch.testing.assert_close(gram, torch.outer(expected, expected), atol=1e-6, rtol=0)
     # With D-E, 8 pair counts: A-B-C's positive eigenvalue √2·log(8/3) ≈ 1.39 is below D-E's log 8 ≈ 2.08, so rank 1
     # keeps D-E's direction only.
     two = cooccurrence_rows([["A", "B"], ["A", "B", "B"], ["C", "A", "Z"], ["D", "E"]], titles, dim=1)
     assert two.shape == (5, 1) and two[:3].abs().sum() == 0 and (two[3:].abs() > 0).all()
-    assert not cooccurrence_rows([["D"], ["E", "E"]], titles).any()              # nothing shared: no vector
+    assert not cooccurrence_rows([["D"], ["E", "E"]], titles).any()  # nothing shared: no vector
     torch.testing.assert_close(placed(rows, 32) @ placed(rows, 32).T, gram, atol=1e-6, rtol=0)
 
 
@@ -256,6 +275,6 @@ def test_cooc_rows_are_the_mean_rows_moved_towards_items_that_share_users(tiny_t
     # Air Supply and Muse share every sequence, so one co-occurrence vector, opposite to the other pair's.
     assert cosine("cooc", "Air Supply", "Muse") > cosine("mean", "Air Supply", "Muse") + 0.2
     assert cosine("cooc", "Air Supply", "Zed") < cosine("mean", "Air Supply", "Zed") - 0.2
-    torch.testing.assert_close(got["cooc"][at["Yes"]], got["mean"][at["Yes"]], atol=1e-5, rtol=0)   # text only
+    torch.testing.assert_close(got["cooc"][at["Yes"]], got["mean"][at["Yes"]], atol=1e-5, rtol=0)  # text only
     with pytest.raises(ValueError, match="needs the training sequences"):
         add_item_rows(model, codec.tokenizer, codec.titles, codec.token_ids, "cooc")

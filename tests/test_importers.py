@@ -47,12 +47,15 @@ def test_interaction_log_in_time_order_with_distinct_titles(log_files):
     assert all(len(s) < 8 for s in rated.sequences.values())
 
 
-@pytest.mark.parametrize("bad, field, line", [
-    ("user,item,timestamp\nu1,999,5\n", "item", "line 2"),
-    ("user,item,timestamp\nu1,1,soon\n", "timestamp", "line 2"),
-    ("user,item,timestamp\n,1,5\n", "user", "line 2"),
-    ("user,item\nu1,1\n", "timestamp", None),
-])
+@pytest.mark.parametrize(
+    "bad, field, line",
+    [
+        ("user,item,timestamp\nu1,999,5\n", "item", "line 2"),
+        ("user,item,timestamp\nu1,1,soon\n", "timestamp", "line 2"),
+        ("user,item,timestamp\n,1,5\n", "user", "line 2"),
+        ("user,item\nu1,1\n", "timestamp", None),
+    ],
+)
 def test_interaction_log_errors_name_file_row_field(log_files, tmp_path, bad, field, line):
     _, items = log_files
     inter = write(tmp_path / "bad.csv", bad)
@@ -108,7 +111,7 @@ def test_mixed_item_ids_keep_every_item_its_own_title(tmp_path):
 
 
 def test_ids_spelled_apart_are_items_apart(tmp_path):
-    ids = ["7", "007", "07", "a", "A", "é", "٣", "3"]   # leading zeros, case, non-ASCII letters and digits
+    ids = ["7", "007", "07", "a", "A", "é", "٣", "3"]  # leading zeros, case, non-ASCII letters and digits
     inter, items, seen = mixed_log(tmp_path, ids)
     data = read_interaction_log(inter, items)
     assert data.sequences == seen and len(set(data.item_ids.values())) == len(ids)
@@ -119,16 +122,33 @@ def test_ids_spelled_apart_are_items_apart(tmp_path):
 
 
 def test_integer_ids():
-    assert integer_ids(["10", "2", "0"]) == {"10": 10, "2": 2, "0": 0}   # plain integers keep their value
-    assert integer_ids(["10", "2", "02"]) == {"2": 0, "02": 1, "10": 2}   # else (length, text) order
+    assert integer_ids(["10", "2", "0"]) == {"10": 10, "2": 2, "0": 0}  # plain integers keep their value
+    assert integer_ids(["10", "2", "02"]) == {"2": 0, "02": 1, "10": 2}  # else (length, text) order
     assert integer_ids(["b", "a", "3"]) == {"3": 0, "a": 1, "b": 2}
 
 
 def test_prepare_csv_leave_last_out(log_files, tmp_path):
     inter, items = log_files
     out = tmp_path / "out"
-    assert main(["prepare", "csv", "--interactions", str(inter), "--items-file", str(items), "--out", str(out),
-                 "--split", "leave-last-out", "--candidates", "10"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "csv",
+                "--interactions",
+                str(inter),
+                "--items-file",
+                str(items),
+                "--out",
+                str(out),
+                "--split",
+                "leave-last-out",
+                "--candidates",
+                "10",
+            ]
+        )
+        == 0
+    )
     train, valid, test = (read_samples(out / f"{n}.jsonl") for n in ("train", "valid", "test"))
     assert len(valid) == len(test) == 12 and len(train) == 12 * 3
     assert all(len(s.candidates) == 10 and s.target in s.candidates for s in train + valid + test)
@@ -151,8 +171,19 @@ def test_prepare_movielens_100k_and_audit(tmp_path, capsys):
     assert sum(summary["samples"].values()) == 97171
     assert sum(summary["users"].values()) == 943
     capsys.readouterr()
-    assert main(["audit", str(out / "test.jsonl"), "--train", str(out / "train.jsonl"),
-                 "--out", str(tmp_path / "audit.json")]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                str(out / "test.jsonl"),
+                "--train",
+                str(out / "train.jsonl"),
+                "--out",
+                str(tmp_path / "audit.json"),
+            ]
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "audit.json").read_text())
     assert result["passed"] and result["leak_hr@1"] < 0.01
 
@@ -186,14 +217,39 @@ def _grouplens_zip(raw, path):
 def test_prepare_downloads_from_a_file_url_and_refuses_a_corrupted_archive(tmp_path, capsys):
     raw = shared_file("ml-100k", "u.data").parent
     archive = _grouplens_zip(raw, tmp_path / "ml-100k.zip")
-    assert main(["prepare", "movielens-100k", "--download", "--url", archive.as_uri(), "--raw", str(tmp_path / "raw"),
-                 "--out", str(tmp_path / "ml")]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "movielens-100k",
+                "--download",
+                "--url",
+                archive.as_uri(),
+                "--raw",
+                str(tmp_path / "raw"),
+                "--out",
+                str(tmp_path / "ml"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "raw" / "u.item").read_bytes() == (raw / "u.item").read_bytes()
     assert json.loads((tmp_path / "ml" / PREPARE_SUMMARY).read_text())["items"] == 1682
     (tmp_path / "truncated.zip").write_bytes(archive.read_bytes()[:40000])
     capsys.readouterr()
-    code = main(["prepare", "movielens-100k", "--download", "--url", (tmp_path / "truncated.zip").as_uri(),
-                 "--raw", str(tmp_path / "raw-t"), "--out", str(tmp_path / "ml-t")])
+    code = main(
+        [
+            "prepare",
+            "movielens-100k",
+            "--download",
+            "--url",
+            (tmp_path / "truncated.zip").as_uri(),
+            "--raw",
+            str(tmp_path / "raw-t"),
+            "--out",
+            str(tmp_path / "ml-t"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "truncated.zip: is not a readable zip archive" in err, err
     assert not (tmp_path / "raw-t").exists() and not (tmp_path / "ml-t").exists()
@@ -235,8 +291,9 @@ def test_every_archive_read_failure_is_one_data_error(tmp_path, failure):
         bad = _damaged(archive, tmp_path, zipfile.BadZipFile)
     else:
         bad = tmp_path / "bad.zip"
-        bad.write_bytes({"truncated": archive.read_bytes()[:600], "not a zip": b"<html>not found</html>",
-                         "empty": b""}[failure])
+        bad.write_bytes(
+            {"truncated": archive.read_bytes()[:600], "not a zip": b"<html>not found</html>", "empty": b""}[failure]
+        )
     with pytest.raises(DataError) as e:
         download_movielens_100k(tmp_path / "raw", url=bad.as_uri())
     assert str(e.value).startswith(f"file {bad.as_uri()}: is not a readable zip archive (")
@@ -245,8 +302,9 @@ def test_every_archive_read_failure_is_one_data_error(tmp_path, failure):
 
 def test_latin1_titles_decode(tmp_path):
     # u.item is Latin-1: 'Misérables' is the byte 0xe9, which is not UTF-8.
-    (tmp_path / "u.item").write_bytes("1|Mis\xe9rables, Les (1995)|01-Jan-1995||url|0\n2|Se7en (1995)|x||u|0\n"
-                                      .encode("latin-1"))
+    (tmp_path / "u.item").write_bytes(
+        "1|Mis\xe9rables, Les (1995)|01-Jan-1995||url|0\n2|Se7en (1995)|x||u|0\n".encode("latin-1")
+    )
     (tmp_path / "u.data").write_text("1\t1\t5\t100\n1\t2\t4\t101\n")
     data = read_movielens_100k(tmp_path)
     assert data.sequences["1"] == ["Misérables, Les (1995)", "Se7en (1995)"]

@@ -51,6 +51,6 @@ def test_every_import_resolves(module):
     for file, line, m, name in ALL:
         if m == module and name is not None and name != "*" and not hasattr(mod, name):
             try:
-                importlib.import_module(f"{module}.{name}")   # `from package import submodule`
+                importlib.import_module(f"{module}.{name}")  # `from package import submodule`
             except ModuleNotFoundError:
                 pytest.fail(f"{file}:{line}: from {module} import {name}: {module} has no {name}")

@@ -21,8 +21,9 @@ def launch_env(name: str, monkeypatch) -> dict[str, str]:
     got = {}
     monkeypatch.setattr(launch, "multi_gpu_launcher", lambda args: got.update(prepare_multi_gpu_env(args)))
     monkeypatch.setattr(launch, "deepspeed_launcher", lambda args: got.update(prepare_deepspeed_cmd_env(args)[1]))
-    launch.launch_command(launch.launch_command_parser().parse_args(
-        ["--config_file", str(CONFIGS / name), "-m", "sdporec", "sft"]))
+    launch.launch_command(
+        launch.launch_command_parser().parse_args(["--config_file", str(CONFIGS / name), "-m", "sdporec", "sft"])
+    )
     return {k: v for k, v in got.items() if k.startswith(("ACCELERATE_", "FSDP_"))}
 
 
@@ -39,7 +40,7 @@ def test_the_fsdp_settings_build_accelerates_plugin(monkeypatch):
 
     for k, v in launch_env("fsdp.yaml", monkeypatch).items():
         monkeypatch.setenv(k, v)
-    plugin = FullyShardedDataParallelPlugin()   # reads the environment, as the Accelerator does
+    plugin = FullyShardedDataParallelPlugin()  # reads the environment, as the Accelerator does
     assert plugin.fsdp_version == 2 and plugin.transformer_cls_names_to_wrap == ["LlamaDecoderLayer"]
     assert str(plugin.state_dict_type).endswith("FULL_STATE_DICT") and plugin.reshard_after_forward is True
     assert plugin.cpu_ram_efficient_loading is True
@@ -66,14 +67,19 @@ def test_a_sharded_config_on_cpu_is_one_line(monkeypatch, name, kind, device):
     for k, v in launch_env(name, monkeypatch).items():
         monkeypatch.setenv(k, v)
     assert sharded_launch() == kind
-    monkeypatch.setattr("torch.cuda.is_available", lambda: device == "cpu")   # with --device cpu: a GPU is there
+    monkeypatch.setattr("torch.cuda.is_available", lambda: device == "cpu")  # with --device cpu: a GPU is there
     with pytest.raises(ConfigError) as e:
         make_accelerator(device, "no")
     where = "--device cpu was given" if device == "cpu" else "no CUDA GPU is available here"
-    assert str(e.value) == (f"setting 'device': the accelerate config asks for {kind}, which shards the model over "
-                            f"CUDA GPUs, but {where}; on CPU launch with a DDP config or none")
+    assert str(e.value) == (
+        f"setting 'device': the accelerate config asks for {kind}, which shards the model over "
+        f"CUDA GPUs, but {where}; on CPU launch with a DDP config or none"
+    )
 
 
 def test_deepspeed_gets_the_runs_batch_accumulation_and_clipping():
-    assert deepspeed_settings(8, 4, 0.5) == {"train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 4,
-                                             "gradient_clipping": 0.5}
+    assert deepspeed_settings(8, 4, 0.5) == {
+        "train_micro_batch_size_per_gpu": 8,
+        "gradient_accumulation_steps": 4,
+        "gradient_clipping": 0.5,
+    }

@@ -19,8 +19,8 @@ from sdporec.models.logprobs import (
 def test_sequence_logprobs_hand_computed():
     # Vocabulary of 2; uniform logits give log(1/2) per scored token.
     logits = torch.zeros(1, 4, 2)
-    logits[0, 2] = torch.tensor([math.log(3.0), 0.0])        # position 2 predicts label 3: p(0) = 3/4
-    labels = torch.tensor([[IGNORE, IGNORE, 1, 0]])           # labels 2 and 3 are scored
+    logits[0, 2] = torch.tensor([math.log(3.0), 0.0])  # position 2 predicts label 3: p(0) = 3/4
+    labels = torch.tensor([[IGNORE, IGNORE, 1, 0]])  # labels 2 and 3 are scored
     logps, n = sequence_logprobs(logits, labels)
     assert n.tolist() == [2]
     assert logps.item() == pytest.approx(math.log(0.5) + math.log(0.75))
@@ -38,15 +38,16 @@ def random_batch(codec, n_samples=5, n_answers=4, seed=0):
     return collate(prompts, answers, codec.pad_id)
 
 
-SHARED_LAYOUTS = pytest.mark.parametrize("shared_fn", [answer_logprobs_cached, answer_logprobs_packed],
-                                         ids=["cache", "packed"])
+SHARED_LAYOUTS = pytest.mark.parametrize(
+    "shared_fn", [answer_logprobs_cached, answer_logprobs_packed], ids=["cache", "packed"]
+)
 
 
 @SHARED_LAYOUTS
 def test_shared_prompt_equals_full_layout_values_and_gradients(tiny_llama, shared_fn):
     model, codec = tiny_llama
     batch = random_batch(codec)
-    assert len(set(batch.prompt_mask.sum(1).tolist())) > 1    # prompts of different lengths: padding matters
+    assert len(set(batch.prompt_mask.sum(1).tolist())) > 1  # prompts of different lengths: padding matters
     shared, n1 = shared_fn(model, batch)
     full, n2 = answer_logprobs_full(model, batch)
     torch.testing.assert_close(shared, full, atol=1e-5, rtol=0)
@@ -64,8 +65,7 @@ def test_shared_prompt_equals_full_layout_values_and_gradients(tiny_llama, share
 def test_text_answers_of_different_lengths_are_scored_exactly(tiny_llama, shared_fn):
     model, codec = tiny_llama
     batch = collate([[1, 5, 6, 7], [1, 8]], [[[9, 10, 2], [11, 2]], [[12, 2], [13, 14, 15, 2]]], codec.pad_id)
-    torch.testing.assert_close(shared_fn(model, batch)[0], answer_logprobs_full(model, batch)[0],
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared_fn(model, batch)[0], answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)
     assert shared_fn(model, batch)[1].tolist() == [[3, 2], [2, 4]]
     grads = []
     for fn in (shared_fn, answer_logprobs_full):
@@ -86,24 +86,27 @@ def test_pack_rows_by_hand():
     assert rows.block.tolist() == [[-1, -1, -1, 0, 1, 1, -2], [-1, -1, -1, 0, 0, 0, 1]]
     # Every answer starts where its prompt ends: 2 real prompt tokens in sample 0, 3 in sample 1.
     assert rows.positions.tolist() == [[0, 0, 1, 2, 2, 3, 0], [0, 1, 2, 3, 4, 5, 3]]
-    assert rows.cols[0, :, :2].tolist() == [[3, 4], [4, 5]]      # a0 (then a padding slot), b0 b1
+    assert rows.cols[0, :, :2].tolist() == [[3, 4], [4, 5]]  # a0 (then a padding slot), b0 b1
     assert rows.cols[1, :, 0].tolist() == [3, 6]
 
 
 def test_packed_mask_by_hand():
     # One row: prompt [pad, p1, p2], answer 0 [a0], answer 1 [b0, b1], then tail padding.
-    allowed = packed_mask(torch.tensor([[0, 1, 1, 1, 1, 1, 0]]).bool(),
-                          torch.tensor([[-1, -1, -1, 0, 1, 1, -2]]))[0, 0].int()
-    expected = torch.tensor([
-        # pad p1 p2 a0 b0 b1 tail   (keys)
-        [1, 0, 0, 0, 0, 0, 0],    # pad: itself only
-        [0, 1, 0, 0, 0, 0, 0],    # p1
-        [0, 1, 1, 0, 0, 0, 0],    # p2
-        [0, 1, 1, 1, 0, 0, 0],    # a0: the prompt and itself
-        [0, 1, 1, 0, 1, 0, 0],    # b0: the prompt, not answer 0
-        [0, 1, 1, 0, 1, 1, 0],    # b1
-        [0, 1, 1, 0, 0, 0, 1],    # tail padding (never scored): no one sees it
-    ])
+    allowed = packed_mask(torch.tensor([[0, 1, 1, 1, 1, 1, 0]]).bool(), torch.tensor([[-1, -1, -1, 0, 1, 1, -2]]))[
+        0, 0
+    ].int()
+    expected = torch.tensor(
+        [
+            # pad p1 p2 a0 b0 b1 tail   (keys)
+            [1, 0, 0, 0, 0, 0, 0],  # pad: itself only
+            [0, 1, 0, 0, 0, 0, 0],  # p1
+            [0, 1, 1, 0, 0, 0, 0],  # p2
+            [0, 1, 1, 1, 0, 0, 0],  # a0: the prompt and itself
+            [0, 1, 1, 0, 1, 0, 0],  # b0: the prompt, not answer 0
+            [0, 1, 1, 0, 1, 1, 0],  # b1
+            [0, 1, 1, 0, 0, 0, 1],  # tail padding (never scored): no one sees it
+        ]
+    )
     assert torch.equal(allowed, expected)
 
 
@@ -117,7 +120,7 @@ def test_split_chosen_rejected_asserts_layout():
 def test_label_logprobs_by_hand():
     from sdporec.models.logprobs import label_logprobs
 
-    class Table:   # logits looked up from a (samples, columns, V) table
+    class Table:  # logits looked up from a (samples, columns, V) table
         vocab = 3
 
         def __init__(self, table):
@@ -127,7 +130,7 @@ def test_label_logprobs_by_hand():
             return self.table[sample, column]
 
     table = torch.zeros(1, 2, 3)
-    table[0, 1] = torch.tensor([math.log(2.0), 0.0, 0.0])    # column 1: p = 1/2, 1/4, 1/4
+    table[0, 1] = torch.tensor([math.log(2.0), 0.0, 0.0])  # column 1: p = 1/2, 1/4, 1/4
     got = label_logprobs(Table(table), torch.tensor([0, 0, 0]), torch.tensor([0, 1, 1]), torch.tensor([2, 0, 2]))
     torch.testing.assert_close(got, torch.tensor([math.log(1 / 3), math.log(1 / 2), math.log(1 / 4)]))
     # No position to score (a batch whose prompts hold no labels): an empty float32 result, no logits formed.
@@ -172,16 +175,27 @@ def test_scoring_a_128k_vocabulary_never_forms_all_answer_logits_at_once(monkeyp
     import sdporec.models.logprobs as lp
 
     vocab = 128256
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
-                      pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=True,
+    )
     model = LlamaForCausalLM(cfg).eval()
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(3, vocab, (n,), generator=g).tolist() for n in (12, 9)]
-    answers = [[torch.randint(3, vocab, (1 + (i + j) % 4,), generator=g).tolist() + [2] for j in range(20)]
-               for i in range(2)]
+    answers = [
+        [torch.randint(3, vocab, (1 + (i + j) % 4,), generator=g).tolist() + [2] for j in range(20)] for i in range(2)
+    ]
     batch = collate(prompts, answers, 0)
-    answer_tokens = int(batch.answer_mask.sum())                     # 2 x 20 answers, 2 to 5 tokens each
+    answer_tokens = int(batch.answer_mask.sum())  # 2 x 20 answers, 2 to 5 tokens each
     monkeypatch.setattr(lp, "CHUNK_ELEMENTS", 16 * vocab)
 
     class Largest(TorchDispatchMode):
@@ -189,14 +203,14 @@ def test_scoring_a_128k_vocabulary_never_forms_all_answer_logits_at_once(monkeyp
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
-            for t in (out if isinstance(out, (tuple, list)) else [out]):
+            for t in out if isinstance(out, (tuple, list)) else [out]:
                 if isinstance(t, torch.Tensor) and t.is_floating_point():
                     Largest.largest = max(Largest.largest, t.numel())
             return out
 
     with torch.no_grad(), Largest():
         got = layout(model, batch)[0]
-    rows = 2 if layout is answer_logprobs_packed else 2 * 20     # the forward pass keeps one logit row per row
+    rows = 2 if layout is answer_logprobs_packed else 2 * 20  # the forward pass keeps one logit row per row
     assert Largest.largest <= max(16, rows) * vocab < answer_tokens * vocab
     with torch.no_grad():
         torch.testing.assert_close(got, whole_row_reference(model, batch)[0], atol=1e-5, rtol=0)
@@ -217,7 +231,7 @@ def whole_row_reference(model, batch):
     ids = torch.zeros((b * n, length), dtype=torch.long)
     lab, mask = torch.full_like(ids, IGNORE), torch.zeros_like(ids)
     for k, (row, label) in enumerate(zip(rows, labels)):
-        ids[k, :len(row)], lab[k, :len(row)], mask[k, :len(row)] = row, label, 1
+        ids[k, : len(row)], lab[k, : len(row)], mask[k, : len(row)] = row, label, 1
     logps, counts = sequence_logprobs(model(input_ids=ids, attention_mask=mask).logits, lab)
     return logps.view(b, n), counts.view(b, n)
 
@@ -252,8 +266,10 @@ def test_one_pass_gives_the_answer_logprobs_of_the_scoring_layouts_and_the_promp
     from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, answer_logprobs_full
 
     model, codec = tiny_llama
-    rows = [(["Artist 1", "Air", "Air Supply", "Artist 3"], ["Artist 9", "Answer"], "Artist 9"),
-            (["Artist 4", "Artist 2"], ["Air", "Artist 8", "Artist 11"], "Artist 11")]
+    rows = [
+        (["Artist 1", "Air", "Air Supply", "Artist 3"], ["Artist 9", "Answer"], "Artist 9"),
+        (["Artist 4", "Artist 2"], ["Air", "Artist 8", "Artist 11"], "Artist 11"),
+    ]
     labelled = [codec.encode_prompt_history(build_prompt(h, c, "music", i), IGNORE) for i, (h, c, _) in enumerate(rows)]
     batch = collate([ids for ids, _ in labelled], [[codec.encode_answer(t)] for *_, t in rows], codec.pad_id)
     batch.with_prompt_labels([labels for _, labels in labelled], IGNORE)
@@ -275,14 +291,16 @@ def test_prompt_labels_give_the_whole_row_values_and_gradients(tiny_llama, monke
     from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, sequence_logprobs
 
     model, codec = tiny_llama
-    if not hidden_path:   # the model's own logits from the first labelled column on
+    if not hidden_path:  # the model's own logits from the first labelled column on
         monkeypatch.setattr(lp.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
-    rows = [(["Artist 1", "Air", "Air Supply", "Artist 3", "Artist 5"], ["Artist 9", "Answer"], "Artist 9"),
-            (["Artist 4", "Artist 2"], ["Air", "Artist 8", "Artist 11"], "Artist 11")]
+    rows = [
+        (["Artist 1", "Air", "Air Supply", "Artist 3", "Artist 5"], ["Artist 9", "Answer"], "Artist 9"),
+        (["Artist 4", "Artist 2"], ["Air", "Artist 8", "Artist 11"], "Artist 11"),
+    ]
     labelled = [codec.encode_prompt_history(build_prompt(h, c, "music", i), IGNORE) for i, (h, c, _) in enumerate(rows)]
     batch = collate([ids for ids, _ in labelled], [[codec.encode_answer(t)] for *_, t in rows], codec.pad_id)
     batch.with_prompt_labels([labels for _, labels in labelled], IGNORE)
-    model.train()   # dropout is 0 in the fixture: train mode only makes autograd keep what it needs
+    model.train()  # dropout is 0 in the fixture: train mode only makes autograd keep what it needs
 
     def grads(loss):
         model.zero_grad()
@@ -348,8 +366,17 @@ def test_final_logit_softcapping_is_applied_where_logits_are_formed_by_hand(monk
     import sdporec.models.logprobs as lp
 
     torch.manual_seed(0)
-    cfg = Gemma2Config(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       num_key_value_heads=1, head_dim=8, final_logit_softcapping=0.5, attn_implementation="eager")
+    cfg = Gemma2Config(
+        vocab_size=40,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        final_logit_softcapping=0.5,
+        attn_implementation="eager",
+    )
     model = Gemma2ForCausalLM(cfg).eval()
     batch = small_vocabulary_batch()
     with torch.no_grad():
@@ -368,14 +395,21 @@ def test_a_head_that_scales_its_logits_is_scored_with_the_models_own_logits(layo
     from transformers import GraniteConfig, GraniteForCausalLM
 
     torch.manual_seed(0)
-    cfg = GraniteConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, num_key_value_heads=1, logits_scaling=0.1)
+    cfg = GraniteConfig(
+        vocab_size=40,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        logits_scaling=0.1,
+    )
     model = GraniteForCausalLM(cfg).eval()
     batch = small_vocabulary_batch()
     with torch.no_grad():
         got = layout(model, batch)[0]
         want = whole_row_reference(model, batch)[0]
-        model.config.logits_scaling = 1.0                  # the same weights, logits not scaled
+        model.config.logits_scaling = 1.0  # the same weights, logits not scaled
         unscaled = whole_row_reference(model, batch)[0]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     assert (got - unscaled).abs().max() > 0.1

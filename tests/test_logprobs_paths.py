@@ -20,9 +20,9 @@ def test_without_4d_masks_packed_runs_the_cache_path_and_under_checkpointing_the
     full = answer_logprobs_full(model, batch)[0]
     # Flash attention would ignore the mask (and needs a GPU): pretend the model was loaded with it.
     monkeypatch.setattr(lp, "_attention", lambda model: "flash_attention_2")
-    monkeypatch.setattr(lp, "_warned", False)              # a fall-back would now be said, whatever ran before
+    monkeypatch.setattr(lp, "_warned", False)  # a fall-back would now be said, whatever ran before
     with warnings.catch_warnings():
-        warnings.simplefilter("error")                   # the cache path is as fast: no warning
+        warnings.simplefilter("error")  # the cache path is as fast: no warning
         torch.testing.assert_close(answer_logprobs_packed(model, batch)[0], full, atol=1e-5, rtol=0)
     # Gradient checkpointing keeps no cache either: only the paper's layout is left, and the log says so.
     monkeypatch.setattr(lp, "_checkpointing", lambda model: True)
@@ -107,9 +107,9 @@ def test_a_cache_that_cannot_be_copied_runs_packed_where_masks_apply_else_the_pa
     model, codec = own_tiny_llama()
     batch = random_batch(codec, n_samples=3, n_answers=3, seed=4)
     full = answer_logprobs_full(model, batch)[0]
-    monkeypatch.setattr(lp, "_warned", False)              # a fall-back would now be said
+    monkeypatch.setattr(lp, "_warned", False)  # a fall-back would now be said
     with warnings.catch_warnings():
-        warnings.simplefilter("error")                   # packed is as fast: nothing to say
+        warnings.simplefilter("error")  # packed is as fast: nothing to say
         torch.testing.assert_close(answer_logprobs_cached(OddCache(model), batch)[0], full, atol=1e-5, rtol=0)
     monkeypatch.setattr(lp, "_attention", lambda model: "flash_attention_2")
     monkeypatch.setattr(lp, "_warned", False)
@@ -118,9 +118,10 @@ def test_a_cache_that_cannot_be_copied_runs_packed_where_masks_apply_else_the_pa
     torch.testing.assert_close(got, full, atol=1e-5, rtol=0)
     assert [str(w.message) for w in said] == [
         "OddCache returned no reusable key/value cache; scoring with the paper's layout (each answer after its own "
-        "copy of the prompt), which is slower"]
+        "copy of the prompt), which is slower"
+    ]
     with warnings.catch_warnings():
-        warnings.simplefilter("error")                   # said once
+        warnings.simplefilter("error")  # said once
         answer_logprobs_cached(OddCache(model), batch)
 
 
@@ -154,7 +155,8 @@ def test_under_checkpointing_with_attention_that_takes_no_4d_mask_the_paper_layo
     assert [str(w.message) for w in said] == [
         "LlamaForCausalLM trains with gradient checkpointing (no key/value cache) and uses attention "
         "'flash_attention_2', which does not apply a custom 4D mask; scoring with the paper's layout (each answer "
-        "after its own copy of the prompt), which is slower"]
+        "after its own copy of the prompt), which is slower"
+    ]
     torch.testing.assert_close(got, full, atol=1e-5, rtol=0)
 
 
@@ -166,7 +168,7 @@ def test_a_lora_model_scores_through_its_base_models_head_as_the_paper_layout_do
     model = add_lora(model, 4, 8, 0.0)
     torch.manual_seed(2)
     for name, p in model.named_parameters():
-        if "lora_B" in name:   # B starts at zero: make the adapter change the numbers
+        if "lora_B" in name:  # B starts at zero: make the adapter change the numbers
             p.data.normal_(0, 0.2)
     batch = random_batch(codec, n_samples=3, n_answers=3, seed=7)
     with torch.no_grad():
@@ -202,15 +204,16 @@ def test_sharded_models_get_their_logits_from_the_model_itself(monkeypatch, wrap
     ids = dict(input_ids=torch.tensor([[1, 5, 6]]))
     monkeypatch.setattr(lp, "_warned", False)
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("error")                   # the wrapped model's attention is found: no fall-back
+        warnings.simplefilter("error")  # the wrapped model's attention is found: no fall-back
         assert HiddenHead.run(model, ids) is not None
         assert HiddenHead.run(wrapped, ids) is None
-        model.model.layers[0].mlp.up_proj.weight.ds_id = 3          # a DeepSpeed ZeRO-3 parameter
+        model.model.layers[0].mlp.up_proj.weight.ds_id = 3  # a DeepSpeed ZeRO-3 parameter
         assert HiddenHead.run(model, ids) is None
         del model.model.layers[0].mlp.up_proj.weight.ds_id
         batch = random_batch(codec, n_samples=2, n_answers=3, seed=8)
-        torch.testing.assert_close(answer_logprobs_packed(wrapped, batch)[0],
-                                   answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            answer_logprobs_packed(wrapped, batch)[0], answer_logprobs_full(model, batch)[0], atol=1e-5, rtol=0
+        )
 
 
 def every_scorer(model, codec):
@@ -234,10 +237,12 @@ def every_scorer(model, codec):
     histories.with_histories([codec.encode_history(h, IGNORE) for h, *_ in rows], codec.pad_id, IGNORE)
     flexed = copy.deepcopy(model)
     assert use_flex(flexed)
-    scorers = {"prompt labels": functools.partial(answer_and_prompt_logprobs, model, prompt_labels),
-               "history": functools.partial(history_logprobs, model, histories),
-               "short": functools.partial(answer_logprobs_short, model, items),
-               "flex": functools.partial(answer_logprobs_flex, flexed, text)}
+    scorers = {
+        "prompt labels": functools.partial(answer_and_prompt_logprobs, model, prompt_labels),
+        "history": functools.partial(history_logprobs, model, histories),
+        "short": functools.partial(answer_logprobs_short, model, items),
+        "flex": functools.partial(answer_logprobs_flex, flexed, text),
+    }
     for fn in (answer_logprobs_packed, answer_logprobs_cached, answer_logprobs_full):
         scorers[fn.__name__] = functools.partial(fn, model, items)
         scorers[fn.__name__ + " text"] = functools.partial(fn, model, text)

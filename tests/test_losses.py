@@ -20,15 +20,17 @@ def reference_sigmoid_dpo(pc, pr, rc, rr, beta):
 def test_hand_computed_sdpo_value():
     # r_w = 1 * (-1 - -2) = 1; r_k = (-3 - -2, -2 - -2) = (-1, 0).
     # L = -log sigmoid(-log(exp(-1-1) + exp(0-1))) = log(1 + e^-2 + e^-1).
-    loss, rw, rl = sdpo_loss(torch.tensor([-1.0]), torch.tensor([[-3.0, -2.0]]),
-                             torch.tensor([-2.0]), torch.tensor([[-2.0, -2.0]]), beta=1.0)
+    loss, rw, rl = sdpo_loss(
+        torch.tensor([-1.0]), torch.tensor([[-3.0, -2.0]]), torch.tensor([-2.0]), torch.tensor([[-2.0, -2.0]]), beta=1.0
+    )
     assert loss.item() == pytest.approx(math.log(1 + math.exp(-2) + math.exp(-1)), abs=1e-6)
     assert rw.tolist() == [1.0] and rl.tolist() == [[-1.0, 0.0]]
 
 
 def test_beta_scales_rewards():
-    _, rw, rl = sdpo_loss(torch.tensor([-1.0]), torch.tensor([[-3.0]]), torch.tensor([-2.0]),
-                          torch.tensor([[-2.0]]), beta=0.5)
+    _, rw, rl = sdpo_loss(
+        torch.tensor([-1.0]), torch.tensor([[-3.0]]), torch.tensor([-2.0]), torch.tensor([[-2.0]]), beta=0.5
+    )
     assert rw.item() == pytest.approx(0.5) and rl.item() == pytest.approx(-0.5)
 
 
@@ -54,8 +56,8 @@ def test_finite_and_correct_at_extremes():
     rejected = torch.tensor([[1000.0, -1000.0], [-1000.0, -1000.0]])
     loss, _, _ = sdpo_loss(chosen, rejected, ref, torch.zeros(2, 2), beta=1.0)
     assert torch.isfinite(loss).all()
-    assert loss[0].item() == pytest.approx(1000.0, rel=1e-6)   # a negative far above the chosen
-    assert loss[1].item() == pytest.approx(0.0, abs=1e-6)      # every negative far below
+    assert loss[0].item() == pytest.approx(1000.0, rel=1e-6)  # a negative far above the chosen
+    assert loss[1].item() == pytest.approx(0.0, abs=1e-6)  # every negative far below
     grad_in = rejected.clone().requires_grad_(True)
     sdpo_loss(chosen, grad_in, ref, torch.zeros(2, 2), beta=1.0)[0].sum().backward()
     assert torch.isfinite(grad_in.grad).all()
@@ -68,20 +70,24 @@ def test_more_negatives_never_lower_the_loss():
     assert two.item() > one.item()
 
 
-@pytest.mark.parametrize("chosen, rejected, ref_chosen, ref_rejected, message", [
-    ((2,), (2,), (2,), (2,), r"expected chosen \(B,\) and rejected \(B, K\), got \(2,\) and \(2,\)$"),
-    ((2, 1), (2, 3), (2,), (2, 3), r"expected chosen \(B,\) and rejected \(B, K\), got \(2, 1\) and \(2, 3\)$"),
-    ((2,), (2, 3), (2,), (2, 2), r"^policy and reference log-probs must have the same shapes$"),   # rejected only
-    ((2,), (2, 3), (3,), (2, 3), r"^policy and reference log-probs must have the same shapes$"),   # chosen only
-])
+@pytest.mark.parametrize(
+    "chosen, rejected, ref_chosen, ref_rejected, message",
+    [
+        ((2,), (2,), (2,), (2,), r"expected chosen \(B,\) and rejected \(B, K\), got \(2,\) and \(2,\)$"),
+        ((2, 1), (2, 3), (2,), (2, 3), r"expected chosen \(B,\) and rejected \(B, K\), got \(2, 1\) and \(2, 3\)$"),
+        ((2,), (2, 3), (2,), (2, 2), r"^policy and reference log-probs must have the same shapes$"),  # rejected only
+        ((2,), (2, 3), (3,), (2, 3), r"^policy and reference log-probs must have the same shapes$"),  # chosen only
+    ],
+)
 def test_shape_errors_are_clear(chosen, rejected, ref_chosen, ref_rejected, message):
     with pytest.raises(ValueError, match=message):
         sdpo_loss(torch.zeros(chosen), torch.zeros(rejected), torch.zeros(ref_chosen), torch.zeros(ref_rejected), 1.0)
 
 
 def test_dpo_with_k_negatives_averages_the_pairs_by_hand():
-    losses, chosen, rejected = dpo_loss(torch.tensor([1.0]), torch.tensor([[0.0, 2.0]]), torch.tensor([0.5]),
-                                        torch.tensor([[0.5, 0.5]]), beta=2.0)
+    losses, chosen, rejected = dpo_loss(
+        torch.tensor([1.0]), torch.tensor([[0.0, 2.0]]), torch.tensor([0.5]), torch.tensor([[0.5, 0.5]]), beta=2.0
+    )
     # rewards: chosen 2 * 0.5 = 1; rejected 2 * -0.5 = -1 and 2 * 1.5 = 3
     assert chosen.tolist() == [1.0] and rejected.tolist() == [[-1.0, 3.0]]
     by_hand = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(2.0))) / 2

@@ -20,9 +20,31 @@ def ws(tmp_path_factory):
     before = os.getcwd()
     os.chdir(root)
     assert main(["prepare", "builtin", "--out", "data", "--users", "40", "--items", "80", "--genres", "4"]) == 0
-    assert main(["sft", "--train", "data/train.jsonl", "--valid", "data/valid.jsonl", "--out", "run",
-                 "--hidden", "16", "--layers", "1", "--heads", "2", "--epochs", "1", "--eval-samples", "8",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sft",
+                "--train",
+                "data/train.jsonl",
+                "--valid",
+                "data/valid.jsonl",
+                "--out",
+                "run",
+                "--hidden",
+                "16",
+                "--layers",
+                "1",
+                "--heads",
+                "2",
+                "--epochs",
+                "1",
+                "--eval-samples",
+                "8",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     good = [json.loads(x) for x in Path("data/test.jsonl").read_text().splitlines()[:4]]
     text = "".join(json.dumps(r) + "\n" for r in good)
     Path("utf16.jsonl").write_bytes(text.encode("utf-16"))
@@ -39,8 +61,16 @@ def ws(tmp_path_factory):
     Path("two.jsonl").write_text(json.dumps(two) + "\n")
     # Negatives taken from the history: legal in a file, but no list of 3 can be re-drawn outside the history.
     h = good[0]["historyList"]
-    Path("overlap.jsonl").write_text(json.dumps({"historyList": h, "itemList": [good[0]["trueSelection"], *h[:2]],
-                                                 "trueSelection": good[0]["trueSelection"]}) + "\n")
+    Path("overlap.jsonl").write_text(
+        json.dumps(
+            {
+                "historyList": h,
+                "itemList": [good[0]["trueSelection"], *h[:2]],
+                "trueSelection": good[0]["trueSelection"],
+            }
+        )
+        + "\n"
+    )
     Path("notes.txt").write_text("my notes\n")
     Path("empty_dir").mkdir()
     Path("bad.yaml").write_text("epochs: [1, 2\n")
@@ -124,9 +154,28 @@ CASES = [
     (["sft", "--train", "data/train.jsonl", "--out", "run"], ["setting 'out'", "--resume", "--overwrite"]),
     (["sft", "--train", "data/train.jsonl", "--out", "run", "--resume", "--overwrite"], ["setting 'overwrite'"]),
     (["sft", "--train", "data/train.jsonl", "--out", "s1", "--titles", "binary.jsonl"], ["binary.jsonl", "UTF-8"]),
-    (   # set-up fails while resuming: the run being resumed keeps every file as it was
-        ["sft", "--train", "data/train.jsonl", "--valid", "data/valid.jsonl", "--out", "run", "--resume", "--hidden",
-         "16", "--layers", "1", "--heads", "2", "--epochs", "2", "--lora", "--lora-targets", "qkv"],
+    (  # set-up fails while resuming: the run being resumed keeps every file as it was
+        [
+            "sft",
+            "--train",
+            "data/train.jsonl",
+            "--valid",
+            "data/valid.jsonl",
+            "--out",
+            "run",
+            "--resume",
+            "--hidden",
+            "16",
+            "--layers",
+            "1",
+            "--heads",
+            "2",
+            "--epochs",
+            "2",
+            "--lora",
+            "--lora-targets",
+            "qkv",
+        ],
         ["setting 'lora_targets'", "qkv"],
     ),
     (["sft", "--train", "data/train.jsonl", "--out", "s1", "--threads", "-2"], ["setting 'threads'"]),
@@ -190,8 +239,10 @@ CASES = [
     ),
     (["pipeline", "--out", "pl", "--negatives", "20"], ["setting 'negatives'", "19"]),
     (["pipeline", "--out", "pl", "--dropout", "1"], ["setting 'dropout'", "[0, 1)"]),
-    (["sft", "--train", "data/train.jsonl", "--out", "s3", "--history-readouts", "0", "0.5"],
-     ["setting 'history_readouts'", "needs validation data"]),
+    (
+        ["sft", "--train", "data/train.jsonl", "--out", "s3", "--history-readouts", "0", "0.5"],
+        ["setting 'history_readouts'", "needs validation data"],
+    ),
     (["prepare", "builtin", "--out", "p3", "--kcore", "1000"], ["setting 'kcore'", "no samples"]),
     (["prepare", "builtin", "--out", "p3", "--candidates", "400"], ["setting 'items'", "410"]),
     (
@@ -205,7 +256,7 @@ CASES = [
 ]
 
 
-STOPPED_WHILE_TRAINING = {"s2"}   # the --out of cases that fail after training has begun
+STOPPED_WHILE_TRAINING = {"s2"}  # the --out of cases that fail after training has begun
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -223,7 +274,7 @@ def test_misuse_ends_in_one_line_that_names_the_problem(ws, capsys, args, fragme
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     after = _snapshot(ws)
-    assert {k: v for k, v in after.items() if k in before} == before   # nothing written was lost or changed
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing written was lost or changed
     # A run that fails before training leaves nothing; one stopped while training (a NaN loss) keeps its log.
     out = args[args.index("--out") + 1] if "--out" in args else None
     new = sorted(k for k in after if k not in before)
@@ -246,6 +297,7 @@ def test_an_unexpected_error_is_one_line_too(ws, capsys, monkeypatch):
 
     def broken(cfg):
         raise ZeroDivisionError("division by zero")
+
     monkeypatch.setitem(sdporec.cli.COMMANDS, "audit", (sdporec.cli.COMMANDS["audit"][0], broken, ""))
     assert main(["audit", "bom.json"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -255,11 +307,29 @@ def test_an_unexpected_error_is_one_line_too(ws, capsys, monkeypatch):
 def test_overwrite_replaces_an_earlier_run_and_resume_continues_it(ws, capsys):
     stale = Path("run/checkpoints/step-99999999")
     stale.mkdir()
-    args = ["sft", "--train", "data/train.jsonl", "--out", "run", "--hidden", "16", "--layers", "1", "--heads", "2",
-            "--epochs", "1", "--eval-samples", "8", "--no-progress", "--seed", "3"]
+    args = [
+        "sft",
+        "--train",
+        "data/train.jsonl",
+        "--out",
+        "run",
+        "--hidden",
+        "16",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--epochs",
+        "1",
+        "--eval-samples",
+        "8",
+        "--no-progress",
+        "--seed",
+        "3",
+    ]
     assert main(args + ["--overwrite"]) == 0
     assert not stale.exists() and "seed: 3" in Path("run/config.yaml").read_text()
-    assert main(args + ["--epochs", "2", "--resume"]) == 2   # the epochs differ: refused, named
+    assert main(args + ["--epochs", "2", "--resume"]) == 2  # the epochs differ: refused, named
     assert "epochs" in capsys.readouterr().err
     shutil.rmtree("e1", ignore_errors=True)
 
@@ -278,6 +348,7 @@ def test_nan_scores_are_an_error_naming_the_sample(ws, capsys):
     def poison(t):
         t["model.norm.weight"][:] = float("nan")
         return t
+
     _edit_weights("run/model", "nan_model", poison)
     capsys.readouterr()
     assert main(["evaluate", "--model", "nan_model", "--data", "bom.json", "--out", "nan_eval", "--no-progress"]) == 2
@@ -285,8 +356,20 @@ def test_nan_scores_are_an_error_naming_the_sample(ws, capsys):
     assert "sample eval:0 (row 0 of its file)" in err and "score nan" in err and "Traceback" not in err
     assert not Path("nan_eval/metrics.json").exists()
     sample = json.loads(Path("data/test.jsonl").read_text().splitlines()[0])
-    assert main(["recommend", "--model", "nan_model", "--history", *sample["historyList"], "--candidates",
-                 *sample["itemList"]]) == 2
+    assert (
+        main(
+            [
+                "recommend",
+                "--model",
+                "nan_model",
+                "--history",
+                *sample["historyList"],
+                "--candidates",
+                *sample["itemList"],
+            ]
+        )
+        == 2
+    )
     assert "score nan" in capsys.readouterr().err
 
 
@@ -299,15 +382,36 @@ def test_missing_weights_of_our_checkpoint_are_an_error_and_of_others_a_warning(
     assert main(["evaluate", "--model", "partial", "--data", "bom.json", "--out", "partial_eval", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "does not load whole" in err and "model.norm.weight" in err and "randomly initialised" in err
-    Path("partial/sdporec_checkpoint.json").unlink()     # no longer ours: a foreign model, loaded with a warning
+    Path("partial/sdporec_checkpoint.json").unlink()  # no longer ours: a foreign model, loaded with a warning
     assert main(["evaluate", "--model", "partial", "--data", "bom.json", "--out", "partial_eval", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "warning:" in err and "model.norm.weight" in err
 
 
 def test_missing_adapter_weights_are_an_error(ws, capsys):
-    assert main(["sft", "--model", "run/model", "--lora", "--lora-r", "2", "--train", "data/train.jsonl",
-                 "--out", "lora", "--epochs", "1", "--eval-samples", "4", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sft",
+                "--model",
+                "run/model",
+                "--lora",
+                "--lora-r",
+                "2",
+                "--train",
+                "data/train.jsonl",
+                "--out",
+                "lora",
+                "--epochs",
+                "1",
+                "--eval-samples",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+
     def first(t):
         return {k: v for i, (k, v) in enumerate(sorted(t.items())) if i > 0}
 

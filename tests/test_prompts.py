@@ -20,13 +20,23 @@ from sdporec.data.samples import Sample
 def test_a_prompt_by_hand():
     p = build_prompt(["A", "B"], ["C", "D", "E"], "movies", 3)
     assert p.pieces == (
-        ("text", "Recent movies of a user: "), ("title", "A"), ("sep", ", "), ("title", "B"),
-        ("text", ". Options: "), ("title", "C"), ("sep", ", "), ("title", "D"), ("sep", ", "), ("title", "E"),
+        ("text", "Recent movies of a user: "),
+        ("title", "A"),
+        ("sep", ", "),
+        ("title", "B"),
+        ("text", ". Options: "),
+        ("title", "C"),
+        ("sep", ", "),
+        ("title", "D"),
+        ("sep", ", "),
+        ("title", "E"),
         ("text", ". Reply with the title of the one option this user will watch next."),
     )
     assert p.history == (1, 3)
-    assert p.text == ("Recent movies of a user: A, B. Options: C, D, E. Reply with the title of the one option this "
-                      "user will watch next.")
+    assert p.text == (
+        "Recent movies of a user: A, B. Options: C, D, E. Reply with the title of the one option this "
+        "user will watch next."
+    )
 
 
 def test_template_zero_is_the_default_and_music_the_default_domain():
@@ -37,8 +47,10 @@ def test_template_zero_is_the_default_and_music_the_default_domain():
 def test_one_title_has_no_separator_and_an_empty_list_leaves_the_text():
     p = build_prompt(["A"], [], "books", 0)
     assert [k for k, _ in p.pieces] == ["text", "title", "text", "text"] and p.history == (1,)
-    assert p.text == ("Books read, oldest first: A. Candidate books: . Which one of the candidate books will this "
-                      "reader pick up next? Answer with its title.")
+    assert p.text == (
+        "Books read, oldest first: A. Candidate books: . Which one of the candidate books will this "
+        "reader pick up next? Answer with its title."
+    )
 
 
 def test_a_title_that_looks_like_a_placeholder_stays_a_title():
@@ -53,7 +65,7 @@ def test_history_positions_point_at_the_history_in_every_template():
             p = build_prompt(history, candidates, domain, i)
             assert [p.pieces[j] for j in p.history] == [("title", h) for h in history]
             assert sum(k == "sep" for k, _ in p.pieces) == 3 and all(t == LIST_SEP for k, t in p.pieces if k == "sep")
-            assert all(t for _, t in p.pieces)   # no empty text piece
+            assert all(t for _, t in p.pieces)  # no empty text piece
 
 
 def test_unknown_domain_message():
@@ -77,7 +89,7 @@ def test_template_words_are_every_word_of_every_template_once():
         for fmt in fmts:
             text = fmt.replace("{history}", "\n").replace("{candidates}", "\n")
             every.update(w for line in text.split("\n") for w in split_words(line))
-    assert set(words) == every   # nothing from the placeholders, nothing glued across them
+    assert set(words) == every  # nothing from the placeholders, nothing glued across them
 
 
 def test_pick_template_covers_every_template_and_nothing_else():
@@ -94,7 +106,7 @@ def test_training_prompt_draws_its_template_per_sample_and_epoch():
     assert templates == [random.Random(f"0:template:train:5:{e}").randrange(4) for e in range(8)]
     assert len(set(templates)) > 1
     other = [random.Random(f"1:template:train:5:{e}").randrange(4) for e in range(8)]
-    assert other != templates   # another seed, other draws
+    assert other != templates  # another seed, other draws
 
 
 def test_every_template_has_both_placeholders_and_builds():

@@ -37,11 +37,13 @@ def loss_of(chosen, rejected, fn=sdpo_loss, beta=1.0):
 def test_sdpo_with_one_negative_is_dpo(r, beta):
     chosen, (rejected,) = r
     assert loss_of(chosen, [rejected], sdpo_loss, beta) == pytest.approx(
-        loss_of(chosen, [rejected], dpo_loss, beta), rel=1e-9, abs=1e-12)
+        loss_of(chosen, [rejected], dpo_loss, beta), rel=1e-9, abs=1e-12
+    )
     # and both are -log sigmoid(beta (w - l)), here computed stably by hand
     x = beta * (chosen - rejected)
     assert loss_of(chosen, [rejected], sdpo_loss, beta) == pytest.approx(
-        math.log1p(math.exp(-x)) if x > 0 else -x + math.log1p(math.exp(x)), rel=1e-9, abs=1e-12)
+        math.log1p(math.exp(-x)) if x > 0 else -x + math.log1p(math.exp(x)), rel=1e-9, abs=1e-12
+    )
 
 
 @PROPERTY
@@ -78,7 +80,7 @@ def test_ranking_metrics_bounded_monotone_and_exact_at_the_boundaries(rs):
         assert 0 <= m[key] <= 1
     assert m["hr@1"] <= m["hr@5"] and m["ndcg@5"] <= m["ndcg@10"] and m["ndcg@5"] <= m["hr@5"]
     assert m["hr@1"] == sum(r == 0 for r in rs) / n
-    assert m["hr@5"] == sum(r <= 4 for r in rs) / n          # rank 4 (the 5th) counts, rank 5 does not
+    assert m["hr@5"] == sum(r <= 4 for r in rs) / n  # rank 4 (the 5th) counts, rank 5 does not
     assert m["ndcg@5"] == pytest.approx(sum(1 / math.log2(r + 2) for r in rs if r <= 4) / n)
     assert m["mrr"] == pytest.approx(sum(1 / (r + 1) for r in rs) / n)
 
@@ -105,10 +107,10 @@ def test_drawn_candidates(items, data):
     got = draw_candidates(history, target, items, n, sample_rng(seed, "x"))
     assert len(got) == n == len(set(got)) and target in got and not set(got) & set(history)
     assert set(got) <= set(items)
-    assert draw_candidates(history, target, items, n, sample_rng(seed, "x")) == got   # reproducible
+    assert draw_candidates(history, target, items, n, sample_rng(seed, "x")) == got  # reproducible
     others = [draw_candidates(history, target, items, n, sample_rng(seed + f"/{i}", "x")) for i in range(8)]
     if len(items) - len(history) > n + 5:
-        assert any(o != got for o in others)                                       # seeds differ
+        assert any(o != got for o in others)  # seeds differ
 
 
 @PROPERTY
@@ -120,9 +122,16 @@ def test_drawn_negatives_come_from_the_list_and_never_are_the_target(items, k, e
     assert draw_negatives(sample, k, 0, epoch) == got
 
 
-item_ids = st.lists(st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"),
-                                          blacklist_characters=',"\r\n'), min_size=1, max_size=6),
-                    min_size=2, max_size=25, unique=True)
+item_ids = st.lists(
+    st.text(
+        st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp"), blacklist_characters=',"\r\n'),
+        min_size=1,
+        max_size=6,
+    ),
+    min_size=2,
+    max_size=25,
+    unique=True,
+)
 
 
 @PROPERTY
@@ -130,20 +139,22 @@ item_ids = st.lists(st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zs"
 def test_any_item_ids_import_to_as_many_distinct_titles(tmp_path_factory, ids):
     assume(all(i == i.strip() for i in ids))
     d = tmp_path_factory.mktemp("ids")
-    (d / "items.csv").write_text("item,title\n" + "".join(f"{i},Title {k}\n" for k, i in enumerate(ids)),
-                                 encoding="utf-8")
+    (d / "items.csv").write_text(
+        "item,title\n" + "".join(f"{i},Title {k}\n" for k, i in enumerate(ids)), encoding="utf-8"
+    )
     rows = ["user,item,timestamp"] + [f"u{k % 3},{i},{k}" for k, i in enumerate(ids)]
     (d / "inter.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     data = read_interaction_log(d / "inter.csv", d / "items.csv")
     assert len(data.item_ids) == len(set(data.item_ids.values())) == len(ids)
     titles = [t for seq in data.sequences.values() for t in seq]
     assert sorted(titles) == sorted(f"Title {k}" for k in range(len(ids)))
-    for u in range(3):   # every user's interactions in time order, each with its own title
+    for u in range(3):  # every user's interactions in time order, each with its own title
         assert data.sequences.get(f"u{u}", []) == [f"Title {k}" for k in range(len(ids)) if k % 3 == u]
 
 
 titles = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20).filter(
-    lambda t: t.strip() == t and SEP not in t)
+    lambda t: t.strip() == t and SEP not in t
+)
 
 
 @PROPERTY
@@ -161,8 +172,11 @@ def test_any_title_round_trips_through_prompt_file_and_answer(tmp_path_factory, 
     target = candidates[-1]
     inside = [c for c in candidates if c in target]
     assert parse_generation(target, candidates) == (target if inside == [target] else None)
-    assert parse_generation(f"The answer: {target}.", candidates) == (target if inside == [target] and not any(
-        c in f"The answer: {target}." for c in candidates if c != target) else None)
+    assert parse_generation(f"The answer: {target}.", candidates) == (
+        target
+        if inside == [target] and not any(c in f"The answer: {target}." for c in candidates if c != target)
+        else None
+    )
 
 
 @PROPERTY
@@ -174,4 +188,3 @@ def test_a_title_with_the_separator_is_refused_by_name(tmp_path_factory, names):
     with pytest.raises(DataError, match="contains '::'") as e:
         read_samples(path)
     assert str(path) in str(e.value) and e.value.field == "historyList"
-

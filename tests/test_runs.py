@@ -29,7 +29,7 @@ METRIC_VALUES = {"hr@1": 0.25, "mrr": 0.5, "n": 4}
 def test_each_file_round_trips_with_its_schema(tmp_path):
     write_json(tmp_path / METRICS, evaluation_metrics(METRIC_VALUES, {"protocol": "ranking"}))
     assert json.loads((tmp_path / METRICS).read_text())["schema"] == EVALUATION_SCHEMA
-    assert read_evaluation_metrics(tmp_path) == {**METRIC_VALUES, "protocol": "ranking"}   # the folder or the file
+    assert read_evaluation_metrics(tmp_path) == {**METRIC_VALUES, "protocol": "ranking"}  # the folder or the file
     assert read_metrics(tmp_path / METRICS) == (False, {**METRIC_VALUES, "protocol": "ranking"})
 
     write_json(tmp_path / "p.json", pipeline_metrics({"sft": METRIC_VALUES, "sdpo": METRIC_VALUES}))
@@ -52,14 +52,17 @@ def test_files_from_before_schemas_still_read(tmp_path):
     assert read_summary(tmp_path / "s.json")["optimizer_steps"] == 3
 
 
-@pytest.mark.parametrize("reader,content,expected", [
-    (read_evaluation_metrics, {"schema": "evaluation/2", "hr@1": 1.0}, EVALUATION_SCHEMA),
-    (read_evaluation_metrics, {"schema": PIPELINE_SCHEMA, "models": {}}, EVALUATION_SCHEMA),
-    (read_evaluation_metrics, {"mrr": 1.0}, EVALUATION_SCHEMA),          # no schema, and not an old evaluation
-    (read_pipeline_metrics, {"schema": EVALUATION_SCHEMA, "hr@1": 1.0}, PIPELINE_SCHEMA),
-    (read_pipeline_metrics, {"schema": "pipeline/9", "models": {}}, PIPELINE_SCHEMA),
-    (read_summary, {"schema": "training-summary/0", "optimizer_steps": 1}, SUMMARY_SCHEMA),
-])
+@pytest.mark.parametrize(
+    "reader,content,expected",
+    [
+        (read_evaluation_metrics, {"schema": "evaluation/2", "hr@1": 1.0}, EVALUATION_SCHEMA),
+        (read_evaluation_metrics, {"schema": PIPELINE_SCHEMA, "models": {}}, EVALUATION_SCHEMA),
+        (read_evaluation_metrics, {"mrr": 1.0}, EVALUATION_SCHEMA),  # no schema, and not an old evaluation
+        (read_pipeline_metrics, {"schema": EVALUATION_SCHEMA, "hr@1": 1.0}, PIPELINE_SCHEMA),
+        (read_pipeline_metrics, {"schema": "pipeline/9", "models": {}}, PIPELINE_SCHEMA),
+        (read_summary, {"schema": "training-summary/0", "optimizer_steps": 1}, SUMMARY_SCHEMA),
+    ],
+)
 def test_another_schema_is_one_error_naming_the_file_and_the_schema_expected(tmp_path, reader, content, expected):
     path = tmp_path / "x.json"
     path.write_text(json.dumps(content))
@@ -82,7 +85,7 @@ def test_a_cut_or_nan_file_is_refused_naming_it(tmp_path):
     with pytest.raises(DataError, match="nan.json.*NaN"):
         read_evaluation_metrics(tmp_path / "nan.json")
     with pytest.raises(ValueError):
-        write_json(tmp_path / "w.json", {"hr@1": float("nan")})   # never written either
+        write_json(tmp_path / "w.json", {"hr@1": float("nan")})  # never written either
     assert not (tmp_path / "w.json").exists()
 
 

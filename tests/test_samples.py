@@ -37,23 +37,26 @@ def test_split_history_handles_titles_with_colons():
     assert split_history("X::Y", known) == ["X", "Y"]
 
 
-@pytest.mark.parametrize("row, field, problem", [
-    ({k: v for k, v in GOOD.items() if k != "itemList"}, "itemList", "missing field"),
-    ({k: v for k, v in GOOD.items() if k != "historyList"}, "historyList", "missing field"),
-    ({k: v for k, v in GOOD.items() if k != "trueSelection"}, "trueSelection", "missing field"),
-    ({**GOOD, "itemList": "D::E"}, "itemList", "expected a list"),
-    ({**GOOD, "historyList": 5}, "historyList", "expected a list"),
-    ({**GOOD, "trueSelection": 3}, "trueSelection", "expected a title string"),
-    ({**GOOD, "itemList": ["D", 4, "E"]}, "itemList", "item 1 is int"),
-    ({**GOOD, "historyList": []}, "historyList", "empty history"),
-    ({**GOOD, "historyList": ""}, "historyList", "empty history"),
-    ({**GOOD, "itemList": ["E"]}, "itemList", "at least 2 candidates"),
-    ({**GOOD, "itemList": ["D", "E", "D"]}, "itemList", "duplicate candidate 'D'"),
-    ({**GOOD, "trueSelection": "Z"}, "trueSelection", "not among the candidates"),
-    ({**GOOD, "historyList": ["A", " "]}, "historyList", "empty title"),
-    ({**GOOD, "itemList": ["D::X", "E"]}, "itemList", "contains '::'"),
-    ({**GOOD, "user": [1]}, "user", "expected a string or integer"),
-])
+@pytest.mark.parametrize(
+    "row, field, problem",
+    [
+        ({k: v for k, v in GOOD.items() if k != "itemList"}, "itemList", "missing field"),
+        ({k: v for k, v in GOOD.items() if k != "historyList"}, "historyList", "missing field"),
+        ({k: v for k, v in GOOD.items() if k != "trueSelection"}, "trueSelection", "missing field"),
+        ({**GOOD, "itemList": "D::E"}, "itemList", "expected a list"),
+        ({**GOOD, "historyList": 5}, "historyList", "expected a list"),
+        ({**GOOD, "trueSelection": 3}, "trueSelection", "expected a title string"),
+        ({**GOOD, "itemList": ["D", 4, "E"]}, "itemList", "item 1 is int"),
+        ({**GOOD, "historyList": []}, "historyList", "empty history"),
+        ({**GOOD, "historyList": ""}, "historyList", "empty history"),
+        ({**GOOD, "itemList": ["E"]}, "itemList", "at least 2 candidates"),
+        ({**GOOD, "itemList": ["D", "E", "D"]}, "itemList", "duplicate candidate 'D'"),
+        ({**GOOD, "trueSelection": "Z"}, "trueSelection", "not among the candidates"),
+        ({**GOOD, "historyList": ["A", " "]}, "historyList", "empty title"),
+        ({**GOOD, "itemList": ["D::X", "E"]}, "itemList", "contains '::'"),
+        ({**GOOD, "user": [1]}, "user", "expected a string or integer"),
+    ],
+)
 def test_bad_rows_name_file_row_and_field(tmp_path, row, field, problem):
     p = write(tmp_path, [GOOD, row])
     with pytest.raises(DataError) as e:
@@ -72,9 +75,15 @@ def test_jsonl_errors_name_the_line(tmp_path):
         read_samples(p)
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("", "empty"), ("[1, 2", "not valid JSON"), ("42", "not a JSON array"), ("[1]", "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("", "empty"),
+        ("[1, 2", "not valid JSON"),
+        ("42", "not a JSON array"),
+        ("[1]", "expected a JSON object"),
+    ],
+)
 def test_whole_file_errors(tmp_path, text, problem):
     p = write(tmp_path, text)
     with pytest.raises(DataError, match=problem):
@@ -96,21 +105,24 @@ def test_titles_with_unicode_line_marks_round_trip(tmp_path):
     assert text_lines("a\r\nb\x85c\n\nd") == ["a", "b\x85c", "", "d"]
 
 
-@pytest.mark.parametrize("row, field, message", [
-    ({k: v for k, v in GOOD.items() if k != "itemList"}, "itemList", "missing field"),
-    ({**GOOD, "itemList": "D::E"}, "itemList", "expected a list of titles, got str"),
-    ({**GOOD, "historyList": 5}, "historyList", "expected a list or a '::'-joined string, got int"),
-    ({**GOOD, "trueSelection": 3}, "trueSelection", "expected a title string, got int"),
-    ({**GOOD, "itemList": ["D", 4, "E"]}, "itemList", "item 1 is int, expected a title string"),
-    ({**GOOD, "historyList": ["A", " "]}, "historyList", "item 1 is an empty title"),
-    ({**GOOD, "trueSelection": ""}, "trueSelection", "item 0 is an empty title"),
-    ({**GOOD, "historyList": ["A", "B::C"]}, "historyList", "title 'B::C' contains '::'"),
-    ({**GOOD, "historyList": []}, "historyList", "empty history"),
-    ({**GOOD, "itemList": ["E"], "trueSelection": "E"}, "itemList", "needs at least 2 candidates, got 1"),
-    ({**GOOD, "itemList": ["D", "E", "F", "E"]}, "itemList", "duplicate candidate 'E'"),
-    ({**GOOD, "trueSelection": "Z"}, "trueSelection", "target 'Z' is not among the candidates"),
-    ({**GOOD, "user": 2.5}, "user", "expected a string or integer, got float"),
-])
+@pytest.mark.parametrize(
+    "row, field, message",
+    [
+        ({k: v for k, v in GOOD.items() if k != "itemList"}, "itemList", "missing field"),
+        ({**GOOD, "itemList": "D::E"}, "itemList", "expected a list of titles, got str"),
+        ({**GOOD, "historyList": 5}, "historyList", "expected a list or a '::'-joined string, got int"),
+        ({**GOOD, "trueSelection": 3}, "trueSelection", "expected a title string, got int"),
+        ({**GOOD, "itemList": ["D", 4, "E"]}, "itemList", "item 1 is int, expected a title string"),
+        ({**GOOD, "historyList": ["A", " "]}, "historyList", "item 1 is an empty title"),
+        ({**GOOD, "trueSelection": ""}, "trueSelection", "item 0 is an empty title"),
+        ({**GOOD, "historyList": ["A", "B::C"]}, "historyList", "title 'B::C' contains '::'"),
+        ({**GOOD, "historyList": []}, "historyList", "empty history"),
+        ({**GOOD, "itemList": ["E"], "trueSelection": "E"}, "itemList", "needs at least 2 candidates, got 1"),
+        ({**GOOD, "itemList": ["D", "E", "F", "E"]}, "itemList", "duplicate candidate 'E'"),
+        ({**GOOD, "trueSelection": "Z"}, "trueSelection", "target 'Z' is not among the candidates"),
+        ({**GOOD, "user": 2.5}, "user", "expected a string or integer, got float"),
+    ],
+)
 def test_bad_rows_in_full(tmp_path, row, field, message):
     p = write(tmp_path, [GOOD, GOOD, row])
     with pytest.raises(DataError) as e:
@@ -133,8 +145,11 @@ def test_two_candidates_and_a_user_number_are_fine(tmp_path):
 
 
 def test_whole_file_errors_in_full(tmp_path):
-    cases = {"   \n": "the file is empty", "42": "not a JSON array nor JSON Lines of objects",
-             "[1, 2": "not valid JSON (Expecting ',' delimiter: line 1 column 6 (char 5))"}
+    cases = {
+        "   \n": "the file is empty",
+        "42": "not a JSON array nor JSON Lines of objects",
+        "[1, 2": "not valid JSON (Expecting ',' delimiter: line 1 column 6 (char 5))",
+    }
     for text, message in cases.items():
         p = write(tmp_path, text)
         with pytest.raises(DataError) as e:
@@ -143,8 +158,10 @@ def test_whole_file_errors_in_full(tmp_path):
     p = write(tmp_path, json.dumps(GOOD) + "\n\n{oops\n", "e.jsonl")
     with pytest.raises(DataError) as e:
         read_samples(p)
-    assert str(e.value) == (f"file {p}, row line 3: not valid JSON (Expecting property name enclosed in double "
-                            "quotes: line 1 column 2 (char 1))")
+    assert str(e.value) == (
+        f"file {p}, row line 3: not valid JSON (Expecting property name enclosed in double "
+        "quotes: line 1 column 2 (char 1))"
+    )
     with pytest.raises(DataError) as e:
         read_samples(tmp_path)
     assert str(e.value) == f"file {tmp_path}: no such file"
@@ -173,7 +190,7 @@ def test_to_json_writes_the_paper_fields_and_the_user_only_when_known():
 
 def test_split_history_without_known_titles_or_a_cover():
     assert split_history("A::B", set()) == ["A", "B"]
-    assert split_history("A::B::C", {"A::B"}) == ["A", "B", "C"]      # no cover by known titles: the plain split
+    assert split_history("A::B::C", {"A::B"}) == ["A", "B", "C"]  # no cover by known titles: the plain split
     assert split_history("X:::Y", {"X:", "Y", "X"}) == ["X:", "Y"]
     assert split_history("A", {"B"}) == ["A"]
 
@@ -198,8 +215,6 @@ def test_validate_samples_names_where_and_the_index():
     validate_samples([Sample(["A"], ["B", "C"], "B")], "importer")
 
 
-
-
 @pytest.mark.parametrize("where", ["itemList", "historyList"])
 def test_a_joined_history_is_split_by_titles_seen_anywhere_in_the_file(tmp_path, where):
     # ':wumpscut:' is known only from one list field of another row; the joined history splits by it. (A target
@@ -208,4 +223,4 @@ def test_a_joined_history_is_split_by_titles_seen_anywhere_in_the_file(tmp_path,
     other = {**other, where: other[where] + [":wumpscut:"]}
     joined = {"historyList": ":wumpscut:::Boris", "itemList": ["D", "E"], "trueSelection": "D"}
     p = write(tmp_path, [other, joined, {**GOOD, "historyList": ["Boris"]}])
-    assert read_samples(p)[1].history == [":wumpscut:", "Boris"]   # a plain split gives ":wumpscut", ":Boris"
+    assert read_samples(p)[1].history == [":wumpscut:", "Boris"]  # a plain split gives ":wumpscut", ":Boris"

@@ -19,8 +19,10 @@ from sdporec.models.codecs import load_codec
 from sdporec.models.families import build_family, tokenizer_texts
 from sdporec.runs import CONFIG, read_evaluation_metrics
 
-TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
-            "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
+TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def test_cli_refuses_a_gguf_without_the_package_before_writing_anything(text_mod
 def test_chat_prompts_end_with_the_assistant_opening_and_the_answer_follows(text_model):
     d, splits = text_model
     plain, chat = load_codec(str(d / "model"), "off"), load_codec(str(d / "model"))
-    assert not plain.chat and chat.chat                     # auto: on, the tokenizer has a template
+    assert not plain.chat and chat.chat  # auto: on, the tokenizer has a template
     s = splits["valid"][0]
     prompt = build_prompt(s.history, s.candidates, "music")
     text = chat.tokenizer.decode(chat.encode_prompt(prompt))
@@ -80,10 +82,10 @@ def test_a_checkpoint_keeps_its_chat_choice_and_a_differing_flag_warns(text_mode
     codec = load_codec(str(d / "model"), "off")
     save_codec(codec, tmp_path)
     assert json.loads((tmp_path / "sdporec_codec.json").read_text()) == {"kind": "text", "chat": False}
-    assert not load_codec(str(tmp_path)).chat                # auto keeps what training used
+    assert not load_codec(str(tmp_path)).chat  # auto keeps what training used
     assert load_codec(str(tmp_path), "on").chat
     assert "warning:" in (err := capsys.readouterr().err) and "trained with chat_template off" in err
-    (tmp_path / "sdporec_codec.json").write_text('{"kind": "text"}')   # written before chat templates existed
+    (tmp_path / "sdporec_codec.json").write_text('{"kind": "text"}')  # written before chat templates existed
     assert not load_codec(str(tmp_path)).chat
 
 
@@ -100,20 +102,59 @@ def test_chat_on_without_a_template_is_a_config_error(tmp_path, text_model):
 
 def test_sft_dpo_evaluate_keep_the_chat_prompt_and_the_domain_throughout(text_model, tmp_path, capsys):
     d, _ = text_model
-    common = ["--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl"), "--epochs", "1",
-              "--batch-size", "8", "--eval-samples", "4", "--no-progress"]
+    common = [
+        "--train",
+        str(d / "train.jsonl"),
+        "--valid",
+        str(d / "valid.jsonl"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--eval-samples",
+        "4",
+        "--no-progress",
+    ]
     assert main(["sft", "--model", str(d / "model"), "--out", str(tmp_path / "sft"), *common, "--domain", "books"]) == 0
     assert json.loads((tmp_path / "sft" / "model" / "sdporec_codec.json").read_text())["chat"] is True
     assert main(["dpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "dpo"), *common]) == 0
     assert json.loads((tmp_path / "dpo" / "model" / "sdporec_codec.json").read_text())["chat"] is True
-    assert "domain: books" in (tmp_path / "dpo" / CONFIG).read_text()    # dpo took the SFT's domain
-    assert main(["evaluate", "--model", str(tmp_path / "dpo" / "model"), "--data", str(d / "valid.jsonl"),
-                 "--out", str(tmp_path / "ev"), "--no-progress"]) == 0
+    assert "domain: books" in (tmp_path / "dpo" / CONFIG).read_text()  # dpo took the SFT's domain
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "dpo" / "model"),
+                "--data",
+                str(d / "valid.jsonl"),
+                "--out",
+                str(tmp_path / "ev"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert read_evaluation_metrics(tmp_path / "ev")["chat_template"] is True
-    assert "domain: books" in (tmp_path / "ev" / CONFIG).read_text()     # the checkpoint's own domain
+    assert "domain: books" in (tmp_path / "ev" / CONFIG).read_text()  # the checkpoint's own domain
     capsys.readouterr()
-    assert main(["evaluate", "--model", str(tmp_path / "dpo" / "model"), "--data", str(d / "valid.jsonl"),
-                 "--out", str(tmp_path / "ev2"), "--no-progress", "--domain", "music"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "dpo" / "model"),
+                "--data",
+                str(d / "valid.jsonl"),
+                "--out",
+                str(tmp_path / "ev2"),
+                "--no-progress",
+                "--domain",
+                "music",
+            ]
+        )
+        == 0
+    )
     assert "warning:" in (err := capsys.readouterr().err) and "trained on books prompts; using --domain music" in err
     assert "domain: music" in (tmp_path / "ev2" / CONFIG).read_text()
 
@@ -123,11 +164,13 @@ def test_default_learning_rate_follows_stage_and_backbone(text_model, tmp_path):
 
     d, _ = text_model
     train, out = str(d / "train.jsonl"), str(tmp_path / "x")
-    cases = [(SFTConfig(train=train, out=out), ("sft", "builtin")),
-             (SFTConfig(train=train, out=out, model=str(d / "model"), lora=True), ("sft", "lora")),
-             (SFTConfig(train=train, out=out, model=str(d / "model")), ("sft", "full")),
-             (PreferenceConfig(train=train, out=out, model=str(d / "model")), ("preference", "full")),
-             (PreferenceConfig(train=train, out=out, model=str(d / "model"), lora=True), ("preference", "lora"))]
+    cases = [
+        (SFTConfig(train=train, out=out), ("sft", "builtin")),
+        (SFTConfig(train=train, out=out, model=str(d / "model"), lora=True), ("sft", "lora")),
+        (SFTConfig(train=train, out=out, model=str(d / "model")), ("sft", "full")),
+        (PreferenceConfig(train=train, out=out, model=str(d / "model")), ("preference", "full")),
+        (PreferenceConfig(train=train, out=out, model=str(d / "model"), lora=True), ("preference", "lora")),
+    ]
     for cfg, key in cases:
         ready(cfg)
         assert cfg.lr == DEFAULT_LR[key], key

@@ -30,8 +30,11 @@ def test_gradient_checkpointing_gives_the_same_logprobs_and_gradients(tiny_llama
     plain, ckpt = copy.deepcopy(model).train(), copy.deepcopy(model).train()
     enable_gradient_checkpointing(ckpt)
     ids = [codec.title_id(f"Artist {i}") for i in range(6)]
-    batch = collate([[codec.bos_id, *ids[:4]], [codec.bos_id, *ids[2:5]]],
-                    [[[ids[0], codec.eos_id], [ids[5], codec.eos_id]]] * 2, codec.pad_id)
+    batch = collate(
+        [[codec.bos_id, *ids[:4]], [codec.bos_id, *ids[2:5]]],
+        [[[ids[0], codec.eos_id], [ids[5], codec.eos_id]]] * 2,
+        codec.pad_id,
+    )
     monkeypatch.setattr(logprobs, "_warned", False)
     with warnings.catch_warnings():
         # No cache under checkpointing, yet no fall back to the paper's layout: the packed row shares the prompt.
@@ -46,15 +49,45 @@ def test_gradient_checkpointing_gives_the_same_logprobs_and_gradients(tiny_llama
 
 
 def test_bf16_autocast_and_checkpointing_train_on_cpu(files, tmp_path):
-    assert main(["sft", "--out", str(tmp_path / "bf16"), "--mixed-precision", "bf16", "--gradient-checkpointing",
-                 *files, *SIZE, *TINY]) == 0
-    assert main(["dpo", "--out", str(tmp_path / "lora"), "--model", str(tmp_path / "bf16" / "model"), "--lora",
-                 "--gradient-checkpointing", "--mixed-precision", "bf16", *files, *TINY]) == 0
+    assert (
+        main(
+            [
+                "sft",
+                "--out",
+                str(tmp_path / "bf16"),
+                "--mixed-precision",
+                "bf16",
+                "--gradient-checkpointing",
+                *files,
+                *SIZE,
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "dpo",
+                "--out",
+                str(tmp_path / "lora"),
+                "--model",
+                str(tmp_path / "bf16" / "model"),
+                "--lora",
+                "--gradient-checkpointing",
+                "--mixed-precision",
+                "bf16",
+                *files,
+                *TINY,
+            ]
+        )
+        == 0
+    )
     for run in ("bf16", "lora"):
         rows = [json.loads(x) for x in (tmp_path / run / TRAIN_LOG).read_text().splitlines()]
         assert rows and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
     saved = json.loads((tmp_path / "bf16" / "model" / "config.json").read_text())
-    assert saved.get("dtype", saved.get("torch_dtype")) == "float32"   # autocast leaves fp32 weights
+    assert saved.get("dtype", saved.get("torch_dtype")) == "float32"  # autocast leaves fp32 weights
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the errors raised without CUDA")
@@ -63,8 +96,10 @@ def test_what_needs_cuda_says_so(files, tmp_path, capsys):
     assert "'mixed_precision': fp16 needs a CUDA GPU" in capsys.readouterr().err
     assert main(["sft", "--out", str(tmp_path / "b"), "--load-in-4bit", *files, *TINY]) == 2
     assert "add --lora" in capsys.readouterr().err
-    assert main(["sft", "--out", str(tmp_path / "c"), "--load-in-4bit", "--lora", "--model", "some/model",
-                 *files, *TINY]) == 2
+    assert (
+        main(["sft", "--out", str(tmp_path / "c"), "--load-in-4bit", "--lora", "--model", "some/model", *files, *TINY])
+        == 2
+    )
     assert "'load_in_4bit': 4-bit NF4 loading (bitsandbytes) needs a CUDA GPU" in capsys.readouterr().err
 
 
@@ -72,13 +107,29 @@ def test_every_layout_trains_to_the_same_losses(files, tmp_path):
     assert main(["sft", "--out", str(tmp_path / "sft"), *files, *SIZE, *TINY]) == 0
     losses = {}
     for layout in ("packed", "flex", "cache", "paper", "auto"):
-        assert main(["dpo", "--out", str(tmp_path / layout), "--model", str(tmp_path / "sft" / "model"), "--layout",
-                     layout, "--reference-cache", "none", "--log-every", "1", *files, *TINY]) == 0
-        losses[layout] = [
-            json.loads(x)["loss"] for x in (tmp_path / layout / TRAIN_LOG).read_text().splitlines()
-        ]
+        assert (
+            main(
+                [
+                    "dpo",
+                    "--out",
+                    str(tmp_path / layout),
+                    "--model",
+                    str(tmp_path / "sft" / "model"),
+                    "--layout",
+                    layout,
+                    "--reference-cache",
+                    "none",
+                    "--log-every",
+                    "1",
+                    *files,
+                    *TINY,
+                ]
+            )
+            == 0
+        )
+        losses[layout] = [json.loads(x)["loss"] for x in (tmp_path / layout / TRAIN_LOG).read_text().splitlines()]
         used = json.loads((tmp_path / layout / SUMMARY).read_text())["layout"]
-        assert used == ("packed" if layout == "auto" else layout)      # auto on a CPU: the packed layout
+        assert used == ("packed" if layout == "auto" else layout)  # auto on a CPU: the packed layout
     assert len(losses["paper"]) == 4
     for layout in ("packed", "flex", "cache", "auto"):
         assert losses[layout] == pytest.approx(losses["paper"], abs=1e-5), layout
@@ -125,19 +176,19 @@ def test_hidden_dropout_acts_only_in_training_and_leaves_a_plain_checkpoint(tiny
     from sdporec.models.builtin import add_hidden_dropout
     from sdporec.models.loading import load_model
 
-    plain, dropped = copy.deepcopy(tiny_llama[0]), copy.deepcopy(tiny_llama[0])   # the shared fixture untouched
+    plain, dropped = copy.deepcopy(tiny_llama[0]), copy.deepcopy(tiny_llama[0])  # the shared fixture untouched
     handles = add_hidden_dropout(dropped, 0.5)
-    assert len(handles) == 1 + 2 * len(dropped.model.layers)   # embeddings, each attention and MLP output
+    assert len(handles) == 1 + 2 * len(dropped.model.layers)  # embeddings, each attention and MLP output
     ids = torch.tensor([[1, 5, 6, 7, 8]])
     with torch.no_grad():
         reference = plain.eval()(input_ids=ids).logits
-        torch.testing.assert_close(dropped.eval()(input_ids=ids).logits, reference)   # identity in eval
+        torch.testing.assert_close(dropped.eval()(input_ids=ids).logits, reference)  # identity in eval
         assert not torch.allclose(dropped.train()(input_ids=ids).logits, reference)
     for h in handles:
         h.remove()
     assert main(["sft", "--out", str(tmp_path / "d"), "--dropout", "0.3", *files, *SIZE, *TINY]) == 0
     loaded, _ = load_model(str(tmp_path / "d" / "model"))
-    assert not loaded.model.embed_tokens._forward_hooks   # later stages train without it
+    assert not loaded.model.embed_tokens._forward_hooks  # later stages train without it
     assert main(["sft", "--out", str(tmp_path / "e"), "--dropout", "1", *files, *SIZE, *TINY]) == 2
 
 
@@ -145,19 +196,73 @@ def test_negatives_from_the_model_are_harder_and_the_sft_and_history_terms_are_a
     assert main(["sft", "--out", str(tmp_path / "sft"), *files, *SIZE, *TINY, "--epochs", "2"]) == 0
     first = {}
     for source in ("uniform", "popular", "model"):
-        assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / source),
-                     "--negatives-from", source, "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
+        assert (
+            main(
+                [
+                    "sdpo",
+                    "--model",
+                    str(tmp_path / "sft" / "model"),
+                    "--out",
+                    str(tmp_path / source),
+                    "--negatives-from",
+                    source,
+                    "--log-every",
+                    "1",
+                    "--reference-cache",
+                    "none",
+                    *files,
+                    *TINY,
+                ]
+            )
+            == 0
+        )
         first[source] = json.loads((tmp_path / source / TRAIN_LOG).read_text().splitlines()[0])
     # At the first step the policy is the SFT model: the model's own top-K negatives have the highest log-probs.
     assert first["model"]["logp_rejected"] > first["uniform"]["logp_rejected"]
     assert first["model"]["logp_rejected"] > first["popular"]["logp_rejected"]
-    assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "w"), "--sft-weight", "1",
-                 "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
+    assert (
+        main(
+            [
+                "sdpo",
+                "--model",
+                str(tmp_path / "sft" / "model"),
+                "--out",
+                str(tmp_path / "w"),
+                "--sft-weight",
+                "1",
+                "--log-every",
+                "1",
+                "--reference-cache",
+                "none",
+                *files,
+                *TINY,
+            ]
+        )
+        == 0
+    )
     weighted = json.loads((tmp_path / "w" / TRAIN_LOG).read_text().splitlines()[0])
     # The SFT term: the chosen answer's per-token loss; item tokens: 2 per answer (title + EOS).
     assert weighted["loss"] == pytest.approx(first["uniform"]["loss"] - weighted["logp_chosen"] / 2, rel=1e-4)
-    assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "h"),
-                 "--history-weight", "0.5", "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
+    assert (
+        main(
+            [
+                "sdpo",
+                "--model",
+                str(tmp_path / "sft" / "model"),
+                "--out",
+                str(tmp_path / "h"),
+                "--history-weight",
+                "0.5",
+                "--log-every",
+                "1",
+                "--reference-cache",
+                "none",
+                *files,
+                *TINY,
+            ]
+        )
+        == 0
+    )
     history = json.loads((tmp_path / "h" / TRAIN_LOG).read_text().splitlines()[0])
     # The history term: the history's next-item loss per labelled title, weighted; the preference part unchanged.
     assert history["history_loss"] > 0
@@ -169,12 +274,30 @@ def test_title_rewards_leave_the_eos_out(files, tmp_path):
     assert main(["sft", "--out", str(tmp_path / "sft"), *files, *SIZE, *TINY]) == 0
     first = {}
     for tokens in ("answer", "title"):
-        assert main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / tokens),
-                     "--reward-tokens", tokens, "--log-every", "1", "--reference-cache", "none", *files, *TINY]) == 0
+        assert (
+            main(
+                [
+                    "sdpo",
+                    "--model",
+                    str(tmp_path / "sft" / "model"),
+                    "--out",
+                    str(tmp_path / tokens),
+                    "--reward-tokens",
+                    tokens,
+                    "--log-every",
+                    "1",
+                    "--reference-cache",
+                    "none",
+                    *files,
+                    *TINY,
+                ]
+            )
+            == 0
+        )
         first[tokens] = json.loads((tmp_path / tokens / TRAIN_LOG).read_text().splitlines()[0])
     # Same first batch and weights: the title's log-prob alone is the answer's minus its (negative) EOS term.
     assert first["title"]["logp_chosen"] > first["answer"]["logp_chosen"]
-    assert first["title"]["reward_chosen"] == pytest.approx(0.0, abs=1e-5)   # policy = reference at step 1
+    assert first["title"]["reward_chosen"] == pytest.approx(0.0, abs=1e-5)  # policy = reference at step 1
 
 
 def test_history_labels_inside_the_prompt_are_the_later_history_titles(tiny_llama):
@@ -190,13 +313,14 @@ def test_history_labels_inside_the_prompt_are_the_later_history_titles(tiny_llam
         t = codec.title_id
         assert [label for label in labels if label != IGNORE] == [t("Air"), t("Air Supply")]
         assert all(label in (IGNORE, i) for i, label in zip(ids, labels))
-        assert ids.index(t("Air")) + 1 == ids.index(t("Air Supply"))   # titles adjacent: separators have no token
+        assert ids.index(t("Air")) + 1 == ids.index(t("Air Supply"))  # titles adjacent: separators have no token
 
 
 def test_history_loss_inside_the_prompt_trains_and_needs_a_weight(files, tmp_path):
     out = tmp_path / "p"
-    assert main(["sft", "--out", str(out), "--history-weight", "0.5", "--history-in", "prompt", *files, *SIZE,
-                 *TINY]) == 0
+    assert (
+        main(["sft", "--out", str(out), "--history-weight", "0.5", "--history-in", "prompt", *files, *SIZE, *TINY]) == 0
+    )
     rows = [json.loads(x) for x in (out / TRAIN_LOG).read_text().splitlines()]
     assert all(r["loss"] > 0 and r["answer_loss"] > 0 for r in rows)
     assert "history_in: prompt" in (out / CONFIG).read_text()
@@ -209,7 +333,7 @@ def test_validation_chooses_the_history_readout_with_the_checkpoint_and_evaluate
     out = tmp_path / "h"
     assert main(["sft", "--out", str(out), "--history-weight", "1", "--epochs", "2", *files, *SIZE, *TINY[2:]]) == 0
     evals = [json.loads(x) for x in (out / EVAL_LOG).read_text().splitlines()]
-    for row in evals:   # every default weight tried; the row's HR@1 is the best of them, the smaller λ on ties
+    for row in evals:  # every default weight tried; the row's HR@1 is the best of them, the smaller λ on ties
         by = row["hr@1_by_readout"]
         assert list(by) == ["0", "0.25", "0.5", "0.75", "1"]
         assert row["hr@1"] == max(by.values()) and by[f"{row['history_readout']:g}"] == row["hr@1"]
@@ -217,19 +341,50 @@ def test_validation_chooses_the_history_readout_with_the_checkpoint_and_evaluate
     best = [r for r in evals if r["best"]][-1]
     meta = Checkpoint.read(out / "model").meta
     assert meta["history_readout"] == best["history_readout"] and meta["learned_history"] is True
-    data = files[3]   # the validation file: evaluate at the recorded λ matches training's number
-    assert main(["evaluate", "--model", str(out / "model"), "--data", data, "--out", str(tmp_path / "e"),
-                 "--no-progress"]) == 0
+    data = files[3]  # the validation file: evaluate at the recorded λ matches training's number
+    assert (
+        main(["evaluate", "--model", str(out / "model"), "--data", data, "--out", str(tmp_path / "e"), "--no-progress"])
+        == 0
+    )
     assert "recorded in" in capsys.readouterr().err or best["history_readout"] == 0
     recorded = read_evaluation_metrics(tmp_path / "e")
     assert recorded["history_readout"] == best["history_readout"] and recorded["hr@1"] == pytest.approx(best["hr@1"])
-    assert main(["evaluate", "--model", str(out / "model"), "--data", data, "--out", str(tmp_path / "p"),
-                 "--history-readout", "0", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(out / "model"),
+                "--data",
+                data,
+                "--out",
+                str(tmp_path / "p"),
+                "--history-readout",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     prompt = read_evaluation_metrics(tmp_path / "p")
     assert prompt["history_readout"] == 0 and prompt["hr@1"] == pytest.approx(best["hr@1_by_readout"]["0"])
     # DPO from it tries the weights too (its SFT learned the history); an answer-only SFT tries the prompt alone.
-    assert main(["dpo", "--model", str(out / "model"), "--out", str(tmp_path / "d"), "--reference-cache", "none",
-                 *files, *TINY]) == 0
+    assert (
+        main(
+            [
+                "dpo",
+                "--model",
+                str(out / "model"),
+                "--out",
+                str(tmp_path / "d"),
+                "--reference-cache",
+                "none",
+                *files,
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert "hr@1_by_readout" in (tmp_path / "d" / EVAL_LOG).read_text()
     assert Checkpoint.read(tmp_path / "d" / "model").meta["learned_history"] is True
     assert main(["sft", "--out", str(tmp_path / "a"), *files, *SIZE, *TINY]) == 0
@@ -238,8 +393,10 @@ def test_validation_chooses_the_history_readout_with_the_checkpoint_and_evaluate
 
 
 def test_history_readout_weights_are_checked(files, tmp_path, capsys):
-    for bad, said in ((["--history-readouts", "0", "1.5"], "each must be in [0, 1]"),
-                      (["--history-readouts", "0", "0.5", "--valid", ""], "needs validation data")):
+    for bad, said in (
+        (["--history-readouts", "0", "1.5"], "each must be in [0, 1]"),
+        (["--history-readouts", "0", "0.5", "--valid", ""], "needs validation data"),
+    ):
         assert main(["sft", "--out", str(tmp_path / "x"), *files, *bad, *SIZE, *TINY]) == 2
         assert said in capsys.readouterr().err and not (tmp_path / "x").exists()
 
@@ -270,6 +427,6 @@ def test_4bit_loading_without_bitsandbytes_is_a_setting_error(monkeypatch, tmp_p
     from sdporec.models import loading
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setitem(sys.modules, "bitsandbytes", None)   # import raises ImportError
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import raises ImportError
     with pytest.raises(ConfigError, match="setting 'load_in_4bit': bitsandbytes is not installed"):
         loading.load_weights(str(tmp_path), "float32", load_in_4bit=True)

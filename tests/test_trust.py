@@ -32,8 +32,9 @@ def ws(tmp_path_factory):
     os.chdir(root)
     assert main(["prepare", "builtin", "--out", "data", "--users", "40", "--items", "80", "--genres", "4"]) == 0
     assert main([*SFT, "--out", "run", "--epochs", "2"]) == 0
-    assert main(["evaluate", "--model", "run/model", "--data", "data/test.jsonl", "--out", "eval",
-                 "--no-progress"]) == 0
+    assert (
+        main(["evaluate", "--model", "run/model", "--data", "data/test.jsonl", "--out", "eval", "--no-progress"]) == 0
+    )
     yield root
     os.chdir(before)
 
@@ -57,17 +58,29 @@ def snapshot(folder: str) -> dict[str, bytes]:
 
 def test_no_source_file_unpickles():
     """What the library's own code may never do: unpickle (torch.load without weights_only, pickle.load)."""
-    found = [f"{p}:{n}" for p in SRC.rglob("*.py") for n, line in enumerate(p.read_text().splitlines(), 1)
-             if UNPICKLING.search(line)]
+    found = [
+        f"{p}:{n}"
+        for p in SRC.rglob("*.py")
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if UNPICKLING.search(line)
+    ]
     assert not found, found
 
 
 # A crafted file in the newest checkpoint, under each name accelerate's pickled state had and ours has: none
 # runs code; the state files we read refuse what is not theirs, naming the file.
-@pytest.mark.parametrize("name,refused", [
-    ("optimizer.safetensors", True), ("trainable.safetensors", True), ("random_states_0.safetensors", True),
-    ("scheduler.json", True), ("optimizer.bin", False), ("custom_checkpoint_0.pkl", False),
-    ("random_states_0.pkl", False)])
+@pytest.mark.parametrize(
+    "name,refused",
+    [
+        ("optimizer.safetensors", True),
+        ("trainable.safetensors", True),
+        ("random_states_0.safetensors", True),
+        ("scheduler.json", True),
+        ("optimizer.bin", False),
+        ("custom_checkpoint_0.pkl", False),
+        ("random_states_0.pkl", False),
+    ],
+)
 def test_a_crafted_checkpoint_file_runs_no_code(ws, capsys, name, refused):
     run = f"crafted-{name}"
     shutil.copytree("run", run)
@@ -79,7 +92,7 @@ def test_a_crafted_checkpoint_file_runs_no_code(ws, capsys, name, refused):
     if refused:
         assert code == 2
         one_line_error(capsys, str(target), "remove", "--overwrite")
-    else:   # a stray pickle beside our own state is never opened
+    else:  # a stray pickle beside our own state is never opened
         assert code == 0, capsys.readouterr().err
 
 
@@ -109,10 +122,12 @@ def test_a_model_with_its_own_code_is_refused_without_asking(ws, capsys, monkeyp
     marker = Path("marker-remote").resolve()
     Path("remote/modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     config = json.loads(Path("remote/config.json").read_text())
-    config.update(model_type="evil-model", auto_map={"AutoConfig": "modeling_evil.EvilConfig",
-                                                     "AutoModelForCausalLM": "modeling_evil.EvilModel"})
+    config.update(
+        model_type="evil-model",
+        auto_map={"AutoConfig": "modeling_evil.EvilConfig", "AutoModelForCausalLM": "modeling_evil.EvilModel"},
+    )
     Path("remote/config.json").write_text(json.dumps(config))
-    Path("remote/sdporec_checkpoint.json").unlink()   # someone else's model
+    Path("remote/sdporec_checkpoint.json").unlink()  # someone else's model
     monkeypatch.setattr("builtins.input", lambda *a: pytest.fail("sdporec asked on the terminal"))
     assert main(["evaluate", "--model", "remote", "--data", "data/test.jsonl", "--out", "e-remote"]) == 2
     one_line_error(capsys, "remote", "--trust-remote-code")
@@ -121,19 +136,41 @@ def test_a_model_with_its_own_code_is_refused_without_asking(ws, capsys, monkeyp
 
 def _limited(args: list[str], limit: int) -> subprocess.CompletedProcess:
     """`sdporec ARGS` in a child whose files may not grow past `limit` bytes (what a full disk does to a write)."""
+
     def cap():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return subprocess.run([sys.executable, "-m", "sdporec", *args], preexec_fn=cap, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    return subprocess.run(
+        [sys.executable, "-m", "sdporec", *args],
+        preexec_fn=cap,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_a_failed_write_leaves_the_earlier_evaluation_whole(ws):
     before = snapshot("eval")
-    proc = _limited(["evaluate", "--model", "run/model", "--data", "data/test.jsonl", "--out", "eval", "--overwrite",
-                     "--no-progress", "--limit", "30"], limit=2000)
+    proc = _limited(
+        [
+            "evaluate",
+            "--model",
+            "run/model",
+            "--data",
+            "data/test.jsonl",
+            "--out",
+            "eval",
+            "--overwrite",
+            "--no-progress",
+            "--limit",
+            "30",
+        ],
+        limit=2000,
+    )
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1 and "cannot write" in err[0] and "File too large" in err[0], err
-    assert snapshot("eval") == before   # the three files of the earlier run, no temporary left
+    assert snapshot("eval") == before  # the three files of the earlier run, no temporary left
 
 
 def test_a_failed_write_puts_the_earlier_training_run_back(ws):
@@ -147,8 +184,11 @@ def test_a_failed_write_puts_the_earlier_training_run_back(ws):
 
 
 def test_a_second_writer_is_refused_and_a_killed_ones_lock_does_not_block(ws, capsys):
-    proc = subprocess.Popen([sys.executable, "-m", "sdporec", *SFT, "--out", "busy", "--epochs", "200"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sdporec", *SFT, "--out", "busy", "--epochs", "200"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while not Path("busy/config.yaml").exists() and time.time() < deadline and proc.poll() is None:
@@ -163,15 +203,21 @@ def test_a_second_writer_is_refused_and_a_killed_ones_lock_does_not_block(ws, ca
     assert not Path(".busy.lock").exists()
 
 
-@pytest.mark.parametrize("args,setting", [
-    (["compare", "eval", "run", "--out", "eval/predictions.jsonl"], "'out'"),
-    (["report", "run", "--out", "run/report"], "'out'"),
-    (["evaluate", "--model", "run/model", "--data", "data/test.jsonl", "--out", "run/model/eval"], "'out'"),
-    (["export", "--model", "run/model", "--out", "run/model/exported"], "'out'"),
-    (["baseline", "popularity", "--train", "data/train.jsonl", "--eval", "data/test.jsonl", "--out", "data"], "'out'"),
-    (["audit", "data/test.jsonl", "--out", "data/test.jsonl"], "'out'"),
-    (["dpo", "--model", "run/model", "--train", "data/train.jsonl", "--out", "run", "--overwrite"], "'out'"),
-])
+@pytest.mark.parametrize(
+    "args,setting",
+    [
+        (["compare", "eval", "run", "--out", "eval/predictions.jsonl"], "'out'"),
+        (["report", "run", "--out", "run/report"], "'out'"),
+        (["evaluate", "--model", "run/model", "--data", "data/test.jsonl", "--out", "run/model/eval"], "'out'"),
+        (["export", "--model", "run/model", "--out", "run/model/exported"], "'out'"),
+        (
+            ["baseline", "popularity", "--train", "data/train.jsonl", "--eval", "data/test.jsonl", "--out", "data"],
+            "'out'",
+        ),
+        (["audit", "data/test.jsonl", "--out", "data/test.jsonl"], "'out'"),
+        (["dpo", "--model", "run/model", "--train", "data/train.jsonl", "--out", "run", "--overwrite"], "'out'"),
+    ],
+)
 def test_an_output_apart_from_its_inputs(ws, capsys, args, setting):
     before = {d: snapshot(d) for d in ("eval", "run", "data")}
     assert main(args) == 2
@@ -189,7 +235,7 @@ def test_report_leaves_out_a_log_line_cut_short(ws, capsys):
     assert Path("cut-report/report.md").is_file()
 
 
-@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "-1", "1.5", "\"2\""])
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "-1", "1.5", '"2"'])
 def test_compare_refuses_a_rank_that_is_not_a_whole_number_from_0(ws, capsys, value):
     lines = Path("eval/predictions.jsonl").read_text().splitlines()
     row = json.loads(lines[2])
@@ -218,8 +264,9 @@ def test_a_long_setting_is_cut_short_in_its_message(ws, capsys):
 
 def test_a_title_with_a_line_break_is_refused_at_prepare(ws, capsys):
     Path("items.csv").write_text('item,title\n1,"Two\nLines"\n' + "".join(f"{i},T{i}\n" for i in range(2, 40)))
-    Path("log.csv").write_text("user,item,timestamp\n" + "".join(f"u{u},{i},{i}\n" for u in range(9)
-                                                                 for i in range(1, 40)))
+    Path("log.csv").write_text(
+        "user,item,timestamp\n" + "".join(f"u{u},{i},{i}\n" for u in range(9) for i in range(1, 40))
+    )
     assert main(["prepare", "csv", "--interactions", "log.csv", "--items-file", "items.csv", "--out", "p-csv"]) == 2
     one_line_error(capsys, "items.csv", "field 'title'", "line break", "'Two\\nLines'")
     assert not Path("p-csv/items.txt").exists()

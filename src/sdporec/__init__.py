@@ -21,11 +21,21 @@ import importlib
 from sdporec._version import __version__ as __version__
 
 _PUBLIC = {
-    "prepare": "api", "sft": "api", "dpo": "api", "sdpo": "api", "evaluate": "api", "pipeline": "api",
+    "prepare": "api",
+    "sft": "api",
+    "dpo": "api",
+    "sdpo": "api",
+    "evaluate": "api",
+    "pipeline": "api",
     "Recommender": "evaluation.recommend",
-    "PrepareConfig": "commands.prepare", "SFTConfig": "commands.sft", "DPOConfig": "commands.preference",
-    "SDPOConfig": "commands.preference", "EvaluateConfig": "commands.evaluate", "PipelineConfig": "commands.pipeline",
-    "ConfigError": "errors", "DataError": "errors",
+    "PrepareConfig": "commands.prepare",
+    "SFTConfig": "commands.sft",
+    "DPOConfig": "commands.preference",
+    "SDPOConfig": "commands.preference",
+    "EvaluateConfig": "commands.evaluate",
+    "PipelineConfig": "commands.pipeline",
+    "ConfigError": "errors",
+    "DataError": "errors",
 }
 __all__ = sorted(_PUBLIC)
 

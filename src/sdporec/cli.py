@@ -20,7 +20,7 @@ from sdporec.commands.prepare import PrepareConfig, run_prepare
 from sdporec.commands.recommend import RecommendConfig, run_recommend
 from sdporec.commands.report import ReportConfig, run_report
 from sdporec.commands.runner import run_command
-from sdporec.commands.settings import add_arguments, resolve
+from sdporec.commands.settings import add_arguments, from_arguments
 from sdporec.commands.sft import SFTConfig, run_sft
 from sdporec.errors import BusyError, ConfigError, DataError, OutputError
 from sdporec.evaluation.metrics import NonFiniteError
@@ -36,24 +36,35 @@ COMMANDS = {
     "pipeline": (PipelineConfig, run_pipeline, "prepare, SFT, DPO, S-DPO and evaluate, end to end"),
     "baseline": (BaselineConfig, run_baseline, "popularity, item counts, SASRec or GRU4Rec on the same candidates"),
     "recommend": (RecommendConfig, run_recommend, "rank candidates for one history"),
-    "compare": (CompareConfig, run_compare, "metrics of evaluations of the same samples, with paired bootstrap "
-                "intervals of their differences"),
+    "compare": (
+        CompareConfig,
+        run_compare,
+        "metrics of evaluations of the same samples, with paired bootstrap intervals of their differences",
+    ),
     "report": (ReportConfig, run_report, "figures and report.md from run directories"),
-    "init-model": (InitModelConfig, run_init_model, "a model of a supported family from a config, with a "
-                   "tokenizer trained on the data (no download)"),
+    "init-model": (
+        InitModelConfig,
+        run_init_model,
+        "a model of a supported family from a config, with a tokenizer trained on the data (no download)",
+    ),
     "export": (ExportConfig, run_export, "a checkpoint as a plain Hugging Face model (--merge folds LoRA in)"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sdporec", description="Language-model recommenders trained "
-                                     "with SFT, DPO and Softmax-DPO.")
+    parser = argparse.ArgumentParser(
+        prog="sdporec", description="Language-model recommenders trained with SFT, DPO and Softmax-DPO."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (cls, _, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(command, cls)
-        command.add_argument("--debug", action="store_true", default=False,
-                             help="on an error, show Python's traceback instead of one line")
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            default=False,
+            help="on an error, show Python's traceback instead of one line",
+        )
     return parser
 
 
@@ -66,8 +77,10 @@ def _error_line(e: BaseException) -> tuple[str, int]:
     if isinstance(e, KeyboardInterrupt):
         return "interrupted; files already written are complete (a training run continues with --resume)", 130
     if isinstance(e, torch.OutOfMemoryError):
-        return ("out of GPU memory; try a smaller --batch-size with a larger --grad-accum, "
-                "--gradient-checkpointing, --lora or --load-in-4bit"), 3
+        return (
+            "out of GPU memory; try a smaller --batch-size with a larger --grad-accum, "
+            "--gradient-checkpointing, --lora or --load-in-4bit"
+        ), 3
     if isinstance(e, MemoryError):
         return "out of memory; try a smaller --batch-size or --gradient-checkpointing", 3
     if isinstance(e, OSError) and e.filename is not None:
@@ -76,8 +89,10 @@ def _error_line(e: BaseException) -> tuple[str, int]:
     while where is not None and where.tb_next is not None:
         where = where.tb_next
     place = f" at {Path(where.tb_frame.f_code.co_filename).name}:{where.tb_lineno}" if where else ""
-    return (f"internal error{place}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
-            "(rerun with --debug for the traceback, and please report it)"), 1
+    return (
+        f"internal error{place}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''} "
+        "(rerun with --debug for the traceback, and please report it)"
+    ), 1
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -87,11 +102,11 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_transformers()
-    if not args.debug:   # warnings as one line each, without the source line Python adds
+    if not args.debug:  # warnings as one line each, without the source line Python adds
         warnings.formatwarning = _one_line_warning
     cls, run, _ = COMMANDS[args.command]
     try:
-        cfg = resolve(cls, args)
+        cfg = from_arguments(cls, args)
         result = run_command(run, cfg)
     except (Exception, KeyboardInterrupt) as e:
         if args.debug:
@@ -101,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     if args.command in ("evaluate", "prepare", "init-model", "export") and os.environ.get("RANK", "0") == "0":
         import json
+
         print(json.dumps(result, indent=2))
     if "RANK" in os.environ:
         # Under torchrun / accelerate launch: the process group lives for the whole process, so it is torn

@@ -18,8 +18,11 @@ def require_cuda_for_4bit(load_in_4bit: bool) -> None:
     """4-bit NF4 weights come from bitsandbytes, whose kernels run on CUDA only."""
     import torch
 
-    require(not load_in_4bit or torch.cuda.is_available(), "load_in_4bit",
-            "4-bit NF4 loading (bitsandbytes) needs a CUDA GPU; none is available here")
+    require(
+        not load_in_4bit or torch.cuda.is_available(),
+        "load_in_4bit",
+        "4-bit NF4 loading (bitsandbytes) needs a CUDA GPU; none is available here",
+    )
 
 
 def config_text(cfg) -> str:
@@ -50,7 +53,8 @@ def require_device(name: str) -> None:
         return
     require(device.type == "cuda", "device", f"{name!r}: only auto, cpu, cuda and cuda:N are supported")
     require(torch.cuda.is_available(), "device", f"{name}: no CUDA GPU is available here; use cpu or auto")
-    require(device.index is None or device.index < torch.cuda.device_count(), "device",
-            f"{name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-
-
+    require(
+        device.index is None or device.index < torch.cuda.device_count(),
+        "device",
+        f"{name}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+    )

@@ -46,12 +46,12 @@ def brief(value: object, limit: int = 80) -> str:
     user wrote (a YAML setting, a title) may be of any size, and a message must not grow with them."""
     import reprlib
 
-    short = reprlib.Repr()   # keyword arguments only from Python 3.12
+    short = reprlib.Repr()  # keyword arguments only from Python 3.12
     short.maxlevel = 2
     short.maxlist = short.maxdict = short.maxtuple = short.maxset = 4
     short.maxstring = short.maxother = short.maxlong = limit
     text = short.repr(value)
-    return text if len(text) <= 2 * limit else text[:2 * limit] + "..."
+    return text if len(text) <= 2 * limit else text[: 2 * limit] + "..."
 
 
 def require(cond: bool, name: str, problem: str) -> None:

@@ -169,11 +169,19 @@ def read_text(path: str | os.PathLike) -> str:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DataError(path, f"line {line}", None, f"not UTF-8 text (byte 0x{data[e.start]:02x} at column "
-                        f"{column}); save the file as UTF-8") from None
+        raise DataError(
+            path,
+            f"line {line}",
+            None,
+            f"not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); save the file as UTF-8",
+        ) from None
     if "\x00" in text:
-        raise DataError(path, f"line {text.count(chr(10), 0, text.index(chr(0))) + 1}", None,
-                        "holds a NUL character: a binary file, not text")
+        raise DataError(
+            path,
+            f"line {text.count(chr(10), 0, text.index(chr(0))) + 1}",
+            None,
+            "holds a NUL character: a binary file, not text",
+        )
     return text
 
 

@@ -20,17 +20,20 @@ def not_a_file(path: str, name: str) -> Path:
     return out
 
 
-def claim_out_dir(path: str, outputs: tuple[str, ...], overwrite: bool, resume: bool | None = None,
-                  name: str = "out") -> None:
+def claim_out_dir(
+    path: str, outputs: tuple[str, ...], overwrite: bool, resume: bool | None = None, name: str = "out"
+) -> None:
     """Check `path` may receive a command's `outputs` (names inside it) before anything runs: it must not be
     a file, and outputs of an earlier run there are replaced only with `--overwrite` (or continued with
     `--resume`, where the command has it). Checks only: nothing is written or removed here."""
     out = not_a_file(path, name)
     found = [o for o in outputs if (out / o).exists()] if out.is_dir() else []
     if found and not (overwrite or resume):
-        hint = "--resume to continue it, or " if resume is not None else ""   # None: the command cannot resume
-        raise ConfigError(f"setting '{name}': {path} already holds outputs of an earlier run "
-                          f"({', '.join(found[:4])}); add {hint}--overwrite to replace them, or choose another --out")
+        hint = "--resume to continue it, or " if resume is not None else ""  # None: the command cannot resume
+        raise ConfigError(
+            f"setting '{name}': {path} already holds outputs of an earlier run "
+            f"({', '.join(found[:4])}); add {hint}--overwrite to replace them, or choose another --out"
+        )
 
 
 def clear_outputs(path: str, outputs: tuple[str, ...]) -> None:
@@ -84,14 +87,16 @@ def require_apart(out: str, inputs: dict[str, str | list[str]], name: str = "out
     target = Path(out).resolve()
     for setting_name, paths in inputs.items():
         for path in [paths] if isinstance(paths, str) else paths:
-            for one in str(path).split(","):   # compare's seeds of one model, joined by commas
+            for one in str(path).split(","):  # compare's seeds of one model, joined by commas
                 source = Path(one).resolve() if one else None
                 if source is None or not source.exists():
                     continue
                 if target == source or target.is_relative_to(source) or source.is_relative_to(target):
                     how = "is" if target == source else "lies inside" if target.is_relative_to(source) else "holds"
-                    raise ConfigError(f"setting '{name}': {out} {how} the input {one} (setting '{setting_name}'); "
-                                      "an output must be apart from what the command reads: choose another --out")
+                    raise ConfigError(
+                        f"setting '{name}': {out} {how} the input {one} (setting '{setting_name}'); "
+                        "an output must be apart from what the command reads: choose another --out"
+                    )
 
 
 class OutputLock:
@@ -102,7 +107,7 @@ class OutputLock:
 
     def __init__(self, out: str | os.PathLike, setting: str = "out"):
         self.out, self.setting = Path(out), setting
-        where = self.out.resolve()   # `--out .` has no name of its own
+        where = self.out.resolve()  # `--out .` has no name of its own
         self.path = where.parent / f".{where.name}.lock"
         self.fd: int | None = None
 
@@ -117,9 +122,11 @@ class OutputLock:
             except BlockingIOError:
                 holder = self._holder(fd)
                 os.close(fd)
-                raise BusyError(f"setting '{self.setting}': {self.out} is being written by another sdporec process "
-                                f"({holder}); wait for it to end, or choose another --{self.setting}") from None
-            try:   # the holder before us may have removed the file it locked: lock the one at the path
+                raise BusyError(
+                    f"setting '{self.setting}': {self.out} is being written by another sdporec process "
+                    f"({holder}); wait for it to end, or choose another --{self.setting}"
+                ) from None
+            try:  # the holder before us may have removed the file it locked: lock the one at the path
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
                 same = False
@@ -127,8 +134,11 @@ class OutputLock:
                 break
             os.close(fd)
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                     f"{' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300]}".encode())
+        os.write(
+            fd,
+            f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+            f"{' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:300]}".encode(),
+        )
         self.fd = fd
         return self
 
@@ -142,7 +152,7 @@ class OutputLock:
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
             try:
-                os.unlink(self.path)   # while still locked: a process that opened it re-checks the inode
+                os.unlink(self.path)  # while still locked: a process that opened it re-checks the inode
             except OSError:
                 pass
             os.close(self.fd)

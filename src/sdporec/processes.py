@@ -26,7 +26,7 @@ def shard(items: Sequence[T], rank: int, world: int) -> Sequence[T]:
     """The contiguous slice of `items` that process `rank` of `world` scores."""
     per, extra = divmod(len(items), world)
     start = rank * per + min(rank, extra)
-    return items[start:start + per + (rank < extra)]
+    return items[start : start + per + (rank < extra)]
 
 
 def even_shard(items: Sequence[T], rank: int, world: int) -> tuple[list[T], int]:

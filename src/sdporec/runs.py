@@ -34,21 +34,31 @@ COMPARISON = "comparison.json"
 TIMINGS = "timings.json"
 MODEL = "model"
 CHECKPOINTS = "checkpoints"
-TRAINER_STATE = "trainer_state.json"   # inside each checkpoint
-BASE_MODEL = "base_model"             # a LoRA run's own copy of the model it adapts, where it needs one
+TRAINER_STATE = "trainer_state.json"  # inside each checkpoint
+BASE_MODEL = "base_model"  # a LoRA run's own copy of the model it adapts, where it needs one
 TENSORBOARD = "tensorboard"
 PREPARE_SUMMARY = "prepare.json"
 PREPARE_CONFIG = "prepare_config.yaml"
 
 # What each kind of run writes in its directory: an earlier run's are replaced only with --overwrite. A training
 # run keeps its reference cache (its entries are keyed by everything that changes them).
-TRAINING_FILES = (CONFIG, MODEL, CHECKPOINTS, SUMMARY, TRAIN_LOG, EVAL_LOG, BASE_MODEL, TENSORBOARD,
-                  MODEL + ".tmp", MODEL + ".old")
+TRAINING_FILES = (
+    CONFIG,
+    MODEL,
+    CHECKPOINTS,
+    SUMMARY,
+    TRAIN_LOG,
+    EVAL_LOG,
+    BASE_MODEL,
+    TENSORBOARD,
+    MODEL + ".tmp",
+    MODEL + ".old",
+)
 EVALUATION_FILES = (METRICS, PREDICTIONS, CONFIG)
 
 # The schema of each JSON file, written as its "schema" key.
-EVALUATION_SCHEMA = "evaluation/1"     # METRICS of an evaluation: metric -> value, and how it was measured
-PIPELINE_SCHEMA = "pipeline/1"         # METRICS of a pipeline: {"models": {name -> an evaluation's metrics}}
+EVALUATION_SCHEMA = "evaluation/1"  # METRICS of an evaluation: metric -> value, and how it was measured
+PIPELINE_SCHEMA = "pipeline/1"  # METRICS of a pipeline: {"models": {name -> an evaluation's metrics}}
 SUMMARY_SCHEMA = "training-summary/1"  # SUMMARY of a training run
 
 
@@ -63,8 +73,13 @@ def _schema(path: Path, obj: dict, expected: str, legacy: bool) -> dict:
     if found == expected or (found is None and legacy):
         return obj
     what = f"schema {brief(found)}" if found is not None else "no schema"
-    raise DataError(path, None, "schema", f"{what}, where {expected} was expected: not a file this sdporec writes "
-                    "there (written by another version, or another kind of file)")
+    raise DataError(
+        path,
+        None,
+        "schema",
+        f"{what}, where {expected} was expected: not a file this sdporec writes "
+        "there (written by another version, or another kind of file)",
+    )
 
 
 def evaluation_metrics(metrics: dict, extra: dict | None = None) -> dict:
@@ -145,16 +160,21 @@ def read_predictions(path: str | os.PathLike) -> tuple[str, dict[str, dict]]:
     lines: dict[str, int] = {}
     for n, row in read_jsonl(file):
         if not isinstance(row, dict) or "key" not in row or not ("rank" in row or "hit" in row):
-            raise DataError(file, f"line {n}", "key", "not a row of sdporec's predictions.jsonl (key and rank, "
-                            "or key and hit)")
+            raise DataError(
+                file, f"line {n}", "key", "not a row of sdporec's predictions.jsonl (key and rank, or key and hit)"
+            )
         rank = row.get("rank", 0)
         if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
             raise DataError(file, f"line {n}", "rank", f"{brief(rank)} is not a rank (a whole number from 0)")
         field = "sample" if "sample" in row else "key"
         key = str(row[field])
         if key in lines:
-            raise DataError(file, f"line {n}", field, f"sample {key!r} repeats line {lines[key]}: a predictions file "
-                            "holds each sample once")
+            raise DataError(
+                file,
+                f"line {n}",
+                field,
+                f"sample {key!r} repeats line {lines[key]}: a predictions file holds each sample once",
+            )
         rows[key], lines[key] = row, n
     if not rows:
         raise DataError(file, None, None, "holds no predictions")

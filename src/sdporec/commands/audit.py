@@ -21,8 +21,11 @@ LEAK_WARNING = 0.10
 @dataclass
 class AuditConfig:
     file: str = setting("", "samples to audit (the paper's JSON or JSON Lines)", positional=True)
-    train: str = setting("", "training samples: popularity and the leak check use them (default: the file itself, "
-                     "each sample matched against the others)")
+    train: str = setting(
+        "",
+        "training samples: popularity and the leak check use them (default: the file itself, "
+        "each sample matched against the others)",
+    )
     out: str = setting("", "also write the audit as JSON to this file")
 
     def check(self) -> None:
@@ -45,23 +48,32 @@ def run_audit(cfg: AuditConfig) -> dict:
     result = audit(samples, train)
     failed = [name for name, n in result["checks"].items() if n]
     result["passed"] = not failed
-    print(f"{cfg.file}: {result['samples']} samples, {result['users'] or '?'} users, "
-          f"{result['distinct_items']} distinct items")
+    print(
+        f"{cfg.file}: {result['samples']} samples, {result['users'] or '?'} users, "
+        f"{result['distinct_items']} distinct items"
+    )
     if result["shared_titles"]:
-        print(f"{result['shared_titles']} titles name item ids that share another id's title (marked ' [item N]' by "
-              "`prepare`); `sft --item-tokens` gives each the token of the title it shares")
+        print(
+            f"{result['shared_titles']} titles name item ids that share another id's title (marked ' [item N]' by "
+            "`prepare`); `sft --item-tokens` gives each the token of the title it shares"
+        )
     print("history lengths: " + ", ".join(f"{k}: {v}" for k, v in result["history_lengths"].items()))
     for name, n in result["checks"].items():
         print(f"  {'FAIL' if n else 'ok  '} {name.replace('_', ' ')}: {n} samples")
     if result["popularity_hr@1"] is not None:
         print(f"popularity HR@1 (training targets): {result['popularity_hr@1']:.4f}")
-    print(f"leak HR@1 (target of the most similar candidate list in the {result['leak_reference']}): "
-          f"{result['leak_hr@1']:.4f}")
+    print(
+        f"leak HR@1 (target of the most similar candidate list in the {result['leak_reference']}): "
+        f"{result['leak_hr@1']:.4f}"
+    )
     if result["leak_hr@1"] > LEAK_WARNING:
-        print("\n" + "!" * 78 + f"\nWARNING: the candidate lists give the target away (leak HR@1 "
-              f"{result['leak_hr@1']:.3f} > {LEAK_WARNING}).\nNumbers measured on these lists reward learning "
-              "the lists, not the users. Re-draw the\nnegatives per sample (sdporec prepare) before measuring.\n"
-              + "!" * 78)
+        print(
+            "\n" + "!" * 78 + f"\nWARNING: the candidate lists give the target away (leak HR@1 "
+            f"{result['leak_hr@1']:.3f} > {LEAK_WARNING}).\nNumbers measured on these lists reward learning "
+            "the lists, not the users. Re-draw the\nnegatives per sample (sdporec prepare) before measuring.\n"
+            + "!"
+            * 78
+        )
     if cfg.out:
         atomic_write_text(cfg.out, json.dumps(result, indent=2) + "\n")
     if failed:

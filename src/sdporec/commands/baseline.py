@@ -64,13 +64,28 @@ def run_baseline(cfg: BaselineConfig) -> dict:
         from sdporec.evaluation.baseline_models import SequentialConfig, train_sequential
 
         valid = read_samples(cfg.valid, "valid") if cfg.valid else []
-        scfg = SequentialConfig(kind=cfg.name, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
-                                dropout=cfg.dropout, epochs=cfg.epochs, patience=cfg.patience, lr=cfg.lr,
-                                batch_size=cfg.batch_size, seed=cfg.seed, progress=cfg.progress)
+        scfg = SequentialConfig(
+            kind=cfg.name,
+            hidden=cfg.hidden,
+            layers=cfg.layers,
+            heads=cfg.heads,
+            dropout=cfg.dropout,
+            epochs=cfg.epochs,
+            patience=cfg.patience,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            progress=cfg.progress,
+        )
         scorer, info = train_sequential(scfg, train, valid, extra_titles=samples)
     metrics, rows = evaluate_ranking(scorer, samples)
-    extra = {"protocol": "ranking", "model": cfg.name, "data": cfg.eval, "seconds": round(time.time() - started, 1),
-             **info}
+    extra = {
+        "protocol": "ranking",
+        "model": cfg.name,
+        "data": cfg.eval,
+        "seconds": round(time.time() - started, 1),
+        **info,
+    }
     write_results(cfg.out, metrics, rows, extra, config_text(cfg))
     print(json.dumps({**metrics, **extra}, indent=2))
     return {**metrics, **extra}

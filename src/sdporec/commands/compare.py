@@ -15,17 +15,25 @@ from sdporec.outputs import require_apart
 
 @dataclass
 class CompareConfig:
-    predictions: list[str] = setting([], "predictions.jsonl files (or the folders holding them), one per model, "
-                                     "two or more; one model's files on several sets of samples (seeds, in the "
-                                     "same order for every model) joined by commas", positional=True)
+    predictions: list[str] = setting(
+        [],
+        "predictions.jsonl files (or the folders holding them), one per model, "
+        "two or more; one model's files on several sets of samples (seeds, in the "
+        "same order for every model) joined by commas",
+        positional=True,
+    )
     names: list[str] = setting([], "a name per model (default: each first file's folder name)")
     resamples: int = setting(2000, "bootstrap resamples")
     seed: int = setting(0, "seed of the bootstrap draws")
     out: str = setting("", "also write the comparison as JSON to this file")
 
     def check(self) -> None:
-        require(len(self.predictions) >= 2, "predictions", "give at least two models' predictions.jsonl files "
-                "(one model's files on several sets of samples are joined by commas)")
+        require(
+            len(self.predictions) >= 2,
+            "predictions",
+            "give at least two models' predictions.jsonl files "
+            "(one model's files on several sets of samples are joined by commas)",
+        )
         require(not self.names or len(self.names) == len(self.predictions), "names", "one name per model")
         require(len(set(self.names)) == len(self.names), "names", "names must differ")
         require(self.resamples >= 100, "resamples", "must be at least 100")

@@ -33,28 +33,41 @@ class EvaluateConfig:
     model: str = setting("", "checkpoint directory (full model or LoRA adapter) or hub name")
     data: str = setting("", "samples to evaluate: the paper's JSON array or JSON Lines")
     out: str = setting("", "output directory for metrics.json and predictions.jsonl")
-    protocol: str = setting("ranking", "ranking: score every candidate by its answer log-prob; generation: the "
-                        "paper's greedy decoding, valid when exactly one candidate occurs", choices=PROTOCOLS)
-    domain: str | None = setting(None, "prompt templates to use, template 0 (default: the checkpoint's own, else "
-                             "music)", choices=DOMAINS)
+    protocol: str = setting(
+        "ranking",
+        "ranking: score every candidate by its answer log-prob; generation: the "
+        "paper's greedy decoding, valid when exactly one candidate occurs",
+        choices=PROTOCOLS,
+    )
+    domain: str | None = setting(
+        None, "prompt templates to use, template 0 (default: the checkpoint's own, else music)", choices=DOMAINS
+    )
     batch_size: int = setting(16, "samples per batch")
     max_new_tokens: int = setting(20, "generation protocol: most tokens to decode (the paper's evaluation: 20)")
     limit: int = setting(0, "evaluate only the first N samples (0: all)")
     dtype: str = dtype_setting()
     load_in_4bit: bool = load_in_4bit_setting("load the base model in 4-bit NF4 (bitsandbytes, CUDA only)")
-    score: str = setting("sum", "ranking: a candidate's score is the sum of its answer tokens' log-probs (title + "
-                     "EOS) or their mean (per token: no preference for short titles)", choices=SCORES)
+    score: str = setting(
+        "sum",
+        "ranking: a candidate's score is the sum of its answer tokens' log-probs (title + "
+        "EOS) or their mean (per token: no preference for short titles)",
+        choices=SCORES,
+    )
     history_readout: float | None = setting(
-        None, "ranking: weight λ in [0, 1] of the history readout, each candidate's log-prob as the next title "
+        None,
+        "ranking: weight λ in [0, 1] of the history readout, each candidate's log-prob as the next title "
         "after the history alone (no prompt; what `sft --history-weight` trains); score = (1 - λ) x answer log-prob "
         "+ λ x that: 0 the prompt alone (the paper's), 0.5 their product, 1 the history alone (default: the λ "
-        "training chose on validation, recorded in the checkpoint; 0 where none was)")
+        "training chose on validation, recorded in the checkpoint; 0 where none was)",
+    )
     chat_template: str = chat_template_setting()
     trust_remote_code: bool = trust_remote_code_setting()
-    layout: str = layout_setting("ranking: auto takes the layout measured fastest on this device type (CPU: packed; "
-                                 "CUDA: paper); packed scores all candidates in one row with the prompt, under a "
-                                 "block mask; flex the same under a FlexAttention block mask; cache on copies of the "
-                                 "prompt's key/value cache; paper runs prompt + candidate 20 times")
+    layout: str = layout_setting(
+        "ranking: auto takes the layout measured fastest on this device type (CPU: packed; "
+        "CUDA: paper); packed scores all candidates in one row with the prompt, under a "
+        "block mask; flex the same under a FlexAttention block mask; cache on copies of the "
+        "prompt's key/value cache; paper runs prompt + candidate 20 times"
+    )
     device: str = device_setting(" (one process; under torchrun each process takes its own GPU)")
     progress: bool = progress_setting()
     overwrite: bool = setting(False, "replace the results of an earlier evaluation in OUT")
@@ -66,8 +79,11 @@ class EvaluateConfig:
         require(self.limit >= 0, "limit", "must not be negative")
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         require_readout_weight(self.history_readout)
-        require(not self.history_readout or self.protocol == "ranking", "history_readout",
-                "scores candidates, so it needs --protocol ranking")
+        require(
+            not self.history_readout or self.protocol == "ranking",
+            "history_readout",
+            "scores candidates, so it needs --protocol ranking",
+        )
 
     def resolve(self) -> None:
         require_input(self.data, "data")
@@ -79,33 +95,59 @@ class EvaluateConfig:
         require_no_4bit_gguf(self.model, self.load_in_4bit)
 
 
-
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     from sdporec.models.loading import load_for_inference  # local: pulls in transformers
     from sdporec.processes import process_state
 
     samples = read_samples(cfg.data, "eval")
-    samples = samples[:cfg.limit] if cfg.limit else samples
+    samples = samples[: cfg.limit] if cfg.limit else samples
     state = process_state(cfg.device)
-    loaded = load_for_inference(cfg.model, domain=cfg.domain, history_readout=cfg.history_readout,
-                                ranking=cfg.protocol == "ranking", chat_template=cfg.chat_template, dtype=cfg.dtype,
-                                load_in_4bit=cfg.load_in_4bit, samples=samples, samples_from=cfg.data,
-                                device=state.device if state.num_processes > 1 else cfg.device)
+    loaded = load_for_inference(
+        cfg.model,
+        domain=cfg.domain,
+        history_readout=cfg.history_readout,
+        ranking=cfg.protocol == "ranking",
+        chat_template=cfg.chat_template,
+        dtype=cfg.dtype,
+        load_in_4bit=cfg.load_in_4bit,
+        samples=samples,
+        samples_from=cfg.data,
+        device=state.device if state.num_processes > 1 else cfg.device,
+    )
     model, codec, cfg.domain = loaded.model, loaded.codec, loaded.domain
     if cfg.protocol == "ranking":
         cfg.history_readout = loaded.history_readout
     started = time.time()
     metrics, rows = evaluate_sharded(
-        lambda part: evaluate_model(model, codec, part, cfg.protocol, cfg.domain, cfg.batch_size,
-                                    cfg.max_new_tokens, cfg.progress and state.is_main_process, cfg.layout,
-                                    cfg.score, cfg.history_readout),
-        samples, state.process_index, state.num_processes)
+        lambda part: evaluate_model(
+            model,
+            codec,
+            part,
+            cfg.protocol,
+            cfg.domain,
+            cfg.batch_size,
+            cfg.max_new_tokens,
+            cfg.progress and state.is_main_process,
+            cfg.layout,
+            cfg.score,
+            cfg.history_readout,
+        ),
+        samples,
+        state.process_index,
+        state.num_processes,
+    )
     ranking = cfg.protocol == "ranking"
-    extra = {"protocol": cfg.protocol, "score": cfg.score if ranking else None,
-             "layout": running_layout(cfg.layout, model, codec.short_answers) if ranking else None,
-             "history_readout": cfg.history_readout if ranking else None,
-             "chat_template": getattr(codec, "chat", False), "model": cfg.model, "data": cfg.data,
-             "seconds": round(time.time() - started, 1), "processes": state.num_processes}
+    extra = {
+        "protocol": cfg.protocol,
+        "score": cfg.score if ranking else None,
+        "layout": running_layout(cfg.layout, model, codec.short_answers) if ranking else None,
+        "history_readout": cfg.history_readout if ranking else None,
+        "chat_template": getattr(codec, "chat", False),
+        "model": cfg.model,
+        "data": cfg.data,
+        "seconds": round(time.time() - started, 1),
+        "processes": state.num_processes,
+    }
     if state.is_main_process:
         write_results(cfg.out, metrics, rows, extra, config_text(cfg))
     state.wait_for_everyone()

@@ -19,8 +19,11 @@ from sdporec.outputs import require_apart
 
 @dataclass
 class ExportConfig:
-    model: str = setting("", "checkpoint directory to export (full model or LoRA adapter), or a GGUF file (written "
-                     "dequantised, as an ordinary checkpoint)")
+    model: str = setting(
+        "",
+        "checkpoint directory to export (full model or LoRA adapter), or a GGUF file (written "
+        "dequantised, as an ordinary checkpoint)",
+    )
     out: str = setting("", "directory for the exported model")
     merge: bool = setting(False, "fold a LoRA adapter into its base weights and write a full model")
     dtype: str = dtype_setting("dtype of the written weights")
@@ -48,6 +51,7 @@ def run_export(cfg: ExportConfig) -> dict:
     model, codec = load_model(cfg.model, cfg.dtype)
     if adapter:
         model = merge_adapter(model)
-    save_checkpoint(model, codec, cfg.out, {"stage": "export", "exported_from": cfg.model, "merged": adapter,
-                                            "config": asdict(cfg)})
+    save_checkpoint(
+        model, codec, cfg.out, {"stage": "export", "exported_from": cfg.model, "merged": adapter, "config": asdict(cfg)}
+    )
     return {"out": cfg.out, "merged": adapter, "parameters": sum(p.numel() for p in model.parameters())}

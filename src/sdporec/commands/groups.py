@@ -20,8 +20,10 @@ REPORT_TO = ("none", "tensorboard", "wandb")
 
 DEVICE_HELP = "cpu, cuda, cuda:N or auto"
 # auto: what the model was trained with, said of a checkpoint being trained further or of one being read.
-CHAT_HELP = ("text prompts in the tokenizer's chat template: auto (what {checkpoint} was trained with; else on where "
-             "the tokenizer has {one}), on or off")
+CHAT_HELP = (
+    "text prompts in the tokenizer's chat template: auto (what {checkpoint} was trained with; else on where "
+    "the tokenizer has {one}), on or off"
+)
 
 
 # -- device and threads
@@ -47,14 +49,20 @@ def load_in_4bit_setting(help: str):
 
 
 def trust_remote_code_setting():
-    return setting(False, "let a model or tokenizer run its own Python code (a model type transformers does not "
-                   "know, from the hub or a folder): only for models from sources you trust; without it such a "
-                   "model is refused, never asked about")
+    return setting(
+        False,
+        "let a model or tokenizer run its own Python code (a model type transformers does not "
+        "know, from the hub or a folder): only for models from sources you trust; without it such a "
+        "model is refused, never asked about",
+    )
 
 
 def chat_template_setting(training: bool = False):
-    words = {"checkpoint": "a checkpoint", "one": "a template"} if training else \
-        {"checkpoint": "the checkpoint", "one": "one"}
+    words = (
+        {"checkpoint": "a checkpoint", "one": "a template"}
+        if training
+        else {"checkpoint": "the checkpoint", "one": "one"}
+    )
     return setting("auto", CHAT_HELP.format(**words), choices=CHAT_CHOICES)
 
 
@@ -74,5 +82,8 @@ def report_to_setting(help: str):
 def require_backend(report_to: str) -> None:
     """The logging backend asked for is installed."""
     for backend in REPORT_TO[1:]:
-        require(report_to != backend or importlib.util.find_spec(backend) is not None, "report_to",
-                f"{backend} is not installed (pip install {backend})")
+        require(
+            report_to != backend or importlib.util.find_spec(backend) is not None,
+            "report_to",
+            f"{backend} is not installed (pip install {backend})",
+        )

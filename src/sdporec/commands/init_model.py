@@ -41,8 +41,17 @@ class InitModelConfig:
 
 def run_init_model(cfg: InitModelConfig) -> dict:
     samples = read_samples(cfg.train, "train")
-    model, tokenizer = build_family(cfg.family, tokenizer_texts(samples), cfg.hidden, cfg.layers, cfg.heads,
-                                    cfg.seed, cfg.vocab_size, cfg.kv_heads, cfg.intermediate)
+    model, tokenizer = build_family(
+        cfg.family,
+        tokenizer_texts(samples),
+        cfg.hidden,
+        cfg.layers,
+        cfg.heads,
+        cfg.seed,
+        cfg.vocab_size,
+        cfg.kv_heads,
+        cfg.intermediate,
+    )
     n_params = sum(p.numel() for p in model.parameters())
     save_initial_model(model, tokenizer, cfg.out, {"stage": "init", "config": asdict(cfg), "parameters": n_params})
     return {"family": cfg.family, "parameters": n_params, "vocab": len(tokenizer), "out": str(cfg.out)}

@@ -51,28 +51,38 @@ class PipelineConfig:
     domain: str = setting("music", "prompt templates to use", choices=DOMAINS)
     users: int = setting(800, "built-in data: number of users")
     items: int = setting(300, "built-in data: number of items")
-    model: str = setting(BUILTIN, "'builtin' (a small item-token Llama built here), or a pretrained model to fine-tune "
-                         "(a model directory, hub name, .gguf file or smollm2-135m)")
+    model: str = setting(
+        BUILTIN,
+        "'builtin' (a small item-token Llama built here), or a pretrained model to fine-tune "
+        "(a model directory, hub name, .gguf file or smollm2-135m)",
+    )
     trust_remote_code: bool = trust_remote_code_setting()
     lora: bool = setting(False, "pretrained models: train a LoRA adapter instead of all weights (every stage)")
     item_tokens: bool = setting(False, "pretrained models: one added token per item (as `sft --item-tokens`)")
-    item_init: str = setting("mean", "with --item-tokens: how new rows start (as `sft --item-init`)",
-                             choices=ITEM_INIT)
-    item_text: str = setting("title", "with --item-tokens: how prompts show items (as `sft --item-text`)",
-                             choices=ITEM_TEXT)
+    item_init: str = setting("mean", "with --item-tokens: how new rows start (as `sft --item-init`)", choices=ITEM_INIT)
+    item_text: str = setting(
+        "title", "with --item-tokens: how prompts show items (as `sft --item-text`)", choices=ITEM_TEXT
+    )
     hidden: int = setting(128, "built-in backbone: hidden size")
     layers: int = setting(2, "built-in backbone: layers")
     heads: int = setting(4, "built-in backbone: attention heads")
     sft_epochs: int = setting(6, "SFT epochs")
-    sft_lr: float | None = setting(None, "SFT peak learning rate (unset: the stage's default for the backbone, "
-                                   "DEFAULT_LR in training/train_config.py; 1e-3 for the built-in one)")
-    history_weight: float = setting(0.0, "SFT: weight of the history's next-item loss (as `sft --history-weight`; "
-                                "then each stage chooses its history readout's λ on validation and is ranked "
-                                "with it; greedy generation mostly stops naming listed candidates)")
+    sft_lr: float | None = setting(
+        None,
+        "SFT peak learning rate (unset: the stage's default for the backbone, "
+        "DEFAULT_LR in training/train_config.py; 1e-3 for the built-in one)",
+    )
+    history_weight: float = setting(
+        0.0,
+        "SFT: weight of the history's next-item loss (as `sft --history-weight`; "
+        "then each stage chooses its history readout's λ on validation and is ranked "
+        "with it; greedy generation mostly stops naming listed candidates)",
+    )
     dropout: float = setting(0.0, "SFT: built-in backbone dropout (as `sft --dropout`; 0.5 with the history loss)")
     pref_epochs: int = setting(1, "DPO and S-DPO epochs")
-    pref_lr: float | None = setting(None, "DPO and S-DPO peak learning rate (unset: the stage's default, 5e-4 "
-                                    "for the built-in backbone)")
+    pref_lr: float | None = setting(
+        None, "DPO and S-DPO peak learning rate (unset: the stage's default, 5e-4 for the built-in backbone)"
+    )
     pref_eval_every: int = setting(100, "DPO and S-DPO: validate every N optimizer steps (the best is kept)")
     beta: float = setting(1.0, "DPO and S-DPO beta")
     negatives: int = setting(3, "S-DPO negatives K (DPO uses K = 1)")
@@ -94,16 +104,22 @@ class PipelineConfig:
         require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
         builtin = self.model == BUILTIN
         require(not self.dropout or builtin, "dropout", "applies to the built-in backbone only")
-        require(not (self.item_tokens or self.lora) or not builtin, "item_tokens" if self.item_tokens else "lora",
-                "applies to a pretrained model (--model)")
+        require(
+            not (self.item_tokens or self.lora) or not builtin,
+            "item_tokens" if self.item_tokens else "lora",
+            "applies to a pretrained model (--model)",
+        )
         for name, default in (("item_init", "mean"), ("item_text", "title")):
             require(self.item_tokens or getattr(self, name) == default, name, "applies with --item-tokens only")
         for name in ("sft_lr", "pref_lr"):
             require(getattr(self, name) is None or getattr(self, name) > 0, name, "must be positive")
         if not self.data:
             self.prepare_config("-").check()
-        require(self.data or self.negatives <= 19, "negatives", "the built-in data has 20 candidates per sample: "
-                "at most 19 negatives")
+        require(
+            self.data or self.negatives <= 19,
+            "negatives",
+            "the built-in data has 20 candidates per sample: at most 19 negatives",
+        )
 
     def resolve(self) -> None:
         if self.model != BUILTIN:
@@ -120,8 +136,14 @@ class PipelineConfig:
 
     def prepare_config(self, out: str) -> PrepareConfig:
         """The built-in data this pipeline generates (when no --data is given)."""
-        return PrepareConfig(out=out, users=self.users, items=self.items, genres=min(12, self.items // 10),
-                             seed=self.seed, overwrite=self.overwrite)
+        return PrepareConfig(
+            out=out,
+            users=self.users,
+            items=self.items,
+            genres=min(12, self.items // 10),
+            seed=self.seed,
+            overwrite=self.overwrite,
+        )
 
 
 def require_test_titles(data: Path) -> None:
@@ -134,12 +156,16 @@ def require_test_titles(data: Path) -> None:
     found = first_unknown_title(read_samples(path, "test"), lambda t: t in known or item_key(t) in known)
     if found is not None:
         s, fld, unknown = found
-        raise sample_error(path, s, fld, f"title {unknown!r} is in no training or validation sample and not in "
-                           f"{data / 'items.txt'}, so the model gets no token for it; list every title there")
+        raise sample_error(
+            path,
+            s,
+            fld,
+            f"title {unknown!r} is in no training or validation sample and not in "
+            f"{data / 'items.txt'}, so the model gets no token for it; list every title there",
+        )
 
 
-PIPELINE_OUTPUTS = (CONFIG, METRICS, TIMINGS, COMPARISON, "data", "sft", "dpo", "sdpo",
-                    "eval", "report")
+PIPELINE_OUTPUTS = (CONFIG, METRICS, TIMINGS, COMPARISON, "data", "sft", "dpo", "sdpo", "eval", "report")
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
@@ -147,7 +173,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     fails, so OUT holds one whole run. The config is saved last: it never describes stages that are not there."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = Path(cfg.data).resolve() if cfg.data else None   # --data inside OUT stays where it is
+    data = Path(cfg.data).resolve() if cfg.data else None  # --data inside OUT stays where it is
     outputs = tuple(o for o in PIPELINE_OUTPUTS if data is None or not data.is_relative_to((out / o).resolve()))
     replaced = SetAside(out, outputs) if cfg.overwrite else None
     try:
@@ -171,23 +197,71 @@ def _stages(cfg: PipelineConfig, out: Path) -> dict:
         timings["prepare"] = round(time.time() - started, 1)
     files = {name: str(data / f"{name}.jsonl") for name in ("train", "valid", "test")}
     titles = str(data / "items.txt") if (data / "items.txt").is_file() else ""
-    common = dict(train=files["train"], valid=files["valid"], domain=cfg.domain, batch_size=cfg.batch_size,
-                  eval_samples=cfg.eval_samples, device=cfg.device, threads=cfg.threads, seed=cfg.seed,
-                  progress=cfg.progress, report_to=cfg.report_to, overwrite=cfg.overwrite,
-                  trust_remote_code=cfg.trust_remote_code)
+    common = dict(
+        train=files["train"],
+        valid=files["valid"],
+        domain=cfg.domain,
+        batch_size=cfg.batch_size,
+        eval_samples=cfg.eval_samples,
+        device=cfg.device,
+        threads=cfg.threads,
+        seed=cfg.seed,
+        progress=cfg.progress,
+        report_to=cfg.report_to,
+        overwrite=cfg.overwrite,
+        trust_remote_code=cfg.trust_remote_code,
+    )
     backbone = "builtin" if cfg.model == BUILTIN else "lora" if cfg.lora else "full"
     sft_lr = cfg.sft_lr or DEFAULT_LR[("sft", backbone)]
     pref_lr = cfg.pref_lr or DEFAULT_LR[("preference", backbone)]
     # Each stage's config becomes ready as the CLI's would, once the stage before it has written its model.
-    stages = [("sft", lambda: run_sft(ready(SFTConfig(
-        out=str(out / "sft"), model=cfg.model, titles=titles, hidden=cfg.hidden, layers=cfg.layers,
-        heads=cfg.heads, epochs=cfg.sft_epochs, lr=sft_lr, history_weight=cfg.history_weight,
-        dropout=cfg.dropout, lora=cfg.lora, item_tokens=cfg.item_tokens, item_init=cfg.item_init,
-        item_text=cfg.item_text, **common))))]
+    stages = [
+        (
+            "sft",
+            lambda: run_sft(
+                ready(
+                    SFTConfig(
+                        out=str(out / "sft"),
+                        model=cfg.model,
+                        titles=titles,
+                        hidden=cfg.hidden,
+                        layers=cfg.layers,
+                        heads=cfg.heads,
+                        epochs=cfg.sft_epochs,
+                        lr=sft_lr,
+                        history_weight=cfg.history_weight,
+                        dropout=cfg.dropout,
+                        lora=cfg.lora,
+                        item_tokens=cfg.item_tokens,
+                        item_init=cfg.item_init,
+                        item_text=cfg.item_text,
+                        **common,
+                    )
+                )
+            ),
+        )
+    ]
     for name, config, k in (("dpo", DPOConfig, 1), ("sdpo", SDPOConfig, cfg.negatives)):
-        stages.append((name, lambda config=config, k=k, name=name: run_preference(ready(config(
-            out=str(out / name), model=str(out / "sft" / MODEL), negatives=k, beta=cfg.beta,
-            epochs=cfg.pref_epochs, lr=pref_lr, eval_every=cfg.pref_eval_every, lora=cfg.lora, **common)))))
+        stages.append(
+            (
+                name,
+                lambda config=config, k=k, name=name: run_preference(
+                    ready(
+                        config(
+                            out=str(out / name),
+                            model=str(out / "sft" / MODEL),
+                            negatives=k,
+                            beta=cfg.beta,
+                            epochs=cfg.pref_epochs,
+                            lr=pref_lr,
+                            eval_every=cfg.pref_eval_every,
+                            lora=cfg.lora,
+                            **common,
+                        )
+                    )
+                ),
+            )
+        )
     for name, run in stages:
         print(f"\n== {name} ==")
         t0 = time.time()
@@ -201,14 +275,31 @@ def _stages(cfg: PipelineConfig, out: Path) -> dict:
     results["popularity"] = metrics
     for name in ("sft", "dpo", "sdpo"):
         t0 = time.time()
-        loaded = load_for_inference(str(out / name / MODEL), domain=cfg.domain, device=cfg.device,
-                                    ranking=cfg.protocol == "ranking")
+        loaded = load_for_inference(
+            str(out / name / MODEL), domain=cfg.domain, device=cfg.device, ranking=cfg.protocol == "ranking"
+        )
         readout = loaded.history_readout
-        metrics, rows = evaluate_model(loaded.model, loaded.codec, test, cfg.protocol, loaded.domain, cfg.batch_size,
-                                       progress=cfg.progress, history_readout=readout)
+        metrics, rows = evaluate_model(
+            loaded.model,
+            loaded.codec,
+            test,
+            cfg.protocol,
+            loaded.domain,
+            cfg.batch_size,
+            progress=cfg.progress,
+            history_readout=readout,
+        )
         layout = running_layout("auto", loaded.model, loaded.codec.short_answers)
-        write_results(out / "eval" / name, metrics, rows, {"protocol": cfg.protocol, "history_readout": readout,
-                                                           "layout": layout if cfg.protocol == "ranking" else None})
+        write_results(
+            out / "eval" / name,
+            metrics,
+            rows,
+            {
+                "protocol": cfg.protocol,
+                "history_readout": readout,
+                "layout": layout if cfg.protocol == "ranking" else None,
+            },
+        )
         results[name] = metrics
         timings[f"evaluate_{name}"] = round(time.time() - t0, 1)
     timings["total"] = round(time.time() - started, 1)
@@ -218,8 +309,16 @@ def _stages(cfg: PipelineConfig, out: Path) -> dict:
     print(f"\nWall time: {timings['total']:.0f} s. Outputs in {out}/ (metrics.json, eval/, sft/, dpo/, sdpo/)")
     # Whether S-DPO's difference from SFT and DPO is real on these samples, or noise: paired bootstrap intervals.
     print(f"\nS-DPO against SFT and DPO on the same {len(test)} test samples:")
-    run_compare(ready(CompareConfig(predictions=[str(out / "eval" / n) for n in ("sdpo", "sft", "dpo")],
-                                    names=["S-DPO", "SFT", "DPO"], seed=cfg.seed, out=str(out / COMPARISON))))
+    run_compare(
+        ready(
+            CompareConfig(
+                predictions=[str(out / "eval" / n) for n in ("sdpo", "sft", "dpo")],
+                names=["S-DPO", "SFT", "DPO"],
+                seed=cfg.seed,
+                out=str(out / COMPARISON),
+            )
+        )
+    )
     runs, finals = collect([str(out)])
     figures = write_report(runs, finals, out / "report")
     print(f"Report: {out / 'report' / REPORT} with figures {', '.join(figures)}")

@@ -24,24 +24,32 @@ class RecommendConfig:
     history: list[str] = setting([], "titles the user interacted with, oldest first")
     candidates: list[str] = setting([], "titles to rank")
     input: str = setting("", "a JSON file with 'historyList' and 'itemList' (instead of the two flags)")
-    domain: str | None = setting(None, "prompt templates to use, template 0 (default: the checkpoint's own, else "
-                             "music)", choices=DOMAINS)
+    domain: str | None = setting(
+        None, "prompt templates to use, template 0 (default: the checkpoint's own, else music)", choices=DOMAINS
+    )
     top: int = setting(0, "print only the N best (0: all)")
     json: bool = setting(False, "print JSON instead of a table")
-    score: str = setting("sum", "a candidate's score: the sum or the per-token mean of its answer's log-probs",
-                     choices=SCORES)
-    history_readout: float | None = setting(None, "weight λ in [0, 1] of the history readout, as `evaluate "
-                                            "--history-readout`: score = (1 - λ) x answer log-prob + λ x the title's "
-                                            "log-prob after the history alone (default: the λ recorded in the "
-                                            "checkpoint, else 0)")
+    score: str = setting(
+        "sum", "a candidate's score: the sum or the per-token mean of its answer's log-probs", choices=SCORES
+    )
+    history_readout: float | None = setting(
+        None,
+        "weight λ in [0, 1] of the history readout, as `evaluate "
+        "--history-readout`: score = (1 - λ) x answer log-prob + λ x the title's "
+        "log-prob after the history alone (default: the λ recorded in the "
+        "checkpoint, else 0)",
+    )
     chat_template: str = chat_template_setting()
     trust_remote_code: bool = trust_remote_code_setting()
     device: str = device_setting()
 
     def check(self) -> None:
         require(bool(self.model), "model", "required")
-        require(bool(self.input) != bool(self.history or self.candidates), "input",
-                "give either --input or both --history and --candidates")
+        require(
+            bool(self.input) != bool(self.history or self.candidates),
+            "input",
+            "give either --input or both --history and --candidates",
+        )
         require(self.top >= 0, "top", "must not be negative")
         require_readout_weight(self.history_readout)
 
@@ -64,9 +72,18 @@ def read_request(cfg: RecommendConfig) -> Sample:
 
 
 def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
-    request = read_request(cfg)   # checked before the model loads
-    recommender = Recommender.load(cfg.model, cfg.domain, cfg.score, cfg.chat_template, cfg.device,
-                                   cfg.history_readout, [request], cfg.input or "command line", cfg.trust_remote_code)
+    request = read_request(cfg)  # checked before the model loads
+    recommender = Recommender.load(
+        cfg.model,
+        cfg.domain,
+        cfg.score,
+        cfg.chat_template,
+        cfg.device,
+        cfg.history_readout,
+        [request],
+        cfg.input or "command line",
+        cfg.trust_remote_code,
+    )
     ranked = recommender.rank_request(request, cfg.top)
     if cfg.json:
         print(json.dumps([{"title": t, "score": s} for t, s in ranked], ensure_ascii=False, indent=2))

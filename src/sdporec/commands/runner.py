@@ -17,7 +17,9 @@ T = TypeVar("T")
 
 def run_command(command: Callable[[T], dict], cfg: T) -> dict:
     out = getattr(cfg, "out", "")
-    main = os.environ.get("RANK", "0") == "0"   # under torchrun / accelerate launch only the main process writes
-    with OutputLock(out) if out and main else contextlib.nullcontext(), \
-            remote_code(getattr(cfg, "trust_remote_code", False)):
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun / accelerate launch only the main process writes
+    with (
+        OutputLock(out) if out and main else contextlib.nullcontext(),
+        remote_code(getattr(cfg, "trust_remote_code", False)),
+    ):
         return command(cfg)

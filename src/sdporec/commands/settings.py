@@ -1,8 +1,8 @@
 """One typed config per command: the dataclass defines the flags, YAML files fill it, flags override.
 
 A field's metadata carries its help text (`setting(default, "help")`) and, optionally, its choices. Values
-resolve in this order: the dataclass default, then `--config FILE.yaml`, then flags given on the command
-line. `ready(config)` checks its values (each config's `check`, which reads nothing) and names the field at
+come in this order (`from_arguments`): the dataclass default, then `--config FILE.yaml`, then flags given on
+the command line. `ready(config)` checks its values (each config's `check`, which reads nothing) and names the field at
 fault, then resolves what they name (each config's `resolve`). The resolved config is
 written as `config.yaml` next to a run's outputs (`sdporec.config.save_config`).
 """
@@ -65,9 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         meta = f.metadata
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         choices, positional = meta.get("choices"), meta.get("positional")
-        listed = f": {', '.join(choices)}" if choices and positional else ""   # argparse lists an option's own
+        listed = f": {', '.join(choices)}" if choices and positional else ""  # argparse lists an option's own
         help_text = f"{meta.get('help', '')}{listed}"
-        if default not in ("", None, []) and "(default:" not in help_text:   # nothing to show, or said in the help
+        if default not in ("", None, []) and "(default:" not in help_text:  # nothing to show, or said in the help
             help_text += f" (default: {default})"
         # SUPPRESS: an absent flag leaves no attribute, so YAML values are not overwritten by defaults.
         kw: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS}
@@ -79,11 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if tp is bool:
             parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, **kw)
         else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=tp,
-                                nargs="+" if is_list else None, **kw)
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}", dest=f.name, type=tp, nargs="+" if is_list else None, **kw
+            )
 
 
-def resolve(cls: type[T], args: argparse.Namespace) -> T:
+def from_arguments(cls: type[T], args: argparse.Namespace) -> T:
+    """A config of `cls` from parsed arguments: defaults, then the YAML file, then the flags given."""
     values: dict[str, Any] = {}
     names = {f.name for f in dataclasses.fields(cls)}
     if getattr(args, "config", None):
@@ -133,15 +135,19 @@ class _NoAliasLoader(yaml.SafeLoader):
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
-            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted in a config: write the "
-                                              "value out", self.peek_event().start_mark)
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "aliases (*name) are not accepted in a config: write the value out",
+                self.peek_event().start_mark,
+            )
         return super().compose_node(parent, index)
 
 
 def _read_yaml(path: str) -> object:
     text = read_text(path)
     try:
-        return yaml.load(text, Loader=_NoAliasLoader) or {}   # noqa: S506 - a SafeLoader
+        return yaml.load(text, Loader=_NoAliasLoader) or {}  # noqa: S506 - a SafeLoader
     except RecursionError:
         raise DataError(path, None, None, "not valid YAML (nested too deeply)") from None
     except yaml.YAMLError as e:
@@ -156,8 +162,9 @@ def _check_types(cfg) -> None:
         value = getattr(cfg, f.name)
         tp, is_list = _base_type(hints[f.name])
         if value is None:
-            optional = typing.get_origin(hints[f.name]) in (typing.Union, types.UnionType) and \
-                type(None) in typing.get_args(hints[f.name])
+            optional = typing.get_origin(hints[f.name]) in (typing.Union, types.UnionType) and type(
+                None
+            ) in typing.get_args(hints[f.name])
             if not optional:
                 raise ConfigError(f"setting '{f.name}': expected {tp.__name__}, got null")
             continue

@@ -54,9 +54,22 @@ class AnswerBatch:
     prompt_labels: torch.Tensor | None = None
 
     def to(self, device) -> AnswerBatch:
-        return AnswerBatch(*(None if t is None else t.to(device) for t in (
-            self.prompt_ids, self.prompt_mask, self.answer_ids, self.answer_mask, self.reference_logps,
-            self.history_ids, self.history_mask, self.history_labels, self.prompt_labels)))
+        return AnswerBatch(
+            *(
+                None if t is None else t.to(device)
+                for t in (
+                    self.prompt_ids,
+                    self.prompt_mask,
+                    self.answer_ids,
+                    self.answer_mask,
+                    self.reference_logps,
+                    self.history_ids,
+                    self.history_mask,
+                    self.history_labels,
+                    self.prompt_labels,
+                )
+            )
+        )
 
     def with_prompt_labels(self, labels: Sequence[Sequence[int]], ignore: int) -> AnswerBatch:
         """This batch with `prompt_labels`, one list per prompt as long as its ids, left-padded like them."""
@@ -64,20 +77,21 @@ class AnswerBatch:
         p = self.prompt_ids.shape[1]
         for i, row in enumerate(labels):
             assert len(row) == int(self.prompt_mask[i].sum()), "one label per prompt token"
-            self.prompt_labels[i, p - len(row):] = torch.tensor(row, dtype=torch.long)
+            self.prompt_labels[i, p - len(row) :] = torch.tensor(row, dtype=torch.long)
         return self
 
-    def with_histories(self, histories: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
-                       ignore: int) -> AnswerBatch:
+    def with_histories(
+        self, histories: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, ignore: int
+    ) -> AnswerBatch:
         """This batch with `history_*` filled from one (ids, labels) pair per sample (`encode_history`)."""
         h = max(len(ids) for ids, _ in histories)
         self.history_ids = torch.full((len(histories), h), pad_id, dtype=torch.long)
         self.history_mask = torch.zeros((len(histories), h), dtype=torch.long)
         self.history_labels = torch.full((len(histories), h), ignore, dtype=torch.long)
         for i, (ids, labels) in enumerate(histories):
-            self.history_ids[i, :len(ids)] = torch.tensor(ids)
-            self.history_mask[i, :len(ids)] = 1
-            self.history_labels[i, :len(labels)] = torch.tensor(labels)
+            self.history_ids[i, : len(ids)] = torch.tensor(ids)
+            self.history_mask[i, : len(ids)] = 1
+            self.history_labels[i, : len(labels)] = torch.tensor(labels)
         return self
 
     @property
@@ -85,8 +99,7 @@ class AnswerBatch:
         return self.answer_ids.shape[1]
 
 
-def collate(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[Sequence[int]]],
-            pad_id: int) -> AnswerBatch:
+def collate(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[Sequence[int]]], pad_id: int) -> AnswerBatch:
     """prompts: B token lists; answers: B lists of N token lists (the same N for every prompt)."""
     n = len(answers[0])
     if any(len(a) != n for a in answers):
@@ -98,11 +111,11 @@ def collate(prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[Sequenc
     answer_ids = torch.full((b, n, a), pad_id, dtype=torch.long)
     answer_mask = torch.zeros((b, n, a), dtype=torch.long)
     for i, x in enumerate(prompts):
-        prompt_ids[i, p - len(x):] = torch.tensor(x)
-        prompt_mask[i, p - len(x):] = 1
+        prompt_ids[i, p - len(x) :] = torch.tensor(x)
+        prompt_mask[i, p - len(x) :] = 1
         for j, y in enumerate(answers[i]):
-            answer_ids[i, j, :len(y)] = torch.tensor(y)
-            answer_mask[i, j, :len(y)] = 1
+            answer_ids[i, j, : len(y)] = torch.tensor(y)
+            answer_mask[i, j, : len(y)] = 1
     return AnswerBatch(prompt_ids, prompt_mask, answer_ids, answer_mask)
 
 

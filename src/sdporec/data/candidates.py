@@ -29,8 +29,7 @@ def catalogue(samples: Sequence[Sample]) -> list[str]:
     return sorted(titles)
 
 
-def draw_candidates(history: Sequence[str], target: str, items: Sequence[str], n: int,
-                    rng: random.Random) -> list[str]:
+def draw_candidates(history: Sequence[str], target: str, items: Sequence[str], n: int, rng: random.Random) -> list[str]:
     """Target plus n-1 titles drawn uniformly from `items` (distinct titles, as `catalogue` gives) outside the
     history, in shuffled order."""
     excluded = set(history) | {target}
@@ -51,8 +50,9 @@ def draw_candidates(history: Sequence[str], target: str, items: Sequence[str], n
     return out
 
 
-def paper_seeded_candidates(history: Sequence[str], target: str, target_id: int, items: Sequence[str],
-                            n: int) -> list[str]:
+def paper_seeded_candidates(
+    history: Sequence[str], target: str, target_id: int, items: Sequence[str], n: int
+) -> list[str]:
     """LEAKY: the paper's seeding scheme, negatives seeded by the target's item id. Comparisons only."""
     rng = random.Random(target_id)
     excluded = set(history) | {target}
@@ -114,17 +114,26 @@ def require_redrawable(path: str, train: Sequence[Sample]) -> None:
     for s in train:
         pool = len(items - set(s.history) - {s.target})
         if pool < len(s.candidates) - 1:
-            raise sample_error(path, s, "itemList", f"{len(s.candidates)} candidates, but only {pool} titles of the "
-                               "training file lie outside this history to re-draw them from; add --keep-candidates "
-                               "to train on the file's lists as they are")
+            raise sample_error(
+                path,
+                s,
+                "itemList",
+                f"{len(s.candidates)} candidates, but only {pool} titles of the "
+                "training file lie outside this history to re-draw them from; add --keep-candidates "
+                "to train on the file's lists as they are",
+            )
 
 
 def require_negatives(path: str | Path, samples: Sequence[Sample], k: int) -> None:
     """Every sample (read from `path`) needs at least K non-target candidates to draw K negatives from."""
     for s in samples:
         if len(s.candidates) - 1 < k:
-            raise sample_error(path, s, "itemList", f"{len(s.candidates) - 1} non-target candidates, fewer than the "
-                               f"{k} negatives asked for (--negatives)")
+            raise sample_error(
+                path,
+                s,
+                "itemList",
+                f"{len(s.candidates) - 1} non-target candidates, fewer than the {k} negatives asked for (--negatives)",
+            )
 
 
 def validation_subset(valid: Sequence[Sample], n: int) -> list[Sample]:

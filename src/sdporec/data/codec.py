@@ -23,8 +23,10 @@ SPECIALS = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
 
 class UnknownTitle(KeyError):
     def __str__(self) -> str:
-        return (f"title {self.args[0]!r} has no token in the built-in backbone's vocabulary; the vocabulary "
-                "is built from the data files given to `sft` (train and valid)")
+        return (
+            f"title {self.args[0]!r} has no token in the built-in backbone's vocabulary; the vocabulary "
+            "is built from the data files given to `sft` (train and valid)"
+        )
 
 
 class ReservedTitle(ValueError):
@@ -77,7 +79,7 @@ class ItemCodec(_Codec):
     def encode_prompt_history(self, prompt: Prompt, ignore: int) -> tuple[list[int], list[int]]:
         """The prompt's ids (`encode_prompt`) and labels: the token of every history title after the first
         where it stands, `ignore` elsewhere (the history's next-item loss inside the prompt)."""
-        labelled = {j + 1 for j in prompt.history[1:]}      # _piece_ids puts BOS first
+        labelled = {j + 1 for j in prompt.history[1:]}  # _piece_ids puts BOS first
         ids, labels = [], []
         for j, piece in enumerate(self._piece_ids(prompt)):
             ids += piece
@@ -113,7 +115,7 @@ class ItemCodec(_Codec):
         for i in ids:
             if i == self.eos_id:
                 break
-            if i not in self._special_ids and int(i) in self._id_to_text:   # ids past the vocabulary: nothing
+            if i not in self._special_ids and int(i) in self._id_to_text:  # ids past the vocabulary: nothing
                 out.append(self._id_to_text[int(i)])
         return " ".join(out)
 
@@ -124,6 +126,7 @@ class TextCodec(_Codec):
     without it, the prompt is plain text and the answer is " " + title, then EOS. Every stage encodes
     through this one object, so SFT, the reference pass, ranking, generation and `recommend` see the same
     prompt."""
+
     kind = "text"
 
     def __init__(self, tokenizer, chat: bool = False):
@@ -146,14 +149,15 @@ class TextCodec(_Codec):
         first, with the separator before it (as `encode_history`), `ignore` elsewhere. The prompt is tokenized
         whole, as everywhere else, and the titles found through the tokenizer's character offsets."""
         if not self.tokenizer.is_fast:
-            raise ValueError("a history loss inside the prompt needs a fast tokenizer (character offsets); "
-                             "use --history-in sequence")
+            raise ValueError(
+                "a history loss inside the prompt needs a fast tokenizer (character offsets); use --history-in sequence"
+            )
         text, specials = self._prompt_string(prompt)
         start = text.find(prompt.text)
         if start < 0:
             raise ValueError("the chat template changed the prompt's text; use --history-in sequence")
         ends = [start + n for n in itertools.accumulate(len(t) for _, t in prompt.pieces)]
-        spans = [(ends[j - 2], ends[j]) for j in prompt.history[1:]]    # the separator before title j, and j
+        spans = [(ends[j - 2], ends[j]) for j in prompt.history[1:]]  # the separator before title j, and j
         enc = self.tokenizer(text, add_special_tokens=specials, return_offsets_mapping=True)
         ids = list(enc["input_ids"])
         inside = [b > a and any(lo <= a and b <= hi for lo, hi in spans) for a, b in enc["offset_mapping"]]
@@ -168,8 +172,9 @@ class TextCodec(_Codec):
         text = self.prompt_text(prompt)
         if not self.chat:
             return text, True
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                                  add_generation_prompt=True, tokenize=False), False
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+        ), False
 
     def encode_history(self, titles: Sequence[str], ignore: int) -> tuple[list[int], list[int]]:
         """The titles as plain text joined by ", " (BOS first where the tokenizer has one); labels: the
@@ -195,7 +200,7 @@ class TextCodec(_Codec):
     def decode(self, ids: Sequence[int]) -> str:
         ids = list(ids)
         if self.eos_id in ids:
-            ids = ids[:ids.index(self.eos_id)]
+            ids = ids[: ids.index(self.eos_id)]
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
@@ -207,13 +212,19 @@ def build_item_codec(titles: Sequence[str]) -> ItemCodec:
     tokens = list(SPECIALS.values()) + [_word_token(w) for w in template_words()] + sorted(set(titles))
     if len(set(tokens)) != len(tokens):
         clash = sorted(t for t in set(titles) if t in SPECIALS.values() or t.startswith("<|w:"))
-        raise ReservedTitle(f"titles clash with the built-in backbone's reserved token names: {clash[:5]}; "
-                            "rename them in the data")
+        raise ReservedTitle(
+            f"titles clash with the built-in backbone's reserved token names: {clash[:5]}; rename them in the data"
+        )
     # PreTrainedTokenizerFast sets the model's unknown token from its own unk_token (the saved file has it).
     tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=SPECIALS["pad"], bos_token=SPECIALS["bos"],
-                                 eos_token=SPECIALS["eos"], unk_token=SPECIALS["unk"])
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=SPECIALS["pad"],
+        bos_token=SPECIALS["bos"],
+        eos_token=SPECIALS["eos"],
+        unk_token=SPECIALS["unk"],
+    )
     return ItemCodec(hf)
 
 
@@ -234,10 +245,15 @@ def require_known_titles(codec, model: str, samples: Sequence[Sample], path: str
     found = first_unknown_title(samples, codec.knows) if hasattr(codec, "knows") else None
     if found is not None:
         s, fld, unknown = found
-        raise sample_error(path, s, fld, f"title {unknown!r} has no token in the vocabulary of {model} (a "
-                           f"{'built-in backbone' if codec.kind == 'items' else 'model with item tokens'} "
-                           "knows the titles of the files its `sft` read, and those of --titles FILE: "
-                           "retrain with every title listed there)")
+        raise sample_error(
+            path,
+            s,
+            fld,
+            f"title {unknown!r} has no token in the vocabulary of {model} (a "
+            f"{'built-in backbone' if codec.kind == 'items' else 'model with item tokens'} "
+            "knows the titles of the files its `sft` read, and those of --titles FILE: "
+            "retrain with every title listed there)",
+        )
 
 
-CHAT_CHOICES = ("auto", "on", "off")   # how `models.codecs.load_codec` picks chat prompts
+CHAT_CHOICES = ("auto", "on", "off")  # how `models.codecs.load_codec` picks chat prompts

@@ -35,13 +35,16 @@ def item_key(title: str) -> str:
 
 class UnknownItem(UnknownTitle):
     def __str__(self) -> str:
-        return (f"title {self.args[0]!r} has no item token in this checkpoint; its item vocabulary is built from "
-                "the data files given to `sft --item-tokens` (train and valid, and --titles)")
+        return (
+            f"title {self.args[0]!r} has no item token in this checkpoint; its item vocabulary is built from "
+            "the data files given to `sft --item-tokens` (train and valid, and --titles)"
+        )
 
 
 class HybridCodec(TextCodec):
     """`TextCodec` with item tokens: `titles[n]` is the item named by token `item_token(n)`; a title the
     importers marked as shared (`SHARED_TITLE`) uses the token of the title it shares."""
+
     kind = "hybrid"
     short_answers = True
 
@@ -60,6 +63,7 @@ class HybridCodec(TextCodec):
 
     def record(self) -> dict:
         return {"kind": self.kind, "chat": self.chat, "item_text": self.item_text, "items": self.titles}
+
     @property
     def token_ids(self) -> list[int]:
         """The item tokens' ids, in catalogue order (the embedding rows training adds and trains)."""
@@ -77,7 +81,7 @@ class HybridCodec(TextCodec):
     def _piece_text(self, kind: str, text: str) -> str:
         if kind != "title":
             return text
-        self.title_id(text)   # an unknown title is an error here, not text the tokenizer splits
+        self.title_id(text)  # an unknown title is an error here, not text the tokenizer splits
         token = self._token_of[item_key(text)]
         return token if self.item_text == "token" else f"{text} {token}"
 
@@ -136,8 +140,9 @@ class HybridCodec(TextCodec):
 def check_titles(titles: Sequence[str]) -> None:
     clash = sorted(t for t in titles if ITEM_MARK in t)
     if clash:
-        raise ReservedTitle(f"titles contain {ITEM_MARK!r}, which names item tokens: {clash[:5]}; rename them in the "
-                            "data")
+        raise ReservedTitle(
+            f"titles contain {ITEM_MARK!r}, which names item tokens: {clash[:5]}; rename them in the data"
+        )
 
 
 def add_item_tokens(tokenizer, titles: Sequence[str]) -> list[str]:
@@ -148,8 +153,9 @@ def add_item_tokens(tokenizer, titles: Sequence[str]) -> list[str]:
 
     items = sorted({item_key(t) for t in titles})
     check_titles(items)
-    tokens = [AddedToken(item_token(n), special=False, normalized=False, lstrip=True, rstrip=False)
-              for n in range(len(items))]
+    tokens = [
+        AddedToken(item_token(n), special=False, normalized=False, lstrip=True, rstrip=False) for n in range(len(items))
+    ]
     if any(tokenizer.convert_tokens_to_ids(t.content) not in (None, tokenizer.unk_token_id) for t in tokens):
         raise ReservedTitle("the tokenizer already has item tokens; start from a model without them")
     tokenizer.add_tokens(tokens)

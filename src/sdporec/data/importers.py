@@ -25,15 +25,17 @@ from sdporec.files import read_text
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 # SHA-256 of the two files we read, as GroupLens distributes them (checked after a download).
-ML100K_SHA256 = {"u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
-                 "u.item": "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701"}
+ML100K_SHA256 = {
+    "u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
+    "u.item": "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701",
+}
 
 
 @dataclass
 class Interactions:
-    sequences: dict[str, list[str]]                 # user -> titles, oldest first
-    item_ids: dict[str, int]                        # title -> integer item id
-    renamed: dict[str, str] = field(default_factory=dict)   # distinct title -> the title as the file has it
+    sequences: dict[str, list[str]]  # user -> titles, oldest first
+    item_ids: dict[str, int]  # title -> integer item id
+    renamed: dict[str, str] = field(default_factory=dict)  # distinct title -> the title as the file has it
 
 
 def _sha256(path: Path) -> str:
@@ -48,11 +50,16 @@ def download_movielens_100k(dest: str | Path, url: str = ML100K_URL) -> Path:
         try:
             with urllib.request.urlopen(url, timeout=60) as resp, open(archive, "wb") as f:
                 shutil.copyfileobj(resp, f)
-        except (OSError, ValueError) as e:   # URLError and HTTPError are OSErrors
-            raise DataError(url, None, None, f"cannot download it ({getattr(e, 'reason', None) or e}); put u.data "
-                            "and u.item in --raw yourself, or give --url a reachable copy") from None
+        except (OSError, ValueError) as e:  # URLError and HTTPError are OSErrors
+            raise DataError(
+                url,
+                None,
+                None,
+                f"cannot download it ({getattr(e, 'reason', None) or e}); put u.data "
+                "and u.item in --raw yourself, or give --url a reachable copy",
+            ) from None
         _extract_checked(archive, url, Path(tmp))
-        dest.mkdir(parents=True, exist_ok=True)   # only once both files are read and checked
+        dest.mkdir(parents=True, exist_ok=True)  # only once both files are read and checked
         for name in ML100K_SHA256:
             shutil.move(str(Path(tmp) / name), dest / name)
     return dest
@@ -69,12 +76,21 @@ def _extract_checked(archive: Path, url: str, folder: Path) -> None:
                 (folder / name).write_bytes(z.read(member))
                 digest = _sha256(folder / name)
                 if digest != ML100K_SHA256[name]:
-                    raise DataError(url, None, None, f"{name} has SHA-256 {digest}, expected {ML100K_SHA256[name]} "
-                                    "(GroupLens's file): the archive is damaged or not GroupLens's")
+                    raise DataError(
+                        url,
+                        None,
+                        None,
+                        f"{name} has SHA-256 {digest}, expected {ML100K_SHA256[name]} "
+                        "(GroupLens's file): the archive is damaged or not GroupLens's",
+                    )
     except (zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, OSError) as e:
         # BadZipFile: no archive or a bad CRC; zlib.error: a damaged deflate stream; EOFError: truncated.
-        raise DataError(url, None, None, f"is not a readable zip archive ({type(e).__name__}: {e}); a damaged or "
-                        "incomplete download?") from None
+        raise DataError(
+            url,
+            None,
+            None,
+            f"is not a readable zip archive ({type(e).__name__}: {e}); a damaged or incomplete download?",
+        ) from None
 
 
 def read_movielens_100k(raw: str | Path) -> Interactions:
@@ -82,8 +98,9 @@ def read_movielens_100k(raw: str | Path) -> Interactions:
     raw = Path(raw)
     for name in ML100K_SHA256:
         if not (raw / name).is_file():
-            raise DataError(raw / name, None, None, "no such file (give --raw the folder with u.data and u.item, "
-                            "or --download)")
+            raise DataError(
+                raw / name, None, None, "no such file (give --raw the folder with u.data and u.item, or --download)"
+            )
     titles: dict[int, str] = {}
     with open(raw / "u.item", encoding="latin-1") as f:
         for n, line in enumerate(f, start=1):
@@ -107,8 +124,9 @@ def read_movielens_100k(raw: str | Path) -> Interactions:
     return Interactions(sequences, {names[i]: i for i in titles}, renamed)
 
 
-def distinct_titles(titles: dict[int, str],
-                    spelled: dict[int, str] | None = None) -> tuple[dict[int, str], dict[str, str]]:
+def distinct_titles(
+    titles: dict[int, str], spelled: dict[int, str] | None = None
+) -> tuple[dict[int, str], dict[str, str]]:
     """Titles shared by several item ids get ' [item N]' appended for every id after the first (N: the id as
     the file spells it, `spelled`, else the integer id)."""
     counts = Counter(titles.values())
@@ -156,10 +174,17 @@ def _table(path: Path, delimiter: str) -> tuple[list[str], list[tuple[int, dict[
     return header, [(reader.line_num, row) for row in reader]
 
 
-def read_interaction_log(interactions: str | Path, items: str | Path, user_col: str = "user",
-                         item_col: str = "item", time_col: str = "timestamp", rating_col: str = "",
-                         min_rating: float | None = None, title_col: str = "title",
-                         delimiter: str = "") -> Interactions:
+def read_interaction_log(
+    interactions: str | Path,
+    items: str | Path,
+    user_col: str = "user",
+    item_col: str = "item",
+    time_col: str = "timestamp",
+    rating_col: str = "",
+    min_rating: float | None = None,
+    title_col: str = "title",
+    delimiter: str = "",
+) -> Interactions:
     """An interactions CSV/TSV (user, item, timestamp, optional rating) and an items CSV (item, title)."""
     ipath, tpath = Path(interactions), Path(items)
     header, rows = _table(tpath, delimiter)
@@ -175,9 +200,14 @@ def read_interaction_log(interactions: str | Path, items: str | Path, user_col: 
             raise DataError(tpath, f"line {n}", title_col, "empty title")
         if SEP in title:
             raise DataError(tpath, f"line {n}", title_col, f"title {brief(title)} contains '::'")
-        if "\n" in title or "\r" in title:   # quoted CSV allows them; items.txt holds one title per line
-            raise DataError(tpath, f"line {n}", title_col, f"title {brief(title)} holds a line break, which the "
-                            "catalogue file items.txt (one title per line) cannot hold; put the title on one line")
+        if "\n" in title or "\r" in title:  # quoted CSV allows them; items.txt holds one title per line
+            raise DataError(
+                tpath,
+                f"line {n}",
+                title_col,
+                f"title {brief(title)} holds a line break, which the "
+                "catalogue file items.txt (one title per line) cannot hold; put the title on one line",
+            )
         if item in titles:
             raise DataError(tpath, f"line {n}", item_col, f"item {item!r} is listed twice")
         titles[item] = title
@@ -199,8 +229,7 @@ def read_interaction_log(interactions: str | Path, items: str | Path, user_col: 
         events[user].append((when, item))
     ids = integer_ids(list(titles))
     names, renamed = distinct_titles({ids[i]: titles[i] for i in titles}, {ids[i]: i for i in titles})
-    sequences = {u: [names[ids[i]] for _, i in sorted(ev, key=lambda e: (e[0], ids[e[1]]))]
-                 for u, ev in events.items()}
+    sequences = {u: [names[ids[i]] for _, i in sorted(ev, key=lambda e: (e[0], ids[e[1]]))] for u, ev in events.items()}
     return Interactions(sequences, {names[ids[i]]: ids[i] for i in titles}, renamed)
 
 

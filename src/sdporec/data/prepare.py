@@ -27,19 +27,29 @@ def builtin_splits(users: int, items: int, genres: int, seed: int = 0) -> dict[s
     return make_splits(builtin_interactions(users, items, genres, seed), seed)
 
 
-def make_splits(inter: Interactions, seed: int = 0, candidates: int = 20, min_history: int = 3, max_history: int = 10,
-                kcore: int = 0, split: str = "users", paper_seeding: bool = False) -> dict[str, list[Sample]]:
+def make_splits(
+    inter: Interactions,
+    seed: int = 0,
+    candidates: int = 20,
+    min_history: int = 3,
+    max_history: int = 10,
+    kcore: int = 0,
+    split: str = "users",
+    paper_seeding: bool = False,
+) -> dict[str, list[Sample]]:
     """Train / valid / test samples of `inter` (the defaults are `sdporec prepare`'s)."""
     seqs = k_core(inter.sequences, kcore) if kcore else inter.sequences
     items = sorted(inter.item_ids, key=inter.item_ids.get)
     ids = inter.item_ids if paper_seeding else None
-    kw = dict(items=items, seed=seed, n_candidates=candidates, min_history=min_history,
-              max_history=max_history, item_ids=ids)
+    kw = dict(
+        items=items, seed=seed, n_candidates=candidates, min_history=min_history, max_history=max_history, item_ids=ids
+    )
     if split == "users":
         parts = split_users(list(seqs), seed)
         return {name: sequences_to_samples(seqs, users, split=name, **kw) for name, users in parts.items()}
     users = sorted(seqs)
-    return {"train": sequences_to_samples({u: s[:-2] for u, s in seqs.items()}, users, split="train", **kw),
-            "valid": sequences_to_samples({u: s[:-1] for u, s in seqs.items()}, users, split="valid",
-                                          only_last=True, **kw),
-            "test": sequences_to_samples(seqs, users, split="test", only_last=True, **kw)}
+    return {
+        "train": sequences_to_samples({u: s[:-2] for u, s in seqs.items()}, users, split="train", **kw),
+        "valid": sequences_to_samples({u: s[:-1] for u, s in seqs.items()}, users, split="valid", only_last=True, **kw),
+        "test": sequences_to_samples(seqs, users, split="test", only_last=True, **kw),
+    }

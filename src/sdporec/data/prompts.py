@@ -56,15 +56,14 @@ LIST_SEP = ", "
 @dataclass(frozen=True)
 class Prompt:
     pieces: tuple[tuple[str, str], ...]  # (kind, text) with kind in {"text", "title", "sep"}
-    history: tuple[int, ...] = ()        # indices into `pieces` of the history's titles, in order
+    history: tuple[int, ...] = ()  # indices into `pieces` of the history's titles, in order
 
     @property
     def text(self) -> str:
         return "".join(t for _, t in self.pieces)
 
 
-def build_prompt(history: Sequence[str], candidates: Sequence[str], domain: str = "music",
-                 template: int = 0) -> Prompt:
+def build_prompt(history: Sequence[str], candidates: Sequence[str], domain: str = "music", template: int = 0) -> Prompt:
     if domain not in TEMPLATES:
         raise ValueError(f"unknown domain {domain!r}; choose one of {', '.join(DOMAINS)}")
     lists = {"{history}": history, "{candidates}": candidates}

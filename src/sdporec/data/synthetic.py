@@ -19,13 +19,30 @@ from sdporec.data.samples import Sample
 _ONSETS = ["b", "br", "c", "d", "dr", "f", "g", "k", "l", "m", "n", "p", "r", "s", "st", "t", "v", "z"]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ei", "ou"]
 _CODAS = ["", "", "n", "r", "s", "l", "x", "th"]
-_NOUNS = ["Wolves", "Lanterns", "Echoes", "Rivers", "Machines", "Saints", "Owls", "Tides", "Ghosts",
-          "Comets", "Harbors", "Orchids", "Engines", "Foxes", "Mirrors", "Satellites"]
+_NOUNS = [
+    "Wolves",
+    "Lanterns",
+    "Echoes",
+    "Rivers",
+    "Machines",
+    "Saints",
+    "Owls",
+    "Tides",
+    "Ghosts",
+    "Comets",
+    "Harbors",
+    "Orchids",
+    "Engines",
+    "Foxes",
+    "Mirrors",
+    "Satellites",
+]
 
 
 def _word(rng: random.Random, syllables: int) -> str:
-    return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)
-                   for _ in range(syllables)).capitalize()
+    return "".join(
+        rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables)
+    ).capitalize()
 
 
 def artist_names(n: int, rng: random.Random) -> list[str]:
@@ -49,14 +66,15 @@ def artist_names(n: int, rng: random.Random) -> list[str]:
 @dataclass
 class WorldSpec:
     """Sizes and strengths of the generated world. Defaults train on 2 CPU cores in minutes."""
+
     n_users: int = 800
     n_items: int = 300
     n_genres: int = 12
     min_len: int = 12
     max_len: int = 30
     genres_per_user: int = 2
-    p_successor: float = 0.6    # chance that the next item continues from the last one
-    zipf: float = 0.9           # popularity skew: weight of the item of popularity rank r is 1/r^zipf
+    p_successor: float = 0.6  # chance that the next item continues from the last one
+    zipf: float = 0.9  # popularity skew: weight of the item of popularity rank r is 1/r^zipf
     seed: int = 0
 
 
@@ -68,7 +86,7 @@ def generate_sequences(spec: WorldSpec) -> tuple[list[str], dict[str, list[str]]
     rng.shuffle(genre)
     rank = list(range(1, spec.n_items + 1))
     rng.shuffle(rank)
-    weight = [1.0 / r ** spec.zipf for r in rank]
+    weight = [1.0 / r**spec.zipf for r in rank]
     by_genre = [[i for i in range(spec.n_items) if genre[i] == g] for g in range(spec.n_genres)]
     # Each item leads to 3 successors in its genre, favouring popular ones.
     successors = []
@@ -90,8 +108,7 @@ def generate_sequences(spec: WorldSpec) -> tuple[list[str], dict[str, list[str]]
             if nxt is None:
                 g = rng.choice(tastes) if rng.random() < 0.85 else rng.randrange(spec.n_genres)
                 # A user who has heard the whole genre moves on to anything unheard.
-                pool = [j for j in by_genre[g] if j not in seen] or \
-                    [j for j in range(spec.n_items) if j not in seen]
+                pool = [j for j in by_genre[g] if j not in seen] or [j for j in range(spec.n_items) if j not in seen]
                 nxt = rng.choices(pool, [weight[j] for j in pool])[0]
             seq.append(nxt)
             seen.add(nxt)
@@ -115,14 +132,21 @@ def split_users(users: Sequence[str], seed: int, ratios=(0.8, 0.1, 0.1)) -> dict
     random.Random(f"split:{seed}").shuffle(order)
     n_train = round(len(order) * ratios[0])
     n_valid = round(len(order) * ratios[1])
-    return {"train": order[:n_train], "valid": order[n_train:n_train + n_valid],
-            "test": order[n_train + n_valid:]}
+    return {"train": order[:n_train], "valid": order[n_train : n_train + n_valid], "test": order[n_train + n_valid :]}
 
 
-def sequences_to_samples(sequences: dict[str, list[str]], user_ids: Sequence[str], items: Sequence[str],
-                         split: str, seed: int, n_candidates: int = 20, min_history: int = 3,
-                         max_history: int = 10, item_ids: dict[str, int] | None = None,
-                         only_last: bool = False) -> list[Sample]:
+def sequences_to_samples(
+    sequences: dict[str, list[str]],
+    user_ids: Sequence[str],
+    items: Sequence[str],
+    split: str,
+    seed: int,
+    n_candidates: int = 20,
+    min_history: int = 3,
+    max_history: int = 10,
+    item_ids: dict[str, int] | None = None,
+    only_last: bool = False,
+) -> list[Sample]:
     """One sample per position with at least `min_history` earlier items (only the last position with
     `only_last`); history = the most recent `max_history`. Candidates are seeded per sample, or by the
     target's id when `item_ids` is given (the paper's leaky scheme)."""
@@ -131,7 +155,7 @@ def sequences_to_samples(sequences: dict[str, list[str]], user_ids: Sequence[str
     for user in user_ids:
         seq = sequences[user]
         for t in range(max(min_history, len(seq) - 1) if only_last else min_history, len(seq)):
-            history, target = seq[max(0, t - max_history):t], seq[t]
+            history, target = seq[max(0, t - max_history) : t], seq[t]
             key = f"{split}:{len(out)}"
             if item_ids is None:
                 cands = draw_candidates(history, target, items, n_candidates, sample_rng(seed, "prepare", key))

@@ -26,8 +26,7 @@ def candidate_checks(samples: Sequence[Sample]) -> dict[str, int]:
     return {
         "duplicate_candidates": sum(len(set(s.candidates)) != len(s.candidates) for s in samples),
         "target_not_in_candidates": sum(s.target not in s.candidates for s in samples),
-        "history_item_among_negatives": sum(bool(set(s.history) & (set(s.candidates) - {s.target}))
-                                            for s in samples),
+        "history_item_among_negatives": sum(bool(set(s.history) & (set(s.candidates) - {s.target})) for s in samples),
     }
 
 
@@ -45,15 +44,16 @@ def leak_hr1(samples: Sequence[Sample], train: Sequence[Sample], same_file: bool
     cols = [titles[c] for s in train for c in s.candidates if c != s.target]
     with warnings.catch_warnings():  # torch marks sparse CSR as beta; the product below is plain
         warnings.simplefilter("ignore", UserWarning)
-        matrix = torch.sparse_coo_tensor(torch.tensor([rows, cols]), torch.ones(len(rows)),
-                                         (len(train), len(titles))).to_sparse_csr()   # (N_train, n_titles)
+        matrix = torch.sparse_coo_tensor(
+            torch.tensor([rows, cols]), torch.ones(len(rows)), (len(train), len(titles))
+        ).to_sparse_csr()  # (N_train, n_titles)
     hits = 0
     for start in range(0, len(samples), chunk):
-        part = samples[start:start + chunk]
-        query = torch.zeros(len(titles), len(part))                                    # (n_titles, chunk)
+        part = samples[start : start + chunk]
+        query = torch.zeros(len(titles), len(part))  # (n_titles, chunk)
         for j, s in enumerate(part):
             query[[titles[c] for c in s.candidates], j] = 1.0
-        overlap = matrix @ query                                                        # (N_train, chunk)
+        overlap = matrix @ query  # (N_train, chunk)
         if same_file:  # a sample must not find itself
             idx = torch.arange(start, start + len(part))
             overlap[idx, torch.arange(len(part))] = -1

@@ -26,7 +26,7 @@ from sdporec.evaluation.scoring import Scorer
 
 @dataclass
 class SequentialConfig:
-    kind: str = "sasrec"        # "sasrec" or "gru4rec"
+    kind: str = "sasrec"  # "sasrec" or "gru4rec"
     hidden: int = 64
     layers: int = 2
     heads: int = 2
@@ -35,7 +35,7 @@ class SequentialConfig:
     patience: int = 3
     lr: float = 1e-3
     batch_size: int = 256
-    max_len: int = 11           # 10 history items + the target
+    max_len: int = 11  # 10 history items + the target
     seed: int = 0
     progress: bool = True
 
@@ -46,8 +46,9 @@ class SASRec(nn.Module):
         self.items = nn.Embedding(n_items, cfg.hidden, padding_idx=0)
         _init_items(self.items)
         self.positions = nn.Embedding(cfg.max_len, cfg.hidden)
-        layer = nn.TransformerEncoderLayer(cfg.hidden, cfg.heads, cfg.hidden * 2, cfg.dropout, batch_first=True,
-                                           norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            cfg.hidden, cfg.heads, cfg.hidden * 2, cfg.dropout, batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.hidden)
         self.drop = nn.Dropout(cfg.dropout)
@@ -57,7 +58,7 @@ class SASRec(nn.Module):
         """seq (B, L) item indices, left-padded with 0 -> hidden states (B, L, H)."""
         length = seq.shape[1]
         pos = torch.arange(length, device=seq.device)
-        x = self.drop(self.items(seq) * self.items.embedding_dim ** 0.5 + self.positions(pos))
+        x = self.drop(self.items(seq) * self.items.embedding_dim**0.5 + self.positions(pos))
         # Causal, and no real item attends to padding; a padding position attends to itself only, so that
         # no row is left with nothing to attend to.                                     # (B*heads, L, L)
         causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).tril()
@@ -72,8 +73,9 @@ class GRU4Rec(nn.Module):
         super().__init__()
         self.items = nn.Embedding(n_items, cfg.hidden, padding_idx=0)
         _init_items(self.items)
-        self.gru = nn.GRU(cfg.hidden, cfg.hidden, cfg.layers, batch_first=True,
-                          dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.gru = nn.GRU(
+            cfg.hidden, cfg.hidden, cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0
+        )
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
@@ -84,7 +86,7 @@ class GRU4Rec(nn.Module):
 def _init_items(emb: nn.Embedding) -> None:
     """Small item embeddings: the output logits are hidden · embedding, and nn.Embedding's N(0, 1) start
     gives logits of size ~hidden and a first loss far above log(n_items)."""
-    nn.init.normal_(emb.weight, std=emb.embedding_dim ** -0.5)
+    nn.init.normal_(emb.weight, std=emb.embedding_dim**-0.5)
     with torch.no_grad():
         emb.weight[0].zero_()
 
@@ -94,11 +96,12 @@ def _encode(titles: Sequence[str], index: dict[str, int], length: int) -> list[i
     return [0] * (length - len(ids)) + ids
 
 
-def train_sequential(cfg: SequentialConfig, train: Sequence[Sample], valid: Sequence[Sample],
-                     extra_titles: Sequence[Sample] = ()) -> tuple[Scorer, dict]:
+def train_sequential(
+    cfg: SequentialConfig, train: Sequence[Sample], valid: Sequence[Sample], extra_titles: Sequence[Sample] = ()
+) -> tuple[Scorer, dict]:
     torch.manual_seed(cfg.seed)
     titles = catalogue(list(train) + list(valid) + list(extra_titles))
-    index = {t: i + 1 for i, t in enumerate(titles)}                # 0 is padding
+    index = {t: i + 1 for i, t in enumerate(titles)}  # 0 is padding
     model = (SASRec if cfg.kind == "sasrec" else GRU4Rec)(len(titles) + 1, cfg)
     seqs = torch.tensor([_encode(s.history + [s.target], index, cfg.max_len) for s in train])  # (N, L)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -108,9 +111,9 @@ def train_sequential(cfg: SequentialConfig, train: Sequence[Sample], valid: Sequ
         out = []
         with torch.no_grad():
             for start in range(0, len(samples), 1024):
-                part = samples[start:start + 1024]
+                part = samples[start : start + 1024]
                 hist = torch.tensor([_encode(s.history, index, cfg.max_len - 1) for s in part])
-                last = model(hist)[:, -1]                                           # (B, H)
+                last = model(hist)[:, -1]  # (B, H)
                 cands = torch.tensor([[index.get(c, 0) for c in s.candidates] for s in part])
                 out.extend(torch.einsum("bh,bch->bc", last, model.items(cands)).tolist())
         return out
@@ -122,11 +125,15 @@ def train_sequential(cfg: SequentialConfig, train: Sequence[Sample], valid: Sequ
         order = list(range(len(seqs)))
         sample_rng(cfg.seed, "sequential", epoch).shuffle(order)
         total = 0.0
-        for start in tqdm(range(0, len(order), cfg.batch_size), desc=f"{cfg.kind} epoch {epoch + 1}",
-                          disable=not cfg.progress, leave=False):
-            batch = seqs[order[start:start + cfg.batch_size]]
+        for start in tqdm(
+            range(0, len(order), cfg.batch_size),
+            desc=f"{cfg.kind} epoch {epoch + 1}",
+            disable=not cfg.progress,
+            leave=False,
+        ):
+            batch = seqs[order[start : start + cfg.batch_size]]
             inputs, labels = batch[:, :-1], batch[:, 1:]
-            logits = model(inputs) @ model.items.weight.T                           # (B, L-1, n_items+1)
+            logits = model(inputs) @ model.items.weight.T  # (B, L-1, n_items+1)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=0)
             optimizer.zero_grad()
             loss.backward()
@@ -146,6 +153,10 @@ def train_sequential(cfg: SequentialConfig, train: Sequence[Sample], valid: Sequ
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
-    info = {"epochs_run": len(history), "best_valid_hr@1": best if valid else None,
-            "train_seconds": round(time.time() - started, 1), "history": history}
+    info = {
+        "epochs_run": len(history),
+        "best_valid_hr@1": best if valid else None,
+        "train_seconds": round(time.time() - started, 1),
+        "history": history,
+    }
     return score, info

@@ -32,6 +32,7 @@ def popularity_scorer(train: Sequence[Sample]) -> Scorer:
 
     def score(samples: Sequence[Sample]) -> list[list[float]]:
         return [[float(counts[c]) for c in s.candidates] for s in samples]
+
     return score
 
 
@@ -56,9 +57,14 @@ def item_count_scorer(
         out = []
         for s in samples:
             last, hist = trans.get(s.history[-1], Counter()), [cooc[h] for h in set(s.history) if h in cooc]
-            out.append([transition_weight * last[c] + cooccurrence_weight * sum(h[c] for h in hist) + tie * pop[c]
-                        for c in s.candidates])
+            out.append(
+                [
+                    transition_weight * last[c] + cooccurrence_weight * sum(h[c] for h in hist) + tie * pop[c]
+                    for c in s.candidates
+                ]
+            )
         return out
+
     return score
 
 
@@ -67,8 +73,9 @@ def item_knn_scorer(train: Sequence[Sample], dim: int = COOC_DIM) -> Scorer:
     plus popularity scaled to break ties only (items that share no training sequence have no vector)."""
     titles = catalogue(train)
     index = {t: i for i, t in enumerate(titles)}
-    vectors = torch.nn.functional.normalize(cooccurrence_rows([s.history + [s.target] for s in train], titles, dim),
-                                            dim=-1)
+    vectors = torch.nn.functional.normalize(
+        cooccurrence_rows([s.history + [s.target] for s in train], titles, dim), dim=-1
+    )
     pop = Counter(s.target for s in train)
     tie = 1e-6 / (1 + max(pop.values(), default=0))
 
@@ -76,9 +83,14 @@ def item_knn_scorer(train: Sequence[Sample], dim: int = COOC_DIM) -> Scorer:
         out = []
         for s in samples:
             known = [index[h] for h in s.history if h in index]
-            centre = (torch.nn.functional.normalize(vectors[known].mean(0), dim=0) if known
-                      else torch.zeros(vectors.shape[1], dtype=vectors.dtype))
-            out.append([(float(vectors[index[c]] @ centre) if c in index else 0.0) + tie * pop[c]
-                        for c in s.candidates])
+            centre = (
+                torch.nn.functional.normalize(vectors[known].mean(0), dim=0)
+                if known
+                else torch.zeros(vectors.shape[1], dtype=vectors.dtype)
+            )
+            out.append(
+                [(float(vectors[index[c]] @ centre) if c in index else 0.0) + tie * pop[c] for c in s.candidates]
+            )
         return out
+
     return score

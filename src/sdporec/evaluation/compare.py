@@ -28,14 +28,19 @@ from sdporec.runs import read_predictions
 def require_same_samples(first: tuple[str, dict[str, dict]], other: tuple[str, dict[str, dict]]) -> None:
     """Two evaluations pair only if they asked the same questions: else one line with how many differ and one."""
     (file_a, a), (file_b, b) = first, other
-    only_a, only_b = [k for k in a if k not in b], [k for k in b if k not in a]   # in file order
+    only_a, only_b = [k for k in a if k not in b], [k for k in b if k not in a]  # in file order
     if not only_a and not only_b:
         return
     file, rows, odd = (file_a, a, only_a[0]) if only_a else (file_b, b, only_b[0])
     example = f"{file}'s {rows[odd]['key']} (target {rows[odd].get('target')!r})"
-    raise DataError(file_b, None, "sample", f"{len(only_a)} of {len(a)} samples of {file_a} are not in it and "
-                    f"{len(only_b)} of its {len(b)} not in {file_a}, e.g. {example}: compare evaluations of the "
-                    "same samples")
+    raise DataError(
+        file_b,
+        None,
+        "sample",
+        f"{len(only_a)} of {len(a)} samples of {file_a} are not in it and "
+        f"{len(only_b)} of its {len(b)} not in {file_a}, e.g. {example}: compare evaluations of the "
+        "same samples",
+    )
 
 
 def model_files(entry: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
@@ -45,37 +50,49 @@ def model_files(entry: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
         return [os.fspath(entry)]
     paths = entry.split(",") if isinstance(entry, str) else [os.fspath(p) for p in entry]
     if not paths or any(not p.strip() for p in paths):
-        raise ConfigError(f"setting 'predictions': {entry!r} has an empty path (join one model's files by commas, "
-                          "with no empty parts)")
+        raise ConfigError(
+            f"setting 'predictions': {entry!r} has an empty path (join one model's files by commas, "
+            "with no empty parts)"
+        )
     return [p.strip() for p in paths]
 
 
 def require_one_protocol(files: list[tuple[str, dict[str, dict]]]) -> None:
     """One model's files are all ranking or all generation evaluations (else its HR@1 would mix the two)."""
+
     def ranks(rows: dict[str, dict]) -> bool:
         return "rank" in next(iter(rows.values()))
 
     first, ranking = files[0][0], ranks(files[0][1])
     for file, rows in files[1:]:
         if ranks(rows) != ranking:
-            raise DataError(file, None, "rank", f"a {'generation' if ranking else 'ranking'} evaluation joined to "
-                            f"{first}, a {'ranking' if ranking else 'generation'} one: one model's files must be "
-                            "of one protocol")
+            raise DataError(
+                file,
+                None,
+                "rank",
+                f"a {'generation' if ranking else 'ranking'} evaluation joined to "
+                f"{first}, a {'ranking' if ranking else 'generation'} one: one model's files must be "
+                "of one protocol",
+            )
 
 
 def require_new_keys(models: list[list[tuple[str, dict[str, dict]]]]) -> None:
     by_content = {"sample" in next(iter(rows.values())): file for m in models for file, rows in m}
     if len(by_content) > 1:
-        raise ConfigError(f"setting 'predictions': {by_content[False]} keys samples by row number (written by an "
-                          f"older sdporec) and {by_content[True]} by content: evaluate the older again")
+        raise ConfigError(
+            f"setting 'predictions': {by_content[False]} keys samples by row number (written by an "
+            f"older sdporec) and {by_content[True]} by content: evaluate the older again"
+        )
 
 
 def read_models(predictions: Sequence) -> list[list[tuple[str, dict[str, dict]]]]:
     """Each model's predictions, one per set of samples; the i-th file of every model must hold the same samples."""
     models = [[read_predictions(p) for p in model_files(entry)] for entry in predictions]
     if len({len(m) for m in models}) > 1:
-        raise ConfigError("setting 'predictions': every model needs as many files as the others, one per set of "
-                          f"samples in the same order (got {', '.join(str(len(m)) for m in models)})")
+        raise ConfigError(
+            "setting 'predictions': every model needs as many files as the others, one per set of "
+            f"samples in the same order (got {', '.join(str(len(m)) for m in models)})"
+        )
     require_new_keys(models)
     for m in models:
         require_one_protocol(m)
@@ -85,8 +102,9 @@ def read_models(predictions: Sequence) -> list[list[tuple[str, dict[str, dict]]]
     return models
 
 
-def compare_predictions(predictions: Sequence, names: list[str] | None = None, resamples: int = 2000,
-                        seed: int = 0) -> dict:
+def compare_predictions(
+    predictions: Sequence, names: list[str] | None = None, resamples: int = 2000, seed: int = 0
+) -> dict:
     """Every metric of each model's predictions, and the paired bootstrap 95% interval of every pairwise
     difference with its verdict. An entry of `predictions` is one predictions file (or folder holding one), or
     several (joined by commas, or a list): one model measured on several sets of samples (seeds), in the same
@@ -99,22 +117,32 @@ def compare_predictions(predictions: Sequence, names: list[str] | None = None, r
         names = [",".join(f for f, _ in m) for m in models]
     keys = [sorted(rows) for _, rows in models[0]]
     labels = [k for ks in keys for k in ks]
-    per = {name: [per_sample_metrics([rows[k] for k in ks]) for (_, rows), ks in zip(files, keys)]
-           for name, files in zip(names, models)}
+    per = {
+        name: [per_sample_metrics([rows[k] for k in ks]) for (_, rows), ks in zip(files, keys)]
+        for name, files in zip(names, models)
+    }
     # Both protocols have HR@1, so a ranking and a generation evaluation compare on it (as the paper does).
     metrics = [m for m in per[names[0]][0] if all(m in per[n][0] for n in names)]
     per = {name: {m: [x for part in parts for x in part[m]] for m in metrics} for name, parts in per.items()}
     n = len(labels)
-    result = {"n": n, "sets": [len(k) for k in keys], "distinct_samples": len(set(labels)), "resamples": resamples,
-              "seed": seed, "metrics": {name: {m: sum(per[name][m]) / n for m in metrics} for name in names},
-              "differences": []}
+    result = {
+        "n": n,
+        "sets": [len(k) for k in keys],
+        "distinct_samples": len(set(labels)),
+        "resamples": resamples,
+        "seed": seed,
+        "metrics": {name: {m: sum(per[name][m]) / n for m in metrics} for name in names},
+        "differences": [],
+    }
     for a, b in combinations(names, 2):
         for m in metrics:
-            diff, low, high = paired_bootstrap(per[a][m], per[b][m], resamples, seed,
-                                               clusters=labels if len(keys) > 1 else None)
+            diff, low, high = paired_bootstrap(
+                per[a][m], per[b][m], resamples, seed, clusters=labels if len(keys) > 1 else None
+            )
             verdict = "better" if low > 0 else "worse" if high < 0 else "not distinguishable"
-            result["differences"].append({"a": a, "b": b, "metric": m, "difference": diff, "low": low,
-                                          "high": high, "a_is": verdict})
+            result["differences"].append(
+                {"a": a, "b": b, "metric": m, "difference": diff, "low": low, "high": high, "a_is": verdict}
+            )
     return result
 
 
@@ -124,15 +152,22 @@ def format_comparison(result: dict) -> str:
     sets = result.get("sets", [result["n"]])
     head = f"{result['n']} samples"
     if len(sets) > 1:
-        head = (f"{result['n']} evaluations of {result['distinct_samples']} samples in {len(sets)} sets "
-                f"({', '.join(map(str, sets))}), each sample drawn with all its evaluations")
-    lines = [f"{head}, paired bootstrap ({result['resamples']} resamples), 95% intervals", "",
-             f"{'':<14}" + "".join(f"{m:>10}" for m in metrics)]
+        head = (
+            f"{result['n']} evaluations of {result['distinct_samples']} samples in {len(sets)} sets "
+            f"({', '.join(map(str, sets))}), each sample drawn with all its evaluations"
+        )
+    lines = [
+        f"{head}, paired bootstrap ({result['resamples']} resamples), 95% intervals",
+        "",
+        f"{'':<14}" + "".join(f"{m:>10}" for m in metrics),
+    ]
     lines += [f"{n:<14}" + "".join(f"{result['metrics'][n][m]:>10.4f}" for m in metrics) for n in names]
     width = max(len(f"{d['a']} - {d['b']}") for d in result["differences"]) + 2
     lines += ["", f"{'a - b':<{width}}{'metric':<12}{'difference':>10}  {'95% interval':<22}a is"]
     for d in result["differences"]:
         pair = f"{d['a']} - {d['b']}"
-        lines.append(f"{pair:<{width}}{d['metric']:<12}{d['difference']:>+10.4f}  [{d['low']:+.4f}, {d['high']:+.4f}]"
-                     f"{'':<4}{d['a_is']}")
+        lines.append(
+            f"{pair:<{width}}{d['metric']:<12}{d['difference']:>+10.4f}  [{d['low']:+.4f}, {d['high']:+.4f}]"
+            f"{'':<4}{d['a_is']}"
+        )
     return "\n".join(lines)

@@ -39,48 +39,77 @@ def metrics_from_rows(rows: Sequence[dict]) -> dict:
     return generation_metrics([r["answer"] for r in rows], [r["target"] for r in rows])
 
 
-def evaluate_sharded(evaluate: Callable[[Sequence[Sample]], tuple[dict, list[dict]]], samples: Sequence[Sample],
-                     rank: int, world: int) -> tuple[dict, list[dict]]:
+def evaluate_sharded(
+    evaluate: Callable[[Sequence[Sample]], tuple[dict, list[dict]]], samples: Sequence[Sample], rank: int, world: int
+) -> tuple[dict, list[dict]]:
     """`evaluate` on this process's slice of `samples`; every process gets all rows, in sample order, and
     the metrics over all of them (one process: `evaluate(samples)` itself)."""
     if world == 1:
         return evaluate(samples)
     from sdporec.processes import even_shard, gather
 
-    part, real = even_shard(samples, rank, world)   # every process runs as many batches: sharded models wait
+    part, real = even_shard(samples, rank, world)  # every process runs as many batches: sharded models wait
     _, rows = evaluate(part)
     rows = gather(rows[:real], world)
     return metrics_from_rows(rows), rows
 
 
-def evaluate_generation(model, codec, samples: Sequence[Sample], domain: str, batch_size: int = 16,
-                        max_new_tokens: int = 20, template: int = 0, progress: bool = True) -> tuple[dict, list[dict]]:
+def evaluate_generation(
+    model,
+    codec,
+    samples: Sequence[Sample],
+    domain: str,
+    batch_size: int = 16,
+    max_new_tokens: int = 20,
+    template: int = 0,
+    progress: bool = True,
+) -> tuple[dict, list[dict]]:
     """The paper's protocol: greedy decoding of at most `max_new_tokens` tokens (its evaluation used 20), a
     row ending at its EOS, the batch ending when every row has (as `generate` does). No shorter cap: text
     decoded after a first title can name a second one, which makes the answer invalid."""
     device = next(model.parameters()).device
     model.eval()
-    synced = torch.distributed.is_available() and torch.distributed.is_initialized() and \
-        torch.distributed.get_world_size() > 1
+    synced = (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
     answers: list[str | None] = []
     rows: list[dict] = []
     with torch.no_grad():
-        for start in tqdm(range(0, len(samples), batch_size), desc="generating", unit="batch",
-                          disable=not progress, leave=False):
-            chunk = samples[start:start + batch_size]
-            batch = collate([codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template))
-                             for s in chunk], [[[codec.eos_id]] for _ in chunk], codec.pad_id).to(device)
+        for start in tqdm(
+            range(0, len(samples), batch_size), desc="generating", unit="batch", disable=not progress, leave=False
+        ):
+            chunk = samples[start : start + batch_size]
+            batch = collate(
+                [codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template)) for s in chunk],
+                [[[codec.eos_id]] for _ in chunk],
+                codec.pad_id,
+            ).to(device)
             # synced_gpus: under several processes each keeps decoding until all are done (a sharded model's
             # every forward is a collective).
-            generated = model.generate(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask, synced_gpus=synced,
-                                       do_sample=False, max_new_tokens=max_new_tokens,
-                                       pad_token_id=codec.pad_id, eos_token_id=codec.eos_id)
-            for s, ids in zip(chunk, generated[:, batch.prompt_ids.shape[1]:].tolist()):
+            generated = model.generate(
+                input_ids=batch.prompt_ids,
+                attention_mask=batch.prompt_mask,
+                synced_gpus=synced,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=codec.pad_id,
+                eos_token_id=codec.eos_id,
+            )
+            for s, ids in zip(chunk, generated[:, batch.prompt_ids.shape[1] :].tolist()):
                 text = codec.decode(ids)
                 answer = generated_answer(codec, ids, text, s.candidates)
                 answers.append(answer)
-                rows.append({**row_head(s), "generated": text, "answer": answer, "valid": answer is not None,
-                             "hit": answer == s.target})
+                rows.append(
+                    {
+                        **row_head(s),
+                        "generated": text,
+                        "answer": answer,
+                        "valid": answer is not None,
+                        "hit": answer == s.target,
+                    }
+                )
     return generation_metrics(answers, [s.target for s in samples]), rows
 
 
@@ -92,8 +121,9 @@ def generated_answer(codec, ids: Sequence[int], text: str, candidates: Sequence[
     return parse_generation(text, candidates)
 
 
-def write_results(out_dir: str | Path, metrics: dict, rows: list[dict], extra: dict | None = None,
-                  config: str | None = None) -> None:
+def write_results(
+    out_dir: str | Path, metrics: dict, rows: list[dict], extra: dict | None = None, config: str | None = None
+) -> None:
     """predictions.jsonl, metrics.json and (given its YAML text) config.yaml, written as one set (`output_set`):
     a failure leaves the earlier set in `out_dir` whole, and config.yaml goes in last."""
     with output_set(out_dir, CONFIG if config is not None else METRICS) as stage:
@@ -126,12 +156,23 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_model(model, codec, samples: Sequence[Sample], protocol: str, domain: str, batch_size: int = 16,
-                   max_new_tokens: int = 20, progress: bool = True, layout: str = "auto",
-                   score: str = "sum", history_readout: float = 0.0) -> tuple[dict, list[dict]]:
+def evaluate_model(
+    model,
+    codec,
+    samples: Sequence[Sample],
+    protocol: str,
+    domain: str,
+    batch_size: int = 16,
+    max_new_tokens: int = 20,
+    progress: bool = True,
+    layout: str = "auto",
+    score: str = "sum",
+    history_readout: float = 0.0,
+) -> tuple[dict, list[dict]]:
     """The one evaluation entry point for language models, for both protocols."""
     if protocol == "generation":
         return evaluate_generation(model, codec, samples, domain, batch_size, max_new_tokens, progress=progress)
-    scorer = LMScorer(model, codec, domain, batch_size, progress=progress, layout=layout, score=score,
-                      history_readout=history_readout)
+    scorer = LMScorer(
+        model, codec, domain, batch_size, progress=progress, layout=layout, score=score, history_readout=history_readout
+    )
     return evaluate_ranking(scorer, samples)

@@ -36,10 +36,13 @@ def rank_of_target(scores: Sequence[float], target_index: int) -> int:
 def rank_contributions(rank: int) -> dict[str, float]:
     """One sample's share of each ranking metric, from its target's 0-based rank (a metric over samples is
     the mean of the shares): the one place the cut-offs live."""
-    return {"hr@1": float(rank < 1), "hr@5": float(rank < 5),
-            "ndcg@5": 1 / math.log2(rank + 2) if rank < 5 else 0.0,
-            "ndcg@10": 1 / math.log2(rank + 2) if rank < 10 else 0.0,
-            "mrr": 1 / (rank + 1)}
+    return {
+        "hr@1": float(rank < 1),
+        "hr@5": float(rank < 5),
+        "ndcg@5": 1 / math.log2(rank + 2) if rank < 5 else 0.0,
+        "ndcg@10": 1 / math.log2(rank + 2) if rank < 10 else 0.0,
+        "mrr": 1 / (rank + 1),
+    }
 
 
 RANK_KEYS = ("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr")
@@ -65,8 +68,15 @@ def generation_metrics(answers: Sequence[str | None], targets: Sequence[str]) ->
         raise ValueError("no samples to measure")
     valid = sum(a is not None for a in answers)
     hits = sum(a == t for a, t in zip(answers, targets))
-    return {"hr@1": hits / n, "hr@5": None, "ndcg@5": None, "ndcg@10": None, "mrr": None,
-            "valid_ratio": valid / n, "n": n}
+    return {
+        "hr@1": hits / n,
+        "hr@5": None,
+        "ndcg@5": None,
+        "ndcg@10": None,
+        "mrr": None,
+        "valid_ratio": valid / n,
+        "n": n,
+    }
 
 
 def per_sample_metrics(rows: Sequence[dict]) -> dict[str, list[float]]:
@@ -78,8 +88,14 @@ def per_sample_metrics(rows: Sequence[dict]) -> dict[str, list[float]]:
     return {"hr@1": [float(bool(r["hit"])) for r in rows], "valid_ratio": [float(bool(r["valid"])) for r in rows]}
 
 
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = 2000, seed: int = 0,
-                     level: float = 0.95, clusters: Sequence[Hashable] | None = None) -> tuple[float, float, float]:
+def paired_bootstrap(
+    a: Sequence[float],
+    b: Sequence[float],
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    clusters: Sequence[Hashable] | None = None,
+) -> tuple[float, float, float]:
     """mean(a) - mean(b) over paired samples, and its percentile bootstrap interval at `level`: the samples
     are drawn with replacement `resamples` times, the same draw for both (they are paired). `clusters`: a label
     per element; elements of one label (one test sample measured under several seeds) are drawn together, and

@@ -32,9 +32,18 @@ class Recommender:
         self.scorer = LMScorer(model, codec, domain, progress=False, score=score, history_readout=history_readout)
 
     @classmethod
-    def load(cls, path: str, domain: str | None = None, score: str = "sum", chat_template: str = "auto",
-             device: str = "auto", history_readout: float | None = None, samples: Sequence[Sample] = (),
-             samples_from: str = "", trust_remote_code: bool = False) -> Recommender:
+    def load(
+        cls,
+        path: str,
+        domain: str | None = None,
+        score: str = "sum",
+        chat_template: str = "auto",
+        device: str = "auto",
+        history_readout: float | None = None,
+        samples: Sequence[Sample] = (),
+        samples_from: str = "",
+        trust_remote_code: bool = False,
+    ) -> Recommender:
         """A checkpoint directory (full model or LoRA adapter) or hub name; `domain`: prompt templates (default:
         those it was trained with); `score`: a candidate's answer log-probs summed or averaged per token;
         `history_readout`: λ, as `evaluate`'s (None: the one its training chose on validation, recorded in the
@@ -50,9 +59,15 @@ class Recommender:
         path = resolve_model(path)
         quiet_transformers()
         with remote_code(trust_remote_code):
-            loaded = load_for_inference(path, domain=domain, history_readout=history_readout,
-                                        chat_template=chat_template, device=device, samples=samples,
-                                        samples_from=samples_from)
+            loaded = load_for_inference(
+                path,
+                domain=domain,
+                history_readout=history_readout,
+                chat_template=chat_template,
+                device=device,
+                samples=samples,
+                samples_from=samples_from,
+            )
         return cls(loaded.model, loaded.codec, path, loaded.domain, score, loaded.history_readout)
 
     def rank(self, history: list[str], candidates: list[str], top: int = 0) -> list[tuple[str, float]]:

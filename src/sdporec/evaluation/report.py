@@ -20,7 +20,7 @@ BAR_METRICS = ("hr@1", "hr@5", "ndcg@5", "mrr")
 @dataclass
 class ReportedRun:
     label: str
-    stage: str                  # "sft", "dpo", "sdpo" or the run's own stage name
+    stage: str  # "sft", "dpo", "sdpo" or the run's own stage name
     train_log: list[dict]
     eval_log: list[dict]
     summary: dict
@@ -39,20 +39,23 @@ def collect(run_dirs: list[str]) -> tuple[list[ReportedRun], dict[str, dict]]:
     several = len(run_dirs) > 1
     for d in map(Path, run_dirs):
         prefix = f"{d.name}/" if several else ""
-        stage_dirs = [d] if (d / TRAIN_LOG).is_file() else \
-            sorted(p for p in d.iterdir() if (p / TRAIN_LOG).is_file())
+        stage_dirs = [d] if (d / TRAIN_LOG).is_file() else sorted(p for p in d.iterdir() if (p / TRAIN_LOG).is_file())
         if not stage_dirs and not (d / METRICS).is_file():
-            raise ConfigError(f"setting 'runs': {d} holds neither a training run's {TRAIN_LOG} nor a "
-                              f"pipeline's {METRICS}")
+            raise ConfigError(
+                f"setting 'runs': {d} holds neither a training run's {TRAIN_LOG} nor a pipeline's {METRICS}"
+            )
         for s in stage_dirs:
             label = prefix + (s.name if s != d else d.name)
-            runs.append(ReportedRun(label, _stage_of(s), read_log(s / TRAIN_LOG), read_log(s / EVAL_LOG),
-                                    read_summary(s / SUMMARY)))
+            runs.append(
+                ReportedRun(
+                    label, _stage_of(s), read_log(s / TRAIN_LOG), read_log(s / EVAL_LOG), read_summary(s / SUMMARY)
+                )
+            )
         if (d / METRICS).is_file():
             pipeline, metrics = read_metrics(d / METRICS)
             if pipeline:
                 finals.update({prefix + name: m for name, m in metrics.items()})
-            else:                           # an `evaluate` output: one model
+            else:  # an `evaluate` output: one model
                 finals[d.name] = metrics
     order = {"sft": 0, "dpo": 1, "sdpo": 2}
     # sft first so that colours line up across figures
@@ -75,11 +78,19 @@ def _plot_lines(ax, runs: list[ReportedRun], key: str, x: str = "step", source: 
     prefixes = _prefixes([r.label for r in runs])
     drawn = False
     for r in runs:
-        rows = [row for row in (r.train_log if source == "train" else r.eval_log)
-                if row.get(key) is not None and row.get(x) is not None]
+        rows = [
+            row
+            for row in (r.train_log if source == "train" else r.eval_log)
+            if row.get(key) is not None and row.get(x) is not None
+        ]
         if rows:
-            ax.plot([row[x] for row in rows], [row[key] for row in rows], label=r.label,
-                    marker="o" if len(rows) < 15 else None, **_style(r.label, prefixes))
+            ax.plot(
+                [row[x] for row in rows],
+                [row[key] for row in rows],
+                label=r.label,
+                marker="o" if len(rows) < 15 else None,
+                **_style(r.label, prefixes),
+            )
             drawn = True
     return drawn
 
@@ -127,9 +138,11 @@ def make_figures(runs: list[ReportedRun], finals: dict[str, dict], out: Path) ->
 
     if pref:
         fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-        for ax, key, title in ((axes[0], "reward_chosen", "chosen reward"),
-                               (axes[1], "reward_rejected", "rejected reward (mean over K)"),
-                               (axes[2], "reward_margin", "margin: chosen − mean rejected")):
+        for ax, key, title in (
+            (axes[0], "reward_chosen", "chosen reward"),
+            (axes[1], "reward_rejected", "rejected reward (mean over K)"),
+            (axes[2], "reward_margin", "margin: chosen − mean rejected"),
+        ):
             _plot_lines(ax, pref, key)
             ax.axhline(0, color="grey", lw=0.8)
             ax.set(title=title, xlabel="optimizer step", ylabel="β·(log π − log π_ref)")
@@ -161,8 +174,15 @@ def _final_metrics_figure(plt, finals: dict[str, dict], path: Path) -> None:
     for i, name in enumerate(names):
         vals = [finals[name].get(m) or 0.0 for m in BAR_METRICS]
         style = _style(name, _prefixes(names))
-        bars = ax.bar(xs + i * width - 0.4 + width / 2, vals, width, label=name, color=style["color"],
-                      hatch=None if style["linestyle"] == "-" else "//", edgecolor="white")
+        bars = ax.bar(
+            xs + i * width - 0.4 + width / 2,
+            vals,
+            width,
+            label=name,
+            color=style["color"],
+            hatch=None if style["linestyle"] == "-" else "//",
+            edgecolor="white",
+        )
         ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=1)
     ax.set_xticks(xs, BAR_METRICS)
     ax.set(title="Final metrics", ylabel="value", ylim=(0, 1.05))
@@ -181,21 +201,32 @@ def write_report(runs: list[ReportedRun], finals: dict[str, dict], out: Path) ->
 def write_markdown(runs: list[ReportedRun], finals: dict[str, dict], figures: list[str], out: Path) -> str:
     lines = ["# sdporec report", ""]
     if finals:
-        lines += ["## Final metrics", "", "| | " + " | ".join(("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr",
-                                                             "valid_ratio", "n")) + " |",
-                  "|---" * 8 + "|"]
+        lines += [
+            "## Final metrics",
+            "",
+            "| | " + " | ".join(("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr", "valid_ratio", "n")) + " |",
+            "|---" * 8 + "|",
+        ]
         for name, m in finals.items():
-            cells = ["-" if m.get(k) is None else (str(m[k]) if k == "n" else f"{m[k]:.4f}")
-                     for k in ("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr", "valid_ratio", "n")]
+            cells = [
+                "-" if m.get(k) is None else (str(m[k]) if k == "n" else f"{m[k]:.4f}")
+                for k in ("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr", "valid_ratio", "n")
+            ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     if runs:
-        lines += ["## Training runs", "", "| run | stage | optimizer steps | best valid HR@1 | train seconds |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "## Training runs",
+            "",
+            "| run | stage | optimizer steps | best valid HR@1 | train seconds |",
+            "|---|---|---|---|---|",
+        ]
         for r in runs:
             best = r.summary.get("best_valid_hr@1")
-            lines.append(f"| {r.label} | {r.stage} | {r.summary.get('optimizer_steps', '-')} | "
-                         f"{'-' if best is None else format(best, '.4f')} | {r.summary.get('train_seconds', '-')} |")
+            lines.append(
+                f"| {r.label} | {r.stage} | {r.summary.get('optimizer_steps', '-')} | "
+                f"{'-' if best is None else format(best, '.4f')} | {r.summary.get('train_seconds', '-')} |"
+            )
         lines.append("")
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figures]
     text = "\n".join(lines) + "\n"

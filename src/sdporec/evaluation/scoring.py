@@ -34,8 +34,14 @@ def ranking_results(samples: Sequence[Sample], scores: Sequence[Sequence[float]]
         rank = rank_of_target(sc, s.candidates.index(s.target))
         ranks.append(rank)
         order = sorted(range(len(sc)), key=lambda i: (-sc[i], i))
-        rows.append({**row_head(s), "rank": rank, "valid": True,
-                     "ranked": [[s.candidates[i], round(float(sc[i]), 6)] for i in order]})
+        rows.append(
+            {
+                **row_head(s),
+                "rank": rank,
+                "valid": True,
+                "ranked": [[s.candidates[i], round(float(sc[i]), 6)] for i in order],
+            }
+        )
     return ranking_metrics(ranks), rows
 
 
@@ -44,9 +50,11 @@ def require_finite(sample: Sample, scores: Sequence[float]) -> None:
     bad = first_non_finite(scores)
     if bad is not None:
         where = f"sample {sample.key}" + (f" (row {sample.row} of its file)" if sample.row is not None else "")
-        raise NonFiniteError(f"{where}: candidate {sample.candidates[bad]!r} has score {scores[bad]}; the model's "
-                         "outputs are not finite numbers (weights holding NaN or inf, or a float16 overflow: "
-                         "try --dtype float32), so no ranking can be measured")
+        raise NonFiniteError(
+            f"{where}: candidate {sample.candidates[bad]!r} has score {scores[bad]}; the model's "
+            "outputs are not finite numbers (weights holding NaN or inf, or a float16 overflow: "
+            "try --dtype float32), so no ranking can be measured"
+        )
 
 
 SCORES = ("sum", "mean")
@@ -72,8 +80,18 @@ class LMScorer:
     trains, and how SASRec scores). A candidate's score is (1 - λ) x its answer's + λ x that: 0 is the prompt
     alone, 0.5 ranks by the product of the two probabilities, 1 is the history alone."""
 
-    def __init__(self, model, codec, domain: str, batch_size: int = 16, template: int = 0, progress: bool = True,
-                 layout: str = "auto", score: str = "sum", history_readout: float = 0.0):
+    def __init__(
+        self,
+        model,
+        codec,
+        domain: str,
+        batch_size: int = 16,
+        template: int = 0,
+        progress: bool = True,
+        layout: str = "auto",
+        score: str = "sum",
+        history_readout: float = 0.0,
+    ):
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
         if not 0 <= history_readout <= 1:
@@ -94,14 +112,17 @@ class LMScorer:
 
     def prompt_scores(self, samples: Sequence[Sample]) -> list[list[float]]:
         codec = self.codec
-        prompts = [codec.encode_prompt(build_prompt(s.history, s.candidates, self.domain, self.template))
-                   for s in samples]
+        prompts = [
+            codec.encode_prompt(build_prompt(s.history, s.candidates, self.domain, self.template)) for s in samples
+        ]
         return self.answer_scores(prompts, [[codec.encode_answer(c) for c in s.candidates] for s in samples])
 
     def history_scores(self, samples: Sequence[Sample]) -> list[list[float]]:
         codec = self.codec
-        return self.answer_scores([codec.encode_history(s.history, IGNORE)[0] for s in samples],
-                                  [[codec.encode_next_title(c) for c in s.candidates] for s in samples])
+        return self.answer_scores(
+            [codec.encode_history(s.history, IGNORE)[0] for s in samples],
+            [[codec.encode_next_title(c) for c in s.candidates] for s in samples],
+        )
 
     def answer_scores(self, prompts: list[list[int]], answers: list[list[list[int]]]) -> list[list[float]]:
         """Each answer's score after its prompt, in the samples' order."""
@@ -109,26 +130,31 @@ class LMScorer:
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
-        self.layout = running_layout(self.layout, model, self.codec.short_answers)   # flex may fall back
+        self.layout = running_layout(self.layout, model, self.codec.short_answers)  # flex may fall back
         # Batches of similar length waste less on padding; the scores go back in the samples' order.
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + sum(map(len, answers[i])))
         out: list[list[float]] = [[] for _ in prompts]
         try:
             with torch.no_grad():
-                for start in tqdm(range(0, len(prompts), self.batch_size), desc="scoring", unit="batch",
-                                  disable=not self.progress, leave=False):
-                    chunk = order[start:start + self.batch_size]
-                    batch = collate([prompts[i] for i in chunk], same_answer_count([answers[i] for i in chunk], pad),
-                                    pad).to(device)
+                for start in tqdm(
+                    range(0, len(prompts), self.batch_size),
+                    desc="scoring",
+                    unit="batch",
+                    disable=not self.progress,
+                    leave=False,
+                ):
+                    chunk = order[start : start + self.batch_size]
+                    batch = collate(
+                        [prompts[i] for i in chunk], same_answer_count([answers[i] for i in chunk], pad), pad
+                    ).to(device)
                     logps, counts = self.logprobs(model, batch)
                     if self.score == "mean":
                         logps = logps / counts.clamp(min=1)
                     for i, row in zip(chunk, logps.tolist()):
-                        out[i] = row[:len(answers[i])]
+                        out[i] = row[: len(answers[i])]
         finally:
             model.train(was_training)
         return out
-
 
 
 def readout_rows(scorer: LMScorer, samples: Sequence[Sample], weights: Sequence[float]) -> tuple[dict, list[dict]]:

@@ -28,10 +28,18 @@ def build_builtin(titles: Sequence[str], size: BuiltinSize, seed: int):
 
     codec = build_item_codec(titles)
     cfg = LlamaConfig(
-        vocab_size=len(codec.vocab), hidden_size=size.hidden, intermediate_size=size.hidden * 3,
-        num_hidden_layers=size.layers, num_attention_heads=size.heads, num_key_value_heads=size.heads,
-        max_position_embeddings=size.max_positions, pad_token_id=codec.pad_id, bos_token_id=codec.bos_id,
-        eos_token_id=codec.eos_id, tie_word_embeddings=True)
+        vocab_size=len(codec.vocab),
+        hidden_size=size.hidden,
+        intermediate_size=size.hidden * 3,
+        num_hidden_layers=size.layers,
+        num_attention_heads=size.heads,
+        num_key_value_heads=size.heads,
+        max_position_embeddings=size.max_positions,
+        pad_token_id=codec.pad_id,
+        bos_token_id=codec.bos_id,
+        eos_token_id=codec.eos_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg), codec
 

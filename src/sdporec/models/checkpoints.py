@@ -37,9 +37,10 @@ class Checkpoint:
     """What a model directory records about itself, read once, here and nowhere else: `sdporec_checkpoint.json`
     (stage, what it was trained from, its training config, the history readout) and `sdporec_codec.json` (the
     codec). A GGUF file, a hub name or a directory sdporec did not write has empty records."""
+
     path: str
-    meta: dict = field(default_factory=dict)     # sdporec_checkpoint.json ({} where there is none)
-    codec: dict = field(default_factory=dict)    # sdporec_codec.json ({} where there is none)
+    meta: dict = field(default_factory=dict)  # sdporec_checkpoint.json ({} where there is none)
+    codec: dict = field(default_factory=dict)  # sdporec_codec.json ({} where there is none)
 
     @classmethod
     def read(cls, path: str | Path) -> Checkpoint:
@@ -94,8 +95,11 @@ class Checkpoint:
             return flag
         weight = float(self.meta.get("history_readout") or 0.0)
         if weight:
-            print(f"ranking with the history readout at λ {weight:g}, chosen on validation in training and recorded "
-                  f"in {self.path} (--history-readout 0: the prompt alone)", file=sys.stderr)
+            print(
+                f"ranking with the history readout at λ {weight:g}, chosen on validation in training and recorded "
+                f"in {self.path} (--history-readout 0: the prompt alone)",
+                file=sys.stderr,
+            )
         return weight
 
 
@@ -114,14 +118,22 @@ def report_weights(path: str | Path, missing, unexpected) -> None:
     missing, unexpected = sorted(missing), sorted(unexpected)
     if not (missing or unexpected):
         return
-    parts = [f"{len(missing)} weight(s) missing, left randomly initialised ({', '.join(missing[:6])}"
-             f"{', ...' if len(missing) > 6 else ''})" if missing else "",
-             f"{len(unexpected)} weight(s) in the files that the model does not use ({', '.join(unexpected[:6])}"
-             f"{', ...' if len(unexpected) > 6 else ''})" if unexpected else ""]
+    parts = [
+        f"{len(missing)} weight(s) missing, left randomly initialised ({', '.join(missing[:6])}"
+        f"{', ...' if len(missing) > 6 else ''})"
+        if missing
+        else "",
+        f"{len(unexpected)} weight(s) in the files that the model does not use ({', '.join(unexpected[:6])}"
+        f"{', ...' if len(unexpected) > 6 else ''})"
+        if unexpected
+        else "",
+    ]
     detail = "; ".join(p for p in parts if p)
     if is_own_checkpoint(path):
-        raise ConfigError(f"setting 'model': {path} is an sdporec checkpoint that does not load whole: {detail}; "
-                          "it is damaged, or its files were changed after training")
+        raise ConfigError(
+            f"setting 'model': {path} is an sdporec checkpoint that does not load whole: {detail}; "
+            "it is damaged, or its files were changed after training"
+        )
     warn(f"{path}: {detail}")
 
 
@@ -146,13 +158,16 @@ def loading(path: str, setting: str = "model") -> Iterator[None]:
         raise ConfigError(
             f"setting '{setting}': {_pickles(path)} is a pickle that holds more than plain tensors, so loading it "
             "could run code; sdporec loads pickled weights only as plain tensors and refused it. Use the model's "
-            "safetensors files from a source you trust") from None
+            "safetensors files from a source you trust"
+        ) from None
     except ValueError as e:
         if "trust_remote_code" not in str(e):
             raise _cannot_load(path, setting, e) from e
-        raise ConfigError(f"setting '{setting}': {path} needs its own Python code to load (a model type transformers "
-                          "does not know); sdporec runs no code from a model unless you add --trust-remote-code "
-                          "(trust_remote_code=True in Python)") from None
+        raise ConfigError(
+            f"setting '{setting}': {path} needs its own Python code to load (a model type transformers "
+            "does not know); sdporec runs no code from a model unless you add --trust-remote-code "
+            "(trust_remote_code=True in Python)"
+        ) from None
     except (OSError, KeyError, RuntimeError, TypeError) as e:
         raise _cannot_load(path, setting, e) from e
 
@@ -201,15 +216,21 @@ def _checkpoint_tmp(out_dir: Path, meta: dict) -> Iterator[Path]:
             raise
 
 
-def save_checkpoint(model, codec: ItemCodec | TextCodec, out_dir: str | Path, meta: dict,
-                    base_dir: str | Path | None = None, state_dict: dict | None = None) -> None:
+def save_checkpoint(
+    model,
+    codec: ItemCodec | TextCodec,
+    out_dir: str | Path,
+    meta: dict,
+    base_dir: str | Path | None = None,
+    state_dict: dict | None = None,
+) -> None:
     """Write to `out_dir.tmp`, then swap it in: an interrupted save never leaves a half checkpoint."""
     with _checkpoint_tmp(Path(out_dir), meta) as tmp:
         if hasattr(model, "peft_config"):
             # Under FSDP / ZeRO-3 `state_dict` is the gathered full one (this process's parameters are shards):
             # peft picks the adapter's weights out of it.
             model.save_pretrained(str(tmp), selected_adapters=["default"], state_dict=state_dict)
-            if base_dir is not None:   # hard links where the file system allows: the base is the same every save
+            if base_dir is not None:  # hard links where the file system allows: the base is the same every save
                 shutil.copytree(base_dir, tmp / "base", copy_function=_link_or_copy)
         else:
             model.save_pretrained(str(tmp), state_dict=state_dict)
@@ -231,8 +252,10 @@ def claim_checkpoint_dir(path: str, overwrite: bool, name: str = "out") -> None:
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not is_own_checkpoint(out):
-        raise ConfigError(f"setting '{name}': {path} holds files that are not an sdporec checkpoint; the checkpoint "
-                          "replaces the whole directory, so give a new or empty one")
+        raise ConfigError(
+            f"setting '{name}': {path} holds files that are not an sdporec checkpoint; the checkpoint "
+            "replaces the whole directory, so give a new or empty one"
+        )
     require(
         overwrite, name, f"{path} already holds a checkpoint; add --overwrite to replace it, or choose another --out"
     )

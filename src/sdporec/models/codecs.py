@@ -41,5 +41,7 @@ def load_codec(path: str, chat_template: str = "auto", checkpoint: Checkpoint | 
 
 
 def warn_chat(path: str, recorded: dict, chat_template: str) -> None:
-    warn(f"{path} was trained with chat_template {'on' if recorded['chat'] else 'off'}; "
-         f"using {chat_template} as asked, so its prompts differ from training's")
+    warn(
+        f"{path} was trained with chat_template {'on' if recorded['chat'] else 'off'}; "
+        f"using {chat_template} as asked, so its prompts differ from training's"
+    )

@@ -41,7 +41,7 @@ def register() -> None:
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(FLEX, flex_or_sdpa)
-    AttentionMaskInterface.register(FLEX, sdpa_mask)   # 2D masks become what SDPA takes
+    AttentionMaskInterface.register(FLEX, sdpa_mask)  # 2D masks become what SDPA takes
 
 
 def packed_pattern(real: torch.Tensor, block: torch.Tensor, b, h, q, kv):
@@ -62,8 +62,9 @@ def block_mask(real: torch.Tensor, block: torch.Tensor):
     from torch.nn.attention.flex_attention import create_block_mask
 
     b, length = real.shape
-    return create_block_mask(functools.partial(packed_pattern, real, block), b, None, length, length,
-                             device=real.device)
+    return create_block_mask(
+        functools.partial(packed_pattern, real, block), b, None, length, length, device=real.device
+    )
 
 
 def dense_mask(mask) -> torch.Tensor:
@@ -83,8 +84,9 @@ def flex_inputs(rows) -> dict:
         return torch.cat([t, t.new_full((t.shape[0], pad), value)], 1)
 
     real, block = padded(rows.real, False), padded(rows.block, -2)
-    return dict(input_ids=padded(rows.ids, 0), attention_mask=block_mask(real, block),
-                position_ids=padded(rows.positions, 0))
+    return dict(
+        input_ids=padded(rows.ids, 0), attention_mask=block_mask(real, block), position_ids=padded(rows.positions, 0)
+    )
 
 
 @functools.cache
@@ -103,30 +105,39 @@ def flex_or_sdpa(module, query, key, value, attention_mask, scaling=None, dropou
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if not isinstance(attention_mask, BlockMask):
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
     if dropout or kwargs.get("s_aux") is not None:
-        raise ValueError("the flex layout applies neither attention dropout nor attention sinks: use --layout "
-                         "packed with this model")
+        raise ValueError(
+            "the flex layout applies neither attention dropout nor attention sinks: use --layout packed with this model"
+        )
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
-    if grad and query.device.type in ("cpu", "mps"):   # no FlexAttention backward there
-        return sdpa_attention_forward(module, query, key, value, dense_mask(attention_mask), scaling=scaling,
-                                      **kwargs)
+    if grad and query.device.type in ("cpu", "mps"):  # no FlexAttention backward there
+        return sdpa_attention_forward(module, query, key, value, dense_mask(attention_mask), scaling=scaling, **kwargs)
     softcap = kwargs.get("softcap")
     score_mod = None if softcap is None else SoftCap(softcap)
-    if query.shape[1] & (query.shape[1] - 1):   # FlexAttention's GQA wants power-of-two head counts
+    if query.shape[1] & (query.shape[1] - 1):  # FlexAttention's GQA wants power-of-two head counts
         key, value = (t.repeat_interleave(query.shape[1] // t.shape[1], 1) for t in (key, value))
     with warnings.catch_warnings():
-        if query.device.type != "cuda":   # uncompiled by design there; on CUDA the warning must show
+        if query.device.type != "cuda":  # uncompiled by design there; on CUDA the warning must show
             warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
-        out = _kernel(query.device.type)(query, key, value, score_mod=score_mod, block_mask=attention_mask,
-                                         scale=scaling, enable_gqa=key.shape[1] != query.shape[1])
+        out = _kernel(query.device.type)(
+            query,
+            key,
+            value,
+            score_mod=score_mod,
+            block_mask=attention_mask,
+            scale=scaling,
+            enable_gqa=key.shape[1] != query.shape[1],
+        )
     return out.transpose(1, 2).contiguous(), None
 
 
 @dataclass
 class SoftCap:
     """Gemma-style logit soft-capping of attention scores, as a FlexAttention score_mod."""
+
     cap: float
 
     def __call__(self, score, b, h, q, kv):

@@ -26,7 +26,7 @@ import torch
 
 ITEM_INIT = ("mean", "hidden", "cooc")
 NOUNS = {"music": "Artist", "movies": "Movie", "books": "Book"}
-COOC_DIM = 64   # the factoring's rank: the width SASRec tuned on 1,024 MovieLens samples chose (docs/accuracy.md)
+COOC_DIM = 64  # the factoring's rank: the width SASRec tuned on 1,024 MovieLens samples chose (docs/accuracy.md)
 
 
 def _tied(model) -> bool:
@@ -36,8 +36,7 @@ def _tied(model) -> bool:
 
 def title_pieces(tokenizer, titles: Sequence[str]) -> list[list[int]]:
     """Each title's own token ids as it reads after a space (never empty: a title is at least one token)."""
-    return [list(tokenizer(" " + t, add_special_tokens=False)["input_ids"]) or [tokenizer.eos_token_id]
-            for t in titles]
+    return [list(tokenizer(" " + t, add_special_tokens=False)["input_ids"]) or [tokenizer.eos_token_id] for t in titles]
 
 
 def mean_rows(weight: torch.Tensor, pieces: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -58,14 +57,15 @@ def hidden_rows(model, tokenizer, titles: Sequence[str], domain: str, batch_size
     out = []
     try:
         for start in range(0, len(texts), batch_size):
-            rows = [list(tokenizer(x, add_special_tokens=True)["input_ids"]) for x in texts[start:start + batch_size]]
+            rows = [list(tokenizer(x, add_special_tokens=True)["input_ids"]) for x in texts[start : start + batch_size]]
             width = max(map(len, rows))
             ids = torch.full((len(rows), width), pad, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
             for i, r in enumerate(rows):
-                ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
-            hidden = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           output_hidden_states=True).hidden_states[-1]
+                ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+            hidden = model(
+                input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True
+            ).hidden_states[-1]
             last = mask.sum(-1).to(device) - 1
             out.append(hidden[torch.arange(len(rows), device=device), last].float())
     finally:
@@ -90,7 +90,7 @@ def cooccurrence_rows(sequences: Sequence[Sequence[str]], titles: Sequence[str],
     pmi = torch.log(counts * counts.sum() / (seen * seen.T))
     ppmi = torch.where(counts > 0, pmi.clamp(min=0), torch.zeros((), dtype=torch.float64))
     values, vectors = torch.linalg.eigh(ppmi)
-    top = values.argsort(descending=True)[:min(dim, n)]
+    top = values.argsort(descending=True)[: min(dim, n)]
     return (vectors[:, top] * values[top].clamp(min=0).sqrt()).float()
 
 
@@ -128,8 +128,15 @@ def distinct_rows(rows: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return _unit(rows) * norm
 
 
-def add_item_rows(model, tokenizer, titles: Sequence[str], token_ids: Sequence[int], init: str,
-                  domain: str = "music", sequences: Sequence[Sequence[str]] = ()) -> None:
+def add_item_rows(
+    model,
+    tokenizer,
+    titles: Sequence[str],
+    token_ids: Sequence[int],
+    init: str,
+    domain: str = "music",
+    sequences: Sequence[Sequence[str]] = (),
+) -> None:
     """Make room in `model`'s embeddings (and an untied head) for `token_ids`, the item tokens of `titles`
     (already added to `tokenizer`), and initialise their rows by `init` (ITEM_INIT; `cooc` reads the training
     `sequences`, each a history and its target)."""
@@ -140,7 +147,7 @@ def add_item_rows(model, tokenizer, titles: Sequence[str], token_ids: Sequence[i
     cooc = cooccurrence_rows(sequences, titles) if init == "cooc" else None
     embedding = model.get_input_embeddings()
     old = embedding.weight.shape[0]
-    if init == "hidden":   # read with the model as it was, before any row changes
+    if init == "hidden":  # read with the model as it was, before any row changes
         states = hidden_rows(model, tokenizer, titles, domain)
     else:
         pieces = title_pieces(tokenizer, titles)

@@ -44,10 +44,15 @@ def load_weights(path: str, dtype: str, load_in_4bit: bool = False):
         raise ConfigError("setting 'load_in_4bit': bitsandbytes is not installed (pip install bitsandbytes)") from None
     from transformers import BitsAndBytesConfig
 
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16)
-    return _pretrained(path, quantization_config=quant, dtype=torch.bfloat16,
-                       device_map={"": torch.cuda.current_device()})
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+    return _pretrained(
+        path, quantization_config=quant, dtype=torch.bfloat16, device_map={"": torch.cuda.current_device()}
+    )
 
 
 def _pretrained(path: str, **kwargs):
@@ -68,15 +73,21 @@ def adapter_base(path: str | Path) -> str:
         return json.loads((Path(path) / "adapter_config.json").read_text())["base_model_name_or_path"]
 
 
-def load_codec_of(path: str, chat_template: str = "auto",
-                  checkpoint: Checkpoint | None = None) -> ItemCodec | TextCodec:
+def load_codec_of(
+    path: str, chat_template: str = "auto", checkpoint: Checkpoint | None = None
+) -> ItemCodec | TextCodec:
     """The codec of a checkpoint or model (`codecs.load_codec`), load errors as one `ConfigError`."""
     with loading(path):
         return load_codec(path, chat_template, checkpoint)
 
 
-def load_model(path: str, dtype: str = "float32", load_in_4bit: bool = False, chat_template: str = "auto",
-               codec: ItemCodec | TextCodec | None = None):
+def load_model(
+    path: str,
+    dtype: str = "float32",
+    load_in_4bit: bool = False,
+    chat_template: str = "auto",
+    codec: ItemCodec | TextCodec | None = None,
+):
     """A trained checkpoint (full or adapter) or any causal LM by directory, hub name or GGUF file, for
     inference, with its codec (`codec`: one already loaded from `path`)."""
     codec = codec or load_codec_of(path, chat_template)
@@ -91,17 +102,27 @@ def load_model(path: str, dtype: str = "float32", load_in_4bit: bool = False, ch
 @dataclass
 class InferenceModel:
     """A model loaded for scoring or generation, with what its checkpoint says about using it."""
+
     model: object
     codec: ItemCodec | TextCodec
     checkpoint: Checkpoint
-    domain: str                     # prompt templates: the flag's, else those training recorded
-    history_readout: float | None   # λ to rank with (None: not ranking)
+    domain: str  # prompt templates: the flag's, else those training recorded
+    history_readout: float | None  # λ to rank with (None: not ranking)
 
 
-def load_for_inference(path: str, *, domain: str | None = None, history_readout: float | None = None,
-                       ranking: bool = True, chat_template: str = "auto", dtype: str = "float32",
-                       load_in_4bit: bool = False, device: str | torch.device = "auto",
-                       samples: Sequence[Sample] = (), samples_from: str = "") -> InferenceModel:
+def load_for_inference(
+    path: str,
+    *,
+    domain: str | None = None,
+    history_readout: float | None = None,
+    ranking: bool = True,
+    chat_template: str = "auto",
+    dtype: str = "float32",
+    load_in_4bit: bool = False,
+    device: str | torch.device = "auto",
+    samples: Sequence[Sample] = (),
+    samples_from: str = "",
+) -> InferenceModel:
     """The one way `evaluate`, `recommend`, `Recommender.load` and `pipeline` load a model: its record read
     once (domain, history readout), its codec, every title of `samples` (read from `samples_from`) checked
     against the codec before any weight loads, then the weights (a float32 adapter merged into them,

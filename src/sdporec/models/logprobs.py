@@ -56,15 +56,17 @@ def answer_and_prompt_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor,
     ids = torch.cat([batch.prompt_ids, answer], 1)
     mask = torch.cat([batch.prompt_mask, answer_mask], 1)
     labels = torch.cat([batch.prompt_labels, answer.masked_fill(answer_mask == 0, IGNORE)], 1)[:, 1:]
-    sample, column = (labels != IGNORE).nonzero(as_tuple=True)   # column t predicts the label at t + 1
+    sample, column = (labels != IGNORE).nonzero(as_tuple=True)  # column t predicts the label at t + 1
     inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": _positions(mask)}
     first = int(column.min()) if column.numel() else ids.shape[1] - 1
     head = HiddenHead.run(model, inputs) or KeptLogits.run(model, inputs, first)
     tokens = label_logprobs(head, sample, column, labels[sample, column])
-    of_answer = column >= batch.prompt_ids.shape[1] - 1   # the answer's labels stand after the prompt
+    of_answer = column >= batch.prompt_ids.shape[1] - 1  # the answer's labels stand after the prompt
     zeros = torch.zeros(ids.shape[0], device=ids.device, dtype=tokens.dtype)
-    return (zeros.index_add(0, sample[of_answer], tokens[of_answer]),
-            zeros.index_add(0, sample[~of_answer], tokens[~of_answer]))
+    return (
+        zeros.index_add(0, sample[of_answer], tokens[of_answer]),
+        zeros.index_add(0, sample[~of_answer], tokens[~of_answer]),
+    )
 
 
 def history_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,25 +91,36 @@ def _cache_kwarg(out) -> tuple[str, object]:
 def _checkpointing(model) -> bool:
     """Gradient checkpointing drops the key/value cache in training (transformers recomputes each layer
     in the backward pass and will not keep a cache it would write twice)."""
-    return model.training and torch.is_grad_enabled() and \
-        any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    return (
+        model.training
+        and torch.is_grad_enabled()
+        and any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    )
 
 
 def _fallback(model, why: str) -> None:
     global _warned
     if not _warned:
         _warned = True
-        warnings.warn(f"{type(model).__name__} {why}; scoring with the paper's layout (each answer after "
-                      "its own copy of the prompt), which is slower", stacklevel=3)
+        warnings.warn(
+            f"{type(model).__name__} {why}; scoring with the paper's layout (each answer after "
+            "its own copy of the prompt), which is slower",
+            stacklevel=3,
+        )
 
 
 def answer_logprobs_cached(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (log-probs (B, N), answer token counts (B, N)): answers run on copies of the prompt's cache."""
     b, n, a = batch.answer_ids.shape
     if _checkpointing(model):
-        return answer_logprobs_packed(model, batch)   # no cache under checkpointing (packed says what runs)
-    out = model(input_ids=batch.prompt_ids, attention_mask=batch.prompt_mask,
-                position_ids=_positions(batch.prompt_mask), use_cache=True, logits_to_keep=1)
+        return answer_logprobs_packed(model, batch)  # no cache under checkpointing (packed says what runs)
+    out = model(
+        input_ids=batch.prompt_ids,
+        attention_mask=batch.prompt_mask,
+        position_ids=_positions(batch.prompt_mask),
+        use_cache=True,
+        logits_to_keep=1,
+    )
     name, cache = _cache_kwarg(out)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         if maskable(model):
@@ -119,8 +132,13 @@ def answer_logprobs_cached(model, batch: AnswerBatch) -> tuple[torch.Tensor, tor
     answer_mask = batch.answer_mask.reshape(b * n, a)
     prompt_mask = batch.prompt_mask.repeat_interleave(n, 0)
     start = prompt_mask.sum(-1, keepdim=True)
-    cont = model(input_ids=answers, attention_mask=torch.cat([prompt_mask, answer_mask], 1),
-                 position_ids=start + torch.arange(a, device=answers.device), use_cache=True, **{name: cache})
+    cont = model(
+        input_ids=answers,
+        attention_mask=torch.cat([prompt_mask, answer_mask], 1),
+        position_ids=start + torch.arange(a, device=answers.device),
+        use_cache=True,
+        **{name: cache},
+    )
     # The prompt's last logits predict the first answer token; answer logits predict the rest.
     logits = torch.cat([out.logits[:, -1:].repeat_interleave(n, 0), cont.logits], 1)  # (B*N, 1+A, V)
     logps, counts = sequence_logprobs(logits, _answer_labels(batch))
@@ -132,8 +150,13 @@ def _answer_labels(batch: AnswerBatch) -> torch.Tensor:
     at the first column, then each answer's tokens, IGNORE on its padding."""
     b, n, a = batch.answer_ids.shape
     answers = batch.answer_ids.reshape(b * n, a)
-    return torch.cat([torch.full_like(answers[:, :1], IGNORE),
-                      answers.masked_fill(batch.answer_mask.reshape(b * n, a) == 0, IGNORE)], 1)
+    return torch.cat(
+        [
+            torch.full_like(answers[:, :1], IGNORE),
+            answers.masked_fill(batch.answer_mask.reshape(b * n, a) == 0, IGNORE),
+        ],
+        1,
+    )
 
 
 # Attention implementations that apply the packed rows' mask: a float 4D mask as given (flash attention ignores
@@ -169,6 +192,7 @@ class PackedRows:
         positions (B, L)  the prompt's own positions; answer tokens continue from the prompt's end
         cols (B, N, A)    each answer token's column (padding tokens: a clamped column, never scored)
     """
+
     ids: torch.Tensor
     real: torch.Tensor
     block: torch.Tensor
@@ -180,13 +204,13 @@ def pack_rows(batch: AnswerBatch) -> PackedRows:
     b, n, a = batch.answer_ids.shape
     p = batch.prompt_ids.shape[1]
     dev = batch.prompt_ids.device
-    amask = right_padded_answers(batch)                                                 # (B, N, A)
-    lens = amask.sum(-1)                                                                # (B, N)
+    amask = right_padded_answers(batch)  # (B, N, A)
+    lens = amask.sum(-1)  # (B, N)
     t = torch.arange(a, device=dev)
     length = p + int(lens.sum(-1).max())
-    cols = (p + (lens.cumsum(-1) - lens)[..., None] + t).clamp(max=length - 1)          # (B, N, A)
+    cols = (p + (lens.cumsum(-1) - lens)[..., None] + t).clamp(max=length - 1)  # (B, N, A)
     rows = torch.arange(b, device=dev)[:, None, None].expand(b, n, a)[amask]
-    at = cols[amask]                                                                    # real answer tokens
+    at = cols[amask]  # real answer tokens
     ids = torch.zeros((b, length), dtype=batch.prompt_ids.dtype, device=dev)
     ids[:, :p] = batch.prompt_ids
     ids[rows, at] = batch.answer_ids[amask]
@@ -198,7 +222,7 @@ def pack_rows(batch: AnswerBatch) -> PackedRows:
     block[rows, at] = torch.arange(n, device=dev)[None, :, None].expand(b, n, a)[amask]
     positions = torch.zeros((b, length), dtype=torch.long, device=dev)
     positions[:, :p] = _positions(batch.prompt_mask)
-    start = batch.prompt_mask.sum(-1)                                                   # (B,)
+    start = batch.prompt_mask.sum(-1)  # (B,)
     positions[rows, at] = (start[:, None, None] + t).expand(b, n, a)[amask]
     return PackedRows(ids, real, block, positions, cols)
 
@@ -212,8 +236,8 @@ def packed_mask(real: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
     gives NaN)."""
     length = real.shape[1]
     idx = torch.arange(length, device=real.device)
-    causal = idx[None, :] <= idx[:, None]                                               # (L, L) q >= k
-    same = (block[:, :, None] == block[:, None, :]) | (block[:, None, :] == -1)         # (B, L, L)
+    causal = idx[None, :] <= idx[:, None]  # (L, L) q >= k
+    same = (block[:, :, None] == block[:, None, :]) | (block[:, None, :] == -1)  # (B, L, L)
     allowed = causal[None] & same & real[:, None, :]
     allowed |= torch.eye(length, dtype=torch.bool, device=real.device)[None]
     return allowed[:, None]
@@ -228,8 +252,7 @@ def packed_inputs(model, rows: PackedRows) -> dict:
     dtype = next(model.parameters()).dtype
     dtype = dtype if dtype.is_floating_point else torch.float32
     allowed = packed_mask(rows.real, rows.block)
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-        ~allowed, torch.finfo(dtype).min)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
     return dict(input_ids=rows.ids, attention_mask=mask, position_ids=rows.positions)
 
 
@@ -240,20 +263,23 @@ def answer_logprobs_packed(model, batch: AnswerBatch) -> tuple[torch.Tensor, tor
     at a time (`label_logprobs`)."""
     if not maskable(model):
         if not _checkpointing(model):
-            return answer_logprobs_cached(model, batch)   # flash attention and the like: the cache path
-        _fallback(model, f"trains with gradient checkpointing (no key/value cache) and uses attention "
-                         f"'{_attention(model)}', which does not apply a custom 4D mask")
+            return answer_logprobs_cached(model, batch)  # flash attention and the like: the cache path
+        _fallback(
+            model,
+            f"trains with gradient checkpointing (no key/value cache) and uses attention "
+            f"'{_attention(model)}', which does not apply a custom 4D mask",
+        )
         return answer_logprobs_full(model, batch)
     b, n, a = batch.answer_ids.shape
     p = batch.prompt_ids.shape[1]
     rows = pack_rows(batch)
     inputs = packed_inputs(model, rows)
-    real = batch.answer_mask.bool()                                                     # (B, N, A)
+    real = batch.answer_mask.bool()  # (B, N, A)
     # Each real answer token is predicted at the column before it: the prompt's last column for its first
     # token, its previous token's column for the others.
     before = torch.cat([torch.full_like(rows.cols[..., :1], p - 1), rows.cols[..., :-1]], -1)
-    sample = torch.arange(b, device=real.device)[:, None, None].expand(b, n, a)[real]    # (M,)
-    column = before[real]                                                               # (M,)
+    sample = torch.arange(b, device=real.device)[:, None, None].expand(b, n, a)[real]  # (M,)
+    column = before[real]  # (M,)
     head = HiddenHead.run(model, inputs) or KeptLogits.run(model, inputs, p - 1)
     return answer_sums(head, sample, column, batch)
 
@@ -266,13 +292,12 @@ def right_padded_answers(batch: AnswerBatch) -> torch.Tensor:
     return amask
 
 
-def answer_sums(head, row: torch.Tensor, column: torch.Tensor,
-                batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
+def answer_sums(head, row: torch.Tensor, column: torch.Tensor, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Each answer's summed log-prob over its real tokens, taken in `batch.answer_ids[answer_mask]` order, token m
     scored at (row[m], column[m]) of `head` -> (log-probs (B, N), answer token counts (B, N))."""
     b, n, a = batch.answer_ids.shape
     real = batch.answer_mask.bool()
-    tokens = label_logprobs(head, row, column, batch.answer_ids[real])                 # (M,)
+    tokens = label_logprobs(head, row, column, batch.answer_ids[real])  # (M,)
     answer = torch.arange(b * n, device=real.device).view(b, n, 1).expand(b, n, a)[real]
     logps = torch.zeros(b * n, dtype=tokens.dtype, device=tokens.device).index_add(0, answer, tokens)
     return logps.view(b, n), real.sum(-1)
@@ -291,8 +316,8 @@ def label_logprobs(head, sample: torch.Tensor, column: torch.Tensor, labels: tor
     step = max(1, CHUNK_ELEMENTS // head.vocab)
     out = []
     for i in range(0, labels.numel(), step):
-        logits = head.logits(sample[i:i + step], column[i:i + step])
-        picked = logits.gather(-1, labels[i:i + step, None]).squeeze(-1)
+        logits = head.logits(sample[i : i + step], column[i : i + step])
+        picked = logits.gather(-1, labels[i : i + step, None]).squeeze(-1)
         out.append(picked.float() - torch.logsumexp(logits.float(), -1))
     return torch.cat(out) if out else torch.zeros(0, device=labels.device)
 
@@ -306,8 +331,11 @@ def causal_lm(model):
 def _sharded(model) -> bool:
     """FSDP or DeepSpeed ZeRO-3 hold parameters sharded outside their forward: the head cannot be applied
     by hand there."""
-    return any(type(m).__name__.startswith(("FullyShardedDataParallel", "FSDP", "DeepSpeed")) or
-               hasattr(getattr(m, "weight", None), "ds_id") for m in (model, *model.modules()))
+    return any(
+        type(m).__name__.startswith(("FullyShardedDataParallel", "FSDP", "DeepSpeed"))
+        or hasattr(getattr(m, "weight", None), "ds_id")
+        for m in (model, *model.modules())
+    )
 
 
 # Configs whose causal-LM head does more than the output embedding (and soft-capping, which is applied).
@@ -318,6 +346,7 @@ _HEAD_EXTRAS = ("logit_scale", "logits_scaling", "output_multiplier_scale")
 class HiddenHead:
     """The decoder's final hidden states (the model runs with `logits_to_keep=1`), turned into logits by
     the model's own output embedding only where asked."""
+
     hidden: torch.Tensor
     embedding: torch.nn.Module
     softcap: float | None
@@ -328,8 +357,12 @@ class HiddenHead:
         lm = causal_lm(model)
         decoder = getattr(lm, "base_model", lm)
         embedding = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
-        if decoder is lm or embedding is None or _sharded(model) or \
-                any(getattr(lm.config, k, None) not in (None, 1, 1.0) for k in _HEAD_EXTRAS):
+        if (
+            decoder is lm
+            or embedding is None
+            or _sharded(model)
+            or any(getattr(lm.config, k, None) not in (None, 1, 1.0) for k in _HEAD_EXTRAS)
+        ):
             return None
         seen: dict[str, torch.Tensor] = {}
         hook = decoder.register_forward_hook(
@@ -351,6 +384,7 @@ class HiddenHead:
 class KeptLogits:
     """The model's own logits from column `first` on (for models whose head is not applied by hand). A
     model that ignores `logits_to_keep` returns every column; `first` is read from what came back."""
+
     kept: torch.Tensor
     first: int
     vocab: int
@@ -372,20 +406,20 @@ def answer_logprobs_full(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch
     of 20 candidates x a batch of prompts x a 50k-150k vocabulary would not fit a GPU."""
     b, n, a = batch.answer_ids.shape
     dev = batch.prompt_ids.device
-    amask = right_padded_answers(batch)                                                 # (B, N, A)
+    amask = right_padded_answers(batch)  # (B, N, A)
     t = torch.arange(a, device=dev)
-    p, start = batch.prompt_ids.shape[1], batch.prompt_mask.sum(-1)                     # start (B,): prompt length
-    ends = start[:, None] + amask.sum(-1)                                               # (B, N): row lengths
+    p, start = batch.prompt_ids.shape[1], batch.prompt_mask.sum(-1)  # start (B,): prompt length
+    ends = start[:, None] + amask.sum(-1)  # (B, N): row lengths
     length = int(ends.max())
     ids = torch.zeros((b, n, length), dtype=batch.prompt_ids.dtype, device=dev)
     for i, k in enumerate(start.tolist()):
-        ids[i, :, :k] = batch.prompt_ids[i, p - k:]
+        ids[i, :, :k] = batch.prompt_ids[i, p - k :]
         width = min(a, length - k)
-        ids[i, :, k:k + width] = batch.answer_ids[i, :, :width]
+        ids[i, :, k : k + width] = batch.answer_ids[i, :, :width]
     # No attention mask: each row is unpadded up to its end and right-padded after it, so causal attention alone
     # keeps every scored position off the padding, and SDPA may take its flash kernel (a padding mask rules it out).
     inputs = dict(input_ids=ids.view(b * n, length))
-    rows = torch.arange(b * n, device=dev).view(b, n, 1).expand(b, n, a)[amask]         # (M,)
-    column = (start[:, None, None] - 1 + t).expand(b, n, a)[amask]                      # predicts token t
+    rows = torch.arange(b * n, device=dev).view(b, n, 1).expand(b, n, a)[amask]  # (M,)
+    column = (start[:, None, None] - 1 + t).expand(b, n, a)[amask]  # predicts token t
     head = HiddenHead.run(model, inputs) or KeptLogits.run(model, inputs, int(start.min()) - 1)
     return answer_sums(head, rows, column, batch)

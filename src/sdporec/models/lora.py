@@ -29,7 +29,7 @@ def attach_adapter(base, path: str, name: str = "default", trainable: bool = Fal
     from peft import PeftModel, get_peft_model_state_dict
 
     with peft_quietly(), warnings.catch_warnings(), loading(path):
-        warnings.filterwarnings("ignore", message="Found missing adapter keys")   # reported below
+        warnings.filterwarnings("ignore", message="Found missing adapter keys")  # reported below
         if isinstance(base, PeftModel):
             base.load_adapter(path, adapter_name=name, is_trainable=trainable)
             model = base
@@ -70,12 +70,17 @@ def lora_targets(model) -> list[str]:
     from transformers.pytorch_utils import Conv1D
 
     head = model.get_output_embeddings()
-    blocks = (".layers.", ".h.")   # where the families keep their transformer blocks
-    names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-             if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head and any(b in f".{name}." for b in blocks)}
+    blocks = (".layers.", ".h.")  # where the families keep their transformer blocks
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, m in model.named_modules()
+        if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head and any(b in f".{name}." for b in blocks)
+    }
     if not names:
-        raise ConfigError(f"setting 'lora_targets': {type(model).__name__} has no linear layers in its blocks "
-                          "where sdporec looks (.layers. or .h.); name them with --lora-targets")
+        raise ConfigError(
+            f"setting 'lora_targets': {type(model).__name__} has no linear layers in its blocks "
+            "where sdporec looks (.layers. or .h.); name them with --lora-targets"
+        )
     return sorted(names)
 
 
@@ -112,14 +117,23 @@ def add_lora(model, r: int, alpha: int, dropout: float, targets: Sequence[str] =
             {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))}
         )
         missing = sorted(set(targets) - set(linear))
-        require(not missing, "lora_targets", f"{', '.join(missing)}: no such linear layer in {type(model).__name__} "
-                f"(it has {', '.join(linear)})")
+        require(
+            not missing,
+            "lora_targets",
+            f"{', '.join(missing)}: no such linear layer in {type(model).__name__} (it has {', '.join(linear)})",
+        )
 
     # GPT-2's Conv1D layers store their weights transposed (fan_in_fan_out).
     transposed = any(isinstance(m, Conv1D) for m in model.modules())
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets or lora_targets(model)),
-                     fan_in_fan_out=transposed, task_type="CAUSAL_LM",
-                     trainable_token_indices=trainable_tokens(model, tokens))
+    cfg = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=list(targets or lora_targets(model)),
+        fan_in_fan_out=transposed,
+        task_type="CAUSAL_LM",
+        trainable_token_indices=trainable_tokens(model, tokens),
+    )
     with peft_quietly():
         return get_peft_model(model, cfg)
 

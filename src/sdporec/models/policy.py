@@ -22,8 +22,14 @@ class Policy:
     (so training starts from it) and frozen as "reference"; only "default" is saved.
     """
 
-    def __init__(self, model, reference_model=None, reference_adapter: str | None = None,
-                 reference_path: str | None = None, dtype: str = "float32"):
+    def __init__(
+        self,
+        model,
+        reference_model=None,
+        reference_adapter: str | None = None,
+        reference_path: str | None = None,
+        dtype: str = "float32",
+    ):
         self.model, self._ref_model, self._ref_adapter = model, reference_model, reference_adapter
         self._ref_path, self.torch_dtype = reference_path, dtype
 
@@ -67,13 +73,22 @@ class Policy:
 
 def _freeze_adapter(model, name: str) -> None:
     for n, p in model.named_parameters():
-        if f".{name}." in n or n.endswith(f".{name}"):   # LoRA weights, and trainable token rows
+        if f".{name}." in n or n.endswith(f".{name}"):  # LoRA weights, and trainable token rows
             p.requires_grad_(False)
 
 
-def policy_from_sft(path: str, lora: bool, r: int, alpha: int, dropout: float, dtype: str,
-                    resident_reference: bool = True, load_in_4bit: bool = False,
-                    targets: Sequence[str] = (), chat_template: str = "auto") -> tuple[Policy, object]:
+def policy_from_sft(
+    path: str,
+    lora: bool,
+    r: int,
+    alpha: int,
+    dropout: float,
+    dtype: str,
+    resident_reference: bool = True,
+    load_in_4bit: bool = False,
+    targets: Sequence[str] = (),
+    chat_template: str = "auto",
+) -> tuple[Policy, object]:
     """The policy to train and its reference. `resident_reference=False` (full fine-tuning only) keeps
     no second model in memory: the reference is loaded from `path` when asked for."""
     codec = load_codec_of(path, chat_template)
@@ -85,7 +100,7 @@ def policy_from_sft(path: str, lora: bool, r: int, alpha: int, dropout: float, d
         _freeze_adapter(model, "reference")
         return Policy(model, reference_adapter="reference"), codec
     model = load_weights(path, dtype, load_in_4bit)
-    if lora:   # item tokens' rows train with a new adapter, as in SFT
+    if lora:  # item tokens' rows train with a new adapter, as in SFT
         return Policy(add_lora(model, r, alpha, dropout, targets, getattr(codec, "token_ids", ()))), codec
     if not resident_reference:
         return Policy(model, reference_path=path, dtype=dtype), codec

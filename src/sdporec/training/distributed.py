@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 
 def sharded_launch() -> str | None:
-    """"FSDP" or "DeepSpeed" where `accelerate launch` was given such a config (read from the environment it
+    """ "FSDP" or "DeepSpeed" where `accelerate launch` was given such a config (read from the environment it
     sets, by accelerate's own parser), else None."""
     from accelerate.utils import parse_flag_from_env
 
@@ -46,8 +46,10 @@ def make_accelerator(device: str, mixed_precision: str, grad_accum: int = 1):
     if sharded and (device == "cpu" or not cuda):
         # On CPU accelerate would quietly run plain data parallelism instead (measured with FSDP).
         where = "--device cpu was given" if cuda else "no CUDA GPU is available here"
-        raise ConfigError(f"setting 'device': the accelerate config asks for {sharded}, which shards the model over "
-                          f"CUDA GPUs, but {where}; on CPU launch with a DDP config or none")
+        raise ConfigError(
+            f"setting 'device': the accelerate config asks for {sharded}, which shards the model over "
+            f"CUDA GPUs, but {where}; on CPU launch with a DDP config or none"
+        )
     if device.startswith("cuda:"):
         torch.cuda.set_device(int(device.split(":")[1]))
     # The accelerator state is process-wide; a second run in the same process (tests, the pipeline) may
@@ -65,8 +67,11 @@ def deepspeed_settings(batch_size: int, grad_accum: int, max_grad_norm: float) -
     """What sdporec writes into DeepSpeed's config: DeepSpeed wants its micro-batch size up front (no
     DataLoader is prepared that it could read it from), counts accumulation itself and clips itself
     (accelerate's clipping is a no-op under it)."""
-    return {"train_micro_batch_size_per_gpu": batch_size, "gradient_accumulation_steps": grad_accum,
-            "gradient_clipping": max_grad_norm}
+    return {
+        "train_micro_batch_size_per_gpu": batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "gradient_clipping": max_grad_norm,
+    }
 
 
 def set_seed(seed: int) -> None:
@@ -92,10 +97,10 @@ def finish() -> None:
 def global_micro_batch(order: Sequence[int], micro: int, batch_size: int, world: int) -> list[int]:
     """Indices of global micro-batch `micro`, all processes' shares in process order (may be short at the end)."""
     span = batch_size * world
-    return list(order[micro * span:(micro + 1) * span])
+    return list(order[micro * span : (micro + 1) * span])
 
 
 def micro_batch(order: Sequence[int], micro: int, batch_size: int, rank: int, world: int) -> list[int]:
     """Indices of this process's share of global micro-batch `micro` (see the module docstring); fewer
     than `batch_size`, or none, in an epoch's short last micro-batch."""
-    return global_micro_batch(order, micro, batch_size, world)[rank * batch_size:(rank + 1) * batch_size]
+    return global_micro_batch(order, micro, batch_size, world)[rank * batch_size : (rank + 1) * batch_size]

@@ -9,28 +9,40 @@ import torch
 import torch.nn.functional as F
 
 
-def sdpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-              reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
-              beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sdpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Softmax-DPO: L = -log sigmoid(-log sum_k exp(r_k - r_w)).
 
     Returns (losses (B,), chosen_rewards (B,), rejected_rewards (B, K)). With K = 1 this is DPO's
     -log sigmoid(r_w - r_l). logsumexp and logsigmoid keep it finite when beta * delta is +-1000."""
     if policy_chosen_logps.dim() != 1 or policy_rejected_logps.dim() != 2:
-        raise ValueError(f"expected chosen (B,) and rejected (B, K), got {tuple(policy_chosen_logps.shape)} "
-                         f"and {tuple(policy_rejected_logps.shape)}")
-    if policy_rejected_logps.shape != reference_rejected_logps.shape or \
-            policy_chosen_logps.shape != reference_chosen_logps.shape:
+        raise ValueError(
+            f"expected chosen (B,) and rejected (B, K), got {tuple(policy_chosen_logps.shape)} "
+            f"and {tuple(policy_rejected_logps.shape)}"
+        )
+    if (
+        policy_rejected_logps.shape != reference_rejected_logps.shape
+        or policy_chosen_logps.shape != reference_chosen_logps.shape
+    ):
         raise ValueError("policy and reference log-probs must have the same shapes")
-    chosen_rewards = beta * (policy_chosen_logps - reference_chosen_logps)          # (B,)
-    rejected_rewards = beta * (policy_rejected_logps - reference_rejected_logps)    # (B, K)
+    chosen_rewards = beta * (policy_chosen_logps - reference_chosen_logps)  # (B,)
+    rejected_rewards = beta * (policy_rejected_logps - reference_rejected_logps)  # (B, K)
     margin = -torch.logsumexp(rejected_rewards - chosen_rewards.unsqueeze(1), dim=1)  # (B,)
     return -F.logsigmoid(margin), chosen_rewards, rejected_rewards
 
 
-def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-             reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
-             beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    reference_chosen_logps: torch.Tensor,
+    reference_rejected_logps: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sigmoid DPO with K negatives per chosen answer: each (chosen, negative) pair is its own DPO term,
     averaged over the K pairs. Returns (losses (B,), chosen_rewards (B,), rejected_rewards (B, K))."""
     chosen_rewards = beta * (policy_chosen_logps - reference_chosen_logps)
@@ -46,8 +58,7 @@ def sft_loss(answer_logps: torch.Tensor) -> torch.Tensor:
     return -answer_logps
 
 
-def window_share(losses: torch.Tensor, weights: torch.Tensor, world: int, grad_accum: int,
-                 units: int) -> torch.Tensor:
+def window_share(losses: torch.Tensor, weights: torch.Tensor, world: int, grad_accum: int, units: int) -> torch.Tensor:
     """What one process backpropagates for one micro-batch: its weighted loss sum over the step window's units
     (answer tokens for SFT, samples for DPO / S-DPO), times processes x accumulation steps, which accelerate
     divides back out (it averages processes' gradients and scales each micro-batch by 1 / grad_accum). The

@@ -44,6 +44,7 @@ from sdporec.training.train_config import TrainOptions
 class PreferenceOptions(TrainOptions, Protocol):
     """What preference training reads of its settings beyond the trainer's
     (`sdporec.commands.preference.PreferenceConfig` has them all)."""
+
     model: str
     loss: str
     negatives: int
@@ -61,35 +62,51 @@ def learns_history(cfg: PreferenceOptions) -> bool:
     return cfg.history_weight > 0 or Checkpoint.read(cfg.model).learned_history
 
 
-
 class PreferenceRecipe:
     """DPO / S-DPO for the `Trainer`: each sample's target and K negatives scored by the policy and the
     reference (precomputed per epoch, or online), the loss over samples."""
 
     def __init__(self, cfg: PreferenceOptions, run: TrainingRun, policy: Policy, codec, base_dir: Path | None):
         self.cfg, self.run, self.policy, self.codec, self.base_dir = cfg, run, policy, codec, base_dir
-        self.k, self.loss_fn, self.score = cfg.negatives, LOSSES[cfg.loss], \
-            scoring_layout(cfg.layout, codec.short_answers, run.acc.device)
+        self.k, self.loss_fn, self.score = (
+            cfg.negatives,
+            LOSSES[cfg.loss],
+            scoring_layout(cfg.layout, codec.short_answers, run.acc.device),
+        )
         self.precompute = cfg.reference_pass == "precompute"
-        self.cut = -1 if cfg.reward_tokens == "title" else None   # the EOS is the answer's last token
+        self.cut = -1 if cfg.reward_tokens == "title" else None  # the EOS is the answer's last token
         self.popularity = Counter(s.target for s in run.train)
-        self.negatives: dict[str, list[str]] = {}      # this epoch's, where not drawn uniformly
-        self.reference: dict[str, torch.Tensor] = {}   # this epoch's, when precomputed
+        self.negatives: dict[str, list[str]] = {}  # this epoch's, where not drawn uniformly
+        self.reference: dict[str, torch.Tensor] = {}  # this epoch's, when precomputed
         beside = Path(cfg.model).parent if Path(cfg.model).is_dir() else run.out
-        self.cache_dir = None if cfg.reference_cache == "none" else \
-            Path(cfg.reference_cache or beside / "reference_cache")
-        self.settings = {"data": file_digest(cfg.train), "model": model_fingerprint(cfg.model), "seed": cfg.seed,
-                         "k": self.k, "domain": cfg.domain, "keep_candidates": cfg.keep_candidates,
-                         "dtype": cfg.dtype, "load_in_4bit": cfg.load_in_4bit,
-                         "mixed_precision": cfg.mixed_precision,
-                         "layout": resolve_layout(cfg.layout, run.acc.device, codec.short_answers),
-                         "device": run.acc.device.type, "chat": codec.chat, "codec": codec.kind,
-                         "reward_tokens": cfg.reward_tokens}
-        self.meta = {"stage": cfg.loss, "trained_from": cfg.model, "config": asdict(cfg),
-                     "learned_history": learns_history(cfg)}
+        self.cache_dir = (
+            None if cfg.reference_cache == "none" else Path(cfg.reference_cache or beside / "reference_cache")
+        )
+        self.settings = {
+            "data": file_digest(cfg.train),
+            "model": model_fingerprint(cfg.model),
+            "seed": cfg.seed,
+            "k": self.k,
+            "domain": cfg.domain,
+            "keep_candidates": cfg.keep_candidates,
+            "dtype": cfg.dtype,
+            "load_in_4bit": cfg.load_in_4bit,
+            "mixed_precision": cfg.mixed_precision,
+            "layout": resolve_layout(cfg.layout, run.acc.device, codec.short_answers),
+            "device": run.acc.device.type,
+            "chat": codec.chat,
+            "codec": codec.kind,
+            "reward_tokens": cfg.reward_tokens,
+        }
+        self.meta = {
+            "stage": cfg.loss,
+            "trained_from": cfg.model,
+            "config": asdict(cfg),
+            "learned_history": learns_history(cfg),
+        }
 
     def units(self, sample: Sample) -> int:
-        return 1   # the preference loss is a mean over samples
+        return 1  # the preference loss is a mean over samples
 
     def answers(self, s: Sample, epoch: int, every: bool = False) -> list[str]:
         """Training answers: the target, then its K negatives; `every`: the target, then every other candidate."""
@@ -101,22 +118,33 @@ class PreferenceRecipe:
 
     def encode(self, samples: Sequence[Sample], epoch: int, every: bool = False) -> AnswerBatch:
         codec, cfg = self.codec, self.cfg
-        rows = [[codec.encode_answer(t)[:self.cut] for t in self.answers(s, epoch, every)] for s in samples]
-        return collate([codec.encode_prompt(training_prompt(s, cfg.domain, cfg.seed, epoch)) for s in samples],
-                       same_answer_count(rows, codec.pad_id), codec.pad_id)
+        rows = [[codec.encode_answer(t)[: self.cut] for t in self.answers(s, epoch, every)] for s in samples]
+        return collate(
+            [codec.encode_prompt(training_prompt(s, cfg.domain, cfg.seed, epoch)) for s in samples],
+            same_answer_count(rows, codec.pad_id),
+            codec.pad_id,
+        )
 
     def reference_pass(self, epoch: int, samples: Sequence[Sample], every: bool) -> dict[str, torch.Tensor]:
         """sample key -> the reference's log-probs of `answers(sample, epoch, every)`, cached on disk. Each
         process scores its slice (and caches it under its rank); all of them get every sample's row."""
         cfg, acc = self.cfg, self.run.acc
-        inputs = inputs_digest([(training_prompt(s, cfg.domain, cfg.seed, epoch), self.answers(s, epoch, every))
-                                for s in samples])
+        inputs = inputs_digest(
+            [(training_prompt(s, cfg.domain, cfg.seed, epoch), self.answers(s, epoch, every)) for s in samples]
+        )
         key = cache_key(**reference_identity(epoch=epoch, inputs=inputs, **self.settings))
         rank, world = acc.process_index, acc.num_processes
         part = f"{key}.safetensors" if world == 1 else f"{key}.rank{rank}of{world}.safetensors"
-        mine = reference_logps(self.policy.reference, even_shard(samples, rank, world)[0],
-                               lambda chunk: self.encode(chunk, epoch, every), cfg.batch_size, acc.device,
-                               self.cache_dir and self.cache_dir / part, cfg.progress and self.run.main, self.score)
+        mine = reference_logps(
+            self.policy.reference,
+            even_shard(samples, rank, world)[0],
+            lambda chunk: self.encode(chunk, epoch, every),
+            cfg.batch_size,
+            acc.device,
+            self.cache_dir and self.cache_dir / part,
+            cfg.progress and self.run.main,
+            self.score,
+        )
         return dict(gather(list(mine.items()), world))
 
     def start_epoch(self, epoch: int, samples: Sequence[Sample]) -> None:
@@ -126,11 +154,11 @@ class PreferenceRecipe:
         self.reference.clear()
         if cfg.negatives_from == "popular":
             self.negatives.update({s.key: popular_negatives(s, k, self.popularity, cfg.seed, epoch) for s in samples})
-        if cfg.negatives_from == "model":   # one pass scores every candidate: the negatives and their references
+        if cfg.negatives_from == "model":  # one pass scores every candidate: the negatives and their references
             scores = self.reference_pass(epoch, samples, True)
             for s in samples:
                 others, row = self.answers(s, epoch, True)[1:], scores[s.key]
-                picked = top_negatives(others, row[1:1 + len(others)].tolist(), k)
+                picked = top_negatives(others, row[1 : 1 + len(others)].tolist(), k)
                 self.negatives[s.key] = [others[i] for i in picked]
                 if self.precompute:
                     self.reference[s.key] = torch.cat([row[:1], row[1:][picked]])
@@ -147,22 +175,22 @@ class PreferenceRecipe:
         return batch
 
     def losses(self, model, batch: AnswerBatch):
-        logps, counts = self.score(model, batch)        # (B, 1+K)
+        logps, counts = self.score(model, batch)  # (B, 1+K)
         ref_logps = batch.reference_logps
         if ref_logps is None:
             with self.policy.reference() as ref:
-                ref_logps, _ = self.score(ref, batch)    # (B, 1+K)
+                ref_logps, _ = self.score(ref, batch)  # (B, 1+K)
         chosen, rejected = split_chosen_rejected(logps, self.k)
         ref_chosen, ref_rejected = split_chosen_rejected(ref_logps, self.k)
         losses, r_chosen, r_rejected = self.loss_fn(chosen, rejected, ref_chosen, ref_rejected, self.cfg.beta)
         if self.cfg.sft_weight:
             losses = losses + self.cfg.sft_weight * sft_loss(chosen) / counts[:, 0]
         history_loss = None
-        if batch.history_ids is not None:   # the history's next-item loss per labelled token
+        if batch.history_ids is not None:  # the history's next-item loss per labelled token
             history, labelled = history_logprobs(model, batch)
             history_loss = sft_loss(history) / labelled.clamp(min=1)
             losses = losses + self.cfg.history_weight * history_loss
-        stats = {   # per sample; the trainer logs their means over each optimizer step's samples
+        stats = {  # per sample; the trainer logs their means over each optimizer step's samples
             "reward_chosen": r_chosen,
             "reward_rejected": r_rejected.mean(1),
             "reward_margin": r_chosen - r_rejected.mean(1),
@@ -175,30 +203,44 @@ class PreferenceRecipe:
         return losses, stats
 
     def save(self, model, state_dict: dict | None, readout: float) -> None:
-        save_checkpoint(model, self.codec, self.run.out / MODEL, {**self.meta, "history_readout": readout},
-                        self.base_dir, state_dict)
+        save_checkpoint(
+            model,
+            self.codec,
+            self.run.out / MODEL,
+            {**self.meta, "history_readout": readout},
+            self.base_dir,
+            state_dict,
+        )
 
 
 def preference_policy(cfg: PreferenceOptions, run: TrainingRun) -> tuple[Policy, object, Path | None]:
     """The policy and its reference from the SFT checkpoint (a GGUF file converted once to a Hugging Face
     checkpoint first), its codec, and where a LoRA's base weights are kept beside the adapter."""
     source = start = cfg.model
-    if is_gguf(source):   # converted once to a Hugging Face checkpoint, which the policy and reference load
+    if is_gguf(source):  # converted once to a Hugging Face checkpoint, which the policy and reference load
         start = str(run.out / BASE_MODEL)
         if run.main:
             model, codec = load_model(source, cfg.dtype, chat_template=cfg.chat_template)
             save_checkpoint(model, codec, start, {"stage": "base", "trained_from": source})
             del model
         run.acc.wait_for_everyone()
-    policy, codec = policy_from_sft(start, cfg.lora, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.dtype,
-                                    resident_reference=cfg.reference_pass != "precompute",
-                                    load_in_4bit=cfg.load_in_4bit, targets=cfg.lora_targets,
-                                    chat_template=cfg.chat_template)
+    policy, codec = policy_from_sft(
+        start,
+        cfg.lora,
+        cfg.lora_r,
+        cfg.lora_alpha,
+        cfg.lora_dropout,
+        cfg.dtype,
+        resident_reference=cfg.reference_pass != "precompute",
+        load_in_4bit=cfg.load_in_4bit,
+        targets=cfg.lora_targets,
+        chat_template=cfg.chat_template,
+    )
     if not cfg.load_in_4bit:
         policy.to(run.acc.device)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(policy.model)
     base_dir = Path(cfg.model) / "base" if is_adapter(cfg.model) and (Path(cfg.model) / "base").is_dir() else None
-    if cfg.lora and needs_own_base(source):   # a new adapter over a GGUF model: its base travels with it
+    if cfg.lora and needs_own_base(source):  # a new adapter over a GGUF model: its base travels with it
         base_dir = Path(start)
     return policy, codec, base_dir

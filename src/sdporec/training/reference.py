@@ -31,7 +31,7 @@ def model_fingerprint(path: str | Path) -> str:
     """Identity of a checkpoint: its files' names, sizes and modification times (cheap for 7B models;
     any re-save changes it)."""
     path = Path(path)
-    if path.is_file():   # a GGUF file
+    if path.is_file():  # a GGUF file
         st = path.stat()
         return f"{path}:{st.st_size}:{st.st_mtime_ns}"
     if not path.is_dir():
@@ -58,7 +58,7 @@ def cache_key(**parts: object) -> str:
 
 # Bumped whenever what a cache file holds, or how its numbers are computed, changes in a way the other
 # parts of the key cannot see.
-CACHE_FORMAT = 3   # 3: safetensors, the keys in its metadata (2 was a torch.save pickle)
+CACHE_FORMAT = 3  # 3: safetensors, the keys in its metadata (2 was a torch.save pickle)
 
 
 def code_digest() -> str:
@@ -76,8 +76,12 @@ def library_versions() -> dict[str, str]:
     import peft
     import transformers
 
-    return {"sdporec": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__}
+    return {
+        "sdporec": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
 
 
 def inputs_digest(rows: Sequence[tuple[object, Sequence[str]]]) -> str:
@@ -111,10 +115,11 @@ def reference_logps(
             return cached
     keys, rows = [], []
     with reference_context() as ref:
-        for start in tqdm(range(0, len(samples), batch_size), desc="reference pass", unit="batch",
-                          disable=not progress, leave=False):
-            chunk = samples[start:start + batch_size]
-            logps, _ = logprobs(ref, make_batch(chunk).to(device))   # (B, 1+K)
+        for start in tqdm(
+            range(0, len(samples), batch_size), desc="reference pass", unit="batch", disable=not progress, leave=False
+        ):
+            chunk = samples[start : start + batch_size]
+            logps, _ = logprobs(ref, make_batch(chunk).to(device))  # (B, 1+K)
             keys.extend(s.key for s in chunk)
             rows.append(logps.float().cpu())
     logps = torch.cat(rows)
@@ -122,8 +127,11 @@ def reference_logps(
         from safetensors.torch import save_file
 
         with atomic_path(cache_file) as tmp:
-            save_file({"logps": logps.contiguous()}, str(tmp),
-                      metadata={"format": str(CACHE_FORMAT), "keys": json.dumps(keys)})
+            save_file(
+                {"logps": logps.contiguous()},
+                str(tmp),
+                metadata={"format": str(CACHE_FORMAT), "keys": json.dumps(keys)},
+            )
     return dict(zip(keys, logps))
 
 
@@ -138,7 +146,7 @@ def read_cache(cache_file: Path) -> dict[str, torch.Tensor] | None:
             if meta.get("format") != str(CACHE_FORMAT):
                 return None
             logps, keys = f.get_tensor("logps"), json.loads(meta["keys"])
-    except Exception:   # noqa: BLE001 - any damage (safetensors' own errors, JSON, a missing entry) is a miss
+    except Exception:  # noqa: BLE001 - any damage (safetensors' own errors, JSON, a missing entry) is a miss
         return None
     if not isinstance(keys, list) or len(keys) != len(logps):
         return None

@@ -24,13 +24,14 @@ from sdporec.training.train_config import TrainOptions
 @dataclass
 class TrainingRun:
     """A training run's directory, its checked data and its accelerator (`start_run`)."""
+
     out: Path
     train: list[Sample]
     valid: list[Sample]
     acc: object  # accelerate.Accelerator
-    kept: frozenset[str] = frozenset()   # run outputs already there (a run being resumed): never removed here
-    created: bool = False                # whether this run created `out`
-    replaced: SetAside | None = None     # an earlier run's outputs (--overwrite), back in place if this run fails
+    kept: frozenset[str] = frozenset()  # run outputs already there (a run being resumed): never removed here
+    created: bool = False  # whether this run created `out`
+    replaced: SetAside | None = None  # an earlier run's outputs (--overwrite), back in place if this run fails
 
     @property
     def main(self) -> bool:
@@ -68,8 +69,10 @@ class TrainingRun:
 
     def _put_back(self) -> None:
         if self.replaced is not None and self.replaced.restore():
-            warn(f"the run did not finish: the earlier run's outputs in {self.out} are back in place, and what "
-                 "this run wrote there was removed")
+            warn(
+                f"the run did not finish: the earlier run's outputs in {self.out} are back in place, and what "
+                "this run wrote there was removed"
+            )
 
 
 def start_run(cfg: TrainOptions, codec=None, model: str = "", negatives: int = 0) -> TrainingRun:
@@ -89,7 +92,7 @@ def start_run(cfg: TrainOptions, codec=None, model: str = "", negatives: int = 0
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     acc = make_accelerator(cfg.device, cfg.mixed_precision, cfg.grad_accum)
-    set_seed(cfg.seed)   # model creation and LoRA initialisation draw from these generators
+    set_seed(cfg.seed)  # model creation and LoRA initialisation draw from these generators
     out = Path(cfg.out)
     created = not out.exists()
     replaced = None

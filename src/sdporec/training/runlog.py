@@ -30,10 +30,10 @@ def _step(log_line: str) -> float:
 def peak_memory_gib(device) -> float:
     """Peak GPU memory allocated by PyTorch on a CUDA device; the process's peak RSS on a CPU."""
     if torch.device(device).type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 30
+        return torch.cuda.max_memory_allocated(device) / 2**30
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # Linux reports KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
 class RunLog:
@@ -49,8 +49,11 @@ class RunLog:
         if not enabled:
             return
         for p in self.paths.values():
-            kept = [] if keep_until is None or not p.is_file() else \
-                [line for line in p.read_text().splitlines() if _step(line) <= keep_until]
+            kept = (
+                []
+                if keep_until is None or not p.is_file()
+                else [line for line in p.read_text().splitlines() if _step(line) <= keep_until]
+            )
             with writing(p):
                 p.write_text("".join(line + "\n" for line in kept))
         if cfg.report_to == "tensorboard":

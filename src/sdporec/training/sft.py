@@ -33,6 +33,7 @@ from sdporec.training.train_config import TrainOptions
 
 class SFTOptions(TrainOptions, Protocol):
     """What SFT reads of its settings beyond the trainer's (`sdporec.commands.sft.SFTConfig` has them all)."""
+
     model: str
     hidden: int
     layers: int
@@ -53,8 +54,12 @@ class SFTRecipe:
         self.cfg, self.codec = cfg, codec
         self.checkpoint, self.base_dir = checkpoint, base_dir
         self.score = scoring_layout(cfg.layout, codec.short_answers, device)
-        self.meta = {"stage": "sft", "trained_from": cfg.model, "config": asdict(cfg),
-                     "learned_history": cfg.history_weight > 0}
+        self.meta = {
+            "stage": "sft",
+            "trained_from": cfg.model,
+            "config": asdict(cfg),
+            "learned_history": cfg.history_weight > 0,
+        }
 
     def units(self, sample: Sample) -> int:
         """Predicted tokens: the answer's (title + EOS), and with a history loss the history's labelled ones
@@ -64,8 +69,9 @@ class SFTRecipe:
         if not self.cfg.history_weight:
             return answer
         if self.cfg.history_in == "prompt":
-            labels = self.codec.encode_prompt_history(build_prompt(sample.history, sample.candidates,
-                                                                   self.cfg.domain), IGNORE)[1]
+            labels = self.codec.encode_prompt_history(
+                build_prompt(sample.history, sample.candidates, self.cfg.domain), IGNORE
+            )[1]
         else:
             labels = self.codec.encode_history(sample.history, IGNORE)[1]
         return answer + sum(label != IGNORE for label in labels)
@@ -77,7 +83,7 @@ class SFTRecipe:
         cfg, codec = self.cfg, self.codec
         prompts = [training_prompt(s, cfg.domain, cfg.seed, epoch) for s in samples]
         answers = [[codec.encode_answer(s.target)] for s in samples]
-        if cfg.history_in == "prompt":   # validate: only with a history weight
+        if cfg.history_in == "prompt":  # validate: only with a history weight
             labelled = [codec.encode_prompt_history(p, IGNORE) for p in prompts]
             batch = collate([ids for ids, _ in labelled], answers, codec.pad_id)
             return batch.with_prompt_labels([labels for _, labels in labelled], IGNORE)
@@ -100,8 +106,9 @@ class SFTRecipe:
         return losses + self.cfg.history_weight * sft_loss(history_logps), {"answer_loss": losses.detach()}
 
     def save(self, model, state_dict: dict | None, readout: float) -> None:
-        save_checkpoint(model, self.codec, self.checkpoint, {**self.meta, "history_readout": readout}, self.base_dir,
-                        state_dict)
+        save_checkpoint(
+            model, self.codec, self.checkpoint, {**self.meta, "history_readout": readout}, self.base_dir, state_dict
+        )
 
 
 def sft_model(cfg: SFTOptions, run: TrainingRun, codec, extra: list[str]):
@@ -111,20 +118,24 @@ def sft_model(cfg: SFTOptions, run: TrainingRun, codec, extra: list[str]):
     base_dir = None
     if cfg.model == BUILTIN:
         try:
-            model, codec = build_builtin(catalogue(run.train + run.valid) + extra,
-                                         BuiltinSize(cfg.hidden, cfg.layers, cfg.heads), cfg.seed)
+            model, codec = build_builtin(
+                catalogue(run.train + run.valid) + extra, BuiltinSize(cfg.hidden, cfg.layers, cfg.heads), cfg.seed
+            )
         except ReservedTitle as e:
             raise DataError(cfg.train, None, "titles", str(e)) from None
         if cfg.dropout:
             add_hidden_dropout(model, cfg.dropout)
     else:
         model, codec = load_model(cfg.model, cfg.dtype, cfg.load_in_4bit, cfg.chat_template, codec)
-    if not cfg.load_in_4bit:   # 4-bit weights are placed on the GPU as they load
+    if not cfg.load_in_4bit:  # 4-bit weights are placed on the GPU as they load
         model.to(run.acc.device)
     if cfg.item_tokens:
-        require(not (cfg.lora and run.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)),
-                "item_tokens", "peft trains item rows beside a LoRA adapter in one process or under DDP, not under "
-                "FSDP or DeepSpeed; train all weights (no --lora) there")
+        require(
+            not (cfg.lora and run.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)),
+            "item_tokens",
+            "peft trains item rows beside a LoRA adapter in one process or under DDP, not under "
+            "FSDP or DeepSpeed; train all weights (no --lora) there",
+        )
         codec = item_codec(cfg, run, model, codec, extra)
     if cfg.lora:
         # Keep the base weights beside the adapter where they exist nowhere else (new item rows included).
@@ -132,9 +143,10 @@ def sft_model(cfg: SFTOptions, run: TrainingRun, codec, extra: list[str]):
             base_dir = run.out / BASE_MODEL
             if run.main:
                 save_checkpoint(model, codec, base_dir, {"stage": "base", "trained_from": cfg.model})
-            model.name_or_path = str(base_dir)   # what the adapter's config names as its base
-        model = add_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets,
-                         getattr(codec, "token_ids", ()))
+            model.name_or_path = str(base_dir)  # what the adapter's config names as its base
+        model = add_lora(
+            model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, getattr(codec, "token_ids", ())
+        )
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     return model, codec, base_dir
@@ -147,6 +159,6 @@ def item_codec(cfg: SFTOptions, run: TrainingRun, model, codec, extra: list[str]
     except ReservedTitle as e:
         raise DataError(cfg.train, None, "titles", str(e)) from None
     hybrid = HybridCodec(codec.tokenizer, codec.chat, titles, cfg.item_text)
-    sequences = [[item_key(t) for t in s.history + [s.target]] for s in run.train]   # as the tokens are named
+    sequences = [[item_key(t) for t in s.history + [s.target]] for s in run.train]  # as the tokens are named
     add_item_rows(model, hybrid.tokenizer, titles, hybrid.token_ids, cfg.item_init, cfg.domain, sequences)
     return hybrid

@@ -8,20 +8,27 @@ One checkpoint directory holds:
 - `scheduler.json`, and `scaler.json` under fp16 (the gradient scaler);
 - `random_states_R.safetensors` for every process R: PyTorch's CPU (and CUDA) generators as tensors, Python's
   and NumPy's in the metadata.
+- `trainer_state.json`: where training stands (`TrainState`) and the run's config.
 A file that is missing or does not load is a `DataError` naming it; nothing is skipped silently.
+`CheckpointFolder` keeps `OUT/checkpoints/step-N/` whole: each written under a temporary name, renamed in, the
+newest 2 kept.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sdporec.errors import DataError
+from sdporec.errors import DataError, brief
 from sdporec.files import writing
+from sdporec.runs import TRAINER_STATE
 
 TRAINABLE = "trainable.safetensors"
 OPTIMIZER = "optimizer.safetensors"
@@ -40,8 +47,11 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[s
     from safetensors.torch import save_file
 
     with writing(path):
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(path),
-                  metadata={"format": str(STATE_FORMAT), **metadata})
+        save_file(
+            {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
+            str(path),
+            metadata={"format": str(STATE_FORMAT), **metadata},
+        )
 
 
 def _write_json(obj: object, path: Path) -> None:
@@ -127,8 +137,10 @@ def _save_random_states(path: Path) -> None:
     tensors = {"torch": torch.get_rng_state(), "numpy": torch.from_numpy(keys.astype(np.int64))}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors.update({f"cuda/{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    meta = {"python": json.dumps([version, list(internal), gauss]),
-            "numpy": json.dumps([kind, int(pos), int(has_gauss), float(cached)])}
+    meta = {
+        "python": json.dumps([version, list(internal), gauss]),
+        "numpy": json.dumps([kind, int(pos), int(has_gauss), float(cached)]),
+    }
     _save_tensors(tensors, path, meta)
 
 
@@ -137,8 +149,10 @@ def load_training_state(directory: Path, model, optimizer, scheduler, scaler, ra
     reader = StateReader(directory)
     pickled = [n for n in PICKLED if (directory / n).is_file()]
     if pickled and not (directory / TRAINABLE).is_file():
-        raise reader.fail(pickled[0], "is a pickle, the format of an older sdporec; pickles can run code, so "
-                          "sdporec does not load them")
+        raise reader.fail(
+            pickled[0],
+            "is a pickle, the format of an older sdporec; pickles can run code, so sdporec does not load them",
+        )
     names = trainable_names(model)
     _load_weights(reader, model, names)
     _load_optimizer(reader, optimizer, names)
@@ -156,13 +170,16 @@ def _load_weights(reader: StateReader, model, names: list[str]) -> None:
     params = dict(model.named_parameters())
     if sorted(tensors) != sorted(names):
         missing, extra = sorted(set(names) - set(tensors)), sorted(set(tensors) - set(names))
-        raise reader.fail(TRAINABLE, f"holds other weights than this run trains (missing {missing[:3]}, "
-                          f"not trained here {extra[:3]})")
+        raise reader.fail(
+            TRAINABLE, f"holds other weights than this run trains (missing {missing[:3]}, not trained here {extra[:3]})"
+        )
     with torch.no_grad():
         for name in names:
             if tensors[name].shape != params[name].shape:
-                raise reader.fail(TRAINABLE, f"weight {name} has shape {tuple(tensors[name].shape)}, the model "
-                                  f"{tuple(params[name].shape)}")
+                raise reader.fail(
+                    TRAINABLE,
+                    f"weight {name} has shape {tuple(tensors[name].shape)}, the model {tuple(params[name].shape)}",
+                )
             params[name].copy_(tensors[name])
 
 
@@ -200,3 +217,75 @@ def _load_random_states(reader: StateReader, name: str) -> None:
             torch.cuda.set_rng_state_all(cuda)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise reader.fail(name, f"does not hold random states ({type(e).__name__}: {e})") from None
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every resumable checkpoint."""
+
+    epoch: int = 0
+    micro: int = 0  # the next micro-batch of `epoch` to run
+    opt_step: int = 0  # optimizer steps taken
+    best: float = -1.0  # best validation HR@1 so far
+    readout: float = 0.0  # the history readout's weight λ that scored it
+    elapsed: float = 0.0  # seconds trained before this invocation
+    window: list[dict] = field(default_factory=list)  # per-step rows since the last log line
+
+
+class CheckpointFolder:
+    """`OUT/checkpoints`: one `step-N` folder per resumable checkpoint, written under a temporary name (`begin`,
+    then `publish`) so that a kill at any moment leaves at least one complete checkpoint and at most two."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def latest(self) -> Path | None:
+        done = (
+            sorted(p for p in self.root.glob("step-*") if (p / TRAINER_STATE).is_file()) if self.root.is_dir() else []
+        )
+        return done[-1] if done else None
+
+    def tmp(self, step: int) -> Path:
+        return self.root / f".tmp-step-{step:08d}"
+
+    def begin(self, step: int) -> Path:
+        """An empty temporary folder for checkpoint `step` (main process only)."""
+        tmp = self.tmp(step)
+        shutil.rmtree(tmp, ignore_errors=True)
+        with writing(tmp):
+            tmp.mkdir(parents=True)
+        return tmp
+
+    def write_trainer_state(self, step: int, state: TrainState, config: dict) -> None:
+        path = self.tmp(step) / TRAINER_STATE
+        with writing(path):
+            path.write_text(json.dumps({**asdict(state), "config": config}, indent=1))
+
+    def discard(self, step: int) -> None:
+        shutil.rmtree(self.tmp(step), ignore_errors=True)
+
+    def publish(self, step: int) -> None:
+        """The finished temporary folder renamed in. Older checkpoints go first, so that a kill at any moment
+        leaves at most 2 and at least 1 complete one (pruning after the rename left 3 for a moment)."""
+        name = self.root / f"step-{step:08d}"
+        for old in sorted(p for p in self.root.glob("step-*") if p != name)[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(name, ignore_errors=True)
+        os.replace(self.tmp(step), name)
+
+    @staticmethod
+    def read_trainer_state(checkpoint: Path) -> tuple[TrainState, dict]:
+        """(the state, the config) a checkpoint was written with."""
+        path = checkpoint / TRAINER_STATE
+        try:
+            saved = json.loads(path.read_text())
+            config = saved.pop("config")
+            return TrainState(**saved), config
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise DataError(
+                path,
+                None,
+                None,
+                f"unreadable ({brief(e)}); remove {checkpoint} to resume from the "
+                "checkpoint before it, or start again with --overwrite",
+            ) from None

@@ -10,6 +10,7 @@ class TrainOptions(Protocol):
     """The settings of a training run that the `Trainer`, the run log and the recipes read
     (`sdporec.commands.train_config.TrainConfig` has them all, with their flags and help). Saved with the run
     as `config.yaml` (a dataclass)."""
+
     train: str
     valid: str
     out: str
@@ -53,8 +54,12 @@ class TrainOptions(Protocol):
 # preference training and full fine-tuning of a pretrained model take the field's usual orders of magnitude
 # (not measured here).
 DEFAULT_LR = {
-    ("sft", "builtin"): 1e-3, ("sft", "lora"): 1e-3, ("sft", "full"): 2e-5,
-    ("preference", "builtin"): 5e-4, ("preference", "lora"): 1e-4, ("preference", "full"): 5e-6,
+    ("sft", "builtin"): 1e-3,
+    ("sft", "lora"): 1e-3,
+    ("sft", "full"): 2e-5,
+    ("preference", "builtin"): 5e-4,
+    ("preference", "lora"): 1e-4,
+    ("preference", "full"): 5e-6,
 }
 
 
