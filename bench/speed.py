@@ -27,7 +27,7 @@ import torch
 # Real artist names as BPE text, whose lengths vary far more than the built-in titles': used if present.
 LASTFM = Path(__file__).resolve().parents[2] / "shared" / "data" / "lastfm" / "resampled" / "lastfm-train.json"
 
-KINDS = ("text", "items", "lastfm-text")  # prompt kinds: built-in titles as BPE text or item tokens, LastFM as text
+KINDS = ("text", "builtin", "lastfm-text")  # prompt kinds: built-in titles as BPE text or item tokens, LastFM as text
 
 
 def build(codec_kind: str, args):
@@ -44,7 +44,7 @@ def build(codec_kind: str, args):
     else:
         samples = builtin_splits(users=200, items=300, genres=10, seed=0)["train"]
     size = BuiltinSize(args.hidden, args.layers, args.heads)
-    if codec_kind == "items":
+    if codec_kind == "builtin":
         model, codec = build_builtin(catalogue(samples), size, 0)
     else:
         texts = [build_prompt(s.history, s.candidates, "music", i % 4).text for i, s in enumerate(samples[:2000])]

@@ -8,11 +8,11 @@ import re
 import pytest
 
 from sdporec.data.codec import (
-    ItemCodec,
+    BuiltinCodec,
     ReservedTitle,
     TextCodec,
     UnknownTitle,
-    build_item_codec,
+    build_builtin_codec,
     require_known_titles,
 )
 from sdporec.data.prompts import TEMPLATES, Prompt, build_prompt
@@ -131,7 +131,7 @@ def test_text_decode_stops_at_eos_and_skips_specials(text):
 
 
 def test_item_codec_by_hand():
-    codec = build_item_codec(["Yes", "Air Supply", "Yes"])
+    codec = build_builtin_codec(["Yes", "Air Supply", "Yes"])
     v = codec.vocab
     assert [v["<pad>"], v["<s>"], v["</s>"], v["<unk>"]] == [0, 1, 2, 3]
     assert v["Air Supply"] == len(v) - 2 and v["Yes"] == len(v) - 1  # titles last, sorted, once
@@ -157,7 +157,7 @@ def test_item_codec_by_hand():
 
 
 def test_item_codec_unknown_words_and_prompt_history():
-    codec = build_item_codec(["X", "Y", "Z"])
+    codec = build_builtin_codec(["X", "Y", "Z"])
     v = codec.vocab
     p = build_prompt(["X", "Y", "Z"], ["Y"], "music", 0)
     got, labels = codec.encode_prompt_history(p, IGNORE)
@@ -169,7 +169,7 @@ def test_item_codec_unknown_words_and_prompt_history():
 
 
 def test_item_decode_by_hand():
-    codec = build_item_codec(["Yes", "Air Supply"])
+    codec = build_builtin_codec(["Yes", "Air Supply"])
     v = codec.vocab
     assert codec.decode([1, v["<|w:Answer|>"], v["Air Supply"], 0, 3, v["Yes"], 2, v["Yes"]]) == "Answer Air Supply Yes"
     assert codec.decode([v["Yes"]]) == "Yes" and codec.decode([]) == ""
@@ -178,7 +178,7 @@ def test_item_decode_by_hand():
 
 def test_reserved_titles_are_named():
     with pytest.raises(ReservedTitle) as e:
-        build_item_codec(["<s>", "Fine", "<|w:x|>", "</s>"])
+        build_builtin_codec(["<s>", "Fine", "<|w:x|>", "</s>"])
     assert str(e.value) == (
         "titles clash with the built-in backbone's reserved token names: ['</s>', '<s>', "
         "'<|w:x|>']; rename them in the data"
@@ -186,7 +186,7 @@ def test_reserved_titles_are_named():
 
 
 def test_unknown_title_in_a_file_names_its_row_and_field():
-    codec = build_item_codec(["X", "Y", "Z"])
+    codec = build_builtin_codec(["X", "Y", "Z"])
     ok = Sample(["X"], ["Y", "Z"], "Y", row="line 1")
     require_known_titles(codec, "m", [ok], "f.jsonl")
     for s, fld, title in (
@@ -203,12 +203,14 @@ def test_unknown_title_in_a_file_names_its_row_and_field():
     require_known_titles(TextCodec(make_tokenizer()[0]), "m", [Sample(["Q"], ["R"], "R")], "f.jsonl")
 
 
-def test_item_codec_round_trips_through_its_record(tmp_path):
-    codec = build_item_codec(["X", "Y"])
+def test_builtin_codec_round_trips_through_its_record(tmp_path):
+    codec = build_builtin_codec(["X", "Y"])
     save_codec(codec, tmp_path)
-    assert json.loads((tmp_path / CODEC_FILE).read_text()) == {"kind": "items", "chat": False}
+    assert json.loads((tmp_path / CODEC_FILE).read_text()) == {"kind": "builtin", "chat": False}
     again = load_codec(str(tmp_path))
-    assert isinstance(again, ItemCodec) and again.vocab == codec.vocab
+    assert isinstance(again, BuiltinCodec) and again.vocab == codec.vocab
+    (tmp_path / CODEC_FILE).write_text(json.dumps({"kind": "items", "chat": False}))  # its name before
+    assert isinstance(load_codec(str(tmp_path)), BuiltinCodec)
 
 
 @pytest.mark.parametrize(
@@ -256,7 +258,7 @@ def test_chat_on_without_a_template_is_a_setting_error(tmp_path):
 
 
 def test_item_codec_one_token_per_title_even_when_a_title_is_a_template_word(tmp_path):
-    codec = build_item_codec(["Answer", "Air", "Air Supply", "Options"])
+    codec = build_builtin_codec(["Answer", "Air", "Air Supply", "Options"])
     prompt = build_prompt(["Air Supply", "Answer"], ["Air", "Options"], "music", 0)
     ids = codec.encode_prompt(prompt)
     titles = {codec.title_id(t) for t in ("Answer", "Air", "Air Supply", "Options")}
@@ -268,16 +270,16 @@ def test_item_codec_one_token_per_title_even_when_a_title_is_a_template_word(tmp
         codec.encode_answer("Muse")
     save_codec(codec, tmp_path)
     again = load_codec(str(tmp_path))
-    assert again.kind == "items" and again.encode_prompt(prompt) == ids
+    assert again.kind == "builtin" and again.encode_prompt(prompt) == ids
 
 
 def test_reserved_names_clash():
     with pytest.raises(ValueError, match="reserved"):
-        build_item_codec(["<s>", "Fine"])
+        build_builtin_codec(["<s>", "Fine"])
 
 
 def test_item_tokenizer_works_in_plain_transformers():
-    codec = build_item_codec(["Yes", "Air"])
+    codec = build_builtin_codec(["Yes", "Air"])
     tok, v = codec.tokenizer, codec.vocab
     assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2, 3)
     assert tok("Yes <|w:Answer|>  Nobody", add_special_tokens=False)["input_ids"] == [v["Yes"], v["<|w:Answer|>"], 3]
@@ -285,7 +287,7 @@ def test_item_tokenizer_works_in_plain_transformers():
 
 def test_reserved_clash_lists_five():
     with pytest.raises(ReservedTitle) as e:
-        build_item_codec([f"<|w:{c}|>" for c in "abcdef"])
+        build_builtin_codec([f"<|w:{c}|>" for c in "abcdef"])
     assert "['<|w:a|>', '<|w:b|>', '<|w:c|>', '<|w:d|>', '<|w:e|>']; rename" in str(e.value)
 
 

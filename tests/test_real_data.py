@@ -15,11 +15,11 @@ def test_lastfm_files_read_in_both_history_forms():
 
 
 def test_builtin_vocabulary_covers_lastfm():
-    from sdporec.data.codec import build_item_codec
+    from sdporec.data.codec import build_builtin_codec
     from sdporec.data.prompts import build_prompt
 
     valid = read_samples(shared_file("lastfm", "resampled", "lastfm-val.json"), "valid")
-    codec = build_item_codec(catalogue(valid))
+    codec = build_builtin_codec(catalogue(valid))
     s = valid[0]
     ids = codec.encode_prompt(build_prompt(s.history, s.candidates))
     assert codec.unk_id not in ids and len(ids) < 100

@@ -92,7 +92,7 @@ class PreferenceConfig(TrainConfig):
 def _backbone(record: Checkpoint, model: str, lora: bool) -> str:
     """What preference training trains: `builtin` (an SFT checkpoint of the built-in backbone, all weights),
     `lora` (a new adapter, or the SFT checkpoint's own adapter) or `full` (all weights of a text model)."""
-    if record.kind == "items" and not lora:
+    if record.kind == "builtin" and not lora:
         return "builtin"
     return "lora" if lora or is_adapter(model) else "full"
 

@@ -1,13 +1,14 @@
 """Codecs: prompts and answers to token ids, and generated ids back to text.
 
-Two kinds share one interface, so training and evaluation never ask which one they hold:
+Three kinds share one interface, so training and evaluation never ask which one they hold:
 - `TextCodec` (pretrained backbones): titles stay text; the prompt string and " " + title go through the
   model's own tokenizer; the answer ends with EOS.
-- `ItemCodec` (built-in backbone): every item title is one token and every template word its own token.
-  Measured on LastFM with a 7M model on 2 cores, this reached HR@1 0.68 in 10 minutes of SFT where BPE
-  titles reached 0.12 in 15 (the foundation issue). The vocabulary lives in a Hugging Face tokenizer
-  file, so checkpoints load with `AutoTokenizer`; our code encodes prompts piece by piece instead of
-  parsing text, because a title may equal or contain a template word ("Yes", "Low", "Air Supply").
+- `BuiltinCodec` (the built-in backbone, kind `builtin`): every item title is one token and every template
+  word its own token. The vocabulary lives in a Hugging Face tokenizer file, so checkpoints load with
+  `AutoTokenizer`; our code encodes prompts piece by piece instead of parsing text, because a title may
+  equal or contain a template word ("Yes", "Low", "Air Supply").
+- `HybridCodec` (`data/hybrid.py`, kind `hybrid`): a pretrained model's tokenizer plus one token per item
+  (`sft --item-tokens`).
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ class _Codec:
         return {"kind": self.kind, "chat": self.chat}
 
 
-class ItemCodec(_Codec):
-    kind = "items"
+class BuiltinCodec(_Codec):
+    kind = "builtin"
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
@@ -204,7 +205,7 @@ class TextCodec(_Codec):
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
-def build_item_codec(titles: Sequence[str]) -> ItemCodec:
+def build_builtin_codec(titles: Sequence[str]) -> BuiltinCodec:
     """A word-level tokenizer: specials, then template words, then one token per title."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -225,7 +226,7 @@ def build_item_codec(titles: Sequence[str]) -> ItemCodec:
         eos_token=SPECIALS["eos"],
         unk_token=SPECIALS["unk"],
     )
-    return ItemCodec(hf)
+    return BuiltinCodec(hf)
 
 
 def first_unknown_title(samples: Sequence[Sample], knows) -> tuple[Sample, str, str] | None:
@@ -250,7 +251,7 @@ def require_known_titles(codec, model: str, samples: Sequence[Sample], path: str
             s,
             fld,
             f"title {unknown!r} has no token in the vocabulary of {model} (a "
-            f"{'built-in backbone' if codec.kind == 'items' else 'model with item tokens'} "
+            f"{'built-in backbone' if codec.kind == 'builtin' else 'model with item tokens'} "
             "knows the titles of the files its `sft` read, and those of --titles FILE: "
             "retrain with every title listed there)",
         )

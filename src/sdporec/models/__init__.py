@@ -1,4 +1,5 @@
-"""Models: the built-in backbone (`builtin`), loading pretrained models and checkpoints (`loading`), LoRA
-(`lora`), the policy and its reference (`policy`), checkpoint files (`checkpoints`), model sources and GGUF
-(`sources`), scoring answers in three layouts (`logprobs`), and model families from a config
-(`families`)."""
+"""Models: the built-in backbone (`builtin`), model families from a config (`families`), model sources and
+GGUF (`sources`), loading pretrained models and checkpoints (`loading`), a checkpoint's files and record
+(`checkpoints`) and codec (`codecs`), LoRA (`lora`), item tokens inside a pretrained model (`item_rows`), the
+policy and its reference (`policy`), and answer log-probs: the layouts (`logprobs`, `flex`) and which one
+scores a batch (`scoring`)."""

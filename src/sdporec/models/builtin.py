@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sdporec.data.codec import build_item_codec
+from sdporec.data.codec import build_builtin_codec
 
 BUILTIN = "builtin"
 
@@ -26,7 +26,7 @@ def build_builtin(titles: Sequence[str], size: BuiltinSize, seed: int):
     """A small Llama created from a config (no download) over a vocabulary built from the data."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    codec = build_item_codec(titles)
+    codec = build_builtin_codec(titles)
     cfg = LlamaConfig(
         vocab_size=len(codec.vocab),
         hidden_size=size.hidden,

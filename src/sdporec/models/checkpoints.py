@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdporec.data.codec import ItemCodec, TextCodec
+from sdporec.data.codec import BuiltinCodec, TextCodec
 from sdporec.errors import ConfigError, require, warn
 from sdporec.files import read_json_object, swap_in_dir, writing
 from sdporec.models.builtin import BUILTIN
@@ -64,8 +64,10 @@ class Checkpoint:
 
     @property
     def kind(self) -> str | None:
-        """The codec: items (built-in backbone), text or hybrid; None without a record (any model's tokenizer)."""
-        return self.codec.get("kind")
+        """The codec: builtin (the built-in backbone), text or hybrid; None without a record (any model's
+        tokenizer). Records written before the built-in codec had its name say `items`."""
+        kind = self.codec.get("kind")
+        return "builtin" if kind == "items" else kind
 
     @property
     def adapter(self) -> bool:
@@ -190,7 +192,7 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def save_codec(codec: ItemCodec | TextCodec, out_dir: str | Path) -> None:
+def save_codec(codec: BuiltinCodec | TextCodec, out_dir: str | Path) -> None:
     """The codec as a checkpoint keeps it: the tokenizer (loadable with `AutoTokenizer`) and its record."""
     codec.tokenizer.save_pretrained(str(out_dir))
     (Path(out_dir) / CODEC_FILE).write_text(json.dumps(codec.record()) + "\n")
@@ -218,7 +220,7 @@ def _checkpoint_tmp(out_dir: Path, meta: dict) -> Iterator[Path]:
 
 def save_checkpoint(
     model,
-    codec: ItemCodec | TextCodec,
+    codec: BuiltinCodec | TextCodec,
     out_dir: str | Path,
     meta: dict,
     base_dir: str | Path | None = None,

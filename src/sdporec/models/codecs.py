@@ -3,14 +3,16 @@ tokenizer saved beside it, or any model's own tokenizer (a GGUF file's included)
 
 from __future__ import annotations
 
-from sdporec.data.codec import ItemCodec, TextCodec
+from sdporec.data.codec import BuiltinCodec, TextCodec
 from sdporec.data.hybrid import HybridCodec
 from sdporec.errors import ConfigError, warn
 from sdporec.models.checkpoints import Checkpoint
 from sdporec.models.sources import is_gguf, load_gguf_tokenizer, tokenizer_kwargs
 
 
-def load_codec(path: str, chat_template: str = "auto", checkpoint: Checkpoint | None = None) -> ItemCodec | TextCodec:
+def load_codec(
+    path: str, chat_template: str = "auto", checkpoint: Checkpoint | None = None
+) -> BuiltinCodec | TextCodec:
     """The codec of a checkpoint (as it was trained: `sdporec_codec.json`) or of any model's tokenizer.
 
     `chat_template`: `auto` keeps a checkpoint's recorded choice and otherwise uses the tokenizer's chat
@@ -19,13 +21,14 @@ def load_codec(path: str, chat_template: str = "auto", checkpoint: Checkpoint | 
     the caller has read it already."""
     from transformers import AutoTokenizer
 
-    recorded = (checkpoint or Checkpoint.read(path)).codec
+    checkpoint = checkpoint or Checkpoint.read(path)
+    recorded = checkpoint.codec
     if is_gguf(path):
         tokenizer = load_gguf_tokenizer(path)
     else:
         tokenizer = AutoTokenizer.from_pretrained(path, **tokenizer_kwargs())
-    if recorded.get("kind") == "items":
-        return ItemCodec(tokenizer)
+    if checkpoint.kind == "builtin":
+        return BuiltinCodec(tokenizer)
     has_template = bool(tokenizer.chat_template)
     if chat_template == "auto":
         chat = recorded.get("chat", has_template if not recorded else False)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from sdporec.config import require_cuda_for_4bit
-from sdporec.data.codec import ItemCodec, TextCodec, require_known_titles
+from sdporec.data.codec import BuiltinCodec, TextCodec, require_known_titles
 from sdporec.data.samples import Sample
 from sdporec.errors import ConfigError
 from sdporec.models.checkpoints import Checkpoint, is_adapter, loading, report_weights
@@ -75,7 +75,7 @@ def adapter_base(path: str | Path) -> str:
 
 def load_codec_of(
     path: str, chat_template: str = "auto", checkpoint: Checkpoint | None = None
-) -> ItemCodec | TextCodec:
+) -> BuiltinCodec | TextCodec:
     """The codec of a checkpoint or model (`codecs.load_codec`), load errors as one `ConfigError`."""
     with loading(path):
         return load_codec(path, chat_template, checkpoint)
@@ -86,7 +86,7 @@ def load_model(
     dtype: str = "float32",
     load_in_4bit: bool = False,
     chat_template: str = "auto",
-    codec: ItemCodec | TextCodec | None = None,
+    codec: BuiltinCodec | TextCodec | None = None,
 ):
     """A trained checkpoint (full or adapter) or any causal LM by directory, hub name or GGUF file, for
     inference, with its codec (`codec`: one already loaded from `path`)."""
@@ -104,7 +104,7 @@ class InferenceModel:
     """A model loaded for scoring or generation, with what its checkpoint says about using it."""
 
     model: object
-    codec: ItemCodec | TextCodec
+    codec: BuiltinCodec | TextCodec
     checkpoint: Checkpoint
     domain: str  # prompt templates: the flag's, else those training recorded
     history_readout: float | None  # λ to rank with (None: not ranking)
