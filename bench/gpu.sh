@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks for a lent GPU, as one script that fits in 8 minutes (outputs in $OUT, default runs/gpu):
+# The checks for a GPU, as one script that fits in 8 minutes (outputs in $OUT, default runs/gpu):
 #   1. the numerical tests of the scoring layouts and families on this machine's transformers
 #   2. bench/gpu_check.py: the flex layout's values and gradients against the paper layout on the GPU; each
 #      layout (paper, flex) at its fastest micro-batch for SFT, S-DPO K = 3 and ranking 20 candidates, full
@@ -9,7 +9,7 @@
 #      QLoRA step where bitsandbytes is installed; written to $OUT/check.json (kept as docs/gpu/check-*.json)
 #   FULL=1 also runs bench/scoring.py (needs the baseline's src/ at .old/src: git archive 6101414 src |
 #   (mkdir -p .old && tar -x -C .old)), bench/speed.py at ~1B width and bench/bigger.sh (over 8 minutes).
-#   DRY_RUN=1 runs the same steps on a CPU with a tiny model, to check the script before a GPU is lent.
+#   DRY_RUN=1 runs the same steps on a CPU with a tiny model, to check the script before it runs on a GPU.
 #     bash bench/gpu.sh            # on the GPU machine
 #     DRY_RUN=1 bash bench/gpu.sh  # here
 set -uo pipefail
@@ -24,8 +24,8 @@ else
   SIZE=""
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 fi
-# bitsandbytes is not on the GPU machine's image and it cannot reach the internet: a wheel carried in .wheels/
-# (pip download bitsandbytes==0.50.2 --no-deps -d .wheels; 43 MB, run with carry [".wheels"]) is installed first.
+# bitsandbytes is not on the GPU machine's image and it cannot reach the internet: a wheel copied there in .wheels/
+# (pip download bitsandbytes==0.50.2 --no-deps -d .wheels; 43 MB) is installed first.
 if [ "${DRY_RUN:-0}" != 1 ] && ls .wheels/bitsandbytes-*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-deps .wheels/bitsandbytes-*.whl 2>&1 | tail -2 | tee -a "$OUT/gpu.txt"
 fi

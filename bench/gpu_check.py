@@ -1,4 +1,4 @@
-"""The checks a lent GPU should answer, in one process under a time budget, written as one small JSON.
+"""The checks a GPU should answer, in one process under a time budget, written as one small JSON.
 
 - `flex_equivalence`: the flex layout's values and gradients against the paper layout's on this device;
 - `layouts` (bench/gpu_layouts.py): Llama-3.2-1B- and SmolLM2-shaped models, ~400-token prompts, SFT, S-DPO K = 3

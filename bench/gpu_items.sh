@@ -6,7 +6,7 @@
 # seeded training rows held out (not trained on), every 200 optimizer steps. Fits 10 minutes on one H100/H200
 # with the defaults.
 #   GGUF=path/to/SmolLM2-135M-Instruct.Q4_1.gguf LASTFM=../shared/data/lastfm/resampled bash bench/gpu_items.sh OUT
-# (on a lent GPU, whose calls carry at most 64 MiB: bench/gpu_items_parts.sh gets GGUF and LASTFM there in two calls)
+# (GGUF and LASTFM too large to copy to a remote GPU machine in one transfer: bench/gpu_items_parts.sh sends them in two)
 # On a CPU, a check of the script end to end on a few rows (what runs on the GPU, minus the time):
 #   DRY_RUN=1 GGUF=... LASTFM=... bash bench/gpu_items.sh OUT
 set -euo pipefail

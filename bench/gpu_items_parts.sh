@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# bench/gpu_items.sh's inputs for a lent GPU, whose calls carry at most 64 MiB each: SmolLM2's GGUF (98 MB) in
-# two parts, LastFM's resampled files gzipped (7.5 MB) and a wheel of the gguf package (transformers reads GGUF
-# files through it; the GPU image may not have it and cannot download it), under .carry/ (ignored by git).
+# bench/gpu_items.sh's inputs, too large to copy to a remote GPU machine in one transfer, as two parts of at most
+# 60 MB each: SmolLM2's GGUF (98 MB) split in two, LastFM's resampled files gzipped (7.5 MB) and a wheel of the gguf
+# package (transformers reads GGUF files through it; the GPU image may not have it and cannot download it), under
+# .carry/ (ignored by git).
 #   here:    GGUF=path/to/SmolLM2-135M-Instruct.Q4_1.gguf LASTFM=../shared/data/lastfm/resampled \
 #              bash bench/gpu_items_parts.sh split
-#   device:  call 1, carry [".carry/a"]: bash bench/gpu_items_parts.sh check a
-#            call 2 at once (a warm machine keeps .carry/a; it goes back after 30 s idle), carry [".carry/b"]:
+#   GPU:     after copying .carry/a there: bash bench/gpu_items_parts.sh check a
+#            then, on the same machine (.carry/a still there), after copying .carry/b:
 #              bash bench/gpu_items_parts.sh join && GGUF=.carry/model.gguf LASTFM=.carry/lastfm \
 #              bash bench/gpu_items.sh $OUT/items
 # `join` checks every part and the joined file against the sums `split` wrote, and stops if one differs.

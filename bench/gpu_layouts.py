@@ -1,4 +1,4 @@
-"""The layouts where users train (issue 28): each layout at the micro-batch that runs it fastest, on models shaped as
+"""The layouts where users train: each layout at the micro-batch that runs it fastest, on models shaped as
 users' are, with prompts as long as ours are in a BPE tokenizer. Run by bench/gpu_check.py (part `layouts`).
 
 - Shapes, from a config (no weights): Llama-3.2-1B (hidden 2048, 16 layers, 32 heads, 8 key-value heads, vocabulary

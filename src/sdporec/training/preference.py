@@ -76,7 +76,7 @@ class PreferenceRecipe:
         self.precompute = cfg.reference_pass == "precompute"
         self.cut = -1 if cfg.reward_tokens == "title" else None  # the EOS is the answer's last token
         self.popularity = Counter(s.target for s in run.train)
-        self.negatives: dict[str, list[str]] = {}  # this epoch's, where not drawn uniformly
+        self.negatives: dict[str, list[str]] = {}  # this epoch's, where not sampled uniformly
         self.reference: dict[str, torch.Tensor] = {}  # this epoch's, when precomputed
         beside = Path(cfg.model).parent if Path(cfg.model).is_dir() else run.out
         self.cache_dir = (

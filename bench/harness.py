@@ -1,0 +1,47 @@
+"""What the bench's scripts share: where things are, and the results files' format (one reader, one writer).
+
+A results file (bench/results/NAME.json) is written by bench/run.py from the spec bench/specs/NAME.yaml and
+read by bench/tables.py; it holds `schema`, `spec`, `question`, `command`, `date`, `machine`, `seeds`,
+`seconds` (wall time per seed, setup included), `rows` (id, label, n, metrics: name -> mean, std, per seed;
+seconds per seed) and `differences` (a, b, metric, difference, low, high: paired bootstrap 95% intervals).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"  # the real data sets, never copied into the repository
+RESULTS = ROOT / "bench" / "results"
+SPECS = ROOT / "bench" / "specs"
+RESULTS_SCHEMA = "bench-results/1"
+REQUIRED = ("rows", "command", "date", "machine", "seeds", "differences")
+
+
+class ResultsError(Exception):
+    """A spec or results file that cannot be used: one line naming the file and what is wrong."""
+
+
+def write_results(path: Path, results: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"schema": RESULTS_SCHEMA, **results}, indent=1, allow_nan=False) + "\n")
+    tmp.replace(path)
+
+
+def load_results(name: str, folder: Path = RESULTS) -> dict:
+    path = folder / f"{name}.json"
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such results file (run bench/run.py bench/specs/{name}.yaml)") from None
+    except (OSError, ValueError) as e:
+        raise ResultsError(f"{path}: not a readable results file ({' '.join(str(e).split())[:160]})") from None
+    found = obj.get("schema") if isinstance(obj, dict) else None
+    if found != RESULTS_SCHEMA:
+        raise ResultsError(f"{path}: schema {found!r}, where {RESULTS_SCHEMA} was expected")
+    missing = [k for k in REQUIRED if k not in obj]
+    if missing:
+        raise ResultsError(f"{path}: lacks {', '.join(missing)} ({RESULTS_SCHEMA})")
+    return obj

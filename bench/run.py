@@ -1,0 +1,300 @@
+"""Runs an experiment spec (bench/specs/NAME.yaml) and writes its results file (bench/results/NAME.json).
+
+    .venv/bin/python bench/run.py bench/specs/NAME.yaml [--work runs/specs] [--seeds 0 1 2] [--dry-run]
+
+A spec is declarative: per seed, `setup` commands (data, a whole pipeline) and then `rows`, each a list of
+`steps` (sdporec commands, or the runner's own `split-tail`) ending in an evaluation folder (`eval`, default
+the row's own folder) that holds `metrics.json` and `predictions.jsonl`. `compare` names row pairs whose
+differences get paired bootstrap 95% intervals (`sdporec compare`, the seeds pooled). In commands, `{seed}`,
+`{seed_dir}` (this seed's folder), `{data}` ({seed_dir}/data), `{shared}` (../shared/data), `{row}` (this row's
+folder) and `{ID}` (the folder of the row ID) are filled in. Every command is checked against sdporec's own
+parser before anything runs.
+
+Finished work is kept: a setup or row whose commands have not changed is not run again, so an interrupted
+run resumes. The results file holds the metrics (mean, std and per seed), the intervals, the command, the
+machine and the date; never weights or predictions. `bench/tables.py` makes the tables of README.md and
+docs/results.md from the results files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import hashlib
+import io
+import json
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from harness import RESULTS, ROOT, SHARED, ResultsError, write_results
+
+METRICS = ("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr", "valid_ratio")
+
+
+@dataclass
+class Row:
+    id: str
+    label: str
+    steps: list[str] = field(default_factory=list)
+    eval: str = "{row}"
+
+
+@dataclass
+class Spec:
+    path: Path
+    name: str
+    question: str
+    seeds: list[int]
+    setup: list[str]
+    rows: list[Row]
+    compare: list[tuple[str, str]]
+    metrics: list[str]
+
+
+def load_spec(path: Path) -> Spec:
+    """The spec at `path`, checked: known keys, row ids, pairs to compare, and every command's flags."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ResultsError(f"{path}: cannot be read ({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(raw, dict):
+        raise ResultsError(f"{path}: expected a mapping (question, seeds, setup, rows, compare, metrics)")
+    unknown = set(raw) - {"question", "seeds", "setup", "rows", "compare", "metrics"}
+    if unknown:
+        raise ResultsError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    rows = []
+    for i, r in enumerate(raw.get("rows") or []):
+        if not isinstance(r, dict) or not str(r.get("id", "")).isidentifier():
+            raise ResultsError(f"{path}: row {i + 1} needs an `id` that is a name (letters, digits, _)")
+        extra = set(r) - {"id", "label", "steps", "eval"}
+        if extra:
+            raise ResultsError(f"{path}: row {r['id']}: unknown key(s) {', '.join(sorted(extra))}")
+        rows.append(Row(r["id"], r.get("label", r["id"]), list(r.get("steps") or []), r.get("eval", "{row}")))
+    ids = [r.id for r in rows]
+    if not rows or len(set(ids)) != len(ids):
+        raise ResultsError(f"{path}: give rows with distinct ids")
+    compare = [tuple(pair) for pair in raw.get("compare") or []]
+    for pair in compare:
+        if len(pair) != 2 or not set(pair) <= set(ids):
+            raise ResultsError(f"{path}: compare {list(pair)}: each pair names two row ids of {', '.join(ids)}")
+    metrics = list(raw.get("metrics") or ["hr@1", "ndcg@5", "mrr"])
+    if not set(metrics) <= set(METRICS):
+        raise ResultsError(f"{path}: metrics must be among {', '.join(METRICS)}")
+    spec = Spec(
+        path,
+        path.stem,
+        str(raw.get("question", "")),
+        [int(s) for s in raw.get("seeds") or [0]],
+        list(raw.get("setup") or []),
+        rows,
+        compare,
+        metrics,
+    )
+    for where, command in commands(spec, Path("/work"), spec.seeds[0]):
+        check_command(spec, where, command)
+    return spec
+
+
+def fill(text: str, spec: Spec, seed_dir: Path, seed: int, row: Row | None) -> str:
+    folders = {r.id: str(seed_dir / r.id) for r in spec.rows}
+    try:
+        return text.format(
+            seed=seed,
+            seed_dir=seed_dir,
+            data=seed_dir / "data",
+            shared=SHARED,
+            row=folders[row.id] if row else "",
+            **folders,
+        )
+    except (KeyError, IndexError, ValueError) as e:
+        raise ResultsError(f"{spec.path}: {text!r}: unknown placeholder {e}") from None
+
+
+def commands(spec: Spec, work: Path, seed: int) -> list[tuple[str, list[str]]]:
+    """(where, sdporec arguments) of every command of one seed, in order."""
+    seed_dir = work / f"seed{seed}"
+    out = [(f"setup step {i + 1}", shlex.split(fill(c, spec, seed_dir, seed, None))) for i, c in enumerate(spec.setup)]
+    for row in spec.rows:
+        out += [
+            (f"row {row.id} step {i + 1}", shlex.split(fill(c, spec, seed_dir, seed, row)))
+            for i, c in enumerate(row.steps)
+        ]
+    return out
+
+
+def split_tail(source: str, train: str, valid: str, fraction: str) -> None:
+    """The runner's one step of its own, `split-tail SOURCE TRAIN VALID FRACTION`: the last FRACTION of SOURCE's
+    samples written as VALID and the rest as TRAIN (a validation split for data that has none, as LastFM)."""
+    from sdporec.data.samples import read_samples, write_samples
+
+    rows = read_samples(source, "train")
+    cut = int(len(rows) * (1 - float(fraction)))
+    Path(train).parent.mkdir(parents=True, exist_ok=True)
+    write_samples(train, rows[:cut])
+    write_samples(valid, rows[cut:])
+
+
+def check_command(spec: Spec, where: str, argv: list[str]) -> None:
+    """Parsed by sdporec's own parser (nothing runs): an unknown command or flag is a ResultsError."""
+    from sdporec.cli import build_parser
+
+    if argv[:1] == ["split-tail"]:
+        ok = len(argv) == 5 and argv[4].replace(".", "", 1).isdigit() and 0 < float(argv[4]) < 1
+        if not ok:
+            raise ResultsError(
+                f"{spec.path}: {where}: give `split-tail SOURCE TRAIN VALID FRACTION` (0 < FRACTION < 1)"
+            )
+        return
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            build_parser().parse_args(argv)
+    except SystemExit:
+        message = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else "not a command"
+        raise ResultsError(f"{spec.path}: {where}: `sdporec {shlex.join(argv)[:120]}`: {message}") from None
+
+
+def digest(argvs: list[list[str]]) -> str:
+    return hashlib.sha256(json.dumps(argvs).encode()).hexdigest()[:16]
+
+
+def run_once(marker: Path, argvs: list[list[str]], dry: bool) -> float | None:
+    """Run `argvs` unless `marker` records the same commands as done; the seconds they took (None: skipped)."""
+    if marker.is_file() and json.loads(marker.read_text()).get("commands") == digest(argvs):
+        return json.loads(marker.read_text())["seconds"]
+    started = time.time()
+    for argv in argvs:
+        builtin = argv[:1] == ["split-tail"]
+        print(f"$ {'' if builtin else 'sdporec '}{shlex.join(argv)}", flush=True)
+        if dry:
+            continue
+        if builtin:
+            split_tail(*argv[1:])
+        else:
+            subprocess.run([sys.executable, "-m", "sdporec", *argv], check=True, stdout=subprocess.DEVNULL)
+    seconds = round(time.time() - started, 1)
+    if not dry:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"commands": digest(argvs), "seconds": seconds}))
+    return seconds
+
+
+def run_seed(spec: Spec, work: Path, seed: int, dry: bool) -> dict[str, dict]:
+    """Setup and rows of one seed; row id -> {"eval": folder, "seconds": wall time of its steps}, and "" ->
+    {"seconds": the setup's}."""
+    seed_dir = work / f"seed{seed}"
+    every = commands(spec, work, seed)
+    setup = [argv for where, argv in every if where.startswith("setup")]
+    done = {"": {"seconds": run_once(seed_dir / ".setup.json", setup, dry)}}
+    for row in spec.rows:
+        argvs = [argv for where, argv in every if where.startswith(f"row {row.id} ")]
+        seconds = run_once(seed_dir / f".{row.id}.json", argvs, dry)
+        done[row.id] = {"eval": fill(row.eval, spec, seed_dir, seed, row), "seconds": seconds}
+    return done
+
+
+def machine() -> dict:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        names = [x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")]
+        cpu = names[0] if names else cpu
+    import os
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def results(spec: Spec, per_seed: dict[int, dict[str, dict]], argv: list[str]) -> dict:
+    """The results file's content, from the finished evaluations of every seed."""
+    from sdporec.evaluation.compare import compare_predictions
+    from sdporec.runs import read_evaluation_metrics
+
+    rows = []
+    for row in spec.rows:
+        found = [read_evaluation_metrics(per_seed[s][row.id]["eval"]) for s in spec.seeds]
+        metrics = {}
+        for m in spec.metrics:
+            values = [f[m] for f in found if f.get(m) is not None]
+            if values:
+                metrics[m] = {
+                    "mean": statistics.fmean(values),
+                    "std": statistics.stdev(values) if len(values) > 1 else None,
+                    "seeds": values,
+                }
+        seconds = [per_seed[s][row.id]["seconds"] for s in spec.seeds]
+        rows.append({"id": row.id, "label": row.label, "n": found[0].get("n"), "metrics": metrics, "seconds": seconds})
+    differences = []
+    if spec.compare:
+        ids = list(dict.fromkeys(x for pair in spec.compare for x in pair))
+        labels = {r.id: r.label for r in spec.rows}
+        got = compare_predictions(
+            [[per_seed[s][i]["eval"] for s in spec.seeds] for i in ids], [labels[i] for i in ids], seed=0
+        )
+        wanted = {(labels[a], labels[b]) for a, b in spec.compare}
+        differences = [
+            {k: d[k] for k in ("a", "b", "metric", "difference", "low", "high")}
+            for d in got["differences"]
+            if (d["a"], d["b"]) in wanted and d["metric"] in spec.metrics
+        ]
+    return {
+        "spec": str(spec.path.relative_to(ROOT) if spec.path.is_relative_to(ROOT) else spec.path),
+        "question": spec.question,
+        "command": "python bench/run.py " + shlex.join(argv),
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(),
+        "seeds": spec.seeds,
+        "seconds": [round(sum(r["seconds"] or 0 for r in per_seed[s].values()), 1) for s in spec.seeds],
+        "rows": rows,
+        "differences": differences,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("spec", type=Path)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "specs", help="where the runs go")
+    parser.add_argument("--seeds", type=int, nargs="+", help="instead of the spec's seeds")
+    parser.add_argument("--out", type=Path, help="the results file (default bench/results/NAME.json)")
+    parser.add_argument("--dry-run", action="store_true", help="check the spec and print its commands")
+    args = parser.parse_args(argv)
+    try:
+        spec = load_spec(args.spec.resolve())
+        spec.seeds = args.seeds or spec.seeds
+        work = args.work / spec.name
+        per_seed = {seed: run_seed(spec, work, seed, args.dry_run) for seed in spec.seeds}
+        if args.dry_run:
+            return 0
+        out = args.out or RESULTS / f"{spec.name}.json"
+        write_results(out, results(spec, per_seed, [str(args.spec), *argv[1:]]))
+        print(f"results: {out}")
+    except ResultsError as e:
+        print(f"bench/run.py: error: {e}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as e:
+        print(
+            f"bench/run.py: error: `sdporec {shlex.join(e.cmd[3:])[:200]}` failed (exit {e.returncode})",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The bench's harness: specs checked before anything runs, the runner's results files and resumption, and the
+docs' tables generated from the committed results files (a table that differs fails here)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))  # the bench's scripts import their harness as a sibling module
+import harness  # noqa: E402
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+runner, tables = _load("run"), _load("tables")
+
+RESULTS = {
+    "spec": "bench/specs/x.yaml",
+    "question": "q",
+    "command": "python bench/run.py bench/specs/x.yaml",
+    "date": "2026-01-02",
+    "machine": {"cpu": "CPU X", "cores": 2, "gpu": None, "torch": "2.0"},
+    "seeds": [0, 1],
+    "rows": [
+        {"id": "a", "label": "A", "n": 1000, "metrics": {"hr@1": {"mean": 0.5, "std": 0.01, "seeds": [0.49, 0.51]}}},
+        {"id": "b", "label": "B", "n": 1000, "metrics": {"hr@1": {"mean": 0.25, "std": 0.0, "seeds": [0.25, 0.25]}}},
+    ],
+    "differences": [{"a": "A", "b": "B", "metric": "hr@1", "difference": 0.25, "low": 0.2, "high": 0.3}],
+}
+
+
+def test_every_committed_table_is_what_its_results_file_makes():
+    assert tables.stale() == [], "run `python bench/tables.py` after bench/run.py"
+    marked = [p for p in tables.documents() if tables.MARKED.search(p.read_text())]
+    assert marked, "no document holds a generated table"
+
+
+def test_a_table_by_hand(tmp_path):
+    harness.write_results(tmp_path / "x.json", RESULTS)
+    text = "before\n<!-- results x -->\nold\n<!-- /results -->\nafter\n"
+    assert tables.regenerate(text, tmp_path) == (
+        "before\n<!-- results x -->\n"
+        "| 2 seeds (0, 1), 1,000 samples | HR@1 |\n|---|---|\n| A | **0.5000 ± 0.0100** |\n| B | 0.2500 ± 0.0000 |\n\n"
+        "| difference (paired bootstrap 95%) | HR@1 |\n|---|---|\n| A − B | +0.2500 [+0.2000, +0.3000] |\n\n"
+        "`python bench/run.py bench/specs/x.yaml` (2026-01-02; CPU X, 2 cores, torch 2.0)\n"
+        "<!-- /results -->\nafter\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        (None, "no such results file"),
+        ('{"schema": "bench-results/1", "rows": [', "not a readable results file"),
+        ('{"schema": "bench-results/0", "rows": []}', "bench-results/1 was expected"),
+        ('{"schema": "bench-results/1", "rows": []}', "lacks command"),
+    ],
+)
+def test_a_results_file_that_cannot_be_used_is_named(tmp_path, content, fragment):
+    if content is not None:
+        (tmp_path / "x.json").write_text(content)
+    with pytest.raises(harness.ResultsError, match=fragment) as e:
+        tables.regenerate("<!-- results x -->\n<!-- /results -->\n", tmp_path)
+    assert str(tmp_path / "x.json") in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "spec,fragment",
+    [
+        ("rows:\n  - {id: a, steps: ['trian --out {row}']}\n", "invalid choice: 'trian'"),
+        ("rows:\n  - {id: a, steps: ['sft --train t --out {row} --epochz 2']}\n", "unrecognized arguments: --epochz"),
+        ("rows:\n  - {id: a, steps: ['sft --train {nowhere} --out {row}']}\n", "unknown placeholder 'nowhere'"),
+        ("rows:\n  - {id: a-b}\n", "needs an `id` that is a name"),
+        ("rows:\n  - {id: a}\ncompare: [[a, z]]\n", "each pair names two row ids"),
+        ("rows:\n  - {id: a}\nseedz: [1]\n", "unknown key(s) seedz"),
+    ],
+)
+def test_a_spec_naming_what_does_not_exist_is_refused_before_anything_runs(tmp_path, capsys, spec, fragment):
+    (tmp_path / "s.yaml").write_text(spec)
+    assert runner.main([str(tmp_path / "s.yaml"), "--work", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0] and str(tmp_path / "s.yaml") in err[0], err
+    assert not (tmp_path / "w").exists()
+
+
+TINY = """question: popularity against item counts on a tiny built-in set
+seeds: [0, 1]
+setup:
+  - prepare builtin --out {data} --users 40 --items 80 --genres 4 --seed {seed} --overwrite
+rows:
+  - id: pop
+    label: popularity
+    steps: ['baseline popularity --train {data}/train.jsonl --eval {data}/test.jsonl --out {row} --overwrite']
+  - id: counts
+    label: item counts
+    steps: ['baseline item-counts --train {data}/train.jsonl --eval {data}/test.jsonl --out {row} --overwrite']
+compare: [[counts, pop]]
+metrics: [hr@1, mrr]
+"""
+
+
+def test_a_tiny_spec_runs_writes_its_results_and_resumes(tmp_path, capsys):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    args = [str(tmp_path / "tiny.yaml"), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "tiny.json")]
+    assert runner.main(args) == 0
+    first = capsys.readouterr().out
+    assert first.count("$ sdporec") == 6  # prepare and two rows, for each of two seeds
+    got = harness.load_results("tiny", tmp_path)
+    assert [r["label"] for r in got["rows"]] == ["popularity", "item counts"] and got["seeds"] == [0, 1]
+    from sdporec.runs import read_evaluation_metrics
+
+    for r in got["rows"]:
+        measured = [read_evaluation_metrics(tmp_path / "w" / "tiny" / f"seed{s}" / r["id"])["hr@1"] for s in (0, 1)]
+        assert r["metrics"]["hr@1"]["seeds"] == measured and r["metrics"]["hr@1"]["mean"] == sum(measured) / 2
+    assert [d["metric"] for d in got["differences"]] == ["hr@1", "mrr"]
+    diff = got["differences"][0]
+    assert (diff["a"], diff["b"], diff["metric"]) == ("item counts", "popularity", "hr@1")
+
+    def pooled(row: str) -> float:  # the seeds' samples pooled, as `sdporec compare` pools them
+        found = [read_evaluation_metrics(tmp_path / "w" / "tiny" / f"seed{s}" / row) for s in (0, 1)]
+        return sum(m["hr@1"] * m["n"] for m in found) / sum(m["n"] for m in found)
+
+    assert diff["difference"] == pytest.approx(pooled("counts") - pooled("pop"))
+    assert runner.main(args) == 0 and "$ sdporec" not in capsys.readouterr().out  # finished work is kept
+    assert json.loads((tmp_path / "tiny.json").read_text())["rows"] == got["rows"]
