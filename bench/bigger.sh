@@ -48,6 +48,7 @@ fi
 $PY - "$OUT" <<'EOF'
 import json, sys
 from pathlib import Path
+from sdporec.runs import METRICS, SUMMARY, read_evaluation_metrics, read_summary
 out = Path(sys.argv[1])
 times = dict(line.split() for line in (out / "times.txt").read_text().splitlines())
 params = json.loads((out / "init" / "sdporec_checkpoint.json").read_text())["parameters"]
@@ -56,14 +57,14 @@ lines = [f"model: {json.loads((out / 'init' / 'config.json').read_text())['model
 for name in ("sft", "sdpo", "sdpo-2proc", "eval-ranking", "eval-generation", "eval-merged", "export"):
     if name not in times:
         continue
-    s = json.loads((out / name / "summary.json").read_text()) if (out / name / "summary.json").is_file() else {}
-    m = json.loads((out / name / "metrics.json").read_text()) if (out / name / "metrics.json").is_file() else {}
+    s = read_summary(out / name / SUMMARY)
+    m = read_evaluation_metrics(out / name) if (out / name / METRICS).is_file() else {}
     hr = m.get("hr@1", s.get("best_valid_hr@1"))
     cells = [f"{float(times[name]):.0f} s", "-" if hr is None else f"{hr:.4f}" + ("" if m else " (valid)"),
              f"{m['valid_ratio']:.4f}" if m else "-", str(s.get("samples_per_second", "-")),
              str(s.get("tokens_per_second", "-")), str(s.get("peak_memory_gib", "-"))]
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
-rank, merged = (json.loads((out / n / "metrics.json").read_text()) for n in ("eval-ranking", "eval-merged"))
+rank, merged = (read_evaluation_metrics(out / n) for n in ("eval-ranking", "eval-merged"))
 lines += ["", f"export --merge: merged model HR@1 {merged['hr@1']:.4f}, MRR {merged['mrr']:.4f} against the adapter's "
           f"{rank['hr@1']:.4f}, {rank['mrr']:.4f}"]
 text = "\n".join(lines)

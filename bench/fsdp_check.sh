@@ -28,31 +28,26 @@ for run in sft-plain sft-fsdp sdpo-plain sdpo-fsdp; do
   ls "$W/$run/checkpoints" 2>/dev/null | sed "s|^|$run checkpoint: |"
 done
 $PY - "$W" <<'PY'
-import json
 import sys
 from pathlib import Path
 
+from sdporec.runs import EVAL_LOG, METRICS, SUMMARY, TRAIN_LOG, read_evaluation_metrics, read_log, read_summary
+
 work = Path(sys.argv[1])
-
-
-def lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
 
 for stage in ("sft", "sdpo"):
     plain, fsdp = work / f"{stage}-plain", work / f"{stage}-fsdp"
-    a, b = lines(plain / "train_log.jsonl"), lines(fsdp / "train_log.jsonl")
+    a, b = read_log(plain / TRAIN_LOG), read_log(fsdp / TRAIN_LOG)
     if not a or len(a) != len(b):
         print(stage, "train logs differ in length:", len(a), len(b))
         continue
     loss = max(abs(x["loss"] - y["loss"]) for x, y in zip(a, b))
-    va = [e["hr@1"] for e in lines(plain / "eval_log.jsonl")]
-    vb = [e["hr@1"] for e in lines(fsdp / "eval_log.jsonl")]
-    ea, eb = (json.loads(m.read_text()) if (m := run / "eval" / "metrics.json").is_file() else None
+    va = [e["hr@1"] for e in read_log(plain / EVAL_LOG)]
+    vb = [e["hr@1"] for e in read_log(fsdp / EVAL_LOG)]
+    ea, eb = (read_evaluation_metrics(m) if (m := run / "eval" / METRICS).is_file() else None
               for run in (plain, fsdp))
     print(f"{stage}: {len(a)} logged steps, max |loss difference| {loss:.2e}; validation HR@1 plain {va}, fsdp {vb}")
     if ea and eb:
         print(f"{stage}: test HR@1 plain {ea['hr@1']:.4f}, fsdp {eb['hr@1']:.4f}; MRR {ea['mrr']:.4f}, {eb['mrr']:.4f}")
-    print(stage, "fsdp summary:", json.loads((fsdp / "summary.json").read_text()) if (fsdp / "summary.json").is_file()
-          else "none")
+    print(stage, "fsdp summary:", read_summary(fsdp / SUMMARY) if (fsdp / SUMMARY).is_file() else "none")
 PY

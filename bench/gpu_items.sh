@@ -75,19 +75,19 @@ import json
 import sys
 from pathlib import Path
 
+from sdporec.runs import EVAL_LOG, METRICS, read_evaluation_metrics, read_log
+
 out = Path(sys.argv[1])
 rows = {}
 for stage in ("sft", "sdpo"):
     run = out / stage
-    log = run / "eval_log.jsonl"
-    row = {"valid_hr@1": [(e["step"], e["hr@1"]) for e in map(json.loads, log.read_text().splitlines())]
-           if log.is_file() else []}
+    row = {"valid_hr@1": [(e["step"], e["hr@1"]) for e in read_log(run / EVAL_LOG)]}
     for protocol in ("ranking", "generation"):
-        measured = run / f"eval-{protocol}" / "metrics.json"
-        row[protocol] = json.loads(measured.read_text()) if measured.is_file() else None
+        measured = run / f"eval-{protocol}" / METRICS
+        row[protocol] = read_evaluation_metrics(measured) if measured.is_file() else None
     rows[stage] = row
     print(stage, "validation HR@1 by step", row["valid_hr@1"],
           {p: None if row[p] is None else {k: row[p].get(k) for k in ("hr@1", "ndcg@5", "valid_ratio", "n", "seconds")}
            for p in ("ranking", "generation")})
-(out / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
+(out / "bench_summary.json").write_text(json.dumps(rows, indent=1) + "\n")
 PY

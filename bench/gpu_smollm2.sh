@@ -43,20 +43,21 @@ import json
 import sys
 from pathlib import Path
 
+from sdporec.runs import EVAL_LOG, METRICS, SUMMARY, read_evaluation_metrics, read_log, read_summary
+
 out = Path(sys.argv[1])
 rows = {}
 for run in sorted(p for p in out.iterdir() if p.is_dir()):
-    log = run / "eval_log.jsonl"
-    valid = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
-    summary = run / "summary.json"
+    valid = read_log(run / EVAL_LOG)
+    summary = run / SUMMARY
     row = {"valid_hr@1": [(e["step"], e["hr@1"]) for e in valid],
-           "train": json.loads(summary.read_text()) if summary.is_file() else None}
+           "train": read_summary(summary) if summary.is_file() else None}
     for protocol in ("ranking", "generation"):
-        measured = run / f"eval-{protocol}" / "metrics.json"
-        row[protocol] = json.loads(measured.read_text()) if measured.is_file() else None
+        measured = run / f"eval-{protocol}" / METRICS
+        row[protocol] = read_evaluation_metrics(measured) if measured.is_file() else None
     rows[run.name] = row
     print(run.name, "validation HR@1 by step", row["valid_hr@1"],
           {p: None if row[p] is None else {k: row[p].get(k) for k in ("hr@1", "valid_ratio", "n", "seconds")}
            for p in ("ranking", "generation")})
-(out / "summary.json").write_text(json.dumps(rows, indent=1))
+(out / "bench_summary.json").write_text(json.dumps(rows, indent=1))
 PY

@@ -23,12 +23,14 @@ for stage in sft dpo sdpo; do
     --protocol generation --no-progress > /dev/null
 done
 $BIN/python - "$OUT" <<'PY'
-import json, sys
+import sys
 from pathlib import Path
+from sdporec.runs import METRICS, pipeline_metrics, read_evaluation_metrics, write_json
 out = Path(sys.argv[1])
-ranking = {s: json.loads((out / "eval" / s / "metrics.json").read_text()) for s in ("sft", "dpo", "sdpo")}
-generation = {s: json.loads((out / "eval-generation" / s / "metrics.json").read_text()) for s in ("sft", "dpo", "sdpo")}
-(out / "metrics.json").write_text(json.dumps(ranking, indent=2) + "\n")
+ranking = {s: read_evaluation_metrics(out / "eval" / s) for s in ("sft", "dpo", "sdpo")}
+generation = {s: read_evaluation_metrics(out / "eval-generation" / s) for s in ("sft", "dpo", "sdpo")}
+# Every stage's ranking metrics, as a pipeline's METRICS: what `sdporec report` below shows as final metrics.
+write_json(out / METRICS, pipeline_metrics(ranking))
 for s in ranking:
     print(f"{s:<6} ranking hr@1 {ranking[s]['hr@1']:.4f} ndcg@5 {ranking[s]['ndcg@5']:.4f} mrr {ranking[s]['mrr']:.4f}"
           f" | generation hr@1 {generation[s]['hr@1']:.4f} valid {generation[s]['valid_ratio']:.4f}")

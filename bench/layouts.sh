@@ -26,15 +26,16 @@ for layout in $LAYOUTS; do
   echo "$(awk "BEGIN{print $t1 - $t0}") $(awk "BEGIN{print $t2 - $t1}") $(date -u +%F)" > "$OUT/times-$layout.txt"
 done
 $PY - "$OUT" <<'EOF'
-import json, sys
+import sys
 from pathlib import Path
+from sdporec.runs import read_evaluation_metrics
 out = Path(sys.argv[1])
 t = {f.stem[len("times-"):]: f.read_text().split() for f in out.glob("times-*.txt")}
 print("| layout | S-DPO K=3, 1 epoch (validation included) | ranking evaluation | total | HR@1 | MRR | run on |")
 print("|---|---|---|---|---|---|---|")
 for k in ("paper", "cache", "packed"):
     if k in t:
-        m = json.loads((out / f"eval-{k}" / "metrics.json").read_text())
+        m = read_evaluation_metrics(out / f"eval-{k}")
         s, e = float(t[k][0]), float(t[k][1])
         print(f"| {k} | {s:,.0f} s | {e:,.0f} s | {s + e:,.0f} s | {m['hr@1']:.4f} | {m['mrr']:.4f} | {t[k][2]} |")
 if "paper" in t:

@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+from sdporec.runs import MODEL, read_evaluation_metrics
+
 # Commands whose --out a rerun of this bench replaces (they refuse to without --overwrite).
 REPLACEABLE = ("prepare", "sft", "dpo", "sdpo", "evaluate", "baseline", "export", "init-model", "pipeline")
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +166,7 @@ def evaluate(row: Row, model: str, files: dict, domain: str, args, scores=("sum"
             str(args.eval_batch),
             "--no-progress",
         )
-        got[name] = json.loads((row.out / name / "metrics.json").read_text())
+        got[name] = read_evaluation_metrics(row.out / name)
     return got
 
 
@@ -199,7 +201,7 @@ def run_lm_row(kind: str, row: Row, files: dict, out: Path, domain: str, args) -
         row.sdporec(
             "sdpo",
             "--model",
-            str(out / "builtin-sft" / "model"),
+            str(out / "builtin-sft" / MODEL),
             "--out",
             str(row.out),
             "--epochs",
@@ -242,7 +244,7 @@ def run_lm_row(kind: str, row: Row, files: dict, out: Path, domain: str, args) -
         row.sdporec(
             kind.split("-")[1],
             "--model",
-            str(out / args.hybrid_pref_from / "model"),
+            str(out / args.hybrid_pref_from / MODEL),
             "--negatives",
             "1" if kind == "hybrid-dpo" else "3",
             "--out",
@@ -258,7 +260,7 @@ def run_lm_row(kind: str, row: Row, files: dict, out: Path, domain: str, args) -
         row.sdporec(
             kind.split("-")[1],
             "--model",
-            str(out / "smollm2-sft" / "model"),
+            str(out / "smollm2-sft" / MODEL),
             "--negatives",
             k,
             "--out",
@@ -268,7 +270,7 @@ def run_lm_row(kind: str, row: Row, files: dict, out: Path, domain: str, args) -
             *smol,
             *common,
         )
-    model = "smollm2-135m" if kind == "smollm2-zero" else str(row.out / "model")
+    model = "smollm2-135m" if kind == "smollm2-zero" else str(row.out / MODEL)
     scores = ("sum", "mean") if kind in ("smollm2-zero", "smollm2-sft") and args.mean_scores else ("sum",)
     return evaluate(row, model, files, domain, args, scores, kind not in args.skip_generation)
 
@@ -306,7 +308,7 @@ def tune_baseline(kind: str, row: Row, files: dict, args) -> dict:
             str(args.seed),
             "--no-progress",
         )
-        tried[name] = json.loads((row.out / "grid" / name / "metrics.json").read_text())
+        tried[name] = read_evaluation_metrics(row.out / "grid" / name)
     best = max(tried, key=lambda n: tried[n]["best_valid_hr@1"])  # first of equals: the grid's order
     shutil.copytree(row.out / "grid" / best, row.out / "eval-ranking", dirs_exist_ok=True)
     (row.out / "tuning.json").write_text(
@@ -345,7 +347,7 @@ def run_row(kind: str, files: dict, out: Path, domain: str, args) -> dict:
             str(args.baseline_epochs),
             "--no-progress",
         )
-        got = {"eval-ranking": json.loads((row.out / "eval-ranking" / "metrics.json").read_text())}
+        got = {"eval-ranking": read_evaluation_metrics(row.out / "eval-ranking")}
     else:
         got = run_lm_row(kind, row, files, out, domain, args)
     rank = got["eval-ranking"]

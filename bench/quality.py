@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from sdporec.runs import MODEL, read_evaluation_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 BIN = [sys.executable, "-m", "sdporec"]
@@ -62,7 +64,8 @@ def timed(out: Path, fn, table_only: bool = False) -> dict | None:
 
 
 def metrics(path: Path) -> dict:
-    return json.loads((path / "metrics.json").read_text())
+    """The metrics of the evaluation in `path` (an `evaluate` or `baseline` output)."""
+    return read_evaluation_metrics(path)
 
 
 def lastfm_data(work: Path, leaky: bool) -> dict[str, str]:
@@ -121,7 +124,7 @@ def evaluate_run(run: Path, eval_file: str, domain: str, protocol: str) -> None:
     sh(
         "evaluate",
         "--model",
-        str(run / "model"),
+        str(run / MODEL),
         "--data",
         eval_file,
         "--domain",
@@ -161,7 +164,7 @@ def lm_runs(files: dict[str, str], out: Path, domain: str, args, leaky: bool, se
     runs = {}
     for row, name, cmd in stages:
         run = out / name
-        model = ["--model", str(out / "sft" / "model")] if name != "sft" else []
+        model = ["--model", str(out / "sft" / MODEL)] if name != "sft" else []
 
         def go(run=run, cmd=cmd, model=model):
             sh(*cmd, *model, "--out", str(run), *common)

@@ -27,6 +27,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's run files' names and readers
+
+from sdporec.runs import PREDICTIONS, read_evaluation_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k"
 MEASURED = (
@@ -121,8 +125,8 @@ def run_case(src: Path, model: str, data: str, extra: list[str], args, out: Path
     if "chat" in (src / "sdporec" / "codec.py").read_text():
         flags += ["--chat-template", "off"]  # the baseline knows no chat templates: plain prompts for both
     peak = sdporec(src, *flags, measured=True).split("PEAK")[-1].split()
-    metrics = json.loads((out / "metrics.json").read_text())
-    scores = {json.loads(line)["key"]: dict(json.loads(line)["ranked"]) for line in open(out / "predictions.jsonl")}
+    metrics = read_evaluation_metrics(out)
+    scores = {json.loads(line)["key"]: dict(json.loads(line)["ranked"]) for line in open(out / PREDICTIONS)}
     return {
         "samples_per_s": metrics["n"] / metrics["seconds"],
         "seconds": metrics["seconds"],

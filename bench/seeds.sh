@@ -9,6 +9,7 @@ set -euo pipefail
 Q=${1:-runs/quality}
 OUT=${2:-runs/seeds}
 PY=${PY:-.venv/bin/python}
+METRICS=$($PY -c "from sdporec.runs import METRICS; print(METRICS)")   # an evaluation's metrics file
 SEEDS=${SEEDS:-1}
 DATASETS=${DATASETS:-lastfm movielens}
 # Runs sdporec with its output in LOG; on failure shows that log and stops.
@@ -24,7 +25,7 @@ for ds in $DATASETS; do
       set -- $stage
       run=$OUT/$ds/$1-seed$seed
       mkdir -p "$OUT/$ds"
-      [ -f "$run/eval/metrics.json" ] && continue
+      [ -f "$run/eval/$METRICS" ] && continue
       : > "$run.log"
       logged "$run.log" "$1" --overwrite --negatives "$2" --seed "$seed" --eval-every 300 --eval-samples 1000 \
         --model "$Q/$ds/sft/model" --train "$Q/$ds/data/train.jsonl" --valid "$Q/$ds/data/valid.jsonl" \
@@ -34,16 +35,17 @@ for ds in $DATASETS; do
   done
 done
 $PY - "$OUT" <<'PYEOF'
-import json, sys
+import sys
 from pathlib import Path
+from sdporec.runs import METRICS, read_evaluation_metrics
 out = Path(sys.argv[1])
 print("| data set | seed | DPO (K=1) HR@1 | S-DPO (K=3) HR@1 | S-DPO − DPO |")
 print("|---|---|---|---|---|")
 for ds in sorted(p.name for p in out.iterdir() if p.is_dir()):
     seeds = sorted({p.name.split("-seed")[1] for p in (out / ds).glob("*-seed*") if p.is_dir()}, key=int)
     for seed in seeds:
-        m = {st: json.loads((out / ds / f"{st}-seed{seed}" / "eval" / "metrics.json").read_text())["hr@1"]
-             for st in ("dpo", "sdpo") if (out / ds / f"{st}-seed{seed}" / "eval" / "metrics.json").is_file()}
+        m = {st: read_evaluation_metrics(out / ds / f"{st}-seed{seed}" / "eval")["hr@1"]
+             for st in ("dpo", "sdpo") if (out / ds / f"{st}-seed{seed}" / "eval" / METRICS).is_file()}
         if len(m) == 2:
             print(f"| {ds} | {seed} | {m['dpo']:.4f} | {m['sdpo']:.4f} | {m['sdpo'] - m['dpo']:+.4f} |")
 PYEOF

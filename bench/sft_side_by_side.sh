@@ -38,16 +38,17 @@ import json
 import sys
 from pathlib import Path
 
+from sdporec.runs import EVAL_LOG, METRICS, read_evaluation_metrics, read_log
+
 out = Path(sys.argv[1])
 rows = {}
 for run in sorted(p for p in out.iterdir() if p.is_dir()):
-    log = run / "eval_log.jsonl"
-    valid = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
-    measured = run / "eval" / "metrics.json"
+    valid = read_log(run / EVAL_LOG)
+    measured = run / "eval" / METRICS
     rows[run.name] = {"valid_hr@1": [(e["epoch"], e["hr@1"]) for e in valid],
-                      "eval": json.loads(measured.read_text()) if measured.is_file() else None}
+                      "eval": read_evaluation_metrics(measured) if measured.is_file() else None}
     test = rows[run.name]["eval"]
     print(run.name, "validation HR@1 by epoch", rows[run.name]["valid_hr@1"],
           "measured HR@1", None if test is None else round(test["hr@1"], 4))
-(out / "summary.json").write_text(json.dumps(rows, indent=1))
+(out / "bench_summary.json").write_text(json.dumps(rows, indent=1))
 PY

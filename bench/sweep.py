@@ -21,6 +21,8 @@ from pathlib import Path
 
 from quality import evaluate_run, lm_flags, metrics, sh, timed, train_baseline
 
+from sdporec.runs import EVAL_LOG, METRICS, SUMMARY, read_log, read_summary
+
 ROOT = Path(__file__).resolve().parents[1]
 EVAL = ROOT.parent / "shared" / "data" / "lastfm" / "resampled" / "lastfm-val.json"
 GRID = [(64, 2, 0.2), (128, 2, 0.2), (64, 1, 0.2), (64, 2, 0.5), (128, 2, 0.5), (128, 3, 0.5)]
@@ -57,7 +59,7 @@ def sweep_files(data: Path) -> dict[str, str]:
 def run_baseline(
     model: str, data: Path, run: Path, hidden: int, layers: int, dropout: float, epochs: int, lr: float | None = None
 ) -> None:
-    if not (run / "metrics.json").is_file():
+    if not (run / METRICS).is_file():
         train_baseline(
             model,
             sweep_files(data),
@@ -74,7 +76,7 @@ def run_baseline(
 
 
 def baseline_row(run: Path) -> dict | None:
-    if not (run / "metrics.json").is_file():
+    if not (run / METRICS).is_file():
         return None
     m = metrics(run)
     return {
@@ -118,8 +120,8 @@ def sft_row(run: Path) -> dict | None:
         return None
     seconds = json.loads((run / "row.json").read_text())["seconds"]
     m = metrics(run / "eval-ranking")
-    summary = json.loads((run / "summary.json").read_text())
-    valid = [json.loads(x) for x in (run / "eval_log.jsonl").read_text().splitlines()]
+    summary = read_summary(run / SUMMARY)
+    valid = read_log(run / EVAL_LOG)
     kept = [r for r in valid if r["best"]][-1]  # the checkpoint the trainer kept
     return {
         "valid": summary["best_valid_hr@1"],

@@ -67,13 +67,15 @@ def render(results: dict) -> str:
     metrics = [m for m in HEADERS if any(m in r["metrics"] for r in results["rows"])]
     best = {m: max(r["metrics"][m]["mean"] for r in results["rows"] if m in r["metrics"]) for m in metrics}
     seeds = results["seeds"]
-    n = results["rows"][0].get("n")
-    title = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))})" + (
-        f", {n:,} samples" if n else ""
-    )
-    lines = [f"| {title} | " + " | ".join(HEADERS[m] for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    sizes = {r.get("n") for r in results["rows"]}
+    one_size = len(sizes) == 1 and None not in sizes  # else each row says its own number of samples
+    title = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))})"
+    title += f", {next(iter(sizes)):,} samples" if one_size else ""
+    headers = [HEADERS[m] for m in metrics] + ([] if one_size else ["samples"])
+    lines = [f"| {title} | " + " | ".join(headers) + " |", "|---" * (len(headers) + 1) + "|"]
     for r in results["rows"]:
         cells = [_cell(r["metrics"].get(m), r["metrics"].get(m, {}).get("mean") == best[m]) for m in metrics]
+        cells += [] if one_size else [f"{r['n']:,}" if r.get("n") else "-"]
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += _differences(results["differences"])

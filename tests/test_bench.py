@@ -132,3 +132,9 @@ def test_a_tiny_spec_runs_writes_its_results_and_resumes(tmp_path, capsys):
     assert diff["difference"] == pytest.approx(pooled("counts") - pooled("pop"))
     assert runner.main(args) == 0 and "$ sdporec" not in capsys.readouterr().out  # finished work is kept
     assert json.loads((tmp_path / "tiny.json").read_text())["rows"] == got["rows"]
+
+
+def test_rows_of_different_sizes_each_say_theirs():
+    rows = [dict(RESULTS["rows"][0], n=2767), dict(RESULTS["rows"][1], n=10497)]
+    text = tables.render({**RESULTS, "rows": rows, "differences": []})
+    assert text.startswith("| 2 seeds (0, 1) | HR@1 | samples |\n") and "| B | 0.2500 ± 0.0000 | 10,497 |" in text
