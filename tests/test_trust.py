@@ -215,6 +215,7 @@ def test_a_second_writer_is_refused_and_a_killed_ones_lock_does_not_block(ws, ca
             "'out'",
         ),
         (["audit", "data/test.jsonl", "--out", "data/test.jsonl"], "'out'"),
+        (["prepare", "movielens-100k", "--raw", "data", "--out", "data/ml"], "'out'"),
         (["dpo", "--model", "run/model", "--train", "data/train.jsonl", "--out", "run", "--overwrite"], "'out'"),
     ],
 )
@@ -270,3 +271,32 @@ def test_a_title_with_a_line_break_is_refused_at_prepare(ws, capsys):
     assert main(["prepare", "csv", "--interactions", "log.csv", "--items-file", "items.csv", "--out", "p-csv"]) == 2
     one_line_error(capsys, "items.csv", "field 'title'", "line break", "'Two\\nLines'")
     assert not Path("p-csv/items.txt").exists()
+
+
+def test_a_run_that_stops_after_a_checkpoint_keeps_it(ws, capsys, monkeypatch):
+    """--overwrite puts the earlier run back only while the new one has nothing to resume from; after its first
+    checkpoint the new run stays (for --resume) and the earlier one waits in OUT/.replaced. A run into a new
+    folder that stops keeps what it wrote."""
+    from sdporec.training.trainer import Trainer
+
+    def stop(self, started):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "finish", stop)  # after the last epoch's checkpoint, before the summary
+    assert main([*SFT, "--out", "fresh", "--epochs", "1", "--overwrite"]) == 130
+    assert list(Path("fresh/checkpoints").glob("step-*")) and Path("fresh/config.yaml").is_file()
+
+    shutil.copytree("run", "stopped")
+    before = snapshot("stopped")
+    assert main([*SFT, "--out", "stopped", "--epochs", "1", "--overwrite", "--seed", "4"]) == 130
+    assert "continue it with --resume" in capsys.readouterr().err
+    assert snapshot("stopped/.replaced") == before and "seed: 4" in Path("stopped/config.yaml").read_text()
+    monkeypatch.undo()
+    assert main([*SFT, "--out", "stopped", "--epochs", "1", "--seed", "4", "--resume"]) == 0
+    assert Path("stopped/summary.json").is_file() and not Path("stopped/.replaced").exists()
+
+
+def test_a_command_of_one_process_refuses_several(ws, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["compare", "eval", "eval"]) == 2
+    one_line_error(capsys, "compare runs in one process", "torchrun")

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from sdporec.errors import BusyError, ConfigError
+from sdporec.errors import BusyError, ConfigError, warn
 
 
 def not_a_file(path: str, name: str) -> Path:
@@ -53,23 +53,31 @@ REPLACED = ".replaced"
 class SetAside:
     """An earlier run's outputs in `path`, moved into `path/.replaced` while a new run (`--overwrite`) writes
     its own: they come back if the new run fails (`restore`) and go once it has finished (`drop`). One left by
-    a killed run is removed when the next `--overwrite` run starts."""
+    a killed run is removed, with a warning, when the next `--overwrite` run starts."""
 
     def __init__(self, path: str | os.PathLike, outputs: tuple[str, ...]):
         self.out, self.outputs = Path(path), outputs
         self.aside = self.out / REPLACED
-        shutil.rmtree(self.aside, ignore_errors=True)
+        if self.aside.is_dir():
+            warn(f"{self.aside} holds the outputs of a run before one that was stopped; --overwrite removes them")
+            shutil.rmtree(self.aside, ignore_errors=True)
         found = [o for o in outputs if (self.out / o).exists() or (self.out / o).is_symlink()]
         if found:
             self.aside.mkdir(parents=True)
             for o in found:
                 os.replace(self.out / o, self.aside / o)
 
+    @property
+    def held(self) -> bool:
+        """Whether an earlier run's outputs are set aside (none where OUT held none)."""
+        return self.aside.is_dir()
+
     def restore(self) -> bool:
-        """This run's outputs removed and the earlier run's put back; whether there were any."""
-        clear_outputs(str(self.out), self.outputs)
-        if not self.aside.is_dir():
+        """This run's outputs replaced by the earlier run's; nothing happens (False) where none were set aside,
+        so a failed run into a new folder keeps what it wrote."""
+        if not self.held:
             return False
+        clear_outputs(str(self.out), self.outputs)
         for p in self.aside.iterdir():
             os.replace(p, self.out / p.name)
         self.aside.rmdir()

@@ -27,7 +27,7 @@ from sdporec.data.samples import Sample, validate_samples, write_samples
 from sdporec.data.synthetic import WorldSpec
 from sdporec.errors import require
 from sdporec.files import atomic_write_text, output_set
-from sdporec.outputs import claim_out_dir
+from sdporec.outputs import claim_out_dir, require_apart
 from sdporec.runs import PREPARE_CONFIG, PREPARE_SUMMARY, write_json
 
 SOURCES = ("builtin", "movielens-100k", "csv")
@@ -105,6 +105,9 @@ class PrepareConfig:
             f"{self.raw} is a file; --download needs a folder to write u.data and u.item into",
         )
         if self.out != "-":
+            inputs = {"interactions": self.interactions, "items_file": self.items_file} if self.source == "csv" else {}
+            inputs.update({"raw": self.raw} if self.source == "movielens-100k" else {})
+            require_apart(self.out, inputs)
             claim_out_dir(self.out, PREPARED_FILES, self.overwrite)
 
 

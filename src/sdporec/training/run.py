@@ -3,6 +3,7 @@ and the clean-up of a start that fails (`TrainingRun.setting_up`). The loop is `
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,9 +16,10 @@ from sdporec.data.candidates import require_negatives, require_redrawable
 from sdporec.data.codec import require_known_titles
 from sdporec.data.samples import Sample, read_samples
 from sdporec.errors import warn
-from sdporec.outputs import SetAside, clear_outputs
-from sdporec.runs import TRAINING_FILES
+from sdporec.outputs import REPLACED, SetAside, clear_outputs
+from sdporec.runs import CHECKPOINTS, TRAINING_FILES
 from sdporec.training.distributed import make_accelerator, set_seed
+from sdporec.training.state import CheckpointFolder
 from sdporec.training.train_config import TrainOptions
 
 
@@ -55,20 +57,28 @@ class TrainingRun:
             save_config(cfg, self.out)
 
     def fit(self, fit: Callable[[], dict]) -> dict:
-        """The training loop `fit`; with --overwrite, the earlier run's outputs come back if it fails (an
-        error, Ctrl-C) and are removed once it has finished. After a kill they stay in OUT/.replaced."""
+        """The training loop `fit`. With --overwrite, if it fails (an error, Ctrl-C) before its first resumable
+        checkpoint, the earlier run's outputs come back; once it has one, it stays (to continue with --resume)
+        and the earlier outputs wait in OUT/.replaced. They are removed when a run into OUT finishes."""
         try:
             summary = fit()
         except BaseException:
             if self.main:
                 self._put_back()
             raise
-        if self.main and self.replaced is not None:
-            self.replaced.drop()
+        if self.main:
+            shutil.rmtree(self.out / REPLACED, ignore_errors=True)
         return summary
 
     def _put_back(self) -> None:
-        if self.replaced is not None and self.replaced.restore():
+        if self.replaced is None or not self.replaced.held:
+            return
+        if CheckpointFolder(self.out / CHECKPOINTS).latest() is not None:
+            warn(
+                f"the run stopped after writing a resumable checkpoint: it stays in {self.out} (continue it with "
+                f"--resume), and the earlier run's outputs are kept in {self.replaced.aside}"
+            )
+        elif self.replaced.restore():
             warn(
                 f"the run did not finish: the earlier run's outputs in {self.out} are back in place, and what "
                 "this run wrote there was removed"

@@ -196,7 +196,7 @@ def _load_optimizer(reader: StateReader, optimizer, names: list[str]) -> None:
         for name, values in scalars.items():
             per_param.setdefault(index[name], {}).update(values)
         for g in groups:
-            g["params"] = [index[n] for n in g["params"]]
+            g["params"] = sorted(index[n] for n in g["params"])  # positions as the optimizer here lists them
             if "betas" in g:
                 g["betas"] = tuple(g["betas"])
         optimizer.load_state_dict({"state": per_param, "param_groups": groups})
@@ -249,9 +249,10 @@ class CheckpointFolder:
         return self.root / f".tmp-step-{step:08d}"
 
     def begin(self, step: int) -> Path:
-        """An empty temporary folder for checkpoint `step` (main process only)."""
+        """An empty temporary folder for checkpoint `step` (main process only); any left by a killed write go."""
         tmp = self.tmp(step)
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in self.root.glob(".tmp-step-*") if self.root.is_dir() else []:
+            shutil.rmtree(stale, ignore_errors=True)
         with writing(tmp):
             tmp.mkdir(parents=True)
         return tmp

@@ -180,6 +180,11 @@ class Trainer:
         changed = sorted(k for k, v in asdict(self.cfg).items() if k not in RESUMABLE and config.get(k) != v)
         if changed:
             raise ConfigError(f"setting 'resume': {latest} was written with other values of {', '.join(changed)}")
+        if config.get("processes", self.world) != self.world:  # epochs, micro-batches and schedule depend on it
+            raise ConfigError(
+                f"setting 'resume': {latest} was written by {config['processes']} process(es); "
+                f"resume it with as many (this run has {self.world})"
+            )
         model = self.acc.unwrap_model(self.model)
         load_training_state(latest, model, self.optimizer, self.scheduler, self.acc.scaler, self.rank)
         print(f"resuming from {latest} (epoch {state.epoch}, micro-batch {state.micro}, step {state.opt_step})")
@@ -361,7 +366,7 @@ class Trainer:
             self.acc.wait_for_everyone()
             if self.run.main:
                 now = replace(self.state, epoch=epoch, micro=micro, elapsed=time.time() - self.started)
-                folder.write_trainer_state(step, now, asdict(self.cfg))
+                folder.write_trainer_state(step, now, {**asdict(self.cfg), "processes": self.world})
         except BaseException:
             if self.run.main:
                 folder.discard(step)
