@@ -1,6 +1,6 @@
 """Runs an experiment spec (bench/specs/NAME.yaml) and writes its results file (bench/results/NAME.json).
 
-    .venv/bin/python bench/run.py bench/specs/NAME.yaml [--work runs/specs] [--seeds 0 1 2] [--dry-run]
+    .venv/bin/python bench/run.py bench/specs/NAME.yaml [--work runs/specs] [--seeds 0 1 2] [--jobs 3] [--dry-run]
 
 A spec is declarative: per seed, `setup` commands (data, a whole pipeline) and then `rows`, each a list of
 `steps` (sdporec commands, or the runner's own `split-tail`) ending in an evaluation folder (`eval`, default
@@ -24,6 +24,7 @@ import datetime
 import hashlib
 import io
 import json
+import os
 import platform
 import shlex
 import statistics
@@ -209,8 +210,6 @@ def machine() -> dict:
     with contextlib.suppress(OSError):
         names = [x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")]
         cpu = names[0] if names else cpu
-    import os
-
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -265,6 +264,22 @@ def results(spec: Spec, per_seed: dict[int, dict[str, dict]], argv: list[str]) -
     }
 
 
+def side_by_side(spec_file: Path, work: Path, seeds: list[int], jobs: int) -> None:
+    """The seeds' setups and rows in `jobs` processes at a time, each with its share of the cores (a small model
+    uses two threads poorly); the results are made afterwards from what they finished."""
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    for start in range(0, len(seeds), jobs):
+        argvs = [
+            [sys.executable, __file__, str(spec_file), "--work", str(work), "--seeds", str(s), "--no-results"]
+            for s in seeds[start : start + jobs]
+        ]
+        procs = [subprocess.Popen(a, env=env) for a in argvs]
+        failed = [a for a, p in zip(argvs, procs) if p.wait() != 0]
+        if failed:
+            raise ResultsError(f"{spec_file}: seed {failed[0][-2]} failed (its output is above)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -273,13 +288,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", help="instead of the spec's seeds")
     parser.add_argument("--out", type=Path, help="the results file (default bench/results/NAME.json)")
     parser.add_argument("--dry-run", action="store_true", help="check the spec and print its commands")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run side by side, each with cores / N threads")
+    parser.add_argument("--no-results", action="store_true", help=argparse.SUPPRESS)  # a side-by-side seed
     args = parser.parse_args(argv)
     try:
         spec = load_spec(args.spec.resolve())
         spec.seeds = args.seeds or spec.seeds
         work = args.work / spec.name
+        if args.jobs > 1 and len(spec.seeds) > 1 and not args.dry_run:
+            side_by_side(args.spec, args.work, spec.seeds, args.jobs)
         per_seed = {seed: run_seed(spec, work, seed, args.dry_run) for seed in spec.seeds}
-        if args.dry_run:
+        if args.dry_run or args.no_results:
             return 0
         out = args.out or RESULTS / f"{spec.name}.json"
         write_results(out, results(spec, per_seed, [str(args.spec), *argv[1:]]))

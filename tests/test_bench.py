@@ -132,6 +132,19 @@ def test_a_tiny_spec_runs_writes_its_results_and_resumes(tmp_path, capsys):
     assert diff["difference"] == pytest.approx(pooled("counts") - pooled("pop"))
     assert runner.main(args) == 0 and "$ sdporec" not in capsys.readouterr().out  # finished work is kept
     assert json.loads((tmp_path / "tiny.json").read_text())["rows"] == got["rows"]
+    # The seeds side by side, each in its own process, measure the same.
+    side = [
+        str(tmp_path / "tiny.yaml"),
+        "--work",
+        str(tmp_path / "w2"),
+        "--out",
+        str(tmp_path / "t2.json"),
+        "--jobs",
+        "2",
+    ]
+    assert runner.main(side) == 0
+    again = harness.load_results("t2", tmp_path)
+    assert [r["metrics"] for r in again["rows"]] == [r["metrics"] for r in got["rows"]]
 
 
 def test_rows_of_different_sizes_each_say_theirs():
