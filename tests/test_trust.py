@@ -300,3 +300,28 @@ def test_a_command_of_one_process_refuses_several(ws, capsys, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["compare", "eval", "eval"]) == 2
     one_line_error(capsys, "compare runs in one process", "torchrun")
+
+
+def test_an_output_in_a_read_only_parent_is_locked_inside_it(tmp_path, monkeypatch):
+    from sdporec.errors import BusyError, OutputError
+    from sdporec.outputs import OutputLock
+
+    real_open = os.open
+
+    def read_only_parent(path, *args, **kwargs):
+        if Path(path).name == ".out.lock":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_parent)
+    with OutputLock(tmp_path / "out") as lock:
+        assert lock.path == tmp_path / "out" / ".sdporec.lock"
+        with pytest.raises(BusyError, match=f"pid {os.getpid()}"), OutputLock(tmp_path / "out"):
+            pass
+    assert not (tmp_path / "out" / ".sdporec.lock").exists()
+    (tmp_path / "out.json").write_text("{}")  # a file cannot hold its own lock: the failure is named
+    monkeypatch.setattr(
+        os, "open", lambda path, *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied"))
+    )
+    with pytest.raises(OutputError, match="out.json.lock: Permission denied"), OutputLock(tmp_path / "out.json"):
+        pass

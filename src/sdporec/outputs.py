@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from sdporec.errors import BusyError, ConfigError, warn
+from sdporec.errors import BusyError, ConfigError, OutputError, warn
 
 
 def not_a_file(path: str, name: str) -> Path:
@@ -111,7 +111,8 @@ class OutputLock:
     """One writer per output: an advisory lock (`flock`) on `.NAME.lock` beside the output file or folder NAME,
     taken before anything is written and held until the command ends. A second command into the same output
     is refused at once, naming the process that holds it; the lock dies with its holder, so a killed run
-    never blocks the next. The lock file is removed on release."""
+    never blocks the next. The lock file is removed on release. Where the parent folder cannot take it (a
+    read-only mount holding a writable OUT), an output folder is locked by `.sdporec.lock` inside it."""
 
     def __init__(self, out: str | os.PathLike, setting: str = "out"):
         self.out, self.setting = Path(out), setting
@@ -122,9 +123,8 @@ class OutputLock:
     def __enter__(self) -> OutputLock:
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -149,6 +149,19 @@ class OutputLock:
         )
         self.fd = fd
         return self
+
+    def _open(self) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            inside = self.out.resolve() / ".sdporec.lock"
+            if self.path == inside or (self.out.exists() and not self.out.is_dir()):
+                raise OutputError(
+                    self.path, f"{e.strerror or e} (the lock that makes this command OUT's only writer)"
+                ) from None
+            self.path = inside
+            return self._open()
 
     @staticmethod
     def _holder(fd: int) -> str:
