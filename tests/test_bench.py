@@ -151,3 +151,14 @@ def test_rows_of_different_sizes_each_say_theirs():
     rows = [dict(RESULTS["rows"][0], n=2767), dict(RESULTS["rows"][1], n=10497)]
     text = tables.render({**RESULTS, "rows": rows, "differences": []})
     assert text.startswith("| 2 seeds (0, 1) | HR@1 | samples |\n") and "| B | 0.2500 ± 0.0000 | 10,497 |" in text
+
+
+def test_split_tail_holds_out_the_last_rows(tmp_path):
+    from sdporec.data.samples import Sample, read_samples, write_samples
+
+    rows = [Sample([f"h{i}"], [f"t{i}", "x"], f"t{i}") for i in range(20)]
+    write_samples(tmp_path / "all.jsonl", rows)
+    runner.split_tail(str(tmp_path / "all.jsonl"), str(tmp_path / "t.jsonl"), str(tmp_path / "v.jsonl"), "0.1")
+    train, valid = read_samples(tmp_path / "t.jsonl"), read_samples(tmp_path / "v.jsonl")
+    assert [s.target for s in train] == [f"t{i}" for i in range(18)]
+    assert [s.target for s in valid] == ["t18", "t19"]
