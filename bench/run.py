@@ -10,10 +10,10 @@ differences get paired bootstrap 95% intervals (`sdporec compare`, the seeds poo
 folder) and `{ID}` (the folder of the row ID) are filled in. Every command is checked against sdporec's own
 parser before anything runs.
 
-Finished work is kept: a setup or row whose commands have not changed is not run again, so an interrupted
-run resumes. The results file holds the metrics (mean, std and per seed), the intervals, the command, the
-machine and the date; never weights or predictions. `bench/tables.py` makes the tables of README.md and
-docs/results.md from the results files.
+Finished work is kept: a step of a setup or row is not run again while it and the steps before it have not
+changed, so an interrupted run resumes. The results file holds the metrics (mean, std and per seed), the
+intervals, the command, the machine and the date; never weights or predictions. `bench/tables.py` makes the
+tables of README.md and docs/results.md from the results files.
 """
 
 from __future__ import annotations
@@ -163,29 +163,35 @@ def check_command(spec: Spec, where: str, argv: list[str]) -> None:
         raise ResultsError(f"{spec.path}: {where}: `sdporec {shlex.join(argv)[:120]}`: {message}") from None
 
 
-def digest(argvs: list[list[str]]) -> str:
-    return hashlib.sha256(json.dumps(argvs).encode()).hexdigest()[:16]
+def digest(argv: list[str]) -> str:
+    return hashlib.sha256(json.dumps(argv).encode()).hexdigest()[:16]
 
 
-def run_once(marker: Path, argvs: list[list[str]], dry: bool) -> float | None:
-    """Run `argvs` unless `marker` records the same commands as done; the seconds they took (None: skipped)."""
-    if marker.is_file() and json.loads(marker.read_text()).get("commands") == digest(argvs):
-        return json.loads(marker.read_text())["seconds"]
-    started = time.time()
-    for argv in argvs:
+def run_once(marker: Path, argvs: list[list[str]], dry: bool) -> float:
+    """Run `argvs` in order, each recorded in `marker` once done: the steps whose commands match the recorded
+    ones from the start are kept, the rest run again (a later step may read what an earlier one wrote). The
+    seconds the steps took, kept ones included."""
+    done = json.loads(marker.read_text()) if marker.is_file() else {"steps": [], "seconds": []}
+    wanted = [digest(a) for a in argvs]
+    kept = 0
+    while kept < min(len(done["steps"]), len(wanted)) and done["steps"][kept] == wanted[kept]:
+        kept += 1
+    record = {"steps": done["steps"][:kept], "seconds": done["seconds"][:kept]}
+    for argv in argvs[kept:]:
         builtin = argv[:1] == ["split-tail"]
         print(f"$ {'' if builtin else 'sdporec '}{shlex.join(argv)}", flush=True)
         if dry:
             continue
+        started = time.time()
         if builtin:
             split_tail(*argv[1:])
         else:
             subprocess.run([sys.executable, "-m", "sdporec", *argv], check=True, stdout=subprocess.DEVNULL)
-    seconds = round(time.time() - started, 1)
-    if not dry:
+        record["steps"].append(digest(argv))
+        record["seconds"].append(round(time.time() - started, 1))
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"commands": digest(argvs), "seconds": seconds}))
-    return seconds
+        marker.write_text(json.dumps(record))
+    return round(sum(record["seconds"]), 1)
 
 
 def run_seed(spec: Spec, work: Path, seed: int, dry: bool) -> dict[str, dict]:
