@@ -162,3 +162,21 @@ def test_split_tail_holds_out_the_last_rows(tmp_path):
     train, valid = read_samples(tmp_path / "t.jsonl"), read_samples(tmp_path / "v.jsonl")
     assert [s.target for s in train] == [f"t{i}" for i in range(18)]
     assert [s.target for s in valid] == ["t18", "t19"]
+
+
+def test_finished_steps_are_kept_until_one_changes(tmp_path, capsys):
+    from sdporec.data.samples import Sample, write_samples
+
+    write_samples(tmp_path / "all.jsonl", [Sample([f"h{i}"], [f"t{i}", "x"], f"t{i}") for i in range(10)])
+    first = ["split-tail", str(tmp_path / "all.jsonl"), str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "0.5"]
+    second = ["split-tail", str(tmp_path / "a.jsonl"), str(tmp_path / "c.jsonl"), str(tmp_path / "d.jsonl"), "0.2"]
+    marker = tmp_path / ".row.json"
+    runner.run_once(marker, [first, second], dry=False)
+    assert capsys.readouterr().out.count("$ split-tail") == 2
+    runner.run_once(marker, [first, second], dry=False)
+    assert capsys.readouterr().out == ""  # nothing changed: nothing runs
+    changed = [*second[:-1], "0.4"]
+    runner.run_once(marker, [first, changed], dry=False)
+    assert capsys.readouterr().out.count("$ split-tail") == 1  # the first step is kept
+    runner.run_once(marker, [[*first[:-1], "0.3"], changed], dry=False)
+    assert capsys.readouterr().out.count("$ split-tail") == 2  # a changed step runs again with every later one
