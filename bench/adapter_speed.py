@@ -1,5 +1,5 @@
 """Where a trained LoRA checkpoint's ranking time goes: samples/s of `LMScorer` (the prompt alone, λ 0; the
-`ranking_rate` of bench/items_speed.py) on the checkpoint with its peft adapter unmerged (`load_model`, as
+`ranking_rate` of bench/harness.py) on the checkpoint with its peft adapter unmerged (`load_model`, as
 `evaluate` loaded it before 2026-12-06), a profile of one pass by operator, and the same checkpoint as
 `evaluate` loads it now (`lora.for_inference`, which `load_for_inference` calls: a float32 adapter merged).
 Speed only; one process.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from items_speed import ranking_rate  # bench/ is on the path when this file runs as a script
+from harness import ranking_rate  # bench/ is on the path when this file runs as a script
 from torch.profiler import ProfilerActivity, profile
 
 from sdporec.data.samples import read_samples

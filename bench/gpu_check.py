@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 from gpu_layouts import flex_equivalence, layouts
-from speed import sync
+from harness import sync
 
 # Dense bf16 peaks; the PCIe H100 before the SXM one, whose name it contains.
 PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}

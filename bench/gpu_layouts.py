@@ -25,7 +25,7 @@ import gc
 import time
 
 import torch
-from speed import sync
+from harness import sync
 
 SHAPES = {
     "llama-1b": dict(

@@ -1,4 +1,5 @@
-"""What the bench's scripts share: where things are, and the results files' format (one reader, one writer).
+"""What the bench's scripts share: where things are, the results files' format (one reader, one writer), and
+the timing helpers of the speed scripts.
 
 A results file (bench/results/NAME.json) is written by bench/run.py from the spec bench/specs/NAME.yaml and
 read by bench/tables.py; it holds `schema`, `spec`, `question`, `command`, `date`, `machine`, `seeds`,
@@ -9,6 +10,7 @@ seconds per seed) and `differences` (a, b, metric, difference, low, high: paired
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,3 +47,25 @@ def load_results(name: str, folder: Path = RESULTS) -> dict:
     if missing:
         raise ResultsError(f"{path}: lacks {', '.join(missing)} ({RESULTS_SCHEMA})")
     return obj
+
+
+def sync(device) -> None:
+    """Wait for queued GPU work before reading a clock."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def ranking_rate(model, codec, samples, batch: int, domain: str = "movies") -> tuple[float, float]:
+    """(samples/s, mean prompt tokens) of LMScorer (the prompt alone) over `samples` (after one warm-up batch)."""
+    from sdporec.data.prompts import build_prompt
+    from sdporec.evaluation.scoring import LMScorer
+
+    scorer = LMScorer(model, codec, domain, batch_size=batch, progress=False)
+    scorer(samples[:batch])
+    started = time.perf_counter()
+    scorer(samples)
+    rate = len(samples) / (time.perf_counter() - started)
+    tokens = sum(len(codec.encode_prompt(build_prompt(s.history, s.candidates, domain))) for s in samples)
+    return rate, tokens / len(samples)

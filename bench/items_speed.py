@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from harness import ranking_rate  # bench/ is on the path when this file runs as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -64,20 +65,6 @@ def rows(model, text_codec, titles, args):
         add_item_rows(hybrid, tokenizer, items, codec.token_ids, "mean", "movies")
         out.append((f"hybrid-{item_text}", hybrid, codec))
     return out
-
-
-def ranking_rate(model, codec, samples, batch: int, domain: str = "movies") -> tuple[float, float]:
-    """(samples/s, mean prompt tokens) of LMScorer (the prompt alone) over `samples` (after one warm-up batch)."""
-    from sdporec.data.prompts import build_prompt
-    from sdporec.evaluation.scoring import LMScorer
-
-    scorer = LMScorer(model, codec, domain, batch_size=batch, progress=False)
-    scorer(samples[:batch])
-    started = time.perf_counter()
-    scorer(samples)
-    rate = len(samples) / (time.perf_counter() - started)
-    tokens = sum(len(codec.encode_prompt(build_prompt(s.history, s.candidates, domain))) for s in samples)
-    return rate, tokens / len(samples)
 
 
 def sft_rate(model, codec, samples, batch: int, steps: int) -> float:

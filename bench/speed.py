@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from harness import sync  # bench/ is on the path when this file runs as a script
 
 # Real artist names as BPE text, whose lengths vary far more than the built-in titles': used if present.
 LASTFM = Path(__file__).resolve().parents[2] / "shared" / "data" / "lastfm" / "resampled" / "lastfm-train.json"
@@ -126,12 +127,6 @@ def eval_case(args, method: str, codec_kind: str) -> dict:
     sync(args.device)
     seconds = time.perf_counter() - start
     return {"samples_per_s": len(samples) / seconds, "hr@1": metrics["hr@1"], "peak_mem_mb": _peak_mb(args.device)}
-
-
-def sync(device: str | torch.device) -> None:
-    """Wait for queued GPU work before reading a clock (bench/gpu_check.py uses it too)."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _peak_mb(device: str) -> float:
