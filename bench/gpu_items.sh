@@ -14,11 +14,11 @@ if [ $# -ne 1 ] || [ -z "${GGUF:-}" ] || [ -z "${LASTFM:-}" ]; then
   echo "usage: GGUF=FILE LASTFM=DIR bash bench/gpu_items.sh OUT" >&2; exit 2
 fi
 OUT=$1; PY=${PY:-python3}; ITEM_TEXT=${ITEM_TEXT:-token}
-# Item rows from the title's mean row plus co-occurrence vectors: with the same SFT on 1,024 MovieLens samples
-# they lifted the hybrid from 0.193 (`mean`) to 0.277 HR@1 (docs/accuracy.md). ITEM_INIT=mean|hidden for the others.
+# Item rows from the title's mean row plus co-occurrence vectors (as bench/specs/smollm2-items.yaml trains them).
+# ITEM_INIT=mean|hidden for the others.
 ITEM_INIT=${ITEM_INIT:-cooc}
-# The history's next-item loss inside the prompt (possible with item tokens alone in prompts): it lifted the
-# 1,024-sample MovieLens hybrid from 0.136 to 0.193 HR@1 (docs/accuracy.md). SFT_ARGS= (empty) turns it off.
+# The history's next-item loss inside the prompt (possible with item tokens alone in prompts), as the spec trains
+# it. SFT_ARGS= (empty) turns it off.
 if [ "$ITEM_TEXT" = token ]; then SFT_ARGS=${SFT_ARGS---history-weight 1 --history-in prompt}; else SFT_ARGS=${SFT_ARGS-}; fi
 if [ -n "${DRY_RUN:-}" ]; then
   DEV=cpu; PREC=no; BATCH=4; SFT_WALL=600; PREF_WALL=600; GEN=4; ROWS=24; EVAL_ROWS=8; VALID=8; EVERY=4

@@ -3,7 +3,7 @@
 # on one GPU, side by side in two ways (all weights, and a LoRA adapter), each cut at WALL seconds (the best
 # checkpoint on validation is kept, so a cut run still leaves a model), then ranked on EVAL and measured by
 # the paper's generation protocol on its first GEN samples. DATA holds train.jsonl and valid.jsonl as
-# bench/quality.py writes them (validation: 500 held-out training rows every 200 optimizer steps). Seed 0.
+# bench/specs/lastfm.yaml writes them (validation: 500 held-out training rows every 200 optimizer steps). Seed 0.
 #   GGUF=path/to/SmolLM2-135M-Instruct.Q4_1.gguf [WALL=300] [GEN=500] [DEV=cuda] \
 #     bash bench/gpu_smollm2.sh DATA EVAL OUT
 # On a CPU, a quick check of the script: GGUF=... DEV=cpu BATCH=2 WALL=300 GEN=4 LIMIT=8 bash bench/gpu_smollm2.sh ...

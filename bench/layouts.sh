@@ -4,13 +4,13 @@
 # packed, the default, and cache), from one SFT checkpoint, on the same machine, one after the other.
 # Prints the wall time of each. LAYOUTS picks which to (re)run; the table shows every layout in OUT.
 #
-#   bench/layouts.sh SFT_MODEL_DIR [OUT]     e.g. bench/layouts.sh runs/quality/lastfm/sft/model runs/layouts
-#   LAYOUTS=packed bench/layouts.sh runs/quality/lastfm/sft/model runs/layouts
+#   bench/layouts.sh SFT_MODEL_DIR [OUT]     e.g. bench/layouts.sh runs/specs/lastfm/seed0/sft/train/model runs/layouts
+#   LAYOUTS=packed bench/layouts.sh runs/specs/lastfm/seed0/sft/train/model runs/layouts
 set -euo pipefail
 SFT=${1:?the SFT checkpoint to start from}
 OUT=${2:-runs/layouts}
 PY=${PY:-.venv/bin/python}
-DATA=${DATA:-runs/quality/lastfm/data}
+DATA=${DATA:-runs/specs/lastfm/seed0/data}
 EVAL=${EVAL:-../shared/data/lastfm/resampled/lastfm-val.json}
 LAYOUTS=${LAYOUTS:-packed cache paper}
 mkdir -p "$OUT"

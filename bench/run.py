@@ -3,7 +3,7 @@
     .venv/bin/python bench/run.py bench/specs/NAME.yaml [--work runs/specs] [--seeds 0 1 2] [--jobs 3] [--dry-run]
 
 A spec is declarative: per seed, `setup` commands (data, a whole pipeline) and then `rows`, each a list of
-`steps` (sdporec commands, or the runner's own `split-tail`) ending in an evaluation folder (`eval`, default
+`steps` (sdporec commands, or the runner's own `split-tail` and `subset`) ending in an evaluation folder (`eval`, default
 the row's own folder) that holds `metrics.json` and `predictions.jsonl`. `compare` names row pairs whose
 differences get paired bootstrap 95% intervals (`sdporec compare`, the seeds pooled). In commands, `{seed}`,
 `{seed_dir}` (this seed's folder), `{data}` ({seed_dir}/data), `{shared}` (../shared/data), `{row}` (this row's
@@ -143,16 +143,44 @@ def split_tail(source: str, train: str, valid: str, fraction: str) -> None:
     write_samples(valid, rows[cut:])
 
 
+def subset(source: str, dest: str, size: str, seed: str) -> None:
+    """The runner's other step, `subset SOURCE DEST N SEED`: N samples of SOURCE drawn at random (seeded by SEED and
+    DEST's name, so that a seed's train, valid and test draws differ), in SOURCE's order, written as DEST."""
+    import random
+
+    from sdporec.data.samples import read_samples, write_samples
+
+    rows = read_samples(source, "train")
+    if int(size) > len(rows):
+        raise ResultsError(f"subset: {source} has {len(rows)} samples, fewer than the {size} asked for")
+    picked = sorted(random.Random(f"{seed}:{Path(dest).name}").sample(range(len(rows)), int(size)))
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    write_samples(dest, [rows[i] for i in picked])
+
+
+# The runner's own steps: name -> (function, how its arguments read, a check of them).
+BUILTINS = {
+    "split-tail": (
+        split_tail,
+        "split-tail SOURCE TRAIN VALID FRACTION (0 < FRACTION < 1)",
+        lambda a: len(a) == 4 and a[3].replace(".", "", 1).isdigit() and 0 < float(a[3]) < 1,
+    ),
+    "subset": (
+        subset,
+        "subset SOURCE DEST N SEED (N and SEED whole numbers)",
+        lambda a: len(a) == 4 and a[2].isdigit() and int(a[2]) > 0 and a[3].isdigit(),
+    ),
+}
+
+
 def check_command(spec: Spec, where: str, argv: list[str]) -> None:
     """Parsed by sdporec's own parser (nothing runs): an unknown command or flag is a ResultsError."""
     from sdporec.cli import build_parser
 
-    if argv[:1] == ["split-tail"]:
-        ok = len(argv) == 5 and argv[4].replace(".", "", 1).isdigit() and 0 < float(argv[4]) < 1
-        if not ok:
-            raise ResultsError(
-                f"{spec.path}: {where}: give `split-tail SOURCE TRAIN VALID FRACTION` (0 < FRACTION < 1)"
-            )
+    if argv[:1] and argv[0] in BUILTINS:
+        _, usage, ok = BUILTINS[argv[0]]
+        if not ok(argv[1:]):
+            raise ResultsError(f"{spec.path}: {where}: give `{usage}`")
         return
     err = io.StringIO()
     try:
@@ -178,13 +206,13 @@ def run_once(marker: Path, argvs: list[list[str]], dry: bool) -> float:
         kept += 1
     record = {"steps": done["steps"][:kept], "seconds": done["seconds"][:kept]}
     for argv in argvs[kept:]:
-        builtin = argv[:1] == ["split-tail"]
+        builtin = argv[0] in BUILTINS
         print(f"$ {'' if builtin else 'sdporec '}{shlex.join(argv)}", flush=True)
         if dry:
             continue
         started = time.time()
         if builtin:
-            split_tail(*argv[1:])
+            BUILTINS[argv[0]][0](*argv[1:])
         else:
             subprocess.run([sys.executable, "-m", "sdporec", *argv], check=True, stdout=subprocess.DEVNULL)
         record["steps"].append(digest(argv))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SFT rows of the built-in backbone run side by side (for a GPU, which one tiny model leaves mostly idle), each
 # cut at WALL seconds, then the best kept model of each ranked on EVAL. DATA holds train.jsonl and valid.jsonl
-# as bench/quality.py writes them (validation: 1,000 held-out training rows, every epoch). Seed 0, LastFM.
+# as bench/specs/lastfm.yaml's split-tail writes them (the last 5% of training) (validation: 1,000 held-out training rows, every epoch). Seed 0, LastFM.
 #   WALL=270 [DEV=cuda] [ONLY="e10-lr1e-3 ..."] bash bench/sft_side_by_side.sh DATA EVAL OUT
 set -uo pipefail
 if [ $# -ne 3 ]; then echo "usage: bash bench/sft_side_by_side.sh DATA EVAL OUT" >&2; exit 2; fi

@@ -82,6 +82,8 @@ def test_a_results_file_that_cannot_be_used_is_named(tmp_path, content, fragment
         ("rows:\n  - {id: a-b}\n", "needs an `id` that is a name"),
         ("rows:\n  - {id: a}\ncompare: [[a, z]]\n", "each pair names two row ids"),
         ("rows:\n  - {id: a}\nseedz: [1]\n", "unknown key(s) seedz"),
+        ("rows:\n  - {id: a, steps: ['subset a b many 0']}\n", "give `subset SOURCE DEST N SEED"),
+        ("rows:\n  - {id: a, steps: ['split-tail a b c 1.5']}\n", "give `split-tail SOURCE TRAIN VALID FRACTION"),
     ],
 )
 def test_a_spec_naming_what_does_not_exist_is_refused_before_anything_runs(tmp_path, capsys, spec, fragment):
@@ -162,6 +164,23 @@ def test_split_tail_holds_out_the_last_rows(tmp_path):
     train, valid = read_samples(tmp_path / "t.jsonl"), read_samples(tmp_path / "v.jsonl")
     assert [s.target for s in train] == [f"t{i}" for i in range(18)]
     assert [s.target for s in valid] == ["t18", "t19"]
+
+
+def test_subset_draws_n_samples_by_seed_and_name(tmp_path):
+    from sdporec.data.samples import Sample, read_samples, write_samples
+
+    write_samples(tmp_path / "all.jsonl", [Sample([f"h{i}"], [f"t{i}", "x"], f"t{i}") for i in range(50)])
+
+    def draw(name: str, seed: str) -> list[str]:
+        runner.subset(str(tmp_path / "all.jsonl"), str(tmp_path / name), "10", seed)
+        return [s.target for s in read_samples(tmp_path / name)]
+
+    first = draw("train.jsonl", "0")
+    assert len(set(first)) == 10 and first == sorted(first, key=lambda t: int(t[1:]))  # the source's order
+    assert draw("train.jsonl", "0") == first  # the same draw again
+    assert draw("train.jsonl", "1") != first and draw("valid.jsonl", "0") != first
+    with pytest.raises(harness.ResultsError, match="has 50 samples, fewer than the 51"):
+        runner.subset(str(tmp_path / "all.jsonl"), str(tmp_path / "x.jsonl"), "51", "0")
 
 
 def test_finished_steps_are_kept_until_one_changes(tmp_path, capsys):

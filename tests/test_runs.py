@@ -97,3 +97,62 @@ def test_logs_keep_old_nan_rows_and_refuse_rows_that_are_not_objects(tmp_path):
     with pytest.raises(DataError, match="line 2"):
         read_log(tmp_path / "log.jsonl")
     assert read_log(tmp_path / "none.jsonl") == []
+
+
+def _predictions(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_predictions_are_keyed_by_sample_then_by_key_and_read_from_a_folder(tmp_path):
+    from sdporec.runs import PREDICTIONS, read_predictions
+
+    _predictions(
+        tmp_path / PREDICTIONS,
+        [{"key": "eval:0", "sample": "s0", "rank": 0}, {"key": "eval:1", "sample": "s1", "rank": 3}],
+    )
+    file, rows = read_predictions(tmp_path)
+    assert file == str(tmp_path / PREDICTIONS) and list(rows) == ["s0", "s1"] and rows["s1"]["rank"] == 3
+    old = _predictions(tmp_path / "old.jsonl", [{"key": "eval:0", "hit": True}, {"key": "eval:1", "hit": False}])
+    assert list(read_predictions(old)[1]) == ["eval:0", "eval:1"]  # written before `sample` existed
+
+
+@pytest.mark.parametrize(
+    "rows,fragment",
+    [
+        ([{"key": "k", "rank": -1}], "-1 is not a rank"),
+        ([{"key": "k", "rank": 1.5}], "1.5 is not a rank"),
+        ([{"key": "k", "rank": True}], "True is not a rank"),
+        ([{"sample": "s", "rank": 0}], "key and rank, or key and hit"),
+        ([{"key": "k"}], "key and rank, or key and hit"),
+        ([[1, 2]], "key and rank, or key and hit"),
+        ([{"key": "a", "sample": "s", "rank": 0}, {"key": "b", "sample": "s", "rank": 1}], "'s' repeats line 1"),
+        ([{"key": "a", "rank": 0}, {"key": "a", "rank": 1}], "'a' repeats line 1"),
+        ([], "holds no predictions"),
+    ],
+)
+def test_predictions_that_are_not_ours_are_one_error_naming_file_and_line(tmp_path, rows, fragment):
+    from sdporec.runs import read_predictions
+
+    path = _predictions(tmp_path / "p.jsonl", rows)
+    with pytest.raises(DataError) as e:
+        read_predictions(path)
+    assert str(path) in str(e.value) and fragment in str(e.value)
+    if len(rows) == 2:
+        assert "line 2" in str(e.value)
+
+
+def test_json_is_written_whole_indented_and_in_its_own_characters(tmp_path):
+    write_json(tmp_path / "x.json", {"title": "Amélie", "n": 1})
+    text = (tmp_path / "x.json").read_text(encoding="utf-8")
+    assert text == '{\n  "title": "Amélie",\n  "n": 1\n}\n'
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_an_empty_metrics_object_is_neither_kind(tmp_path):
+    (tmp_path / "m.json").write_text("{}")
+    with pytest.raises(DataError, match="no schema, where pipeline/1 was expected"):
+        read_metrics(tmp_path / "m.json")
+    (tmp_path / "p.json").write_text(json.dumps({"sft": METRIC_VALUES, "x": {"mrr": 1.0}}))
+    with pytest.raises(DataError, match="pipeline/1"):
+        read_pipeline_metrics(tmp_path / "p.json")  # not every model an old evaluation: not an old pipeline file

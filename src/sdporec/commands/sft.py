@@ -66,7 +66,7 @@ class SFTConfig(TrainConfig):
         "title's own token embeddings), hidden (the model's last hidden state of the title "
         "in a short sentence, scaled to the embeddings' norm) or cooc (the mean row plus the "
         "item's co-occurrence vector from the training histories: items that share users "
-        "start close; best of the three in docs/accuracy.md, and its dense item x item "
+        "start close; its dense item x item "
         "factoring grows as the cube of the catalogue)",
         choices=ITEM_INIT,
     )

@@ -7,13 +7,13 @@ A new row starts from what the model already knows of the title, not from noise:
   rank-64 factoring of the positive PMI of items sharing a training sequence (history and target), the word2vec-like
   embedding of item-kNN, placed in the model's width by a fixed orthonormal map. Items that share a user start
   close, so a model that attends to its history items starts near item-kNN's ranking (these vectors alone are the
-  `item-knn` baseline, measured beside SASRec in docs/accuracy.md).
+  `item-knn` baseline).
 In every case the part every title shares is taken out (the rows are centred on their mean) and each row is
 scaled to the mean norm of the existing rows. Uncentred, the rows are nearly one vector: on MovieLens's
 1,682 titles with SmolLM2 their mean pairwise cosine is 0.84 (`mean`, the "(1995)" tokens dominate) and
 0.96 (`hidden`), about 0 once centred. One LoRA SFT epoch on 1,024 MovieLens samples from uncentred rows
 never generated an item token (ValidRatio 0.00, against 0.32 centred) and ended at a higher loss (3.9 per
-answer token, against 3.4), though it ranked no worse (docs/accuracy.md, item tokens).
+answer token, against 3.4), though it ranked no worse.
 An untied output head gets its own rows the same way (from its own rows for `mean`). Rows that exist
 already (vocabularies padded beyond the tokenizer) are reused, never cut.
 """
@@ -26,7 +26,7 @@ import torch
 
 ITEM_INIT = ("mean", "hidden", "cooc")
 NOUNS = {"music": "Artist", "movies": "Movie", "books": "Book"}
-COOC_DIM = 64  # the factoring's rank: the width SASRec tuned on 1,024 MovieLens samples chose (docs/accuracy.md)
+COOC_DIM = 64  # the factoring's rank: the width a SASRec tuned on 1,024 MovieLens samples chose
 
 
 def _tied(model) -> bool:
