@@ -3,9 +3,9 @@
     .venv/bin/python bench/run.py bench/specs/NAME.yaml [--work runs/specs] [--seeds 0 1 2] [--jobs 3] [--dry-run]
 
 A spec is declarative: per seed, `setup` commands (data, a whole pipeline) and then `rows`, each a list of
-`steps` (sdporec commands, or the runner's own `split-tail` and `subset`) ending in an evaluation folder (`eval`, default
-the row's own folder) that holds `metrics.json` and `predictions.jsonl`. `compare` names row pairs whose
-differences get paired bootstrap 95% intervals (`sdporec compare`, the seeds pooled). In commands, `{seed}`,
+`steps` (sdporec commands, or the runner's own `split-tail` and `subset`) ending in an evaluation folder
+(`eval`, default the row's own folder) that holds `metrics.json` and `predictions.jsonl`. `compare` names row
+pairs whose differences get paired bootstrap 95% intervals (`sdporec compare`, the seeds pooled). In commands, `{seed}`,
 `{seed_dir}` (this seed's folder), `{data}` ({seed_dir}/data), `{shared}` (../shared/data), `{row}` (this row's
 folder) and `{ID}` (the folder of the row ID) are filled in. Every command is checked against sdporec's own
 parser before anything runs.
