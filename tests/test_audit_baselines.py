@@ -5,7 +5,7 @@ from sdporec.data.prepare import builtin_splits
 from sdporec.data.samples import Sample
 from sdporec.evaluation.audit import audit, candidate_checks, leak_hr1
 from sdporec.evaluation.baseline_models import SequentialConfig, train_sequential
-from sdporec.evaluation.baselines import item_count_scorer, popularity_scorer
+from sdporec.evaluation.baselines import ItemCounts, Popularity
 from sdporec.evaluation.evaluate import evaluate_ranking
 
 ITEMS = [f"i{k}" for k in range(200)]
@@ -61,18 +61,18 @@ def test_item_counts_hand_computed():
         Sample(["b"], ["y", "c"], "y"),
         Sample(["a"], ["y", "c"], "y"),
     ]
-    scores = item_count_scorer(train)([Sample(["a", "b"], ["c", "y"], "c")])[0]
+    scores = ItemCounts(train)([Sample(["a", "b"], ["c", "y"], "c")])[0]
     # c: transition b->c twice (2) + cooccurrence a->c 1, b->c 2 (0.1 * 3); y: b->y once (1) + a->y, b->y (0.2);
     # both are training targets twice: tie term 2 * 0.5 * 0.1 / (1 + 2) each.
     tie = 2 * 0.05 / 3
     assert scores[0] == pytest.approx(2.3 + tie) and scores[1] == pytest.approx(1.2 + tie)
-    pop = popularity_scorer(train)([Sample(["a"], ["c", "y", "q"], "c")])[0]
+    pop = Popularity(train)([Sample(["a"], ["c", "y", "q"], "c")])[0]
     assert pop == [2.0, 2.0, 0.0]
 
 
 def test_sequential_baselines_learn_the_builtin_world():
     splits = builtin_splits(users=300, items=100, genres=5, seed=1)
-    pop = evaluate_ranking(popularity_scorer(splits["train"]), splits["test"])[0]["hr@1"]
+    pop = evaluate_ranking(Popularity(splits["train"]), splits["test"])[0]["hr@1"]
     for kind in ("sasrec", "gru4rec"):
         cfg = SequentialConfig(
             kind=kind, hidden=32, layers=1, heads=2, epochs=10, patience=3, batch_size=32, lr=3e-3, progress=False
@@ -84,7 +84,7 @@ def test_sequential_baselines_learn_the_builtin_world():
 
 
 def test_item_knn_ranks_by_cosine_with_the_history_and_breaks_ties_by_popularity():
-    from sdporec.evaluation.baselines import item_knn_scorer
+    from sdporec.evaluation.baselines import ItemKNN
 
     # A shares training sequences with B (twice) and C; E with F. The positive part of their PMI has one direction
     # per group: A, B and C point one way, E and F another, orthogonal to it.
@@ -94,11 +94,11 @@ def test_item_knn_ranks_by_cosine_with_the_history_and_breaks_ties_by_popularity
         Sample(["A"], ["C", "D"], "C"),
         Sample(["E"], ["F", "D"], "F"),
     ]
-    scores = item_knn_scorer(train)([Sample(["B"], ["C", "A", "F", "D", "Z"], "C")])[0]
+    scores = ItemKNN(train)([Sample(["B"], ["C", "A", "F", "D", "Z"], "C")])[0]
     tie = 1e-6 / 3  # B is the most frequent target (2)
     assert scores == pytest.approx([1 + tie, 1.0, tie, 0.0, 0.0], abs=1e-7)
     assert scores[0] > scores[1]  # C and A alike: C has been a target, A never
-    assert item_knn_scorer(train)([Sample(["Z"], ["C", "A"], "C")])[0] == [tie, 0.0]  # unknown history
+    assert ItemKNN(train)([Sample(["Z"], ["C", "A"], "C")])[0] == [tie, 0.0]  # unknown history
     # Two history items from the two groups: the normalised mean is as close to both.
-    both = item_knn_scorer(train)([Sample(["B", "E"], ["C", "F", "D"], "C")])[0]
+    both = ItemKNN(train)([Sample(["B", "E"], ["C", "F", "D"], "C")])[0]
     assert both == pytest.approx([0.5**0.5 + tie, 0.5**0.5 + tie, 0.0], abs=1e-7)

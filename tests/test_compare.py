@@ -11,7 +11,7 @@ from sdporec.commands.compare import CompareConfig, run_compare
 from sdporec.commands.settings import ready
 from sdporec.data.samples import Sample
 from sdporec.errors import ConfigError, DataError
-from sdporec.evaluation.baselines import popularity_scorer
+from sdporec.evaluation.baselines import Popularity
 from sdporec.evaluation.compare import format_comparison, read_predictions, require_same_samples
 from sdporec.evaluation.evaluate import evaluate_ranking, write_results
 from sdporec.evaluation.metrics import paired_bootstrap
@@ -33,7 +33,7 @@ TRAIN = samples(99, 40)
 
 
 def evaluated(path, data, train=TRAIN):
-    metrics, rows = evaluate_ranking(popularity_scorer(train), data)
+    metrics, rows = evaluate_ranking(Popularity(train), data)
     write_results(path, metrics, rows)
     return path / PREDICTIONS
 

@@ -12,12 +12,14 @@ from sdporec.commands.settings import setting
 from sdporec.config import config_text, require_input
 from sdporec.data.samples import read_samples
 from sdporec.errors import require
-from sdporec.evaluation.baselines import item_count_scorer, item_knn_scorer, popularity_scorer
+from sdporec.evaluation.baselines import ItemCounts, ItemKNN, Popularity
+from sdporec.evaluation.catalogue import Catalogue, evaluate_catalogue
 from sdporec.evaluation.evaluate import evaluate_ranking, write_results
 from sdporec.outputs import claim_out_dir, require_apart
 from sdporec.runs import EVALUATION_FILES
 
 BASELINES = ("popularity", "item-counts", "item-knn", "sasrec", "gru4rec")
+CANDIDATES = ("list", "all")
 
 
 @dataclass
@@ -27,6 +29,15 @@ class BaselineConfig:
     eval: str = setting("", "samples to evaluate")
     valid: str = setting("", "sasrec/gru4rec: validation samples for early stopping (default: none, fixed epochs)")
     out: str = setting("", "output directory for metrics.json and predictions.jsonl")
+    candidates: str = setting(
+        "list",
+        "list: rank each sample's own candidate list (the paper's 20); all: rank the whole catalogue but the "
+        "history (HR and NDCG at 1, 5, 10, 20, and MRR)",
+        choices=CANDIDATES,
+    )
+    catalogue: str = setting(
+        "", "with --candidates all: the catalogue file (prepare's items.txt); default: every title of the samples"
+    )
     hidden: int = setting(64, "sasrec/gru4rec: embedding and hidden size")
     layers: int = setting(2, "sasrec/gru4rec: layers")
     heads: int = setting(2, "sasrec: attention heads")
@@ -43,42 +54,29 @@ class BaselineConfig:
         for name in ("train", "eval", "out"):
             require(bool(getattr(self, name)), name, "required")
         require(self.hidden % self.heads == 0, "hidden", "must be a multiple of heads")
+        require(not self.catalogue or self.candidates == "all", "catalogue", "is read only with --candidates all")
 
     def resolve(self) -> None:
-        for name in ("train", "eval", "valid"):
+        for name in ("train", "eval", "valid", "catalogue"):
             require_input(getattr(self, name), name)
-        require_apart(self.out, {name: getattr(self, name) for name in ("train", "eval", "valid")})
+        require_apart(self.out, {name: getattr(self, name) for name in ("train", "eval", "valid", "catalogue")})
         claim_out_dir(self.out, EVALUATION_FILES, self.overwrite)
 
 
 def run_baseline(cfg: BaselineConfig) -> dict:
     started = time.time()
     train, samples = read_samples(cfg.train, "train"), read_samples(cfg.eval, "eval")
-    if cfg.name == "popularity":
-        scorer, info = popularity_scorer(train), {}
-    elif cfg.name == "item-counts":
-        scorer, info = item_count_scorer(train), {}
-    elif cfg.name == "item-knn":
-        scorer, info = item_knn_scorer(train), {}
+    valid = read_samples(cfg.valid, "valid") if cfg.valid else []
+    items = None
+    if cfg.candidates == "all":  # checked before any training
+        items = Catalogue.read(cfg.catalogue) if cfg.catalogue else Catalogue.of_samples(train, valid, samples)
+        items.require_known(samples, cfg.eval)
+    scorer, info = build_baseline(cfg, train, valid, samples)
+    if items is not None:
+        metrics, rows = evaluate_catalogue(scorer.catalogue, samples, items, seed=cfg.seed)
+        info = {"candidates": "all", "catalogue": len(items), **info}
     else:
-        from sdporec.evaluation.baseline_models import SequentialConfig, train_sequential
-
-        valid = read_samples(cfg.valid, "valid") if cfg.valid else []
-        scfg = SequentialConfig(
-            kind=cfg.name,
-            hidden=cfg.hidden,
-            layers=cfg.layers,
-            heads=cfg.heads,
-            dropout=cfg.dropout,
-            epochs=cfg.epochs,
-            patience=cfg.patience,
-            lr=cfg.lr,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            progress=cfg.progress,
-        )
-        scorer, info = train_sequential(scfg, train, valid, extra_titles=samples)
-    metrics, rows = evaluate_ranking(scorer, samples)
+        metrics, rows = evaluate_ranking(scorer, samples)
     extra = {
         "protocol": "ranking",
         "model": cfg.name,
@@ -89,3 +87,29 @@ def run_baseline(cfg: BaselineConfig) -> dict:
     write_results(cfg.out, metrics, rows, extra, config_text(cfg))
     print(json.dumps({**metrics, **extra}, indent=2))
     return {**metrics, **extra}
+
+
+def build_baseline(cfg: BaselineConfig, train: list, valid: list, samples: list) -> tuple[object, dict]:
+    """The baseline `cfg` names, trained where it trains, and what its training recorded."""
+    if cfg.name == "popularity":
+        return Popularity(train), {}
+    if cfg.name == "item-counts":
+        return ItemCounts(train), {}
+    if cfg.name == "item-knn":
+        return ItemKNN(train), {}
+    from sdporec.evaluation.baseline_models import SequentialConfig, train_sequential
+
+    scfg = SequentialConfig(
+        kind=cfg.name,
+        hidden=cfg.hidden,
+        layers=cfg.layers,
+        heads=cfg.heads,
+        dropout=cfg.dropout,
+        epochs=cfg.epochs,
+        patience=cfg.patience,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        progress=cfg.progress,
+    )
+    return train_sequential(scfg, train, valid, extra_titles=samples)

@@ -30,7 +30,7 @@ from sdporec.data.hybrid import ITEM_TEXT, item_key
 from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import read_samples, sample_error
 from sdporec.errors import require, warn
-from sdporec.evaluation.baselines import popularity_scorer
+from sdporec.evaluation.baselines import Popularity
 from sdporec.evaluation.evaluate import evaluate_model, evaluate_ranking, format_table, write_results
 from sdporec.evaluation.report import collect, write_report
 from sdporec.files import read_text, text_lines
@@ -270,7 +270,7 @@ def _stages(cfg: PipelineConfig, out: Path) -> dict:
 
     train, test = read_samples(files["train"], "train"), read_samples(files["test"], "test")
     results: dict[str, dict] = {}
-    metrics, rows = evaluate_ranking(popularity_scorer(train), test)
+    metrics, rows = evaluate_ranking(Popularity(train), test)
     write_results(out / "eval" / "popularity", metrics, rows, {"protocol": "ranking"})
     results["popularity"] = metrics
     for name in ("sft", "dpo", "sdpo"):

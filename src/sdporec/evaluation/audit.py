@@ -17,7 +17,7 @@ import torch
 
 from sdporec.data.hybrid import item_key
 from sdporec.data.samples import Sample
-from sdporec.evaluation.baselines import popularity_scorer
+from sdporec.evaluation.baselines import Popularity
 from sdporec.evaluation.evaluate import evaluate_ranking
 
 
@@ -32,7 +32,7 @@ def candidate_checks(samples: Sequence[Sample]) -> dict[str, int]:
 
 def popularity_hr1(samples: Sequence[Sample], train: Sequence[Sample]) -> float:
     """The popularity baseline's HR@1, through the same scorer and metrics as `sdporec baseline`."""
-    return evaluate_ranking(popularity_scorer(train), samples)[0]["hr@1"]
+    return evaluate_ranking(Popularity(train), samples)[0]["hr@1"]
 
 
 def leak_hr1(samples: Sequence[Sample], train: Sequence[Sample], same_file: bool, chunk: int = 512) -> float:

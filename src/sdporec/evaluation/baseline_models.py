@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from sdporec.data.candidates import catalogue, sample_rng
 from sdporec.data.samples import Sample
+from sdporec.evaluation.catalogue import Catalogue
 from sdporec.evaluation.evaluate import evaluate_ranking
-from sdporec.evaluation.scoring import Scorer
 
 
 @dataclass
@@ -96,9 +96,39 @@ def _encode(titles: Sequence[str], index: dict[str, int], length: int) -> list[i
     return [0] * (length - len(ids)) + ids
 
 
+class SequentialScorer:
+    """A trained SASRec or GRU4Rec: an item's score is the dot product of the history's last hidden state with
+    the item's embedding, for candidate lists (a call) or the whole catalogue (`catalogue`). An item the model
+    has no row for gets the padding row's score, which training pushes down (it is in every softmax, never a
+    target)."""
+
+    def __init__(self, model: nn.Module, index: dict[str, int], length: int):
+        self.model, self.index, self.length = model, index, length
+
+    def _last(self, samples: Sequence[Sample]) -> torch.Tensor:
+        hist = torch.tensor([_encode(s.history, self.index, self.length) for s in samples])
+        return self.model(hist)[:, -1]  # (B, H)
+
+    def __call__(self, samples: Sequence[Sample]) -> list[list[float]]:
+        self.model.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(samples), 1024):
+                part = samples[start : start + 1024]
+                cands = torch.tensor([[self.index.get(c, 0) for c in s.candidates] for s in part])
+                out.extend(torch.einsum("bh,bch->bc", self._last(part), self.model.items(cands)).tolist())
+        return out
+
+    def catalogue(self, samples: Sequence[Sample], items: Catalogue) -> torch.Tensor:
+        self.model.eval()
+        with torch.no_grad():
+            rows = self.model.items(torch.tensor([self.index.get(t, 0) for t in items.titles]))  # (n, H)
+            return self._last(samples) @ rows.T
+
+
 def train_sequential(
     cfg: SequentialConfig, train: Sequence[Sample], valid: Sequence[Sample], extra_titles: Sequence[Sample] = ()
-) -> tuple[Scorer, dict]:
+) -> tuple[SequentialScorer, dict]:
     torch.manual_seed(cfg.seed)
     titles = catalogue(list(train) + list(valid) + list(extra_titles))
     index = {t: i + 1 for i, t in enumerate(titles)}  # 0 is padding
@@ -106,17 +136,7 @@ def train_sequential(
     seqs = torch.tensor([_encode(s.history + [s.target], index, cfg.max_len) for s in train])  # (N, L)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
-    def score(samples: Sequence[Sample]) -> list[list[float]]:
-        model.eval()
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(samples), 1024):
-                part = samples[start : start + 1024]
-                hist = torch.tensor([_encode(s.history, index, cfg.max_len - 1) for s in part])
-                last = model(hist)[:, -1]  # (B, H)
-                cands = torch.tensor([[index.get(c, 0) for c in s.candidates] for s in part])
-                out.extend(torch.einsum("bh,bch->bc", last, model.items(cands)).tolist())
-        return out
+    score = SequentialScorer(model, index, cfg.max_len - 1)
 
     best, best_state, stale, history = -1.0, None, 0, []
     started = time.time()

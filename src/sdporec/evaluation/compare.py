@@ -57,23 +57,35 @@ def model_files(entry: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
     return [p.strip() for p in paths]
 
 
+def protocol_of(rows: dict[str, dict]) -> str:
+    """What an evaluation measured: "generation", "ranking" (each sample's candidate list) or "catalogue" (the
+    whole catalogue ranked)."""
+    first = next(iter(rows.values()))
+    return "generation" if "rank" not in first else "catalogue" if "catalogue" in first else "ranking"
+
+
 def require_one_protocol(files: list[tuple[str, dict[str, dict]]]) -> None:
-    """One model's files are all ranking or all generation evaluations (else its HR@1 would mix the two)."""
-
-    def ranks(rows: dict[str, dict]) -> bool:
-        return "rank" in next(iter(rows.values()))
-
-    first, ranking = files[0][0], ranks(files[0][1])
+    """One model's files are all of one protocol (else its HR@1 would mix them)."""
+    first, protocol = files[0][0], protocol_of(files[0][1])
     for file, rows in files[1:]:
-        if ranks(rows) != ranking:
+        other = protocol_of(rows)
+        if other != protocol:
             raise DataError(
                 file,
                 None,
                 "rank",
-                f"a {'generation' if ranking else 'ranking'} evaluation joined to "
-                f"{first}, a {'ranking' if ranking else 'generation'} one: one model's files must be "
-                "of one protocol",
+                f"a {other} evaluation joined to {first}, a {protocol} one: one model's files must be of one protocol",
             )
+
+
+def require_comparable(models: list[list[tuple[str, dict[str, dict]]]]) -> None:
+    """A whole-catalogue ranking is compared only with others (a rank among 20 and among thousands differ)."""
+    whole = {protocol_of(m[0][1]) == "catalogue": m[0][0] for m in models}
+    if len(whole) > 1:
+        raise ConfigError(
+            f"setting 'predictions': {whole[True]} ranks the whole catalogue and {whole[False]} a candidate list "
+            "(or generates): compare evaluations of one kind"
+        )
 
 
 def require_new_keys(models: list[list[tuple[str, dict[str, dict]]]]) -> None:
@@ -96,6 +108,7 @@ def read_models(predictions: Sequence) -> list[list[tuple[str, dict[str, dict]]]
     require_new_keys(models)
     for m in models:
         require_one_protocol(m)
+    require_comparable(models)
     for i, first in enumerate(models[0]):
         for other in models[1:]:
             require_same_samples(first, other[i])

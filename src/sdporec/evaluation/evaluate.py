@@ -20,7 +20,13 @@ from tqdm.auto import tqdm
 from sdporec.data.batching import collate
 from sdporec.data.prompts import build_prompt
 from sdporec.data.samples import Sample
-from sdporec.evaluation.metrics import generation_metrics, parse_generation, ranking_metrics
+from sdporec.evaluation.metrics import (
+    CATALOGUE_KEYS,
+    RANK_KEYS,
+    generation_metrics,
+    parse_generation,
+    ranking_metrics,
+)
 from sdporec.evaluation.scoring import LMScorer, Scorer, ranking_results, row_head
 from sdporec.files import atomic_write_text, output_set, write_jsonl
 from sdporec.runs import CONFIG, METRICS, PREDICTIONS, evaluation_metrics, write_json
@@ -35,7 +41,8 @@ def evaluate_ranking(scorer: Scorer, samples: Sequence[Sample]) -> tuple[dict, l
 def metrics_from_rows(rows: Sequence[dict]) -> dict:
     """The metrics of either protocol from its per-sample rows (used after gathering processes' rows)."""
     if rows and "rank" in rows[0]:
-        return ranking_metrics([r["rank"] for r in rows])
+        keys = CATALOGUE_KEYS if "catalogue" in rows[0] else RANK_KEYS
+        return ranking_metrics([r["rank"] for r in rows], keys)
     return generation_metrics([r["answer"] for r in rows], [r["target"] for r in rows])
 
 

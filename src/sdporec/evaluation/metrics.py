@@ -1,7 +1,9 @@
 """Metrics: pure functions.
 
 Ranking: each sample contributes the 0-based rank of its target among the candidates (ties broken by
-the candidate's position in the prompt, so a constant scorer gets no free credit from the scores).
+the candidate's position in the prompt, so a constant scorer gets no free credit from the scores). Ranking the
+whole catalogue (`evaluation/catalogue.py`) gives a rank the same way, among every item but the history, and
+adds the cut-offs 10 and 20 (`CATALOGUE_KEYS`).
 Generation (the paper's protocol): an answer is valid when exactly one candidate title occurs in it, a hit
 when that title is the target; HR@1 = hits / all samples, ValidRatio = valid / all samples.
 """
@@ -36,24 +38,29 @@ def rank_of_target(scores: Sequence[float], target_index: int) -> int:
 def rank_contributions(rank: int) -> dict[str, float]:
     """One sample's share of each ranking metric, from its target's 0-based rank (a metric over samples is
     the mean of the shares): the one place the cut-offs live."""
+    gain = 1 / math.log2(rank + 2)
     return {
         "hr@1": float(rank < 1),
         "hr@5": float(rank < 5),
-        "ndcg@5": 1 / math.log2(rank + 2) if rank < 5 else 0.0,
-        "ndcg@10": 1 / math.log2(rank + 2) if rank < 10 else 0.0,
+        "hr@10": float(rank < 10),
+        "hr@20": float(rank < 20),
+        "ndcg@5": gain if rank < 5 else 0.0,
+        "ndcg@10": gain if rank < 10 else 0.0,
+        "ndcg@20": gain if rank < 20 else 0.0,
         "mrr": 1 / (rank + 1),
     }
 
 
-RANK_KEYS = ("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr")
+RANK_KEYS = ("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr")  # a list of 20 candidates
+CATALOGUE_KEYS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr")  # the whole catalogue
 
 
-def ranking_metrics(ranks: Sequence[int]) -> dict[str, float]:
+def ranking_metrics(ranks: Sequence[int], keys: Sequence[str] = RANK_KEYS) -> dict[str, float]:
     n = len(ranks)
     if n == 0:
         raise ValueError("no samples to measure")
     shares = [rank_contributions(r) for r in ranks]
-    return {**{k: sum(s[k] for s in shares) / n for k in RANK_KEYS}, "valid_ratio": 1.0, "n": n}
+    return {**{k: sum(s[k] for s in shares) / n for k in keys}, "valid_ratio": 1.0, "n": n}
 
 
 def parse_generation(text: str, candidates: Sequence[str]) -> str | None:
@@ -84,7 +91,8 @@ def per_sample_metrics(rows: Sequence[dict]) -> dict[str, list[float]]:
     metric over all samples is the mean of its list)."""
     if rows and "rank" in rows[0]:
         shares = [rank_contributions(r["rank"]) for r in rows]
-        return {k: [s[k] for s in shares] for k in RANK_KEYS}
+        keys = CATALOGUE_KEYS if "catalogue" in rows[0] else RANK_KEYS
+        return {k: [s[k] for s in shares] for k in keys}
     return {"hr@1": [float(bool(r["hit"])) for r in rows], "valid_ratio": [float(bool(r["valid"])) for r in rows]}
 
 
