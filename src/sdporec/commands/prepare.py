@@ -22,7 +22,7 @@ from sdporec.data.importers import (
     read_interaction_log,
     read_movielens_100k,
 )
-from sdporec.data.prepare import SPLITS, builtin_interactions, make_splits
+from sdporec.data.prepare import SPLITS, builtin_interactions, cold_items, make_splits
 from sdporec.data.samples import Sample, validate_samples, write_samples
 from sdporec.data.synthetic import WorldSpec
 from sdporec.errors import require
@@ -58,6 +58,11 @@ class PrepareConfig:
     min_history: int = setting(3, "fewest history items a sample needs")
     max_history: int = setting(10, "most recent items kept as history")
     candidates: int = setting(20, "candidates per sample (target included)")
+    cold_items: float = setting(
+        0.0,
+        "hold this seeded fraction of the items out of training entirely: no training sample names one, "
+        "validation and test samples keep them (0: none)",
+    )
     users: int = setting(800, "builtin: number of users")
     items: int = setting(300, "builtin: number of items")
     genres: int = setting(12, "builtin: number of item genres")
@@ -94,6 +99,7 @@ class PrepareConfig:
             )
         require(1 <= self.min_history <= self.max_history, "min_history", "must be between 1 and max_history")
         require(self.candidates >= 2, "candidates", "must be at least 2")
+        require(0 <= self.cold_items < 1, "cold_items", "must be a fraction from 0 up to (not including) 1")
 
     def resolve(self) -> None:
         if self.source == "csv":
@@ -137,7 +143,15 @@ def load_interactions(cfg: PrepareConfig) -> Interactions:
 def config_splits(inter: Interactions, cfg: PrepareConfig) -> dict[str, list[Sample]]:
     """`make_splits` with the config's split settings."""
     return make_splits(
-        inter, cfg.seed, cfg.candidates, cfg.min_history, cfg.max_history, cfg.kcore, cfg.split, cfg.paper_seeding
+        inter,
+        cfg.seed,
+        cfg.candidates,
+        cfg.min_history,
+        cfg.max_history,
+        cfg.kcore,
+        cfg.split,
+        cfg.paper_seeding,
+        cfg.cold_items,
     )
 
 
@@ -171,6 +185,7 @@ def run_prepare(cfg: PrepareConfig) -> dict:
         "users": {name: len({s.user for s in splits[name]}) for name in SPLITS},
         "items": len(inter.item_ids),
         "renamed_titles": inter.renamed,
+        "cold_items": sorted(cold_items(inter, cfg.cold_items, cfg.seed, cfg.kcore)),
         "config": asdict(cfg),
     }
     if inter.renamed:
@@ -186,4 +201,6 @@ def run_prepare(cfg: PrepareConfig) -> dict:
         )
         write_json(stage / PREPARE_SUMMARY, summary)
         atomic_write_text(stage / PREPARE_CONFIG, config_text(cfg))
-    return {k: v for k, v in summary.items() if k not in ("config", "renamed_titles")}
+    return {k: v for k, v in summary.items() if k not in ("config", "renamed_titles", "cold_items")} | {
+        "cold_items": len(summary["cold_items"])
+    }

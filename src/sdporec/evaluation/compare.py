@@ -16,6 +16,7 @@ test file) or some of each, and a sample that two seeds measured never counts as
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
@@ -115,23 +116,58 @@ def read_models(predictions: Sequence) -> list[list[tuple[str, dict[str, dict]]]
     return models
 
 
+class FrequencyGroups:
+    """Samples grouped by how often their target is a training target: cold (never), rare (1 to `rare` times),
+    frequent (more often)."""
+
+    NAMES = ("cold", "rare", "frequent")
+
+    def __init__(self, train: Sequence, rare: int = 10):
+        self.counts = Counter(s.target for s in train)
+        self.rare = rare
+        self.bounds = {"cold": "0", "rare": f"1-{rare}", "frequent": f">{rare}"}
+
+    def __call__(self, target: str) -> str:
+        n = self.counts[target]
+        return "cold" if n == 0 else "rare" if n <= self.rare else "frequent"
+
+
 def compare_predictions(
-    predictions: Sequence, names: list[str] | None = None, resamples: int = 2000, seed: int = 0
+    predictions: Sequence,
+    names: list[str] | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
+    groups: FrequencyGroups | None = None,
 ) -> dict:
     """Every metric of each model's predictions, and the paired bootstrap 95% interval of every pairwise
     difference with its verdict. An entry of `predictions` is one predictions file (or folder holding one), or
     several (joined by commas, or a list): one model measured on several sets of samples (seeds), in the same
     order for every model. The sets are pooled evaluation by evaluation, and the bootstrap draws samples: a
     sample that several sets hold is drawn with all its evaluations. `names`: one per entry (default: each
-    first file's folder name)."""
+    first file's folder name). `groups`: the same again within each group of targets (`result["groups"]`)."""
     models = read_models(predictions)
     names = names or [Path(m[0][0]).parent.name or m[0][0] for m in models]
     if len(set(names)) != len(names):
         names = [",".join(f for f, _ in m) for m in models]
     keys = [sorted(rows) for _, rows in models[0]]
+    result = _compare(models, names, keys, resamples, seed)
+    if groups is not None:
+        result["groups"] = {}
+        for group in groups.NAMES:
+            picked = [[k for k in ks if groups(rows[k]["target"]) == group] for ks, (_, rows) in zip(keys, models[0])]
+            if any(picked):
+                result["groups"][group] = {
+                    "bounds": groups.bounds[group],
+                    **_compare(models, names, picked, resamples, seed),
+                }
+    return result
+
+
+def _compare(models: list, names: list[str], keys: list[list[str]], resamples: int, seed: int) -> dict:
+    """The metrics and paired intervals over the samples `keys` names (one list per set of samples)."""
     labels = [k for ks in keys for k in ks]
     per = {
-        name: [per_sample_metrics([rows[k] for k in ks]) for (_, rows), ks in zip(files, keys)]
+        name: [per_sample_metrics([rows[k] for k in ks]) for (_, rows), ks in zip(files, keys) if ks]
         for name, files in zip(names, models)
     }
     # Both protocols have HR@1, so a ranking and a generation evaluation compare on it (as the paper does).
@@ -160,6 +196,15 @@ def compare_predictions(
 
 
 def format_comparison(result: dict) -> str:
+    """The comparison as text, and the same for each group of targets after it."""
+    text = _format(result)
+    for group, part in result.get("groups", {}).items():
+        title = f"{group} targets (a training target {part['bounds']} times)"
+        text += f"\n\n{title}\n{'-' * len(title)}\n" + _format(part)
+    return text
+
+
+def _format(result: dict) -> str:
     names = list(result["metrics"])
     metrics = list(result["metrics"][names[0]])
     sets = result.get("sets", [result["n"]])
