@@ -37,7 +37,7 @@ from pathlib import Path
 import yaml
 from harness import RESULTS, ROOT, SHARED, ResultsError, write_results
 
-METRICS = ("hr@1", "hr@5", "ndcg@5", "ndcg@10", "mrr", "valid_ratio")
+METRICS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr", "valid_ratio")
 
 
 @dataclass
@@ -273,17 +273,15 @@ def results(spec: Spec, per_seed: dict[int, dict[str, dict]], argv: list[str]) -
         seconds = [per_seed[s][row.id]["seconds"] for s in spec.seeds]
         rows.append({"id": row.id, "label": row.label, "n": found[0].get("n"), "metrics": metrics, "seconds": seconds})
     differences = []
-    if spec.compare:
-        ids = list(dict.fromkeys(x for pair in spec.compare for x in pair))
-        labels = {r.id: r.label for r in spec.rows}
+    labels = {r.id: r.label for r in spec.rows}
+    for a, b in spec.compare:  # pair by pair: a pair's intervals do not depend on the other rows
         got = compare_predictions(
-            [[per_seed[s][i]["eval"] for s in spec.seeds] for i in ids], [labels[i] for i in ids], seed=0
+            [[per_seed[s][i]["eval"] for s in spec.seeds] for i in (a, b)], [labels[a], labels[b]], seed=0
         )
-        wanted = {(labels[a], labels[b]) for a, b in spec.compare}
-        differences = [
+        differences += [
             {k: d[k] for k in ("a", "b", "metric", "difference", "low", "high")}
             for d in got["differences"]
-            if (d["a"], d["b"]) in wanted and d["metric"] in spec.metrics
+            if d["metric"] in spec.metrics
         ]
     return {
         "spec": str(spec.path.relative_to(ROOT) if spec.path.is_relative_to(ROOT) else spec.path),

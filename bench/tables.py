@@ -22,8 +22,11 @@ MARKED = re.compile(r"(<!-- results (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /r
 HEADERS = {
     "hr@1": "HR@1",
     "hr@5": "HR@5",
+    "hr@10": "HR@10",
+    "hr@20": "HR@20",
     "ndcg@5": "NDCG@5",
     "ndcg@10": "NDCG@10",
+    "ndcg@20": "NDCG@20",
     "mrr": "MRR",
     "valid_ratio": "ValidRatio",
 }

@@ -149,6 +149,38 @@ def test_a_tiny_spec_runs_writes_its_results_and_resumes(tmp_path, capsys):
     assert [r["metrics"] for r in again["rows"]] == [r["metrics"] for r in got["rows"]]
 
 
+CATALOGUE = """question: a list and the whole catalogue in one spec
+seeds: [0]
+setup:
+  - prepare builtin --out {data} --users 40 --items 80 --genres 4 --overwrite
+rows:
+  - id: pop_list
+    steps: ['baseline popularity --train {data}/train.jsonl --eval {data}/test.jsonl --out {row} --overwrite']
+  - id: pop_all
+    steps: ['baseline popularity --train {data}/train.jsonl --eval {data}/test.jsonl --out {row} --candidates all']
+  - id: counts_all
+    steps: ['baseline item-counts --train {data}/train.jsonl --eval {data}/test.jsonl --out {row} --candidates all']
+compare: [[counts_all, pop_all]]
+metrics: [hr@1, hr@10]
+"""
+
+
+def test_a_spec_may_hold_both_protocols_and_compares_within_one(tmp_path):
+    (tmp_path / "c.yaml").write_text(CATALOGUE)
+    assert (
+        runner.main([str(tmp_path / "c.yaml"), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "c.json")]) == 0
+    )
+    got = harness.load_results("c", tmp_path)
+    rows = {r["id"]: r["metrics"] for r in got["rows"]}
+    assert "hr@10" not in rows["pop_list"] and "hr@10" in rows["pop_all"]  # a list of 20 has no HR@10 of its own
+    assert rows["pop_all"]["hr@1"]["mean"] < rows["pop_list"]["hr@1"]["mean"]  # 1 of about 70 is harder than 1 of 20
+    assert {(d["a"], d["b"], d["metric"]) for d in got["differences"]} == {
+        ("counts_all", "pop_all", "hr@1"),
+        ("counts_all", "pop_all", "hr@10"),
+    }
+    assert "| pop_list | 0." in tables.render(got) and " | - |" in tables.render(got)
+
+
 def test_rows_of_different_sizes_each_say_theirs():
     rows = [dict(RESULTS["rows"][0], n=2767), dict(RESULTS["rows"][1], n=10497)]
     text = tables.render({**RESULTS, "rows": rows, "differences": []})
