@@ -44,6 +44,11 @@ class EvaluateConfig:
     )
     batch_size: int = setting(16, "samples per batch")
     max_new_tokens: int = setting(20, "generation protocol: most tokens to decode (the paper's evaluation: 20)")
+    constrained: bool = setting(
+        False,
+        "generation protocol: decode only the sample's candidate answers (a token trie over them), each to its "
+        "end: every answer is a candidate (ValidRatio 1), and HR@1 is the greedy path's",
+    )
     limit: int = setting(0, "evaluate only the first N samples (0: all)")
     dtype: str = dtype_setting()
     load_in_4bit: bool = load_in_4bit_setting("load the base model in 4-bit NF4 (bitsandbytes, CUDA only)")
@@ -79,6 +84,7 @@ class EvaluateConfig:
         require(self.limit >= 0, "limit", "must not be negative")
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         require_readout_weight(self.history_readout)
+        require(not self.constrained or self.protocol == "generation", "constrained", "needs --protocol generation")
         require(
             not self.history_readout or self.protocol == "ranking",
             "history_readout",
@@ -131,6 +137,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             cfg.layout,
             cfg.score,
             cfg.history_readout,
+            cfg.constrained,
         ),
         samples,
         state.process_index,
@@ -142,6 +149,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         "score": cfg.score if ranking else None,
         "layout": running_layout(cfg.layout, model, codec.short_answers) if ranking else None,
         "history_readout": cfg.history_readout if ranking else None,
+        "constrained": None if ranking else cfg.constrained,
         "chat_template": getattr(codec, "chat", False),
         "model": cfg.model,
         "data": cfg.data,

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from sdporec.data.batching import collate
 from sdporec.data.prompts import build_prompt
 from sdporec.data.samples import Sample
+from sdporec.evaluation.constrained import CandidateConstraint
 from sdporec.evaluation.metrics import (
     CATALOGUE_KEYS,
     RANK_KEYS,
@@ -70,10 +71,12 @@ def evaluate_generation(
     max_new_tokens: int = 20,
     template: int = 0,
     progress: bool = True,
+    constrained: bool = False,
 ) -> tuple[dict, list[dict]]:
     """The paper's protocol: greedy decoding of at most `max_new_tokens` tokens (its evaluation used 20), a
     row ending at its EOS, the batch ending when every row has (as `generate` does). No shorter cap: text
-    decoded after a first title can name a second one, which makes the answer invalid."""
+    decoded after a first title can name a second one, which makes the answer invalid. `constrained`: only the
+    sample's candidate answers can be decoded (`constrained.py`), each to its end whatever its length."""
     device = next(model.parameters()).device
     model.eval()
     synced = (
@@ -93,6 +96,8 @@ def evaluate_generation(
                 [[[codec.eos_id]] for _ in chunk],
                 codec.pad_id,
             ).to(device)
+            length = batch.prompt_ids.shape[1]
+            constraint = CandidateConstraint(codec, chunk, length, codec.pad_id) if constrained else None
             # synced_gpus: under several processes each keeps decoding until all are done (a sharded model's
             # every forward is a collective).
             generated = model.generate(
@@ -100,13 +105,14 @@ def evaluate_generation(
                 attention_mask=batch.prompt_mask,
                 synced_gpus=synced,
                 do_sample=False,
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=constraint.longest if constraint else max_new_tokens,
                 pad_token_id=codec.pad_id,
                 eos_token_id=codec.eos_id,
+                prefix_allowed_tokens_fn=constraint,
             )
-            for s, ids in zip(chunk, generated[:, batch.prompt_ids.shape[1] :].tolist()):
+            for i, (s, ids) in enumerate(zip(chunk, generated[:, length:].tolist())):
                 text = codec.decode(ids)
-                answer = generated_answer(codec, ids, text, s.candidates)
+                answer = constraint.answer(i, ids) if constraint else generated_answer(codec, ids, text, s.candidates)
                 answers.append(answer)
                 rows.append(
                     {
@@ -175,10 +181,13 @@ def evaluate_model(
     layout: str = "auto",
     score: str = "sum",
     history_readout: float = 0.0,
+    constrained: bool = False,
 ) -> tuple[dict, list[dict]]:
     """The one evaluation entry point for language models, for both protocols."""
     if protocol == "generation":
-        return evaluate_generation(model, codec, samples, domain, batch_size, max_new_tokens, progress=progress)
+        return evaluate_generation(
+            model, codec, samples, domain, batch_size, max_new_tokens, progress=progress, constrained=constrained
+        )
     scorer = LMScorer(
         model, codec, domain, batch_size, progress=progress, layout=layout, score=score, history_readout=history_readout
     )

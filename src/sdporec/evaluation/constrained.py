@@ -1,0 +1,73 @@
+"""Constrained generation (`evaluate --protocol generation --constrained`): greedy decoding that can only produce
+one of the sample's candidate answers, token by token, through transformers' `prefix_allowed_tokens_fn`.
+
+Each sample's candidates are encoded as the model is trained to answer (`codec.encode_answer`: the title's tokens,
+then EOS; with item tokens, the item's token, then EOS) and kept in a token trie; at each step only the tokens that
+continue some candidate's answer are allowed, so every answer is a candidate (ValidRatio 1 by construction) and
+which candidate is read from the tokens themselves, not by searching the decoded text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from sdporec.data.samples import Sample
+
+
+class AnswerTrie:
+    """Token sequences (one per title) as a trie: the tokens allowed after a prefix, and the title a whole
+    sequence spells."""
+
+    def __init__(self, answers: Iterable[tuple[str, Sequence[int]]]):
+        self.root: dict = {}
+        self.longest = 0
+        for title, ids in answers:
+            node = self.root
+            for token in ids:
+                node = node.setdefault(int(token), {})
+            node[None] = title  # the title ends here (its last token, EOS, taken)
+            self.longest = max(self.longest, len(ids))
+
+    def _node(self, prefix: Sequence[int]) -> dict | None:
+        node = self.root
+        for token in prefix:
+            node = node.get(int(token))
+            if node is None:
+                return None
+        return node
+
+    def allowed(self, prefix: Sequence[int]) -> list[int]:
+        """The tokens that continue some answer after `prefix` ([] once an answer is complete)."""
+        node = self._node(prefix)
+        return [t for t in node if t is not None] if node else []
+
+    def title(self, ids: Sequence[int]) -> str | None:
+        """The title whose whole answer `ids` starts with (None: no complete answer)."""
+        node = self.root
+        for token in ids:
+            if None in node:
+                break
+            node = node.get(int(token))
+            if node is None:
+                return None
+        return node.get(None)
+
+
+class CandidateConstraint:
+    """`prefix_allowed_tokens_fn` for one generation batch: row i may only spell one of sample i's candidates.
+    `prompt_length` is the (padded) prompt's length, after which the generated tokens start; a row that has
+    finished may only go on with `filler` (what `generate` pads finished rows with)."""
+
+    def __init__(self, codec, samples: Sequence[Sample], prompt_length: int, filler: int):
+        self.tries = [AnswerTrie((c, codec.encode_answer(c)) for c in s.candidates) for s in samples]
+        self.prompt_length, self.filler = prompt_length, filler
+        self.longest = max(t.longest for t in self.tries)
+
+    def __call__(self, batch_id: int, input_ids: torch.Tensor) -> list[int]:
+        allowed = self.tries[batch_id].allowed(input_ids[self.prompt_length :].tolist())
+        return allowed or [self.filler]
+
+    def answer(self, batch_id: int, generated: Sequence[int]) -> str | None:
+        return self.tries[batch_id].title(generated)
