@@ -197,6 +197,39 @@ def _stages(cfg: PipelineConfig, out: Path) -> dict:
         timings["prepare"] = round(time.time() - started, 1)
     files = {name: str(data / f"{name}.jsonl") for name in ("train", "valid", "test")}
     titles = str(data / "items.txt") if (data / "items.txt").is_file() else ""
+    # Each stage's config becomes ready as the CLI's would, once the stage before it has written its model.
+    for name, run, config in _training_stages(cfg, out, files, titles):
+        print(f"\n== {name} ==")
+        t0 = time.time()
+        run(ready(config))
+        timings[name] = round(time.time() - t0, 1)
+    test = read_samples(files["test"], "test")
+    results = _evaluations(cfg, out, read_samples(files["train"], "train"), test, timings)
+    timings["total"] = round(time.time() - started, 1)
+    write_json(out / METRICS, pipeline_metrics(results))
+    write_json(out / TIMINGS, timings)
+    print(f"\nTest split ({cfg.protocol}), {len(test)} samples:\n{format_table(results)}")
+    print(f"\nWall time: {timings['total']:.0f} s. Outputs in {out}/ (metrics.json, eval/, sft/, dpo/, sdpo/)")
+    # Whether S-DPO's difference from SFT and DPO is real on these samples, or noise: paired bootstrap intervals.
+    print(f"\nS-DPO against SFT and DPO on the same {len(test)} test samples:")
+    run_compare(
+        ready(
+            CompareConfig(
+                predictions=[str(out / "eval" / n) for n in ("sdpo", "sft", "dpo")],
+                names=["S-DPO", "SFT", "DPO"],
+                seed=cfg.seed,
+                out=str(out / COMPARISON),
+            )
+        )
+    )
+    runs, finals = collect([str(out)])
+    figures = write_report(runs, finals, out / "report")
+    print(f"Report: {out / 'report' / REPORT} with figures {', '.join(figures)}")
+    return results
+
+
+def _training_stages(cfg: PipelineConfig, out: Path, files: dict[str, str], titles: str) -> list[tuple]:
+    """(name, runner, config) of SFT, DPO and S-DPO, in order; each config is made ready just before it runs."""
     common = dict(
         train=files["train"],
         valid=files["valid"],
@@ -212,63 +245,42 @@ def _stages(cfg: PipelineConfig, out: Path) -> dict:
         trust_remote_code=cfg.trust_remote_code,
     )
     backbone = "builtin" if cfg.model == BUILTIN else "lora" if cfg.lora else "full"
-    sft_lr = cfg.sft_lr or DEFAULT_LR[("sft", backbone)]
-    pref_lr = cfg.pref_lr or DEFAULT_LR[("preference", backbone)]
-    # Each stage's config becomes ready as the CLI's would, once the stage before it has written its model.
-    stages = [
-        (
-            "sft",
-            lambda: run_sft(
-                ready(
-                    SFTConfig(
-                        out=str(out / "sft"),
-                        model=cfg.model,
-                        titles=titles,
-                        hidden=cfg.hidden,
-                        layers=cfg.layers,
-                        heads=cfg.heads,
-                        epochs=cfg.sft_epochs,
-                        lr=sft_lr,
-                        history_weight=cfg.history_weight,
-                        dropout=cfg.dropout,
-                        lora=cfg.lora,
-                        item_tokens=cfg.item_tokens,
-                        item_init=cfg.item_init,
-                        item_text=cfg.item_text,
-                        **common,
-                    )
-                )
-            ),
-        )
-    ]
+    sft = SFTConfig(
+        out=str(out / "sft"),
+        model=cfg.model,
+        titles=titles,
+        hidden=cfg.hidden,
+        layers=cfg.layers,
+        heads=cfg.heads,
+        epochs=cfg.sft_epochs,
+        lr=cfg.sft_lr or DEFAULT_LR[("sft", backbone)],
+        history_weight=cfg.history_weight,
+        dropout=cfg.dropout,
+        lora=cfg.lora,
+        item_tokens=cfg.item_tokens,
+        item_init=cfg.item_init,
+        item_text=cfg.item_text,
+        **common,
+    )
+    stages = [("sft", run_sft, sft)]
     for name, config, k in (("dpo", DPOConfig, 1), ("sdpo", SDPOConfig, cfg.negatives)):
-        stages.append(
-            (
-                name,
-                lambda config=config, k=k, name=name: run_preference(
-                    ready(
-                        config(
-                            out=str(out / name),
-                            model=str(out / "sft" / MODEL),
-                            negatives=k,
-                            beta=cfg.beta,
-                            epochs=cfg.pref_epochs,
-                            lr=pref_lr,
-                            eval_every=cfg.pref_eval_every,
-                            lora=cfg.lora,
-                            **common,
-                        )
-                    )
-                ),
-            )
+        preference = config(
+            out=str(out / name),
+            model=str(out / "sft" / MODEL),
+            negatives=k,
+            beta=cfg.beta,
+            epochs=cfg.pref_epochs,
+            lr=cfg.pref_lr or DEFAULT_LR[("preference", backbone)],
+            eval_every=cfg.pref_eval_every,
+            lora=cfg.lora,
+            **common,
         )
-    for name, run in stages:
-        print(f"\n== {name} ==")
-        t0 = time.time()
-        run()
-        timings[name] = round(time.time() - t0, 1)
+        stages.append((name, run_preference, preference))
+    return stages
 
-    train, test = read_samples(files["train"], "train"), read_samples(files["test"], "test")
+
+def _evaluations(cfg: PipelineConfig, out: Path, train: list, test: list, timings: dict) -> dict[str, dict]:
+    """Popularity and each trained stage's model on the test split, each written to eval/NAME; the metrics by name."""
     results: dict[str, dict] = {}
     metrics, rows = evaluate_ranking(Popularity(train), test)
     write_results(out / "eval" / "popularity", metrics, rows, {"protocol": "ranking"})
@@ -290,36 +302,12 @@ def _stages(cfg: PipelineConfig, out: Path) -> dict:
             history_readout=readout,
         )
         layout = running_layout("auto", loaded.model, loaded.codec.short_answers)
-        write_results(
-            out / "eval" / name,
-            metrics,
-            rows,
-            {
-                "protocol": cfg.protocol,
-                "history_readout": readout,
-                "layout": layout if cfg.protocol == "ranking" else None,
-            },
-        )
+        extra = {
+            "protocol": cfg.protocol,
+            "history_readout": readout,
+            "layout": layout if cfg.protocol == "ranking" else None,
+        }
+        write_results(out / "eval" / name, metrics, rows, extra)
         results[name] = metrics
         timings[f"evaluate_{name}"] = round(time.time() - t0, 1)
-    timings["total"] = round(time.time() - started, 1)
-    write_json(out / METRICS, pipeline_metrics(results))
-    write_json(out / TIMINGS, timings)
-    print(f"\nTest split ({cfg.protocol}), {len(test)} samples:\n{format_table(results)}")
-    print(f"\nWall time: {timings['total']:.0f} s. Outputs in {out}/ (metrics.json, eval/, sft/, dpo/, sdpo/)")
-    # Whether S-DPO's difference from SFT and DPO is real on these samples, or noise: paired bootstrap intervals.
-    print(f"\nS-DPO against SFT and DPO on the same {len(test)} test samples:")
-    run_compare(
-        ready(
-            CompareConfig(
-                predictions=[str(out / "eval" / n) for n in ("sdpo", "sft", "dpo")],
-                names=["S-DPO", "SFT", "DPO"],
-                seed=cfg.seed,
-                out=str(out / COMPARISON),
-            )
-        )
-    )
-    runs, finals = collect([str(out)])
-    figures = write_report(runs, finals, out / "report")
-    print(f"Report: {out / 'report' / REPORT} with figures {', '.join(figures)}")
     return results

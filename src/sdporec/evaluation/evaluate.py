@@ -79,11 +79,6 @@ def evaluate_generation(
     sample's candidate answers can be decoded (`constrained.py`), each to its end whatever its length."""
     device = next(model.parameters()).device
     model.eval()
-    synced = (
-        torch.distributed.is_available()
-        and torch.distributed.is_initialized()
-        and torch.distributed.get_world_size() > 1
-    )
     answers: list[str | None] = []
     rows: list[dict] = []
     with torch.no_grad():
@@ -98,12 +93,10 @@ def evaluate_generation(
             ).to(device)
             length = batch.prompt_ids.shape[1]
             constraint = CandidateConstraint(codec, chunk, length, codec.pad_id) if constrained else None
-            # synced_gpus: under several processes each keeps decoding until all are done (a sharded model's
-            # every forward is a collective).
             generated = model.generate(
                 input_ids=batch.prompt_ids,
                 attention_mask=batch.prompt_mask,
-                synced_gpus=synced,
+                synced_gpus=_several_processes(),
                 do_sample=False,
                 max_new_tokens=constraint.longest if constraint else max_new_tokens,
                 pad_token_id=codec.pad_id,
@@ -124,6 +117,16 @@ def evaluate_generation(
                     }
                 )
     return generation_metrics(answers, [s.target for s in samples]), rows
+
+
+def _several_processes() -> bool:
+    """Under several processes each keeps decoding until all are done (`generate`'s synced_gpus): a sharded
+    model's every forward is a collective."""
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
 
 
 def generated_answer(codec, ids: Sequence[int], text: str, candidates: Sequence[str]) -> str | None:
