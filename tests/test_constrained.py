@@ -73,3 +73,32 @@ def test_constrained_needs_the_generation_protocol(tmp_path, capsys):
     data.write_text('{"historyList": ["a"], "itemList": ["b", "c"], "trueSelection": "b"}\n')
     assert main(["evaluate", "--model", "m", "--data", str(data), "--out", str(tmp_path / "o"), "--constrained"]) == 2
     assert "setting 'constrained': needs --protocol generation" in capsys.readouterr().err
+
+
+def test_beams_over_every_candidate_order_them_as_ranking_does(tiny_llama):
+    from sdporec.evaluation.scoring import LMScorer
+
+    model, codec = tiny_llama
+    titles = [f"Artist {i}" for i in range(40)]
+    asked = [
+        Sample(titles[i : i + 3], titles[10 + 2 * i : 16 + 2 * i], titles[11 + 2 * i], key=f"s{i}") for i in range(3)
+    ]
+    metrics, rows = evaluate_generation(model, codec, asked, "music", 2, progress=False, constrained=True, beams=6)
+    scores = LMScorer(model, codec, "music", batch_size=2, progress=False)(asked)
+    for s, row, sc in zip(asked, rows, scores):
+        by_score = [c for _, c in sorted(zip(sc, s.candidates), key=lambda x: -x[0])]
+        assert row["beams"] == by_score and row["answer"] == by_score[0]  # every answer is 2 tokens long here
+    assert metrics["hr@5"] == sum(r["target"] in r["beams"][:5] for r in rows) / 3
+
+
+def test_beams_need_constrained_and_enough_candidates(tmp_path, capsys):
+    from sdporec.cli import main
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"historyList": ["a"], "itemList": ["b", "c"], "trueSelection": "b"}\n')
+    base = ["evaluate", "--model", "m", "--data", str(data), "--out", str(tmp_path / "o"), "--protocol", "generation"]
+    assert main([*base, "--beams", "2"]) == 2
+    assert "setting 'beams': needs --constrained" in capsys.readouterr().err
+    assert main([*base, "--beams", "3", "--constrained", "--model", "smollm2-135m"]) == 2
+    err = capsys.readouterr().err
+    assert "d.jsonl" in err and "2 candidates, fewer than --beams 3" in err, err

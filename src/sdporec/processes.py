@@ -22,6 +22,18 @@ def process_state(device: str = "auto"):
     return PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
 
 
+def several_processes() -> bool:
+    """Whether this process is one of several (torch.distributed started with more than one): then each keeps
+    decoding until all are done (`generate`'s synced_gpus), as a sharded model's every forward is a collective."""
+    import torch
+
+    return (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    )
+
+
 def shard(items: Sequence[T], rank: int, world: int) -> Sequence[T]:
     """The contiguous slice of `items` that process `rank` of `world` scores."""
     per, extra = divmod(len(items), world)

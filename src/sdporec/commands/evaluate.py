@@ -19,7 +19,7 @@ from sdporec.commands.settings import setting
 from sdporec.config import config_text, require_cuda_for_4bit, require_device, require_input
 from sdporec.data.prompts import DOMAINS
 from sdporec.data.samples import read_samples
-from sdporec.errors import require
+from sdporec.errors import DataError, require
 from sdporec.evaluation.evaluate import PROTOCOLS, evaluate_model, evaluate_sharded, write_results
 from sdporec.evaluation.scoring import SCORES, require_readout_weight
 from sdporec.models.scoring import running_layout
@@ -48,6 +48,9 @@ class EvaluateConfig:
         False,
         "generation protocol: decode only the sample's candidate answers (a token trie over them), each to its "
         "end: every answer is a candidate (ValidRatio 1), and HR@1 is the greedy path's",
+    )
+    beams: int = setting(
+        1, "with --constrained: beam search with N beams, each row keeping the N candidates in the beams' order"
     )
     limit: int = setting(0, "evaluate only the first N samples (0: all)")
     dtype: str = dtype_setting()
@@ -85,6 +88,8 @@ class EvaluateConfig:
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be at least 1")
         require_readout_weight(self.history_readout)
         require(not self.constrained or self.protocol == "generation", "constrained", "needs --protocol generation")
+        require(self.beams >= 1, "beams", "must be at least 1")
+        require(self.beams == 1 or self.constrained, "beams", "needs --constrained (beams inside the candidates)")
         require(
             not self.history_readout or self.protocol == "ranking",
             "history_readout",
@@ -107,6 +112,11 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
 
     samples = read_samples(cfg.data, "eval")
     samples = samples[: cfg.limit] if cfg.limit else samples
+    short = next((s for s in samples if len(s.candidates) < cfg.beams), None)
+    if short is not None:
+        raise DataError(
+            cfg.data, short.row, "itemList", f"{len(short.candidates)} candidates, fewer than --beams {cfg.beams}"
+        )
     state = process_state(cfg.device)
     loaded = load_for_inference(
         cfg.model,
@@ -138,6 +148,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             cfg.score,
             cfg.history_readout,
             cfg.constrained,
+            cfg.beams,
         ),
         samples,
         state.process_index,
@@ -150,6 +161,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         "layout": running_layout(cfg.layout, model, codec.short_answers) if ranking else None,
         "history_readout": cfg.history_readout if ranking else None,
         "constrained": None if ranking else cfg.constrained,
+        "beams": cfg.beams if cfg.constrained else None,
         "chat_template": getattr(codec, "chat", False),
         "model": cfg.model,
         "data": cfg.data,

@@ -4,7 +4,8 @@ one of the sample's candidate answers, token by token, through transformers' `pr
 Each sample's candidates are encoded as the model is trained to answer (`codec.encode_answer`: the title's tokens,
 then EOS; with item tokens, the item's token, then EOS) and kept in a token trie; at each step only the tokens that
 continue some candidate's answer are allowed, so every answer is a candidate (ValidRatio 1 by construction) and
-which candidate is read from the tokens themselves, not by searching the decoded text.
+which candidate is read from the tokens themselves, not by searching the decoded text. With N beams (beam search
+inside the trie) each row also keeps the N candidates in the beams' order, a top-N list.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from sdporec.data.batching import collate
+from sdporec.data.prompts import build_prompt
 from sdporec.data.samples import Sample
+from sdporec.evaluation.metrics import generation_metrics
+from sdporec.evaluation.scoring import row_head
+from sdporec.processes import several_processes
 
 
 class AnswerTrie:
@@ -71,3 +77,54 @@ class CandidateConstraint:
 
     def answer(self, batch_id: int, generated: Sequence[int]) -> str | None:
         return self.tries[batch_id].title(generated)
+
+
+def generate_constrained(
+    model,
+    codec,
+    samples: Sequence[Sample],
+    domain: str,
+    batch_size: int,
+    beams: int = 1,
+    template: int = 0,
+    progress: bool = True,
+) -> tuple[dict, list[dict]]:
+    """Greedy (or beam) decoding through each sample's `CandidateConstraint`, each answer decoded to its end.
+    Metrics: HR@1 and ValidRatio as the paper's protocol counts them (valid: 1 by construction), and HR@5 where
+    there are at least 5 beams (the target among the first five)."""
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    model.eval()
+    rows: list[dict] = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(samples), batch_size), desc="generating", disable=not progress, leave=False):
+            chunk = samples[start : start + batch_size]
+            batch = collate(
+                [codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template)) for s in chunk],
+                [[[codec.eos_id]] for _ in chunk],
+                codec.pad_id,
+            ).to(device)
+            length = batch.prompt_ids.shape[1]
+            constraint = CandidateConstraint(codec, chunk, length, codec.pad_id)
+            generated = model.generate(
+                input_ids=batch.prompt_ids,
+                attention_mask=batch.prompt_mask,
+                synced_gpus=several_processes(),
+                do_sample=False,
+                num_beams=beams,
+                num_return_sequences=beams,
+                max_new_tokens=constraint.longest,
+                pad_token_id=codec.pad_id,
+                eos_token_id=codec.eos_id,
+                prefix_allowed_tokens_fn=constraint,
+            )[:, length:].tolist()
+            for i, s in enumerate(chunk):
+                found = [constraint.answer(i, ids) for ids in generated[i * beams : (i + 1) * beams]]
+                row = {**row_head(s), "generated": codec.decode(generated[i * beams]), "answer": found[0]}
+                row.update(valid=found[0] is not None, hit=found[0] == s.target)
+                rows.append(row | ({"beams": found} if beams > 1 else {}))
+    metrics = generation_metrics([r["answer"] for r in rows], [s.target for s in samples])
+    if beams >= 5:
+        metrics["hr@5"] = sum(r["target"] in r["beams"][:5] for r in rows) / len(rows)
+    return metrics, rows

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from sdporec.data.batching import collate
 from sdporec.data.prompts import build_prompt
 from sdporec.data.samples import Sample
-from sdporec.evaluation.constrained import CandidateConstraint
+from sdporec.evaluation.constrained import generate_constrained
 from sdporec.evaluation.metrics import (
     CATALOGUE_KEYS,
     RANK_KEYS,
@@ -30,6 +30,7 @@ from sdporec.evaluation.metrics import (
 )
 from sdporec.evaluation.scoring import LMScorer, Scorer, ranking_results, row_head
 from sdporec.files import atomic_write_text, output_set, write_jsonl
+from sdporec.processes import several_processes
 from sdporec.runs import CONFIG, METRICS, PREDICTIONS, evaluation_metrics, write_json
 
 PROTOCOLS = ("ranking", "generation")
@@ -72,11 +73,14 @@ def evaluate_generation(
     template: int = 0,
     progress: bool = True,
     constrained: bool = False,
+    beams: int = 1,
 ) -> tuple[dict, list[dict]]:
     """The paper's protocol: greedy decoding of at most `max_new_tokens` tokens (its evaluation used 20), a
     row ending at its EOS, the batch ending when every row has (as `generate` does). No shorter cap: text
     decoded after a first title can name a second one, which makes the answer invalid. `constrained`: only the
-    sample's candidate answers can be decoded (`constrained.py`), each to its end whatever its length."""
+    sample's candidate answers can be decoded, each to its end (`constrained.py`), with `beams` beams."""
+    if constrained:
+        return generate_constrained(model, codec, samples, domain, batch_size, beams, template, progress)
     device = next(model.parameters()).device
     model.eval()
     answers: list[str | None] = []
@@ -92,20 +96,18 @@ def evaluate_generation(
                 codec.pad_id,
             ).to(device)
             length = batch.prompt_ids.shape[1]
-            constraint = CandidateConstraint(codec, chunk, length, codec.pad_id) if constrained else None
             generated = model.generate(
                 input_ids=batch.prompt_ids,
                 attention_mask=batch.prompt_mask,
-                synced_gpus=_several_processes(),
+                synced_gpus=several_processes(),
                 do_sample=False,
-                max_new_tokens=constraint.longest if constraint else max_new_tokens,
+                max_new_tokens=max_new_tokens,
                 pad_token_id=codec.pad_id,
                 eos_token_id=codec.eos_id,
-                prefix_allowed_tokens_fn=constraint,
             )
-            for i, (s, ids) in enumerate(zip(chunk, generated[:, length:].tolist())):
+            for s, ids in zip(chunk, generated[:, length:].tolist()):
                 text = codec.decode(ids)
-                answer = constraint.answer(i, ids) if constraint else generated_answer(codec, ids, text, s.candidates)
+                answer = generated_answer(codec, ids, text, s.candidates)
                 answers.append(answer)
                 rows.append(
                     {
@@ -117,16 +119,6 @@ def evaluate_generation(
                     }
                 )
     return generation_metrics(answers, [s.target for s in samples]), rows
-
-
-def _several_processes() -> bool:
-    """Under several processes each keeps decoding until all are done (`generate`'s synced_gpus): a sharded
-    model's every forward is a collective."""
-    return (
-        torch.distributed.is_available()
-        and torch.distributed.is_initialized()
-        and torch.distributed.get_world_size() > 1
-    )
 
 
 def generated_answer(codec, ids: Sequence[int], text: str, candidates: Sequence[str]) -> str | None:
@@ -185,11 +177,12 @@ def evaluate_model(
     score: str = "sum",
     history_readout: float = 0.0,
     constrained: bool = False,
+    beams: int = 1,
 ) -> tuple[dict, list[dict]]:
     """The one evaluation entry point for language models, for both protocols."""
     if protocol == "generation":
         return evaluate_generation(
-            model, codec, samples, domain, batch_size, max_new_tokens, progress=progress, constrained=constrained
+            model, codec, samples, domain, batch_size, max_new_tokens, 0, progress, constrained, beams
         )
     scorer = LMScorer(
         model, codec, domain, batch_size, progress=progress, layout=layout, score=score, history_readout=history_readout
