@@ -48,6 +48,9 @@ def test_files_from_before_schemas_still_read(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps({"sft": METRIC_VALUES, "popularity": METRIC_VALUES}))
     (tmp_path / "s.json").write_text(json.dumps({"optimizer_steps": 3, "best_valid_hr@1": None}))
     assert read_evaluation_metrics(tmp_path / "e.json") == METRIC_VALUES
+    assert read_metrics(tmp_path / "e.json") == (False, METRIC_VALUES)  # an evaluation, not a pipeline
+    (tmp_path / "g.json").write_text(json.dumps({"schema": EVALUATION_SCHEMA, "valid_ratio": 0.5}))
+    assert read_metrics(tmp_path / "g.json") == (False, {"valid_ratio": 0.5})  # its schema says which, not hr@1
     assert read_metrics(tmp_path / "p.json") == (True, {"sft": METRIC_VALUES, "popularity": METRIC_VALUES})
     assert read_summary(tmp_path / "s.json")["optimizer_steps"] == 3
 
@@ -68,13 +71,18 @@ def test_another_schema_is_one_error_naming_the_file_and_the_schema_expected(tmp
     path.write_text(json.dumps(content))
     with pytest.raises(DataError) as e:
         reader(path)
-    assert str(path) in str(e.value) and expected in str(e.value) and "schema" in str(e.value)
+    found = f"schema {content['schema']!r}" if "schema" in content else "no schema"
+    assert str(e.value) == (
+        f"file {path}, field 'schema': {found}, where {expected} was expected: not a file this sdporec writes "
+        "there (written by another version, or another kind of file)"
+    )
 
 
 def test_a_pipeline_file_without_its_models_object_is_refused(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps({"schema": PIPELINE_SCHEMA, "models": [1, 2]}))
-    with pytest.raises(DataError, match="field 'models'"):
+    with pytest.raises(DataError) as e:
         read_pipeline_metrics(tmp_path / "p.json")
+    assert str(e.value) == f"file {tmp_path / 'p.json'}, field 'models': expected an object of model name -> metrics"
 
 
 def test_a_cut_or_nan_file_is_refused_naming_it(tmp_path):
@@ -94,8 +102,9 @@ def test_logs_keep_old_nan_rows_and_refuse_rows_that_are_not_objects(tmp_path):
     rows = read_log(tmp_path / "log.jsonl")
     assert [r["step"] for r in rows] == [1, 2] and rows[1]["grad_norm"] is None
     (tmp_path / "log.jsonl").write_text('{"step": 1}\n[2]\n')
-    with pytest.raises(DataError, match="line 2"):
+    with pytest.raises(DataError) as e:
         read_log(tmp_path / "log.jsonl")
+    assert str(e.value) == f"file {tmp_path / 'log.jsonl'}, row line 2: expected a JSON object (a log row)"
     assert read_log(tmp_path / "none.jsonl") == []
 
 

@@ -102,7 +102,7 @@ def read_pipeline_metrics(path: str | os.PathLike) -> dict[str, dict]:
     """A pipeline's METRICS: model name -> its metrics."""
     path = Path(path)
     obj = read_json_object(path)
-    legacy = bool(obj) and "schema" not in obj and all(isinstance(v, dict) and "hr@1" in v for v in obj.values())
+    legacy = bool(obj) and all(isinstance(v, dict) and "hr@1" in v for v in obj.values())  # no schema: a string
     if legacy:
         return obj
     models = _schema(path, obj, PIPELINE_SCHEMA, legacy=False).get("models")
