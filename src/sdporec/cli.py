@@ -34,7 +34,11 @@ COMMANDS = {
     "sdpo": (SDPOConfig, run_preference, "Softmax-DPO from an SFT checkpoint (K = 3 negatives per sample by default)"),
     "evaluate": (EvaluateConfig, run_evaluate, "HR@k, NDCG@k, MRR (ranking) or the paper's generation protocol"),
     "pipeline": (PipelineConfig, run_pipeline, "prepare, SFT, DPO, S-DPO and evaluate, end to end"),
-    "baseline": (BaselineConfig, run_baseline, "popularity, item counts, SASRec or GRU4Rec on the same candidates"),
+    "baseline": (
+        BaselineConfig,
+        run_baseline,
+        "popularity, item counts, item-kNN, SASRec or GRU4Rec on the same candidates, or the whole catalogue",
+    ),
     "recommend": (RecommendConfig, run_recommend, "rank candidates for one history"),
     "compare": (
         CompareConfig,

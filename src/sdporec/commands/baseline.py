@@ -1,5 +1,5 @@
-"""`sdporec baseline`: a classical baseline trained and evaluated on the same candidates (`BaselineConfig`,
-`run_baseline`); the baselines are `sdporec.evaluation.baselines` and `baseline_models`."""
+"""`sdporec baseline`: a classical baseline trained and evaluated on the same candidates, or over the whole
+catalogue (`BaselineConfig`, `run_baseline`); the baselines are `sdporec.evaluation.baselines` and `baseline_models`."""
 
 from __future__ import annotations
 
