@@ -47,7 +47,8 @@ def _differences(differences: list[dict]) -> list[str]:
     """The paired intervals as a table: one row per compared pair, one column per metric."""
     if not differences:
         return []
-    metrics = list(dict.fromkeys(d["metric"] for d in differences))
+    found_metrics = list(dict.fromkeys(d["metric"] for d in differences))
+    metrics = [m for m in HEADERS if m in found_metrics] + [m for m in found_metrics if m not in HEADERS]
     pairs = list(dict.fromkeys((d["a"], d["b"]) for d in differences))
     found = {(d["a"], d["b"], d["metric"]): d for d in differences}
     lines = [
