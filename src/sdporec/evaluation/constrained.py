@@ -14,11 +14,9 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from sdporec.data.batching import collate
-from sdporec.data.prompts import build_prompt
 from sdporec.data.samples import Sample
 from sdporec.evaluation.metrics import generation_metrics
-from sdporec.evaluation.scoring import row_head
+from sdporec.evaluation.scoring import generation_row, prompt_batches
 from sdporec.processes import several_processes
 
 
@@ -92,19 +90,11 @@ def generate_constrained(
     """Greedy (or beam) decoding through each sample's `CandidateConstraint`, each answer decoded to its end.
     Metrics: HR@1 and ValidRatio as the paper's protocol counts them (valid: 1 by construction), and HR@5 where
     there are at least 5 beams (the target among the first five)."""
-    from tqdm.auto import tqdm
-
-    device = next(model.parameters()).device
     model.eval()
     rows: list[dict] = []
     with torch.no_grad():
-        for start in tqdm(range(0, len(samples), batch_size), desc="generating", disable=not progress, leave=False):
-            chunk = samples[start : start + batch_size]
-            batch = collate(
-                [codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template)) for s in chunk],
-                [[[codec.eos_id]] for _ in chunk],
-                codec.pad_id,
-            ).to(device)
+        device = next(model.parameters()).device
+        for chunk, batch in prompt_batches(codec, samples, domain, batch_size, device, template, progress):
             length = batch.prompt_ids.shape[1]
             constraint = CandidateConstraint(codec, chunk, length, codec.pad_id)
             generated = model.generate(
@@ -121,8 +111,7 @@ def generate_constrained(
             )[:, length:].tolist()
             for i, s in enumerate(chunk):
                 found = [constraint.answer(i, ids) for ids in generated[i * beams : (i + 1) * beams]]
-                row = {**row_head(s), "generated": codec.decode(generated[i * beams]), "answer": found[0]}
-                row.update(valid=found[0] is not None, hit=found[0] == s.target)
+                row = generation_row(s, codec.decode(generated[i * beams]), found[0])
                 rows.append(row | ({"beams": found} if beams > 1 else {}))
     metrics = generation_metrics([r["answer"] for r in rows], [s.target for s in samples])
     if beams >= 5:

@@ -15,10 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
-from sdporec.data.batching import collate
-from sdporec.data.prompts import build_prompt
 from sdporec.data.samples import Sample
 from sdporec.evaluation.constrained import generate_constrained
 from sdporec.evaluation.metrics import (
@@ -28,7 +25,7 @@ from sdporec.evaluation.metrics import (
     parse_generation,
     ranking_metrics,
 )
-from sdporec.evaluation.scoring import LMScorer, Scorer, ranking_results, row_head
+from sdporec.evaluation.scoring import LMScorer, Scorer, generation_row, prompt_batches, ranking_results
 from sdporec.files import atomic_write_text, output_set, write_jsonl
 from sdporec.processes import several_processes
 from sdporec.runs import CONFIG, METRICS, PREDICTIONS, evaluation_metrics, write_json
@@ -81,21 +78,12 @@ def evaluate_generation(
     sample's candidate answers can be decoded, each to its end (`constrained.py`), with `beams` beams."""
     if constrained:
         return generate_constrained(model, codec, samples, domain, batch_size, beams, template, progress)
-    device = next(model.parameters()).device
     model.eval()
     answers: list[str | None] = []
     rows: list[dict] = []
     with torch.no_grad():
-        for start in tqdm(
-            range(0, len(samples), batch_size), desc="generating", unit="batch", disable=not progress, leave=False
-        ):
-            chunk = samples[start : start + batch_size]
-            batch = collate(
-                [codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template)) for s in chunk],
-                [[[codec.eos_id]] for _ in chunk],
-                codec.pad_id,
-            ).to(device)
-            length = batch.prompt_ids.shape[1]
+        device = next(model.parameters()).device
+        for chunk, batch in prompt_batches(codec, samples, domain, batch_size, device, template, progress):
             generated = model.generate(
                 input_ids=batch.prompt_ids,
                 attention_mask=batch.prompt_mask,
@@ -105,19 +93,10 @@ def evaluate_generation(
                 pad_token_id=codec.pad_id,
                 eos_token_id=codec.eos_id,
             )
-            for s, ids in zip(chunk, generated[:, length:].tolist()):
+            for s, ids in zip(chunk, generated[:, batch.prompt_ids.shape[1] :].tolist()):
                 text = codec.decode(ids)
-                answer = generated_answer(codec, ids, text, s.candidates)
-                answers.append(answer)
-                rows.append(
-                    {
-                        **row_head(s),
-                        "generated": text,
-                        "answer": answer,
-                        "valid": answer is not None,
-                        "hit": answer == s.target,
-                    }
-                )
+                answers.append(generated_answer(codec, ids, text, s.candidates))
+                rows.append(generation_row(s, text, answers[-1]))
     return generation_metrics(answers, [s.target for s in samples]), rows
 
 

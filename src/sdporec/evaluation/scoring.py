@@ -26,6 +26,34 @@ def row_head(sample: Sample) -> dict:
     return {"key": sample.key, "sample": sample.content_key(), "target": sample.target}
 
 
+def prompt_batches(
+    codec, samples: Sequence[Sample], domain: str, batch_size: int, device, template: int = 0, progress: bool = True
+):
+    """The samples `batch_size` at a time with their prompts (template `template`) collated on `device`: (samples,
+    batch) pairs, for generation (each batch's one answer is a placeholder EOS)."""
+    for start in tqdm(
+        range(0, len(samples), batch_size), desc="generating", unit="batch", disable=not progress, leave=False
+    ):
+        chunk = samples[start : start + batch_size]
+        batch = collate(
+            [codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template)) for s in chunk],
+            [[[codec.eos_id]] for _ in chunk],
+            codec.pad_id,
+        )
+        yield chunk, batch.to(device)
+
+
+def generation_row(sample: Sample, text: str, answer: str | None) -> dict:
+    """A generation's predictions row: the decoded text, the candidate it names (None: invalid) and whether it hits."""
+    return {
+        **row_head(sample),
+        "generated": text,
+        "answer": answer,
+        "valid": answer is not None,
+        "hit": answer == sample.target,
+    }
+
+
 def ranking_results(samples: Sequence[Sample], scores: Sequence[Sequence[float]]) -> tuple[dict, list[dict]]:
     """Metrics and per-sample rows from candidate scores (one list per sample, in prompt order)."""
     ranks, rows = [], []
