@@ -81,7 +81,7 @@ class PreferenceConfig(TrainConfig):
     def resolve(self) -> None:
         self.model = resolve_model(self.model)
         record = Checkpoint.read(self.model)  # the starting checkpoint's record, read once here
-        self.domain = record.domain(self.domain)
+        self.domain, self.task = record.domain(self.domain), record.task(self.task)
         default_lr(self, "preference", _backbone(record, self.model, self.lora))
         super().resolve()
         require_apart(self.out, {"model": self.model})

@@ -116,7 +116,8 @@ class SFTConfig(TrainConfig):
     def resolve(self) -> None:
         if self.model != BUILTIN:
             self.model = resolve_model(self.model)
-        self.domain = Checkpoint.read(self.model).domain(self.domain)
+        record = Checkpoint.read(self.model)
+        self.domain, self.task = record.domain(self.domain), record.task(self.task)
         default_lr(self, "sft", "builtin" if self.model == BUILTIN else "lora" if self.lora else "full")
         super().resolve()
         require_input(self.titles, "titles")
@@ -136,7 +137,7 @@ def run_sft(cfg: SFTConfig) -> dict:
         )
     if codec is not None and cfg.history_in == "prompt" and not cfg.item_tokens:  # item tokens need no offsets
         try:  # a tokenizer without offsets, or a chat template that rewrites the prompt: say so before writing
-            codec.encode_prompt_history(build_prompt(["A", "B"], ["C"], cfg.domain), IGNORE)
+            codec.encode_prompt_history(build_prompt(["A", "B"], ["C"], cfg.domain, task=cfg.task), IGNORE)
         except ValueError as e:
             raise ConfigError(f"setting 'history_in': {e}") from None
     run = start_run(cfg, codec, cfg.model)  # checks the data, then writes the run directory

@@ -23,7 +23,7 @@ from sdporec.commands.groups import (
 )
 from sdporec.commands.settings import setting
 from sdporec.config import require_cuda_for_4bit, require_device, require_input
-from sdporec.data.prompts import DOMAINS
+from sdporec.data.prompts import DOMAINS, TASKS
 from sdporec.errors import require
 from sdporec.outputs import claim_out_dir, require_apart
 from sdporec.runs import TRAINING_FILES
@@ -39,6 +39,13 @@ class TrainConfig:
         None,
         "prompt templates to use (default: those the starting checkpoint was trained with, else music)",
         choices=DOMAINS,
+    )
+    task: str | None = setting(
+        None,
+        "candidates: the prompt lists the candidates and the answer is the one picked (the paper's); next-item: the "
+        "prompt shows the history alone and the answer is the next item, from the whole catalogue; preference "
+        "training's negatives come from the catalogue then (default: the starting checkpoint's task, else candidates)",
+        choices=TASKS,
     )
     epochs: int = setting(3, "passes over the training samples")
     batch_size: int = setting(16, "samples per micro-batch")

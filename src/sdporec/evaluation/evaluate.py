@@ -71,19 +71,24 @@ def evaluate_generation(
     progress: bool = True,
     constrained: bool = False,
     beams: int = 1,
+    task: str = "candidates",
+    catalogue=None,
 ) -> tuple[dict, list[dict]]:
     """The paper's protocol: greedy decoding of at most `max_new_tokens` tokens (its evaluation used 20), a
     row ending at its EOS, the batch ending when every row has (as `generate` does). No shorter cap: text
     decoded after a first title can name a second one, which makes the answer invalid. `constrained`: only the
-    sample's candidate answers can be decoded, each to its end (`constrained.py`), with `beams` beams."""
+    sample's candidate answers can be decoded, each to its end (`constrained.py`), with `beams` beams; with a
+    `catalogue` (a `catalogue.Catalogue`), any of its titles but the history."""
     if constrained:
-        return generate_constrained(model, codec, samples, domain, batch_size, beams, template, progress)
+        return generate_constrained(
+            model, codec, samples, domain, batch_size, beams, template, progress, task, catalogue
+        )
     model.eval()
     answers: list[str | None] = []
     rows: list[dict] = []
     with torch.no_grad():
         device = next(model.parameters()).device
-        for chunk, batch in prompt_batches(codec, samples, domain, batch_size, device, template, progress):
+        for chunk, batch in prompt_batches(codec, samples, domain, batch_size, device, template, progress, task):
             generated = model.generate(
                 input_ids=batch.prompt_ids,
                 attention_mask=batch.prompt_mask,

@@ -27,16 +27,23 @@ def row_head(sample: Sample) -> dict:
 
 
 def prompt_batches(
-    codec, samples: Sequence[Sample], domain: str, batch_size: int, device, template: int = 0, progress: bool = True
+    codec,
+    samples: Sequence[Sample],
+    domain: str,
+    batch_size: int,
+    device,
+    template: int = 0,
+    progress: bool = True,
+    task: str = "candidates",
 ):
-    """The samples `batch_size` at a time with their prompts (template `template`) collated on `device`: (samples,
-    batch) pairs, for generation (each batch's one answer is a placeholder EOS)."""
+    """The samples `batch_size` at a time with their prompts (template `template` of `task`) collated on `device`:
+    (samples, batch) pairs, for generation (each batch's one answer is a placeholder EOS)."""
     for start in tqdm(
         range(0, len(samples), batch_size), desc="generating", unit="batch", disable=not progress, leave=False
     ):
         chunk = samples[start : start + batch_size]
         batch = collate(
-            [codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template)) for s in chunk],
+            [codec.encode_prompt(build_prompt(s.history, s.candidates, domain, template, task)) for s in chunk],
             [[[codec.eos_id]] for _ in chunk],
             codec.pad_id,
         )
@@ -119,6 +126,7 @@ class LMScorer:
         layout: str = "auto",
         score: str = "sum",
         history_readout: float = 0.0,
+        task: str = "candidates",
     ):
         if score not in SCORES:
             raise ValueError(f"score must be one of {SCORES}, got {score!r}")
@@ -126,7 +134,7 @@ class LMScorer:
             raise ValueError(f"the history readout's weight must be in [0, 1], got {history_readout}")
         self.model, self.codec, self.domain, self.template = model, codec, domain, template
         self.batch_size, self.progress, self.score = batch_size, progress, score
-        self.history_readout = history_readout
+        self.history_readout, self.task = history_readout, task
         self.layout = resolve_layout(layout, next(model.parameters()).device, codec.short_answers)
         self.logprobs = scoring_layout(self.layout, codec.short_answers)
 
@@ -138,11 +146,15 @@ class LMScorer:
             return self.history_scores(samples)
         return mix_readouts(self.prompt_scores(samples), self.history_scores(samples), w)
 
+    def prompt(self, sample: Sample) -> list[int]:
+        """The sample's prompt ids (template `template` of the scorer's domain and task)."""
+        return self.codec.encode_prompt(
+            build_prompt(sample.history, sample.candidates, self.domain, self.template, self.task)
+        )
+
     def prompt_scores(self, samples: Sequence[Sample]) -> list[list[float]]:
         codec = self.codec
-        prompts = [
-            codec.encode_prompt(build_prompt(s.history, s.candidates, self.domain, self.template)) for s in samples
-        ]
+        prompts = [self.prompt(s) for s in samples]
         return self.answer_scores(prompts, [[codec.encode_answer(c) for c in s.candidates] for s in samples])
 
     def history_scores(self, samples: Sequence[Sample]) -> list[list[float]]:

@@ -57,7 +57,7 @@ def answer_and_prompt_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor,
     mask = torch.cat([batch.prompt_mask, answer_mask], 1)
     labels = torch.cat([batch.prompt_labels, answer.masked_fill(answer_mask == 0, IGNORE)], 1)[:, 1:]
     sample, column = (labels != IGNORE).nonzero(as_tuple=True)  # column t predicts the label at t + 1
-    inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": _positions(mask)}
+    inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": real_positions(mask)}
     first = int(column.min()) if column.numel() else ids.shape[1] - 1
     head = HiddenHead.run(model, inputs) or KeptLogits.run(model, inputs, first)
     tokens = label_logprobs(head, sample, column, labels[sample, column])
@@ -76,12 +76,12 @@ def history_logprobs(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Ten
     return sequence_logprobs(logits, batch.history_labels)
 
 
-def _positions(mask: torch.Tensor) -> torch.Tensor:
+def real_positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids that count real tokens only, so left padding does not move a prompt."""
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def _cache_kwarg(out) -> tuple[str, object]:
+def cache_kwarg(out) -> tuple[str, object]:
     # transformers renamed `past_key_values` to `cache` during the 5.x series; accept both.
     if getattr(out, "cache", None) is not None:
         return "cache", out.cache
@@ -117,11 +117,11 @@ def answer_logprobs_cached(model, batch: AnswerBatch) -> tuple[torch.Tensor, tor
     out = model(
         input_ids=batch.prompt_ids,
         attention_mask=batch.prompt_mask,
-        position_ids=_positions(batch.prompt_mask),
+        position_ids=real_positions(batch.prompt_mask),
         use_cache=True,
         logits_to_keep=1,
     )
-    name, cache = _cache_kwarg(out)
+    name, cache = cache_kwarg(out)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         if maskable(model):
             return answer_logprobs_packed(model, batch)
@@ -221,7 +221,7 @@ def pack_rows(batch: AnswerBatch) -> PackedRows:
     block[:, :p] = -1
     block[rows, at] = torch.arange(n, device=dev)[None, :, None].expand(b, n, a)[amask]
     positions = torch.zeros((b, length), dtype=torch.long, device=dev)
-    positions[:, :p] = _positions(batch.prompt_mask)
+    positions[:, :p] = real_positions(batch.prompt_mask)
     start = batch.prompt_mask.sum(-1)  # (B,)
     positions[rows, at] = (start[:, None, None] + t).expand(b, n, a)[amask]
     return PackedRows(ids, real, block, positions, cols)

@@ -120,7 +120,7 @@ class PreferenceRecipe:
         codec, cfg = self.codec, self.cfg
         rows = [[codec.encode_answer(t)[: self.cut] for t in self.answers(s, epoch, every)] for s in samples]
         return collate(
-            [codec.encode_prompt(training_prompt(s, cfg.domain, cfg.seed, epoch)) for s in samples],
+            [codec.encode_prompt(training_prompt(s, cfg.domain, cfg.seed, epoch, cfg.task)) for s in samples],
             same_answer_count(rows, codec.pad_id),
             codec.pad_id,
         )
@@ -130,7 +130,7 @@ class PreferenceRecipe:
         process scores its slice (and caches it under its rank); all of them get every sample's row."""
         cfg, acc = self.cfg, self.run.acc
         inputs = inputs_digest(
-            [(training_prompt(s, cfg.domain, cfg.seed, epoch), self.answers(s, epoch, every)) for s in samples]
+            [(training_prompt(s, cfg.domain, cfg.seed, epoch, cfg.task), self.answers(s, epoch, every)) for s in samples]
         )
         key = cache_key(**reference_identity(epoch=epoch, inputs=inputs, **self.settings))
         rank, world = acc.process_index, acc.num_processes

@@ -70,7 +70,7 @@ class SFTRecipe:
             return answer
         if self.cfg.history_in == "prompt":
             labels = self.codec.encode_prompt_history(
-                build_prompt(sample.history, sample.candidates, self.cfg.domain), IGNORE
+                build_prompt(sample.history, sample.candidates, self.cfg.domain, task=self.cfg.task), IGNORE
             )[1]
         else:
             labels = self.codec.encode_history(sample.history, IGNORE)[1]
@@ -81,7 +81,7 @@ class SFTRecipe:
 
     def make_batch(self, samples: Sequence[Sample], epoch: int) -> AnswerBatch:
         cfg, codec = self.cfg, self.codec
-        prompts = [training_prompt(s, cfg.domain, cfg.seed, epoch) for s in samples]
+        prompts = [training_prompt(s, cfg.domain, cfg.seed, epoch, cfg.task) for s in samples]
         answers = [[codec.encode_answer(s.target)] for s in samples]
         if cfg.history_in == "prompt":  # validate: only with a history weight
             labelled = [codec.encode_prompt_history(p, IGNORE) for p in prompts]

@@ -15,6 +15,7 @@ class TrainOptions(Protocol):
     valid: str
     out: str
     domain: str | None
+    task: str | None
     epochs: int
     batch_size: int
     grad_accum: int

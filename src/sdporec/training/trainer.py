@@ -162,6 +162,7 @@ class Trainer:
             codec,
             cfg.domain,
             batch_size=cfg.batch_size,
+            task=cfg.task,
             progress=False,
             layout=resolve_layout(cfg.layout, acc.device, codec.short_answers),
         )
