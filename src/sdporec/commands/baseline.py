@@ -13,13 +13,12 @@ from sdporec.config import config_text, require_input
 from sdporec.data.samples import read_samples
 from sdporec.errors import require
 from sdporec.evaluation.baselines import ItemCounts, ItemKNN, Popularity
-from sdporec.evaluation.catalogue import Catalogue, evaluate_catalogue
+from sdporec.evaluation.catalogue import CANDIDATES, Catalogue, evaluate_catalogue
 from sdporec.evaluation.evaluate import evaluate_ranking, write_results
 from sdporec.outputs import claim_out_dir, require_apart
 from sdporec.runs import EVALUATION_FILES
 
 BASELINES = ("popularity", "item-counts", "item-knn", "sasrec", "gru4rec")
-CANDIDATES = ("list", "all")
 
 
 @dataclass

@@ -17,10 +17,12 @@ from sdporec.commands.groups import (
 )
 from sdporec.commands.settings import setting
 from sdporec.config import config_text, require_cuda_for_4bit, require_device, require_input
-from sdporec.data.prompts import DOMAINS
+from sdporec.data.prompts import DOMAINS, TASKS
 from sdporec.data.samples import read_samples
-from sdporec.errors import DataError, require
+from sdporec.errors import ConfigError, DataError, require
+from sdporec.evaluation.catalogue import CANDIDATES, Catalogue
 from sdporec.evaluation.evaluate import PROTOCOLS, evaluate_model, evaluate_sharded, write_results
+from sdporec.evaluation.lm_catalogue import model_catalogue
 from sdporec.evaluation.scoring import SCORES, require_readout_weight
 from sdporec.models.scoring import running_layout
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
@@ -41,6 +43,25 @@ class EvaluateConfig:
     )
     domain: str | None = setting(
         None, "prompt templates to use, template 0 (default: the checkpoint's own, else music)", choices=DOMAINS
+    )
+    task: str | None = setting(
+        None,
+        "what the prompt asks: candidates (pick from the listed candidates) or next-item (the history alone) "
+        "(default: the task the checkpoint was trained on)",
+        choices=TASKS,
+    )
+    candidates: str = setting(
+        "list",
+        "list: each sample's own candidates (the paper's 20); all: every title of the catalogue but the history "
+        "(HR and NDCG at 1, 5, 10, 20, and MRR; with item tokens the item's log-prob from one forward pass, its EOS "
+        "left out; text titles each scored in full on the prompt's cache); with --protocol generation "
+        "--constrained, decoding any catalogue title",
+        choices=CANDIDATES,
+    )
+    catalogue: str = setting(
+        "",
+        "with --candidates all: the titles to rank, one per line (prepare's items.txt); default: the model's item "
+        "tokens (the built-in backbone, --item-tokens); required for a model reading titles as text",
     )
     batch_size: int = setting(16, "samples per batch")
     max_new_tokens: int = setting(20, "generation protocol: most tokens to decode (the paper's evaluation: 20)")
@@ -90,6 +111,12 @@ class EvaluateConfig:
         require(not self.constrained or self.protocol == "generation", "constrained", "needs --protocol generation")
         require(self.beams >= 1, "beams", "must be at least 1")
         require(self.beams == 1 or self.constrained, "beams", "needs --constrained (beams inside the candidates)")
+        require(not self.catalogue or self.candidates == "all", "catalogue", "is read only with --candidates all")
+        require(
+            self.candidates == "list" or self.protocol == "ranking" or self.constrained,
+            "candidates",
+            "all with --protocol generation needs --constrained (free text names no catalogue item reliably)",
+        )
         require(
             not self.history_readout or self.protocol == "ranking",
             "history_readout",
@@ -98,8 +125,9 @@ class EvaluateConfig:
 
     def resolve(self) -> None:
         require_input(self.data, "data")
+        require_input(self.catalogue, "catalogue")
         self.model = resolve_model(self.model)
-        require_apart(self.out, {"model": self.model, "data": self.data})
+        require_apart(self.out, {"model": self.model, "data": self.data, "catalogue": self.catalogue})
         claim_out_dir(self.out, EVALUATION_FILES, self.overwrite)
         require_device(self.device)
         require_cuda_for_4bit(self.load_in_4bit)
@@ -112,8 +140,14 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
 
     samples = read_samples(cfg.data, "eval")
     samples = samples[: cfg.limit] if cfg.limit else samples
+    items = Catalogue.read(cfg.catalogue) if cfg.catalogue else None
+    if items is not None:  # checked before the model loads
+        items.require_known(samples, cfg.data)
+    require(
+        items is None or cfg.beams <= len(items), "beams", f"must not exceed the catalogue's {len(items or ())} titles"
+    )
     short = next((s for s in samples if len(s.candidates) < cfg.beams), None)
-    if short is not None:
+    if short is not None and cfg.candidates == "list":
         raise DataError(
             cfg.data, short.row, "itemList", f"{len(short.candidates)} candidates, fewer than --beams {cfg.beams}"
         )
@@ -123,6 +157,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         domain=cfg.domain,
         history_readout=cfg.history_readout,
         ranking=cfg.protocol == "ranking",
+        task=cfg.task,
         chat_template=cfg.chat_template,
         dtype=cfg.dtype,
         load_in_4bit=cfg.load_in_4bit,
@@ -130,9 +165,11 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         samples_from=cfg.data,
         device=state.device if state.num_processes > 1 else cfg.device,
     )
-    model, codec, cfg.domain = loaded.model, loaded.codec, loaded.domain
+    model, codec, cfg.domain, cfg.task = loaded.model, loaded.codec, loaded.domain, loaded.task
     if cfg.protocol == "ranking":
         cfg.history_readout = loaded.history_readout
+    if cfg.candidates == "all":
+        items = whole_catalogue(cfg, loaded, samples, items)
     started = time.time()
     metrics, rows = evaluate_sharded(
         lambda part: evaluate_model(
@@ -149,6 +186,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             cfg.history_readout,
             cfg.constrained,
             cfg.beams,
+            cfg.task,
+            items,
         ),
         samples,
         state.process_index,
@@ -162,6 +201,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         "history_readout": cfg.history_readout if ranking else None,
         "constrained": None if ranking else cfg.constrained,
         "beams": cfg.beams if cfg.constrained else None,
+        "task": cfg.task,
+        "candidates": cfg.candidates,
+        "catalogue": len(items) if items is not None else None,
         "chat_template": getattr(codec, "chat", False),
         "model": cfg.model,
         "data": cfg.data,
@@ -172,3 +214,20 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         write_results(cfg.out, metrics, rows, extra, config_text(cfg))
     state.wait_for_everyone()
     return {**metrics, **extra}
+
+
+def whole_catalogue(cfg: EvaluateConfig, loaded, samples, items: Catalogue | None) -> Catalogue:
+    """The catalogue `--candidates all` ranks (`--catalogue`, else the model's item tokens), every sample's
+    history and target in it. A checkpoint trained on the list task has no list to read over the catalogue:
+    it ranks by its history readout alone or is asked the next-item question (`--task next-item`)."""
+    if cfg.task == "candidates" and cfg.history_readout != 1:
+        raise ConfigError(
+            f"setting 'candidates': {cfg.model} was trained to pick from listed candidates (task candidates), and "
+            "over the whole catalogue there is no list to show it. Rank by its history readout alone "
+            "(--history-readout 1, for a checkpoint trained with --history-weight), ask it the next-item question "
+            "it was not trained on (--task next-item), or train it with --task next-item"
+        )
+    items = items or model_catalogue(loaded.codec, cfg.model)
+    items.require_known(samples, cfg.data)
+    require(cfg.beams <= len(items), "beams", f"must not exceed the catalogue's {len(items)} titles")
+    return items

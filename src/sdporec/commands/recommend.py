@@ -1,5 +1,6 @@
-"""`sdporec recommend`: rank candidates for one history with a trained model (`RecommendConfig`,
-`run_recommend`); the ranking itself is `sdporec.evaluation.recommend.Recommender`."""
+"""`sdporec recommend`: rank candidates for one history with a trained model, or without candidates recommend the
+best of the whole catalogue (`RecommendConfig`, `run_recommend`); the ranking itself is
+`sdporec.evaluation.recommend.Recommender`."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from dataclasses import dataclass
 from sdporec.commands.groups import chat_template_setting, device_setting, trust_remote_code_setting
 from sdporec.commands.settings import setting
 from sdporec.config import require_device, require_input
-from sdporec.data.prompts import DOMAINS
+from sdporec.data.prompts import DOMAINS, TASKS
 from sdporec.data.samples import Sample, split_history
 from sdporec.errors import require
 from sdporec.evaluation.recommend import Recommender, make_request
 from sdporec.evaluation.scoring import SCORES, require_readout_weight
-from sdporec.files import read_json_object
+from sdporec.files import read_json_object, read_text, text_lines
 from sdporec.models.sources import resolve_model
 
 
@@ -22,12 +23,27 @@ from sdporec.models.sources import resolve_model
 class RecommendConfig:
     model: str = setting("", "checkpoint directory (full model or LoRA adapter) or hub name")
     history: list[str] = setting([], "titles the user interacted with, oldest first")
-    candidates: list[str] = setting([], "titles to rank")
-    input: str = setting("", "a JSON file with 'historyList' and 'itemList' (instead of the two flags)")
+    candidates: list[str] = setting(
+        [], "titles to rank (none: the best of the whole catalogue but the history and --exclude)"
+    )
+    input: str = setting(
+        "", "a JSON file with 'historyList' and, to rank a list, 'itemList' (instead of the two flags)"
+    )
+    catalogue: str = setting(
+        "",
+        "without candidates: the titles to recommend from, one per line (prepare's items.txt); default: the model's "
+        "item tokens (the built-in backbone, --item-tokens); required for a model reading titles as text",
+    )
+    exclude: str = setting("", "without candidates: a file of titles never to recommend, one per line")
     domain: str | None = setting(
         None, "prompt templates to use, template 0 (default: the checkpoint's own, else music)", choices=DOMAINS
     )
-    top: int = setting(0, "print only the N best (0: all)")
+    task: str | None = setting(
+        None,
+        "what the prompt asks: candidates or next-item (default: the task the checkpoint was trained on)",
+        choices=TASKS,
+    )
+    top: int = setting(0, "print only the N best (0: all candidates; without candidates, 10)")
     json: bool = setting(False, "print JSON instead of a table")
     score: str = setting(
         "sum", "a candidate's score: the sum or the per-token mean of its answer's log-probs", choices=SCORES
@@ -48,13 +64,15 @@ class RecommendConfig:
         require(
             bool(self.input) != bool(self.history or self.candidates),
             "input",
-            "give either --input or both --history and --candidates",
+            "give either --input or --history (with --candidates to rank a list)",
         )
+        require(not self.candidates or bool(self.history), "history", "required with --candidates")
         require(self.top >= 0, "top", "must not be negative")
         require_readout_weight(self.history_readout)
 
     def resolve(self) -> None:
-        require_input(self.input, "input")
+        for name in ("input", "catalogue", "exclude"):
+            require_input(getattr(self, name), name)
         require_device(self.device)
         self.model = resolve_model(self.model)
 
@@ -68,7 +86,7 @@ def read_request(cfg: RecommendConfig) -> Sample:
         history, candidates = obj.get("historyList"), obj.get("itemList")
         if isinstance(history, str):
             history = split_history(history, set(candidates) if isinstance(candidates, list) else set())
-    return make_request(history, candidates, where)
+    return make_request(history, candidates or None, where)
 
 
 def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
@@ -83,8 +101,14 @@ def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
         [request],
         cfg.input or "command line",
         cfg.trust_remote_code,
+        cfg.task,
+        cfg.catalogue,
     )
-    ranked = recommender.rank_request(request, cfg.top)
+    if request.candidates:
+        ranked = recommender.rank_request(request, cfg.top)
+    else:
+        exclude = [t.strip() for t in text_lines(read_text(cfg.exclude)) if t.strip()] if cfg.exclude else []
+        ranked = recommender.recommend(request.history, cfg.top or 10, exclude)
     if cfg.json:
         print(json.dumps([{"title": t, "score": s} for t, s in ranked], ensure_ascii=False, indent=2))
     else:

@@ -50,6 +50,10 @@ class _Codec:
         tokenizer, `models.codecs.load_codec` reads it back)."""
         return {"kind": self.kind, "chat": self.chat}
 
+    def item_titles(self) -> list[str] | None:
+        """The titles it has an item token for, in token order: the catalogue it ranks (None: titles as text)."""
+        return None
+
 
 class BuiltinCodec(_Codec):
     kind = "builtin"
@@ -67,6 +71,9 @@ class BuiltinCodec(_Codec):
     def knows(self, title: str) -> bool:
         i = self.vocab.get(title)
         return i is not None and not title.startswith("<|w:") and i not in self._special_ids
+
+    def item_titles(self) -> list[str]:
+        return [t for t, _ in sorted(self.vocab.items(), key=lambda x: x[1]) if self.knows(t)]
 
     def title_id(self, title: str) -> int:
         i = self.vocab.get(title)

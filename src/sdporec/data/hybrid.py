@@ -69,6 +69,9 @@ class HybridCodec(TextCodec):
         """The item tokens' ids, in catalogue order (the embedding rows training adds and trains)."""
         return [self.item_ids[t] for t in self.titles]
 
+    def item_titles(self) -> list[str]:
+        return list(self.titles)
+
     def knows(self, title: str) -> bool:
         return item_key(title) in self.item_ids
 

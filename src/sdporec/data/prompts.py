@@ -104,7 +104,11 @@ class Prompt:
 
 
 def build_prompt(
-    history: Sequence[str], candidates: Sequence[str], domain: str = "music", template: int = 0, task: str = "candidates"
+    history: Sequence[str],
+    candidates: Sequence[str],
+    domain: str = "music",
+    template: int = 0,
+    task: str = "candidates",
 ) -> Prompt:
     """The prompt of template `template` of `domain` and `task` (a next-item prompt shows no candidates)."""
     lists = {"{history}": history, "{candidates}": candidates}

@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from sdporec.data.candidates import sample_rng
 from sdporec.data.samples import Sample
@@ -25,6 +26,7 @@ from sdporec.evaluation.scoring import row_head
 from sdporec.files import read_text, text_lines
 
 TOP = 20  # the best items a predictions row keeps
+CANDIDATES = ("list", "all")  # what `--candidates` ranks: each sample's own list, or the whole catalogue
 
 
 class Catalogue:
@@ -115,11 +117,17 @@ def catalogue_results(
 
 
 def evaluate_catalogue(
-    scorer: CatalogueScorer, samples: Sequence[Sample], catalogue: Catalogue, seed: int = 0, batch: int = 256
+    scorer: CatalogueScorer,
+    samples: Sequence[Sample],
+    catalogue: Catalogue,
+    seed: int = 0,
+    batch: int = 256,
+    progress: bool = False,
 ) -> tuple[dict, list[dict]]:
     """`scorer` over the whole catalogue, `batch` samples at a time (a batch's scores are samples x items)."""
     rows: list[dict] = []
-    for start in range(0, len(samples), batch):
+    starts = range(0, len(samples), batch)
+    for start in tqdm(starts, desc="ranking the catalogue", unit="batch", disable=not progress, leave=False):
         part = samples[start : start + batch]
         scores = scorer(part, catalogue)
         if tuple(scores.shape) != (len(part), len(catalogue)):

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 import torch
 
 from sdporec.data.samples import Sample
+from sdporec.evaluation.catalogue import Catalogue
 from sdporec.evaluation.metrics import generation_metrics
 from sdporec.evaluation.scoring import generation_row, prompt_batches
 from sdporec.processes import several_processes
@@ -22,16 +23,24 @@ from sdporec.processes import several_processes
 
 class AnswerTrie:
     """Token sequences (one per title) as a trie: the tokens allowed after a prefix, and the title a whole
-    sequence spells."""
+    sequence spells. Each node counts the titles below it, so a row may be barred from some titles (`barred`: a
+    user's history) by counting them off on their paths, without a trie of its own."""
 
     def __init__(self, answers: Iterable[tuple[str, Sequence[int]]]):
         self.root: dict = {}
+        self.below: dict[int, int] = {}  # id(node) -> titles ending at or below it
+        self.paths: dict[str, list[dict]] = {}
         self.longest = 0
         for title, ids in answers:
-            node = self.root
+            node, path = self.root, [self.root]
             for token in ids:
                 node = node.setdefault(int(token), {})
-            node[None] = title  # the title ends here (its last token, EOS, taken)
+                path.append(node)
+            if None not in node:
+                node[None] = title  # the title ends here (its last token, EOS, taken)
+                self.paths[title] = path
+                for n in path:
+                    self.below[id(n)] = self.below.get(id(n), 0) + 1
             self.longest = max(self.longest, len(ids))
 
     def _node(self, prefix: Sequence[int]) -> dict | None:
@@ -42,10 +51,22 @@ class AnswerTrie:
                 return None
         return node
 
-    def allowed(self, prefix: Sequence[int]) -> list[int]:
-        """The tokens that continue some answer after `prefix` ([] once an answer is complete)."""
+    def barred(self, titles: Iterable[str]) -> dict[int, int]:
+        """id(node) -> how many of `titles` end at or below it: what `allowed` subtracts."""
+        out: dict[int, int] = {}
+        for title in set(titles):
+            for n in self.paths.get(title, ()):
+                out[id(n)] = out.get(id(n), 0) + 1
+        return out
+
+    def allowed(self, prefix: Sequence[int], barred: dict[int, int] | None = None) -> list[int]:
+        """The tokens that continue some answer after `prefix` ([] once an answer is complete), leaving out those
+        whose every title is `barred`."""
         node = self._node(prefix)
-        return [t for t in node if t is not None] if node else []
+        if not node:
+            return []
+        barred = barred or {}
+        return [t for t, n in node.items() if t is not None and self.below[id(n)] > barred.get(id(n), 0)]
 
     def title(self, ids: Sequence[int]) -> str | None:
         """The title whose whole answer `ids` starts with (None: no complete answer)."""
@@ -60,21 +81,34 @@ class AnswerTrie:
 
 
 class CandidateConstraint:
-    """`prefix_allowed_tokens_fn` for one generation batch: row i may only spell one of sample i's candidates.
-    `prompt_length` is the (padded) prompt's length, after which the generated tokens start; a row that has
-    finished may only go on with `filler` (what `generate` pads finished rows with)."""
+    """`prefix_allowed_tokens_fn` for one generation batch: row i may only spell one of its titles (sample i's
+    candidates, or a catalogue's titles but sample i's history). `prompt_length` is the (padded) prompt's length,
+    after which the generated tokens start; a row that has finished may only go on with `filler` (what `generate`
+    pads finished rows with)."""
 
-    def __init__(self, codec, samples: Sequence[Sample], prompt_length: int, filler: int):
-        self.tries = [AnswerTrie((c, codec.encode_answer(c)) for c in s.candidates) for s in samples]
-        self.prompt_length, self.filler = prompt_length, filler
-        self.longest = max(t.longest for t in self.tries)
+    def __init__(self, rows: Sequence[tuple[AnswerTrie, dict[int, int]]], prompt_length: int, filler: int):
+        self.rows, self.prompt_length, self.filler = list(rows), prompt_length, filler
+        self.longest = max(trie.longest for trie, _ in self.rows)
+
+    @classmethod
+    def of_candidates(cls, codec, samples: Sequence[Sample], prompt_length: int, filler: int) -> CandidateConstraint:
+        tries = [AnswerTrie((c, codec.encode_answer(c)) for c in s.candidates) for s in samples]
+        return cls([(trie, {}) for trie in tries], prompt_length, filler)
+
+    @classmethod
+    def of_catalogue(
+        cls, trie: AnswerTrie, samples: Sequence[Sample], prompt_length: int, filler: int
+    ) -> CandidateConstraint:
+        """Any title of the catalogue's `trie` but the sample's history (the target stays, as the ranking has it)."""
+        return cls([(trie, trie.barred(set(s.history) - {s.target})) for s in samples], prompt_length, filler)
 
     def __call__(self, batch_id: int, input_ids: torch.Tensor) -> list[int]:
-        allowed = self.tries[batch_id].allowed(input_ids[self.prompt_length :].tolist())
+        trie, barred = self.rows[batch_id]
+        allowed = trie.allowed(input_ids[self.prompt_length :].tolist(), barred)
         return allowed or [self.filler]
 
     def answer(self, batch_id: int, generated: Sequence[int]) -> str | None:
-        return self.tries[batch_id].title(generated)
+        return self.rows[batch_id][0].title(generated)
 
 
 def generate_constrained(
@@ -86,17 +120,24 @@ def generate_constrained(
     beams: int = 1,
     template: int = 0,
     progress: bool = True,
+    task: str = "candidates",
+    catalogue: Catalogue | None = None,
 ) -> tuple[dict, list[dict]]:
-    """Greedy (or beam) decoding through each sample's `CandidateConstraint`, each answer decoded to its end.
-    Metrics: HR@1 and ValidRatio as the paper's protocol counts them (valid: 1 by construction), and HR@5 where
-    there are at least 5 beams (the target among the first five)."""
+    """Greedy (or beam) decoding through each sample's `CandidateConstraint`, each answer decoded to its end:
+    among the sample's candidates, or with a `catalogue` among its titles but the history. Metrics: HR@1 and
+    ValidRatio as the paper's protocol counts them (valid: 1 by construction), and HR@5, HR@10 where there are
+    at least 5, 10 beams (the target among the first five, ten)."""
     model.eval()
     rows: list[dict] = []
+    trie = None if catalogue is None else AnswerTrie((t, codec.encode_answer(t)) for t in catalogue.titles)
     with torch.no_grad():
         device = next(model.parameters()).device
-        for chunk, batch in prompt_batches(codec, samples, domain, batch_size, device, template, progress):
+        for chunk, batch in prompt_batches(codec, samples, domain, batch_size, device, template, progress, task):
             length = batch.prompt_ids.shape[1]
-            constraint = CandidateConstraint(codec, chunk, length, codec.pad_id)
+            if trie is None:
+                constraint = CandidateConstraint.of_candidates(codec, chunk, length, codec.pad_id)
+            else:
+                constraint = CandidateConstraint.of_catalogue(trie, chunk, length, codec.pad_id)
             generated = model.generate(
                 input_ids=batch.prompt_ids,
                 attention_mask=batch.prompt_mask,
@@ -114,6 +155,7 @@ def generate_constrained(
                 row = generation_row(s, codec.decode(generated[i * beams]), found[0])
                 rows.append(row | ({"beams": found} if beams > 1 else {}))
     metrics = generation_metrics([r["answer"] for r in rows], [s.target for s in samples])
-    if beams >= 5:
-        metrics["hr@5"] = sum(r["target"] in r["beams"][:5] for r in rows) / len(rows)
+    for k in (5, 10):
+        if beams >= k:
+            metrics[f"hr@{k}"] = sum(r["target"] in r["beams"][:k] for r in rows) / len(rows)
     return metrics, rows

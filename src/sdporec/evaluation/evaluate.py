@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 
 from sdporec.data.samples import Sample
+from sdporec.evaluation.catalogue import Catalogue, evaluate_catalogue
 from sdporec.evaluation.constrained import generate_constrained
+from sdporec.evaluation.lm_catalogue import LMCatalogue
 from sdporec.evaluation.metrics import (
     CATALOGUE_KEYS,
     RANK_KEYS,
@@ -162,13 +164,26 @@ def evaluate_model(
     history_readout: float = 0.0,
     constrained: bool = False,
     beams: int = 1,
+    task: str = "candidates",
+    catalogue: Catalogue | None = None,
 ) -> tuple[dict, list[dict]]:
-    """The one evaluation entry point for language models, for both protocols."""
+    """The one evaluation entry point for language models, for both protocols: each sample's candidates, or
+    with a `catalogue` every title of it but the history (`lm_catalogue.py`; generation: constrained)."""
     if protocol == "generation":
         return evaluate_generation(
-            model, codec, samples, domain, batch_size, max_new_tokens, 0, progress, constrained, beams
+            model, codec, samples, domain, batch_size, max_new_tokens, 0, progress, constrained, beams, task, catalogue
         )
     scorer = LMScorer(
-        model, codec, domain, batch_size, progress=progress, layout=layout, score=score, history_readout=history_readout
+        model,
+        codec,
+        domain,
+        batch_size,
+        progress=progress,
+        layout=layout,
+        score=score,
+        history_readout=history_readout,
+        task=task,
     )
+    if catalogue is not None:
+        return evaluate_catalogue(LMCatalogue(scorer), samples, catalogue, batch=batch_size, progress=progress)
     return evaluate_ranking(scorer, samples)

@@ -20,7 +20,7 @@ import torch
 
 from sdporec.data.batching import IGNORE, collate
 from sdporec.data.samples import Sample
-from sdporec.errors import DataError
+from sdporec.errors import ConfigError, DataError
 from sdporec.evaluation.catalogue import Catalogue
 from sdporec.evaluation.scoring import LMScorer
 from sdporec.models.logprobs import cache_kwarg, real_positions
@@ -89,12 +89,16 @@ class LMCatalogue:
         for start in range(0, len(prompts), self.scorer.batch_size):
             part = prompts[start : start + self.scorer.batch_size]
             batch = collate(part, [[[codec.eos_id]] for _ in part], codec.pad_id).to(device)
-            logits = model(
-                input_ids=batch.prompt_ids,
-                attention_mask=batch.prompt_mask,
-                position_ids=real_positions(batch.prompt_mask),
-                logits_to_keep=1,
-            ).logits[:, -1].float()
+            logits = (
+                model(
+                    input_ids=batch.prompt_ids,
+                    attention_mask=batch.prompt_mask,
+                    position_ids=real_positions(batch.prompt_mask),
+                    logits_to_keep=1,
+                )
+                .logits[:, -1]
+                .float()
+            )
             out.append(logits[:, columns] - torch.logsumexp(logits, -1, keepdim=True))
         return torch.cat(out).cpu()
 
@@ -132,12 +136,28 @@ class LMCatalogue:
         longest = max(map(len, part))
         ids = torch.tensor([a + [pad] * (longest - len(a)) for a in part], device=device)
         mask = torch.tensor([[1] * len(a) + [0] * (longest - len(a)) for a in part], device=device)
-        logits = model(
-            input_ids=ids,
-            attention_mask=torch.cat([torch.ones(len(part), length, dtype=mask.dtype, device=device), mask], 1),
-            position_ids=length + torch.arange(longest, device=device).expand(len(part), -1),
-            use_cache=True,
-            **{name: cache},
-        ).logits[:, :-1].float()
+        logits = (
+            model(
+                input_ids=ids,
+                attention_mask=torch.cat([torch.ones(len(part), length, dtype=mask.dtype, device=device), mask], 1),
+                position_ids=length + torch.arange(longest, device=device).expand(len(part), -1),
+                use_cache=True,
+                **{name: cache},
+            )
+            .logits[:, :-1]
+            .float()
+        )
         later = logits.gather(-1, ids[:, 1:, None])[..., 0] - torch.logsumexp(logits, -1)
         return first[ids[:, 0]] + (later * mask[:, 1:]).sum(-1)
+
+
+def model_catalogue(codec, model: str) -> Catalogue:
+    """The catalogue a model ranks unless told (`--catalogue`): the titles of its item tokens; a model reading
+    titles as text has none of its own."""
+    titles = codec.item_titles()
+    if titles is None:
+        raise ConfigError(
+            f"setting 'catalogue': {model} reads titles as text, so it has no catalogue of its own; give the titles "
+            "to rank with --catalogue FILE, one per line (`prepare` writes items.txt)"
+        )
+    return Catalogue(titles, f"the item tokens of {model}")

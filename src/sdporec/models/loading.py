@@ -108,6 +108,7 @@ class InferenceModel:
     checkpoint: Checkpoint
     domain: str  # prompt templates: the flag's, else those training recorded
     history_readout: float | None  # λ to rank with (None: not ranking)
+    task: str = "candidates"  # what its prompts ask: the flag's, else what training recorded
 
 
 def load_for_inference(
@@ -116,6 +117,7 @@ def load_for_inference(
     domain: str | None = None,
     history_readout: float | None = None,
     ranking: bool = True,
+    task: str | None = None,
     chat_template: str = "auto",
     dtype: str = "float32",
     load_in_4bit: bool = False,
@@ -124,7 +126,7 @@ def load_for_inference(
     samples_from: str = "",
 ) -> InferenceModel:
     """The one way `evaluate`, `recommend`, `Recommender.load` and `pipeline` load a model: its record read
-    once (domain, history readout), its codec, every title of `samples` (read from `samples_from`) checked
+    once (domain, task, history readout), its codec, every title of `samples` (read from `samples_from`) checked
     against the codec before any weight loads, then the weights (a float32 adapter merged into them,
     `lora.for_inference`), placed on `device`."""
     checkpoint = Checkpoint.read(path)
@@ -135,7 +137,7 @@ def load_for_inference(
     model, codec = load_model(path, dtype, load_in_4bit, chat_template, codec)
     model = for_inference(model, dtype, load_in_4bit)
     model.to(device if isinstance(device, torch.device) else pick_device(device))
-    return InferenceModel(model, codec, checkpoint, chosen_domain, readout)
+    return InferenceModel(model, codec, checkpoint, chosen_domain, readout, checkpoint.task(task))
 
 
 def quiet_transformers() -> None:

@@ -130,7 +130,10 @@ class PreferenceRecipe:
         process scores its slice (and caches it under its rank); all of them get every sample's row."""
         cfg, acc = self.cfg, self.run.acc
         inputs = inputs_digest(
-            [(training_prompt(s, cfg.domain, cfg.seed, epoch, cfg.task), self.answers(s, epoch, every)) for s in samples]
+            [
+                (training_prompt(s, cfg.domain, cfg.seed, epoch, cfg.task), self.answers(s, epoch, every))
+                for s in samples
+            ]
         )
         key = cache_key(**reference_identity(epoch=epoch, inputs=inputs, **self.settings))
         rank, world = acc.process_index, acc.num_processes
