@@ -179,3 +179,47 @@ def test_smollm2_with_item_tokens_every_stage_and_single_token_scoring(tmp_path,
     with torch.no_grad():
         short, packed = answer_logprobs_short(loaded, batch)[0], answer_logprobs_packed(loaded, batch)[0]
     assert torch.allclose(short, packed, atol=1e-5)
+
+
+def test_smollm2_next_item_with_item_tokens_ranks_and_recommends_from_the_whole_catalogue(tmp_path, capsys):
+    """SmolLM2 with item tokens on the next-item task: SFT, S-DPO, every item ranked from one forward pass (equal to
+    the items scored one at a time, float32), constrained decoding with beams, and `recommend` without candidates
+    giving evaluate's top."""
+    import torch
+
+    from sdporec.data.samples import read_samples
+    from sdporec.evaluation.catalogue import Catalogue
+    from sdporec.evaluation.lm_catalogue import LMCatalogue
+    from sdporec.evaluation.scoring import LMScorer
+    from sdporec.models.loading import load_model
+
+    write_small_splits(tmp_path, users=30, items=60, seed=0, n_train=6, n_valid=3)
+    data = ["--train", str(tmp_path / "train.jsonl"), "--valid", str(tmp_path / "valid.jsonl")]
+    sft = ["sft", "--model", "smollm2-135m", "--lora", "--item-tokens", "--task", "next-item", *data, *FAST]
+    assert main([*sft, "--out", str(tmp_path / "sft")]) == 0
+    assert (
+        main(["sdpo", "--model", str(tmp_path / "sft" / "model"), "--out", str(tmp_path / "sdpo"), *data, *FAST]) == 0
+    )
+    model = str(tmp_path / "sdpo" / "model")
+    evaluate = ["evaluate", "--model", model, "--data", str(tmp_path / "valid.jsonl"), "--no-progress"]
+    assert main([*evaluate, "--candidates", "all", "--out", str(tmp_path / "all")]) == 0
+    metrics = read_evaluation_metrics(tmp_path / "all")
+    assert metrics["catalogue"] == 60 and metrics["task"] == "next-item" and metrics["n"] == 3
+    gen = ["--protocol", "generation", "--constrained", "--beams", "3", "--candidates", "all"]
+    assert main([*evaluate, *gen, "--out", str(tmp_path / "gen")]) == 0
+    assert read_evaluation_metrics(tmp_path / "gen")["valid_ratio"] == 1.0
+
+    first = json.loads(open(tmp_path / "all" / PREDICTIONS).readline())
+    history = read_samples(tmp_path / "valid.jsonl")[0].history
+    capsys.readouterr()
+    assert main(["recommend", "--model", model, "--history", *history, "--top", "3", "--json"]) == 0
+    best = [r["title"] for r in json.loads(capsys.readouterr().out)]
+    assert best == [t for t, _ in first["ranked"] if t not in history][:3]
+
+    loaded, codec = load_model(model)
+    samples = read_samples(tmp_path / "valid.jsonl")[:2]
+    scorer = LMScorer(loaded.eval(), codec, "music", 2, progress=False, task="next-item")
+    items = Catalogue(codec.item_titles())
+    full = LMCatalogue(scorer)(samples, items)
+    one = [[[codec.title_id(t)] for t in items.titles] for _ in samples]
+    assert torch.allclose(full, torch.tensor(scorer.answer_scores([scorer.prompt(s) for s in samples], one)), atol=1e-5)

@@ -47,7 +47,9 @@ class PreferenceConfig(TrainConfig):
         "how each sample's K negatives are chosen among its prompt's non-target "
         "candidates, every epoch: uniform (at random), popular (at random, weighted by how "
         "often each is a training target) or model (the K the reference, the SFT model, "
-        "scores highest: hard negatives)",
+        "scores highest: hard negatives). --task next-item shows no list: uniform draws from the "
+        "catalogue outside the history and target, popular from the whole catalogue, model the "
+        "hardest of the epoch's drawn list",
         choices=NEGATIVE_SOURCES,
     )
     sft_weight: float = setting(

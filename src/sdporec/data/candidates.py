@@ -101,6 +101,24 @@ def popular_negatives(sample: Sample, k: int, popularity: dict[str, int], seed: 
     return sorted(pool, key=lambda c: -keys[c])[:k]
 
 
+def popular_catalogue_negatives(
+    sample: Sample, k: int, items: Sequence[str], cum_weights: Sequence[float], seed: int, epoch: int
+) -> list[str]:
+    """K distinct titles of the whole catalogue `items` outside the sample's history and target, each drawn with
+    probability proportional to its weight (`cum_weights`: their running sums, 1 + how often each is a training
+    target), seeded by sample and epoch: the next-item task's popular negatives, since its prompt shows no list."""
+    excluded = set(sample.history) | {sample.target}
+    if len(items) - len(excluded.intersection(items)) < k:
+        raise ValueError(f"sample {sample.key} has fewer than K={k} catalogue items outside its history")
+    rng = sample_rng(seed, "popular negatives", sample.key, epoch)
+    out: list[str] = []
+    while len(out) < k:  # rejection: the excluded titles are few next to the catalogue
+        t = rng.choices(items, cum_weights=cum_weights)[0]
+        if t not in excluded and t not in out:
+            out.append(t)
+    return out
+
+
 def top_negatives(others: Sequence[str], scores: Sequence[float], k: int) -> list[int]:
     """Indices of the K highest-scored of `others` (the non-target candidates), ties by list position:
     the hard negatives a model itself would rank first."""

@@ -1,12 +1,16 @@
 """Preference recipe: DPO and Softmax-DPO from an SFT checkpoint, which is also the frozen reference.
 
 Each sample's K negatives are drawn (seeded by sample and epoch) from the non-target candidates of the
-prompt the model sees, so they change with every epoch's candidate list. The `sdporec dpo` and `sdporec sdpo`
+prompt the model sees, so they change with every epoch's candidate list. The next-item task shows no list: its
+list is still drawn every epoch, uniformly from the catalogue outside the history and target, so its uniform
+negatives are uniform over that catalogue and its model-chosen ones the hardest of the drawn list; its popular
+negatives are drawn from the whole catalogue. The `sdporec dpo` and `sdporec sdpo`
 commands (their configs and runner) are `sdporec.commands.preference`.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -16,7 +20,13 @@ from typing import Protocol
 import torch
 
 from sdporec.data.batching import IGNORE, AnswerBatch, collate, same_answer_count, split_chosen_rejected
-from sdporec.data.candidates import draw_negatives, popular_negatives, top_negatives
+from sdporec.data.candidates import (
+    catalogue,
+    draw_negatives,
+    popular_catalogue_negatives,
+    popular_negatives,
+    top_negatives,
+)
 from sdporec.data.prompts import training_prompt
 from sdporec.data.samples import Sample
 from sdporec.models.checkpoints import Checkpoint, is_adapter, needs_own_base, save_checkpoint
@@ -76,6 +86,8 @@ class PreferenceRecipe:
         self.precompute = cfg.reference_pass == "precompute"
         self.cut = -1 if cfg.reward_tokens == "title" else None  # the EOS is the answer's last token
         self.popularity = Counter(s.target for s in run.train)
+        self.items = catalogue(run.train)
+        self.cum_weights = list(itertools.accumulate(1 + self.popularity.get(t, 0) for t in self.items))
         self.negatives: dict[str, list[str]] = {}  # this epoch's, where not sampled uniformly
         self.reference: dict[str, torch.Tensor] = {}  # this epoch's, when precomputed
         beside = Path(cfg.model).parent if Path(cfg.model).is_dir() else run.out
@@ -155,7 +167,12 @@ class PreferenceRecipe:
         cfg, k = self.cfg, self.k
         self.negatives.clear()
         self.reference.clear()
-        if cfg.negatives_from == "popular":
+        if cfg.negatives_from == "popular" and cfg.task == "next-item":  # no list shown: the whole catalogue's
+            items, weights = self.items, self.cum_weights
+            self.negatives.update(
+                {s.key: popular_catalogue_negatives(s, k, items, weights, cfg.seed, epoch) for s in samples}
+            )
+        elif cfg.negatives_from == "popular":
             self.negatives.update({s.key: popular_negatives(s, k, self.popularity, cfg.seed, epoch) for s in samples})
         if cfg.negatives_from == "model":  # one pass scores every candidate: the negatives and their references
             scores = self.reference_pass(epoch, samples, True)

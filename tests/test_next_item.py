@@ -1,0 +1,252 @@
+"""The next-item task and the whole catalogue for language models: prompts with the history alone, scores over the
+catalogue equal to the same items scored one at a time (item tokens, text titles, the history readout), constrained
+decoding over the catalogue, catalogue negatives, and the built-in backbone end to end through the CLI."""
+
+import json
+import random
+from collections import Counter
+
+import pytest
+import torch
+
+from sdporec.cli import main
+from sdporec.data.batching import IGNORE
+from sdporec.data.candidates import popular_catalogue_negatives
+from sdporec.data.prompts import NEXT_ITEM_TEMPLATES, TEMPLATES, build_prompt, split_words, template_words
+from sdporec.data.samples import Sample, read_samples
+from sdporec.evaluation.catalogue import Catalogue
+from sdporec.evaluation.evaluate import evaluate_generation
+from sdporec.evaluation.lm_catalogue import LMCatalogue
+from sdporec.evaluation.scoring import LMScorer
+from sdporec.runs import PREDICTIONS, read_evaluation_metrics
+
+
+def test_next_item_templates_use_only_the_list_templates_words():
+    """So the built-in backbone's vocabulary, and every token id in it, is what it was before the task existed."""
+    words = {
+        w
+        for fmts in TEMPLATES.values()
+        for f in fmts
+        for w in split_words(f.replace("{history}", " ").replace("{candidates}", " "))
+    }
+    assert set(template_words()) == words | {","}
+    assert all("{candidates}" not in f and "{history}" in f for fmts in NEXT_ITEM_TEMPLATES.values() for f in fmts)
+    assert [len(f) for f in NEXT_ITEM_TEMPLATES.values()] == [len(f) for f in TEMPLATES.values()]
+
+
+def test_a_next_item_prompt_shows_the_history_and_no_candidate():
+    prompt = build_prompt(["A", "B"], ["C", "D"], "movies", 0, task="next-item")
+    assert [t for kind, t in prompt.pieces if kind == "title"] == ["A", "B"]
+    assert prompt.text == (
+        "Movies watched, oldest first: A, B. Which movie will this viewer watch next? Answer with its title."
+    )
+    assert prompt.history == (1, 3)
+    with pytest.raises(ValueError, match="unknown task"):
+        build_prompt(["A"], ["C"], "movies", 0, task="next")
+
+
+def _samples(titles, n, seed):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        picked = rng.sample(titles, 2 + rng.randint(1, 5))
+        out.append(Sample(picked[:-1], rng.sample(titles, 4), picked[-1], key=f"s{i}"))
+    return out
+
+
+@pytest.mark.parametrize("task", ["candidates", "next-item"])
+@pytest.mark.parametrize("readout", [0.0, 0.5, 1.0])
+def test_item_token_catalogue_scores_equal_the_items_scored_one_at_a_time(tiny_llama, task, readout):
+    """One forward pass per batch of prompts against every item as its own one-token answer (the EOS left out)."""
+    model, codec = tiny_llama
+    titles = codec.item_titles()
+    samples = _samples(titles, 5, 0)
+    scorer = LMScorer(model, codec, "music", 2, progress=False, history_readout=readout, task=task)
+    full = LMCatalogue(scorer)(samples, Catalogue(titles))
+    one = [[[codec.title_id(t)] for t in titles] for _ in samples]
+    prompt = torch.tensor(scorer.answer_scores([scorer.prompt(s) for s in samples], one))
+    history = torch.tensor(scorer.answer_scores([codec.encode_history(s.history, IGNORE)[0] for s in samples], one))
+    assert full.shape == (5, len(titles))
+    assert torch.allclose(full, (1 - readout) * prompt + readout * history, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [7, 64])
+@pytest.mark.parametrize("readout", [0.0, 1.0])
+def test_text_catalogue_scores_equal_the_titles_scored_one_at_a_time(tiny_text_model, chunk, readout):
+    """The prompt run once and the titles in chunks on its cache, cut back after each: every title's whole answer
+    (tokens, then EOS) as the ranking protocol scores it; the last chunk shorter than the others."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sdporec.data.codec import TextCodec
+
+    d, splits = tiny_text_model
+    model = AutoModelForCausalLM.from_pretrained(str(d / "model")).float().eval()
+    codec = TextCodec(AutoTokenizer.from_pretrained(str(d / "model")))
+    items = Catalogue.of_samples(splits["train"][:16])
+    samples = _samples(items.titles, 3, 1)
+    scorer = LMScorer(model, codec, "music", 2, progress=False, history_readout=readout, task="next-item")
+    full = LMCatalogue(scorer, chunk)(samples, items)
+    if readout == 0:
+        prompts = [scorer.prompt(s) for s in samples]
+        answers = [[codec.encode_answer(t) for t in items.titles] for _ in samples]
+    else:
+        prompts = [codec.encode_history(s.history, IGNORE)[0] for s in samples]
+        answers = [[codec.encode_next_title(t) for t in items.titles] for _ in samples]
+    assert len(items) % chunk and full.shape == (3, len(items))
+    assert torch.allclose(full, torch.tensor(scorer.answer_scores(prompts, answers)), atol=1e-5)
+
+
+def test_constrained_generation_over_the_catalogue_names_a_catalogue_title_never_in_the_history(tiny_text_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sdporec.data.codec import TextCodec
+
+    d, splits = tiny_text_model
+    model = AutoModelForCausalLM.from_pretrained(str(d / "model")).float().eval()
+    codec = TextCodec(AutoTokenizer.from_pretrained(str(d / "model")))
+    items = Catalogue(sorted({t for s in splits["train"] for t in s.history})[:25])
+    samples = _samples(items.titles, 6, 2)
+    samples[0].history.append(samples[0].target)  # a user who came back to the target: it stays allowed
+    metrics, rows = evaluate_generation(
+        model, codec, samples, "music", 3, progress=False, constrained=True, beams=4, task="next-item", catalogue=items
+    )
+    assert metrics["valid_ratio"] == 1.0
+    for s, row in zip(samples, rows):
+        barred = set(s.history) - {s.target}
+        assert len(set(row["beams"])) == 4
+        assert all(t in items.index and t not in barred for t in row["beams"]) and row["answer"] == row["beams"][0]
+
+
+def test_popular_catalogue_negatives_are_outside_the_history_and_favour_popular_items():
+    items = [f"i{n}" for n in range(30)]
+    weights = [1 + (100 if t == "i7" else 0) for t in items]
+    cum = [sum(weights[: n + 1]) for n in range(len(items))]
+    sample = Sample(["i1", "i2"], [], "i3", key="k")
+    drawn = [popular_catalogue_negatives(sample, 3, items, cum, 0, epoch) for epoch in range(200)]
+    assert all(len(set(d)) == 3 and not set(d) & {"i1", "i2", "i3"} for d in drawn)
+    counts = Counter(t for d in drawn for t in d)
+    assert counts["i7"] > 150 and counts["i7"] > 5 * max(c for t, c in counts.items() if t != "i7")
+    assert drawn[0] == popular_catalogue_negatives(sample, 3, items, cum, 0, 0) != drawn[1]
+    with pytest.raises(ValueError, match="fewer than K"):
+        popular_catalogue_negatives(Sample(items[:28], [], items[28], key="x"), 2, items, cum, 0, 0)
+
+
+FAST = ["--hidden", "32", "--layers", "1", "--heads", "2", "--batch-size", "16", "--no-progress"]
+
+
+def test_next_item_on_the_builtin_backbone_from_sft_to_recommend(tmp_path, capsys):
+    """SFT and S-DPO on the next-item task (recorded with the checkpoint), evaluated over the whole catalogue and on
+    the lists, constrained decoding with beams, and `recommend` without candidates."""
+    assert main(["prepare", "--out", str(tmp_path / "d"), "--users", "60", "--items", "40", "--genres", "4"]) == 0
+    data = ["--train", str(tmp_path / "d" / "train.jsonl"), "--valid", str(tmp_path / "d" / "valid.jsonl")]
+    sft = ["sft", "--task", "next-item", "--epochs", "1", "--history-weight", "1", *data, *FAST]
+    assert main([*sft, "--out", str(tmp_path / "sft")]) == 0
+    assert json.loads((tmp_path / "sft" / "model" / "sdporec_checkpoint.json").read_text())["config"]["task"] == (
+        "next-item"
+    )
+    sdpo = ["sdpo", "--model", str(tmp_path / "sft" / "model"), "--negatives-from", "popular", "--epochs", "1"]
+    assert main([*sdpo, *data, "--batch-size", "16", "--no-progress", "--out", str(tmp_path / "sdpo")]) == 0
+    model = str(tmp_path / "sdpo" / "model")
+    test = str(tmp_path / "d" / "test.jsonl")
+    evaluate = ["evaluate", "--model", model, "--data", test, "--no-progress", "--history-readout", "0"]
+    assert main([*evaluate, "--candidates", "all", "--out", str(tmp_path / "all")]) == 0
+    metrics = read_evaluation_metrics(tmp_path / "all")
+    assert metrics["task"] == "next-item" and metrics["catalogue"] == 40 and 0 <= metrics["hr@20"] <= 1
+    rows = [json.loads(line) for line in open(tmp_path / "all" / PREDICTIONS)]
+    assert all(r["catalogue"] == 40 - len(set(r_hist) - {r["target"]}) for r, r_hist in zip(rows, _histories(test)))
+    assert main([*evaluate, "--out", str(tmp_path / "list")]) == 0
+    assert read_evaluation_metrics(tmp_path / "list")["n"] == len(rows)
+    generation = ["--protocol", "generation", "--constrained", "--beams", "5", "--candidates", "all"]
+    assert main([*evaluate[:-2], *generation, "--out", str(tmp_path / "gen")]) == 0
+    assert read_evaluation_metrics(tmp_path / "gen")["valid_ratio"] == 1.0
+
+    history = _histories(test)[0]
+    (tmp_path / "exclude.txt").write_text("\n".join(rows[0]["ranked"][i][0] for i in (0, 2)) + "\n")
+    capsys.readouterr()
+    recommend = ["recommend", "--model", model, "--history", *history, "--history-readout", "0", "--json"]
+    assert main([*recommend, "--top", "5"]) == 0
+    best = [r["title"] for r in json.loads(capsys.readouterr().out)]
+    assert best == [t for t, _ in rows[0]["ranked"][:5]]  # evaluate's top for the same history
+    assert main([*recommend, "--top", "5", "--exclude", str(tmp_path / "exclude.txt")]) == 0
+    kept = [r["title"] for r in json.loads(capsys.readouterr().out)]
+    assert kept == [t for t, _ in rows[0]["ranked"] if t not in {best[0], best[2]}][:5]
+
+
+def _histories(path) -> list[list[str]]:
+    return [json.loads(line)["historyList"] for line in open(path)]
+
+
+def test_catalogue_settings_are_one_line_errors(tmp_path, capsys, tiny_text_model):
+    """A list-task checkpoint asked for the whole catalogue, a text model with no catalogue, a history title
+    outside the catalogue file, and more beams than titles: each names its setting or file, row and title."""
+    assert main(["prepare", "--out", str(tmp_path / "d"), "--users", "60", "--items", "40", "--genres", "4"]) == 0
+    data = ["--train", str(tmp_path / "d" / "train.jsonl"), "--valid", str(tmp_path / "d" / "valid.jsonl")]
+    assert main(["sft", "--epochs", "1", *data, *FAST, "--out", str(tmp_path / "sft")]) == 0
+    test = str(tmp_path / "d" / "test.jsonl")
+    evaluate = ["evaluate", "--model", str(tmp_path / "sft" / "model"), "--data", test, "--no-progress"]
+    capsys.readouterr()
+    assert main([*evaluate, "--candidates", "all", "--out", str(tmp_path / "e1")]) == 2
+    assert "setting 'candidates'" in capsys.readouterr().err
+    assert main([*evaluate, "--candidates", "all", "--task", "next-item", "--out", str(tmp_path / "e2")]) == 0
+    (tmp_path / "few.txt").write_text("Nothing\n")
+    assert main([*evaluate, "--candidates", "all", "--catalogue", str(tmp_path / "few.txt"), "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "test.jsonl" in err and "historyList" in err and "not in the catalogue" in err
+    gen = ["--protocol", "generation", "--constrained", "--task", "next-item", "--candidates", "all"]
+    assert main([*evaluate, *gen, "--beams", "41", "--out", str(tmp_path / "e3")]) == 2
+    assert "setting 'beams'" in capsys.readouterr().err
+    assert not (tmp_path / "e3").exists() and not (tmp_path / "x").exists()
+    d, _ = tiny_text_model
+    text = ["evaluate", "--model", str(d / "model"), "--data", str(d / "valid.jsonl"), "--task", "next-item"]
+    assert main([*text, "--candidates", "all", "--no-progress", "--out", str(tmp_path / "e4")]) == 2
+    assert "setting 'catalogue'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("item_tokens", [False, True], ids=["titles", "item-tokens"])
+def test_next_item_on_a_pretrained_text_model_from_sft_to_recommend(tiny_text_model, tmp_path, capsys, item_tokens):
+    """A tiny random Llama reading titles as text (the catalogue from a file) or with item tokens (its own):
+    next-item SFT, S-DPO, the whole catalogue ranked, constrained decoding with beams, `recommend` without
+    candidates agreeing with evaluate's top."""
+    d, splits = tiny_text_model
+    data = ["--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl")]
+    fast = ["--epochs", "1", "--batch-size", "8", "--eval-samples", "4", "--no-progress"]
+    tokens = ["--item-tokens"] if item_tokens else []
+    assert (
+        main(
+            [
+                "sft",
+                "--model",
+                str(d / "model"),
+                "--task",
+                "next-item",
+                *tokens,
+                *data,
+                *fast,
+                "--out",
+                str(tmp_path / "sft"),
+            ]
+        )
+        == 0
+    )
+    sdpo = ["sdpo", "--model", str(tmp_path / "sft" / "model"), *data, *fast, "--out", str(tmp_path / "sdpo")]
+    assert main(sdpo) == 0
+    files = read_samples(d / "train.jsonl") + read_samples(d / "valid.jsonl")
+    titles = sorted({t for s in files for t in (*s.history, *s.candidates)})
+    (tmp_path / "items.txt").write_text("\n".join(titles) + "\n")
+    catalogue = [] if item_tokens else ["--catalogue", str(tmp_path / "items.txt")]
+    model = str(tmp_path / "sdpo" / "model")
+    evaluate = ["evaluate", "--model", model, "--data", str(d / "valid.jsonl"), "--no-progress", *catalogue]
+    assert main([*evaluate, "--candidates", "all", "--out", str(tmp_path / "all")]) == 0
+    metrics = read_evaluation_metrics(tmp_path / "all")
+    assert metrics["catalogue"] == len(titles) and metrics["n"] == 4 and metrics["task"] == "next-item"
+    gen = ["--protocol", "generation", "--constrained", "--beams", "3", "--candidates", "all"]
+    assert main([*evaluate, *gen, "--out", str(tmp_path / "gen")]) == 0
+    rows = [json.loads(line) for line in open(tmp_path / "gen" / PREDICTIONS)]
+    assert all(len(r["beams"]) == 3 and set(r["beams"]) <= set(titles) for r in rows)
+    first = json.loads(open(tmp_path / "all" / PREDICTIONS).readline())
+    history = files[16].history  # the first validation sample's
+    capsys.readouterr()
+    assert main(["recommend", "--model", model, "--history", *history, *catalogue, "--top", "3", "--json"]) == 0
+    best = [r["title"] for r in json.loads(capsys.readouterr().out)]
+    expected = [t for t, _ in first["ranked"] if t not in history or t == first["target"]]
+    assert best == [t for t in expected if t not in history][:3]
