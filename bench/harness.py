@@ -10,6 +10,8 @@ seconds per seed) and `differences` (a, b, metric, difference, low, high: paired
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,3 +71,16 @@ def ranking_rate(model, codec, samples, batch: int, domain: str = "movies") -> t
     rate = len(samples) / (time.perf_counter() - started)
     tokens = sum(len(codec.encode_prompt(build_prompt(s.history, s.candidates, domain))) for s in samples)
     return rate, tokens / len(samples)
+
+
+def movielens(work: Path, n: int):
+    """MovieLens-100K as `prepare movielens-100k` writes it (in `work/prepared`, once): its training samples and
+    the first `n` test samples."""
+    from sdporec.data.samples import read_samples
+
+    prepared = work / "prepared"
+    if not (prepared / "test.jsonl").is_file():
+        command = ["prepare", "movielens-100k", "--raw", str(SHARED / "ml-100k"), "--out", str(prepared)]
+        subprocess.run([sys.executable, "-m", "sdporec", *command], check=True, stdout=subprocess.DEVNULL)
+    train = read_samples(prepared / "train.jsonl", "train")
+    return train, read_samples(prepared / "test.jsonl", "test")[:n]

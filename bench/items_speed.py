@@ -15,40 +15,14 @@ import argparse
 import copy
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
-from harness import ranking_rate  # bench/ is on the path when this file runs as a script
+from harness import movielens, ranking_rate  # bench/ is on the path when this file runs as a script
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-
-
-def movielens(work: Path, n: int):
-    from sdporec.data.samples import read_samples
-
-    prepared = work / "prepared"
-    if not (prepared / "test.jsonl").is_file():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "sdporec",
-                "prepare",
-                "movielens-100k",
-                "--raw",
-                str(SHARED / "ml-100k"),
-                "--out",
-                str(prepared),
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    train = read_samples(prepared / "train.jsonl", "train")
-    return train, read_samples(prepared / "test.jsonl", "test")[:n]
 
 
 def rows(model, text_codec, titles, args):

@@ -83,18 +83,18 @@ class Checkpoint:
     def domain(self, flag: str | None) -> str:
         """The prompt domain for a command that loads this checkpoint: the one its training recorded unless
         `flag` names one; a flag that disagrees is honoured with a warning. Without either: music."""
-        return self._prompt_setting("domain", flag, "music")
+        return self._prompt_setting("domain", flag, "music", "{} prompts")
 
     def task(self, flag: str | None) -> str:
         """The task its prompts ask (`data.prompts.TASKS`), as `domain` chooses. Without either: candidates."""
-        return self._prompt_setting("task", flag, "candidates")
+        return self._prompt_setting("task", flag, "candidates", "the {} task")
 
-    def _prompt_setting(self, name: str, flag: str | None, default: str) -> str:
+    def _prompt_setting(self, name: str, flag: str | None, default: str, what: str) -> str:
         recorded = (self.meta.get("config") or {}).get(name)
         if flag is None:
             return recorded or default
         if recorded and recorded != flag:
-            warn(f"{self.path} was trained with {name} {recorded} prompts; using --{name} {flag} as asked")
+            warn(f"{self.path} was trained on {what.format(recorded)}; using --{name} {flag} as asked")
         return flag
 
     def history_readout(self, flag: float | None) -> float:
