@@ -126,7 +126,9 @@ def main() -> None:
         record["eos"] = eos_effect(args.checkpoint, samples[: args.eos_samples])
         print("eos", json.dumps(record["eos"]), flush=True)
     (out / "speed.json").write_text(json.dumps(record, indent=2) + "\n")
-    print("| row | items | samples | 20 candidates, samples/s | whole catalogue, samples/s | catalogue cost / list cost |")
+    print(
+        "| row | items | samples | 20 candidates, samples/s | whole catalogue, samples/s | catalogue cost / list cost |"
+    )
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
         print(

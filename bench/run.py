@@ -5,7 +5,9 @@
 A spec is declarative: per seed, `setup` commands (data, a whole pipeline) and then `rows`, each a list of
 `steps` (sdporec commands, or the runner's own `split-tail` and `subset`) ending in an evaluation folder
 (`eval`, default the row's own folder) that holds `metrics.json` and `predictions.jsonl`. `compare` names row
-pairs whose differences get paired bootstrap 95% intervals (`sdporec compare`, the seeds pooled). In commands, `{seed}`,
+pairs whose differences get paired bootstrap 95% intervals (`sdporec compare`, the seeds pooled); `groups: TRAIN`
+(one seed) does that again within cold, rare (1 to `rare`, default 10) and frequent targets of that training
+file. In commands, `{seed}`,
 `{seed_dir}` (this seed's folder), `{data}` ({seed_dir}/data), `{shared}` (../shared/data), `{row}` (this row's
 folder) and `{ID}` (the folder of the row ID) are filled in. Every command is checked against sdporec's own
 parser before anything runs.
@@ -58,6 +60,8 @@ class Spec:
     rows: list[Row]
     compare: list[tuple[str, str]]
     metrics: list[str]
+    groups: str = ""  # a training file: each compared pair again within cold / rare / frequent targets
+    rare: int = 10
 
 
 def load_spec(path: Path) -> Spec:
@@ -68,7 +72,7 @@ def load_spec(path: Path) -> Spec:
         raise ResultsError(f"{path}: cannot be read ({' '.join(str(e).split())[:200]})") from None
     if not isinstance(raw, dict):
         raise ResultsError(f"{path}: expected a mapping (question, seeds, setup, rows, compare, metrics)")
-    unknown = set(raw) - {"question", "seeds", "setup", "rows", "compare", "metrics"}
+    unknown = set(raw) - {"question", "seeds", "setup", "rows", "compare", "metrics", "groups", "rare"}
     if unknown:
         raise ResultsError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
     rows = []
@@ -98,7 +102,11 @@ def load_spec(path: Path) -> Spec:
         rows,
         compare,
         metrics,
+        str(raw.get("groups") or ""),
+        int(raw.get("rare", 10)),
     )
+    if spec.groups and len(spec.seeds) > 1:
+        raise ResultsError(f"{path}: groups: each seed's training file groups its own targets; give one seed")
     for where, command in commands(spec, Path("/work"), spec.seeds[0]):
         check_command(spec, where, command)
     return spec
@@ -253,7 +261,7 @@ def machine() -> dict:
     }
 
 
-def results(spec: Spec, per_seed: dict[int, dict[str, dict]], argv: list[str]) -> dict:
+def results(spec: Spec, per_seed: dict[int, dict[str, dict]], argv: list[str], work: Path) -> dict:
     """The results file's content, from the finished evaluations of every seed."""
     from sdporec.evaluation.compare import compare_predictions
     from sdporec.runs import read_evaluation_metrics
@@ -272,17 +280,24 @@ def results(spec: Spec, per_seed: dict[int, dict[str, dict]], argv: list[str]) -
                 }
         seconds = [per_seed[s][row.id]["seconds"] for s in spec.seeds]
         rows.append({"id": row.id, "label": row.label, "n": found[0].get("n"), "metrics": metrics, "seconds": seconds})
-    differences = []
+    differences, groups = [], {}
     labels = {r.id: r.label for r in spec.rows}
+    by_frequency = frequency_groups(spec, work)
     for a, b in spec.compare:  # pair by pair: a pair's intervals do not depend on the other rows
         got = compare_predictions(
-            [[per_seed[s][i]["eval"] for s in spec.seeds] for i in (a, b)], [labels[a], labels[b]], seed=0
+            [[per_seed[s][i]["eval"] for s in spec.seeds] for i in (a, b)],
+            [labels[a], labels[b]],
+            seed=0,
+            groups=by_frequency,
         )
-        differences += [
-            {k: d[k] for k in ("a", "b", "metric", "difference", "low", "high")}
-            for d in got["differences"]
-            if d["metric"] in spec.metrics
-        ]
+        differences += kept_differences(spec, got)
+        for name, part in got.get("groups", {}).items():
+            group = groups.setdefault(
+                name, {"bounds": part["bounds"], "n": part["n"], "metrics": {}, "differences": []}
+            )
+            for label, values in part["metrics"].items():
+                group["metrics"][label] = {m: v for m, v in values.items() if m in spec.metrics}
+            group["differences"] += kept_differences(spec, part)
     return {
         "spec": str(spec.path.relative_to(ROOT) if spec.path.is_relative_to(ROOT) else spec.path),
         "question": spec.question,
@@ -293,7 +308,28 @@ def results(spec: Spec, per_seed: dict[int, dict[str, dict]], argv: list[str]) -
         "seconds": [round(sum(r["seconds"] or 0 for r in per_seed[s].values()), 1) for s in spec.seeds],
         "rows": rows,
         "differences": differences,
+        **({"groups": groups} if groups else {}),
     }
+
+
+def frequency_groups(spec: Spec, work: Path):
+    """The spec's cold / rare / frequent grouping of targets by its training file (None without `groups`)."""
+    if not spec.groups:
+        return None
+    from sdporec.data.samples import read_samples
+    from sdporec.evaluation.compare import FrequencyGroups
+
+    seed = spec.seeds[0]
+    train = fill(spec.groups, spec, work / f"seed{seed}", seed, None)
+    return FrequencyGroups(read_samples(train, "train"), spec.rare)
+
+
+def kept_differences(spec: Spec, compared: dict) -> list[dict]:
+    return [
+        {k: d[k] for k in ("a", "b", "metric", "difference", "low", "high")}
+        for d in compared["differences"]
+        if d["metric"] in spec.metrics
+    ]
 
 
 def side_by_side(spec_file: Path, work: Path, seeds: list[int], jobs: int) -> None:
@@ -333,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run or args.no_results:
             return 0
         out = args.out or RESULTS / f"{spec.name}.json"
-        write_results(out, results(spec, per_seed, [str(args.spec), *argv[1:]]))
+        write_results(out, results(spec, per_seed, [str(args.spec), *argv[1:]], work))
         print(f"results: {out}")
     except ResultsError as e:
         print(f"bench/run.py: error: {e}", file=sys.stderr)

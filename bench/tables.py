@@ -5,8 +5,9 @@
 
 A table's place in a markdown file is marked by `<!-- results NAME -->` and `<!-- /results -->`; what lies
 between is generated from bench/results/NAME.json (written by bench/run.py): one row per spec row with the
-mean (± std over seeds) of each metric, the paired 95% intervals of the compared rows, and the command,
-machine and date that produced it. Nothing between the markers is written by hand.
+mean (± std over seeds) of each metric, the paired 95% intervals of the compared rows (and both again within
+cold, rare and frequent targets where the spec has `groups`), and the command, machine and date that produced
+it. Nothing between the markers is written by hand.
 """
 
 from __future__ import annotations
@@ -66,6 +67,18 @@ def _differences(differences: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+def _group(name: str, group: dict) -> list[str]:
+    """The compared rows' metrics and intervals within one group of targets (`groups` of a spec)."""
+    found = {m for values in group["metrics"].values() for m in values}
+    metrics = [m for m in HEADERS if m in found]
+    title = f"{name} targets (a training target {group['bounds']} times), {group['n']:,} samples"
+    lines = [f"| {title} | " + " | ".join(HEADERS[m] for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for label, values in group["metrics"].items():
+        cells = ["-" if values.get(m) is None else f"{values[m]:.4f}" for m in metrics]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return [*lines, "", *_differences(group["differences"])]
+
+
 def render(results: dict) -> str:
     """The markdown of one results file: the table, the intervals, and where the numbers come from."""
     metrics = [m for m in HEADERS if any(m in r["metrics"] for r in results["rows"])]
@@ -83,6 +96,8 @@ def render(results: dict) -> str:
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += _differences(results["differences"])
+    for name, group in results.get("groups", {}).items():
+        lines += _group(name, group)
     m = results["machine"]
     where = f"{m.get('gpu') or m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}"
     seconds = results.get("seconds") or []

@@ -181,6 +181,61 @@ def test_a_spec_may_hold_both_protocols_and_compares_within_one(tmp_path):
     assert "| pop_list | 0." in tables.render(got) and " | - |" in tables.render(got)
 
 
+COLD = """question: cold targets apart
+seeds: [0]
+setup:
+  - prepare builtin --out {data} --users 60 --items 80 --genres 4 --cold-items 0.2 --overwrite
+rows:
+  - id: pop
+    steps: ['baseline popularity --train {data}/train.jsonl --eval {data}/test.jsonl --out {row} --candidates all']
+  - id: counts
+    steps: ['baseline item-counts --train {data}/train.jsonl --eval {data}/test.jsonl --out {row} --candidates all']
+compare: [[counts, pop]]
+metrics: [hr@10]
+groups: "{data}/train.jsonl"
+"""
+
+
+def test_groups_compare_again_within_cold_rare_and_frequent_targets(tmp_path, capsys):
+    """As `sdporec compare --by-frequency` reports them, in the results file and the generated table."""
+    from sdporec.cli import main
+
+    (tmp_path / "cold.yaml").write_text(COLD)
+    assert (
+        runner.main([str(tmp_path / "cold.yaml"), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "cold.json")])
+        == 0
+    )
+    got = harness.load_results("cold", tmp_path)
+    seed = tmp_path / "w" / "cold" / "seed0"
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "compare",
+                str(seed / "counts"),
+                str(seed / "pop"),
+                "--by-frequency",
+                str(seed / "data" / "train.jsonl"),
+                "--out",
+                str(tmp_path / "cmp.json"),
+            ]
+        )
+        == 0
+    )
+    expected = json.loads((tmp_path / "cmp.json").read_text())["groups"]
+    assert set(got["groups"]) == set(expected) and "cold" in got["groups"]
+    for name, group in got["groups"].items():
+        assert group["n"] == expected[name]["n"] and group["bounds"] == expected[name]["bounds"]
+        assert group["metrics"]["counts"]["hr@10"] == expected[name]["metrics"]["counts"]["hr@10"]
+        want = next(d for d in expected[name]["differences"] if d["metric"] == "hr@10")
+        assert group["differences"] == [{k: want[k] for k in ("a", "b", "metric", "difference", "low", "high")}]
+    cold = got["groups"]["cold"]
+    assert f"| cold targets (a training target 0 times), {cold['n']:,} samples | HR@10 |" in tables.render(got)
+    (tmp_path / "two.yaml").write_text(COLD.replace("seeds: [0]", "seeds: [0, 1]"))
+    assert runner.main([str(tmp_path / "two.yaml"), "--dry-run"]) == 2
+    assert "give one seed" in capsys.readouterr().err
+
+
 def test_rows_of_different_sizes_each_say_theirs():
     rows = [dict(RESULTS["rows"][0], n=2767), dict(RESULTS["rows"][1], n=10497)]
     text = tables.render({**RESULTS, "rows": rows, "differences": []})

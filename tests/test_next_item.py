@@ -250,3 +250,38 @@ def test_next_item_on_a_pretrained_text_model_from_sft_to_recommend(tiny_text_mo
     best = [r["title"] for r in json.loads(capsys.readouterr().out)]
     expected = [t for t, _ in first["ranked"] if t not in history or t == first["target"]]
     assert best == [t for t in expected if t not in history][:3]
+
+
+def test_recommend_without_candidates_needs_a_next_item_question_and_a_catalogue(tmp_path, capsys, tiny_text_model):
+    """A list-task checkpoint without candidates, a text model without a catalogue, a history title the catalogue
+    lacks: one-line errors naming the setting or field; with --task next-item the list-task checkpoint answers."""
+    from sdporec import Recommender
+    from sdporec.errors import ConfigError, DataError
+
+    assert main(["prepare", "--out", str(tmp_path / "d"), "--users", "60", "--items", "40", "--genres", "4"]) == 0
+    data = ["--train", str(tmp_path / "d" / "train.jsonl"), "--valid", str(tmp_path / "d" / "valid.jsonl")]
+    assert main(["sft", "--epochs", "1", *data, *FAST, "--out", str(tmp_path / "sft")]) == 0
+    model = str(tmp_path / "sft" / "model")
+    history = _histories(tmp_path / "d" / "test.jsonl")[0]
+    capsys.readouterr()
+    assert main(["recommend", "--model", model, "--history", *history]) == 2
+    assert "setting 'candidates'" in capsys.readouterr().err
+    assert main(["recommend", "--model", model, "--history", *history, "--task", "next-item", "--top", "4"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 4
+    rec = Recommender.load(model, task="next-item")
+    best = rec.recommend(history, top=3, exclude=[rec.recommend(history, top=1)[0][0]])
+    assert len(best) == 3 and not {t for t, _ in best} & set(history)
+    with pytest.raises(DataError, match="historyList"):
+        rec.recommend(["Nothing at all"], top=3)
+    d, _ = tiny_text_model
+    text = Recommender.load(str(d / "model"), task="next-item")
+    with pytest.raises(ConfigError, match="setting 'catalogue'"):
+        text.recommend(["A"], top=3)
+
+
+def test_pipeline_on_the_next_item_task(tmp_path):
+    run = ["pipeline", "--task", "next-item", "--users", "60", "--items", "40", "--sft-epochs", "1", *FAST[:-3]]
+    assert main([*run, "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    for stage in ("sft", "dpo", "sdpo"):
+        assert "task: next-item" in (tmp_path / "run" / stage / "config.yaml").read_text()
+        assert read_evaluation_metrics(tmp_path / "run" / "eval" / stage)["n"] > 0

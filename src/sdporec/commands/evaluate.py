@@ -138,19 +138,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     from sdporec.models.loading import load_for_inference  # local: pulls in transformers
     from sdporec.processes import process_state
 
-    samples = read_samples(cfg.data, "eval")
-    samples = samples[: cfg.limit] if cfg.limit else samples
-    items = Catalogue.read(cfg.catalogue) if cfg.catalogue else None
-    if items is not None:  # checked before the model loads
-        items.require_known(samples, cfg.data)
-    require(
-        items is None or cfg.beams <= len(items), "beams", f"must not exceed the catalogue's {len(items or ())} titles"
-    )
-    short = next((s for s in samples if len(s.candidates) < cfg.beams), None)
-    if short is not None and cfg.candidates == "list":
-        raise DataError(
-            cfg.data, short.row, "itemList", f"{len(short.candidates)} candidates, fewer than --beams {cfg.beams}"
-        )
+    samples, items = read_inputs(cfg)
     state = process_state(cfg.device)
     loaded = load_for_inference(
         cfg.model,
@@ -193,8 +181,35 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         state.process_index,
         state.num_processes,
     )
+    extra = {**run_record(cfg, model, codec, items), "seconds": round(time.time() - started, 1)}
+    extra["processes"] = state.num_processes
+    if state.is_main_process:
+        write_results(cfg.out, metrics, rows, extra, config_text(cfg))
+    state.wait_for_everyone()
+    return {**metrics, **extra}
+
+
+def read_inputs(cfg: EvaluateConfig) -> tuple[list, Catalogue | None]:
+    """The samples (the first `limit`) and the `--catalogue` file, checked against each other and `--beams` before
+    the model loads."""
+    samples = read_samples(cfg.data, "eval")
+    samples = samples[: cfg.limit] if cfg.limit else samples
+    items = Catalogue.read(cfg.catalogue) if cfg.catalogue else None
+    if items is not None:
+        items.require_known(samples, cfg.data)
+        require(cfg.beams <= len(items), "beams", f"must not exceed the catalogue's {len(items)} titles")
+    short = next((s for s in samples if len(s.candidates) < cfg.beams), None)
+    if short is not None and cfg.candidates == "list":
+        raise DataError(
+            cfg.data, short.row, "itemList", f"{len(short.candidates)} candidates, fewer than --beams {cfg.beams}"
+        )
+    return samples, items
+
+
+def run_record(cfg: EvaluateConfig, model, codec, items: Catalogue | None) -> dict:
+    """What metrics.json records beside the metrics: how the evaluation ran."""
     ranking = cfg.protocol == "ranking"
-    extra = {
+    return {
         "protocol": cfg.protocol,
         "score": cfg.score if ranking else None,
         "layout": running_layout(cfg.layout, model, codec.short_answers) if ranking else None,
@@ -207,13 +222,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         "chat_template": getattr(codec, "chat", False),
         "model": cfg.model,
         "data": cfg.data,
-        "seconds": round(time.time() - started, 1),
-        "processes": state.num_processes,
     }
-    if state.is_main_process:
-        write_results(cfg.out, metrics, rows, extra, config_text(cfg))
-    state.wait_for_everyone()
-    return {**metrics, **extra}
 
 
 def whole_catalogue(cfg: EvaluateConfig, loaded, samples, items: Catalogue | None) -> Catalogue:

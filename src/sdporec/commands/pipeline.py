@@ -27,7 +27,7 @@ from sdporec.config import require_device, require_input, save_config
 from sdporec.data.candidates import catalogue, require_negatives
 from sdporec.data.codec import first_unknown_title
 from sdporec.data.hybrid import ITEM_TEXT, item_key
-from sdporec.data.prompts import DOMAINS
+from sdporec.data.prompts import DOMAINS, TASKS
 from sdporec.data.samples import read_samples, sample_error
 from sdporec.errors import require, warn
 from sdporec.evaluation.baselines import Popularity
@@ -49,6 +49,12 @@ class PipelineConfig:
     out: str = setting("runs/default", "output directory")
     data: str = setting("", "directory with train.jsonl, valid.jsonl, test.jsonl (empty: generate the built-in data)")
     domain: str = setting("music", "prompt templates to use", choices=DOMAINS)
+    task: str = setting(
+        "candidates",
+        "candidates: prompts list the candidates (the paper's); next-item: the history alone (as `sft --task`); "
+        "every stage is ranked on the test split's candidate lists",
+        choices=TASKS,
+    )
     users: int = setting(800, "built-in data: number of users")
     items: int = setting(300, "built-in data: number of items")
     model: str = setting(
@@ -234,6 +240,7 @@ def _training_stages(cfg: PipelineConfig, out: Path, files: dict[str, str], titl
         train=files["train"],
         valid=files["valid"],
         domain=cfg.domain,
+        task=cfg.task,
         batch_size=cfg.batch_size,
         eval_samples=cfg.eval_samples,
         device=cfg.device,
@@ -300,6 +307,7 @@ def _evaluations(cfg: PipelineConfig, out: Path, train: list, test: list, timing
             cfg.batch_size,
             progress=cfg.progress,
             history_readout=readout,
+            task=loaded.task,
         )
         layout = running_layout("auto", loaded.model, loaded.codec.short_answers)
         extra = {
