@@ -581,3 +581,31 @@ def test_a_pipeline_that_fails_puts_the_earlier_run_back(run_dir, tmp_path, monk
     assert "back in place" in capsys.readouterr().err
     after = {str(p.relative_to(copy)): p.read_bytes() for p in sorted(copy.rglob("*")) if p.is_file()}
     assert after == before and not (copy / ".replaced").exists()
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(run_dir, tmp_path, monkeypatch, capsys):
+    """`sdporec compare ... | head -1`: no 'internal error' when the pipe closes; the exit status says so (141)."""
+    import os
+
+    from sdporec.cli import entry
+
+    class ClosedPipe:  # stdout whose reader has gone: every write and flush fails as a closed pipe's does
+        def __init__(self, fd):
+            self.fd = fd
+
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            return self.fd
+
+    fd = os.open(tmp_path / "stdout", os.O_WRONLY | os.O_CREAT)
+    monkeypatch.setattr(sys, "stdout", ClosedPipe(fd))
+    monkeypatch.setattr(sys, "argv", ["sdporec", "compare", *(str(run_dir / "eval" / n) for n in ("sdpo", "sft"))])
+    with pytest.raises(SystemExit) as ended:
+        entry()
+    os.close(fd)
+    assert ended.value.code == 141 and capsys.readouterr().err == ""

@@ -154,6 +154,16 @@ def test_next_item_on_the_builtin_backbone_from_sft_to_recommend(tmp_path, capsy
     assert metrics["task"] == "next-item" and metrics["catalogue"] == 40 and 0 <= metrics["hr@20"] <= 1
     rows = [json.loads(line) for line in open(tmp_path / "all" / PREDICTIONS)]
     assert all(r["catalogue"] == 40 - len(set(r_hist) - {r["target"]}) for r, r_hist in zip(rows, _histories(test)))
+    # An export keeps the task, domain and readout its training recorded: it ranks the catalogue alike.
+    assert main(["export", "--model", model, "--out", str(tmp_path / "exported")]) == 0
+    again = ["evaluate", "--model", str(tmp_path / "exported"), "--data", test, "--no-progress", "--candidates", "all"]
+    assert main([*again, "--out", str(tmp_path / "all-exported")]) == 0
+    assert read_evaluation_metrics(tmp_path / "all-exported")["task"] == "next-item"
+    exported = [json.loads(line) for line in open(tmp_path / "all-exported" / PREDICTIONS)]
+    recorded = json.loads((tmp_path / "sdpo" / "model" / "sdporec_checkpoint.json").read_text())["history_readout"]
+    assert read_evaluation_metrics(tmp_path / "all-exported")["history_readout"] == recorded
+    if recorded == 0:
+        assert [r["ranked"] for r in exported] == [r["ranked"] for r in rows]
     assert main([*evaluate, "--out", str(tmp_path / "list")]) == 0
     assert read_evaluation_metrics(tmp_path / "list")["n"] == len(rows)
     generation = ["--protocol", "generation", "--constrained", "--beams", "5", "--candidates", "all"]

@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = from_arguments(cls, args)
         result = run_command(run, cfg)
+    except BrokenPipeError:
+        raise  # stdout's reader went away: `entry` ends quietly
     except (Exception, KeyboardInterrupt) as e:
         if args.debug:
             raise
@@ -137,7 +139,12 @@ def entry() -> None:
     of torch.distributed's threads can race and abort a finished rank ("terminate called without an
     active exception", then SIGABRT; measured about 1 run in 50 of a 2-process SFT on CPU), which the
     launcher reports as a failed run."""
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`sdporec compare ... | head`): nothing left to say to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
     if "RANK" in os.environ:
         sys.stdout.flush()
         sys.stderr.flush()

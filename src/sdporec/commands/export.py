@@ -2,7 +2,9 @@
 
 With `--merge`, a LoRA adapter is folded into its base weights (W + B·A·alpha/r) and the result saved as
 a full model that loads with `AutoModelForCausalLM.from_pretrained` and no peft; full checkpoints are
-re-saved (in `--dtype`). The tokenizer and sdporec's codec file travel with it.
+re-saved (in `--dtype`). The tokenizer and sdporec's codec file travel with it, and so does what its training
+recorded (its config, with the domain and task its prompts use, and the history readout's λ), so the export
+ranks as the checkpoint does.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from sdporec.errors import ConfigError, require
 from sdporec.models.checkpoints import claim_checkpoint_dir
 from sdporec.models.sources import resolve_model
 from sdporec.outputs import require_apart
+
+# What an export keeps of its checkpoint's record: how it was trained, which `Checkpoint` reads to rank alike.
+TRAINING_RECORD = ("config", "history_readout", "learned_history", "trained_from")
 
 
 @dataclass
@@ -41,17 +46,17 @@ class ExportConfig:
 
 
 def run_export(cfg: ExportConfig) -> dict:
-    from sdporec.models.checkpoints import is_adapter, save_checkpoint
+    from sdporec.models.checkpoints import Checkpoint, is_adapter, save_checkpoint
     from sdporec.models.loading import load_model
     from sdporec.models.lora import merge_adapter
 
     adapter = is_adapter(cfg.model)
     if adapter and not cfg.merge:
         raise ConfigError(f"setting 'merge': {cfg.model} is a LoRA adapter; add --merge to write a full model")
+    trained = {k: v for k, v in Checkpoint.read(cfg.model).meta.items() if k in TRAINING_RECORD}
     model, codec = load_model(cfg.model, cfg.dtype)
     if adapter:
         model = merge_adapter(model)
-    save_checkpoint(
-        model, codec, cfg.out, {"stage": "export", "exported_from": cfg.model, "merged": adapter, "config": asdict(cfg)}
-    )
+    meta = {**trained, "stage": "export", "exported_from": cfg.model, "merged": adapter, "export": asdict(cfg)}
+    save_checkpoint(model, codec, cfg.out, meta)
     return {"out": cfg.out, "merged": adapter, "parameters": sum(p.numel() for p in model.parameters())}
