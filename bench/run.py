@@ -105,11 +105,15 @@ def load_spec(path: Path) -> Spec:
         str(raw.get("groups") or ""),
         int(raw.get("rare", 10)),
     )
-    if spec.groups and len(spec.seeds) > 1:
-        raise ResultsError(f"{path}: groups: each seed's training file groups its own targets; give one seed")
+    one_seed_groups(spec)
     for where, command in commands(spec, Path("/work"), spec.seeds[0]):
         check_command(spec, where, command)
     return spec
+
+
+def one_seed_groups(spec: Spec) -> None:
+    if spec.groups and len(spec.seeds) > 1:
+        raise ResultsError(f"{spec.path}: groups: each seed's training file groups its own targets; give one seed")
 
 
 def fill(text: str, spec: Spec, seed_dir: Path, seed: int, row: Row | None) -> str:
@@ -362,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = load_spec(args.spec.resolve())
         spec.seeds = args.seeds or spec.seeds
+        one_seed_groups(spec)
         work = args.work / spec.name
         if args.jobs > 1 and len(spec.seeds) > 1 and not args.dry_run:
             side_by_side(args.spec, args.work, spec.seeds, args.jobs)

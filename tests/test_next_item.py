@@ -96,7 +96,9 @@ def test_text_catalogue_scores_equal_the_titles_scored_one_at_a_time(tiny_text_m
     assert torch.allclose(full, torch.tensor(scorer.answer_scores(prompts, answers)), atol=1e-5)
 
 
-def test_constrained_generation_over_the_catalogue_names_a_catalogue_title_never_in_the_history(tiny_text_model):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_constrained_generation_over_the_catalogue_names_a_catalogue_title_never_in_the_history(tiny_text_model, seed):
+    """A property over random samples and catalogues, on a random text model that alone names no title."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sdporec.data.codec import TextCodec
@@ -104,8 +106,9 @@ def test_constrained_generation_over_the_catalogue_names_a_catalogue_title_never
     d, splits = tiny_text_model
     model = AutoModelForCausalLM.from_pretrained(str(d / "model")).float().eval()
     codec = TextCodec(AutoTokenizer.from_pretrained(str(d / "model")))
-    items = Catalogue(sorted({t for s in splits["train"] for t in s.history})[:25])
-    samples = _samples(items.titles, 6, 2)
+    pool = sorted({t for s in splits["train"] for t in s.history})
+    items = Catalogue(random.Random(seed).sample(pool, 25))
+    samples = _samples(items.titles, 6, seed)
     samples[0].history.append(samples[0].target)  # a user who came back to the target: it stays allowed
     metrics, rows = evaluate_generation(
         model, codec, samples, "music", 3, progress=False, constrained=True, beams=4, task="next-item", catalogue=items
@@ -202,6 +205,13 @@ def test_catalogue_settings_are_one_line_errors(tmp_path, capsys, tiny_text_mode
     assert main([*evaluate, "--candidates", "all", "--catalogue", str(tmp_path / "few.txt"), "--out", "x"]) == 2
     err = capsys.readouterr().err
     assert "test.jsonl" in err and "historyList" in err and "not in the catalogue" in err
+    first = json.loads(open(test).readline())
+    titles = {*first["historyList"], first["trueSelection"], "A title it lacks"}
+    (tmp_path / "other.txt").write_text("".join(f"{t}\n" for t in sorted(titles)))
+    unknown = ["--candidates", "all", "--task", "next-item", "--limit", "1", "--catalogue", str(tmp_path / "other.txt")]
+    assert main([*evaluate, *unknown, "--out", str(tmp_path / "e5")]) == 2
+    err = capsys.readouterr().err
+    assert "other.txt" in err and "'A title it lacks' has no item token" in err and "internal" not in err
     gen = ["--protocol", "generation", "--constrained", "--task", "next-item", "--candidates", "all"]
     assert main([*evaluate, *gen, "--beams", "41", "--out", str(tmp_path / "e3")]) == 2
     assert "setting 'beams'" in capsys.readouterr().err
@@ -283,6 +293,15 @@ def test_recommend_without_candidates_needs_a_next_item_question_and_a_catalogue
     assert len(best) == 3 and not {t for t, _ in best} & set(history)
     with pytest.raises(DataError, match="historyList"):
         rec.recommend(["Nothing at all"], top=3)
+    with pytest.raises(ConfigError, match="setting 'exclude'"):
+        rec.recommend(history, top=3, exclude=history[0])
+    (tmp_path / "empty.json").write_text(json.dumps({"historyList": history, "itemList": []}))
+    assert main(["recommend", "--model", model, "--input", str(tmp_path / "empty.json")]) == 2
+    assert "itemList" in capsys.readouterr().err
+    (tmp_path / "x.txt").write_text(history[0] + "\n")
+    listed = ["recommend", "--model", model, "--history", *history, "--candidates", history[0], history[1]]
+    assert main([*listed, "--exclude", str(tmp_path / "x.txt")]) == 2
+    assert "setting 'exclude'" in capsys.readouterr().err
     d, _ = tiny_text_model
     text = Recommender.load(str(d / "model"), task="next-item")
     with pytest.raises(ConfigError, match="setting 'catalogue'"):
@@ -295,3 +314,47 @@ def test_pipeline_on_the_next_item_task(tmp_path):
     for stage in ("sft", "dpo", "sdpo"):
         assert "task: next-item" in (tmp_path / "run" / stage / "config.yaml").read_text()
         assert read_evaluation_metrics(tmp_path / "run" / "eval" / stage)["n"] > 0
+
+
+def test_a_model_whose_cache_cannot_be_cut_scores_the_catalogue_alike(tiny_text_model, monkeypatch):
+    """No reusable cache (none returned, sliding-window layers): each chunk with its own run of the prompt."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sdporec.data.codec import TextCodec
+    from sdporec.evaluation import lm_catalogue
+
+    d, splits = tiny_text_model
+    model = AutoModelForCausalLM.from_pretrained(str(d / "model")).float().eval()
+    codec = TextCodec(AutoTokenizer.from_pretrained(str(d / "model")))
+    items = Catalogue.of_samples(splits["train"][:8])
+    samples = _samples(items.titles, 2, 3)
+    scorer = LMScorer(model, codec, "music", 2, progress=False, task="next-item", score="mean")
+    cached = LMCatalogue(scorer, 9)(samples, items)
+    monkeypatch.setattr(lm_catalogue, "cache_kwarg", lambda out: ("past_key_values", None))
+    assert torch.allclose(LMCatalogue(scorer, 9)(samples, items), cached, atol=1e-5)
+
+
+def test_beam_hits_survive_gathering_and_catalogue_decoding_pairs_only_with_catalogue_runs(tmp_path):
+    from sdporec.errors import ConfigError
+    from sdporec.evaluation.compare import compare_predictions
+    from sdporec.evaluation.evaluate import metrics_from_rows, write_results
+
+    rows = [
+        {
+            "key": f"k{i}",
+            "sample": f"s{i}",
+            "target": "a",
+            "answer": b[0],
+            "valid": True,
+            "hit": b[0] == "a",
+            "beams": b,
+        }
+        for i, b in enumerate([["a", "b", "c", "d", "e"], ["b", "c", "d", "e", "a"], ["b", "c", "d", "e", "f"]])
+    ]
+    gathered = metrics_from_rows(rows)  # as `evaluate_sharded` makes them from every process's rows
+    assert (gathered["hr@1"], gathered["hr@5"], gathered["valid_ratio"]) == (1 / 3, 2 / 3, 1.0)
+    assert "hr@10" not in gathered
+    write_results(tmp_path / "list", metrics_from_rows(rows), rows)
+    write_results(tmp_path / "all", metrics_from_rows(rows), [r | {"catalogue": 40} for r in rows])
+    with pytest.raises(ConfigError, match="ranks the whole catalogue"):
+        compare_predictions([str(tmp_path / "all"), str(tmp_path / "list")])

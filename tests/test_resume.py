@@ -115,6 +115,16 @@ def test_resume_refuses_other_settings_and_missing_checkpoints(files, tmp_path, 
     assert main(["sft", "--out", str(tmp_path / "r"), *files, *SIZE, *one_epoch]) == 0
     assert main(["sft", "--out", str(tmp_path / "r"), "--resume", *files, *SIZE, *ARGS]) == 2
     assert "other values of epochs" in capsys.readouterr().err
+    # A run written before a setting existed resumes under that setting's old behaviour, and only under it.
+    states = sorted((tmp_path / "r" / "checkpoints").glob("*/trainer_state.json"))
+    for task in (None, "next-item"):
+        for path in states:
+            saved = json.loads(path.read_text())
+            saved["config"].pop("task", None)
+            saved["config"] |= {"task": task} if task else {}
+            path.write_text(json.dumps(saved))
+        code = main(["sft", "--out", str(tmp_path / "r"), "--resume", *files, *SIZE, *one_epoch])
+        assert (code, "other values of task" in capsys.readouterr().err) == ((0, False) if task is None else (2, True))
 
 
 def test_a_log_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):

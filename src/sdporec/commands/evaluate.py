@@ -22,8 +22,9 @@ from sdporec.data.samples import read_samples
 from sdporec.errors import ConfigError, DataError, require
 from sdporec.evaluation.catalogue import CANDIDATES, Catalogue
 from sdporec.evaluation.evaluate import PROTOCOLS, evaluate_model, evaluate_sharded, write_results
-from sdporec.evaluation.lm_catalogue import model_catalogue
+from sdporec.evaluation.lm_catalogue import item_ids, model_catalogue
 from sdporec.evaluation.scoring import SCORES, require_readout_weight
+from sdporec.models.checkpoints import Checkpoint
 from sdporec.models.scoring import running_layout
 from sdporec.models.sources import require_no_4bit_gguf, resolve_model
 from sdporec.outputs import claim_out_dir, require_apart
@@ -139,6 +140,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     from sdporec.processes import process_state
 
     samples, items = read_inputs(cfg)
+    if cfg.candidates == "all":
+        catalogue_question(cfg.model, cfg.task, cfg.history_readout, cfg.catalogue, cfg.protocol == "ranking")
     state = process_state(cfg.device)
     loaded = load_for_inference(
         cfg.model,
@@ -157,7 +160,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     if cfg.protocol == "ranking":
         cfg.history_readout = loaded.history_readout
     if cfg.candidates == "all":
-        items = whole_catalogue(cfg, loaded, samples, items)
+        items = whole_catalogue(cfg, codec, samples, items)
     started = time.time()
     metrics, rows = evaluate_sharded(
         lambda part: evaluate_model(
@@ -225,18 +228,50 @@ def run_record(cfg: EvaluateConfig, model, codec, items: Catalogue | None) -> di
     }
 
 
-def whole_catalogue(cfg: EvaluateConfig, loaded, samples, items: Catalogue | None) -> Catalogue:
-    """The catalogue `--candidates all` ranks (`--catalogue`, else the model's item tokens), every sample's
-    history and target in it. A checkpoint trained on the list task has no list to read over the catalogue:
-    it ranks by its history readout alone or is asked the next-item question (`--task next-item`)."""
-    if cfg.task == "candidates" and cfg.history_readout != 1:
+def catalogue_question(
+    model: str, task: str | None, readout: float | None, catalogue: str, ranking: bool = True
+) -> None:
+    """The whole catalogue asked of `model` (`evaluate --candidates all`, `recommend` without candidates), checked on
+    its record before its weights load. A checkpoint trained on the list task has no list to read over the
+    catalogue: it ranks by its history readout alone (`ranking`) or is asked the next-item question (`task`). A
+    model reading titles as text has no catalogue of its own."""
+    record = Checkpoint.read(model)
+    task = task or (record.meta.get("config") or {}).get("task") or "candidates"
+    readout = readout if readout is not None else record.meta.get("history_readout")
+    if task == "candidates" and not (ranking and readout == 1):
         raise ConfigError(
-            f"setting 'candidates': {cfg.model} was trained to pick from listed candidates (task candidates), and "
-            "over the whole catalogue there is no list to show it. Rank by its history readout alone "
-            "(--history-readout 1, for a checkpoint trained with --history-weight), ask it the next-item question "
-            "it was not trained on (--task next-item), or train it with --task next-item"
+            f"setting 'candidates': {model} was trained to pick from listed candidates (task candidates), and "
+            "over the whole catalogue there is no list to show it. Ask it the next-item question it was not trained "
+            "on (--task next-item), rank by its history readout alone (--protocol ranking --history-readout 1, for "
+            "a checkpoint trained with --history-weight), or train it with --task next-item"
         )
-    items = items or model_catalogue(loaded.codec, cfg.model)
-    items.require_known(samples, cfg.data)
+    if not catalogue and record.kind not in ("builtin", "hybrid"):
+        raise ConfigError(
+            f"setting 'catalogue': {model} reads titles as text, so it has no catalogue of its own; give the "
+            "titles to rank with --catalogue FILE, one per line (`prepare` writes items.txt)"
+        )
+
+
+def whole_catalogue(cfg: EvaluateConfig, codec, samples, items: Catalogue | None) -> Catalogue:
+    """The catalogue `--candidates all` ranks (`--catalogue`, else the model's item tokens), every sample's
+    history and target in it, and with item tokens every title of it a token of the model's."""
+    own = items is None
+    items = items or model_catalogue(codec, cfg.model)
+    try:
+        items.require_known(samples, cfg.data)
+    except DataError as e:
+        raise DataError(
+            e.path,
+            e.row,
+            e.field,
+            e.problem
+            + (
+                "; titles that share an item token are named apart in the data: "
+                "give the catalogue as --catalogue items.txt"
+                if own
+                else ""
+            ),
+        ) from None
+    item_ids(codec, items)
     require(cfg.beams <= len(items), "beams", f"must not exceed the catalogue's {len(items)} titles")
     return items

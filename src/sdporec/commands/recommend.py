@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from sdporec.commands.evaluate import catalogue_question
 from sdporec.commands.groups import chat_template_setting, device_setting, trust_remote_code_setting
 from sdporec.commands.settings import setting
 from sdporec.config import require_device, require_input
@@ -78,19 +79,27 @@ class RecommendConfig:
 
 
 def read_request(cfg: RecommendConfig) -> Sample:
+    """The history and candidates to rank; no candidates (none on the command line, no `itemList` in --input):
+    the whole catalogue. An empty list given is an error, as before."""
     if not cfg.input:
-        history, candidates, where = cfg.history, cfg.candidates, "command line"
+        history, candidates, where = cfg.history, cfg.candidates or None, "command line"
     else:
         where = cfg.input
         obj = read_json_object(cfg.input)
         history, candidates = obj.get("historyList"), obj.get("itemList")
         if isinstance(history, str):
             history = split_history(history, set(candidates) if isinstance(candidates, list) else set())
-    return make_request(history, candidates or None, where)
+    request = make_request(history, candidates, where)
+    for name in ("catalogue", "exclude"):
+        require(not (request.candidates and getattr(cfg, name)), name, "applies without candidates only")
+    return request
 
 
 def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
-    request = read_request(cfg)  # checked before the model loads
+    request = read_request(cfg)  # checked before the model loads, as is the exclude file
+    exclude = [t.strip() for t in text_lines(read_text(cfg.exclude)) if t.strip()] if cfg.exclude else []
+    if not request.candidates:
+        catalogue_question(cfg.model, cfg.task, cfg.history_readout, cfg.catalogue)
     recommender = Recommender.load(
         cfg.model,
         cfg.domain,
@@ -107,7 +116,6 @@ def run_recommend(cfg: RecommendConfig) -> list[tuple[str, float]]:
     if request.candidates:
         ranked = recommender.rank_request(request, cfg.top)
     else:
-        exclude = [t.strip() for t in text_lines(read_text(cfg.exclude)) if t.strip()] if cfg.exclude else []
         ranked = recommender.recommend(request.history, cfg.top or 10, exclude)
     if cfg.json:
         print(json.dumps([{"title": t, "score": s} for t, s in ranked], ensure_ascii=False, indent=2))

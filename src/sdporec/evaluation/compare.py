@@ -59,10 +59,12 @@ def model_files(entry: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
 
 
 def protocol_of(rows: dict[str, dict]) -> str:
-    """What an evaluation measured: "generation", "ranking" (each sample's candidate list) or "catalogue" (the
-    whole catalogue ranked)."""
+    """What an evaluation measured: "generation", "ranking" (each sample's candidate list), "catalogue" (the
+    whole catalogue ranked) or "catalogue generation" (decoding constrained to the whole catalogue)."""
     first = next(iter(rows.values()))
-    return "generation" if "rank" not in first else "catalogue" if "catalogue" in first else "ranking"
+    if "rank" not in first:
+        return "catalogue generation" if "catalogue" in first else "generation"
+    return "catalogue" if "catalogue" in first else "ranking"
 
 
 def require_one_protocol(files: list[tuple[str, dict[str, dict]]]) -> None:
@@ -81,7 +83,7 @@ def require_one_protocol(files: list[tuple[str, dict[str, dict]]]) -> None:
 
 def require_comparable(models: list[list[tuple[str, dict[str, dict]]]]) -> None:
     """A whole-catalogue ranking is compared only with others (a rank among 20 and among thousands differ)."""
-    whole = {protocol_of(m[0][1]) == "catalogue": m[0][0] for m in models}
+    whole = {protocol_of(m[0][1]).startswith("catalogue"): m[0][0] for m in models}
     if len(whole) > 1:
         raise ConfigError(
             f"setting 'predictions': {whole[True]} ranks the whole catalogue and {whole[False]} a candidate list "

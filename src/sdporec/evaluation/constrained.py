@@ -16,7 +16,7 @@ import torch
 
 from sdporec.data.samples import Sample
 from sdporec.evaluation.catalogue import Catalogue
-from sdporec.evaluation.metrics import generation_metrics
+from sdporec.evaluation.metrics import beam_hits, generation_metrics
 from sdporec.evaluation.scoring import generation_row, prompt_batches
 from sdporec.processes import several_processes
 
@@ -153,9 +153,8 @@ def generate_constrained(
             for i, s in enumerate(chunk):
                 found = [constraint.answer(i, ids) for ids in generated[i * beams : (i + 1) * beams]]
                 row = generation_row(s, codec.decode(generated[i * beams]), found[0])
+                if catalogue is not None:  # how many titles it could name: `compare` pairs it with catalogue runs
+                    row["catalogue"] = len(catalogue) - len(set(s.history) - {s.target} & set(catalogue.index))
                 rows.append(row | ({"beams": found} if beams > 1 else {}))
     metrics = generation_metrics([r["answer"] for r in rows], [s.target for s in samples])
-    for k in (5, 10):
-        if beams >= k:
-            metrics[f"hr@{k}"] = sum(r["target"] in r["beams"][:k] for r in rows) / len(rows)
-    return metrics, rows
+    return metrics | beam_hits(rows), rows

@@ -6,7 +6,9 @@ come from the target's rank. `--protocol generation` is the paper's: greedy
 decoding, valid when exactly one candidate title occurs in the output (with item tokens: when the first item
 token generated is a candidate's). Both return metrics and one row
 per sample, written by `write_results` as `metrics.json` and `predictions.jsonl`. How candidates are scored
-is `scoring.py`; the `sdporec evaluate` command is `sdporec.commands.evaluate`.
+is `scoring.py`; over the whole catalogue (`--candidates all`) `lm_catalogue.py` and `catalogue.py`, and
+`constrained.py` for decoding constrained to the candidates or the catalogue; the `sdporec evaluate` command is
+`sdporec.commands.evaluate`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sdporec.evaluation.lm_catalogue import LMCatalogue
 from sdporec.evaluation.metrics import (
     CATALOGUE_KEYS,
     RANK_KEYS,
+    beam_hits,
     generation_metrics,
     parse_generation,
     ranking_metrics,
@@ -44,7 +47,8 @@ def metrics_from_rows(rows: Sequence[dict]) -> dict:
     if rows and "rank" in rows[0]:
         keys = CATALOGUE_KEYS if "catalogue" in rows[0] else RANK_KEYS
         return ranking_metrics([r["rank"] for r in rows], keys)
-    return generation_metrics([r["answer"] for r in rows], [r["target"] for r in rows])
+    metrics = generation_metrics([r["answer"] for r in rows], [r["target"] for r in rows])
+    return metrics | beam_hits(rows)
 
 
 def evaluate_sharded(

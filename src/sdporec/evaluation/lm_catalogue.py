@@ -9,7 +9,8 @@ item at the next position, one more token per item (N times the prompt's work fo
 Text titles: every title's answer (its tokens then EOS, as the ranking protocol scores it) runs on the prompt's
 key/value cache, the prompt computed once per sample and the titles taken `chunk` at a time (the chunk's logits
 bound the memory), the cache cut back to the prompt after each chunk. A model whose cache cannot be copied and cut
-runs the prompt again for every chunk, with the same numbers.
+(none returned, sliding-window or linear-attention layers) runs the prompt again for every chunk, through the
+ranking protocol's own layout, with the same numbers.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class LMCatalogue:
     def __call__(self, samples: Sequence[Sample], catalogue: Catalogue) -> torch.Tensor:
         scorer, codec = self.scorer, self.scorer.codec
         w = scorer.history_readout
+        ids = item_ids(codec, catalogue)  # a title without an item token is a DataError here, before any pass
         model = scorer.model
         was_training = model.training
         model.eval()
@@ -63,21 +65,20 @@ class LMCatalogue:
             with torch.no_grad():
                 prompt = history = 0.0
                 if w < 1:
-                    answers = [codec.encode_answer(t) for t in catalogue.titles]
-                    prompt = self.scores([scorer.prompt(s) for s in samples], catalogue, answers)
+                    prompts = [scorer.prompt(s) for s in samples]
+                    prompt = self.scores(prompts, ids, catalogue, codec.encode_answer)
                 if w > 0:
-                    answers = [codec.encode_next_title(t) for t in catalogue.titles]
-                    history = self.scores(
-                        [codec.encode_history(s.history, IGNORE)[0] for s in samples], catalogue, answers
-                    )
+                    prompts = [codec.encode_history(s.history, IGNORE)[0] for s in samples]
+                    history = self.scores(prompts, ids, catalogue, codec.encode_next_title)
         finally:
             model.train(was_training)
         return (1 - w) * prompt + w * history
 
-    def scores(self, prompts: list[list[int]], catalogue: Catalogue, answers: list[list[int]]) -> torch.Tensor:
-        ids = item_ids(self.scorer.codec, catalogue)
+    def scores(self, prompts: list[list[int]], ids: list[int] | None, catalogue: Catalogue, encode) -> torch.Tensor:
+        """Every item's score after each prompt: from its item token (`ids`), or its answer's tokens (`encode`)."""
         if ids is not None:
             return self.item_scores(prompts, ids)
+        answers = [encode(t) for t in catalogue.titles]
         return torch.stack([self.text_scores(p, answers) for p in prompts])
 
     def item_scores(self, prompts: list[list[int]], ids: list[int]) -> torch.Tensor:
@@ -110,24 +111,28 @@ class LMCatalogue:
         first = torch.log_softmax(out.logits[0, -1].float(), -1)
         name, cache = cache_kwarg(out)
         size = min(self.chunk, len(answers))
-        reusable = cache is not None and hasattr(cache, "batch_repeat_interleave") and hasattr(cache, "crop")
-        if reusable:
+        try:
             cache.batch_repeat_interleave(size)
-        sums = []
-        for start in range(0, len(answers), size):
-            part = answers[start : start + size]
-            if not reusable:  # the prompt again for this chunk
-                out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
-                cache = cache_kwarg(out)[1]
-                cache.batch_repeat_interleave(size)
-            padded = part + [part[0]] * (size - len(part))
-            sums.append(self._continuations(padded, first, len(prompt), name, cache)[: len(part)])
-            if reusable:  # a negative count removes that many tokens in every transformers version
-                cache.crop(-max(map(len, padded)))
+            sums = []
+            for start in range(0, len(answers), size):
+                part = answers[start : start + size]
+                padded = part + [part[0]] * (size - len(part))
+                sums.append(self._continuations(padded, first, len(prompt), name, cache)[: len(part)])
+                cache.crop(-max(map(len, padded)))  # a negative count removes that many tokens in every version
+        except (AttributeError, NotImplementedError, RuntimeError, ValueError):
+            # No cache to copy and cut (none returned, sliding-window or linear-attention layers): each chunk
+            # is scored with its own copy of the prompt, the same numbers at more cost.
+            return self.uncached(prompt, answers)
         logps = torch.cat(sums)
         if self.scorer.score == "mean":
             logps = logps / torch.tensor([len(a) for a in answers], dtype=logps.dtype, device=logps.device)
         return logps.cpu()
+
+    def uncached(self, prompt: list[int], answers: list[list[int]]) -> torch.Tensor:
+        """`text_scores` through the scorer's own layout, `chunk` answers with each run of the prompt."""
+        size = self.chunk
+        chunks = [answers[i : i + size] for i in range(0, len(answers), size)]
+        return torch.tensor([x for part in chunks for x in self.scorer.answer_scores([prompt], [part])[0]])
 
     def _continuations(self, part: list[list[int]], first: torch.Tensor, length: int, name: str, cache):
         """The answers of `part` (one per row of the cache) run on the prompt's cache -> their summed log-probs."""

@@ -132,3 +132,9 @@ def paired_bootstrap(
     tail = (1 - level) / 2
     low, high = drawn[int(tail * resamples)], drawn[min(resamples - 1, int((1 - tail) * resamples))]
     return diffs.mean().item(), low.item(), high.item()
+
+
+def beam_hits(rows: Sequence[dict]) -> dict:
+    """HR@5 and HR@10 of constrained decoding with at least 5, 10 beams (the target among a row's first k)."""
+    beams = min((len(r.get("beams") or ()) for r in rows), default=0)
+    return {f"hr@{k}": sum(r["target"] in r["beams"][:k] for r in rows) / len(rows) for k in (5, 10) if beams >= k}

@@ -11,7 +11,7 @@ from sdporec.data.prompts import DOMAINS, TASKS
 from sdporec.data.samples import Sample
 from sdporec.errors import ConfigError, DataError, require
 from sdporec.evaluation.catalogue import Catalogue
-from sdporec.evaluation.lm_catalogue import LMCatalogue, model_catalogue
+from sdporec.evaluation.lm_catalogue import LMCatalogue, item_ids, model_catalogue
 from sdporec.evaluation.scoring import SCORES, LMScorer, require_finite, require_readout_weight
 from sdporec.models.sources import remote_code, resolve_model
 
@@ -95,6 +95,8 @@ class Recommender:
                 task=task,
             )
         items = items or (model_catalogue(loaded.codec, path) if loaded.codec.item_titles() else None)
+        if items is not None:
+            item_ids(loaded.codec, items)  # with item tokens, every title one of the model's
         return cls(loaded.model, loaded.codec, path, loaded.domain, score, loaded.history_readout, loaded.task, items)
 
     def rank(self, history: list[str], candidates: list[str], top: int = 0) -> list[tuple[str, float]]:
@@ -129,6 +131,7 @@ class Recommender:
             "its history readout (history_readout=1), or ask the next-item question (task='next-item')",
         )
         require(top >= 1, "top", "must be at least 1")
+        require(not isinstance(exclude, str), "exclude", "a list of titles, not one string")
         self.catalogue.require_known([request], "history")
         scores = LMCatalogue(self.scorer)([request], self.catalogue)[0]
         require_finite(Sample(history, self.catalogue.titles, history[-1]), scores.tolist())

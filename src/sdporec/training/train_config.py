@@ -64,5 +64,8 @@ DEFAULT_LR = {
 }
 
 
+# Settings added after runs were written, with what such a run did: it resumes under them unchanged.
+SINCE = {"task": "candidates"}
+
 # Settings that may change between an interrupted run and its resumption (out: a run folder may be moved or copied).
 RESUMABLE = {"resume", "overwrite", "progress", "threads", "report_to", "device", "trust_remote_code", "out"}

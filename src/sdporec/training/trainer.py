@@ -48,7 +48,7 @@ from sdporec.training.losses import window_share
 from sdporec.training.run import TrainingRun
 from sdporec.training.runlog import RunLog, peak_memory_gib
 from sdporec.training.state import CheckpointFolder, TrainState, load_training_state, save_training_state
-from sdporec.training.train_config import RESUMABLE, TrainOptions
+from sdporec.training.train_config import RESUMABLE, SINCE, TrainOptions
 
 
 class Recipe(Protocol):
@@ -178,7 +178,8 @@ class Trainer:
         if latest is None:
             raise ConfigError(f"setting 'resume': no complete checkpoint in {self.checkpoints.root}")
         state, config = self.checkpoints.read_trainer_state(latest)
-        changed = sorted(k for k, v in asdict(self.cfg).items() if k not in RESUMABLE and config.get(k) != v)
+        recorded = {**SINCE, **config}  # a setting newer than the run: what the run did without it
+        changed = sorted(k for k, v in asdict(self.cfg).items() if k not in RESUMABLE and recorded.get(k) != v)
         if changed:
             raise ConfigError(f"setting 'resume': {latest} was written with other values of {', '.join(changed)}")
         if config.get("processes", self.world) != self.world:  # epochs, micro-batches and schedule depend on it
