@@ -19,15 +19,17 @@ candidate agrees, ranked by log p(item) alone and by log p(item) + log p(EOS | i
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
-from harness import ROOT, movielens  # bench/ is on the path when this file runs as a script
+from harness import (  # bench/ is on the path when this file runs as a script
+    ROOT,
+    movielens,
+    speed_record,
+    with_item_tokens,
+)
 
 
 def timed(fn, warm, samples) -> float:
@@ -91,10 +93,8 @@ def main() -> None:
     ap.add_argument("--eos-samples", type=int, default=2000)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from sdporec.data.hybrid import HybridCodec, add_item_tokens
     from sdporec.evaluation.catalogue import Catalogue
     from sdporec.models.builtin import BuiltinSize, build_builtin
-    from sdporec.models.item_rows import add_item_rows
     from sdporec.models.loading import load_model, quiet_transformers
     from sdporec.models.sources import resolve_model
 
@@ -107,21 +107,11 @@ def main() -> None:
     builtin, codec = build_builtin(items.titles, BuiltinSize(128, 2, 4), 0)
     results["builtin"] = row("builtin", builtin.float(), codec, samples[: args.samples], items, args.batch_size)
     model, text = load_model(resolve_model("smollm2-135m"))
-    tokenizer = copy.deepcopy(text.tokenizer)
-    hybrid = HybridCodec(tokenizer, text.chat, add_item_tokens(tokenizer, items.titles), "token")
-    with_items = copy.deepcopy(model)
-    add_item_rows(with_items, tokenizer, hybrid.titles, hybrid.token_ids, "mean", "movies")
+    with_items, hybrid = with_item_tokens(model, text, items.titles, "token")
     results["smollm2-items"] = row("smollm2-items", with_items, hybrid, samples[: args.samples], items, args.batch_size)
     del with_items
     results["smollm2-text"] = row("smollm2-text", model, text, samples[: args.text_samples], items, args.batch_size)
-    record = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "torch": torch.__version__,
-        "command": "bench/catalogue_speed.py " + " ".join(sys.argv[1:]),
-        "batch_size": args.batch_size,
-        "rows": results,
-    }
+    record = speed_record("catalogue_speed.py", batch_size=args.batch_size, rows=results)
     if args.checkpoint:
         record["eos"] = eos_effect(args.checkpoint, samples[: args.eos_samples])
         print("eos", json.dumps(record["eos"]), flush=True)

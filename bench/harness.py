@@ -9,7 +9,9 @@ seconds per seed) and `differences` (a, b, metric, difference, low, high: paired
 
 from __future__ import annotations
 
+import copy
 import json
+import platform
 import subprocess
 import sys
 import time
@@ -84,3 +86,29 @@ def movielens(work: Path, n: int):
         subprocess.run([sys.executable, "-m", "sdporec", *command], check=True, stdout=subprocess.DEVNULL)
     train = read_samples(prepared / "train.jsonl", "train")
     return train, read_samples(prepared / "test.jsonl", "test")[:n]
+
+
+def with_item_tokens(model, text_codec, titles, item_text: str):
+    """A copy of `model` and its codec with one token per title (`sft --item-tokens`), each new row the mean of
+    its title's token embeddings: speed does not depend on their values."""
+    from sdporec.data.hybrid import HybridCodec, add_item_tokens
+    from sdporec.models.item_rows import add_item_rows
+
+    tokenizer = copy.deepcopy(text_codec.tokenizer)
+    codec = HybridCodec(tokenizer, text_codec.chat, add_item_tokens(tokenizer, titles), item_text)
+    hybrid = copy.deepcopy(model)
+    add_item_rows(hybrid, tokenizer, codec.titles, codec.token_ids, "mean", "movies")
+    return hybrid, codec
+
+
+def speed_record(script: str, **fields) -> dict:
+    """A speed script's record: date, machine, torch and the command that ran, then `fields`."""
+    import torch
+
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "command": f"bench/{script} " + " ".join(sys.argv[1:]),
+        **fields,
+    }

@@ -14,30 +14,25 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import torch
-from harness import movielens, ranking_rate  # bench/ is on the path when this file runs as a script
+from harness import (  # bench/ is on the path when this file runs as a script
+    movielens,
+    ranking_rate,
+    speed_record,
+    with_item_tokens,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def rows(model, text_codec, titles, args):
     """(name, model, codec) for the text row and both hybrid rows (each with its own resized copy)."""
-    from sdporec.data.hybrid import HybridCodec, add_item_tokens
-    from sdporec.models.item_rows import add_item_rows
-
     out = [("text", model, text_codec)]
     for item_text in ("title", "token"):
-        tokenizer = copy.deepcopy(text_codec.tokenizer)
-        items = add_item_tokens(tokenizer, titles)
-        codec = HybridCodec(tokenizer, text_codec.chat, items, item_text)
-        hybrid = copy.deepcopy(model)
-        add_item_rows(hybrid, tokenizer, items, codec.token_ids, "mean", "movies")
-        out.append((f"hybrid-{item_text}", hybrid, codec))
+        out.append((f"hybrid-{item_text}", *with_item_tokens(model, text_codec, titles, item_text)))
     return out
 
 
@@ -104,15 +99,7 @@ def main() -> None:
     for r in results.values():
         r["ranking_vs_text"] = round(r["ranking_samples_per_s"] / base["ranking_samples_per_s"], 2)
         r["sft_vs_text"] = round(r["sft_samples_per_s"] / base["sft_samples_per_s"], 2)
-    record = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "torch": torch.__version__,
-        "command": "bench/items_speed.py " + " ".join(sys.argv[1:]),
-        "samples": len(samples),
-        "batch_size": args.batch_size,
-        "rows": results,
-    }
+    record = speed_record("items_speed.py", samples=len(samples), batch_size=args.batch_size, rows=results)
     (out / "speed.json").write_text(json.dumps(record, indent=2) + "\n")
     print("| row | prompt tokens | ranking samples/s | × text | LoRA SFT samples/s | × text |")
     print("|---|---|---|---|---|---|")
