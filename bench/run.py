@@ -3,7 +3,7 @@
     .venv/bin/python bench/run.py bench/specs/NAME.yaml [--work runs/specs] [--seeds 0 1 2] [--jobs 3] [--dry-run]
 
 A spec is declarative: per seed, `setup` commands (data, a whole pipeline) and then `rows`, each a list of
-`steps` (sdporec commands, or the runner's own `split-tail` and `subset`) ending in an evaluation folder
+`steps` (sdporec commands, or the runner's own `split-tail`, `subset` and `catalogue`) ending in an evaluation folder
 (`eval`, default the row's own folder) that holds `metrics.json` and `predictions.jsonl`. `compare` names row
 pairs whose differences get paired bootstrap 95% intervals (`sdporec compare`, the seeds pooled); `groups: TRAIN`
 (one seed) does that again within cold, rare (1 to `rare`, default 10) and frequent targets of that training
@@ -170,6 +170,18 @@ def subset(source: str, dest: str, size: str, seed: str) -> None:
     write_samples(dest, [rows[i] for i in picked])
 
 
+def catalogue(dest: str, *sources: str) -> None:
+    """The runner's third step, `catalogue DEST SOURCE...`: every title the SOURCE sample files name (histories,
+    candidates, targets), sorted, one per line as DEST (a catalogue for data that comes without one, as LastFM's
+    JSON, whose lists draw from all of its artists)."""
+    from sdporec.data.samples import read_samples
+    from sdporec.evaluation.catalogue import Catalogue
+
+    items = Catalogue.of_samples(*(read_samples(source, "train") for source in sources))
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    Path(dest).write_text("".join(f"{title}\n" for title in items.titles), encoding="utf-8")
+
+
 # The runner's own steps: name -> (function, how its arguments read, a check of them).
 BUILTINS = {
     "split-tail": (
@@ -182,6 +194,7 @@ BUILTINS = {
         "subset SOURCE DEST N SEED (N and SEED whole numbers)",
         lambda a: len(a) == 4 and a[2].isdigit() and int(a[2]) > 0 and a[3].isdigit(),
     ),
+    "catalogue": (catalogue, "catalogue DEST SOURCE... (one or more sample files)", lambda a: len(a) >= 2),
 }
 
 

@@ -84,6 +84,7 @@ def test_a_results_file_that_cannot_be_used_is_named(tmp_path, content, fragment
         ("rows:\n  - {id: a}\nseedz: [1]\n", "unknown key(s) seedz"),
         ("rows:\n  - {id: a, steps: ['subset a b many 0']}\n", "give `subset SOURCE DEST N SEED"),
         ("rows:\n  - {id: a, steps: ['split-tail a b c 1.5']}\n", "give `split-tail SOURCE TRAIN VALID FRACTION"),
+        ("rows:\n  - {id: a, steps: ['catalogue items.txt']}\n", "give `catalogue DEST SOURCE..."),
     ],
 )
 def test_a_spec_naming_what_does_not_exist_is_refused_before_anything_runs(tmp_path, capsys, spec, fragment):
@@ -268,6 +269,17 @@ def test_subset_draws_n_samples_by_seed_and_name(tmp_path):
     assert draw("train.jsonl", "1") != first and draw("valid.jsonl", "0") != first
     with pytest.raises(harness.ResultsError, match="has 50 samples, fewer than the 51"):
         runner.subset(str(tmp_path / "all.jsonl"), str(tmp_path / "x.jsonl"), "51", "0")
+
+
+def test_catalogue_step_writes_every_title_the_files_name(tmp_path):
+    from sdporec.data.samples import Sample, write_samples
+    from sdporec.evaluation.catalogue import Catalogue
+
+    write_samples(tmp_path / "a.jsonl", [Sample(["h1", "h2"], ["t1", "x"], "t1")])
+    write_samples(tmp_path / "b.jsonl", [Sample(["h2"], ["y", "t2"], "t2"), Sample(["t1"], ["z", "h1"], "h1")])
+    runner.catalogue(str(tmp_path / "cat" / "items.txt"), str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"))
+    assert (tmp_path / "cat" / "items.txt").read_text() == "h1\nh2\nt1\nt2\nx\ny\nz\n"
+    assert Catalogue.read(tmp_path / "cat" / "items.txt").titles == ["h1", "h2", "t1", "t2", "x", "y", "z"]
 
 
 def test_finished_steps_are_kept_until_one_changes(tmp_path, capsys):

@@ -358,3 +358,48 @@ def test_beam_hits_survive_gathering_and_catalogue_decoding_pairs_only_with_cata
     write_results(tmp_path / "all", metrics_from_rows(rows), [r | {"catalogue": 40} for r in rows])
     with pytest.raises(ConfigError, match="ranks the whole catalogue"):
         compare_predictions([str(tmp_path / "all"), str(tmp_path / "list")])
+
+
+def test_hardest_items_are_the_top_k_outside_the_excluded_ties_by_catalogue_order():
+    from sdporec.training.preference import hardest_items
+
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.9, 0.3], [2.0, 1.0, 1.0, 1.0, 0.0]])
+    assert hardest_items(scores, [[1], [0, 2]], 3) == [[3, 2, 4], [1, 3, 4]]
+    assert hardest_items(scores, [[], []], 2) == [[1, 3], [0, 1]]
+    assert scores[0, 1] == 0.9  # the scores are left as they were
+    with pytest.raises(ValueError, match="3 catalogue items outside its history and target, fewer than K=4"):
+        hardest_items(scores, [[0], [0, 1]], 4)
+
+
+def test_next_item_model_negatives_are_the_references_top_of_the_whole_catalogue(tmp_path, monkeypatch):
+    """Item tokens: each epoch, the K items of the training catalogue outside the history and target that the SFT
+    model scores highest after the epoch's prompt, checked against every item's logit from a model loaded apart."""
+    from sdporec.data.prompts import training_prompt
+    from sdporec.models.loading import load_model
+    from sdporec.training.preference import PreferenceRecipe
+
+    assert main(["prepare", "--out", str(tmp_path / "d"), "--users", "40", "--items", "30", "--genres", "3"]) == 0
+    data = ["--train", str(tmp_path / "d" / "train.jsonl"), "--valid", str(tmp_path / "d" / "valid.jsonl")]
+    assert main(["sft", "--task", "next-item", "--epochs", "1", *data, *FAST, "--out", str(tmp_path / "sft")]) == 0
+    seen = []
+    original = PreferenceRecipe.hardest_of_catalogue
+
+    def spy(self, epoch, samples):
+        negatives = original(self, epoch, samples)
+        seen.append((epoch, list(samples), negatives))
+        return negatives
+
+    monkeypatch.setattr(PreferenceRecipe, "hardest_of_catalogue", spy)
+    sdpo = ["sdpo", "--model", str(tmp_path / "sft" / "model"), "--negatives-from", "model", "--epochs", "2"]
+    assert main([*sdpo, *data, "--batch-size", "16", "--no-progress", "--out", str(tmp_path / "sdpo")]) == 0
+    assert [epoch for epoch, _, _ in seen] == [0, 1]
+    model, codec = load_model(str(tmp_path / "sft" / "model"))
+    items = sorted({t for s in read_samples(tmp_path / "d" / "train.jsonl") for t in (*s.history, *s.candidates)})
+    for epoch, samples, negatives in seen:
+        for s in samples[:8]:
+            prompt = torch.tensor([codec.encode_prompt(training_prompt(s, "music", 0, epoch, "next-item"))])
+            with torch.no_grad():
+                logits = model(input_ids=prompt).logits[0, -1]
+            others = [t for t in items if t not in {*s.history, s.target}]
+            best = sorted(others, key=lambda t: -float(logits[codec.title_id(t)]))[:3]
+            assert negatives[s.key] == best

@@ -49,7 +49,7 @@ class PreferenceConfig(TrainConfig):
         "often each is a training target) or model (the K the reference, the SFT model, "
         "scores highest: hard negatives). --task next-item shows no list: uniform draws from the "
         "catalogue outside the history and target, popular from the whole catalogue, model the "
-        "hardest of the epoch's drawn list",
+        "reference's top K of the whole catalogue with item tokens (of the epoch's drawn list with text titles)",
         choices=NEGATIVE_SOURCES,
     )
     sft_weight: float = setting(

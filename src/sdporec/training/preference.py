@@ -3,9 +3,11 @@
 Each sample's K negatives are drawn (seeded by sample and epoch) from the non-target candidates of the
 prompt the model sees, so they change with every epoch's candidate list. The next-item task shows no list: its
 list is still drawn every epoch, uniformly from the catalogue outside the history and target, so its uniform
-negatives are uniform over that catalogue and its model-chosen ones the hardest of the drawn list; its popular
-negatives are drawn from the whole catalogue. The `sdporec dpo` and `sdporec sdpo`
-commands (their configs and runner) are `sdporec.commands.preference`.
+negatives are uniform over that catalogue; its popular negatives are drawn from the whole catalogue, and its
+model-chosen ones are the reference's top K of the whole catalogue where items are tokens (one pass per prompt
+scores every item) and of the drawn list where titles are text (the whole catalogue would cost its size in
+answers per prompt). The `sdporec dpo` and `sdporec sdpo` commands (their configs and runner) are
+`sdporec.commands.preference`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from sdporec.data.candidates import (
 )
 from sdporec.data.prompts import training_prompt
 from sdporec.data.samples import Sample
+from sdporec.evaluation.catalogue import Catalogue
+from sdporec.evaluation.lm_catalogue import LMCatalogue, item_ids
+from sdporec.evaluation.scoring import LMScorer
 from sdporec.models.checkpoints import Checkpoint, is_adapter, needs_own_base, save_checkpoint
 from sdporec.models.loading import load_model
 from sdporec.models.logprobs import history_logprobs
@@ -88,6 +93,9 @@ class PreferenceRecipe:
         self.popularity = Counter(s.target for s in run.train)
         self.items = catalogue(run.train)
         self.cum_weights = list(itertools.accumulate(1 + self.popularity.get(t, 0) for t in self.items))
+        # The next-item task's model-chosen negatives come from the whole catalogue where items are tokens.
+        whole = cfg.negatives_from == "model" and cfg.task == "next-item"
+        self.item_ids = item_ids(codec, Catalogue(self.items, "the training file")) if whole else None
         self.negatives: dict[str, list[str]] = {}  # this epoch's, where not sampled uniformly
         self.reference: dict[str, torch.Tensor] = {}  # this epoch's, when precomputed
         beside = Path(cfg.model).parent if Path(cfg.model).is_dir() else run.out
@@ -174,7 +182,11 @@ class PreferenceRecipe:
             )
         elif cfg.negatives_from == "popular":
             self.negatives.update({s.key: popular_negatives(s, k, self.popularity, cfg.seed, epoch) for s in samples})
-        if cfg.negatives_from == "model":  # one pass scores every candidate: the negatives and their references
+        if self.item_ids is not None:  # one pass per prompt scores every item; a second the chosen answers
+            self.negatives.update(self.hardest_of_catalogue(epoch, samples))
+            if self.precompute:
+                self.reference.update(self.reference_pass(epoch, samples, False))
+        elif cfg.negatives_from == "model":  # one pass scores every candidate: the negatives and their references
             scores = self.reference_pass(epoch, samples, True)
             for s in samples:
                 others, row = self.answers(s, epoch, True)[1:], scores[s.key]
@@ -184,6 +196,24 @@ class PreferenceRecipe:
                     self.reference[s.key] = torch.cat([row[:1], row[1:][picked]])
         elif self.precompute:
             self.reference.update(self.reference_pass(epoch, samples, False))
+
+    def hardest_of_catalogue(self, epoch: int, samples: Sequence[Sample]) -> dict[str, list[str]]:
+        """sample key -> the K items of the training catalogue outside its history and target that the reference
+        scores highest after this epoch's prompt (log p(item | prompt), as `evaluate --candidates all` ranks them).
+        Each process scores its slice; all of them get every sample's negatives."""
+        cfg, acc, codec = self.cfg, self.run.acc, self.codec
+        index = {t: i for i, t in enumerate(self.items)}
+        mine = even_shard(samples, acc.process_index, acc.num_processes)[0]
+        out = []
+        with self.policy.reference() as ref:
+            scorer = LMCatalogue(LMScorer(ref, codec, cfg.domain, cfg.batch_size, progress=False, task=cfg.task))
+            for start in range(0, len(mine), cfg.batch_size):
+                part = mine[start : start + cfg.batch_size]
+                prompts = [codec.encode_prompt(training_prompt(s, cfg.domain, cfg.seed, epoch, cfg.task)) for s in part]
+                excluded = [[index[t] for t in {*s.history, s.target} if t in index] for s in part]
+                picked = hardest_items(scorer.item_scores(prompts, self.item_ids), excluded, self.k)
+                out += [(s.key, [self.items[i] for i in row]) for s, row in zip(part, picked)]
+        return dict(gather(out, acc.num_processes))
 
     def make_batch(self, samples: Sequence[Sample], epoch: int) -> AnswerBatch:
         batch = self.encode(samples, epoch)
@@ -231,6 +261,18 @@ class PreferenceRecipe:
             self.base_dir,
             state_dict,
         )
+
+
+def hardest_items(scores: torch.Tensor, excluded: Sequence[Sequence[int]], k: int) -> list[list[int]]:
+    """Per row of `scores` (samples x catalogue items), the indices of its K highest-scored items outside the row's
+    `excluded` ones (its history and target), highest first, ties by catalogue order."""
+    masked = scores.clone()
+    for row, out in zip(masked, excluded):
+        row[list(out)] = float("-inf")
+    kept = len(scores[0]) - max(map(len, excluded), default=0)
+    if kept < k:
+        raise ValueError(f"a sample has {kept} catalogue items outside its history and target, fewer than K={k}")
+    return masked.sort(dim=1, descending=True, stable=True).indices[:, :k].tolist()
 
 
 def preference_policy(cfg: PreferenceOptions, run: TrainingRun) -> tuple[Policy, object, Path | None]:
