@@ -94,6 +94,11 @@ def test_text_catalogue_scores_equal_the_titles_scored_one_at_a_time(tiny_text_m
         answers = [[codec.encode_next_title(t) for t in items.titles] for _ in samples]
     assert len(items) % chunk and full.shape == (3, len(items))
     assert torch.allclose(full, torch.tensor(scorer.answer_scores(prompts, answers)), atol=1e-5)
+    # One scorer asked batch after batch, then of another catalogue: nothing of the first catalogue is kept.
+    again, fewer = LMCatalogue(scorer, chunk), Catalogue(items.titles[::-1][:9])
+    assert torch.allclose(torch.cat([again(samples[:1], items), again(samples[1:], items)]), full, atol=1e-5)
+    reversed_part = full[:, [items.index[t] for t in fewer.titles]]
+    assert torch.allclose(again(samples, fewer), reversed_part, atol=1e-5)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -273,5 +273,6 @@ def whole_catalogue(cfg: EvaluateConfig, codec, samples, items: Catalogue | None
             ),
         ) from None
     item_ids(codec, items)
-    require(cfg.beams <= len(items), "beams", f"must not exceed the catalogue's {len(items)} titles")
+    if own:  # a --catalogue file was checked against --beams before the model loaded
+        require(cfg.beams <= len(items), "beams", f"must not exceed the catalogue's {len(items)} titles")
     return items

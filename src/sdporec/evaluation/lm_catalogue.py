@@ -53,11 +53,17 @@ class LMCatalogue:
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {chunk}")
         self.scorer, self.chunk = scorer, chunk
+        # The last catalogue's item tokens and encoded answers: `evaluate_catalogue` asks batch after batch.
+        self._catalogue: Catalogue | None = None
+        self._ids: list[int] | None = None
+        self._answers: dict[str, list[list[int]]] = {}
 
     def __call__(self, samples: Sequence[Sample], catalogue: Catalogue) -> torch.Tensor:
         scorer, codec = self.scorer, self.scorer.codec
         w = scorer.history_readout
-        ids = item_ids(codec, catalogue)  # a title without an item token is a DataError here, before any pass
+        if catalogue is not self._catalogue:  # a title without an item token is a DataError here, before any pass
+            self._ids, self._answers, self._catalogue = item_ids(codec, catalogue), {}, catalogue
+        ids = self._ids
         model = scorer.model
         was_training = model.training
         model.eval()
@@ -78,7 +84,9 @@ class LMCatalogue:
         """Every item's score after each prompt: from its item token (`ids`), or its answer's tokens (`encode`)."""
         if ids is not None:
             return self.item_scores(prompts, ids)
-        answers = [encode(t) for t in catalogue.titles]
+        if encode.__name__ not in self._answers:  # emptied by `__call__` when the catalogue changes
+            self._answers[encode.__name__] = [encode(t) for t in catalogue.titles]
+        answers = self._answers[encode.__name__]
         return torch.stack([self.text_scores(p, answers) for p in prompts])
 
     def item_scores(self, prompts: list[list[int]], ids: list[int]) -> torch.Tensor:
