@@ -34,19 +34,20 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     samples = read_samples(args.data, "eval")[: args.samples]
     model, codec = load_model(args.model)  # loaded once: unmerged first, then merged as evaluate merges it
-    domain = Checkpoint.read(args.model).domain(None)
-    rate, tokens = ranking_rate(model, codec, samples, args.batch_size, domain)
+    record = Checkpoint.read(args.model)
+    domain, task = record.domain(None), record.task(None)  # the prompts its training asked
+    rate, tokens = ranking_rate(model, codec, samples, args.batch_size, domain, task)
     print(
         f"{type(model).__name__}; prompt tokens (mean) {tokens:.1f}; "
         f"answer tokens {len(codec.encode_answer(samples[0].candidates[0]))}"
     )
     print(f"adapter unmerged: {rate:.2f} samples/s", flush=True)
-    scorer = LMScorer(model, codec, domain, batch_size=args.batch_size, progress=False)
+    scorer = LMScorer(model, codec, domain, batch_size=args.batch_size, progress=False, task=task)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         scorer(samples[: 2 * args.batch_size])
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
     merged = for_inference(model, "float32", False)
-    rate = ranking_rate(merged, codec, samples, args.batch_size, domain)[0]
+    rate = ranking_rate(merged, codec, samples, args.batch_size, domain, task)[0]
     print(f"as evaluate loads it ({type(merged).__name__}): {rate:.2f} samples/s")
 
 

@@ -20,7 +20,7 @@ def padded(rows: list[list[int]], value: int, length: int) -> torch.Tensor:
     return torch.tensor([x + [value] * (length - len(x)) for x in rows])
 
 
-def split(model, codec, samples, domain: str, batch_size: int) -> dict[str, float]:
+def split(model, codec, samples, domain: str, batch_size: int, task: str = "candidates") -> dict[str, float]:
     from sdporec.data.prompts import build_prompt
     from sdporec.models.logprobs import IGNORE, sequence_logprobs
 
@@ -32,7 +32,7 @@ def split(model, codec, samples, domain: str, batch_size: int) -> dict[str, floa
             for s in chunk:
                 answer = s.target if role == "target" else next(c for c in s.candidates if c != s.target)
                 prompt, ans = (
-                    codec.encode_prompt(build_prompt(s.history, s.candidates, domain, 0)),
+                    codec.encode_prompt(build_prompt(s.history, s.candidates, domain, 0, task)),
                     codec.encode_answer(answer),
                 )
                 ids = prompt + ans
@@ -64,7 +64,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for path in args.models:
         model, codec = load_model(path)
-        r = split(model, codec, samples, Checkpoint.read(path).domain(None), args.batch_size)
+        record = Checkpoint.read(path)  # the prompts its training asked: domain and task
+        r = split(model, codec, samples, record.domain(None), args.batch_size, record.task(None))
         print(f"| {path} | {r['target_title']} | {r['target_eos']} | {r['other_title']} | {r['other_eos']} |")
         print(json.dumps(r), flush=True)
 

@@ -61,17 +61,20 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def ranking_rate(model, codec, samples, batch: int, domain: str = "movies") -> tuple[float, float]:
-    """(samples/s, mean prompt tokens) of LMScorer (the prompt alone) over `samples` (after one warm-up batch)."""
+def ranking_rate(
+    model, codec, samples, batch: int, domain: str = "movies", task: str = "candidates"
+) -> tuple[float, float]:
+    """(samples/s, mean prompt tokens) of LMScorer (the prompt alone, of `task`) over `samples` (after one warm-up
+    batch)."""
     from sdporec.data.prompts import build_prompt
     from sdporec.evaluation.scoring import LMScorer
 
-    scorer = LMScorer(model, codec, domain, batch_size=batch, progress=False)
+    scorer = LMScorer(model, codec, domain, batch_size=batch, progress=False, task=task)
     scorer(samples[:batch])
     started = time.perf_counter()
     scorer(samples)
     rate = len(samples) / (time.perf_counter() - started)
-    tokens = sum(len(codec.encode_prompt(build_prompt(s.history, s.candidates, domain))) for s in samples)
+    tokens = sum(len(codec.encode_prompt(build_prompt(s.history, s.candidates, domain, 0, task))) for s in samples)
     return rate, tokens / len(samples)
 
 

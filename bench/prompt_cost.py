@@ -40,10 +40,12 @@ def readouts(scorer: LMScorer, path: str) -> tuple[list, list, list]:
 def sweep(model_dir: str, data: str, select_on: str, domain: str, weights: list[float], out: str) -> dict:
     """Every λ of `weights` on `data` (and on `select_on`, where given, with the λ chosen there); printed, and
     written under `out` where given. -> the selection record (selection.json)."""
+    from sdporec.models.checkpoints import Checkpoint
     from sdporec.models.loading import load_model
 
     model, codec = load_model(model_dir)
-    scorer = LMScorer(model, codec, domain, progress=False)
+    task = Checkpoint.read(model_dir).task(None)  # a next-item checkpoint's prompt shows no list
+    scorer = LMScorer(model, codec, domain, progress=False, task=task)
     measured = readouts(scorer, data)
     chosen_on = readouts(scorer, select_on) if select_on else None
     selection = {"model": model_dir, "data": data, "select_on": select_on or None, "weights": {}}
