@@ -58,6 +58,12 @@ def run_audit(cfg: AuditConfig) -> dict:
             "`prepare`); `sft --item-tokens` gives each the token of the title it shares"
         )
     print("history lengths: " + ", ".join(f"{k}: {v}" for k, v in result["history_lengths"].items()))
+    if result["repeat_targets"]:
+        print(
+            f"{result['repeat_targets']} samples' targets are in their own history (a return to an item): the 20 "
+            "candidates and the whole catalogue both rank the target and no other history item, so a model that "
+            "copies the history gains on them"
+        )
     for name, n in result["checks"].items():
         print(f"  {'FAIL' if n else 'ok  '} {name.replace('_', ' ')}: {n} samples")
     if result["popularity_hr@1"] is not None:

@@ -75,6 +75,7 @@ def audit(samples: Sequence[Sample], train: Sequence[Sample] | None = None) -> d
         "shared_titles": sum(item_key(t) != t for t in items),
         "history_lengths": {str(k): hist[k] for k in sorted(hist)},
         "candidates_per_sample": sorted(Counter(len(s.candidates) for s in samples).items()),
+        "repeat_targets": sum(s.target in s.history for s in samples),
         "checks": candidate_checks(samples),
         "popularity_hr@1": popularity_hr1(samples, train) if not same else None,
         "leak_hr@1": leak_hr1(samples, train, same),
