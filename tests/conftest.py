@@ -1,5 +1,7 @@
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -192,3 +194,42 @@ def crafted_torch_file(marker: Path, path: Path) -> None:
     """A torch.save file at `path` whose unpickling creates `marker` (what a crafted optimizer.bin or
     pytorch_model.bin would be)."""
     torch.save({"state": _Marker(str(marker))}, path)
+
+
+PIPELINE_TINY = [  # a pipeline run in seconds: the CLI tests' shared run (`run_dir`)
+    "--users",
+    "40",
+    "--items",
+    "80",
+    "--hidden",
+    "32",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--sft-epochs",
+    "1",
+    "--pref-epochs",
+    "1",
+    "--eval-samples",
+    "40",
+    "--batch-size",
+    "16",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """One tiny pipeline run that the CLI tests read (none of them writes into it)."""
+    out = tmp_path_factory.mktemp("pipeline")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sdporec", "pipeline", "--out", str(out), *PIPELINE_TINY],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "popularity" in proc.stdout and "sdpo" in proc.stdout
+    (out / "stdout.txt").write_text(proc.stdout)
+    return out

@@ -22,7 +22,6 @@ def test_candidate_checks_count_failures():
     assert set(candidate_checks([good, bad]).values()) == {1}
 
 
-
 def test_audit_counts_targets_that_return_from_the_history():
     samples = [Sample(["a", "b"], ["b", "c"], "b"), Sample(["a"], ["b", "c"], "c"), Sample(["c", "a"], ["a", "b"], "a")]
     assert audit(samples)["repeat_targets"] == 2

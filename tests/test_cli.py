@@ -1,10 +1,12 @@
-"""One tiny end-to-end run of the CLI, then the other commands on its outputs."""
+"""One tiny end-to-end run of the CLI (`run_dir`, conftest.py), then the other commands on its outputs: evaluate,
+recommend, compare, bad input and failures. Training options on it: test_cli_training.py; reports:
+test_cli_report.py."""
 
 import json
-import subprocess
 import sys
 
 import pytest
+from conftest import PIPELINE_TINY
 
 from sdporec.cli import main
 from sdporec.evaluation.metrics import METRIC_KEYS
@@ -13,48 +15,10 @@ from sdporec.runs import (
     CONFIG,
     METRICS,
     PREDICTIONS,
-    REPORT,
     TRAIN_LOG,
     read_evaluation_metrics,
     read_pipeline_metrics,
 )
-
-TINY = [
-    "--users",
-    "40",
-    "--items",
-    "80",
-    "--hidden",
-    "32",
-    "--layers",
-    "1",
-    "--heads",
-    "2",
-    "--sft-epochs",
-    "1",
-    "--pref-epochs",
-    "1",
-    "--eval-samples",
-    "40",
-    "--batch-size",
-    "16",
-    "--no-progress",
-]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pipeline")
-    proc = subprocess.run(
-        [sys.executable, "-m", "sdporec", "pipeline", "--out", str(out), *TINY],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "popularity" in proc.stdout and "sdpo" in proc.stdout
-    (out / "stdout.txt").write_text(proc.stdout)
-    return out
 
 
 def test_pipeline_ends_with_s_dpo_against_sft_and_dpo_with_intervals(run_dir):
@@ -220,240 +184,6 @@ def test_bad_input_exits_with_file_row_field(run_dir, tmp_path, capsys):
     assert not (tmp_path / "o" / METRICS).exists()
 
 
-def test_lora_sft_then_sdpo_from_the_adapter(run_dir, tmp_path):
-    data = run_dir / "data"
-    common = [
-        "--train",
-        str(data / "train.jsonl"),
-        "--valid",
-        str(data / "valid.jsonl"),
-        "--eval-samples",
-        "20",
-        "--epochs",
-        "1",
-        "--no-progress",
-        "--lora",
-        "--lora-r",
-        "4",
-    ]
-    assert (
-        main(
-            [
-                "sft",
-                "--out",
-                str(tmp_path / "sft"),
-                "--hidden",
-                "32",
-                "--layers",
-                "1",
-                "--heads",
-                "2",
-                "--titles",
-                str(data / "items.txt"),
-                *common,
-            ]
-        )
-        == 0
-    )
-    sft_model = tmp_path / "sft" / "model"
-    assert (sft_model / "adapter_config.json").is_file() and (sft_model / "base" / "config.json").is_file()
-    assert main(["sdpo", "--model", str(sft_model), "--out", str(tmp_path / "sdpo"), *common[:-3]]) == 0
-    assert (tmp_path / "sdpo" / "model" / "adapter_config.json").is_file()
-    assert (
-        main(
-            [
-                "evaluate",
-                "--model",
-                str(tmp_path / "sdpo" / "model"),
-                "--data",
-                str(data / "test.jsonl"),
-                "--out",
-                str(tmp_path / "ev"),
-                "--limit",
-                "10",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
-
-
-def test_reference_adapter_equals_the_sft_model(run_dir, tmp_path):
-    """With an SFT adapter, the frozen reference gives exactly the SFT model's log-probs."""
-    import torch
-
-    from sdporec.data.batching import collate
-    from sdporec.data.prompts import build_prompt
-    from sdporec.data.samples import read_samples
-    from sdporec.models.loading import load_model
-    from sdporec.models.logprobs import answer_logprobs_packed
-    from sdporec.models.policy import policy_from_sft
-
-    data = run_dir / "data"
-    assert (
-        main(
-            [
-                "sft",
-                "--out",
-                str(tmp_path / "sft"),
-                "--hidden",
-                "32",
-                "--layers",
-                "1",
-                "--heads",
-                "2",
-                "--train",
-                str(data / "train.jsonl"),
-                "--epochs",
-                "1",
-                "--no-progress",
-                "--lora",
-                "--titles",
-                str(data / "items.txt"),
-            ]
-        )
-        == 0
-    )
-    path = str(tmp_path / "sft" / "model")
-    sft, codec = load_model(path)
-    policy, _ = policy_from_sft(path, False, 8, 16, 0.0, "float32")
-    s = read_samples(data / "test.jsonl")[:4]
-    batch = collate(
-        [codec.encode_prompt(build_prompt(x.history, x.candidates)) for x in s],
-        [[codec.encode_answer(c) for c in x.candidates[:3]] for x in s],
-        codec.pad_id,
-    )
-    with torch.no_grad():
-        expected = answer_logprobs_packed(sft, batch)[0]
-    with torch.no_grad():  # perturb the trainable copy: the reference must not move
-        for n, p in policy.model.named_parameters():
-            if ".default." in n:
-                p.add_(0.5)
-    with policy.reference() as ref:
-        torch.testing.assert_close(answer_logprobs_packed(ref, batch)[0], expected)
-    assert any(p.requires_grad for n, p in policy.model.named_parameters() if ".default." in n)
-    assert not any(p.requires_grad for n, p in policy.model.named_parameters() if ".reference." in n)
-
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def test_pipeline_ends_with_a_report(run_dir):
-    report = run_dir / "report"
-    for name in ("loss.png", "valid_hr1.png", "rewards.png", "chosen_logp.png", "final_metrics.png"):
-        assert (report / name).read_bytes()[:8] == PNG_MAGIC, name
-    assert "| sdpo |" in (report / REPORT).read_text()
-
-
-def test_report_compares_several_runs(run_dir, tmp_path, capsys):
-    import shutil
-
-    import matplotlib.image
-
-    second = tmp_path / "second"
-    shutil.copytree(run_dir, second, ignore=shutil.ignore_patterns("model", "base", "data"))
-    out = tmp_path / "report"
-    assert main(["report", str(run_dir), str(second), "--out", str(out)]) == 0
-    text = (out / REPORT).read_text()
-    assert f"| {run_dir.name}/sdpo |" in text and "| second/popularity |" in text
-    for name in ("loss.png", "valid_hr1.png", "rewards.png", "chosen_logp.png", "final_metrics.png"):
-        image = matplotlib.image.imread(out / name)
-        assert image.shape[0] >= 300 and image.shape[1] >= 500, name
-    assert "Report:" in capsys.readouterr().out
-
-
-def test_report_on_a_directory_without_logs_is_an_error(tmp_path, capsys):
-    (tmp_path / "empty").mkdir()
-    assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
-    assert "neither a training run's train_log.jsonl" in capsys.readouterr().err
-
-
-def test_report_on_a_damaged_checkpoint_record_names_the_file(run_dir, tmp_path, capsys):
-    import shutil
-
-    run = tmp_path / "sft"
-    shutil.copytree(run_dir / "sft", run, ignore=shutil.ignore_patterns("checkpoints", "*.safetensors"))
-    (run / "model" / "sdporec_checkpoint.json").write_text("{not json")
-    assert main(["report", str(run), "--out", str(tmp_path / "r")]) == 2
-    err = capsys.readouterr().err
-    assert "sdporec_checkpoint.json" in err and "not valid JSON" in err and "Traceback" not in err
-
-
-def test_report_to_tensorboard_without_the_package_says_so(run_dir, tmp_path, capsys, monkeypatch):
-    import importlib.util
-
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else find_spec(name, *a)
-    )  # as if it were not installed, whether or not it is here
-    data = run_dir / "data"
-    code = main(
-        [
-            "sft",
-            "--train",
-            str(data / "train.jsonl"),
-            "--out",
-            str(tmp_path),
-            "--report-to",
-            "tensorboard",
-            "--hidden",
-            "32",
-            "--layers",
-            "1",
-            "--heads",
-            "2",
-            "--no-progress",
-        ]
-    )
-    assert code == 2 and "pip install tensorboard" in capsys.readouterr().err
-
-
-def _losses(run):
-    return [json.loads(x)["loss"] for x in (run / TRAIN_LOG).read_text().splitlines()]
-
-
-def test_precomputed_reference_equals_online_and_is_reused(run_dir, tmp_path):
-    data = run_dir / "data"
-    common = [
-        "dpo",
-        "--model",
-        str(run_dir / "sft" / "model"),
-        "--train",
-        str(data / "train.jsonl"),
-        "--epochs",
-        "2",
-        "--negatives",
-        "3",
-        "--log-every",
-        "1",
-        "--no-progress",
-    ]
-    cache = tmp_path / "cache"
-    assert main([*common, "--out", str(tmp_path / "online"), "--reference-pass", "online"]) == 0
-    assert main([*common, "--out", str(tmp_path / "pre"), "--reference-cache", str(cache)]) == 0
-    assert len(list(cache.glob("*.safetensors"))) == 2  # one per epoch: candidate lists change per epoch
-    stamps = {p: p.stat().st_mtime_ns for p in cache.glob("*.safetensors")}
-    assert main([*common, "--out", str(tmp_path / "again"), "--reference-cache", str(cache)]) == 0
-    assert {p: p.stat().st_mtime_ns for p in cache.glob("*.safetensors")} == stamps  # read, not recomputed
-    online, pre, again = (_losses(tmp_path / n) for n in ("online", "pre", "again"))
-    assert online == pytest.approx(pre, abs=1e-5) and pre == again
-    # Settings that change the reference's numbers get their own entries, never the float32 ones.
-    assert (
-        main([*common, "--out", str(tmp_path / "bf16"), "--reference-cache", str(cache), "--mixed-precision", "bf16"])
-        == 0
-    )
-    assert len(list(cache.glob("*.safetensors"))) == 4 and {p: p.stat().st_mtime_ns for p in stamps} == stamps
-    assert main([*common, "--out", str(tmp_path / "layout"), "--reference-cache", str(cache), "--layout", "paper"]) == 0
-    assert len(list(cache.glob("*.safetensors"))) == 6
-
-
-def test_precompute_holds_no_reference_model(run_dir):
-    from sdporec.models.policy import policy_from_sft
-
-    policy, _ = policy_from_sft(str(run_dir / "sft" / "model"), False, 8, 16, 0.0, "float32", resident_reference=False)
-    assert policy._ref_model is None
-
-
 def test_recommend_from_a_json_file_with_a_joined_history(run_dir, tmp_path, capsys):
     sample = json.loads((run_dir / "data" / "test.jsonl").read_text().splitlines()[0])
     request = tmp_path / "req.json"
@@ -577,7 +307,7 @@ def test_a_pipeline_that_fails_puts_the_earlier_run_back(run_dir, tmp_path, monk
         raise RuntimeError("the machine went away")
 
     monkeypatch.setattr("sdporec.commands.pipeline.run_preference", fail)  # SFT has finished, DPO fails
-    assert main(["pipeline", "--out", str(copy), "--overwrite", *TINY]) == 1
+    assert main(["pipeline", "--out", str(copy), "--overwrite", *PIPELINE_TINY]) == 1
     assert "back in place" in capsys.readouterr().err
     after = {str(p.relative_to(copy)): p.read_bytes() for p in sorted(copy.rglob("*")) if p.is_file()}
     assert after == before and not (copy / ".replaced").exists()
