@@ -7,13 +7,16 @@
 # with the defaults.
 #   GGUF=path/to/SmolLM2-135M-Instruct.Q4_1.gguf LASTFM=../shared/data/lastfm/resampled bash bench/gpu_items.sh OUT
 # (GGUF and LASTFM too large to copy to a remote GPU machine in one transfer: bench/gpu_items_parts.sh sends them in two)
+# TASK=next-item trains on the history alone (`--task next-item`) and measures the whole catalogue too: every artist
+# ranked (`--candidates all`, HR@10 / NDCG@10) and decoded constrained to the catalogue with 10 beams on GEN samples,
+# beside the 20 candidates; the whole-LastFM row of bench/specs/lastfm-catalogue.yaml.
 # On a CPU, a check of the script end to end on a few rows (what runs on the GPU, minus the time):
 #   DRY_RUN=1 GGUF=... LASTFM=... bash bench/gpu_items.sh OUT
 set -euo pipefail
 if [ $# -ne 1 ] || [ -z "${GGUF:-}" ] || [ -z "${LASTFM:-}" ]; then
   echo "usage: GGUF=FILE LASTFM=DIR bash bench/gpu_items.sh OUT" >&2; exit 2
 fi
-OUT=$1; PY=${PY:-python3}; ITEM_TEXT=${ITEM_TEXT:-token}
+OUT=$1; PY=${PY:-python3}; ITEM_TEXT=${ITEM_TEXT:-token}; TASK=${TASK:-candidates}
 # Item rows from the title's mean row plus co-occurrence vectors (as bench/specs/smollm2-items.yaml trains them).
 # ITEM_INIT=mean|hidden for the others.
 ITEM_INIT=${ITEM_INIT:-cooc}
@@ -54,7 +57,7 @@ COMMON="--train $D/train.jsonl --valid $D/valid.jsonl --domain music --epochs 1 
   --no-progress --overwrite"
 start=$(date +%s)
 # All weights at 1e-4, as bench/gpu_smollm2.sh's full row (the 2e-5 default is not measured with new item rows).
-timeout -s INT "$SFT_WALL" $PY -m sdporec sft --model "$GGUF" --item-tokens --item-text "$ITEM_TEXT" --item-init "$ITEM_INIT" --titles "$D/titles.txt" --lr "${SFT_LR:-1e-4}" $SFT_ARGS $COMMON \
+timeout -s INT "$SFT_WALL" $PY -m sdporec sft --task "$TASK" --model "$GGUF" --item-tokens --item-text "$ITEM_TEXT" --item-init "$ITEM_INIT" --titles "$D/titles.txt" --lr "${SFT_LR:-1e-4}" $SFT_ARGS $COMMON \
   --out "$OUT/sft" > "$OUT/sft.log" 2>&1 || echo "sft stopped at its wall ($SFT_WALL s) or failed: see $OUT/sft.log"
 test -d "$OUT/sft/model"
 echo "sft wall $(( $(date +%s) - start )) s"
@@ -65,8 +68,16 @@ for stage in sft sdpo; do
   [ -d "$OUT/$stage/model" ] || continue
   $PY -m sdporec evaluate --model "$OUT/$stage/model" --data "$D/eval.jsonl" --protocol ranking --batch-size 64 \
     --device "$DEV" --no-progress --overwrite --out "$OUT/$stage/eval-ranking" >> "$OUT/$stage.eval.log" 2>&1
-  $PY -m sdporec evaluate --model "$OUT/$stage/model" --data "$D/eval.jsonl" --protocol generation --batch-size 64 \
-    --limit "$GEN" --device "$DEV" --no-progress --overwrite --out "$OUT/$stage/eval-generation" \
+  if [ "$TASK" = next-item ]; then  # no list in the prompt: the catalogue, ranked and decoded
+    $PY -m sdporec evaluate --model "$OUT/$stage/model" --data "$D/eval.jsonl" --candidates all \
+      --catalogue "$D/titles.txt" --batch-size 64 --device "$DEV" --no-progress --overwrite \
+      --out "$OUT/$stage/eval-catalogue" >> "$OUT/$stage.eval.log" 2>&1
+    GENERATION="--constrained --beams 10 --candidates all --catalogue $D/titles.txt"
+  else
+    GENERATION=""
+  fi
+  $PY -m sdporec evaluate --model "$OUT/$stage/model" --data "$D/eval.jsonl" --protocol generation $GENERATION \
+    --batch-size 64 --limit "$GEN" --device "$DEV" --no-progress --overwrite --out "$OUT/$stage/eval-generation" \
     >> "$OUT/$stage.eval.log" 2>&1
 done
 echo "all wall $(( $(date +%s) - start )) s"
@@ -82,12 +93,13 @@ rows = {}
 for stage in ("sft", "sdpo"):
     run = out / stage
     row = {"valid_hr@1": [(e["step"], e["hr@1"]) for e in read_log(run / EVAL_LOG)]}
-    for protocol in ("ranking", "generation"):
+    for protocol in ("ranking", "catalogue", "generation"):
         measured = run / f"eval-{protocol}" / METRICS
         row[protocol] = read_evaluation_metrics(measured) if measured.is_file() else None
     rows[stage] = row
+    keys = ("hr@1", "ndcg@5", "hr@10", "ndcg@10", "valid_ratio", "n", "seconds")
     print(stage, "validation HR@1 by step", row["valid_hr@1"],
-          {p: None if row[p] is None else {k: row[p].get(k) for k in ("hr@1", "ndcg@5", "valid_ratio", "n", "seconds")}
-           for p in ("ranking", "generation")})
+          {p: None if row[p] is None else {k: row[p].get(k) for k in keys if k in row[p]}
+           for p in ("ranking", "catalogue", "generation")})
 (out / "bench_summary.json").write_text(json.dumps(rows, indent=1) + "\n")
 PY
