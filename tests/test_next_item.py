@@ -376,6 +376,20 @@ def test_hardest_items_are_the_top_k_outside_the_excluded_ties_by_catalogue_orde
         hardest_items(scores, [[0], [0, 1]], 4)
 
 
+def test_titles_that_share_an_item_token_are_one_item_never_a_negative_of_themselves():
+    """A pretrained LM's item tokens: "X" and "X [item 5]" name one token, so the column appears once, under its
+    first title, and a target or history item named either way is excluded under both names."""
+    from sdporec.training.preference import _one_title_per_token, hardest_negatives
+
+    titles = ["A", "B", "X", "X [item 5]", "Y", "Z"]
+    ids, named = _one_title_per_token(titles, [10, 11, 12, 12, 13, 14])
+    assert ids == [10, 11, 12, 13, 14] and named == ["A", "B", "X", "Y", "Z"]
+    token = dict(zip(titles, [10, 11, 12, 12, 13, 14]))
+    scores = torch.tensor([[0.0, 1.0, 9.0, 2.0, 3.0], [5.0, 1.0, 9.0, 2.0, 3.0]])
+    samples = [Sample(["A"], [], "X [item 5]"), Sample(["X"], [], "B")]
+    assert hardest_negatives(scores, samples, token.__getitem__, ids, named, 2) == [["Z", "Y"], ["A", "Z"]]
+
+
 def test_next_item_model_negatives_are_the_references_top_of_the_whole_catalogue(tmp_path, monkeypatch):
     """Item tokens: each epoch, the K items of the training catalogue outside the history and target that the SFT
     model scores highest after the epoch's prompt, checked against every item's logit from a model loaded apart."""
@@ -396,15 +410,20 @@ def test_next_item_model_negatives_are_the_references_top_of_the_whole_catalogue
 
     monkeypatch.setattr(PreferenceRecipe, "hardest_of_catalogue", spy)
     sdpo = ["sdpo", "--model", str(tmp_path / "sft" / "model"), "--negatives-from", "model", "--epochs", "2"]
+    sdpo += ["--lr", "0.05"]  # the policy moves far from the reference in an epoch: scoring with it would show
     assert main([*sdpo, *data, "--batch-size", "16", "--no-progress", "--out", str(tmp_path / "sdpo")]) == 0
     assert [epoch for epoch, _, _ in seen] == [0, 1]
-    model, codec = load_model(str(tmp_path / "sft" / "model"))
     items = sorted({t for s in read_samples(tmp_path / "d" / "train.jsonl") for t in (*s.history, *s.candidates)})
+
+    def top(model_dir, s, epoch):
+        model, codec = load_model(str(model_dir))
+        prompt = torch.tensor([codec.encode_prompt(training_prompt(s, "music", 0, epoch, "next-item"))])
+        with torch.no_grad():
+            logits = model(input_ids=prompt).logits[0, -1]
+        others = [t for t in items if t not in {*s.history, s.target}]
+        return sorted(others, key=lambda t: -float(logits[codec.title_id(t)]))[:3]
+
     for epoch, samples, negatives in seen:
-        for s in samples[:8]:
-            prompt = torch.tensor([codec.encode_prompt(training_prompt(s, "music", 0, epoch, "next-item"))])
-            with torch.no_grad():
-                logits = model(input_ids=prompt).logits[0, -1]
-            others = [t for t in items if t not in {*s.history, s.target}]
-            best = sorted(others, key=lambda t: -float(logits[codec.title_id(t)]))[:3]
-            assert negatives[s.key] == best
+        assert all(negatives[s.key] == top(tmp_path / "sft" / "model", s, epoch) for s in samples[:8])
+    _, samples, negatives = seen[1]
+    assert any(negatives[s.key] != top(tmp_path / "sdpo" / "model", s, 1) for s in samples[:8])  # not the policy

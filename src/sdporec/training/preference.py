@@ -93,9 +93,11 @@ class PreferenceRecipe:
         self.popularity = Counter(s.target for s in run.train)
         self.items = catalogue(run.train)
         self.cum_weights = list(itertools.accumulate(1 + self.popularity.get(t, 0) for t in self.items))
-        # The next-item task's model-chosen negatives come from the whole catalogue where items are tokens.
+        # The next-item task's model-chosen negatives come from the whole catalogue where items are tokens: one
+        # column per item token (titles that share a token are one item to the model), named by its first title.
         whole = cfg.negatives_from == "model" and cfg.task == "next-item"
-        self.item_ids = item_ids(codec, Catalogue(self.items, "the training file")) if whole else None
+        ids = item_ids(codec, Catalogue(self.items, cfg.train)) if whole else None
+        self.item_ids, self.token_titles = (None, []) if ids is None else _one_title_per_token(self.items, ids)
         self.negatives: dict[str, list[str]] = {}  # this epoch's, where not sampled uniformly
         self.reference: dict[str, torch.Tensor] = {}  # this epoch's, when precomputed
         beside = Path(cfg.model).parent if Path(cfg.model).is_dir() else run.out
@@ -199,10 +201,9 @@ class PreferenceRecipe:
 
     def hardest_of_catalogue(self, epoch: int, samples: Sequence[Sample]) -> dict[str, list[str]]:
         """sample key -> the K items of the training catalogue outside its history and target that the reference
-        scores highest after this epoch's prompt (log p(item | prompt), as `evaluate --candidates all` ranks them).
-        Each process scores its slice; all of them get every sample's negatives."""
+        scores highest after this epoch's prompt (log p(item | prompt), as `evaluate --candidates all` ranks them
+        with the prompt alone). Each process scores its slice; all of them get every sample's negatives."""
         cfg, acc, codec = self.cfg, self.run.acc, self.codec
-        index = {t: i for i, t in enumerate(self.items)}
         mine = even_shard(samples, acc.process_index, acc.num_processes)[0]
         out = []
         with self.policy.reference() as ref:
@@ -210,9 +211,9 @@ class PreferenceRecipe:
             for start in range(0, len(mine), cfg.batch_size):
                 part = mine[start : start + cfg.batch_size]
                 prompts = [codec.encode_prompt(training_prompt(s, cfg.domain, cfg.seed, epoch, cfg.task)) for s in part]
-                excluded = [[index[t] for t in {*s.history, s.target} if t in index] for s in part]
-                picked = hardest_items(scorer.item_scores(prompts, self.item_ids), excluded, self.k)
-                out += [(s.key, [self.items[i] for i in row]) for s, row in zip(part, picked)]
+                scores = scorer.item_scores(prompts, self.item_ids)
+                negatives = hardest_negatives(scores, part, codec.title_id, self.item_ids, self.token_titles, self.k)
+                out += [(s.key, row) for s, row in zip(part, negatives)]
         return dict(gather(out, acc.num_processes))
 
     def make_batch(self, samples: Sequence[Sample], epoch: int) -> AnswerBatch:
@@ -261,6 +262,24 @@ class PreferenceRecipe:
             self.base_dir,
             state_dict,
         )
+
+
+def _one_title_per_token(titles: Sequence[str], ids: Sequence[int]) -> tuple[list[int], list[str]]:
+    """The distinct item tokens of `ids` in catalogue order, each with the first of `titles` that has it."""
+    first: dict[int, str] = {}
+    for title, token in zip(titles, ids):
+        first.setdefault(token, title)
+    return list(first), list(first.values())
+
+
+def hardest_negatives(
+    scores: torch.Tensor, samples: Sequence[Sample], title_id, ids: Sequence[int], titles: Sequence[str], k: int
+) -> list[list[str]]:
+    """Each sample's K negatives from `scores` (samples x the item tokens `ids`, each named by `titles`): the items
+    scored highest but the tokens of its history and target (`title_id`: title -> token), whatever title names them."""
+    column = {token: c for c, token in enumerate(ids)}
+    excluded = [{column[title_id(t)] for t in (*s.history, s.target)} for s in samples]
+    return [[titles[c] for c in row] for row in hardest_items(scores, excluded, k)]
 
 
 def hardest_items(scores: torch.Tensor, excluded: Sequence[Sequence[int]], k: int) -> list[list[int]]:
