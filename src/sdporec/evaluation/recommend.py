@@ -49,6 +49,7 @@ class Recommender:
             model, codec, domain, progress=False, score=score, history_readout=history_readout, task=task
         )
         self.catalogue = catalogue
+        self.ranker = LMCatalogue(self.scorer)  # keeps the catalogue's encoded titles from one call to the next
 
     @classmethod
     def load(
@@ -133,7 +134,7 @@ class Recommender:
         require(top >= 1, "top", "must be at least 1")
         require(not isinstance(exclude, str), "exclude", "a list of titles, not one string")
         self.catalogue.require_known([request], "history")
-        scores = LMCatalogue(self.scorer)([request], self.catalogue)[0]
+        scores = self.ranker([request], self.catalogue)[0]
         require_finite(Sample(history, self.catalogue.titles, history[-1]), scores.tolist())
         banned = set(history) | set(exclude)
         ranked = [(t, float(s)) for t, s in zip(self.catalogue.titles, scores.tolist()) if t not in banned]
