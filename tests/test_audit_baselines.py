@@ -88,22 +88,23 @@ def test_sequential_baselines_learn_the_builtin_world():
         assert info["epochs_run"] >= 1 and info["best_valid_hr@1"] is not None
 
 
-def test_item_knn_ranks_by_cosine_with_the_history_and_breaks_ties_by_popularity():
+def test_item_knn_sums_item_cosines_over_training_sequences_and_breaks_ties_by_popularity():
     from sdporec.evaluation.baselines import ItemKNN
 
-    # A shares training sequences with B (twice) and C; E with F. The positive part of their PMI has one direction
-    # per group: A, B and C point one way, E and F another, orthogonal to it.
+    # Sequences (history + target): {A, B} twice, {A, C}, {E, F}. Held by: A 3, B 2, C 1, E 1, F 1.
+    # cos(A, B) = 2 / sqrt(3 * 2), cos(A, C) = 1 / sqrt(3 * 1), cos(E, F) = 1 / sqrt(1 * 1); D is only ever listed.
     train = [
         Sample(["A"], ["B", "D"], "B"),
         Sample(["A"], ["B", "D"], "B"),
         Sample(["A"], ["C", "D"], "C"),
         Sample(["E"], ["F", "D"], "F"),
     ]
-    scores = ItemKNN(train)([Sample(["B"], ["C", "A", "F", "D", "Z"], "C")])[0]
-    tie = 1e-6 / 3  # B is the most frequent target (2)
-    assert scores == pytest.approx([1 + tie, 1.0, tie, 0.0, 0.0], abs=1e-7)
-    assert scores[0] > scores[1]  # C and A alike: C has been a target, A never
-    assert ItemKNN(train)([Sample(["Z"], ["C", "A"], "C")])[0] == [tie, 0.0]  # unknown history
-    # Two history items from the two groups: the normalised mean is as close to both.
-    both = ItemKNN(train)([Sample(["B", "E"], ["C", "F", "D"], "C")])[0]
-    assert both == pytest.approx([0.5**0.5 + tie, 0.5**0.5 + tie, 0.0], abs=1e-7)
+    knn, tie = ItemKNN(train), 1e-6 / 3  # B is the most frequent target (2)
+    ab, ac = 2 / 6**0.5, 1 / 3**0.5
+    scores = knn([Sample(["B"], ["C", "A", "F", "D", "Z"], "C")])[0]
+    assert scores == pytest.approx([tie, ab, tie, 0.0, 0.0], abs=1e-12)
+    assert scores[0] > scores[3]  # no neighbour of B: C and F by popularity, above the never-targeted
+    # Two history items: their cosines add up; a repeated history item counts once.
+    both = knn([Sample(["A", "E", "A"], ["B", "C", "F"], "C")])[0]
+    assert both == pytest.approx([ab + 2 * tie, ac + tie, 1 + tie], abs=1e-12)
+    assert knn([Sample(["Z"], ["C", "A"], "C")])[0] == [tie, 0.0]  # a history item no sequence holds

@@ -4,9 +4,9 @@ language models, on the same candidate lists.
 - popularity: how often a candidate is a training target.
 - item counts: how often the candidate followed the history's last item (transition), then how often it
   followed any history item (co-occurrence), then popularity, as one score in that order of weight.
-- item-kNN: a candidate's cosine with the history in the item vectors of `models.item_rows.cooccurrence_rows`
-  (a rank-64 factoring of the positive PMI of items sharing a training sequence), the vectors `sft --item-init cooc`
-  starts item tokens from: how far co-occurrence alone goes, with no training.
+- item-kNN: item-based collaborative filtering (Sarwar et al., WWW 2001; Deshpande and Karypis, TOIS 2004): the
+  sum of a candidate's cosine similarities to the history's items, two items' cosine taken over the training
+  sequences (each sample's history and target) that hold them.
 - SASRec and GRU4Rec: see `baseline_models.py`.
 
 Each is an object that scores candidate lists when called (a `Scorer`) and the whole catalogue through its
@@ -22,10 +22,8 @@ from collections.abc import Sequence
 
 import torch
 
-from sdporec.data.candidates import catalogue
 from sdporec.data.samples import Sample
 from sdporec.evaluation.catalogue import Catalogue
-from sdporec.models.item_rows import COOC_DIM, cooccurrence_rows
 
 
 class Popularity:
@@ -75,61 +73,61 @@ class ItemCounts:
     def catalogue(self, samples: Sequence[Sample], items: Catalogue) -> torch.Tensor:
         """The same sums as a call's, as vectors over the catalogue (only the counted items are visited)."""
         (w_t, w_c), n = self.weights, len(items)
-        pop = self._vector(self.pop, items)
+        pop = _vector(self.pop, items)
         out = torch.empty(len(samples), n, dtype=torch.float64)
         for i, s in enumerate(samples):
             last, hist = self._counts(s)
-            together = sum((self._vector(h, items) for h in hist), torch.zeros(n, dtype=torch.float64))
-            out[i] = w_t * self._vector(last, items) + w_c * together + self.tie * pop
+            together = sum((_vector(h, items) for h in hist), torch.zeros(n, dtype=torch.float64))
+            out[i] = w_t * _vector(last, items) + w_c * together + self.tie * pop
         return out
-
-    @staticmethod
-    def _vector(counts: Counter, items: Catalogue) -> torch.Tensor:
-        v = torch.zeros(len(items), dtype=torch.float64)
-        known = [(items.index[t], c) for t, c in counts.items() if t in items.index]
-        if known:
-            where, values = zip(*known)
-            v[list(where)] = torch.tensor(values, dtype=torch.float64)
-        return v
 
 
 class ItemKNN:
-    """score = cosine of the item's co-occurrence vector with the mean of the history items' unit vectors, plus
-    popularity scaled to break ties only (items that share no training sequence have no vector: 0)."""
+    """score = the sum over the history's distinct items h of cos(h, c), where cos(h, c) = (training sequences that
+    hold both) / sqrt(sequences that hold h x sequences that hold c), a sequence being a training sample's history
+    and target; every item is a neighbour (no k cut-off: on 20 candidates and on the catalogue alike), and
+    popularity, scaled below any cosine difference that matters, breaks ties only. An item that shares no training
+    sequence with the history scores its tie-breaker alone."""
 
-    def __init__(self, train: Sequence[Sample], dim: int = COOC_DIM):
-        titles = catalogue(train)
-        self.index = {t: i for i, t in enumerate(titles)}
-        self.vectors = torch.nn.functional.normalize(
-            cooccurrence_rows([s.history + [s.target] for s in train], titles, dim), dim=-1
-        )
+    def __init__(self, train: Sequence[Sample]):
+        together: dict[str, Counter] = defaultdict(Counter)
+        held: Counter = Counter()
+        for s in train:
+            items = set(s.history) | {s.target}
+            held.update(items)
+            for a in items:
+                together[a].update(items - {a})
+        self.similar = {
+            a: Counter({b: n / (held[a] * held[b]) ** 0.5 for b, n in others.items()}) for a, others in together.items()
+        }
         self.pop = Counter(s.target for s in train)
         self.tie = 1e-6 / (1 + max(self.pop.values(), default=0))
 
-    def _centre(self, sample: Sample) -> torch.Tensor:
-        known = [self.index[h] for h in sample.history if h in self.index]
-        if not known:
-            return torch.zeros(self.vectors.shape[1], dtype=self.vectors.dtype)
-        return torch.nn.functional.normalize(self.vectors[known].mean(0), dim=0)
+    def _neighbours(self, sample: Sample) -> list[Counter]:
+        return [self.similar[h] for h in dict.fromkeys(sample.history) if h in self.similar]
 
     def __call__(self, samples: Sequence[Sample]) -> list[list[float]]:
         out = []
         for s in samples:
-            centre = self._centre(s)
-            out.append(
-                [
-                    (float(self.vectors[self.index[c]] @ centre) if c in self.index else 0.0) + self.tie * self.pop[c]
-                    for c in s.candidates
-                ]
-            )
+            near = self._neighbours(s)
+            out.append([sum(h[c] for h in near) + self.tie * self.pop[c] for c in s.candidates])
         return out
 
     def catalogue(self, samples: Sequence[Sample], items: Catalogue) -> torch.Tensor:
-        known = [(j, self.index[t]) for j, t in enumerate(items.titles) if t in self.index]
-        columns, rows = (list(x) for x in zip(*known)) if known else ([], [])
-        pop = torch.tensor([self.tie * self.pop[t] for t in items.titles], dtype=torch.float64)
-        out = pop.repeat(len(samples), 1)
-        if rows:
-            centres = torch.stack([self._centre(s) for s in samples])  # (B, dim)
-            out[:, columns] += (centres @ self.vectors[rows].T).double()
+        """The same sums as a call's, as vectors over the catalogue (only each history item's neighbours)."""
+        pop = _vector(self.pop, items)
+        out = torch.empty(len(samples), len(items), dtype=torch.float64)
+        for i, s in enumerate(samples):
+            out[i] = sum((_vector(h, items) for h in self._neighbours(s)), torch.zeros(len(items), dtype=torch.float64))
+            out[i] += self.tie * pop
         return out
+
+
+def _vector(counts: Counter, items: Catalogue) -> torch.Tensor:
+    """`counts` (title -> number) as a vector over the catalogue's items (0 where absent)."""
+    v = torch.zeros(len(items), dtype=torch.float64)
+    known = [(items.index[t], c) for t, c in counts.items() if t in items.index]
+    if known:
+        where, values = zip(*known)
+        v[list(where)] = torch.tensor(values, dtype=torch.float64)
+    return v

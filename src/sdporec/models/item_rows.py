@@ -5,9 +5,9 @@ A new row starts from what the model already knows of the title, not from noise:
 - `hidden`: the model's last hidden state at the title's last token in a short sentence ("{noun}: {title}");
 - `cooc`: the `mean` row plus what the training data says of the item (`cooccurrence_rows`): the item's row of a
   rank-64 factoring of the positive PMI of items sharing a training sequence (history and target), the word2vec-like
-  embedding of item-kNN, placed in the model's width by a fixed orthonormal map. Items that share a user start
-  close, so a model that attends to its history items starts near item-kNN's ranking (these vectors alone are the
-  `item-knn` baseline).
+  embedding of item co-occurrence, placed in the model's width by a fixed orthonormal map. Items that share a user
+  start close, so a model that attends to its history items starts near a co-occurrence ranking (the `item-knn`
+  baseline ranks by the unfactored co-occurrence cosines).
 In every case the part every title shares is taken out (the rows are centred on their mean) and each row is
 scaled to the mean norm of the existing rows. Uncentred, the rows are nearly one vector: on MovieLens's
 1,682 titles with SmolLM2 their mean pairwise cosine is 0.84 (`mean`, the "(1995)" tokens dominate) and
