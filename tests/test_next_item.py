@@ -68,6 +68,12 @@ def test_item_token_catalogue_scores_equal_the_items_scored_one_at_a_time(tiny_l
     history = torch.tensor(scorer.answer_scores([codec.encode_history(s.history, IGNORE)[0] for s in samples], one))
     assert full.shape == (5, len(titles))
     assert torch.allclose(full, (1 - readout) * prompt + readout * history, atol=1e-5)
+    # "answer": the whole answer (item, then EOS) after the prompt, as a list scores it; the history readout as before.
+    answers = [[codec.encode_answer(t) for t in titles] for _ in samples]
+    whole = torch.tensor(scorer.answer_scores([scorer.prompt(s) for s in samples], answers))
+    got = LMCatalogue(scorer, 3, score="answer")(samples, Catalogue(titles))
+    assert torch.allclose(got, (1 - readout) * whole + readout * history, atol=1e-5)
+    assert readout == 1 or not torch.allclose(whole, prompt, atol=1e-3)  # the EOS counts
 
 
 @pytest.mark.parametrize("chunk", [7, 64])
@@ -206,6 +212,8 @@ def test_catalogue_settings_are_one_line_errors(tmp_path, capsys, tiny_text_mode
     assert main([*evaluate, "--candidates", "all", "--out", str(tmp_path / "e1")]) == 2
     assert "setting 'candidates'" in capsys.readouterr().err
     assert main([*evaluate, "--candidates", "all", "--task", "next-item", "--out", str(tmp_path / "e2")]) == 0
+    assert main([*evaluate, "--catalogue-score", "answer", "--out", str(tmp_path / "e6")]) == 2
+    assert "setting 'catalogue_score'" in capsys.readouterr().err and not (tmp_path / "e6").exists()
     (tmp_path / "few.txt").write_text("Nothing\n")
     assert main([*evaluate, "--candidates", "all", "--catalogue", str(tmp_path / "few.txt"), "--out", "x"]) == 2
     err = capsys.readouterr().err

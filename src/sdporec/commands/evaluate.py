@@ -22,7 +22,7 @@ from sdporec.data.samples import read_samples
 from sdporec.errors import ConfigError, DataError, require
 from sdporec.evaluation.catalogue import CANDIDATES, Catalogue
 from sdporec.evaluation.evaluate import PROTOCOLS, evaluate_model, evaluate_sharded, write_results
-from sdporec.evaluation.lm_catalogue import item_ids, model_catalogue
+from sdporec.evaluation.lm_catalogue import CATALOGUE_SCORES, item_ids, model_catalogue
 from sdporec.evaluation.scoring import SCORES, require_readout_weight
 from sdporec.models.checkpoints import Checkpoint
 from sdporec.models.scoring import running_layout
@@ -63,6 +63,13 @@ class EvaluateConfig:
         "",
         "with --candidates all: the titles to rank, one per line (prepare's items.txt); default: the model's item "
         "tokens (the built-in backbone, --item-tokens); required for a model reading titles as text",
+    )
+    catalogue_score: str = setting(
+        "item",
+        "with --candidates all and item tokens: item scores log p(item | prompt), every item from one forward pass; "
+        "answer scores the item's whole answer (item, then EOS) as a list's candidates are scored, every item's "
+        "answer run on the prompt's cache (the catalogue's size in tokens per prompt). Text titles: always answer",
+        choices=CATALOGUE_SCORES,
     )
     batch_size: int = setting(16, "samples per batch")
     max_new_tokens: int = setting(20, "generation protocol: most tokens to decode (the paper's evaluation: 20)")
@@ -113,6 +120,11 @@ class EvaluateConfig:
         require(self.beams >= 1, "beams", "must be at least 1")
         require(self.beams == 1 or self.constrained, "beams", "needs --constrained (beams inside the candidates)")
         require(not self.catalogue or self.candidates == "all", "catalogue", "is read only with --candidates all")
+        require(
+            self.catalogue_score == "item" or (self.candidates == "all" and self.protocol == "ranking"),
+            "catalogue_score",
+            "answer scores the whole catalogue: it needs --candidates all and --protocol ranking",
+        )
         require(
             self.candidates == "list" or self.protocol == "ranking" or self.constrained,
             "candidates",
@@ -179,6 +191,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             cfg.beams,
             cfg.task,
             items,
+            cfg.catalogue_score,
         ),
         samples,
         state.process_index,
@@ -222,6 +235,7 @@ def run_record(cfg: EvaluateConfig, model, codec, items: Catalogue | None) -> di
         "task": cfg.task,
         "candidates": cfg.candidates,
         "catalogue": len(items) if items is not None else None,
+        "catalogue_score": cfg.catalogue_score if items is not None and ranking else None,
         "chat_template": getattr(codec, "chat", False),
         "model": cfg.model,
         "data": cfg.data,

@@ -170,9 +170,11 @@ def evaluate_model(
     beams: int = 1,
     task: str = "candidates",
     catalogue: Catalogue | None = None,
+    catalogue_score: str = "item",
 ) -> tuple[dict, list[dict]]:
     """The one evaluation entry point for language models, for both protocols: each sample's candidates, or
-    with a `catalogue` every title of it but the history (`lm_catalogue.py`; generation: constrained)."""
+    with a `catalogue` every title of it but the history (`lm_catalogue.py`, `catalogue_score` its
+    `CATALOGUE_SCORES`; generation: constrained)."""
     if protocol == "generation":
         return evaluate_generation(
             model, codec, samples, domain, batch_size, max_new_tokens, 0, progress, constrained, beams, task, catalogue
@@ -189,5 +191,6 @@ def evaluate_model(
         task=task,
     )
     if catalogue is not None:
-        return evaluate_catalogue(LMCatalogue(scorer), samples, catalogue, batch=batch_size, progress=progress)
+        ranker = LMCatalogue(scorer, score=catalogue_score)
+        return evaluate_catalogue(ranker, samples, catalogue, batch=batch_size, progress=progress)
     return evaluate_ranking(scorer, samples)

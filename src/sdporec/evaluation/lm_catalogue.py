@@ -4,7 +4,9 @@
 Item tokens (the built-in backbone, `--item-tokens`): every item is one token, so the logits at the prompt's last
 position score every item in one forward pass per batch of prompts, no dearer than one candidate list. The score
 is log p(item | prompt): the EOS that ends the ranking protocol's answer is left out, since its log-prob needs the
-item at the next position, one more token per item (N times the prompt's work for a catalogue of N).
+item at the next position, one more token per item (N times the prompt's work for a catalogue of N). With
+`score="answer"` (`evaluate --catalogue-score answer`) the item's whole answer is scored, item then EOS, as text
+titles are below.
 
 Text titles: every title's answer (its tokens then EOS, as the ranking protocol scores it) runs on the prompt's
 key/value cache, the prompt computed once per sample and the titles taken `chunk` at a time (the chunk's logits
@@ -27,6 +29,9 @@ from sdporec.evaluation.scoring import LMScorer
 from sdporec.models.logprobs import cache_kwarg, real_positions
 
 CHUNK = 64  # titles per forward pass on a text model's prompt cache
+# What an item-token model's catalogue score is: log p(item | prompt) from one pass, or its whole answer's (item,
+# then EOS), as a list's candidates are scored, at the cost of every item's answer on the prompt's cache.
+CATALOGUE_SCORES = ("item", "answer")
 
 
 def item_ids(codec, catalogue: Catalogue) -> list[int] | None:
@@ -49,10 +54,12 @@ class LMCatalogue:
     """`scorer`'s model over a whole catalogue: (samples x items) scores, `(1 - λ) x` the prompt's `+ λ x` the
     history readout's (`scorer.history_readout`)."""
 
-    def __init__(self, scorer: LMScorer, chunk: int = CHUNK):
+    def __init__(self, scorer: LMScorer, chunk: int = CHUNK, score: str = "item"):
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {chunk}")
-        self.scorer, self.chunk = scorer, chunk
+        if score not in CATALOGUE_SCORES:
+            raise ValueError(f"score must be one of {CATALOGUE_SCORES}, got {score!r}")
+        self.scorer, self.chunk, self.score = scorer, chunk, score
         # The last catalogue's item tokens and encoded answers: `evaluate_catalogue` asks batch after batch.
         self._catalogue: Catalogue | None = None
         self._ids: list[int] | None = None
@@ -70,9 +77,11 @@ class LMCatalogue:
         try:
             with torch.no_grad():
                 prompt = history = 0.0
-                if w < 1:
+                if w < 1:  # "answer": item tokens too score their whole answers, item then EOS
                     prompts = [scorer.prompt(s) for s in samples]
-                    prompt = self.scores(prompts, ids, catalogue, codec.encode_answer)
+                    prompt = self.scores(
+                        prompts, None if self.score == "answer" else ids, catalogue, codec.encode_answer
+                    )
                 if w > 0:
                     prompts = [codec.encode_history(s.history, IGNORE)[0] for s in samples]
                     history = self.scores(prompts, ids, catalogue, codec.encode_next_title)
