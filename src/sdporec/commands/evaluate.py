@@ -250,8 +250,8 @@ def catalogue_question(
     catalogue: it ranks by its history readout alone (`ranking`) or is asked the next-item question (`task`). A
     model reading titles as text has no catalogue of its own."""
     record = Checkpoint.read(model)
-    task = task or (record.meta.get("config") or {}).get("task") or "candidates"
-    readout = readout if readout is not None else record.meta.get("history_readout")
+    task = task or record.recorded("task", "candidates")
+    readout = readout if readout is not None else record.recorded_readout
     if task == "candidates" and not (ranking and readout == 1):
         raise ConfigError(
             f"setting 'candidates': {model} was trained to pick from listed candidates (task candidates), and "

@@ -78,7 +78,7 @@ class Checkpoint:
         """Whether this checkpoint, or one it was trained from, learned the history's next-item loss
         (`--history-weight` above 0): its history readout then means something."""
         learned = self.meta.get("learned_history", self.meta.get("history_trained"))
-        return bool(learned or (self.meta.get("config") or {}).get("history_weight", 0) > 0)
+        return bool(learned or self.recorded("history_weight", 0) > 0)
 
     def domain(self, flag: str | None) -> str:
         """The prompt domain for a command that loads this checkpoint: the one its training recorded unless
@@ -89,20 +89,29 @@ class Checkpoint:
         """The task its prompts ask (`data.prompts.TASKS`), as `domain` chooses. Without either: candidates."""
         return self._prompt_setting("task", flag, "candidates", "the {} task")
 
+    def recorded(self, name: str, default=None):
+        """A setting as its training recorded it (`default` where it did not), without a word said."""
+        return (self.meta.get("config") or {}).get(name) or default
+
     def _prompt_setting(self, name: str, flag: str | None, default: str, what: str) -> str:
-        recorded = (self.meta.get("config") or {}).get(name)
+        recorded = self.recorded(name)
         if flag is None:
             return recorded or default
         if recorded and recorded != flag:
             warn(f"{self.path} was trained on {what.format(recorded)}; using --{name} {flag} as asked")
         return flag
 
+    @property
+    def recorded_readout(self) -> float:
+        """The history readout's weight training chose on validation (0: none chosen), without a word said."""
+        return float(self.meta.get("history_readout") or 0.0)
+
     def history_readout(self, flag: float | None) -> float:
         """The history readout's weight λ to rank with: `flag`, else the one training chose on validation
         (said when above 0), else 0, the prompt alone."""
         if flag is not None:
             return flag
-        weight = float(self.meta.get("history_readout") or 0.0)
+        weight = self.recorded_readout
         if weight:
             print(
                 f"ranking with the history readout at λ {weight:g}, chosen on validation in training and recorded "
