@@ -196,17 +196,13 @@ def crafted_torch_file(marker: Path, path: Path) -> None:
     torch.save({"state": _Marker(str(marker))}, path)
 
 
+TINY_BUILTIN = ["--hidden", "32", "--layers", "1", "--heads", "2"]  # a built-in backbone trained in seconds
 PIPELINE_TINY = [  # a pipeline run in seconds: the CLI tests' shared run (`run_dir`)
     "--users",
     "40",
     "--items",
     "80",
-    "--hidden",
-    "32",
-    "--layers",
-    "1",
-    "--heads",
-    "2",
+    *TINY_BUILTIN,
     "--sft-epochs",
     "1",
     "--pref-epochs",

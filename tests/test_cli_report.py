@@ -1,6 +1,8 @@
 """`sdporec report` on the tiny pipeline run (`run_dir`, conftest.py): figures, comparisons of several runs, and
 its errors."""
 
+from conftest import TINY_BUILTIN
+
 from sdporec.cli import main
 from sdporec.runs import REPORT
 
@@ -65,12 +67,7 @@ def test_report_to_tensorboard_without_the_package_says_so(run_dir, tmp_path, ca
             str(tmp_path),
             "--report-to",
             "tensorboard",
-            "--hidden",
-            "32",
-            "--layers",
-            "1",
-            "--heads",
-            "2",
+            *TINY_BUILTIN,
             "--no-progress",
         ]
     )

@@ -4,6 +4,7 @@ S-DPO, the adapter's frozen reference, and the reference pass precomputed, cache
 import json
 
 import pytest
+from conftest import TINY_BUILTIN
 
 from sdporec.cli import main
 from sdporec.runs import TRAIN_LOG
@@ -31,12 +32,7 @@ def test_lora_sft_then_sdpo_from_the_adapter(run_dir, tmp_path):
                 "sft",
                 "--out",
                 str(tmp_path / "sft"),
-                "--hidden",
-                "32",
-                "--layers",
-                "1",
-                "--heads",
-                "2",
+                *TINY_BUILTIN,
                 "--titles",
                 str(data / "items.txt"),
                 *common,
@@ -85,12 +81,7 @@ def test_reference_adapter_equals_the_sft_model(run_dir, tmp_path):
                 "sft",
                 "--out",
                 str(tmp_path / "sft"),
-                "--hidden",
-                "32",
-                "--layers",
-                "1",
-                "--heads",
-                "2",
+                *TINY_BUILTIN,
                 "--train",
                 str(data / "train.jsonl"),
                 "--epochs",
