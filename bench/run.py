@@ -38,6 +38,7 @@ from pathlib import Path
 
 import yaml
 from harness import RESULTS, ROOT, SHARED, ResultsError, write_results
+from steps import BUILTINS
 
 METRICS = ("hr@1", "hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr", "valid_ratio")
 
@@ -141,61 +142,6 @@ def commands(spec: Spec, work: Path, seed: int) -> list[tuple[str, list[str]]]:
             for i, c in enumerate(row.steps)
         ]
     return out
-
-
-def split_tail(source: str, train: str, valid: str, fraction: str) -> None:
-    """The runner's one step of its own, `split-tail SOURCE TRAIN VALID FRACTION`: the last FRACTION of SOURCE's
-    samples written as VALID and the rest as TRAIN (a validation split for data that has none, as LastFM)."""
-    from sdporec.data.samples import read_samples, write_samples
-
-    rows = read_samples(source, "train")
-    cut = int(len(rows) * (1 - float(fraction)))
-    Path(train).parent.mkdir(parents=True, exist_ok=True)
-    write_samples(train, rows[:cut])
-    write_samples(valid, rows[cut:])
-
-
-def subset(source: str, dest: str, size: str, seed: str) -> None:
-    """The runner's other step, `subset SOURCE DEST N SEED`: N samples of SOURCE drawn at random (seeded by SEED and
-    DEST's name, so that a seed's train, valid and test draws differ), in SOURCE's order, written as DEST."""
-    import random
-
-    from sdporec.data.samples import read_samples, write_samples
-
-    rows = read_samples(source, "train")
-    if int(size) > len(rows):
-        raise ResultsError(f"subset: {source} has {len(rows)} samples, fewer than the {size} asked for")
-    picked = sorted(random.Random(f"{seed}:{Path(dest).name}").sample(range(len(rows)), int(size)))
-    Path(dest).parent.mkdir(parents=True, exist_ok=True)
-    write_samples(dest, [rows[i] for i in picked])
-
-
-def catalogue(dest: str, *sources: str) -> None:
-    """The runner's third step, `catalogue DEST SOURCE...`: every title the SOURCE sample files name (histories,
-    candidates, targets), sorted, one per line as DEST (a catalogue for data that comes without one, as LastFM's
-    JSON, whose lists draw from all of its artists)."""
-    from sdporec.data.samples import read_samples
-    from sdporec.evaluation.catalogue import Catalogue
-
-    items = Catalogue.of_samples(*(read_samples(source, "train") for source in sources))
-    Path(dest).parent.mkdir(parents=True, exist_ok=True)
-    Path(dest).write_text("".join(f"{title}\n" for title in items.titles), encoding="utf-8")
-
-
-# The runner's own steps: name -> (function, how its arguments read, a check of them).
-BUILTINS = {
-    "split-tail": (
-        split_tail,
-        "split-tail SOURCE TRAIN VALID FRACTION (0 < FRACTION < 1)",
-        lambda a: len(a) == 4 and a[3].replace(".", "", 1).isdigit() and 0 < float(a[3]) < 1,
-    ),
-    "subset": (
-        subset,
-        "subset SOURCE DEST N SEED (N and SEED whole numbers)",
-        lambda a: len(a) == 4 and a[2].isdigit() and int(a[2]) > 0 and a[3].isdigit(),
-    ),
-    "catalogue": (catalogue, "catalogue DEST SOURCE... (one or more sample files)", lambda a: len(a) >= 2),
-}
 
 
 def check_command(spec: Spec, where: str, argv: list[str]) -> None:

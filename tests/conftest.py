@@ -134,6 +134,14 @@ def write_small_splits(directory: Path, users: int, items: int, seed: int, n_tra
     return splits
 
 
+@pytest.fixture(scope="module")
+def small_splits(tmp_path_factory) -> list[str]:
+    """`--train` and `--valid` of 32 and 8 samples of a small built-in data set, for short training runs."""
+    d = tmp_path_factory.mktemp("small-splits")
+    write_small_splits(d, users=30, items=60, seed=3, n_train=32, n_valid=8)
+    return ["--train", str(d / "train.jsonl"), "--valid", str(d / "valid.jsonl")]
+
+
 def history_readout_reference(model, codec, sample) -> list[float]:
     """Each candidate's log-prob as the next title after the sample's history, the plain way: the history
     sequence with the candidate appended (`encode_history`), whole-row logits, only its tokens labelled."""

@@ -21,7 +21,7 @@ def _load(name: str):
     return module
 
 
-runner, tables = _load("run"), _load("tables")
+runner, steps, tables = _load("run"), _load("steps"), _load("tables")
 
 RESULTS = {
     "spec": "bench/specs/x.yaml",
@@ -248,7 +248,7 @@ def test_split_tail_holds_out_the_last_rows(tmp_path):
 
     rows = [Sample([f"h{i}"], [f"t{i}", "x"], f"t{i}") for i in range(20)]
     write_samples(tmp_path / "all.jsonl", rows)
-    runner.split_tail(str(tmp_path / "all.jsonl"), str(tmp_path / "t.jsonl"), str(tmp_path / "v.jsonl"), "0.1")
+    steps.split_tail(str(tmp_path / "all.jsonl"), str(tmp_path / "t.jsonl"), str(tmp_path / "v.jsonl"), "0.1")
     train, valid = read_samples(tmp_path / "t.jsonl"), read_samples(tmp_path / "v.jsonl")
     assert [s.target for s in train] == [f"t{i}" for i in range(18)]
     assert [s.target for s in valid] == ["t18", "t19"]
@@ -260,7 +260,7 @@ def test_subset_draws_n_samples_by_seed_and_name(tmp_path):
     write_samples(tmp_path / "all.jsonl", [Sample([f"h{i}"], [f"t{i}", "x"], f"t{i}") for i in range(50)])
 
     def draw(name: str, seed: str) -> list[str]:
-        runner.subset(str(tmp_path / "all.jsonl"), str(tmp_path / name), "10", seed)
+        steps.subset(str(tmp_path / "all.jsonl"), str(tmp_path / name), "10", seed)
         return [s.target for s in read_samples(tmp_path / name)]
 
     first = draw("train.jsonl", "0")
@@ -268,7 +268,7 @@ def test_subset_draws_n_samples_by_seed_and_name(tmp_path):
     assert draw("train.jsonl", "0") == first  # the same draw again
     assert draw("train.jsonl", "1") != first and draw("valid.jsonl", "0") != first
     with pytest.raises(harness.ResultsError, match="has 50 samples, fewer than the 51"):
-        runner.subset(str(tmp_path / "all.jsonl"), str(tmp_path / "x.jsonl"), "51", "0")
+        steps.subset(str(tmp_path / "all.jsonl"), str(tmp_path / "x.jsonl"), "51", "0")
 
 
 def test_catalogue_step_writes_every_title_the_files_name(tmp_path):
@@ -277,7 +277,7 @@ def test_catalogue_step_writes_every_title_the_files_name(tmp_path):
 
     write_samples(tmp_path / "a.jsonl", [Sample(["h1", "h2"], ["t1", "x"], "t1")])
     write_samples(tmp_path / "b.jsonl", [Sample(["h2"], ["y", "t2"], "t2"), Sample(["t1"], ["z", "h1"], "h1")])
-    runner.catalogue(str(tmp_path / "cat" / "items.txt"), str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"))
+    steps.catalogue(str(tmp_path / "cat" / "items.txt"), str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"))
     assert (tmp_path / "cat" / "items.txt").read_text() == "h1\nh2\nt1\nt2\nx\ny\nz\n"
     assert Catalogue.read(tmp_path / "cat" / "items.txt").titles == ["h1", "h2", "t1", "t2", "x", "y", "z"]
 

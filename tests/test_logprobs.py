@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+import sdporec.models.heads as heads
 from sdporec.data.batching import collate, split_chosen_rejected
 from sdporec.data.prompts import build_prompt
 from sdporec.models.logprobs import (
@@ -117,42 +118,19 @@ def test_split_chosen_rejected_asserts_layout():
         split_chosen_rejected(torch.zeros(2, 4), 2)
 
 
-def test_label_logprobs_by_hand():
-    from sdporec.models.logprobs import label_logprobs
-
-    class Table:  # logits looked up from a (samples, columns, V) table
-        vocab = 3
-
-        def __init__(self, table):
-            self.table = table
-
-        def logits(self, sample, column):
-            return self.table[sample, column]
-
-    table = torch.zeros(1, 2, 3)
-    table[0, 1] = torch.tensor([math.log(2.0), 0.0, 0.0])  # column 1: p = 1/2, 1/4, 1/4
-    got = label_logprobs(Table(table), torch.tensor([0, 0, 0]), torch.tensor([0, 1, 1]), torch.tensor([2, 0, 2]))
-    torch.testing.assert_close(got, torch.tensor([math.log(1 / 3), math.log(1 / 2), math.log(1 / 4)]))
-    # No position to score (a batch whose prompts hold no labels): an empty float32 result, no logits formed.
-    none = torch.zeros(0, dtype=torch.long)
-    empty = label_logprobs(Table(table), none, none, none)
-    assert empty.shape == (0,) and empty.dtype == torch.float32
-
-
 @pytest.mark.parametrize("chunk", [1, 7, 1 << 24], ids=["one-position", "ragged-chunks", "one-chunk"])
 def test_packed_scores_do_not_depend_on_chunking_or_on_how_logits_are_formed(tiny_llama, monkeypatch, chunk):
     """Logits from the decoder's hidden states and the model's own head, or from the model's own logits
     (the path for sharded models), in chunks of any size: the same numbers and gradients."""
-    import sdporec.models.logprobs as lp
 
     model, codec = tiny_llama
     batch = random_batch(codec, seed=3)
     vocab = model.get_output_embeddings().weight.shape[0]
-    monkeypatch.setattr(lp, "CHUNK_ELEMENTS", chunk * vocab)
+    monkeypatch.setattr(heads, "CHUNK_ELEMENTS", chunk * vocab)
     results = []
     for hidden_path in (True, False):
         if not hidden_path:
-            monkeypatch.setattr(lp.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
+            monkeypatch.setattr(heads.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
         model.zero_grad()
         logps, counts = answer_logprobs_packed(model, batch)
         (logps * torch.linspace(-1, 1, logps.numel()).view_as(logps)).sum().backward()
@@ -171,8 +149,6 @@ def test_scoring_a_128k_vocabulary_never_forms_all_answer_logits_at_once(monkeyp
     (the paper's one repeats each prompt for 20 answers: whole-row logits ran an H100 out of memory)."""
     from torch.utils._python_dispatch import TorchDispatchMode
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    import sdporec.models.logprobs as lp
 
     vocab = 128256
     cfg = LlamaConfig(
@@ -196,7 +172,7 @@ def test_scoring_a_128k_vocabulary_never_forms_all_answer_logits_at_once(monkeyp
     ]
     batch = collate(prompts, answers, 0)
     answer_tokens = int(batch.answer_mask.sum())  # 2 x 20 answers, 2 to 5 tokens each
-    monkeypatch.setattr(lp, "CHUNK_ELEMENTS", 16 * vocab)
+    monkeypatch.setattr(heads, "CHUNK_ELEMENTS", 16 * vocab)
 
     class Largest(TorchDispatchMode):
         largest = 0
@@ -238,12 +214,11 @@ def whole_row_reference(model, batch):
 
 @pytest.mark.parametrize("hidden_path", [True, False], ids=["hidden-head", "kept-logits"])
 def test_paper_layout_equals_whole_row_logits_values_and_gradients(tiny_llama, monkeypatch, hidden_path):
-    import sdporec.models.logprobs as lp
 
     model, codec = tiny_llama
     if not hidden_path:
-        monkeypatch.setattr(lp.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
-    monkeypatch.setattr(lp, "CHUNK_ELEMENTS", 7 * model.get_output_embeddings().weight.shape[0])  # ragged chunks
+        monkeypatch.setattr(heads.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
+    monkeypatch.setattr(heads, "CHUNK_ELEMENTS", 7 * model.get_output_embeddings().weight.shape[0])  # ragged chunks
     text = collate([[1, 5, 6, 7], [1, 8]], [[[9, 10, 2], [11, 2]], [[12, 2], [13, 14, 15, 2]]], codec.pad_id)
     for batch in (random_batch(codec, seed=5), text):
         got, grads = [], []
@@ -286,13 +261,12 @@ def test_one_pass_gives_the_answer_logprobs_of_the_scoring_layouts_and_the_promp
 def test_prompt_labels_give_the_whole_row_values_and_gradients(tiny_llama, monkeypatch, hidden_path):
     """Logits formed only where a label is predicted: the same log-probs and gradients as whole-row logits
     shifted against the labels (`sequence_logprobs`), with left-padded prompts of different lengths."""
-    import sdporec.models.logprobs as lp
     from sdporec.data.prompts import build_prompt
     from sdporec.models.logprobs import IGNORE, answer_and_prompt_logprobs, sequence_logprobs
 
     model, codec = tiny_llama
     if not hidden_path:  # the model's own logits from the first labelled column on
-        monkeypatch.setattr(lp.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
+        monkeypatch.setattr(heads.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
     rows = [
         (["Artist 1", "Air", "Air Supply", "Artist 3", "Artist 5"], ["Artist 9", "Answer"], "Artist 9"),
         (["Artist 4", "Artist 2"], ["Air", "Artist 8", "Artist 11"], "Artist 11"),
@@ -354,76 +328,14 @@ def test_prompt_labels_need_one_answer_per_prompt(tiny_llama):
         answer_and_prompt_logprobs(model, batch)
 
 
-def small_vocabulary_batch():
-    """Prompts of 4 and 2 tokens, answers of 3, 2, 2 and 4 (EOS 1, padding 0), for models of 40 tokens."""
-    return collate([[2, 5, 6, 7], [2, 8]], [[[9, 10, 1], [11, 1]], [[12, 1], [13, 14, 15, 1]]], 0)
-
-
-def test_final_logit_softcapping_is_applied_where_logits_are_formed_by_hand(monkeypatch):
-    """Gemma-2 caps its logits (tanh(x / c) * c): the hidden-state head must give the model's own logits' numbers."""
-    from transformers import Gemma2Config, Gemma2ForCausalLM
-
-    import sdporec.models.logprobs as lp
-
-    torch.manual_seed(0)
-    cfg = Gemma2Config(
-        vocab_size=40,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=8,
-        final_logit_softcapping=0.5,
-        attn_implementation="eager",
-    )
-    model = Gemma2ForCausalLM(cfg).eval()
-    batch = small_vocabulary_batch()
-    with torch.no_grad():
-        by_hand, counts = answer_logprobs_full(model, batch)
-        monkeypatch.setattr(lp.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
-        own = answer_logprobs_full(model, batch)[0]
-    # Logits within +-0.5: no token's log-prob is more than 1 below the uniform one.
-    assert (by_hand / counts).min() > -math.log(40) - 1.0
-    torch.testing.assert_close(by_hand, own, atol=1e-5, rtol=0)
-
-
-@pytest.mark.parametrize("layout", [answer_logprobs_full, answer_logprobs_packed], ids=["paper", "packed"])
-def test_a_head_that_scales_its_logits_is_scored_with_the_models_own_logits(layout):
-    """Granite divides its logits by `logits_scaling`, a step the hidden-state head does not apply: such models
-    are scored from their own logits, equal to the whole-row reference (and not to the unscaled head's)."""
-    from transformers import GraniteConfig, GraniteForCausalLM
-
-    torch.manual_seed(0)
-    cfg = GraniteConfig(
-        vocab_size=40,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        logits_scaling=0.1,
-    )
-    model = GraniteForCausalLM(cfg).eval()
-    batch = small_vocabulary_batch()
-    with torch.no_grad():
-        got = layout(model, batch)[0]
-        want = whole_row_reference(model, batch)[0]
-        model.config.logits_scaling = 1.0  # the same weights, logits not scaled
-        unscaled = whole_row_reference(model, batch)[0]
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-    assert (got - unscaled).abs().max() > 0.1
-
-
 @pytest.mark.parametrize("hidden_path", [True, False], ids=["hidden-head", "kept-logits"])
 def test_the_paper_layout_fits_answers_longer_than_the_list_is_long(tiny_llama, monkeypatch, hidden_path):
     """Two answers of up to four tokens after prompts of four and two: every row as long as its own prompt and
     answer, whatever the number of answers, as the whole-row reference has it."""
-    import sdporec.models.logprobs as lp
 
     model, _ = tiny_llama
     if not hidden_path:
-        monkeypatch.setattr(lp.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
+        monkeypatch.setattr(heads.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
     batch = collate([[2, 5, 6, 7], [2, 8]], [[[9, 10, 11, 1], [11, 1]], [[12, 1], [13, 14, 15, 1]]], 0)
     with torch.no_grad():
         got, counts = answer_logprobs_full(model, batch)

@@ -9,7 +9,9 @@ import pytest
 import torch
 from test_logprobs import random_batch
 
-from sdporec.models.logprobs import HiddenHead, answer_logprobs_cached, answer_logprobs_full, answer_logprobs_packed
+import sdporec.models.heads as heads
+from sdporec.models.heads import HiddenHead
+from sdporec.models.logprobs import answer_logprobs_cached, answer_logprobs_full, answer_logprobs_packed
 
 
 def test_without_4d_masks_packed_runs_the_cache_path_and_under_checkpointing_the_paper_layout(tiny_llama, monkeypatch):
@@ -260,7 +262,7 @@ def test_every_layout_makes_its_tensors_on_the_batchs_device_in_the_models_dtype
 
     model, codec = own_tiny_llama()
     if head == "kept logits":
-        monkeypatch.setattr(lp.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
+        monkeypatch.setattr(heads.HiddenHead, "run", classmethod(lambda cls, model, inputs: None))
     scorers = every_scorer(model, codec)
     assert lp._attention(model) == "sdpa"
     with torch.no_grad():

@@ -1,9 +1,9 @@
 """Answer log-probabilities.
 
 Labels meet logits in two forms: `sequence_logprobs` shifts labels against whole-row logits (the cache path,
-the history run as its own sequence), and `label_logprobs` scores each label at the column before it, which
-the packed and paper layouts and SFT's prompt labels compute from their row layouts. The N answers of each
-prompt in an `AnswerBatch` (format in `data/batching.py`) are scored with the prompt computed once (a prompt of
+the history run as its own sequence), and `label_logprobs` (models/heads.py) scores each label at the column
+before it, which the packed and paper layouts and SFT's prompt labels compute from their row layouts. The N answers
+of each prompt in an `AnswerBatch` (format in `data/batching.py`) are scored with the prompt computed once (a prompt of
 ~100 tokens and answers of a few are the usual case, so this avoids most of the compute), in one of two
 ways that give the same numbers (to 1e-5, tested):
 
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from sdporec.data.batching import IGNORE, AnswerBatch
 from sdporec.models.flex import FLEX, flex_inputs
+from sdporec.models.heads import HiddenHead, KeptLogits, label_logprobs, unwrapped
 
 _warned = False
 
@@ -164,15 +165,8 @@ def _answer_labels(batch: AnswerBatch) -> torch.Tensor:
 _MASKABLE = ("eager", "sdpa", FLEX)
 
 
-def _unwrapped(model):
-    """The model inside DDP and other wrappers, which keep the transformers model as `.module`."""
-    while not hasattr(model, "config") and hasattr(model, "module"):
-        model = model.module
-    return model
-
-
 def _attention(model) -> str | None:
-    return getattr(getattr(_unwrapped(model), "config", None), "_attn_implementation", None)
+    return getattr(getattr(unwrapped(model), "config", None), "_attn_implementation", None)
 
 
 def maskable(model) -> bool:
@@ -301,102 +295,6 @@ def answer_sums(head, row: torch.Tensor, column: torch.Tensor, batch: AnswerBatc
     answer = torch.arange(b * n, device=real.device).view(b, n, 1).expand(b, n, a)[real]
     logps = torch.zeros(b * n, dtype=tokens.dtype, device=tokens.device).index_add(0, answer, tokens)
     return logps.view(b, n), real.sum(-1)
-
-
-# Logits held at once by `label_logprobs`: positions per chunk x vocabulary size (64 MB in float32).
-CHUNK_ELEMENTS = 1 << 24
-
-
-def label_logprobs(head, sample: torch.Tensor, column: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log p(labels[i]) at position (sample[i], column[i]) for M positions -> (M,).
-
-    `head.logits(sample, column)` gives those positions' logits (m, V); they are formed a chunk of
-    positions at a time, so at most CHUNK_ELEMENTS logits exist at once (plus what autograd keeps when
-    training), and only the log-sum-exp runs in float32."""
-    step = max(1, CHUNK_ELEMENTS // head.vocab)
-    out = []
-    for i in range(0, labels.numel(), step):
-        logits = head.logits(sample[i : i + step], column[i : i + step])
-        picked = logits.gather(-1, labels[i : i + step, None]).squeeze(-1)
-        out.append(picked.float() - torch.logsumexp(logits.float(), -1))
-    return torch.cat(out) if out else torch.zeros(0, device=labels.device)
-
-
-def causal_lm(model):
-    """The transformers model inside DDP-style (`.module`) and peft (`get_base_model`) wrappers."""
-    model = _unwrapped(model)
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _sharded(model) -> bool:
-    """FSDP or DeepSpeed ZeRO-3 hold parameters sharded outside their forward: the head cannot be applied
-    by hand there."""
-    return any(
-        type(m).__name__.startswith(("FullyShardedDataParallel", "FSDP", "DeepSpeed"))
-        or hasattr(getattr(m, "weight", None), "ds_id")
-        for m in (model, *model.modules())
-    )
-
-
-# Configs whose causal-LM head does more than the output embedding (and soft-capping, which is applied).
-_HEAD_EXTRAS = ("logit_scale", "logits_scaling", "output_multiplier_scale")
-
-
-@dataclass
-class HiddenHead:
-    """The decoder's final hidden states (the model runs with `logits_to_keep=1`), turned into logits by
-    the model's own output embedding only where asked."""
-
-    hidden: torch.Tensor
-    embedding: torch.nn.Module
-    softcap: float | None
-    vocab: int
-
-    @classmethod
-    def run(cls, model, inputs: dict) -> HiddenHead | None:
-        lm = causal_lm(model)
-        decoder = getattr(lm, "base_model", lm)
-        embedding = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
-        if (
-            decoder is lm
-            or embedding is None
-            or _sharded(model)
-            or any(getattr(lm.config, k, None) not in (None, 1, 1.0) for k in _HEAD_EXTRAS)
-        ):
-            return None
-        seen: dict[str, torch.Tensor] = {}
-        hook = decoder.register_forward_hook(
-            lambda _m, _i, out: seen.update(hidden=out[0])
-        )  # returns None: output kept
-        try:
-            model(**inputs, logits_to_keep=1)
-        finally:
-            hook.remove()
-        softcap = getattr(lm.config, "final_logit_softcapping", None)
-        return cls(seen["hidden"], embedding, softcap, embedding.weight.shape[0])
-
-    def logits(self, sample: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
-        logits = self.embedding(self.hidden[sample, column])
-        return logits if self.softcap is None else torch.tanh(logits / self.softcap) * self.softcap
-
-
-@dataclass
-class KeptLogits:
-    """The model's own logits from column `first` on (for models whose head is not applied by hand). A
-    model that ignores `logits_to_keep` returns every column; `first` is read from what came back."""
-
-    kept: torch.Tensor
-    first: int
-    vocab: int
-
-    @classmethod
-    def run(cls, model, inputs: dict, first: int) -> KeptLogits:
-        length = inputs["input_ids"].shape[1]
-        logits = model(**inputs, logits_to_keep=length - first).logits
-        return cls(logits, length - logits.shape[1], logits.shape[-1])
-
-    def logits(self, sample: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
-        return self.kept[sample, column - self.first]
 
 
 def answer_logprobs_full(model, batch: AnswerBatch) -> tuple[torch.Tensor, torch.Tensor]:

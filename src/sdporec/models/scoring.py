@@ -16,14 +16,11 @@ import torch
 
 from sdporec.data.batching import AnswerBatch
 from sdporec.models import flex
+from sdporec.models.heads import HiddenHead, KeptLogits, causal_lm, label_logprobs
 from sdporec.models.logprobs import (
-    HiddenHead,
-    KeptLogits,
     answer_logprobs_cached,
     answer_logprobs_full,
     answer_logprobs_packed,
-    causal_lm,
-    label_logprobs,
     maskable,
     pack_rows,
     packed_inputs,
