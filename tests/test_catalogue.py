@@ -1,6 +1,6 @@
 """Ranking the whole catalogue (evaluation/catalogue.py): the target's rank against hand values, ties drawn
 fairly, the history left out, every baseline's catalogue scores equal to the same items scored as a candidate
-list, and `sdporec baseline --candidates all` end to end with its bad inputs."""
+list, and `sdporec baseline --candidates all` (and `both`) end to end with its bad inputs."""
 
 import json
 import random
@@ -150,3 +150,36 @@ def test_bad_catalogue_settings_are_one_line_and_write_nothing(tmp_path, capsys)
     assert main([*base, "--catalogue", str(tmp_path / "items.txt")]) == 2
     assert "--candidates all" in capsys.readouterr().err
     assert not (tmp_path / "o" / METRICS).exists()
+
+
+def test_baseline_candidates_both_trains_once_and_writes_what_each_protocol_alone_writes(tmp_path, capsys, monkeypatch):
+    """SASRec trained once, then the lists and the catalogue, in OUT/list and OUT/all: each the same predictions as
+    a run of that protocol alone with the same seed; a run of either kind in OUT is replaced only with --overwrite,
+    and leaves none of the other kind's outputs behind."""
+    train, test = _files(tmp_path)
+    base = ["baseline", "sasrec", "--train", str(train), "--eval", str(test), "--hidden", "8", "--layers", "1"]
+    base += ["--epochs", "2", "--no-progress"]
+    cat = ["--catalogue", str(tmp_path / "items.txt")]
+    import sdporec.evaluation.baseline_models as models
+
+    trained = []
+    train_sequential = models.train_sequential
+    monkeypatch.setattr(models, "train_sequential", lambda *a, **k: trained.append(1) or train_sequential(*a, **k))
+    assert main([*base, *cat, "--candidates", "both", "--out", str(tmp_path / "both")]) == 0
+    assert trained == [1]
+    assert main([*base, "--out", str(tmp_path / "list")]) == 0
+    assert main([*base, *cat, "--candidates", "all", "--out", str(tmp_path / "all")]) == 0
+    for name in ("list", "all"):
+        got, alone = tmp_path / "both" / name, tmp_path / name
+        assert (got / PREDICTIONS).read_text() == (alone / PREDICTIONS).read_text()
+        drop = ("seconds", "train_seconds")
+        assert {k: v for k, v in read_evaluation_metrics(got).items() if k not in drop} == {
+            k: v for k, v in read_evaluation_metrics(alone).items() if k not in drop
+        }
+    assert read_evaluation_metrics(tmp_path / "both" / "all")["candidates"] == "all"
+    assert not (tmp_path / "both" / METRICS).exists() and (tmp_path / "both" / "config.yaml").is_file()
+    capsys.readouterr()
+    assert main([*base, *cat, "--candidates", "all", "--out", str(tmp_path / "both")]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (tmp_path / "both" / "list").is_dir()
+    assert main([*base, *cat, "--candidates", "all", "--out", str(tmp_path / "both"), "--overwrite"]) == 0
+    assert (tmp_path / "both" / METRICS).is_file() and not (tmp_path / "both" / "list").exists()

@@ -1,5 +1,6 @@
-"""`sdporec baseline`: a classical baseline trained and evaluated on the same candidates, or over the whole
-catalogue (`BaselineConfig`, `run_baseline`); the baselines are `sdporec.evaluation.baselines` and `baseline_models`."""
+"""`sdporec baseline`: a classical baseline trained and evaluated on the same candidates, over the whole catalogue,
+or, trained once, both (`BaselineConfig`, `run_baseline`); the baselines are `sdporec.evaluation.baselines` and
+`baseline_models`."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ from sdporec.errors import require
 from sdporec.evaluation.baselines import ItemCounts, ItemKNN, Popularity
 from sdporec.evaluation.catalogue import CANDIDATES, Catalogue, evaluate_catalogue
 from sdporec.evaluation.evaluate import evaluate_ranking, write_results
-from sdporec.outputs import claim_out_dir, require_apart
-from sdporec.runs import EVALUATION_FILES
+from sdporec.files import atomic_write_text, output_set
+from sdporec.outputs import claim_out_dir, clear_outputs, require_apart
+from sdporec.runs import CONFIG, EVALUATION_FILES, METRICS, PREDICTIONS
 
 BASELINES = ("popularity", "item-counts", "item-knn", "sasrec", "gru4rec")
+# `--candidates both`: the model trained once, each protocol's evaluation folder inside OUT under its name.
+BOTH = CANDIDATES
 
 
 @dataclass
@@ -31,11 +35,12 @@ class BaselineConfig:
     candidates: str = setting(
         "list",
         "list: rank each sample's own candidate list (the paper's 20); all: rank the whole catalogue but the "
-        "history (HR and NDCG at 1, 5, 10, 20, and MRR)",
-        choices=CANDIDATES,
+        "history (HR and NDCG at 1, 5, 10, 20, and MRR); both: train once, then each, in OUT/list and OUT/all",
+        choices=(*CANDIDATES, "both"),
     )
     catalogue: str = setting(
-        "", "with --candidates all: the catalogue file (prepare's items.txt); default: every title of the samples"
+        "",
+        "with --candidates all or both: the catalogue file (prepare's items.txt); default: every title of the samples",
     )
     hidden: int = setting(64, "sasrec/gru4rec: embedding and hidden size")
     layers: int = setting(2, "sasrec/gru4rec: layers")
@@ -53,39 +58,52 @@ class BaselineConfig:
         for name in ("train", "eval", "out"):
             require(bool(getattr(self, name)), name, "required")
         require(self.hidden % self.heads == 0, "hidden", "must be a multiple of heads")
-        require(not self.catalogue or self.candidates == "all", "catalogue", "is read only with --candidates all")
+        require(
+            not self.catalogue or self.candidates != "list", "catalogue", "is read only with --candidates all or both"
+        )
 
     def resolve(self) -> None:
         for name in ("train", "eval", "valid", "catalogue"):
             require_input(getattr(self, name), name)
         require_apart(self.out, {name: getattr(self, name) for name in ("train", "eval", "valid", "catalogue")})
-        claim_out_dir(self.out, EVALUATION_FILES, self.overwrite)
+        # Either kind of earlier run in OUT (one folder's files, or both protocols' folders) is replaced alike.
+        claim_out_dir(self.out, (*EVALUATION_FILES, *BOTH), self.overwrite)
 
 
 def run_baseline(cfg: BaselineConfig) -> dict:
+    """Train the baseline once and evaluate it on what `--candidates` asks; with `both`, returns each protocol's
+    results under its name."""
     started = time.time()
     train, samples = read_samples(cfg.train, "train"), read_samples(cfg.eval, "eval")
     valid = read_samples(cfg.valid, "valid") if cfg.valid else []
     items = None
-    if cfg.candidates == "all":  # checked before any training
+    if cfg.candidates != "list":  # checked before any training
         items = Catalogue.read(cfg.catalogue) if cfg.catalogue else Catalogue.of_samples(train, valid, samples)
         items.require_known(samples, cfg.eval)
     scorer, info = build_baseline(cfg, train, valid, samples)
+    evaluated = {}
+    if cfg.candidates != "all":
+        evaluated["list"] = (*evaluate_ranking(scorer, samples), {})
     if items is not None:
         metrics, rows = evaluate_catalogue(scorer.catalogue, samples, items, seed=cfg.seed)
-        info = {"candidates": "all", "catalogue": len(items), **info}
+        evaluated["all"] = (metrics, rows, {"candidates": "all", "catalogue": len(items)})
+    # The seconds of training and every evaluation asked, in each folder.
+    extra = {"protocol": "ranking", "model": cfg.name, "data": cfg.eval, "seconds": round(time.time() - started, 1)}
+    config = config_text(cfg)
+    if cfg.candidates == "both":
+        with output_set(cfg.out, CONFIG) as stage:  # both folders, or neither
+            for name, (metrics, rows, more) in evaluated.items():
+                write_results(stage / name, metrics, rows, {**extra, **more, **info}, config)
+            atomic_write_text(stage / CONFIG, config)
+        clear_outputs(cfg.out, (METRICS, PREDICTIONS))
     else:
-        metrics, rows = evaluate_ranking(scorer, samples)
-    extra = {
-        "protocol": "ranking",
-        "model": cfg.name,
-        "data": cfg.eval,
-        "seconds": round(time.time() - started, 1),
-        **info,
-    }
-    write_results(cfg.out, metrics, rows, extra, config_text(cfg))
-    print(json.dumps({**metrics, **extra}, indent=2))
-    return {**metrics, **extra}
+        ((metrics, rows, more),) = evaluated.values()
+        write_results(cfg.out, metrics, rows, {**extra, **more, **info}, config)
+        clear_outputs(cfg.out, BOTH)
+    out = {name: {**metrics, **extra, **more, **info} for name, (metrics, _, more) in evaluated.items()}
+    out = out if cfg.candidates == "both" else out[cfg.candidates]
+    print(json.dumps(out, indent=2))
+    return out
 
 
 def build_baseline(cfg: BaselineConfig, train: list, valid: list, samples: list) -> tuple[object, dict]:
