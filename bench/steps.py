@@ -27,7 +27,6 @@ def split_tail(source: str, train: str, valid: str, fraction: str) -> None:
 def subset(source: str, dest: str, size: str, seed: str) -> None:
     """The `subset` step, `subset SOURCE DEST N SEED`: N samples of SOURCE drawn at random (seeded by SEED and
     DEST's name, so that a seed's train, valid and test draws differ), in SOURCE's order, written as DEST."""
-
     from sdporec.data.samples import read_samples, write_samples
 
     rows = read_samples(source, "train")

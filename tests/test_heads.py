@@ -42,18 +42,24 @@ def small_vocabulary_batch():
     return collate([[2, 5, 6, 7], [2, 8]], [[[9, 10, 1], [11, 1]], [[12, 1], [13, 14, 15, 1]]], 0)
 
 
+# A one-layer model of 40 tokens, as `small_vocabulary_batch` asks, in each family's config.
+SMALL_LM = dict(
+    vocab_size=40,
+    hidden_size=16,
+    intermediate_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+)
+
+
 def test_final_logit_softcapping_is_applied_where_logits_are_formed_by_hand(monkeypatch):
     """Gemma-2 caps its logits (tanh(x / c) * c): the hidden-state head must give the model's own logits' numbers."""
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     torch.manual_seed(0)
     cfg = Gemma2Config(
-        vocab_size=40,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        **SMALL_LM,
         head_dim=8,
         final_logit_softcapping=0.5,
         attn_implementation="eager",
@@ -76,15 +82,7 @@ def test_a_head_that_scales_its_logits_is_scored_with_the_models_own_logits(layo
     from transformers import GraniteConfig, GraniteForCausalLM
 
     torch.manual_seed(0)
-    cfg = GraniteConfig(
-        vocab_size=40,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        logits_scaling=0.1,
-    )
+    cfg = GraniteConfig(**SMALL_LM, logits_scaling=0.1)
     model = GraniteForCausalLM(cfg).eval()
     batch = small_vocabulary_batch()
     with torch.no_grad():

@@ -89,18 +89,18 @@ def run_baseline(cfg: BaselineConfig) -> dict:
         evaluated["all"] = (metrics, rows, {"candidates": "all", "catalogue": len(items)})
     # The seconds of training and every evaluation asked, in each folder.
     extra = {"protocol": "ranking", "model": cfg.name, "data": cfg.eval, "seconds": round(time.time() - started, 1)}
+    described = {name: (metrics, rows, {**extra, **more, **info}) for name, (metrics, rows, more) in evaluated.items()}
     config = config_text(cfg)
     if cfg.candidates == "both":
         with output_set(cfg.out, CONFIG) as stage:  # both folders, or neither
-            for name, (metrics, rows, more) in evaluated.items():
-                write_results(stage / name, metrics, rows, {**extra, **more, **info}, config)
+            for name, (metrics, rows, described_as) in described.items():
+                write_results(stage / name, metrics, rows, described_as, config)
             atomic_write_text(stage / CONFIG, config)
         clear_outputs(cfg.out, (METRICS, PREDICTIONS))
     else:
-        ((metrics, rows, more),) = evaluated.values()
-        write_results(cfg.out, metrics, rows, {**extra, **more, **info}, config)
+        write_results(cfg.out, *described[cfg.candidates], config)
         clear_outputs(cfg.out, BOTH)
-    out = {name: {**metrics, **extra, **more, **info} for name, (metrics, _, more) in evaluated.items()}
+    out = {name: {**metrics, **described_as} for name, (metrics, _, described_as) in described.items()}
     out = out if cfg.candidates == "both" else out[cfg.candidates]
     print(json.dumps(out, indent=2))
     return out
